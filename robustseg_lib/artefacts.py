@@ -1,0 +1,193 @@
+"""Atomic artefact writes and the run-folder layout shared by all notebooks.
+
+Every file a notebook writes goes through these helpers: the content is written to a
+temporary file in the destination folder and then renamed over the target
+(``os.replace`` is atomic on POSIX), so a killed run never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+
+__all__ = [
+    "RunPaths",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_write_json",
+    "atomic_save_npz",
+    "atomic_to_csv",
+    "atomic_torch_save",
+    "atomic_savefig",
+    "read_json",
+]
+
+
+@contextmanager
+def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``target``; rename it onto ``target`` on success.
+
+    Args:
+        target: final file path.
+        suffix: suffix for the temporary file (some writers choose the format from it);
+            defaults to the target's full suffix (e.g. ``.nii.gz``).
+
+    Yields:
+        A path to write to. On an exception the temporary file is removed and the
+        target is left untouched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if suffix is None:
+        suffix = "".join(target.suffixes) or ".tmp"
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def _write_with(target: str | Path, writer: Callable[[Path], Any], suffix: str | None = None) -> Path:
+    with atomic_path(target, suffix=suffix) as tmp:
+        writer(tmp)
+    return Path(target)
+
+
+def atomic_write_bytes(target: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``target`` atomically and return the path."""
+    return _write_with(target, lambda p: p.write_bytes(data))
+
+
+def atomic_write_text(target: str | Path, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``target`` atomically and return the path."""
+    return _write_with(target, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def atomic_write_json(target: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON (numpy scalars converted) atomically."""
+
+    def default(o: Any) -> Any:
+        if isinstance(o, (np.integer,)):
+            return int(o)
+        if isinstance(o, (np.floating,)):
+            return float(o)
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        if isinstance(o, Path):
+            return str(o)
+        raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+    return atomic_write_text(target, json.dumps(obj, indent=2, sort_keys=True, default=default) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file; raises FileNotFoundError naming the path."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def atomic_save_npz(target: str | Path, compressed: bool = False, **arrays: np.ndarray) -> Path:
+    """Save arrays to an ``.npz`` atomically (``np.load(..., allow_pickle=False)`` reads it)."""
+    saver = np.savez_compressed if compressed else np.savez
+    return _write_with(target, lambda p: saver(p, **arrays), suffix=".npz")
+
+
+def atomic_to_csv(df: pd.DataFrame, target: str | Path) -> Path:
+    """Write a DataFrame as CSV (no index) atomically."""
+    return _write_with(target, lambda p: df.to_csv(p, index=False))
+
+
+def atomic_torch_save(obj: Any, target: str | Path) -> Path:
+    """``torch.save`` atomically. Read back with ``torch.load(path, weights_only=True)``."""
+    return _write_with(target, lambda p: torch.save(obj, p), suffix=".pt")
+
+
+def atomic_savefig(fig: Any, target: str | Path, dpi: int = 110) -> Path:
+    """Save a matplotlib figure atomically (format from the target's suffix)."""
+    target = Path(target)
+    return _write_with(target, lambda p: fig.savefig(p, dpi=dpi, bbox_inches="tight", format=target.suffix.lstrip(".")))
+
+
+class RunPaths:
+    """The run-folder layout: the contract between notebooks.
+
+    ``runs/<profile>/`` holds ``data/`` (generated NIfTI and the prepared cache),
+    ``models/`` (checkpoints), ``tables/`` (tidy CSVs), ``figures/`` (PNG),
+    ``notebooks/`` (executed copies), ``report/`` and ``manifest.json``.
+
+    Args:
+        root: the run folder (created on demand).
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def _dir(self, name: str) -> Path:
+        d = self.root / name
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    @property
+    def data(self) -> Path:
+        return self._dir("data")
+
+    @property
+    def raw_data(self) -> Path:
+        """Where the generated NIfTI dataset is written."""
+        return self.data / "raw"
+
+    @property
+    def prepared(self) -> Path:
+        """The preprocessed cache (``prepared.npz``) every later notebook reads."""
+        return self.data / "prepared.npz"
+
+    @property
+    def models(self) -> Path:
+        return self._dir("models")
+
+    @property
+    def tables(self) -> Path:
+        return self._dir("tables")
+
+    @property
+    def figures(self) -> Path:
+        return self._dir("figures")
+
+    @property
+    def notebooks(self) -> Path:
+        return self._dir("notebooks")
+
+    @property
+    def report(self) -> Path:
+        return self._dir("report")
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    def checkpoint(self, name: str) -> Path:
+        """Path of the deployed weights of model ``name`` (e.g. ``baseline``)."""
+        return self.models / f"{name}.pt"
+
+    def table(self, name: str) -> Path:
+        """Path of tidy table ``name`` (e.g. ``results_03_fgsm``)."""
+        return self.tables / f"{name}.csv"
+
+    def figure(self, name: str) -> Path:
+        return self.figures / f"{name}.png"

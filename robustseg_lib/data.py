@@ -1,0 +1,995 @@
+"""Data: label conventions, synthetic and real BraTS/MSD datasets, preprocessing, the prepared cache.
+
+One internal convention (docs/design.md): images are ``(4, X, Y, Z)`` in ``MODALITIES``
+order; raw labels use BraTS 2018–21 values {0, 1 NCR, 2 ED, 4 ET}; training uses contiguous
+class maps {0 bg, 1 NCR, 2 ED, 3 ET}. Every other convention is converted explicitly on
+reading (``msd_to_brats``, ``brats2023_to_brats``) and writing (``brats_to_msd``,
+``brats_to_brats2023``).
+
+Supported layouts (``list_cases`` detects them):
+
+- ``"brats2021"``: ``<root>/<case>/<case>_{t1,t1ce,t2,flair,seg}.nii.gz`` (BraTS 2018–2021);
+- ``"brats2023"``: ``<root>/<case>/<case>-{t1n,t1c,t2w,t2f,seg}.nii.gz`` (labels 1, 2, 3 = ET);
+- ``"msd"``: Medical Segmentation Decathlon Task01, ``imagesTr/BRATS_001.nii.gz`` 4-D with
+  channels FLAIR, T1w, T1gd, T2w, ``labelsTr/`` with 1 edema, 2 non-enhancing, 3 enhancing,
+  and ``dataset.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import torch
+
+from .artefacts import atomic_path, atomic_save_npz, atomic_write_json
+from .synthetic import generate_case, make_synthetic_case, voxel_size_for_shape
+
+__all__ = [
+    "MODALITIES",
+    "REGIONS",
+    "CLASS_NAMES",
+    "LAYOUTS",
+    "PREPARED_KEYS",
+    "Case",
+    "PreparedData",
+    "make_synthetic_case",
+    "generate_case",
+    "make_synthetic_dataset",
+    "case_seed",
+    "case_ids_for",
+    "write_case",
+    "write_msd_dataset_json",
+    "list_cases",
+    "load_case",
+    "to_classes",
+    "from_classes",
+    "regions",
+    "msd_to_brats",
+    "brats_to_msd",
+    "brats2023_to_brats",
+    "brats_to_brats2023",
+    "preprocess_case",
+    "split_cases",
+    "prepare_dataset",
+    "load_prepared",
+    "threshold_baseline",
+    "region_volumes",
+]
+
+MODALITIES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
+REGIONS: tuple[str, ...] = ("WT", "TC", "ET")
+CLASS_NAMES: tuple[str, ...] = ("background", "NCR", "ED", "ET")
+LAYOUTS: tuple[str, ...] = ("brats2021", "brats2023", "msd")
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+PREPARED_KEYS: tuple[str, ...] = ("images", "labels", "brain", "case_ids", "split", "lo", "hi", "mean", "std")
+
+# file suffix of each modality (and the seg) per BraTS layout, in MODALITIES order + seg
+_BRATS_FILES: dict[str, dict[str, str]] = {
+    "brats2021": {"t1": "_t1", "t1ce": "_t1ce", "t2": "_t2", "flair": "_flair", "seg": "_seg"},
+    "brats2023": {"t1": "-t1n", "t1ce": "-t1c", "t2": "-t2w", "flair": "-t2f", "seg": "-seg"},
+}
+# MSD Task01 channel order and the names its dataset.json uses
+_MSD_CHANNELS: tuple[str, ...] = ("flair", "t1", "t1ce", "t2")
+_MSD_MODALITY_NAMES: dict[str, str] = {"flair": "FLAIR", "t1": "T1w", "t1ce": "t1gd", "t2": "T2w"}
+_MSD_NAME_TO_MOD: dict[str, str] = {
+    "flair": "flair", "t2f": "flair", "t1w": "t1", "t1": "t1", "t1n": "t1",
+    "t1gd": "t1ce", "t1ce": "t1ce", "t1c": "t1ce", "t2w": "t2", "t2": "t2",
+}
+# label value sets per convention
+_LABEL_VALUES: dict[str, tuple[int, ...]] = {"brats2021": (0, 1, 2, 4), "brats2023": (0, 1, 2, 3), "msd": (0, 1, 2, 3)}
+
+
+# =========================================================================== label conventions
+def _as_numpy(x: Any, name: str) -> tuple[np.ndarray, Any]:
+    """Return ``(numpy array, torch device or None)``."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy(), x.device
+    if isinstance(x, np.ndarray):
+        return x, None
+    if isinstance(x, (list, tuple)):
+        return np.asarray(x), None
+    raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}")
+
+
+def _back(a: np.ndarray, device: Any) -> Any:
+    return a if device is None else torch.from_numpy(a).to(device)
+
+
+def _remap(label: Any, table: Mapping[int, int], name: str, convention: str) -> Any:
+    """Map integer label values through ``table``; any value not in the table raises ValueError."""
+    arr, dev = _as_numpy(label, name)
+    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise ValueError(f"{name} must hold integer label values, got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+            raise ValueError(f"{name} has non-integer values; expected {convention} labels {sorted(table)}")
+    if arr.size == 0:
+        return _back(arr.astype(np.uint8), dev)
+    lo, hi = arr.min(), arr.max()
+    if lo < 0 or hi > 255:
+        raise ValueError(f"{name} has values outside {sorted(table)} ({convention}): min {lo}, max {hi}")
+    a = arr.astype(np.uint8, copy=False)
+    present = np.flatnonzero(np.bincount(a.ravel(), minlength=256))
+    bad = [int(v) for v in present if int(v) not in table]
+    if bad:
+        raise ValueError(f"{name} has values {bad} outside the {convention} convention {sorted(table)}")
+    lut = np.zeros(256, np.uint8)
+    for k, v in table.items():
+        lut[k] = v
+    return _back(lut[a], dev)
+
+
+def to_classes(label: Any) -> Any:
+    """BraTS 2018–21 label values {0, 1 NCR, 2 ED, 4 ET} → class map {0, 1 NCR, 2 ED, 3 ET}.
+
+    Args:
+        label: integer array or tensor of BraTS values.
+
+    Returns:
+        uint8 class map of the same shape (same container type; tensors keep their device).
+
+    Raises:
+        ValueError: on any value outside {0, 1, 2, 4}.
+    """
+    return _remap(label, {0: 0, 1: 1, 2: 2, 4: 3}, "label", "BraTS 2018-21")
+
+
+def from_classes(classes: Any) -> Any:
+    """Class map {0, 1, 2, 3} → BraTS 2018–21 label values {0, 1, 2, 4} (inverse of ``to_classes``).
+
+    Args:
+        classes: integer array or tensor of class indices.
+
+    Returns:
+        uint8 label array of the same shape.
+    """
+    return _remap(classes, {0: 0, 1: 1, 2: 2, 3: 4}, "classes", "class-map")
+
+
+def msd_to_brats(label: Any) -> Any:
+    """MSD Task01 labels (1 edema, 2 non-enhancing, 3 enhancing) → BraTS 2018–21 (1→2, 2→1, 3→4).
+
+    Args:
+        label: integer array or tensor with values in {0, 1, 2, 3}.
+
+    Returns:
+        uint8 array with values in {0, 1, 2, 4}.
+    """
+    return _remap(label, {0: 0, 1: 2, 2: 1, 3: 4}, "label", "MSD Task01")
+
+
+def brats_to_msd(label: Any) -> Any:
+    """BraTS 2018–21 labels → MSD Task01 labels (2→1, 1→2, 4→3); inverse of ``msd_to_brats``."""
+    return _remap(label, {0: 0, 1: 2, 2: 1, 4: 3}, "label", "BraTS 2018-21")
+
+
+def brats2023_to_brats(label: Any) -> Any:
+    """BraTS 2023+ labels (1 NCR, 2 ED/SNFH, 3 ET) → BraTS 2018–21 (3→4).
+
+    Args:
+        label: integer array or tensor with values in {0, 1, 2, 3}.
+
+    Returns:
+        uint8 array with values in {0, 1, 2, 4}.
+    """
+    return _remap(label, {0: 0, 1: 1, 2: 2, 3: 4}, "label", "BraTS 2023")
+
+
+def brats_to_brats2023(label: Any) -> Any:
+    """BraTS 2018–21 labels → BraTS 2023+ (4→3); inverse of ``brats2023_to_brats``."""
+    return _remap(label, {0: 0, 1: 1, 2: 2, 4: 3}, "label", "BraTS 2018-21")
+
+
+def regions(classes: Any) -> dict[str, Any]:
+    """Boolean evaluation regions of a class map.
+
+    Args:
+        classes: class map {0, 1 NCR, 2 ED, 3 ET} (numpy array or torch tensor, any shape).
+
+    Returns:
+        ``{"WT": classes in {1,2,3}, "TC": classes in {1,3}, "ET": classes == 3}``, same type.
+
+    Raises:
+        ValueError: on values outside 0..3 (e.g. BraTS label value 4: use ``to_classes`` first).
+    """
+    if not isinstance(classes, (np.ndarray, torch.Tensor)):
+        raise TypeError(f"classes must be a numpy array or torch tensor, got {type(classes).__name__}")
+    if classes.dtype in (torch.bool, np.bool_) or classes.dtype == bool:
+        raise ValueError("classes must be an integer class map, got a boolean array")
+    if classes.numel() if isinstance(classes, torch.Tensor) else classes.size:
+        lo, hi = float(classes.min()), float(classes.max())
+        if lo < 0 or hi > 3:
+            raise ValueError(f"classes must be in 0..3 (got min {lo:g}, max {hi:g}); convert BraTS labels with to_classes")
+    return {"WT": classes > 0, "TC": (classes == 1) | (classes == 3), "ET": classes == 3}
+
+
+# =========================================================================== NIfTI I/O
+def _grid_affine(shape: Sequence[int], voxel_size: float) -> np.ndarray:
+    """RAS affine with isotropic ``voxel_size`` mm, grid centre at the world origin."""
+    aff = np.diag([voxel_size, voxel_size, voxel_size, 1.0])
+    aff[:3, 3] = -(np.asarray(shape, float) - 1) / 2.0 * voxel_size
+    return aff
+
+
+def _save_nifti(target: Path, data: np.ndarray, affine: np.ndarray) -> Path:
+    img = nib.Nifti1Image(data, affine)
+    img.header.set_data_dtype(data.dtype)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    with atomic_path(target) as tmp:
+        nib.save(img, tmp)
+    return target
+
+
+def _load_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read a NIfTI file as float32 (scaling applied) with its affine; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        img = nib.load(str(path))
+        data = img.get_fdata(dtype=np.float32)
+        affine = np.asarray(img.affine, dtype=np.float64)
+    except Exception as exc:  # nibabel raises many types on corrupt/truncated files
+        raise ValueError(f"{path}: cannot read NIfTI file ({type(exc).__name__}: {exc})") from exc
+    if not np.all(np.isfinite(data)):
+        n = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
+        raise ValueError(f"{path}: {n} NaN/Inf voxel values")
+    return data, affine
+
+
+def _check_ndim(path: Path, data: np.ndarray, ndim: int, what: str) -> None:
+    if data.ndim != ndim:
+        raise ValueError(f"{path}: expected a {ndim}-D {what}, got shape {data.shape} ({data.ndim}-D)")
+
+
+def _label_to_uint(path: Path, data: np.ndarray, convention: str) -> np.ndarray:
+    allowed = _LABEL_VALUES[convention]
+    if np.any(data != np.round(data)):
+        raise ValueError(f"{path}: label file has non-integer values; expected {convention} labels {list(allowed)}")
+    lo, hi = float(data.min()), float(data.max())
+    if lo < 0 or hi > 255:
+        raise ValueError(f"{path}: label values outside the {convention} convention {list(allowed)} (min {lo:g}, max {hi:g})")
+    a = data.astype(np.uint8)
+    present = np.flatnonzero(np.bincount(a.ravel(), minlength=256))
+    bad = [int(v) for v in present if int(v) not in allowed]
+    if bad:
+        raise ValueError(f"{path}: label values {bad} outside the {convention} convention {list(allowed)}")
+    if convention == "msd":
+        return msd_to_brats(a)
+    if convention == "brats2023":
+        return brats2023_to_brats(a)
+    return a
+
+
+# =========================================================================== cases
+@dataclass(frozen=True)
+class Case:
+    """One case of a dataset on disk.
+
+    Attributes:
+        case_id: e.g. ``BraTS2021_00000``, ``BraTS-GLI-00000-000`` or ``BRATS_001``.
+        layout: one of ``LAYOUTS``.
+        paths: BraTS layouts: ``{"t1", "t1ce", "t2", "flair"[, "seg"]}``; MSD: ``{"image"[, "label"]}``.
+        channels: MSD only: the 4-D file's channel index of each of ``MODALITIES``.
+    """
+
+    case_id: str
+    layout: str
+    paths: dict[str, Path] = field(compare=True)
+    channels: tuple[int, ...] | None = None
+
+
+def _check_case_args(n_cases: Any, shape: Any, seed: Any, layout: Any) -> tuple[int, int, int]:
+    if isinstance(n_cases, bool) or not isinstance(n_cases, (int, np.integer)) or n_cases < 1:
+        raise ValueError(f"n_cases must be an int >= 1, got {n_cases!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    try:
+        ok = len(shape) == 3 and all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in shape)
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"shape must be 3 positive ints, got {shape!r}")
+    return tuple(int(s) for s in shape)  # type: ignore[return-value]
+
+
+def case_seed(seed: int, index: int) -> int:
+    """Seed of synthetic case ``index`` of a dataset generated with ``seed`` (layout-independent)."""
+    return int(seed) * 100003 + int(index)
+
+
+def case_ids_for(layout: str, n_cases: int) -> list[str]:
+    """Case identifiers the writers use for ``n_cases`` cases in ``layout``."""
+    if layout == "brats2021":
+        return [f"BraTS2021_{i:05d}" for i in range(n_cases)]
+    if layout == "brats2023":
+        return [f"BraTS-GLI-{i:05d}-000" for i in range(n_cases)]
+    if layout == "msd":
+        return [f"BRATS_{i + 1:03d}" for i in range(n_cases)]
+    raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+
+
+def write_case(root: str | Path, case_id: str, image: np.ndarray, label: np.ndarray | None, affine: np.ndarray,
+               layout: str) -> Path:
+    """Write one case (image in MODALITIES order, BraTS 2018–21 label) in ``layout``.
+
+    Args:
+        root: dataset folder.
+        case_id: case identifier (file names derive from it).
+        image: float ``(4, X, Y, Z)`` in MODALITIES order.
+        label: uint8 ``(X, Y, Z)`` in BraTS 2018–21 values, or None (no seg file).
+        affine: 4×4 voxel-to-world matrix.
+        layout: one of ``LAYOUTS``.
+
+    Returns:
+        The case folder (BraTS layouts) or the image file (MSD). MSD's dataset.json is
+        written by ``make_synthetic_dataset`` (or ``write_msd_dataset_json``).
+    """
+    root = Path(root)
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim != 4 or image.shape[0] != len(MODALITIES):
+        raise ValueError(f"image must be (4, X, Y, Z), got {image.shape}")
+    if label is not None and tuple(label.shape) != image.shape[1:]:
+        raise ValueError(f"label shape {label.shape} differs from image {image.shape[1:]}")
+    if layout in _BRATS_FILES:
+        files = _BRATS_FILES[layout]
+        folder = root / case_id
+        for c, mod in enumerate(MODALITIES):
+            _save_nifti(folder / f"{case_id}{files[mod]}.nii.gz", image[c], affine)
+        if label is not None:
+            lab = label.astype(np.uint8) if layout == "brats2021" else brats_to_brats2023(label.astype(np.uint8))
+            _save_nifti(folder / f"{case_id}{files['seg']}.nii.gz", lab, affine)
+        return folder
+    if layout == "msd":
+        order = [MODALITIES.index(m) for m in _MSD_CHANNELS]
+        data4 = np.ascontiguousarray(np.moveaxis(image[order], 0, -1))
+        img_path = root / "imagesTr" / f"{case_id}.nii.gz"
+        _save_nifti(img_path, data4, affine)
+        if label is not None:
+            _save_nifti(root / "labelsTr" / f"{case_id}.nii.gz", brats_to_msd(label.astype(np.uint8)), affine)
+        return img_path
+    raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+
+
+def write_msd_dataset_json(root: str | Path, case_ids: Sequence[str], *, labelled: bool = True) -> Path:
+    """Write an MSD Task01-style ``dataset.json`` (read by MONAI's ``load_decathlon_datalist``).
+
+    Args:
+        root: the MSD folder (holding ``imagesTr``/``labelsTr``).
+        case_ids: training case ids (file stems).
+        labelled: whether ``labelsTr`` files exist.
+
+    Returns:
+        Path of dataset.json.
+    """
+    training = []
+    for cid in case_ids:
+        entry = {"image": f"./imagesTr/{cid}.nii.gz"}
+        if labelled:
+            entry["label"] = f"./labelsTr/{cid}.nii.gz"
+        training.append(entry)
+    meta = {
+        "name": "BRATS",
+        "description": "Synthetic gliomas in MSD Task01_BrainTumour layout (robustseg generator)",
+        "reference": "robustseg synthetic generator (not real patient data)",
+        "licence": "CC-BY-SA 4.0",
+        "release": "synthetic",
+        "tensorImageSize": "4D",
+        "modality": {str(i): _MSD_MODALITY_NAMES[m] for i, m in enumerate(_MSD_CHANNELS)},
+        "labels": {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"},
+        "numTraining": len(training),
+        "numTest": 0,
+        "training": training,
+        "test": [],
+    }
+    return atomic_write_json(Path(root) / "dataset.json", meta)
+
+
+def make_synthetic_dataset(
+    root: str | Path,
+    n_cases: int,
+    *,
+    shape: tuple[int, int, int] = (96, 96, 96),
+    seed: int = 0,
+    layout: str = "brats2021",
+) -> list[Path]:
+    """Generate ``n_cases`` synthetic cases and write them as NIfTI in a real dataset layout.
+
+    Case ``i`` uses seed ``case_seed(seed, i)`` whatever the layout, so the same ``seed`` gives
+    the same arrays in every layout. Files are written atomically.
+
+    Args:
+        root: output folder (created).
+        n_cases: number of cases (>= 1).
+        shape: grid (X, Y, Z); voxel size ``voxel_size_for_shape(shape)`` mm.
+        seed: dataset seed (>= 0).
+        layout: ``"brats2021"``, ``"brats2023"`` or ``"msd"``.
+
+    Returns:
+        Case folders (BraTS layouts) or image files (MSD), in case order.
+    """
+    shape = _check_case_args(n_cases, shape, seed, layout)
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    affine = _grid_affine(shape, voxel_size_for_shape(shape))
+    ids = case_ids_for(layout, int(n_cases))
+    out = []
+    for i, cid in enumerate(ids):
+        image, label = make_synthetic_case(case_seed(seed, i), shape)
+        out.append(write_case(root, cid, image, label, affine, layout))
+    if layout == "msd":
+        write_msd_dataset_json(root, ids)
+    return out
+
+
+_NII = re.compile(r"^(?P<stem>.+)\.nii(\.gz)?$")
+
+
+def _nii_files(folder: Path) -> dict[str, Path]:
+    """Visible NIfTI files of a folder by stem (macOS ``._*`` resource forks skipped)."""
+    out = {}
+    for p in sorted(folder.iterdir()):
+        m = _NII.match(p.name)
+        if m and not p.name.startswith(".") and p.is_file():
+            out[m.group("stem")] = p
+    return out
+
+
+def _detect_brats_layout(folder: Path) -> str | None:
+    stems = _nii_files(folder)
+    for layout, files in _BRATS_FILES.items():
+        if any(stem.endswith(files["flair"]) or stem.endswith(files["t1ce"]) for stem in stems):
+            return layout
+    return None
+
+
+def _brats_case(folder: Path, layout: str) -> Case:
+    cid = folder.name
+    files = _BRATS_FILES[layout]
+    stems = _nii_files(folder)
+    paths: dict[str, Path] = {}
+    for key in (*MODALITIES, "seg"):
+        stem = f"{cid}{files[key]}"
+        if stem in stems:
+            paths[key] = stems[stem]
+        elif key != "seg":
+            raise FileNotFoundError(
+                f"{folder / (stem + '.nii.gz')}: missing {key} file of case {cid} ({layout} layout expects "
+                f"{', '.join(cid + files[m] + '.nii.gz' for m in MODALITIES)})"
+            )
+    return Case(cid, layout, paths)
+
+
+def _msd_cases(root: Path) -> list[Case]:
+    meta_path = root / "dataset.json"
+    channels = tuple(_MSD_CHANNELS.index(m) for m in MODALITIES)
+    entries: list[tuple[Path, Path | None]] = []
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{meta_path}: not valid JSON ({exc})") from exc
+        if "modality" in meta:
+            names = {int(k): str(v).strip().lower() for k, v in meta["modality"].items()}
+            mods = {_MSD_NAME_TO_MOD.get(n): k for k, n in names.items()}
+            if set(MODALITIES) - set(mods) or len(names) != 4:
+                raise ValueError(f"{meta_path}: 'modality' {meta['modality']} does not name FLAIR, T1w, T1gd and T2w")
+            channels = tuple(mods[m] for m in MODALITIES)
+        for e in meta.get("training", []):
+            if not isinstance(e, dict) or "image" not in e:
+                raise ValueError(f"{meta_path}: 'training' entries need an 'image' key, got {e!r}")
+            entries.append((root / e["image"], root / e["label"] if e.get("label") else None))
+        for e in meta.get("test", []):
+            img = e["image"] if isinstance(e, dict) else e
+            entries.append((root / img, None))
+        if not entries:
+            raise ValueError(f"{meta_path}: no 'training' or 'test' entries")
+    else:
+        images = root / "imagesTr"
+        for stem, p in _nii_files(images).items():
+            lab = _nii_files(root / "labelsTr").get(stem) if (root / "labelsTr").is_dir() else None
+            entries.append((p, lab))
+        if not entries:
+            raise ValueError(f"{images}: no NIfTI images (MSD layout)")
+    cases = []
+    for img, lab in entries:
+        img = Path(os.path.normpath(img))
+        if not img.is_file():
+            raise FileNotFoundError(f"{img}: image file listed in {meta_path.name} does not exist")
+        paths = {"image": img}
+        if lab is not None:
+            lab = Path(os.path.normpath(lab))
+            if not lab.is_file():
+                raise FileNotFoundError(f"{lab}: label file listed in {meta_path.name} does not exist")
+            paths["label"] = lab
+        cid = _NII.match(img.name).group("stem")  # type: ignore[union-attr]
+        cases.append(Case(cid, "msd", paths, channels))
+    return cases
+
+
+def list_cases(root: str | Path) -> list[Case]:
+    """List the cases of a dataset folder, detecting its layout.
+
+    Args:
+        root: a BraTS 2018–21 or 2023 folder (one sub-folder per case) or an MSD Task01
+            folder (``dataset.json`` and/or ``imagesTr/``).
+
+    Returns:
+        Cases sorted by id (MSD: in dataset.json order).
+
+    Raises:
+        FileNotFoundError: missing folder or a missing modality file (named).
+        ValueError: empty/unrecognised folder, or mixed layouts.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: dataset folder does not exist")
+    if (root / "dataset.json").is_file() or (root / "imagesTr").is_dir():
+        return _msd_cases(root)
+    cases: list[Case] = []
+    layouts = set()
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        layout = _detect_brats_layout(sub)
+        if layout is None:
+            continue
+        layouts.add(layout)
+        cases.append(_brats_case(sub, layout))
+    if not cases:
+        raise ValueError(
+            f"{root}: no cases found; expected <case>/<case>_{{t1,t1ce,t2,flair,seg}}.nii.gz (BraTS 2018-21), "
+            f"<case>/<case>-{{t1n,t1c,t2w,t2f,seg}}.nii.gz (BraTS 2023) or an MSD folder with dataset.json/imagesTr"
+        )
+    if len(layouts) > 1:
+        raise ValueError(f"{root}: mixed layouts {sorted(layouts)}")
+    return cases
+
+
+def load_case(case: Case) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Load one case in the internal convention.
+
+    Args:
+        case: from ``list_cases``.
+
+    Returns:
+        ``(image, label, affine)``: float32 ``(4, X, Y, Z)`` in MODALITIES order; uint8 label in
+        BraTS 2018–21 values (None when the case has no seg file); 4×4 float64 affine.
+
+    Raises:
+        FileNotFoundError / ValueError naming the file: missing or unreadable files, wrong
+        dimensionality, mismatched shapes/affines, NaN/Inf, label values outside the layout's convention.
+    """
+    if not isinstance(case, Case):
+        raise TypeError(f"case must be a Case (from list_cases), got {type(case).__name__}")
+    if case.layout in _BRATS_FILES:
+        chans, affine, ref = [], None, None
+        for mod in MODALITIES:
+            if mod not in case.paths:
+                raise FileNotFoundError(f"case {case.case_id}: no {mod} file")
+            path = case.paths[mod]
+            data, aff = _load_nifti(path)
+            _check_ndim(path, data, 3, "modality volume")
+            if ref is None:
+                affine, ref = aff, path
+            else:
+                if data.shape != chans[0].shape:
+                    raise ValueError(f"{path}: shape {data.shape} differs from {ref.name} {chans[0].shape}")
+                if not np.allclose(aff, affine, atol=1e-3):
+                    raise ValueError(f"{path}: affine differs from {ref.name}")
+            chans.append(data)
+        image = np.stack(chans)
+        label = None
+        if "seg" in case.paths:
+            path = case.paths["seg"]
+            data, aff = _load_nifti(path)
+            _check_ndim(path, data, 3, "label volume")
+            if data.shape != image.shape[1:]:
+                raise ValueError(f"{path}: label shape {data.shape} differs from the images {image.shape[1:]}")
+            if not np.allclose(aff, affine, atol=1e-3):
+                raise ValueError(f"{path}: label affine differs from {ref.name}")
+            label = _label_to_uint(path, data, case.layout)
+        return image, label, affine  # type: ignore[return-value]
+    if case.layout == "msd":
+        path = case.paths["image"]
+        data, affine = _load_nifti(path)
+        _check_ndim(path, data, 4, "MSD image (X, Y, Z, 4)")
+        if data.shape[-1] != 4:
+            raise ValueError(f"{path}: expected 4 channels in the last axis, got shape {data.shape}")
+        channels = case.channels or tuple(_MSD_CHANNELS.index(m) for m in MODALITIES)
+        image = np.ascontiguousarray(np.moveaxis(data, -1, 0)[list(channels)])
+        label = None
+        if "label" in case.paths:
+            lpath = case.paths["label"]
+            ldata, laff = _load_nifti(lpath)
+            _check_ndim(lpath, ldata, 3, "MSD label volume")
+            if ldata.shape != image.shape[1:]:
+                raise ValueError(f"{lpath}: label shape {ldata.shape} differs from the image {image.shape[1:]}")
+            if not np.allclose(laff, affine, atol=1e-3):
+                raise ValueError(f"{lpath}: label affine differs from {path.name}")
+            label = _label_to_uint(lpath, ldata, "msd")
+        return image, label, affine
+    raise ValueError(f"case {case.case_id}: unknown layout {case.layout!r}")
+
+
+# =========================================================================== preprocessing
+def preprocess_case(image: np.ndarray, label: np.ndarray | None, shape: tuple[int, int, int]) -> dict[str, Any]:
+    """Crop to the brain, z-score each modality over the brain, and fit to the working grid.
+
+    Steps: brain = any modality > 0; crop to its bounding box; z-score each modality over brain
+    voxels (statistics kept); zero outside the brain; centre pad/crop to ``shape`` (MONAI
+    ``ResizeWithPadOrCrop``) — if the box is larger than ``shape`` along any axis it is first
+    resized (MONAI ``Resize``, aspect kept; ``area`` for the image, nearest for labels/brain).
+
+    Args:
+        image: float ``(4, X, Y, Z)`` raw intensities in MODALITIES order.
+        label: BraTS 2018–21 label ``(X, Y, Z)`` or None (classes all zero).
+        shape: working grid.
+
+    Returns:
+        dict with ``image`` float32 (4, *shape), ``classes`` uint8 (*shape), ``brain`` bool (*shape),
+        ``mean``/``std`` float32 (4,) raw statistics over the brain, ``lo``/``hi`` float32 (4,)
+        min/max of the z-scored image over the brain, ``bbox`` int (2, 3) crop box, ``resized`` bool.
+    """
+    from monai.transforms import Resize, ResizeWithPadOrCrop
+    from monai.transforms.utils import generate_spatial_bounding_box
+
+    image = np.asarray(image)
+    if image.ndim != 4 or image.shape[0] != len(MODALITIES):
+        raise ValueError(f"image must be (4, X, Y, Z) in MODALITIES order, got shape {image.shape}")
+    if not np.all(np.isfinite(image)):
+        raise ValueError("image has NaN/Inf values")
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"shape must be 3 positive ints, got {shape!r}")
+    classes = np.zeros(image.shape[1:], np.uint8) if label is None else to_classes(np.asarray(label))
+    if classes.shape != image.shape[1:]:
+        raise ValueError(f"label shape {classes.shape} differs from image {image.shape[1:]}")
+    image = image.astype(np.float32, copy=False)
+    brain = np.any(image > 0, axis=0)
+    if not brain.any():
+        raise ValueError("image has no brain voxels (no modality > 0)")
+    start, end = generate_spatial_bounding_box(brain[None])
+    sl = tuple(slice(int(a), int(b)) for a, b in zip(start, end))
+    img = image[(slice(None), *sl)]
+    br = brain[sl]
+    cls = classes[sl]
+    vals = img[:, br]
+    mean = vals.mean(axis=1).astype(np.float32)
+    std = vals.std(axis=1).astype(np.float32)
+    std = np.maximum(std, np.float32(1e-6) * np.maximum(np.abs(mean), 1.0))
+    z = ((img - mean[:, None, None, None]) / std[:, None, None, None]) * br[None]
+    box = np.asarray(br.shape)
+    resized = bool(np.any(box > np.asarray(shape)))
+    if resized:
+        f = float(np.min(np.asarray(shape) / box))
+        new = tuple(int(max(1, min(s, np.floor(b * f)))) for b, s in zip(box, shape))
+        z = np.asarray(Resize(new, mode="area")(z).numpy())
+        cls = np.asarray(Resize(new, mode="nearest-exact")(cls[None].astype(np.float32)).numpy())[0].round().astype(np.uint8)
+        br = np.asarray(Resize(new, mode="nearest-exact")(br[None].astype(np.float32)).numpy())[0] > 0.5
+        z = z * br[None]
+    pad = ResizeWithPadOrCrop(shape, mode="constant")
+    z = np.asarray(pad(z).numpy(), dtype=np.float32)
+    cls = np.asarray(pad(cls[None]).numpy())[0].astype(np.uint8)
+    br = np.asarray(pad(br[None].astype(np.uint8)).numpy())[0] > 0
+    z[:, ~br] = 0.0
+    inside = z[:, br]
+    lo = inside.min(axis=1).astype(np.float32) if inside.size else np.zeros(4, np.float32)
+    hi = inside.max(axis=1).astype(np.float32) if inside.size else np.zeros(4, np.float32)
+    return {
+        "image": z,
+        "classes": cls,
+        "brain": br,
+        "mean": mean,
+        "std": std,
+        "lo": lo,
+        "hi": hi,
+        "bbox": np.asarray([start, end], dtype=np.int64),
+        "resized": resized,
+    }
+
+
+def split_cases(case_ids: Sequence[str], fractions: Sequence[float] = (0.6, 0.15, 0.25), seed: int = 0) -> dict[str, str]:
+    """Deterministic train/val/test split.
+
+    Args:
+        case_ids: unique case ids (order does not matter: they are sorted first).
+        fractions: (train, val, test) fractions, non-negative, summing to 1.
+        seed: permutation seed.
+
+    Returns:
+        ``{case_id: "train" | "val" | "test"}``; with n >= 3 cases every split whose fraction
+        is > 0 gets at least one case (train always does).
+    """
+    ids = [str(c) for c in case_ids]
+    if not ids:
+        raise ValueError("case_ids must not be empty")
+    if len(set(ids)) != len(ids):
+        raise ValueError("case_ids must be unique")
+    fr = np.asarray(fractions, dtype=np.float64)
+    if fr.shape != (3,) or np.any(fr < 0) or not np.isclose(fr.sum(), 1.0, atol=1e-6) or fr[0] <= 0:
+        raise ValueError(f"fractions must be 3 non-negative numbers (train > 0) summing to 1, got {tuple(fractions)}")
+    n = len(ids)
+    n_val, n_test = int(round(fr[1] * n)), int(round(fr[2] * n))
+    if n >= 3:
+        n_val = max(n_val, 1) if fr[1] > 0 else 0
+        n_test = max(n_test, 1) if fr[2] > 0 else 0
+    while n - n_val - n_test < 1:
+        if n_val >= n_test and n_val > 0:
+            n_val -= 1
+        else:
+            n_test -= 1
+    order = np.random.default_rng(seed).permutation(n)
+    srt = sorted(ids)
+    out = {}
+    for rank, k in enumerate(order):
+        out[srt[k]] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+    return {cid: out[cid] for cid in ids}
+
+
+def prepare_dataset(
+    root_or_cases: str | Path | Sequence[Case],
+    out_file: str | Path,
+    shape: tuple[int, int, int],
+    *,
+    fractions: Sequence[float] = (0.6, 0.15, 0.25),
+    seed: int = 0,
+    progress: bool = True,
+) -> Path:
+    """Load, preprocess and split every labelled case; write ``prepared.npz`` atomically.
+
+    Args:
+        root_or_cases: dataset folder (any layout) or a list of ``Case``.
+        out_file: target ``.npz`` (keys ``PREPARED_KEYS``, see docs/design.md).
+        shape: working grid.
+        fractions: (train, val, test) fractions for ``split_cases``.
+        seed: split seed.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        ``Path(out_file)``. Cases without a label file are skipped with a warning.
+    """
+    from tqdm.auto import tqdm
+
+    if isinstance(root_or_cases, (str, os.PathLike)):
+        cases = list_cases(root_or_cases)
+    else:
+        cases = list(root_or_cases)
+        if not cases or not all(isinstance(c, Case) for c in cases):
+            raise ValueError("root_or_cases must be a dataset folder or a non-empty list of Case")
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"shape must be 3 positive ints, got {shape!r}")
+    labelled = [c for c in cases if ("seg" in c.paths or "label" in c.paths)]
+    if len(labelled) < len(cases):
+        warnings.warn(f"prepare_dataset: skipping {len(cases) - len(labelled)} case(s) without labels", stacklevel=2)
+    if not labelled:
+        raise ValueError("prepare_dataset: no labelled cases")
+    n = len(labelled)
+    images = np.zeros((n, 4, *shape), np.float32)
+    labels = np.zeros((n, *shape), np.uint8)
+    brain = np.zeros((n, *shape), bool)
+    stats = {k: np.zeros((n, 4), np.float32) for k in ("lo", "hi", "mean", "std")}
+    for i, case in enumerate(tqdm(labelled, desc="prepare", disable=not progress)):
+        img, lab, _ = load_case(case)
+        out = preprocess_case(img, lab, shape)
+        images[i], labels[i], brain[i] = out["image"], out["classes"], out["brain"]
+        for k in stats:
+            stats[k][i] = out[k]
+    ids = [c.case_id for c in labelled]
+    split = split_cases(ids, fractions, seed)
+    return atomic_save_npz(
+        out_file,
+        images=images,
+        labels=labels,
+        brain=brain,
+        case_ids=np.asarray(ids, dtype=str),
+        split=np.asarray([split[c] for c in ids], dtype=str),
+        **stats,
+    )
+
+
+def load_prepared(path: str | Path) -> dict[str, np.ndarray]:
+    """Read and validate a ``prepared.npz``.
+
+    Args:
+        path: file written by ``prepare_dataset``.
+
+    Returns:
+        dict with exactly ``PREPARED_KEYS`` (arrays in memory).
+
+    Raises:
+        FileNotFoundError / ValueError naming the file on a missing/corrupt file, missing
+        keys, or inconsistent shapes/dtypes.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: prepared dataset not found (run the data notebook first)")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            data = {k: npz[k] for k in npz.files}
+    except Exception as exc:
+        raise ValueError(f"{path}: cannot read prepared npz ({type(exc).__name__}: {exc})") from exc
+    missing = [k for k in PREPARED_KEYS if k not in data]
+    if missing:
+        raise ValueError(f"{path}: missing keys {missing} (expected {list(PREPARED_KEYS)})")
+    extra = sorted(set(data) - set(PREPARED_KEYS))
+    if extra:
+        raise ValueError(f"{path}: unexpected keys {extra}")
+    im = data["images"]
+    if im.ndim != 5 or im.shape[1] != 4:
+        raise ValueError(f"{path}: 'images' must be (N, 4, X, Y, Z), got {im.shape}")
+    n, sp = im.shape[0], im.shape[2:]
+    expect = {"labels": (n, *sp), "brain": (n, *sp), "case_ids": (n,), "split": (n,),
+              "lo": (n, 4), "hi": (n, 4), "mean": (n, 4), "std": (n, 4)}
+    for k, shp in expect.items():
+        if data[k].shape != shp:
+            raise ValueError(f"{path}: '{k}' has shape {data[k].shape}, expected {shp}")
+    if im.dtype != np.float32 or data["labels"].dtype != np.uint8 or data["brain"].dtype != bool:
+        raise ValueError(f"{path}: dtypes images {im.dtype}, labels {data['labels'].dtype}, brain {data['brain'].dtype}; "
+                         "expected float32, uint8, bool")
+    if data["labels"].size and data["labels"].max() > 3:
+        raise ValueError(f"{path}: 'labels' must be class maps 0..3, max is {data['labels'].max()}")
+    bad = sorted(set(data["split"].tolist()) - set(SPLITS))
+    if bad:
+        raise ValueError(f"{path}: 'split' has values {bad} outside {SPLITS}")
+    return data
+
+
+@dataclass
+class PreparedData:
+    """The prepared arrays with convenience accessors (``PreparedData.load(path).subset("train")``)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    brain: np.ndarray
+    case_ids: np.ndarray
+    split: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PreparedData":
+        """Read ``prepared.npz`` (validated by ``load_prepared``)."""
+        return cls(**load_prepared(path))
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def subset(self, split: str) -> "PreparedData":
+        """Cases of one split (``"train"``, ``"val"`` or ``"test"``)."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        m = self.split == split
+        return PreparedData(**{k: getattr(self, k)[m] for k in PREPARED_KEYS})
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        return {k: getattr(self, k) for k in PREPARED_KEYS}
+
+
+# =========================================================================== analysis
+def _dice_counts(tp: np.ndarray, n_pred: np.ndarray, n_true: int) -> np.ndarray:
+    """Dice from counts with the BraTS empty policy (both empty → 1, empty truth only → 0)."""
+    denom = n_pred + n_true
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d = np.where(denom > 0, 2.0 * tp / np.maximum(denom, 1), 1.0)
+    return d
+
+
+def threshold_baseline(images: np.ndarray, classes: np.ndarray, brain: np.ndarray, *, n_thresholds: int = 256) -> pd.DataFrame:
+    """Best single-modality, single-threshold segmentation of each region (an "is it too easy?" check).
+
+    For each region, every modality and direction (``>`` t or ``<`` t, inside the brain) is tried
+    with thresholds at quantiles of the pooled brain values (dense in the tails); the threshold is
+    fit on the same cases it is scored on, so the Dice is an optimistic upper bound.
+
+    Args:
+        images: float ``(N, 4, X, Y, Z)`` (e.g. prepared z-scored images).
+        classes: class maps ``(N, X, Y, Z)`` in 0..3.
+        brain: bool ``(N, X, Y, Z)``.
+        n_thresholds: number of candidate thresholds per modality.
+
+    Returns:
+        DataFrame with one row per region: ``region, modality, direction, threshold, dice_mean,
+        dice_std, n_cases``.
+    """
+    images, classes, brain = np.asarray(images), np.asarray(classes), np.asarray(brain, bool)
+    if images.ndim != 5 or images.shape[1] != len(MODALITIES):
+        raise ValueError(f"images must be (N, 4, X, Y, Z), got {images.shape}")
+    if classes.shape != (images.shape[0], *images.shape[2:]) or brain.shape != classes.shape:
+        raise ValueError(f"classes {classes.shape} and brain {brain.shape} must be (N, X, Y, Z) matching images {images.shape}")
+    n = images.shape[0]
+    regs = [regions(classes[i]) for i in range(n)]
+    q = np.unique(np.concatenate([np.linspace(0, 1, n_thresholds // 2), np.geomspace(1e-4, 0.5, n_thresholds // 4),
+                                  1 - np.geomspace(1e-4, 0.5, n_thresholds // 4)]))
+    rng = np.random.default_rng(0)
+    rows = []
+    sorted_vals = [[np.sort(images[i, m][brain[i]]) for m in range(4)] for i in range(n)]
+    for m in range(4):
+        pooled = np.concatenate([sorted_vals[i][m] for i in range(n)])
+        if pooled.size > 2_000_000:
+            pooled = rng.choice(pooled, 2_000_000, replace=False)
+        thr = np.unique(np.quantile(pooled, q)) if pooled.size else np.zeros(1)
+        thr_mid = np.concatenate([thr, (thr[1:] + thr[:-1]) / 2])
+        for region in REGIONS:
+            dice = {">": np.zeros((n, thr_mid.size)), "<": np.zeros((n, thr_mid.size))}
+            for i in range(n):
+                allv = sorted_vals[i][m]
+                tv = np.sort(images[i, m][regs[i][region] & brain[i]])
+                nt = tv.size
+                gt_all = allv.size - np.searchsorted(allv, thr_mid, side="right")
+                gt_tp = nt - np.searchsorted(tv, thr_mid, side="right")
+                lt_all = np.searchsorted(allv, thr_mid, side="left")
+                lt_tp = np.searchsorted(tv, thr_mid, side="left")
+                dice[">"][i] = _dice_counts(gt_tp, gt_all, nt)
+                dice["<"][i] = _dice_counts(lt_tp, lt_all, nt)
+            for direction, d in dice.items():
+                mean = d.mean(axis=0)
+                k = int(np.argmax(mean))
+                rows.append({"region": region, "modality": MODALITIES[m], "direction": direction,
+                             "threshold": float(thr_mid[k]), "dice_mean": float(mean[k]),
+                             "dice_std": float(d[:, k].std()), "n_cases": n})
+    df = pd.DataFrame(rows)
+    best = df.loc[df.groupby("region", sort=False)["dice_mean"].idxmax()]
+    return best.set_index("region").loc[list(REGIONS)].reset_index()
+
+
+def region_volumes(
+    classes_or_labels: np.ndarray,
+    *,
+    case_ids: Sequence[str] | None = None,
+    voxel_volume_ml: float | None = None,
+    convention: str = "auto",
+) -> pd.DataFrame:
+    """Per-case volumes of the classes (NCR, ED, ET) and regions (WT, TC).
+
+    Args:
+        classes_or_labels: ``(N, X, Y, Z)`` or one ``(X, Y, Z)`` volume: class maps (0..3) or
+            BraTS 2018–21 labels ({0,1,2,4}).
+        case_ids: names of the N cases (default ``case_0`` ...).
+        voxel_volume_ml: volume of a voxel in ml (e.g. 0.001 at 1 mm); None → voxel counts.
+        convention: ``"classes"``, ``"brats"`` or ``"auto"`` (a 4 means BraTS, a 3 means classes).
+
+    Returns:
+        DataFrame ``case_id, NCR, ED, ET, WT, TC, unit``.
+    """
+    arr, _ = _as_numpy(classes_or_labels, "classes_or_labels")
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.ndim != 4:
+        raise ValueError(f"classes_or_labels must be (N, X, Y, Z) or (X, Y, Z), got {arr.shape}")
+    if convention not in ("auto", "classes", "brats"):
+        raise ValueError(f"convention must be 'auto', 'classes' or 'brats', got {convention!r}")
+    if convention == "auto":
+        has4, has3 = bool(np.any(arr == 4)), bool(np.any(arr == 3))
+        if has3 and has4:
+            raise ValueError("classes_or_labels holds both 3 and 4: neither class maps nor BraTS labels")
+        convention = "brats" if has4 else "classes"
+    cls = to_classes(arr) if convention == "brats" else _remap(arr, {0: 0, 1: 1, 2: 2, 3: 3}, "classes", "class-map")
+    if case_ids is None:
+        case_ids = [f"case_{i}" for i in range(cls.shape[0])]
+    if len(case_ids) != cls.shape[0]:
+        raise ValueError(f"case_ids has {len(case_ids)} names for {cls.shape[0]} cases")
+    if voxel_volume_ml is not None and not voxel_volume_ml > 0:
+        raise ValueError(f"voxel_volume_ml must be > 0, got {voxel_volume_ml}")
+    scale = 1.0 if voxel_volume_ml is None else float(voxel_volume_ml)
+    rows = []
+    for cid, c in zip(case_ids, cls):
+        cnt = np.bincount(c.ravel(), minlength=4)
+        rows.append({"case_id": str(cid), "NCR": cnt[1] * scale, "ED": cnt[2] * scale, "ET": cnt[3] * scale,
+                     "WT": (cnt[1] + cnt[2] + cnt[3]) * scale, "TC": (cnt[1] + cnt[3]) * scale,
+                     "unit": "voxels" if voxel_volume_ml is None else "ml"})
+    return pd.DataFrame(rows)

@@ -1,0 +1,301 @@
+"""Defenses: defensive distillation and adversarial training, plus gradient-masking diagnostics.
+
+Both defenses plug into the one training loop (:func:`robustseg_lib.training.train`):
+distillation through its ``objective`` argument, adversarial training through ``batch_hook``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .training import dice_ce_objective
+
+__all__ = [
+    "distillation_loss",
+    "DistillationObjective",
+    "AdversarialAugmenter",
+    "make_static_adversarial_set",
+    "LogitScale",
+    "input_gradient_stats",
+]
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float,
+    *,
+    hard_labels: torch.Tensor | None = None,
+    hard_weight: float = 0.0,
+    scale_by_t2: bool = True,
+) -> torch.Tensor:
+    """Soft-label cross-entropy at temperature T, per voxel (Papernot et al., 2016; Hinton et al., 2015).
+
+    ``L = T² · mean_voxels( − Σ_c p_c log q_c ) + w · CE(student_logits, hard_labels)`` with
+    ``p = softmax(teacher_logits / T)`` (the teacher's soft labels, no gradient) and
+    ``q = softmax(student_logits / T)``. This is the soft cross-entropy Papernot's student
+    minimises; it differs from KL(p‖q) by the teacher entropy, a constant, so both have
+    the same gradient and the same minimiser (q = p). The T² factor (Hinton) keeps the
+    gradient magnitude independent of T; ``scale_by_t2=False`` drops it. The optional
+    hard-label term uses the student at T = 1 (Hinton's recipe). With T = 1, no T² and
+    no hard term, this is exactly ``F.cross_entropy(student_logits, p)``.
+
+    Args:
+        student_logits: ``(N, C, ...)`` raw student logits.
+        teacher_logits: same shape; detached inside.
+        temperature: T > 0.
+        hard_labels: ``(N, ...)`` int class maps for the optional hard term.
+        hard_weight: weight w ≥ 0 of the hard term (0 = pure soft labels, Papernot).
+        scale_by_t2: multiply the soft term by T².
+
+    Returns:
+        Scalar loss.
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student_logits {tuple(student_logits.shape)} and teacher_logits {tuple(teacher_logits.shape)} differ")
+    if student_logits.ndim < 2:
+        raise ValueError("logits must be (N, C, ...)")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if hard_weight < 0:
+        raise ValueError(f"hard_weight must be >= 0, got {hard_weight}")
+    if hard_weight > 0 and hard_labels is None:
+        raise ValueError("hard_weight > 0 needs hard_labels")
+    p = F.softmax(teacher_logits.detach().float() / temperature, dim=1)
+    log_q = F.log_softmax(student_logits.float() / temperature, dim=1)
+    soft = -(p * log_q).sum(dim=1).mean()
+    if scale_by_t2:
+        soft = soft * temperature**2
+    if hard_weight > 0:
+        soft = soft + hard_weight * F.cross_entropy(student_logits.float(), hard_labels.long())  # type: ignore[union-attr]
+    return soft
+
+
+class DistillationObjective:
+    """Training objective of the distilled student: the teacher's soft labels at T.
+
+    The teacher's logits are computed on the very batch the student sees (after
+    augmentation), in eval mode and without gradient: the same soft labels as
+    pre-computing them over the training set, without storing a 4-channel float
+    volume per case.
+
+    Args:
+        teacher: the teacher network (trained at temperature T).
+        temperature: T used for both teacher soft labels and student training.
+        hard_weight: weight of an additional Dice+CE term on the hard labels (0 = Papernot).
+    """
+
+    def __init__(self, teacher: torch.nn.Module, temperature: float, hard_weight: float = 0.0) -> None:
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if hard_weight < 0:
+            raise ValueError(f"hard_weight must be >= 0, got {hard_weight}")
+        self.teacher = teacher.eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.temperature = float(temperature)
+        self.hard_weight = float(hard_weight)
+        self._hard = dice_ce_objective(1.0)
+
+    def __call__(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            teacher_logits = self.teacher(x)
+        loss = distillation_loss(logits, teacher_logits, self.temperature)
+        if self.hard_weight > 0:
+            loss = loss + self.hard_weight * self._hard(logits, x, y)
+        return loss
+
+
+def _batch_clip(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-case, per-modality brain range and brain mask of a z-scored batch (zero = outside)."""
+    brain = (x != 0).any(dim=1, keepdim=True)
+    big = torch.finfo(x.dtype).max
+    lo = torch.where(brain, x, torch.full_like(x, big)).amin(dim=(2, 3, 4), keepdim=True)
+    hi = torch.where(brain, x, torch.full_like(x, -big)).amax(dim=(2, 3, 4), keepdim=True)
+    empty = ~brain.flatten(1).any(1)
+    if empty.any():  # all-zero crop: nothing to perturb; keep clip finite
+        lo[empty] = 0
+        hi[empty] = 0
+    return lo, hi, brain
+
+
+class AdversarialAugmenter:
+    """Batch hook for adversarial training by data augmentation (on the fly).
+
+    For each batch, a fraction ``mix`` of its volumes (at least one) is attacked against
+    the *current* network with FGSM or i-FGSM at an eps drawn uniformly from
+    ``eps_range`` (one eps per volume), restricted to the brain and clipped to each
+    volume's per-modality range; the adversarial copies are appended to the batch with
+    their true labels (Goodfellow et al., 2015: train on clean + adversarial).
+
+    Args:
+        attack: ``"fgsm"``, ``"ifgsm"`` or ``"mixed"`` (each adversarial volume picks one at random).
+        eps_range: ``(lo, hi)`` in z-score units.
+        mix: fraction of the batch that gets an adversarial copy, in (0, 1].
+        steps: i-FGSM iterations.
+        alpha_frac: i-FGSM step size as a fraction of eps.
+    """
+
+    def __init__(
+        self, attack: str = "fgsm", eps_range: Sequence[float] = (0.05, 0.3), mix: float = 0.5, steps: int = 3, alpha_frac: float = 0.5
+    ) -> None:
+        if attack not in ("fgsm", "ifgsm", "mixed"):
+            raise ValueError(f"attack must be 'fgsm', 'ifgsm' or 'mixed', got {attack!r}")
+        lo, hi = (float(v) for v in eps_range)
+        if not 0 <= lo <= hi:
+            raise ValueError(f"eps_range must satisfy 0 <= lo <= hi, got {eps_range}")
+        if not 0 < mix <= 1:
+            raise ValueError(f"mix must be in (0, 1], got {mix}")
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        self.attack, self.eps_range, self.mix, self.steps, self.alpha_frac = attack, (lo, hi), float(mix), int(steps), float(alpha_frac)
+        self.last_eps: list[float] = []
+
+    def __call__(self, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        from .attacks import fgsm, ifgsm
+
+        n_adv = max(1, int(round(self.mix * len(x))))
+        pick = torch.randperm(len(x), generator=generator)[:n_adv]
+        u = torch.rand(n_adv, generator=generator, dtype=torch.float64)
+        kinds = torch.rand(n_adv, generator=generator)
+        advs, self.last_eps = [], []
+        for i, j in enumerate(pick.tolist()):
+            eps = float(self.eps_range[0] + (self.eps_range[1] - self.eps_range[0]) * u[i])
+            xj, yj = x[j : j + 1], y[j : j + 1]
+            lo, hi, brain = _batch_clip(xj)
+            kind = self.attack if self.attack != "mixed" else ("fgsm" if kinds[i] < 0.5 else "ifgsm")
+            if kind == "fgsm":
+                adv = fgsm(net, xj, yj, eps, clip=(lo, hi), mask=brain)
+            else:
+                adv = ifgsm(net, xj, yj, eps, self.alpha_frac * eps, self.steps, clip=(lo, hi), mask=brain)
+            advs.append(adv)
+            self.last_eps.append(eps)
+        return torch.cat([x, *advs]), torch.cat([y, y[pick]])
+
+
+def make_static_adversarial_set(
+    net: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    attack: str = "fgsm",
+    eps_range: Sequence[float] = (0.05, 0.3),
+    steps: int = 3,
+    alpha_frac: float = 0.5,
+    seed: int = 0,
+    batch_size: int = 2,
+    roi_size: tuple[int, int, int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """Pre-generate adversarial copies of a training set from a fixed (baseline) model.
+
+    The static variant of adversarial training: the examples are made once against the
+    undefended baseline and added to the training set (one copy per volume).
+
+    Args:
+        net: the fixed source model.
+        images: ``(N, 4, D, H, W)`` z-scored volumes (zero outside the brain).
+        labels: ``(N, D, H, W)`` class maps.
+        attack: ``"fgsm"`` or ``"ifgsm"``.
+        eps_range: eps drawn uniformly per volume.
+        steps, alpha_frac: i-FGSM settings.
+        seed: seed of the eps draws.
+        batch_size: volumes per attack call.
+        roi_size: sliding-window size when volumes exceed the training crop.
+
+    Returns:
+        ``(adv_images, labels, eps_per_volume)``.
+    """
+    from .attacks import SlidingWindowModel, fgsm, ifgsm
+
+    if attack not in ("fgsm", "ifgsm"):
+        raise ValueError(f"attack must be 'fgsm' or 'ifgsm', got {attack!r}")
+    rng = np.random.default_rng(seed)
+    eps_all = rng.uniform(eps_range[0], eps_range[1], size=len(images))
+    model = net if roi_size is None or tuple(roi_size) == tuple(images.shape[2:]) else SlidingWindowModel(net, roi_size)
+    dev = next(net.parameters()).device
+    out = []
+    for i in range(len(images)):  # one eps per volume
+        x = images[i : i + 1].to(dev).float()
+        y = labels[i : i + 1].to(dev).long()
+        lo, hi, brain = _batch_clip(x)
+        eps = float(eps_all[i])
+        if attack == "fgsm":
+            adv = fgsm(model, x, y, eps, clip=(lo, hi), mask=brain)
+        else:
+            adv = ifgsm(model, x, y, eps, alpha_frac * eps, steps, clip=(lo, hi), mask=brain)
+        out.append(adv.to(images.device))
+    return torch.cat(out), labels.clone(), eps_all
+
+
+class LogitScale(torch.nn.Module):
+    """Wrap a network so its logits are multiplied by ``scale`` (e.g. 1/T).
+
+    Attacking ``LogitScale(student, 1/T)`` undoes the softmax saturation of a distilled
+    network deployed at T = 1 (Carlini & Wagner, 2016): same argmax, so the same
+    predictions, but gradients of the cross-entropy no longer vanish.
+    """
+
+    def __init__(self, net: torch.nn.Module, scale: float) -> None:
+        super().__init__()
+        if not scale > 0:
+            raise ValueError(f"scale must be > 0, got {scale}")
+        self.net = net
+        self.scale = float(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x) * self.scale
+
+
+def input_gradient_stats(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    mask: torch.Tensor | None = None,
+    threshold: float = 1e-10,
+    loss_fn=None,
+) -> dict[str, float]:
+    """How much input gradient an attacker gets: the gradient-masking diagnostic.
+
+    Computes ∇ₓ of the attack loss (mean cross-entropy by default, as the attacks use)
+    and reports, over the voxels in ``mask`` (all voxels if None): the fraction whose
+    gradient magnitude is ≤ ``threshold`` (exactly zero included), the fraction that are
+    exactly zero, and the median and max of |g|. A model whose softmax saturates has
+    most of its gradients underflow to zero, so sign(g) carries no information.
+
+    Args:
+        model: the network (eval mode is used for the call, then restored).
+        x: ``(N, C, D, H, W)`` input.
+        y: ``(N, D, H, W)`` class maps.
+        mask: bool mask broadcastable to x.
+        threshold: what counts as "near zero".
+        loss_fn: ``loss_fn(logits, y)``; default mean cross-entropy.
+
+    Returns:
+        ``{"frac_near_zero", "frac_zero", "median_abs", "max_abs"}``.
+    """
+    if x.ndim != 5:
+        raise ValueError(f"x must be (N, C, D, H, W), got {tuple(x.shape)}")
+    was_training = model.training
+    model.eval()
+    try:
+        xr = x.detach().clone().requires_grad_(True)
+        logits = model(xr)
+        loss = (loss_fn or (lambda lg, t: F.cross_entropy(lg.float(), t.long())))(logits, y)
+        (g,) = torch.autograd.grad(loss, xr)
+    finally:
+        model.train(was_training)
+    a = g.abs()
+    if mask is not None:
+        a = a[mask.expand_as(a)]
+    a = a.flatten().double()
+    return {
+        "frac_near_zero": float((a <= threshold).double().mean()),
+        "frac_zero": float((a == 0).double().mean()),
+        "median_abs": float(a.median()),
+        "max_abs": float(a.max()),
+    }

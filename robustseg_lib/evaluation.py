@@ -1,0 +1,430 @@
+"""Experiment helpers the notebooks call: splits, clean/attacked evaluation, attack records, diagnostics.
+
+Everything here reads and writes the run folder through :class:`RunPaths`, so each
+notebook reads only what earlier notebooks wrote.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .artefacts import RunPaths, atomic_write_json, read_json
+
+__all__ = [
+    "EvalSet",
+    "AttackSpec",
+    "load_split",
+    "wrap_model",
+    "predict_set",
+    "clean_table",
+    "attack_table",
+    "evaluate_under_attacks",
+    "attack_example",
+    "iteration_curve",
+    "masking_diagnostics",
+    "gallery",
+    "save_attack_spec",
+    "load_attack_specs",
+    "save_train_config",
+    "load_train_config",
+    "read_results",
+]
+
+
+@dataclass
+class EvalSet:
+    """One split of the prepared dataset as tensors (CPU).
+
+    Attributes:
+        images: ``(N, 4, D, H, W)`` float32, z-scored, zero outside the brain.
+        labels: ``(N, D, H, W)`` int64 class maps.
+        brain: ``(N, D, H, W)`` bool brain masks.
+        lo, hi: ``(N, 4)`` per-case, per-modality intensity range over the brain (attack clip).
+        std: ``(N, 4)`` raw-intensity std of each modality (one z-unit in scanner units).
+        case_ids: case identifiers.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    brain: torch.Tensor
+    lo: torch.Tensor
+    hi: torch.Tensor
+    std: torch.Tensor
+    case_ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.case_ids)
+
+    def subset(self, n: int) -> "EvalSet":
+        """The first ``n`` cases."""
+        return EvalSet(self.images[:n], self.labels[:n], self.brain[:n], self.lo[:n], self.hi[:n], self.std[:n], self.case_ids[:n])
+
+
+def load_split(run: RunPaths, split: str) -> EvalSet:
+    """Load one split (``train``, ``val`` or ``test``) of ``data/prepared.npz``.
+
+    Args:
+        run: the run folder.
+        split: split name.
+
+    Returns:
+        :class:`EvalSet`.
+    """
+    from .data import load_prepared
+
+    prep = load_prepared(run.prepared)
+    sel = np.asarray(prep["split"]) == split
+    if not sel.any():
+        raise ValueError(f"{run.prepared}: split {split!r} is empty (splits: {sorted(set(prep['split']))})")
+    return EvalSet(
+        images=torch.from_numpy(np.ascontiguousarray(prep["images"][sel], dtype=np.float32)),
+        labels=torch.from_numpy(prep["labels"][sel].astype(np.int64)),
+        brain=torch.from_numpy(prep["brain"][sel].astype(bool)),
+        lo=torch.from_numpy(prep["lo"][sel].astype(np.float32)),
+        hi=torch.from_numpy(prep["hi"][sel].astype(np.float32)),
+        std=torch.from_numpy(prep["std"][sel].astype(np.float32)),
+        case_ids=[str(c) for c in prep["case_ids"][sel]],
+    )
+
+
+def wrap_model(net: torch.nn.Module, spec: dict[str, Any], shape: Sequence[int]) -> torch.nn.Module:
+    """The network as used for prediction on volumes of ``shape``: sliding window when larger than the crop.
+
+    Args:
+        net: the network.
+        spec: its model spec (``crop``, ``overlap``).
+        shape: spatial shape of the volumes.
+
+    Returns:
+        ``net`` itself or a :class:`robustseg_lib.attacks.SlidingWindowModel` around it.
+    """
+    from .attacks import SlidingWindowModel
+
+    crop = spec.get("crop")
+    if crop is None or tuple(crop) == tuple(shape):
+        return net
+    return SlidingWindowModel(net, tuple(crop), sw_batch_size=2, overlap=float(spec.get("overlap", 0.25)))
+
+
+@torch.no_grad()
+def predict_set(net: torch.nn.Module, es: EvalSet, spec: dict[str, Any], *, device: torch.device | str = "cpu", batch_size: int = 2) -> torch.Tensor:
+    """Class maps ``(N, D, H, W)`` of a whole split (sliding window as in :func:`wrap_model`)."""
+    from .models import predict_classes
+
+    crop = spec.get("crop")
+    net = net.to(device)
+    return predict_classes(net, es.images, batch_size=batch_size, roi_size=tuple(crop) if crop else None, overlap=float(spec.get("overlap", 0.25))).cpu()
+
+
+def clean_table(net: torch.nn.Module, es: EvalSet, model_name: str, spec: dict[str, Any], *, device: torch.device | str = "cpu", hd95: bool = True) -> pd.DataFrame:
+    """Tidy per-case × region table of the clean predictions (attack ``clean``, eps 0)."""
+    from .metrics import evaluate
+
+    preds = predict_set(net, es, spec, device=device)
+    return evaluate(preds, es.labels, es.case_ids, model=model_name, attack="clean", eps=0.0, steps=0, hd95=hd95)
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One attack as run by notebooks 03–05 and replayed on every defended model.
+
+    Attributes:
+        attack: ``fgsm``, ``ifgsm`` or ``tifgsm``.
+        eps_grid: budgets in z-score units (0 = clean).
+        steps: iterations (1 for FGSM).
+        alpha_frac: step size as a fraction of eps (iterative attacks).
+        policy: ti-FGSM target policy.
+    """
+
+    attack: str
+    eps_grid: tuple[float, ...]
+    steps: int = 1
+    alpha_frac: float = 0.25
+    policy: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.attack not in ("fgsm", "ifgsm", "tifgsm"):
+            raise ValueError(f"attack must be fgsm, ifgsm or tifgsm, got {self.attack!r}")
+        object.__setattr__(self, "eps_grid", tuple(float(e) for e in self.eps_grid))
+        if not self.eps_grid or min(self.eps_grid) < 0:
+            raise ValueError(f"eps_grid must be non-empty and >= 0, got {self.eps_grid}")
+        if self.attack == "fgsm":
+            object.__setattr__(self, "steps", 1)
+        if self.attack == "tifgsm" and not self.policy:
+            raise ValueError("tifgsm needs a target policy")
+
+    @property
+    def name(self) -> str:
+        """File-friendly name, e.g. ``ifgsm`` or ``tifgsm_erase``."""
+        return f"{self.attack}_{self.policy}" if self.policy else self.attack
+
+
+def save_attack_spec(run: RunPaths, spec: AttackSpec) -> Path:
+    """Record an attack's settings under ``attacks/<name>.json`` (read back by the defense notebooks)."""
+    return atomic_write_json(run.root / "attacks" / f"{spec.name}.json", asdict(spec))
+
+
+def load_attack_specs(run: RunPaths, names: Sequence[str] | None = None) -> list[AttackSpec]:
+    """The attacks recorded by notebooks 03–05, in the order fgsm, ifgsm, tifgsm.
+
+    Args:
+        run: run folder.
+        names: only these (e.g. ``["fgsm", "tifgsm_erase"]``); default all recorded.
+    """
+    folder = run.root / "attacks"
+    files = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    if not files:
+        raise FileNotFoundError(f"{folder}: no attack records; run notebooks 03-05 first")
+    specs = [AttackSpec(**read_json(f)) for f in files]
+    if names is not None:
+        known = {s.name for s in specs}
+        missing = [n for n in names if n not in known]
+        if missing:
+            raise ValueError(f"attacks {missing} not recorded in {folder}; recorded: {sorted(known)}")
+        specs = [s for s in specs if s.name in names]
+    order = {"fgsm": 0, "ifgsm": 1, "tifgsm": 2}
+    return sorted(specs, key=lambda s: (order[s.attack], s.name))
+
+
+def save_train_config(run: RunPaths, name: str, config: Any, result: Any = None) -> Path:
+    """Record a model's training config (and best epoch/score) under ``models/<name>.train.json``."""
+    cfg = asdict(config) if hasattr(config, "__dataclass_fields__") else dict(config)
+    blob = {"config": cfg}
+    if result is not None:
+        blob.update(best_epoch=int(result.best_epoch), best_score=float(result.best_score), seconds=float(result.seconds))
+    return atomic_write_json(run.models / f"{name}.train.json", blob)
+
+
+def load_train_config(run: RunPaths, name: str) -> dict[str, Any]:
+    """The TrainConfig fields recorded for model ``name`` (to train defenses the same way)."""
+    from .training import TrainConfig
+
+    blob = read_json(run.models / f"{name}.train.json")
+    valid = {f.name for f in fields(TrainConfig)}
+    return {k: v for k, v in blob["config"].items() if k in valid}
+
+
+def _sweep(
+    net: torch.nn.Module,
+    es: EvalSet,
+    spec_a: AttackSpec,
+    model_name: str,
+    spec: dict[str, Any],
+    *,
+    device: torch.device | str,
+    batch_size: int,
+    seed: int,
+    predict_net: torch.nn.Module | None = None,
+    attack_name: str | None = None,
+    keep_examples: int = 0,
+    hd95: bool = True,
+):
+    from .attacks import attack_sweep
+
+    torch.manual_seed(seed)
+    net = net.to(device).eval()
+    model = wrap_model(net, spec, es.images.shape[2:])
+    predict_fn = None if predict_net is None else wrap_model(predict_net.to(device).eval(), spec, es.images.shape[2:])
+    res, per, ex = attack_sweep(
+        model, es.images, es.labels, attack=spec_a.attack, eps_grid=spec_a.eps_grid, alpha_frac=spec_a.alpha_frac,
+        steps=spec_a.steps, policy=spec_a.policy, clip=(es.lo, es.hi), mask=es.brain, batch_size=batch_size,
+        predict_fn=predict_fn, case_ids=es.case_ids, model_name=model_name, keep_examples=keep_examples, hd95=hd95,
+    )
+    if attack_name is not None:
+        res["attack"] = attack_name
+        per["attack"] = attack_name
+    return res, per, ex
+
+
+def attack_table(
+    net: torch.nn.Module, es: EvalSet, spec_a: AttackSpec, model_name: str, spec: dict[str, Any], *,
+    device: torch.device | str = "cpu", batch_size: int = 2, seed: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Attack ``net`` on every case at every eps of ``spec_a``.
+
+    Returns:
+        ``(results, percept)``: the tidy Dice/HD95 table and the perceptibility table.
+    """
+    res, per, _ = _sweep(net, es, spec_a, model_name, spec, device=device, batch_size=batch_size, seed=seed)
+    return res, per
+
+
+def evaluate_under_attacks(
+    net: torch.nn.Module, es: EvalSet, specs: Sequence[AttackSpec], model_name: str, spec: dict[str, Any], *,
+    device: torch.device | str = "cpu", batch_size: int = 2, seed: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Clean rows plus every recorded attack for one model (same cases, eps grids and seeds).
+
+    Returns:
+        ``(results, percept)`` concatenated over the attacks.
+    """
+    rs = [clean_table(net, es, model_name, spec, device=device)]
+    ps = []
+    for s in specs:
+        r, p = attack_table(net, es, s, model_name, spec, device=device, batch_size=batch_size, seed=seed)
+        rs.append(r)
+        ps.append(p)
+    return pd.concat(rs, ignore_index=True), pd.concat(ps, ignore_index=True)
+
+
+def attack_example(
+    net: torch.nn.Module, es: EvalSet, spec_a: AttackSpec, eps: float, spec: dict[str, Any], *,
+    case_index: int = 0, device: torch.device | str = "cpu", seed: int = 0,
+) -> dict[str, Any]:
+    """Clean and adversarial image and predictions of one case (for ``viz.plot_attack_example``)."""
+    one = EvalSet(*(t[case_index : case_index + 1] for t in (es.images, es.labels, es.brain, es.lo, es.hi, es.std)), es.case_ids[case_index : case_index + 1])
+    single = AttackSpec(spec_a.attack, (0.0, float(eps)), spec_a.steps, spec_a.alpha_frac, spec_a.policy)
+    res, _, ex = _sweep(net, one, single, "example", spec, device=device, batch_size=1, seed=seed, keep_examples=1, hd95=False)
+    return {
+        "image": one.images[0], "adv": ex[float(eps)]["x_adv"][0], "truth": one.labels[0],
+        "pred_clean": ex[0.0]["pred"][0], "pred_adv": ex[float(eps)]["pred"][0],
+    }
+
+
+def iteration_curve(
+    net: torch.nn.Module, es: EvalSet, spec_a: AttackSpec, eps: float, spec: dict[str, Any], *,
+    device: torch.device | str = "cpu", batch_size: int = 2, seed: int = 0,
+) -> pd.DataFrame:
+    """Dice per case and region after each iteration k = 0..steps of an iterative attack at ``eps``.
+
+    Runs the attack once per batch, recording each iterate through the attack's callback.
+    """
+    from . import attacks
+    from .attacks import make_target
+    from .metrics import dice_per_region
+
+    if spec_a.attack == "fgsm":
+        raise ValueError("iteration_curve needs an iterative attack (ifgsm or tifgsm)")
+    torch.manual_seed(seed)
+    net = net.to(device).eval()
+    model = wrap_model(net, spec, es.images.shape[2:])
+    rows = []
+    for start in range(0, len(es), batch_size):
+        sl = slice(start, start + batch_size)
+        x, y = es.images[sl].to(device), es.labels[sl].to(device)
+        clip = (es.lo[sl].to(device)[..., None, None, None], es.hi[sl].to(device)[..., None, None, None])
+        mask = es.brain[sl].to(device)[:, None]
+        iterates: list[tuple[int, torch.Tensor]] = [(0, x)]
+        cb = lambda k, xk: iterates.append((k, xk.detach()))  # noqa: E731
+        if spec_a.attack == "ifgsm":
+            attacks.ifgsm(model, x, y, eps, spec_a.alpha_frac * eps, spec_a.steps, clip=clip, mask=mask, callback=cb)
+        else:
+            attacks.tifgsm(model, x, make_target(y, spec_a.policy), eps, spec_a.alpha_frac * eps, spec_a.steps, clip=clip, mask=mask, callback=cb)
+        with torch.no_grad():
+            for k, xk in iterates:
+                pred = model(xk).argmax(1).cpu()
+                for i in range(len(pred)):
+                    for region, d in dice_per_region(pred[i], es.labels[sl][i]).items():
+                        rows.append({"case_id": es.case_ids[start + i], "iteration": k, "region": region, "dice": d})
+    return pd.DataFrame(rows)
+
+
+def masking_diagnostics(
+    net: torch.nn.Module, es: EvalSet, specs: Sequence[AttackSpec], model_name: str, spec: dict[str, Any], *,
+    source: torch.nn.Module, rescale: float | None = None, direct: pd.DataFrame | None = None,
+    device: torch.device | str = "cpu", batch_size: int = 2, seed: int = 0, threshold: float = 1e-10,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Gradient-masking diagnostics for a defended model, at each untargeted attack's grid.
+
+    (a) transfer: examples crafted on ``source`` (the undefended baseline), evaluated on ``net``
+    (attack name ``transfer_<attack>``); (b) if ``rescale`` is given, the attack on
+    ``net``'s logits × rescale (``<attack>_logit_rescaled``; same predictions, gradients
+    restored); (c) the fraction of near-zero input gradients of ``net`` vs ``source``.
+    ``direct`` (the model's own attacked results, e.g. from :func:`evaluate_under_attacks`)
+    avoids recomputing the direct attacks for the summary.
+
+    Returns:
+        ``(results, summary)``: tidy rows for (a)/(b), and a per-attack summary at the
+        largest eps: mean WT Dice of the direct, transfer and rescaled attacks plus the
+        gradient statistics, with a one-line verdict.
+    """
+    from .defenses import LogitScale, input_gradient_stats
+
+    untargeted = [s for s in specs if s.attack in ("fgsm", "ifgsm")]
+    rows = []
+    for s in untargeted:
+        r, _, _ = _sweep(source, es, s, model_name, spec, device=device, batch_size=batch_size, seed=seed, predict_net=net, attack_name=f"transfer_{s.attack}")
+        r["source_model"] = "baseline"
+        rows.append(r)
+        if rescale is not None:
+            r2, _, _ = _sweep(LogitScale(net, rescale), es, s, model_name, spec, device=device, batch_size=batch_size, seed=seed, predict_net=net, attack_name=f"{s.attack}_logit_rescaled")
+            rows.append(r2)
+    results = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+    # (c) input-gradient statistics over the brain
+    grads = {}
+    for name, m in (("defended", net), ("baseline", source)):
+        wm = wrap_model(m.to(device).eval(), spec, es.images.shape[2:])
+        stats_ = [input_gradient_stats(wm, es.images[i : i + 1].to(device), es.labels[i : i + 1].to(device), mask=es.brain[i : i + 1, None].to(device), threshold=threshold) for i in range(len(es))]
+        grads[name] = {k: float(np.mean([d[k] for d in stats_])) for k in stats_[0]}
+    summary = []
+    for s in untargeted:
+        e = max(s.eps_grid)
+        if direct is not None and ((direct.attack == s.attack) & np.isclose(direct.eps, e) & (direct.model == model_name)).any():
+            direct_e = direct[(direct.attack == s.attack) & np.isclose(direct.eps, e) & (direct.model == model_name)]
+        else:
+            direct_e = _sweep(net, es, AttackSpec(s.attack, (e,), s.steps, s.alpha_frac), model_name, spec, device=device, batch_size=batch_size, seed=seed, hd95=False)[0]
+        direct_v = _mean_dice(direct_e)
+        transfer = _mean_dice(results[(results.attack == f"transfer_{s.attack}") & (results.eps == e)])
+        resc = _mean_dice(results[(results.attack == f"{s.attack}_logit_rescaled") & (results.eps == e)]) if rescale is not None else float("nan")
+        worst = np.nanmin([direct_v, transfer, resc])
+        masked = worst < direct_v - 0.05
+        summary.append({
+            "model": model_name, "attack": s.attack, "eps": e, "dice_direct": direct_v, "dice_transfer": transfer,
+            "dice_logit_rescaled": resc, "frac_near_zero_grad": grads["defended"]["frac_near_zero"],
+            "frac_near_zero_grad_baseline": grads["baseline"]["frac_near_zero"],
+            "median_abs_grad": grads["defended"]["median_abs"], "median_abs_grad_baseline": grads["baseline"]["median_abs"],
+            "verdict": (f"gradient masking: a diagnostic attack lowers WT Dice to {worst:.2f} (direct attack: {direct_v:.2f})" if masked
+                        else f"robustness survives: no diagnostic attack beats the direct one (WT {direct_v:.2f})"),
+        })
+    return results, pd.DataFrame(summary)
+
+
+def _mean_dice(df: pd.DataFrame, region: str = "WT") -> float:
+    d = df[df.region == region]["dice"]
+    return float(d.mean()) if len(d) else float("nan")
+
+
+def gallery(
+    source: torch.nn.Module, models: dict[str, torch.nn.Module], es: EvalSet, specs: Sequence[AttackSpec], spec: dict[str, Any], *,
+    case_index: int = 0, device: torch.device | str = "cpu", seed: int = 0,
+) -> dict[str, Any]:
+    """Predictions of each model on one case, clean and under each attack at its largest eps (attacks made on each model itself).
+
+    Returns:
+        ``{"image", "truth", "case_id", "panels": {(model, attack): class map}}`` for ``viz.plot_gallery``.
+    """
+    panels: dict[tuple[str, str], torch.Tensor] = {}
+    for mname, m in models.items():
+        for s in specs:
+            ex = attack_example(m, es, s, max(s.eps_grid), spec, case_index=case_index, device=device, seed=seed)
+            panels[(mname, "clean")] = ex["pred_clean"]
+            panels[(mname, f"{s.name} ε={max(s.eps_grid):g}")] = ex["pred_adv"]
+    return {"image": es.images[case_index], "truth": es.labels[case_index], "case_id": es.case_ids[case_index], "panels": panels}
+
+
+def read_results(run: RunPaths, models: Sequence[str] | None = None) -> pd.DataFrame:
+    """All per-case result tables of the run (``tables/results_*.csv``) in one DataFrame.
+
+    Args:
+        run: the run folder.
+        models: keep only these models.
+    """
+    files = sorted(run.tables.glob("results_*.csv"))
+    if not files:
+        raise FileNotFoundError(f"{run.tables}: no results_*.csv tables; run notebooks 02-07 first")
+    df = pd.concat([pd.read_csv(f, dtype={"case_id": str}) for f in files], ignore_index=True)
+    if models is not None:
+        df = df[df.model.isin(list(models))]
+    return df.reset_index(drop=True)
+
+
+def _json_default(o: Any) -> Any:  # pragma: no cover - used by json.dumps in notebooks
+    return json.JSONEncoder().default(o)

@@ -1,0 +1,445 @@
+"""Segmentation and perceptibility metrics with the BraTS conventions of ``docs/design.md``.
+
+Class maps hold 0 background, 1 NCR, 2 ED, 3 ET. Evaluation regions:
+WT = {1, 2, 3}, TC = {1, 3}, ET = {3}.
+
+Empty policy (BraTS):
+- Dice: empty truth & empty prediction -> 1.0; empty truth & non-empty prediction -> 0.0
+  (non-empty truth & empty prediction is 0.0 by the formula).
+- HD95 (voxel units unless ``spacing`` is given): both empty -> 0.0; exactly one empty -> the
+  image diagonal ``sqrt(D² + H² + W²)`` (scaled per axis by ``spacing`` when given). For a
+  240×240×155 BraTS volume this is 373.13, the value the BraTS evaluation uses; the diagonal
+  generalises it to any volume shape (the largest distance two voxels of the image can have).
+
+Dice uses :func:`monai.metrics.compute_dice` with ``ignore_empty=False``, which (checked in
+the tests) gives exactly the policy above; MONAI's default ``ignore_empty=True`` would give NaN
+for an empty truth instead. The policy is also enforced explicitly so a MONAI change cannot
+alter it silently.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from monai.metrics import compute_dice, compute_hausdorff_distance
+from monai.metrics.regression import compute_ssim_and_cs
+
+__all__ = [
+    "MODALITIES",
+    "REGIONS",
+    "LABELS",
+    "region_masks",
+    "dice_per_region",
+    "dice_per_label",
+    "hd95_per_region",
+    "evaluate",
+    "perceptibility",
+    "target_fraction",
+]
+
+MODALITIES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
+#: Evaluation regions as sets of class-map values.
+REGIONS: dict[str, tuple[int, ...]] = {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}
+#: Individual tumour labels as class-map values.
+LABELS: dict[str, tuple[int, ...]] = {"NCR": (1,), "ED": (2,), "ET": (3,)}
+
+ArrayLike = np.ndarray | torch.Tensor
+
+
+# ----------------------------------------------------------------------------- helpers
+def _to_numpy(x: Any, name: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    if isinstance(x, np.ndarray):
+        return x
+    try:
+        return np.asarray(x)
+    except Exception as exc:  # pragma: no cover - defensive
+        raise ValueError(f"{name}: cannot convert {type(x).__name__} to an array") from exc
+
+
+def _class_map(x: Any, name: str) -> np.ndarray:
+    """Validate a class map (values 0..3, integer-valued) and return it as an int64 array."""
+    arr = _to_numpy(x, name)
+    if arr.ndim == 0:
+        raise ValueError(f"{name}: expected a class map with at least one dimension, got a scalar")
+    if arr.dtype == bool:
+        arr = arr.astype(np.int64)
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise ValueError(f"{name}: expected a numeric class map, got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            raise ValueError(f"{name}: class map must hold integer values 0..3")
+    if arr.size and (arr.min() < 0 or arr.max() > 3):
+        raise ValueError(f"{name}: class map values must be in 0..3 (got {arr.min()}..{arr.max()})")
+    return arr.astype(np.int64, copy=False)
+
+
+def _pair(pred: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
+    p = _class_map(pred, "pred")
+    t = _class_map(target, "target")
+    if p.shape != t.shape:
+        raise ValueError(f"pred and target must have the same shape, got {p.shape} and {t.shape}")
+    return p, t
+
+
+def _masks(x: np.ndarray, groups: Mapping[str, tuple[int, ...]]) -> np.ndarray:
+    """Stack the binary masks of ``groups``: shape ``(len(groups), *x.shape)``."""
+    return np.stack([np.isin(x, vals) for vals in groups.values()])
+
+
+def region_masks(class_map: ArrayLike) -> dict[str, np.ndarray]:
+    """Binary masks of WT, TC and ET for a class map.
+
+    Args:
+        class_map: array/tensor with values 0..3.
+
+    Returns:
+        ``{"WT": bool array, "TC": ..., "ET": ...}``.
+    """
+    c = _class_map(class_map, "class_map")
+    return {k: np.isin(c, v) for k, v in REGIONS.items()}
+
+
+def _dice_groups(pred: Any, target: Any, groups: Mapping[str, tuple[int, ...]]) -> dict[str, float]:
+    p, t = _pair(pred, target)
+    pm = _masks(p, groups)
+    tm = _masks(t, groups)
+    # MONAI expects (B, C, *spatial) one-hot-like tensors; each group is one channel.
+    yp = torch.from_numpy(pm[None].astype(np.float64))
+    yt = torch.from_numpy(tm[None].astype(np.float64))
+    scores = compute_dice(yp, yt, include_background=True, ignore_empty=False)[0].numpy()
+    out: dict[str, float] = {}
+    for i, key in enumerate(groups):
+        if not tm[i].any():  # enforce the BraTS empty policy explicitly
+            out[key] = 1.0 if not pm[i].any() else 0.0
+        else:
+            out[key] = float(scores[i])
+    return out
+
+
+# ----------------------------------------------------------------------------- Dice / HD95
+def dice_per_region(pred: ArrayLike, target: ArrayLike) -> dict[str, float]:
+    """Dice of the BraTS regions WT {1,2,3}, TC {1,3}, ET {3} with the BraTS empty policy.
+
+    Args:
+        pred: predicted class map (values 0..3), numpy or torch, any shape.
+        target: ground-truth class map of the same shape.
+
+    Returns:
+        ``{"WT": dice, "TC": dice, "ET": dice}``; empty truth gives 1.0 if the prediction is
+        empty too and 0.0 otherwise.
+    """
+    return _dice_groups(pred, target, REGIONS)
+
+
+def dice_per_label(pred: ArrayLike, target: ArrayLike) -> dict[str, float]:
+    """Dice of the individual labels NCR (1), ED (2), ET (3) with the BraTS empty policy.
+
+    Args:
+        pred: predicted class map (values 0..3).
+        target: ground-truth class map of the same shape.
+
+    Returns:
+        ``{"NCR": dice, "ED": dice, "ET": dice}``.
+    """
+    return _dice_groups(pred, target, LABELS)
+
+
+def _diagonal(shape: Sequence[int], spacing: Sequence[float] | None) -> float:
+    sp = [1.0] * len(shape) if spacing is None else list(spacing)
+    return float(math.sqrt(sum((n * s) ** 2 for n, s in zip(shape, sp))))
+
+
+def _check_spacing(spacing: Any, ndim: int) -> list[float] | None:
+    if spacing is None:
+        return None
+    if np.isscalar(spacing):
+        sp = [float(spacing)] * ndim
+    else:
+        sp = [float(s) for s in spacing]
+    if len(sp) != ndim:
+        raise ValueError(f"spacing: expected {ndim} values (one per spatial axis), got {len(sp)}")
+    if not all(s > 0 and math.isfinite(s) for s in sp):
+        raise ValueError(f"spacing: values must be positive and finite, got {sp}")
+    return sp
+
+
+def hd95_per_region(
+    pred: ArrayLike, target: ArrayLike, spacing: float | Sequence[float] | None = None
+) -> dict[str, float]:
+    """95th-percentile symmetric Hausdorff distance of WT, TC and ET (MONAI).
+
+    Uses :func:`monai.metrics.compute_hausdorff_distance` (``percentile=95``, Euclidean,
+    symmetric) on the region masks. Empty policy: both empty -> 0.0; exactly one empty -> the
+    image diagonal ``sqrt(D² + H² + W²)`` in the units of ``spacing`` (voxels if ``None``),
+    which for a 240×240×155 volume is BraTS' 373.13.
+
+    Args:
+        pred: predicted class map (values 0..3), shape ``(D, H, W)`` (any spatial rank works).
+        target: ground-truth class map of the same shape.
+        spacing: voxel size, a scalar or one value per axis; ``None`` means voxel units.
+
+    Returns:
+        ``{"WT": hd95, "TC": hd95, "ET": hd95}``.
+    """
+    p, t = _pair(pred, target)
+    sp = _check_spacing(spacing, p.ndim)
+    pm = _masks(p, REGIONS)
+    tm = _masks(t, REGIONS)
+    diag = _diagonal(p.shape, sp)
+    out: dict[str, float] = {}
+    both = [i for i in range(len(REGIONS)) if pm[i].any() and tm[i].any()]
+    values: dict[int, float] = {}
+    if both:
+        yp = torch.from_numpy(pm[both][None].astype(np.float64))
+        yt = torch.from_numpy(tm[both][None].astype(np.float64))
+        with warnings.catch_warnings():
+            # MONAI 1.5+ warns about an internal deprecated argument of get_mask_edges.
+            warnings.simplefilter("ignore", FutureWarning)
+            hd = compute_hausdorff_distance(
+                yp, yt, include_background=True, percentile=95, spacing=sp
+            )[0].numpy()
+        values = {i: float(v) for i, v in zip(both, hd)}
+    for i, key in enumerate(REGIONS):
+        pe, te = not pm[i].any(), not tm[i].any()
+        if pe and te:
+            out[key] = 0.0
+        elif pe or te:
+            out[key] = diag
+        else:
+            out[key] = values[i]
+    return out
+
+
+# ----------------------------------------------------------------------------- evaluate
+def _as_cases(x: Any, name: str) -> list[Any]:
+    """Split a sequence or a batched array/tensor into a list of per-case class maps."""
+    if isinstance(x, (np.ndarray, torch.Tensor)):
+        if x.ndim < 2:
+            raise ValueError(f"{name}: a batched array needs shape (N, *spatial), got {tuple(x.shape)}")
+        return [x[i] for i in range(x.shape[0])]
+    if isinstance(x, (str, bytes)) or not isinstance(x, Sequence):
+        raise ValueError(f"{name}: expected a sequence of class maps or a batched array, got {type(x).__name__}")
+    return list(x)
+
+
+def evaluate(
+    preds: Sequence[ArrayLike] | ArrayLike,
+    targets: Sequence[ArrayLike] | ArrayLike,
+    case_ids: Sequence[str],
+    *,
+    model: str,
+    attack: str = "clean",
+    eps: float = 0.0,
+    steps: int = 0,
+    hd95: bool = True,
+    spacing: float | Sequence[float] | None = None,
+    **extra: Any,
+) -> pd.DataFrame:
+    """Evaluate class maps into the tidy result table (one row per case × region).
+
+    Args:
+        preds: per-case predicted class maps (sequence, or batched array/tensor ``(N, ...)``).
+        targets: ground-truth class maps, same layout and length.
+        case_ids: one id per case.
+        model, attack, eps, steps: identify the condition (copied into every row).
+        hd95: compute HD95 (otherwise the column is NaN).
+        spacing: voxel spacing for HD95 (voxel units if ``None``).
+        **extra: extra columns; a scalar is broadcast, a sequence of length N is per case.
+
+    Returns:
+        DataFrame with columns ``case_id, model, attack, eps, steps, region, dice, hd95`` and
+        the ``extra`` columns, rows ordered case-major with regions WT, TC, ET.
+    """
+    p_list = _as_cases(preds, "preds")
+    t_list = _as_cases(targets, "targets")
+    if isinstance(case_ids, (str, bytes)):
+        raise ValueError("case_ids: expected a sequence of ids, got a single string")
+    ids = [str(c) for c in (case_ids.tolist() if isinstance(case_ids, np.ndarray) else list(case_ids))]
+    n = len(p_list)
+    if len(t_list) != n:
+        raise ValueError(f"targets: expected {n} cases (as many as preds), got {len(t_list)}")
+    if len(ids) != n:
+        raise ValueError(f"case_ids: expected {n} ids (as many as preds), got {len(ids)}")
+    if not isinstance(model, str) or not model:
+        raise ValueError("model: expected a non-empty string")
+    if not isinstance(attack, str) or not attack:
+        raise ValueError("attack: expected a non-empty string")
+    per_case: dict[str, list[Any]] = {}
+    scalar: dict[str, Any] = {}
+    for key, val in extra.items():
+        if isinstance(val, (str, bytes)) or np.isscalar(val) or val is None:
+            scalar[key] = val
+        else:
+            seq = list(val.tolist() if isinstance(val, (np.ndarray, torch.Tensor)) else val)
+            if len(seq) != n:
+                raise ValueError(f"{key}: per-case extra column needs {n} values, got {len(seq)}")
+            per_case[key] = seq
+
+    rows: list[dict[str, Any]] = []
+    for i in range(n):
+        d = dice_per_region(p_list[i], t_list[i])
+        h = hd95_per_region(p_list[i], t_list[i], spacing=spacing) if hd95 else dict.fromkeys(REGIONS, np.nan)
+        for region in REGIONS:
+            row = {
+                "case_id": ids[i],
+                "model": model,
+                "attack": attack,
+                "eps": float(eps),
+                "steps": int(steps),
+                "region": region,
+                "dice": d[region],
+                "hd95": h[region],
+            }
+            row.update(scalar)
+            row.update({k: v[i] for k, v in per_case.items()})
+            rows.append(row)
+    cols = ["case_id", "model", "attack", "eps", "steps", "region", "dice", "hd95", *extra.keys()]
+    return pd.DataFrame(rows, columns=cols)
+
+
+# ----------------------------------------------------------------------------- perceptibility
+def _ssim_window(spatial: Sequence[int], win_size: int) -> int:
+    w = min(win_size, *spatial)
+    if w % 2 == 0:
+        w -= 1
+    return max(w, 1)
+
+
+def perceptibility(
+    x_clean: ArrayLike,
+    x_adv: ArrayLike,
+    *,
+    brain: ArrayLike | None = None,
+    data_range: float | Sequence[float] | None = None,
+    case_ids: Sequence[str] | None = None,
+    win_size: int = 7,
+) -> list[dict[str, Any]]:
+    """Per-modality perceptibility of an adversarial perturbation.
+
+    Metrics per case and channel:
+    - ``linf``: max |x_adv − x_clean| over the volume;
+    - ``l2``: Euclidean norm of the perturbation over the whole volume;
+    - ``psnr``: ``10·log10(data_range² / MSE)`` in dB; MSE over brain voxels when ``brain`` is
+      given, else over the volume; ``inf`` for identical volumes;
+    - ``ssim``: MONAI's 3-D SSIM (Gaussian kernel, σ = 1.5, window ``win_size`` shrunk to the
+      smallest spatial size if needed, so 32³ and smaller volumes work), averaged over the
+      volume.
+    ``data_range`` defaults to the per-channel max − min of the clean volume over the brain
+    (over the volume if no ``brain``); a zero range falls back to 1.0.
+
+    Args:
+        x_clean: clean images ``(C, D, H, W)`` or ``(N, C, D, H, W)``.
+        x_adv: adversarial images, same shape.
+        brain: optional brain mask ``(D, H, W)`` or ``(N, D, H, W)``.
+        data_range: scalar or one value per channel; default as above.
+        case_ids: optional ids, one per case (adds a ``case_id`` key).
+        win_size: SSIM window size (odd).
+
+    Returns:
+        One dict per case × channel: ``case_index`` (and ``case_id``), ``modality``
+        (``t1, t1ce, t2, flair`` for 4 channels, else ``ch<i>``), ``linf``, ``l2``, ``psnr``, ``ssim``.
+    """
+    xc = _to_numpy(x_clean, "x_clean").astype(np.float64)
+    xa = _to_numpy(x_adv, "x_adv").astype(np.float64)
+    if xc.ndim not in (4, 5):
+        raise ValueError(f"x_clean: expected (C, D, H, W) or (N, C, D, H, W), got shape {xc.shape}")
+    if xa.shape != xc.shape:
+        raise ValueError(f"x_adv: shape {xa.shape} differs from x_clean {xc.shape}")
+    if not (np.all(np.isfinite(xc)) and np.all(np.isfinite(xa))):
+        raise ValueError("x_clean/x_adv: values must be finite")
+    if xc.ndim == 4:
+        xc, xa = xc[None], xa[None]
+    n, c = xc.shape[:2]
+    spatial = xc.shape[2:]
+    if brain is not None:
+        b = _to_numpy(brain, "brain").astype(bool)
+        if b.shape == spatial:
+            b = np.broadcast_to(b, (n, *spatial))
+        if b.shape != (n, *spatial):
+            raise ValueError(f"brain: expected shape {spatial} or {(n, *spatial)}, got {b.shape}")
+    else:
+        b = np.ones((n, *spatial), dtype=bool)
+    if data_range is not None:
+        dr_in = np.atleast_1d(np.asarray(data_range, dtype=np.float64))
+        if dr_in.size == 1:
+            dr_in = np.repeat(dr_in, c)
+        if dr_in.shape != (c,) or not np.all(dr_in > 0):
+            raise ValueError(f"data_range: expected a positive scalar or {c} positive values, got {data_range}")
+    if case_ids is not None:
+        ids = [str(i) for i in case_ids]
+        if len(ids) != n:
+            raise ValueError(f"case_ids: expected {n} ids, got {len(ids)}")
+    if win_size < 1:
+        raise ValueError(f"win_size: must be >= 1, got {win_size}")
+    names = MODALITIES if c == len(MODALITIES) else tuple(f"ch{i}" for i in range(c))
+    w = _ssim_window(spatial, win_size)
+
+    rows: list[dict[str, Any]] = []
+    for i in range(n):
+        mask = b[i]
+        for ch in range(c):
+            clean, adv = xc[i, ch], xa[i, ch]
+            diff = adv - clean
+            if data_range is not None:
+                dr = float(dr_in[ch])
+            else:
+                vals = clean[mask] if mask.any() else clean.ravel()
+                dr = float(vals.max() - vals.min()) if vals.size else 0.0
+                dr = dr if dr > 0 else 1.0
+            sel = diff[mask] if mask.any() else diff.ravel()
+            mse = float(np.mean(sel**2))
+            psnr = math.inf if mse == 0 else 10.0 * math.log10(dr**2 / mse)
+            ssim_map, _ = compute_ssim_and_cs(
+                torch.from_numpy(adv[None, None].astype(np.float32)),
+                torch.from_numpy(clean[None, None].astype(np.float32)),
+                spatial_dims=len(spatial),
+                kernel_size=[w] * len(spatial),
+                kernel_sigma=[1.5] * len(spatial),
+                data_range=dr,
+            )
+            row: dict[str, Any] = {"case_index": i}
+            if case_ids is not None:
+                row["case_id"] = ids[i]
+            row.update(
+                modality=names[ch],
+                linf=float(np.abs(diff).max()),
+                l2=float(np.sqrt(np.sum(diff**2))),
+                psnr=float(psnr),
+                ssim=float(ssim_map.mean()),
+            )
+            rows.append(row)
+    return rows
+
+
+# ----------------------------------------------------------------------------- targeted attacks
+def target_fraction(pred: ArrayLike, target: ArrayLike, region_mask: ArrayLike) -> float:
+    """Fraction of the voxels in ``region_mask`` where the prediction equals the target class map.
+
+    Used for targeted attacks: ``target`` is the adversarial target class map and
+    ``region_mask`` the voxels the attack tries to change; 1.0 means fully reached.
+
+    Args:
+        pred: predicted class map (values 0..3).
+        target: target class map of the same shape.
+        region_mask: boolean mask of the same shape.
+
+    Returns:
+        The fraction in [0, 1]; NaN if ``region_mask`` is empty.
+    """
+    p, t = _pair(pred, target)
+    m = _to_numpy(region_mask, "region_mask")
+    if m.shape != p.shape:
+        raise ValueError(f"region_mask: shape {m.shape} differs from pred {p.shape}")
+    m = m.astype(bool)
+    total = int(m.sum())
+    if total == 0:
+        return float("nan")
+    return float(np.sum((p == t) & m) / total)

@@ -1,0 +1,245 @@
+"""3D UNet model zoo (MONAI networks), checkpoint save/load and whole-volume prediction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from monai.inferers import sliding_window_inference
+from monai.networks.nets import BasicUNet, DynUNet, UNet
+
+from .artefacts import atomic_torch_save
+
+__all__ = ["MODEL_NAMES", "build_unet", "save_model", "load_model", "predict", "predict_classes", "resolve_device", "model_spec"]
+
+#: Defaults per architecture; every key can be overridden through ``build_unet(**kwargs)``.
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    # MONAI's residual UNet (Kerfoot et al.), the paper-style encoder-decoder with skip connections.
+    "unet": {"channels": (16, 32, 64, 128), "strides": (2, 2, 2), "num_res_units": 1, "norm": "instance", "dropout": 0.0},
+    # The plain two-conv-per-level UNet of Ronneberger/Çiçek (3D UNet), as in MONAI's BasicUNet.
+    "basicunet": {"features": (16, 16, 32, 64, 128, 16), "norm": "instance", "dropout": 0.0},
+    # nnU-Net-style DynUNet (Isensee et al.).
+    "dynunet": {"filters": (16, 32, 64, 128), "kernel_size": (3, 3, 3, 3), "strides": (1, 2, 2, 2), "norm_name": "instance"},
+}
+
+MODEL_NAMES: tuple[str, ...] = tuple(_DEFAULTS)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """Resolve ``"auto"`` to CUDA when available, else CPU.
+
+    Args:
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a ``torch.device``.
+
+    Returns:
+        The torch device. Raises ValueError when CUDA is requested but absent.
+    """
+    if isinstance(device, torch.device):
+        return device
+    if not isinstance(device, str):
+        raise ValueError(f"device must be a string or torch.device, got {type(device).__name__}")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} requested but CUDA is not available; use 'auto' or 'cpu'")
+    return dev
+
+
+def build_unet(
+    name: str = "unet", in_channels: int = 4, num_classes: int = 4, *, seed: int | None = None, **kwargs: Any
+) -> torch.nn.Module:
+    """Build a 3D segmentation network returning raw logits ``(N, num_classes, D, H, W)``.
+
+    Args:
+        name: one of ``MODEL_NAMES`` (``"unet"``, ``"basicunet"``, ``"dynunet"``).
+        in_channels: input channels (4 MR series).
+        num_classes: output classes (background, NCR, ED, ET).
+        seed: if given, the weights are initialised from this seed without touching
+            the global RNG state.
+        **kwargs: architecture options overriding the defaults (e.g. ``channels=(8, 16, 32)``).
+
+    Returns:
+        The network (on the CPU). Inputs must have spatial sizes divisible by
+        the product of the strides (8 for the defaults).
+    """
+    if name not in _DEFAULTS:
+        raise ValueError(f"unknown model name {name!r}; known: {', '.join(MODEL_NAMES)}")
+    if in_channels < 1 or num_classes < 2:
+        raise ValueError(f"in_channels must be >= 1 and num_classes >= 2, got {in_channels}, {num_classes}")
+    opts = {**_DEFAULTS[name], **kwargs}
+    for key, val in list(opts.items()):  # profiles give lists; MONAI wants tuples
+        if isinstance(val, list):
+            opts[key] = tuple(val)
+
+    def make() -> torch.nn.Module:
+        if name == "unet":
+            channels = tuple(opts.pop("channels"))
+            strides = tuple(opts.pop("strides", (2,) * (len(channels) - 1)))
+            if len(strides) != len(channels) - 1:
+                raise ValueError(f"unet: len(strides) must be len(channels) - 1, got {strides} for {channels}")
+            return UNet(spatial_dims=3, in_channels=in_channels, out_channels=num_classes, channels=channels, strides=strides, **opts)
+        if name == "basicunet":
+            return BasicUNet(spatial_dims=3, in_channels=in_channels, out_channels=num_classes, **opts)
+        filters = tuple(opts.pop("filters"))
+        kernel = tuple(opts.pop("kernel_size"))
+        strides = tuple(opts.pop("strides"))
+        if not len(filters) == len(kernel) == len(strides):
+            raise ValueError("dynunet: filters, kernel_size and strides must have the same length")
+        return DynUNet(
+            spatial_dims=3, in_channels=in_channels, out_channels=num_classes, kernel_size=kernel,
+            strides=strides, upsample_kernel_size=strides[1:], filters=filters, **opts,
+        )
+
+    try:
+        if seed is None:
+            return make()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return make()
+    except TypeError as exc:  # an unknown kwarg for that architecture
+        raise ValueError(f"bad options for model {name!r}: {exc}") from exc
+
+
+def save_model(net: torch.nn.Module, path: str | Path, spec: dict[str, Any]) -> Path:
+    """Save deployed weights with the spec needed to rebuild the network (atomic write).
+
+    Args:
+        net: the network.
+        path: target ``.pt`` file.
+        spec: ``{"name": ..., "kwargs": {...}, ...}`` made of plain Python types.
+
+    Returns:
+        The path written.
+    """
+    if "name" not in spec:
+        raise ValueError("spec must contain the architecture 'name'")
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    return atomic_torch_save({"spec": _plain(spec), "state_dict": state}, path)
+
+
+def _plain(obj: Any) -> Any:
+    """Tuples → lists etc. so the spec loads under ``weights_only=True``."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Load a model written by :func:`save_model` (``weights_only=True``; no unpickling).
+
+    Args:
+        path: the ``.pt`` file.
+        device: where to put the network.
+
+    Returns:
+        ``(net in eval mode, spec)``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint (run the notebook that trains it first)")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt or not a checkpoint
+        raise ValueError(f"{path}: cannot read checkpoint: {exc}") from exc
+    if not isinstance(blob, dict) or "spec" not in blob or "state_dict" not in blob:
+        raise ValueError(f"{path}: not a robustseg model file (missing 'spec'/'state_dict')")
+    spec = blob["spec"]
+    net = build_unet(spec["name"], **spec.get("kwargs", {}))
+    net.load_state_dict(blob["state_dict"])
+    return net.to(resolve_device(device)).eval(), spec
+
+
+def predict(
+    net: torch.nn.Module,
+    image: torch.Tensor,
+    *,
+    roi_size: tuple[int, int, int] | None = None,
+    overlap: float = 0.25,
+    sw_batch_size: int = 2,
+    mode: str = "gaussian",
+) -> torch.Tensor:
+    """Whole-volume logits with MONAI sliding-window inference.
+
+    Args:
+        net: the network (used in its current mode; call ``net.eval()`` first).
+        image: ``(N, C, D, H, W)`` or ``(C, D, H, W)`` tensor, any spatial size.
+        roi_size: window size (the training crop); None = the whole volume in one pass.
+        overlap: window overlap fraction in [0, 1).
+        sw_batch_size: windows per forward pass.
+        mode: blending, ``"gaussian"`` or ``"constant"``.
+
+    Returns:
+        Logits ``(N, num_classes, D, H, W)`` (no batch dim added back if none was given).
+    """
+    if image.ndim not in (4, 5):
+        raise ValueError(f"image must be (N, C, D, H, W) or (C, D, H, W), got shape {tuple(image.shape)}")
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    squeeze = image.ndim == 4
+    x = image[None] if squeeze else image
+    if roi_size is None or tuple(roi_size) == tuple(x.shape[2:]):
+        out = net(x)
+    else:
+        out = sliding_window_inference(x, tuple(roi_size), sw_batch_size, net, overlap=overlap, mode=mode)
+    return out[0] if squeeze else out
+
+
+@torch.no_grad()
+def predict_classes(net: torch.nn.Module, images: torch.Tensor, *, batch_size: int = 2, **kwargs: Any) -> torch.Tensor:
+    """Class maps ``(N, D, H, W)`` (argmax of :func:`predict`), evaluated in batches.
+
+    Args:
+        net: the network (put in eval mode for the call and restored afterwards).
+        images: ``(N, C, D, H, W)`` tensor (on the net's device or CPU).
+        batch_size: volumes per forward pass.
+        **kwargs: forwarded to :func:`predict` (roi_size, overlap, ...).
+
+    Returns:
+        int64 class maps on the images' device.
+    """
+    was_training = net.training
+    net.eval()
+    try:
+        dev = next(net.parameters()).device
+        outs = [predict(net, images[i : i + batch_size].to(dev), **kwargs).argmax(1).to(images.device) for i in range(0, len(images), batch_size)]
+    finally:
+        net.train(was_training)
+    return torch.cat(outs)
+
+
+def model_spec(
+    name: str = "unet", *, width: int = 16, levels: int = 4, crop: Sequence[int] | None = None, overlap: float = 0.25
+) -> dict[str, Any]:
+    """A plain-data model spec: architecture, sizes from one width/depth, and the inference window.
+
+    Args:
+        name: architecture (see ``MODEL_NAMES``).
+        width: channels at the first level, doubled at each level.
+        levels: resolution levels (the volume must be divisible by ``2 ** (levels - 1)``).
+        crop: training crop, also the sliding-window size (None = whole volumes).
+        overlap: sliding-window overlap.
+
+    Returns:
+        ``{"name", "kwargs", "crop", "overlap"}``, accepted by :func:`build_unet` and :func:`save_model`.
+    """
+    if name not in _DEFAULTS:
+        raise ValueError(f"unknown model name {name!r}; known: {', '.join(MODEL_NAMES)}")
+    if width < 1 or levels < 2:
+        raise ValueError(f"width must be >= 1 and levels >= 2, got width={width}, levels={levels}")
+    chans = [width * 2**i for i in range(levels)]
+    if name == "unet":
+        kwargs: dict[str, Any] = {"channels": chans, "strides": [2] * (levels - 1)}
+    elif name == "basicunet":
+        if levels != 5:  # BasicUNet has a fixed depth of 5 feature levels
+            chans = [width * 2 ** min(i, levels - 1) for i in range(5)]
+        kwargs = {"features": [chans[0], *chans[:4], chans[0]]}
+    else:
+        kwargs = {"filters": chans, "kernel_size": [3] * levels, "strides": [1] + [2] * (levels - 1)}
+    return {"name": name, "kwargs": kwargs, "crop": list(crop) if crop is not None else None, "overlap": float(overlap)}

@@ -1,0 +1,327 @@
+"""``robustseg reproduce``: run the notebook chain headless with papermill.
+
+Each notebook (stage) runs in order into the run folder with the parameters of a named
+profile (``notebooks/profiles/<name>.yaml``) plus ``--set`` overrides. A stage is skipped
+when the manifest says it finished with the same fingerprint (its notebook's code, its
+parameters and the fingerprints of the stages before it) and its executed notebook is
+still there; a killed run therefore resumes from the last finished stage. A failing cell
+stops the run, naming the notebook and the cell; the partial notebook is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .artefacts import RunPaths, atomic_write_json
+
+__all__ = [
+    "STAGES",
+    "REPO_ROOT",
+    "NOTEBOOK_DIR",
+    "PROFILE_DIR",
+    "load_profile",
+    "notebook_parameters",
+    "stage_parameters",
+    "parse_overrides",
+    "reproduce",
+    "main",
+]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+PROFILE_DIR = NOTEBOOK_DIR / "profiles"
+
+#: The chain, in order: stage name → notebook file.
+STAGES: dict[str, str] = {
+    "01_data": "01_data.ipynb",
+    "02_unet": "02_unet.ipynb",
+    "03_fgsm": "03_fgsm.ipynb",
+    "04_ifgsm": "04_ifgsm.ipynb",
+    "05_tifgsm": "05_tifgsm.ipynb",
+    "06_distillation": "06_distillation.ipynb",
+    "07_adversarial_training": "07_adversarial_training.ipynb",
+    "08_statistics": "08_statistics.ipynb",
+}
+#: Short names accepted by --only and --set (``unet`` = ``02_unet`` = ``02``).
+_ALIASES = {**{s: s for s in STAGES}, **{s[:2]: s for s in STAGES}, **{s[3:]: s for s in STAGES}}
+#: Parameters the pipeline itself sets in every notebook.
+_RUNNER_KEYS = ("run_dir", "device")
+
+
+class PipelineError(RuntimeError):
+    """A stage failed or the request was invalid; the message says which and why."""
+
+
+def stage_name(name: str) -> str:
+    """Canonical stage name for ``name`` (``"unet"``, ``"02"`` or ``"02_unet"``)."""
+    try:
+        return _ALIASES[name]
+    except KeyError:
+        raise PipelineError(f"unknown stage {name!r}; known: {', '.join(STAGES)}") from None
+
+
+def load_profile(name_or_path: str) -> dict[str, Any]:
+    """Load a profile: ``{"description", "common": {...}, "notebooks": {stage: {...}}}``.
+
+    Args:
+        name_or_path: ``smoke``, ``teaching``, ``paper`` or a path to a YAML file.
+
+    Returns:
+        The profile with stage keys canonicalised.
+    """
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PROFILE_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+        raise PipelineError(f"profile {name_or_path!r} not found ({path}); known: {', '.join(known)}")
+    prof = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(prof, dict):
+        raise PipelineError(f"{path}: a profile must be a mapping")
+    unknown = set(prof) - {"description", "common", "notebooks"}
+    if unknown:
+        raise PipelineError(f"{path}: unknown top-level keys {sorted(unknown)} (allowed: description, common, notebooks)")
+    nbs = {stage_name(k): (v or {}) for k, v in (prof.get("notebooks") or {}).items()}
+    return {"name": path.stem, "path": str(path), "description": prof.get("description", ""), "common": prof.get("common") or {}, "notebooks": nbs}
+
+
+def notebook_parameters(stage: str, notebook_dir: Path = NOTEBOOK_DIR) -> dict[str, Any]:
+    """The parameters declared in a notebook's ``parameters`` cell (papermill.inspect_notebook).
+
+    Returns:
+        ``{name: default}`` (defaults as papermill reads them, as strings).
+    """
+    import papermill
+
+    nb = notebook_dir / STAGES[stage_name(stage)]
+    if not nb.is_file():
+        raise PipelineError(f"{nb}: notebook missing")
+    return {k: v["default"] for k, v in papermill.inspect_notebook(str(nb)).items()}
+
+
+def parse_overrides(sets: Sequence[str], notebook_dir: Path = NOTEBOOK_DIR) -> dict[str, dict[str, Any]]:
+    """Parse ``--set NOTEBOOK.PARAM=VALUE`` items (VALUE read as YAML), refusing unknown keys.
+
+    Returns:
+        ``{stage: {param: value}}``.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for item in sets:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise PipelineError(f"--set {item!r}: expected NOTEBOOK.PARAM=VALUE, e.g. unet.epochs=5")
+        key, raw = item.split("=", 1)
+        nb, param = key.split(".", 1)
+        stage = stage_name(nb)
+        valid = [p for p in notebook_parameters(stage, notebook_dir) if p not in _RUNNER_KEYS]
+        if param not in valid:
+            raise PipelineError(f"--set {item!r}: {stage} has no parameter {param!r}; valid: {', '.join(valid)}")
+        out.setdefault(stage, {})[param] = yaml.safe_load(raw)
+    return out
+
+
+def stage_parameters(
+    profile: dict[str, Any], overrides: dict[str, dict[str, Any]] | None = None, notebook_dir: Path = NOTEBOOK_DIR
+) -> dict[str, dict[str, Any]]:
+    """Merge common keys, per-notebook keys and overrides; each notebook gets only its own parameters.
+
+    Returns:
+        ``{stage: params}`` for every stage. Raises PipelineError for a key a notebook does not declare.
+    """
+    overrides = overrides or {}
+    merged: dict[str, dict[str, Any]] = {}
+    for stage in STAGES:
+        declared = notebook_parameters(stage, notebook_dir)
+        params = {k: v for k, v in profile["common"].items() if k in declared}
+        own = profile["notebooks"].get(stage, {})
+        bad = [k for k in own if k not in declared]
+        if bad:
+            raise PipelineError(f"profile {profile['name']}: {stage} has no parameter(s) {bad}; valid: {', '.join(declared)}")
+        params.update(own)
+        params.update(overrides.get(stage, {}))
+        merged[stage] = params
+    unused = [k for k in profile["common"] if not any(k in notebook_parameters(s, notebook_dir) for s in STAGES)]
+    if unused:
+        raise PipelineError(f"profile {profile['name']}: common key(s) {unused} are parameters of no notebook")
+    return merged
+
+
+def _code_hash(nb_path: Path) -> str:
+    nb = json.loads(nb_path.read_text())
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    return hashlib.sha256(code.encode()).hexdigest()
+
+
+def _fingerprint(stage: str, params: dict[str, Any], upstream: str, notebook_dir: Path) -> str:
+    blob = json.dumps({"stage": stage, "code": _code_hash(notebook_dir / STAGES[stage]), "params": params, "upstream": upstream}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _failed_cell(nb_path: Path) -> str:
+    """Describe the first cell with an error output in an executed notebook."""
+    try:
+        nb = json.loads(nb_path.read_text())
+    except (OSError, ValueError):
+        return "unknown cell"
+    n = 0
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") != "code":
+            continue
+        n += 1
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                first = "".join(cell.get("source", "")).strip().splitlines()
+                return f"code cell {n} ({first[0][:60] if first else ''!r}): {out.get('ename')}: {out.get('evalue')}"
+    return "unknown cell"
+
+
+def reproduce(
+    profile: str = "teaching",
+    out: str | Path | None = None,
+    *,
+    data_dir: str | None = None,
+    device: str = "auto",
+    sets: Sequence[str] = (),
+    only: Sequence[str] = (),
+    force: bool = False,
+    notebook_dir: Path = NOTEBOOK_DIR,
+    log=print,
+) -> dict[str, Any]:
+    """Run the chain. See the module docstring; the CLI is a thin wrapper.
+
+    Args:
+        profile: profile name or YAML path.
+        out: run folder (default ``runs/<profile>``).
+        data_dir: a real BraTS/MSD folder for notebook 01 (instead of synthetic data).
+        device: ``auto``, ``cpu`` or ``cuda``, passed to every notebook.
+        sets: ``NOTEBOOK.PARAM=VALUE`` overrides.
+        only: run only these stages (others untouched).
+        force: rerun stages even when their fingerprint matches.
+        notebook_dir: where the notebooks are.
+        log: where progress lines go.
+
+    Returns:
+        The manifest (also written to ``<out>/manifest.json``).
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    from .runtime import git_sha, package_versions
+
+    prof = load_profile(profile)
+    overrides = parse_overrides(sets, notebook_dir)
+    if data_dir:
+        if not Path(data_dir).is_dir():
+            raise PipelineError(f"--data-dir {data_dir}: not a folder")
+        overrides.setdefault("01_data", {})["data_dir"] = str(Path(data_dir).resolve())
+    params = stage_parameters(prof, overrides, notebook_dir)
+    run = RunPaths(Path(out) if out else Path("runs") / prof["name"])
+    run.root.mkdir(parents=True, exist_ok=True)
+    selected = [stage_name(s) for s in only] if only else list(STAGES)
+    manifest: dict[str, Any] = {}
+    if run.manifest.is_file():
+        manifest = json.loads(run.manifest.read_text())
+    manifest.update(
+        profile=prof["name"], profile_path=prof["path"], parameters=params, git_sha=git_sha(), versions=package_versions(),
+        seeds={s: p["seed"] for s, p in params.items() if "seed" in p}, device=device,
+    )
+    manifest.setdefault("stages", {})
+    upstream = ""
+    t_all = time.perf_counter()
+    for stage in STAGES:
+        fp = _fingerprint(stage, params[stage], upstream, notebook_dir)
+        upstream = fp
+        if stage not in selected:
+            continue
+        dst = run.notebooks / STAGES[stage]
+        rec = manifest["stages"].get(stage, {})
+        if not force and rec.get("status") == "done" and rec.get("fingerprint") == fp and dst.is_file():
+            log(f"[{stage}] up to date, skipped (ran {rec.get('seconds', 0):.1f} s)")
+            continue
+        full = {**params[stage], "run_dir": str(run.root.resolve()), "device": device}
+        manifest["stages"][stage] = {"status": "running", "fingerprint": fp, "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        atomic_write_json(run.manifest, manifest)
+        t0 = time.perf_counter()
+        try:
+            papermill.execute_notebook(
+                str(notebook_dir / STAGES[stage]), str(dst), parameters=full, kernel_name="python3",
+                cwd=str(notebook_dir), progress_bar=False, log_output=False,
+            )
+        except PapermillExecutionError as exc:
+            secs = time.perf_counter() - t0
+            where = f"code cell {exc.exec_count}" if exc.exec_count else _failed_cell(dst)
+            msg = f"{stage} ({STAGES[stage]}) failed in {where}: {exc.ename}: {exc.evalue}; partial notebook kept at {dst}"
+            manifest["stages"][stage].update(status="failed", seconds=round(secs, 2), error=msg)
+            atomic_write_json(run.manifest, manifest)
+            raise PipelineError(msg) from None
+        secs = time.perf_counter() - t0
+        manifest["stages"][stage].update(status="done", seconds=round(secs, 2), finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        atomic_write_json(run.manifest, manifest)
+        log(f"[{stage}] done in {secs:6.1f} s")
+    manifest["total_seconds_last_call"] = round(time.perf_counter() - t_all, 2)
+    atomic_write_json(run.manifest, manifest)
+    return manifest
+
+
+def _print_claims(run: RunPaths, log=print) -> None:
+    claims = run.tables / "claims.csv"
+    if claims.is_file():
+        import pandas as pd
+
+        df = pd.read_csv(claims)
+        cols = [c for c in ("claim", "verdict", "evidence") if c in df.columns]
+        log("\nClaims of Liu et al. (2021), re-measured on this run:")
+        with pd.option_context("display.max_colwidth", 160, "display.width", 200):
+            log(df[cols].to_string(index=False))
+    report = run.root / "report" / "report.md"
+    if report.is_file():
+        log(f"\nReport: {report}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="robustseg", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("reproduce", help="run the notebook chain with a profile")
+    r.add_argument("--profile", default="teaching", help="smoke | teaching | paper | path/to/profile.yaml (default: teaching)")
+    r.add_argument("--out", default=None, help="run folder (default: runs/<profile>)")
+    r.add_argument("--data-dir", default=None, help="real BraTS 2018-21/2023 or MSD Task01 folder (default: synthetic data)")
+    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto (cuda if available)")
+    r.add_argument("--set", dest="sets", action="append", default=[], metavar="NOTEBOOK.PARAM=VALUE", help="override a notebook parameter (repeatable)")
+    r.add_argument("--only", nargs="+", default=[], metavar="STAGE", help="run only these stages, e.g. --only unet fgsm")
+    r.add_argument("--force", action="store_true", help="rerun stages even if up to date")
+    sub.add_parser("stages", help="list the stages and their parameters")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``robustseg`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "stages":
+            for s in STAGES:
+                print(f"{s}: {', '.join(notebook_parameters(s))}")
+            return 0
+        manifest = reproduce(
+            args.profile, args.out, data_dir=args.data_dir, device=args.device, sets=args.sets, only=args.only, force=args.force
+        )
+    except PipelineError as exc:
+        print(f"robustseg: error: {exc}", file=sys.stderr)
+        return 2
+    run = RunPaths(args.out or Path("runs") / manifest["profile"])
+    total = sum(s.get("seconds", 0) for s in manifest["stages"].values())
+    print(f"\nAll stages done; run folder {run.root} (stage time {total:.0f} s)")
+    _print_claims(run)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,337 @@
+"""One training loop for the baseline and both defenses.
+
+The loop is generic in two places, so the defenses need no second loop:
+
+* ``objective(logits, x, y) -> loss``: the loss. Default: MONAI Dice+CE on ``logits / T``
+  (``T = config.temperature``; the distillation *teacher* is trained at ``T > 1``).
+  Defensive distillation passes a :class:`robustseg_lib.defenses.DistillationObjective`
+  that computes the teacher's soft labels on the same augmented batch.
+* ``batch_hook(net, x, y, generator) -> (x, y)``: called after augmentation and before the
+  forward pass. Adversarial training passes a
+  :class:`robustseg_lib.defenses.AdversarialAugmenter` that appends adversarial copies
+  made against the current network.
+
+Determinism: every random choice of step ``s`` of epoch ``e`` (batch order, crops, flips,
+intensity jitter, adversarial eps) derives from ``(config.seed, e, s)`` and the torch RNG
+state is checkpointed, so a run killed after any epoch and resumed from ``last.pt`` ends
+with the same weights as an uninterrupted run (CPU).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from monai.losses import DiceCELoss
+from monai.transforms import Compose, RandCropByPosNegLabeld, RandFlipd, RandScaleIntensityd, RandShiftIntensityd
+from tqdm.auto import tqdm
+
+from .artefacts import atomic_torch_save
+from .models import predict_classes, resolve_device
+
+__all__ = ["TrainConfig", "TrainResult", "train", "dice_ce_objective", "Objective", "BatchHook"]
+
+Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+BatchHook = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of :func:`train` (all plain values, stored in checkpoints).
+
+    Attributes:
+        epochs: passes; an epoch is ``steps_per_epoch`` optimizer steps.
+        batch_size: volumes (or crops) per step.
+        steps_per_epoch: None = ``ceil(n_train / batch_size)``.
+        lr: peak learning rate (AdamW, one-cycle cosine schedule with warm-up).
+        weight_decay: AdamW weight decay.
+        warmup_frac: fraction of all steps spent warming up.
+        crop: training crop ``(d, h, w)`` (None = whole volumes); also the
+            sliding-window size at validation.
+        pos_fraction: fraction of crops centred on tumour (MONAI RandCropByPosNegLabeld).
+        temperature: the loss sees ``logits / temperature`` (distillation teacher: T > 1).
+        augment: random flips on all three axes, intensity scale and shift (MONAI).
+        seed: the single seed of every random choice.
+        sw_overlap: sliding-window overlap at validation.
+        amp: bf16 autocast when training on CUDA (ignored on the CPU).
+        val_every: validate every N epochs (and always after the last).
+    """
+
+    epochs: int = 20
+    batch_size: int = 2
+    steps_per_epoch: int | None = None
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    warmup_frac: float = 0.1
+    crop: tuple[int, int, int] | None = None
+    pos_fraction: float = 0.5
+    temperature: float = 1.0
+    augment: bool = True
+    seed: int = 0
+    sw_overlap: float = 0.25
+    amp: bool = True
+    val_every: int = 1
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be >= 1 or None, got {self.steps_per_epoch}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 <= self.pos_fraction <= 1:
+            raise ValueError(f"pos_fraction must be in [0, 1], got {self.pos_fraction}")
+        if self.crop is not None:
+            self.crop = tuple(int(c) for c in self.crop)  # type: ignore[assignment]
+            if len(self.crop) != 3 or min(self.crop) < 1:
+                raise ValueError(f"crop must be three positive ints or None, got {self.crop}")
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes:
+        history: one row per epoch: epoch, loss, lr, val_WT, val_TC, val_ET, val_mean, seconds.
+        best_epoch: epoch whose weights were kept (best mean validation Dice).
+        best_score: that mean validation Dice (NaN without validation data).
+        seconds: wall time of this call.
+        resumed_from: epoch the run resumed after (0 = fresh start).
+    """
+
+    history: pd.DataFrame
+    best_epoch: int
+    best_score: float
+    seconds: float
+    resumed_from: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def dice_ce_objective(temperature: float = 1.0) -> Objective:
+    """MONAI Dice + cross-entropy on ``logits / temperature`` against hard class maps.
+
+    Args:
+        temperature: softmax temperature (1 for ordinary training).
+
+    Returns:
+        ``objective(logits, x, y) -> scalar``.
+    """
+    loss = DiceCELoss(to_onehot_y=True, softmax=True, squared_pred=False, smooth_nr=1e-5, smooth_dr=1e-5)
+
+    def objective(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return loss(logits.float() / temperature, y[:, None])
+
+    return objective
+
+
+def _augmenter(config: TrainConfig) -> Compose | None:
+    """MONAI dictionary transforms applied per sample; seeded per (seed, epoch, step, sample)."""
+    ts: list[Any] = []
+    if config.crop is not None:
+        ts.append(
+            RandCropByPosNegLabeld(
+                keys=["image", "label"], label_key="label", spatial_size=config.crop,
+                pos=config.pos_fraction, neg=1.0 - config.pos_fraction, num_samples=1,
+                allow_smaller=False,
+            )
+        )
+    if config.augment:
+        ts += [RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=a) for a in range(3)]
+        ts += [
+            RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
+            RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
+        ]
+    return Compose(ts) if ts else None
+
+
+def _sample_seed(seed: int, epoch: int, step: int, i: int) -> int:
+    """A 32-bit seed for one random choice; ``step``/``i`` < 0 name special streams (order, hook)."""
+    return int(np.random.SeedSequence([seed, epoch, step + 8, i + 8]).generate_state(1)[0])
+
+
+def _batch(
+    images: torch.Tensor, labels: torch.Tensor, idx: list[int], aug: Compose | None, seed: int, epoch: int, step: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys = [], []
+    for i, j in enumerate(idx):
+        x, y = images[j].float(), labels[j].long()[None]
+        if aug is not None:
+            aug.set_random_state(seed=_sample_seed(seed, epoch, step, i))
+            out = aug({"image": x, "label": y})
+            if isinstance(out, list):  # RandCropByPosNegLabeld returns a list of samples
+                out = out[0]
+            x, y = torch.as_tensor(out["image"]), torch.as_tensor(out["label"])
+        xs.append(x.as_subclass(torch.Tensor) if hasattr(x, "as_tensor") else x)
+        ys.append((y.as_subclass(torch.Tensor) if hasattr(y, "as_tensor") else y)[0].long())
+    return torch.stack(xs).contiguous(), torch.stack(ys).contiguous()
+
+
+def _validate(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig) -> dict[str, float]:
+    from .metrics import dice_per_region  # local import: metrics pulls pandas/MONAI metrics
+
+    dev = next(net.parameters()).device
+    preds = predict_classes(net, images.to(dev).float(), batch_size=config.batch_size, roi_size=config.crop, overlap=config.sw_overlap)
+    rows = [dice_per_region(p.cpu(), t.long().cpu()) for p, t in zip(preds, labels)]
+    out = {f"val_{r}": float(np.mean([row[r] for row in rows])) for r in ("WT", "TC", "ET")}
+    out["val_mean"] = float(np.mean([out["val_WT"], out["val_TC"], out["val_ET"]]))
+    return out
+
+
+def _check_data(images: torch.Tensor, labels: torch.Tensor, name: str) -> None:
+    if not isinstance(images, torch.Tensor) or images.ndim != 5:
+        raise ValueError(f"{name}_images must be a (N, C, D, H, W) tensor, got {getattr(images, 'shape', type(images))}")
+    if not isinstance(labels, torch.Tensor) or labels.shape != images.shape[:1] + images.shape[2:]:
+        raise ValueError(f"{name}_labels must be a (N, D, H, W) tensor matching {name}_images, got {getattr(labels, 'shape', None)}")
+    if labels.dtype.is_floating_point:
+        raise ValueError(f"{name}_labels must be an integer class map, got {labels.dtype}")
+
+
+def train(
+    net: torch.nn.Module,
+    train_images: torch.Tensor,
+    train_labels: torch.Tensor,
+    config: TrainConfig,
+    *,
+    val_images: torch.Tensor | None = None,
+    val_labels: torch.Tensor | None = None,
+    objective: Objective | None = None,
+    batch_hook: BatchHook | None = None,
+    ckpt_dir: str | Path | None = None,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    stop_after_epoch: int | None = None,
+    desc: str = "train",
+) -> TrainResult:
+    """Train ``net`` in place; on return it holds the best-validation weights.
+
+    Args:
+        net: the network (see :func:`robustseg_lib.models.build_unet`).
+        train_images: ``(N, 4, D, H, W)`` float tensor (CPU, or already on ``device``:
+            a resident GPU dataset avoids per-step host-device copies).
+        train_labels: ``(N, D, H, W)`` class maps 0..3.
+        config: :class:`TrainConfig`.
+        val_images, val_labels: validation set (whole volumes) for per-epoch Dice and
+            best-checkpoint selection; without them the last epoch is kept.
+        objective: ``objective(logits, x, y) -> loss``; default :func:`dice_ce_objective`
+            at ``config.temperature``.
+        batch_hook: ``hook(net, x, y, generator) -> (x, y)`` applied to each batch
+            (adversarial training).
+        ckpt_dir: where ``last.pt`` (full state, every epoch) and ``best.pt`` go; an
+            existing ``last.pt`` with the same config is resumed.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``...
+        progress: show a tqdm bar.
+        stop_after_epoch: stop (as if killed) after this epoch; used to test resuming.
+        desc: label of the progress bar.
+
+    Returns:
+        :class:`TrainResult`.
+    """
+    _check_data(train_images, train_labels, "train")
+    if (val_images is None) != (val_labels is None):
+        raise ValueError("give both val_images and val_labels, or neither")
+    if val_images is not None:
+        _check_data(val_images, val_labels, "val")  # type: ignore[arg-type]
+    if config.crop is not None and any(c > s for c, s in zip(config.crop, train_images.shape[2:])):
+        raise ValueError(f"crop {config.crop} is larger than the volumes {tuple(train_images.shape[2:])}")
+    t0 = time.perf_counter()
+    dev = resolve_device(device)
+    net.to(dev)
+    objective = objective or dice_ce_objective(config.temperature)
+    n = len(train_images)
+    spe = config.steps_per_epoch or math.ceil(n / config.batch_size)
+    total = config.epochs * spe
+    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=config.lr, total_steps=total, pct_start=config.warmup_frac, anneal_strategy="cos",
+        div_factor=10.0, final_div_factor=100.0,
+    )
+    aug = _augmenter(config)
+    use_amp = config.amp and dev.type == "cuda"
+    cfg_dict = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}
+
+    history: list[dict[str, float]] = []
+    best_score, best_epoch, best_state = -math.inf, 0, None
+    start_epoch = 0
+    ckpt = Path(ckpt_dir) if ckpt_dir is not None else None
+    if ckpt is not None and (ckpt / "last.pt").is_file():
+        state = torch.load(ckpt / "last.pt", map_location="cpu", weights_only=True)
+        if state.get("config") == cfg_dict and state.get("n_train") == n:
+            net.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["torch_rng"])
+            start_epoch = int(state["epoch"])
+            history = list(state["history"])
+            best_score, best_epoch, best_state = float(state["best_score"]), int(state["best_epoch"]), state["best_state"]
+        else:
+            print(f"{ckpt / 'last.pt'}: written with another config or dataset; starting afresh")
+
+    bar = tqdm(total=total, initial=start_epoch * spe, desc=desc, disable=not progress, leave=False)
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        net.train()
+        te = time.perf_counter()
+        perm_gen = torch.Generator().manual_seed(_sample_seed(config.seed, epoch, -1, 0))
+        order: list[int] = []
+        while len(order) < spe * config.batch_size:
+            order += torch.randperm(n, generator=perm_gen).tolist()
+        losses = []
+        for step in range(spe):
+            idx = order[step * config.batch_size : (step + 1) * config.batch_size]
+            x, y = _batch(train_images, train_labels, idx, aug, config.seed, epoch, step)
+            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            if batch_hook is not None:
+                hook_gen = torch.Generator().manual_seed(_sample_seed(config.seed, epoch, step, -2))
+                x, y = batch_hook(net, x, y, hook_gen)
+                net.train()
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
+                logits = net(x)
+            loss = objective(logits, x, y)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{losses[-1]:.3f}")
+        row: dict[str, float] = {"epoch": epoch, "loss": float(np.mean(losses)), "lr": float(sched.get_last_lr()[0])}
+        if val_images is not None and (epoch % config.val_every == 0 or epoch == config.epochs):
+            row.update(_validate(net, val_images, val_labels, config))  # type: ignore[arg-type]
+            score = row["val_mean"]
+        else:
+            score = -math.inf if val_images is not None else float(epoch)
+        row["seconds"] = time.perf_counter() - te
+        history.append(row)
+        if score > best_score:
+            best_score, best_epoch = score, epoch
+            best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+        if ckpt is not None:
+            atomic_torch_save(
+                {
+                    "model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "torch_rng": torch.get_rng_state(), "epoch": epoch, "history": history, "config": cfg_dict,
+                    "n_train": n, "best_score": best_score, "best_epoch": best_epoch, "best_state": best_state,
+                },
+                ckpt / "last.pt",
+            )
+        if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < config.epochs:
+            bar.close()
+            return TrainResult(pd.DataFrame(history), best_epoch, best_score, time.perf_counter() - t0, start_epoch, {"stopped": True})
+    bar.close()
+    if best_state is not None:
+        net.load_state_dict(best_state)
+        if ckpt is not None:
+            atomic_torch_save(best_state, ckpt / "best.pt")
+    net.eval()
+    score_out = best_score if val_images is not None else float("nan")
+    return TrainResult(pd.DataFrame(history), best_epoch, score_out, time.perf_counter() - t0, start_epoch)

@@ -1,0 +1,155 @@
+"""Figures of training, predictions and attacks. Every function returns a Figure (no plt.show)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.colors import ListedColormap
+
+__all__ = ["LABEL_CMAP", "plot_history", "plot_predictions", "plot_attack_example", "plot_gallery"]
+
+#: background transparent, NCR red, ED green, ET yellow (the BraTS colour habit).
+LABEL_CMAP = ListedColormap([(0, 0, 0, 0), (0.9, 0.1, 0.1, 0.8), (0.1, 0.8, 0.2, 0.6), (1.0, 0.85, 0.0, 0.9)])
+_FLAIR, _T1CE = 3, 1
+
+
+def _np(a: Any) -> np.ndarray:
+    return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+
+
+def _tumour_slice(labels: np.ndarray) -> int:
+    """Axial index with the most tumour (middle slice if none)."""
+    per = (labels > 0).sum(axis=(0, 1))
+    return int(per.argmax()) if per.any() else labels.shape[2] // 2
+
+
+def _show(ax: plt.Axes, img: np.ndarray, lab: np.ndarray | None, title: str, cmap: str = "gray", **kw: Any) -> None:
+    ax.imshow(img.T, cmap=cmap, origin="lower", **kw)
+    if lab is not None:
+        ax.imshow(lab.T, cmap=LABEL_CMAP, vmin=0, vmax=3, origin="lower", interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+
+
+def plot_history(history: pd.DataFrame) -> plt.Figure:
+    """Training loss and validation Dice per region against epoch.
+
+    Args:
+        history: ``TrainResult.history`` (columns epoch, loss, val_WT, val_TC, val_ET...).
+
+    Returns:
+        The figure.
+    """
+    if "epoch" not in history or "loss" not in history:
+        raise ValueError("history needs 'epoch' and 'loss' columns")
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    a.plot(history["epoch"], history["loss"], marker="o", ms=3)
+    a.set(xlabel="epoch", ylabel="training loss", title="loss")
+    for r in ("WT", "TC", "ET"):
+        if f"val_{r}" in history:
+            b.plot(history["epoch"], history[f"val_{r}"], marker="o", ms=3, label=r)
+    b.set(xlabel="epoch", ylabel="validation Dice", ylim=(0, 1), title="validation Dice")
+    b.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_predictions(
+    images: torch.Tensor | np.ndarray,
+    truths: torch.Tensor | np.ndarray,
+    preds: dict[str, torch.Tensor | np.ndarray],
+    *,
+    case_ids: Sequence[str] | None = None,
+) -> plt.Figure:
+    """Per case: FLAIR with the ground truth, then each model's prediction (axial slice through the tumour).
+
+    Args:
+        images: ``(N, 4, D, H, W)``.
+        truths: ``(N, D, H, W)`` class maps.
+        preds: model name → ``(N, D, H, W)`` class maps.
+        case_ids: titles.
+
+    Returns:
+        The figure.
+    """
+    images, truths = _np(images), _np(truths)
+    if images.ndim != 5 or truths.shape != images.shape[:1] + images.shape[2:]:
+        raise ValueError("images must be (N, 4, D, H, W) and truths (N, D, H, W)")
+    n, cols = len(images), 1 + len(preds)
+    fig, axes = plt.subplots(n, cols, figsize=(2.6 * cols, 2.6 * n), squeeze=False)
+    for i in range(n):
+        z = _tumour_slice(truths[i])
+        cid = case_ids[i] if case_ids is not None else str(i)
+        _show(axes[i, 0], images[i, _FLAIR, :, :, z], truths[i, :, :, z], f"{cid}: truth")
+        for j, (name, p) in enumerate(preds.items(), start=1):
+            _show(axes[i, j], images[i, _FLAIR, :, :, z], _np(p)[i, :, :, z], name)
+    fig.tight_layout()
+    return fig
+
+
+def plot_attack_example(
+    image: Any, adv: Any, truth: Any, pred_clean: Any, pred_adv: Any, *, title: str = "", amplify: float | None = None
+) -> plt.Figure:
+    """Clean and adversarial FLAIR and T1c, the amplified perturbation, and both predictions.
+
+    Args:
+        image, adv: ``(4, D, H, W)`` clean and adversarial volumes.
+        truth, pred_clean, pred_adv: ``(D, H, W)`` class maps.
+        title: figure title.
+        amplify: display gain of the perturbation (default: stretch to its max).
+
+    Returns:
+        The figure.
+    """
+    image, adv, truth, pc, pa = (_np(a) for a in (image, adv, truth, pred_clean, pred_adv))
+    z = _tumour_slice(truth)
+    delta = adv - image
+    m = float(np.abs(delta).max()) or 1.0
+    fig, axes = plt.subplots(2, 4, figsize=(11, 5.6))
+    _show(axes[0, 0], image[_FLAIR, :, :, z], None, "clean FLAIR")
+    _show(axes[0, 1], adv[_FLAIR, :, :, z], None, "adversarial FLAIR")
+    vmax = m / amplify if amplify else m
+    _show(axes[0, 2], delta[_FLAIR, :, :, z], None, f"perturbation FLAIR (±{m:.2f})", cmap="seismic", vmin=-vmax, vmax=vmax)
+    _show(axes[0, 3], delta[_T1CE, :, :, z], None, "perturbation T1c", cmap="seismic", vmin=-vmax, vmax=vmax)
+    _show(axes[1, 0], image[_T1CE, :, :, z], truth[:, :, z], "truth")
+    _show(axes[1, 1], image[_T1CE, :, :, z], pc[:, :, z], "prediction, clean")
+    _show(axes[1, 2], adv[_T1CE, :, :, z], pa[:, :, z], "prediction, attacked")
+    _show(axes[1, 3], adv[_T1CE, :, :, z], None, "adversarial T1c")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_gallery(g: dict[str, Any]) -> plt.Figure:
+    """Grid of predictions: one row per model, one column per condition (from ``evaluation.gallery``).
+
+    Args:
+        g: ``{"image", "truth", "case_id", "panels": {(model, condition): class map}}``.
+
+    Returns:
+        The figure.
+    """
+    panels = g["panels"]
+    if not panels:
+        raise ValueError("gallery has no panels")
+    models = list(dict.fromkeys(k[0] for k in panels))
+    conds = list(dict.fromkeys(k[1] for k in panels))
+    image, truth = _np(g["image"]), _np(g["truth"])
+    z = _tumour_slice(truth)
+    fig, axes = plt.subplots(len(models), len(conds) + 1, figsize=(2.4 * (len(conds) + 1), 2.5 * len(models)), squeeze=False)
+    for i, mname in enumerate(models):
+        _show(axes[i, 0], image[_FLAIR, :, :, z], truth[:, :, z], f"{mname}\ntruth")
+        for j, c in enumerate(conds, start=1):
+            p = panels.get((mname, c))
+            if p is None:
+                axes[i, j].axis("off")
+                continue
+            _show(axes[i, j], image[_FLAIR, :, :, z], _np(p)[:, :, z], c)
+    fig.suptitle(f"case {g.get('case_id', '')}")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,219 @@
+"""Statistics figures: robustness curves, paired per-case plots and the claims table.
+
+Every function returns a :class:`matplotlib.figure.Figure` built without pyplot's global state
+(no ``plt.show``; nothing accumulates across calls). Save with
+``robustseg_lib.artefacts.atomic_savefig``; in Jupyter the returned figure displays inline.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib import MatplotlibDeprecationWarning
+from matplotlib.figure import Figure
+
+from .stats import attack_label, is_diagnostic_attack, paired_wilcoxon
+
+__all__ = ["plot_robustness_curves", "plot_paired", "plot_claims"]
+
+_VERDICT_COLOURS = {
+    "holds": "#c7e9c0",
+    "does not hold": "#fcbba1",
+    "mixed": "#fee391",
+    "not tested": "#e0e0e0",
+}
+
+
+def _check(table: Any, cols: Sequence[str]) -> pd.DataFrame:
+    if not isinstance(table, pd.DataFrame):
+        raise ValueError(f"table: expected a pandas DataFrame, got {type(table).__name__}")
+    missing = [c for c in cols if c not in table.columns]
+    if missing:
+        raise ValueError(f"table: missing columns {missing}")
+    return table
+
+
+def _labels(df: pd.DataFrame) -> pd.Series:
+    pol = df["target_policy"] if "target_policy" in df.columns else pd.Series([None] * len(df), index=df.index)
+    return pd.Series([attack_label(a, p) for a, p in zip(df["attack"], pol)], index=df.index)
+
+
+def plot_robustness_curves(
+    table: pd.DataFrame,
+    region: str = "WT",
+    *,
+    metric: str = "dice",
+    attacks: Sequence[str] | None = None,
+    include_diagnostics: bool = False,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> Figure:
+    """Mean ``metric`` vs eps per model, one panel per attack, with 95 % bootstrap CI bands.
+
+    Each model's clean rows are drawn at eps = 0 in every panel so the curves start from clean
+    performance. Targeted attacks are split by ``target_policy`` (``tifgsm[erase]``).
+
+    Args:
+        table: tidy result table.
+        region: region to plot.
+        metric: score column.
+        attacks: attack labels to show (default: all non-clean, non-diagnostic ones).
+        include_diagnostics: also show ``transfer_*`` / ``*_logit_rescaled`` attacks.
+        n_boot, seed: seaborn's bootstrap for the CI bands.
+
+    Returns:
+        The figure.
+    """
+    _check(table, ["case_id", "model", "attack", "eps", "region", metric])
+    t = table.loc[table["region"] == region].copy()
+    if t.empty:
+        raise ValueError(f"region: no rows for {region!r}")
+    t["attack_label"] = _labels(t)
+    clean = t.loc[t["attack"] == "clean"]
+    att = t.loc[t["attack"] != "clean"]
+    if not include_diagnostics:
+        att = att.loc[~att["attack"].astype(str).map(is_diagnostic_attack)]
+    labels = sorted(att["attack_label"].unique()) if attacks is None else list(attacks)
+    if not labels:
+        labels = ["clean"]
+    hue_order = sorted(t["model"].unique())
+    fig = Figure(figsize=(4.2 * len(labels), 3.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(labels), sharey=True, squeeze=False)[0])
+    for ax, lab in zip(axes, labels):
+        sub = att.loc[att["attack_label"] == lab]
+        models = set(sub["model"]) if not sub.empty else set(clean["model"])
+        data = pd.concat([clean.loc[clean["model"].isin(models)], sub], ignore_index=True)
+        data = data.assign(eps=data["eps"].astype(float))
+        sns.lineplot(
+            data=data, x="eps", y=metric, hue="model", hue_order=hue_order, style="model",
+            markers=True, dashes=False, errorbar=("ci", 95), n_boot=n_boot, seed=seed, ax=ax,
+        )  # fmt: skip
+        ax.set_title(lab)
+        ax.set_xlabel("eps (z-score units)")
+        ax.set_ylabel(f"mean {metric} ({region})")
+        ax.grid(alpha=0.3)
+        if ax is not axes[-1] and ax.get_legend() is not None:
+            ax.get_legend().remove()
+    fig.suptitle(f"Robustness: {region} {metric} vs eps (95 % CI)")
+    return fig
+
+
+def _select(table: pd.DataFrame, cond: Mapping[str, Any], name: str) -> pd.DataFrame:
+    if not isinstance(cond, Mapping) or not cond:
+        raise ValueError(f"{name}: expected a non-empty dict of column -> value")
+    unknown = [k for k in cond if k not in table.columns]
+    if unknown:
+        raise ValueError(f"{name}: unknown columns {unknown}")
+    mask = pd.Series(True, index=table.index)
+    for k, v in cond.items():
+        if k == "eps":
+            mask &= np.isclose(table[k].astype(float), float(v))
+        elif v is None:
+            mask &= table[k].isna()
+        else:
+            mask &= table[k] == v
+    sel = table.loc[mask]
+    if sel.empty:
+        raise ValueError(f"{name}: no rows match {dict(cond)}")
+    if sel["case_id"].duplicated().any():
+        raise ValueError(f"{name}: {dict(cond)} matches several rows per case; add keys (e.g. eps, target_policy)")
+    return sel
+
+
+def _cond_name(cond: Mapping[str, Any]) -> str:
+    return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in cond.values())
+
+
+def plot_paired(
+    table: pd.DataFrame,
+    a: Mapping[str, Any],
+    b: Mapping[str, Any],
+    region: str = "WT",
+    *,
+    metric: str = "dice",
+) -> Figure:
+    """Per-case paired plot of two conditions: a line per case plus box and strip plots.
+
+    Args:
+        table: tidy result table.
+        a, b: column -> value filters selecting one row per case, e.g.
+            ``{"model": "baseline", "attack": "clean"}``.
+        region: region to plot.
+        metric: score column.
+
+    Returns:
+        The figure (title carries the paired Wilcoxon p-value and n).
+    """
+    _check(table, ["case_id", "region", metric])
+    t = table.loc[table["region"] == region]
+    if t.empty:
+        raise ValueError(f"region: no rows for {region!r}")
+    sa = _select(t, a, "a")[["case_id", metric]]
+    sb = _select(t, b, "b")[["case_id", metric]]
+    j = sa.merge(sb, on="case_id", suffixes=("_a", "_b")).dropna()
+    if j.empty:
+        raise ValueError("a, b: no case_id overlap between the two conditions")
+    la, lb = _cond_name(a), _cond_name(b)
+    long = pd.DataFrame(
+        {"condition": [la] * len(j) + [lb] * len(j), metric: np.r_[j[f"{metric}_a"], j[f"{metric}_b"]]}
+    )
+    fig = Figure(figsize=(5.0, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for ya, yb in zip(j[f"{metric}_a"], j[f"{metric}_b"]):
+        colour = "#d62728" if yb < ya else "#1f77b4"
+        ax.plot([0, 1], [ya, yb], color=colour, alpha=0.4, lw=0.9, zorder=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MatplotlibDeprecationWarning)  # seaborn passes `vert`
+        sns.boxplot(data=long, x="condition", y=metric, order=[la, lb], width=0.35, fliersize=0,
+                    boxprops={"alpha": 0.35}, ax=ax)  # fmt: skip
+    sns.stripplot(data=long, x="condition", y=metric, order=[la, lb], color="k", size=3, jitter=0.05, ax=ax)
+    w = paired_wilcoxon(j[f"{metric}_a"].to_numpy(), j[f"{metric}_b"].to_numpy())
+    ax.set_title(f"{region} {metric}: n={len(j)}, Wilcoxon p={w.pvalue:.3g}, r={w.effect_size:+.2f}", fontsize=10)
+    ax.set_xlabel("")
+    ax.set_ylabel(f"{metric} ({region})")
+    ax.grid(alpha=0.3, axis="y")
+    return fig
+
+
+def plot_claims(claims_table: pd.DataFrame, *, wrap: int = 70) -> Figure:
+    """Render the :func:`robustseg_lib.stats.claims` table with verdicts colour-coded.
+
+    Args:
+        claims_table: output of ``stats.claims``.
+        wrap: wrap width (characters) for the statement and evidence text.
+
+    Returns:
+        The figure.
+    """
+    import textwrap
+
+    _check(claims_table, ["claim", "statement", "verdict", "evidence"])
+    if claims_table.empty:
+        raise ValueError("claims_table: no rows")
+    cells, heights = [], []
+    for _, r in claims_table.iterrows():
+        st = textwrap.fill(str(r["statement"]), wrap // 2 + 10)
+        ev = textwrap.fill(str(r["evidence"]), wrap)
+        cells.append([r["claim"], st, r["verdict"], ev])
+        heights.append(max(st.count("\n"), ev.count("\n")) + 1)
+    fig = Figure(figsize=(14, 0.6 + 0.28 * sum(heights) + 0.3 * len(cells)), layout="constrained")
+    ax = fig.subplots()
+    ax.axis("off")
+    tab = ax.table(cellText=cells, colLabels=["claim", "statement", "verdict", "evidence"],
+                   colWidths=[0.05, 0.33, 0.1, 0.52], loc="upper center", cellLoc="left")  # fmt: skip
+    tab.auto_set_font_size(False)
+    tab.set_fontsize(8)
+    total = 1 + sum(heights)
+    for (row, col), cell in tab.get_celld().items():
+        h = 1 if row == 0 else heights[row - 1]
+        cell.set_height(0.95 * h / total)
+        if row == 0:
+            cell.set_text_props(weight="bold")
+        elif col == 2:
+            cell.set_facecolor(_VERDICT_COLOURS.get(str(cells[row - 1][2]), "white"))
+    return fig

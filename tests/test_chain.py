@@ -1,0 +1,111 @@
+"""The smoke notebook chain through papermill: runs, skips when up to date, resumes after a kill, names a failing cell.
+
+These tests run real notebooks (minutes on 2 cores); they are the CI's end-to-end check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from robustseg_lib import pipeline
+from robustseg_lib.pipeline import STAGES, PipelineError
+
+pytestmark = pytest.mark.slow
+
+
+def _errors(nb_path: Path) -> list[str]:
+    nb = json.loads(nb_path.read_text())
+    return [f"{o.get('ename')}: {o.get('evalue')}" for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
+
+
+def _tables(run: Path) -> dict[str, pd.DataFrame]:
+    return {p.name: pd.read_csv(p) for p in sorted((run / "tables").glob("*.csv"))}
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("smoke")
+    lines: list[str] = []
+    pipeline.reproduce("smoke", out, device="cpu", log=lines.append)
+    assert len(lines) == len(STAGES), lines
+    return out
+
+
+def test_smoke_chain_writes_every_artefact(smoke_run: Path) -> None:
+    manifest = json.loads((smoke_run / "manifest.json").read_text())
+    assert manifest["profile"] == "smoke" and manifest["git_sha"]
+    assert {"torch", "monai", "python"} <= set(manifest["versions"])
+    for stage, fname in STAGES.items():
+        rec = manifest["stages"][stage]
+        assert rec["status"] == "done" and rec["seconds"] > 0, stage
+        assert set(manifest["parameters"][stage]) <= set(pipeline.notebook_parameters(stage))
+        executed = smoke_run / "notebooks" / fname
+        assert executed.is_file() and _errors(executed) == [], (stage, _errors(executed))
+    for name in ("baseline", "distilled", "advtrain", "advtrain_static"):
+        assert (smoke_run / "models" / f"{name}.pt").is_file(), name
+    table = pd.concat([pd.read_csv(p) for p in (smoke_run / "tables").glob("results_*.csv")])
+    assert {"case_id", "model", "attack", "eps", "steps", "region", "dice", "hd95"} <= set(table.columns)
+    assert set(table.model) >= {"baseline", "distilled", "advtrain"}
+    assert {"clean", "fgsm", "ifgsm", "tifgsm"} <= set(table.attack)
+    assert table.dice.between(0, 1).all()
+    claims = pd.read_csv(smoke_run / "tables" / "claims.csv")
+    assert list(claims.claim) == ["C1", "C2", "C3", "C4"]
+    assert set(claims.verdict) <= {"holds", "does not hold", "mixed", "not tested"}
+    report = (smoke_run / "report" / "report.md").read_text()
+    assert "## Claims" in report and ".png" in report
+
+
+def test_rerun_skips_up_to_date_stages(smoke_run: Path) -> None:
+    lines: list[str] = []
+    pipeline.reproduce("smoke", smoke_run, device="cpu", log=lines.append)
+    assert len(lines) == len(STAGES) and all("up to date, skipped" in line for line in lines), lines
+
+
+def test_killed_run_resumes_and_gives_the_same_tables(smoke_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "robustseg_lib", "reproduce", "--profile", "smoke", "--out", str(out), "--device", "cpu"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    manifest = out / "manifest.json"
+    deadline = time.time() + 600
+    try:
+        while time.time() < deadline:  # kill while stage 04 runs (01-03 finished)
+            if manifest.is_file():
+                try:
+                    stages = json.loads(manifest.read_text()).get("stages", {})
+                except ValueError:
+                    stages = {}
+                if stages.get("04_ifgsm", {}).get("status") == "running":
+                    break
+            if proc.poll() is not None:
+                pytest.fail("the chain finished before it could be killed")
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    stages = json.loads(manifest.read_text())["stages"]
+    assert stages["03_fgsm"]["status"] == "done" and stages["04_ifgsm"]["status"] == "running"
+    lines: list[str] = []
+    pipeline.reproduce("smoke", out, device="cpu", log=lines.append)
+    assert all("skipped" in line for line in lines[:3]) and "done" in lines[3], lines
+    ref, got = _tables(smoke_run), _tables(out)
+    assert ref.keys() == got.keys()
+    for name in ref:
+        pd.testing.assert_frame_equal(ref[name], got[name], obj=name)
+
+
+def test_failing_cell_is_named_and_partial_notebook_kept(tmp_path: Path) -> None:
+    with pytest.raises(PipelineError) as err:
+        pipeline.reproduce("smoke", tmp_path, device="cpu", sets=["data.layout=bogus"], only=["data"], log=lambda s: None)
+    msg = str(err.value)
+    assert "01_data" in msg and "cell" in msg and "layout" in msg
+    assert (tmp_path / "notebooks" / "01_data.ipynb").is_file()
+    assert json.loads((tmp_path / "manifest.json").read_text())["stages"]["01_data"]["status"] == "failed"

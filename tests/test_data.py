@@ -1,0 +1,561 @@
+"""Tests of robustseg_lib.data / synthetic / viz (data part).
+
+Oracles are independent of the code under test where possible: hand-built arrays, the label
+tables of the BraTS / MSD dataset descriptions, hand-written NIfTI files.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from robustseg_lib import data as D
+from robustseg_lib import synthetic as S
+
+SHAPE = (32, 32, 32)
+
+
+# --------------------------------------------------------------------------- helpers
+def _nii(path: Path, arr: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.asarray(arr), np.eye(4) if affine is None else affine), str(path))
+    return path
+
+
+def _hand_label(shape=(6, 6, 6)) -> np.ndarray:
+    """BraTS 2018-21 label with known voxel counts: 8 NCR, 12 ED, 4 ET."""
+    lab = np.zeros(shape, np.uint8)
+    lab.flat[:8] = 1
+    lab.flat[8:20] = 2
+    lab.flat[20:24] = 4
+    return lab
+
+
+def _write_constant_case(root: Path, layout: str, shape=(6, 5, 4)) -> None:
+    """A case whose channels are constant 1, 2, 3, 4 in MODALITIES order (t1, t1ce, t2, flair),
+    with a label holding NCR at x=0, ED at x=1 and ET at x=2 written in the layout's convention."""
+    ones = np.ones(shape, np.float32)
+    seg = np.zeros(shape, np.uint8)
+    if layout == "brats2021":
+        seg[0], seg[1], seg[2] = 1, 2, 4  # BraTS 2018-21: NCR 1, ED 2, ET 4
+        cid = "BraTS2021_00042"
+        for name, val in (("t1", 1), ("t1ce", 2), ("t2", 3), ("flair", 4)):
+            _nii(root / cid / f"{cid}_{name}.nii.gz", ones * val)
+        _nii(root / cid / f"{cid}_seg.nii.gz", seg)
+    elif layout == "brats2023":
+        seg[0], seg[1], seg[2] = 1, 2, 3  # BraTS 2023: NCR 1, ED(SNFH) 2, ET 3
+        cid = "BraTS-GLI-00042-000"
+        for name, val in (("t1n", 1), ("t1c", 2), ("t2w", 3), ("t2f", 4)):
+            _nii(root / cid / f"{cid}-{name}.nii.gz", ones * val)
+        _nii(root / cid / f"{cid}-seg.nii.gz", seg)
+    else:  # MSD Task01: channels FLAIR, T1w, T1gd, T2w; labels 1 edema, 2 non-enhancing, 3 enhancing
+        seg[0], seg[1], seg[2] = 2, 1, 3
+        data4 = np.stack([ones * 4, ones * 1, ones * 2, ones * 3], axis=-1)
+        _nii(root / "imagesTr" / "BRATS_042.nii.gz", data4)
+        _nii(root / "labelsTr" / "BRATS_042.nii.gz", seg)
+        meta = {
+            "modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
+            "labels": {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"},
+            "numTraining": 1,
+            "training": [{"image": "./imagesTr/BRATS_042.nii.gz", "label": "./labelsTr/BRATS_042.nii.gz"}],
+            "test": [],
+        }
+        (root / "dataset.json").write_text(json.dumps(meta))
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory) -> dict[str, Path]:
+    """The same two synthetic cases written in every layout."""
+    base = tmp_path_factory.mktemp("synthetic")
+    out = {}
+    for layout in D.LAYOUTS:
+        D.make_synthetic_dataset(base / layout, 2, shape=SHAPE, seed=3, layout=layout)
+        out[layout] = base / layout
+    return out
+
+
+@pytest.fixture(scope="module")
+def seed_cases() -> list[S.SyntheticCase]:
+    return [S.generate_case(s, (40, 40, 40)) for s in range(20)]
+
+
+# --------------------------------------------------------------------------- label conventions
+def test_to_from_classes_hand_built():
+    lab = np.array([0, 1, 2, 4, 4, 0], np.uint8)
+    np.testing.assert_array_equal(D.to_classes(lab), [0, 1, 2, 3, 3, 0])
+    np.testing.assert_array_equal(D.from_classes(np.array([0, 1, 2, 3])), [0, 1, 2, 4])
+    assert D.to_classes(lab).dtype == np.uint8
+    # float labels as stored by some BraTS files
+    np.testing.assert_array_equal(D.to_classes(np.array([0.0, 4.0])), [0, 3])
+
+
+def test_converters_follow_the_convention_tables():
+    # MSD Task01: 1 edema -> BraTS ED 2; 2 non-enhancing -> NCR 1; 3 enhancing -> ET 4
+    np.testing.assert_array_equal(D.msd_to_brats(np.array([0, 1, 2, 3])), [0, 2, 1, 4])
+    np.testing.assert_array_equal(D.brats_to_msd(np.array([0, 1, 2, 4])), [0, 2, 1, 3])
+    # BraTS 2023: 1 NCR, 2 SNFH/ED, 3 ET
+    np.testing.assert_array_equal(D.brats2023_to_brats(np.array([0, 1, 2, 3])), [0, 1, 2, 4])
+    np.testing.assert_array_equal(D.brats_to_brats2023(np.array([0, 1, 2, 4])), [0, 1, 2, 3])
+
+
+def test_converter_round_trips():
+    rng = np.random.default_rng(0)
+    lab = rng.choice(np.array([0, 1, 2, 4], np.uint8), size=(7, 8, 9))
+    np.testing.assert_array_equal(D.from_classes(D.to_classes(lab)), lab)
+    np.testing.assert_array_equal(D.msd_to_brats(D.brats_to_msd(lab)), lab)
+    np.testing.assert_array_equal(D.brats2023_to_brats(D.brats_to_brats2023(lab)), lab)
+
+
+@pytest.mark.parametrize(
+    "fn, bad",
+    [(D.to_classes, 3), (D.from_classes, 4), (D.msd_to_brats, 4), (D.brats2023_to_brats, 4), (D.to_classes, -1),
+     (D.to_classes, 300)],
+)
+def test_converters_reject_values_outside_convention(fn, bad):
+    with pytest.raises(ValueError, match="outside"):
+        fn(np.array([0, bad]))
+
+
+def test_converters_accept_torch():
+    t = torch.tensor([0, 1, 2, 4])
+    out = D.to_classes(t)
+    assert isinstance(out, torch.Tensor)
+    assert out.tolist() == [0, 1, 2, 3]
+
+
+def test_regions_hand_built_and_nested():
+    c = np.array([0, 1, 2, 3])
+    r = D.regions(c)
+    assert set(r) == set(D.REGIONS)
+    np.testing.assert_array_equal(r["WT"], [False, True, True, True])
+    np.testing.assert_array_equal(r["TC"], [False, True, False, True])
+    np.testing.assert_array_equal(r["ET"], [False, False, False, True])
+    rt = D.regions(torch.tensor([0, 1, 2, 3]))
+    assert rt["TC"].tolist() == [False, True, False, True]
+    with pytest.raises(ValueError, match="to_classes"):
+        D.regions(np.array([0, 4]))
+
+
+def test_regions_nested_on_synthetic():
+    _, lab = D.make_synthetic_case(5, SHAPE)
+    r = D.regions(D.to_classes(lab))
+    assert not np.any(r["ET"] & ~r["TC"]) and not np.any(r["TC"] & ~r["WT"])
+    assert r["WT"].any()
+
+
+# --------------------------------------------------------------------------- generator
+def test_synthetic_case_contract():
+    st = np.random.get_state()
+    img, lab = D.make_synthetic_case(11, SHAPE)
+    assert np.random.get_state()[1].tolist() == st[1].tolist()  # no global RNG
+    assert img.shape == (4, *SHAPE) and img.dtype == np.float32
+    assert lab.shape == SHAPE and lab.dtype == np.uint8
+    assert set(np.unique(lab)) <= {0, 1, 2, 4}
+    brain = img[0] > 0
+    for m in range(4):  # the same brain in every modality: zero outside, positive inside
+        np.testing.assert_array_equal(img[m] > 0, brain)
+    assert np.all(img[:, ~brain] == 0) and np.all(np.isfinite(img))
+    assert not np.any(lab[~brain])
+    # raw-scanner-like scale: T1 white matter around 1000
+    wm = S.generate_case(11, SHAPE).tissues["wm"] > 0.7
+    assert 500 < np.median(img[0][wm & (lab == 0)]) < 2000
+
+
+def test_synthetic_determinism():
+    a = D.make_synthetic_case(7, SHAPE)
+    b = D.make_synthetic_case(7, SHAPE)
+    c = D.make_synthetic_case(8, SHAPE)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_synthetic_rejects_bad_args():
+    with pytest.raises(ValueError, match="shape"):
+        D.make_synthetic_case(0, (32, 32))
+    with pytest.raises(ValueError, match="seed"):
+        D.make_synthetic_case(-1, SHAPE)
+
+
+def test_contrast_rules_over_seeds(seed_cases):
+    """BraTS 2018 task description orderings, on class means, in every case where the class exists."""
+    n_et = n_ed = 0
+    for case in seed_cases:
+        img, lab = case.image, case.label
+        brain = img[0] > 0
+        healthy = brain & (lab == 0)
+        wm = healthy & (case.tissues["wm"] > 0.5)
+        csf = healthy & (case.tissues["csf"] > 0.5)
+        t1c, t2, flair = img[1], img[2], img[3]
+        tag = f"seed {case.info['seed']}"
+        if (lab == 4).any():
+            n_et += 1
+            assert t1c[lab == 4].mean() > t1c[healthy].mean(), tag
+            if (lab == 1).any():
+                assert t1c[lab == 1].mean() < t1c[lab == 4].mean(), tag
+        if (lab == 2).any():
+            n_ed += 1
+            assert flair[lab == 2].mean() > flair[healthy].mean(), tag
+            assert t2[lab == 2].mean() > t2[wm].mean(), tag
+        assert csf.any(), tag
+        assert flair[csf].mean() < flair[healthy].mean(), tag
+    assert n_ed == len(seed_cases)
+    assert 0 < len(seed_cases) - n_et < len(seed_cases) // 2  # some non-enhancing tumours, not most
+
+
+def test_variants_occur(seed_cases):
+    info = [c.info for c in seed_cases]
+    assert any(i["satellite"] for i in info) and any(i["incomplete_rim"] for i in info)
+    assert any(not i["enhancing"] for i in info) and sum(i["enhancing"] for i in info) > len(info) // 2
+    for c in seed_cases:  # a non-enhancing tumour has no ET label
+        assert c.info["enhancing"] or not np.any(c.label == 4)
+
+
+def test_tumour_inside_brain_and_size_realistic(seed_cases):
+    vols = []
+    for case in seed_cases:
+        assert not np.any(case.label[case.image[0] == 0])
+        vols.append((case.label > 0).sum() * case.voxel_size**3 / 1000.0)
+    assert 10 < np.median(vols) < 250  # whole-tumour volume in ml (BraTS: tens to ~200 ml)
+
+
+def test_voxel_size_scales_with_grid():
+    assert S.voxel_size_for_shape((240, 240, 155)) == pytest.approx(1.09, abs=0.05)
+    assert S.voxel_size_for_shape((96, 96, 96)) == pytest.approx(2 * S.voxel_size_for_shape((192, 192, 192)))
+
+
+# --------------------------------------------------------------------------- writers and loaders
+def test_round_trip_identical_across_layouts(datasets):
+    loaded = {}
+    for layout, root in datasets.items():
+        cases = D.list_cases(root)
+        assert len(cases) == 2 and all(c.layout == layout for c in cases)
+        loaded[layout] = [D.load_case(c) for c in cases]
+    for i in range(2):
+        img, lab = D.make_synthetic_case(D.case_seed(3, i), SHAPE)
+        for layout in D.LAYOUTS:
+            li, ll, la = loaded[layout][i]
+            assert li.dtype == np.float32 and ll.dtype == np.uint8 and la.shape == (4, 4)
+            np.testing.assert_array_equal(li, img, err_msg=layout)
+            np.testing.assert_array_equal(ll, lab, err_msg=layout)
+            np.testing.assert_allclose(la, loaded["brats2021"][i][2])
+
+
+def test_layout_files_and_ids(datasets):
+    assert (datasets["brats2021"] / "BraTS2021_00000" / "BraTS2021_00000_t1ce.nii.gz").is_file()
+    assert (datasets["brats2023"] / "BraTS-GLI-00001-000" / "BraTS-GLI-00001-000-t2f.nii.gz").is_file()
+    img = nib.load(str(datasets["msd"] / "imagesTr" / "BRATS_001.nii.gz"))
+    assert img.shape == (*SHAPE, 4) and img.get_data_dtype() == np.float32
+    seg = nib.load(str(datasets["brats2023"] / "BraTS-GLI-00000-000" / "BraTS-GLI-00000-000-seg.nii.gz"))
+    assert seg.get_data_dtype() == np.uint8
+    assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2, 3}
+    vox = np.sqrt((img.affine[:3, :3] ** 2).sum(0))
+    np.testing.assert_allclose(vox, S.voxel_size_for_shape(SHAPE))
+
+
+def test_msd_dataset_json_readable_by_monai(datasets):
+    from monai.data import load_decathlon_datalist
+
+    items = load_decathlon_datalist(str(datasets["msd"] / "dataset.json"), is_segmentation=True)
+    assert len(items) == 2
+    assert all(Path(it["image"]).is_file() and Path(it["label"]).is_file() for it in items)
+    meta = json.loads((datasets["msd"] / "dataset.json").read_text())
+    assert meta["modality"] == {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"}
+    assert meta["labels"]["2"].startswith("non-enhancing")
+
+
+@pytest.mark.parametrize("layout", D.LAYOUTS)
+def test_channel_order_and_labels_hand_written(tmp_path, layout):
+    _write_constant_case(tmp_path, layout)
+    (case,) = D.list_cases(tmp_path)
+    img, lab, aff = D.load_case(case)
+    for c in range(4):  # MODALITIES order: t1=1, t1ce=2, t2=3, flair=4
+        assert np.all(img[c] == c + 1), (layout, D.MODALITIES[c])
+    # NCR at x=0, ED at x=1, ET at x=2 in BraTS 2018-21 values
+    assert np.all(lab[0] == 1) and np.all(lab[1] == 2) and np.all(lab[2] == 4) and np.all(lab[3:] == 0)
+
+
+@pytest.mark.parametrize("layout", D.LAYOUTS)
+def test_channel_semantics_after_loading(datasets, layout):
+    """FLAIR suppresses CSF-like dark voxels, T1c makes ET bright, whatever the file layout."""
+    img, lab, _ = D.load_case(D.list_cases(datasets[layout])[0])
+    brain = img[0] > 0
+    healthy = brain & (lab == 0)
+    t1c, flair, t2 = img[D.MODALITIES.index("t1ce")], img[D.MODALITIES.index("flair")], img[D.MODALITIES.index("t2")]
+    if (lab == 4).any():
+        assert t1c[lab == 4].mean() > t1c[healthy].mean()
+    # CSF: bright on T2, dark on FLAIR -> the brightest-T2 healthy voxels are FLAIR-dark
+    csf_like = healthy & (t2 > np.percentile(t2[healthy], 90))
+    assert flair[csf_like].mean() < flair[healthy].mean()
+
+
+def test_make_synthetic_dataset_validates(tmp_path):
+    with pytest.raises(ValueError, match="n_cases"):
+        D.make_synthetic_dataset(tmp_path, 0)
+    with pytest.raises(ValueError, match="layout"):
+        D.make_synthetic_dataset(tmp_path, 1, layout="nnunet")
+    with pytest.raises(ValueError, match="shape"):
+        D.make_synthetic_dataset(tmp_path, 1, shape=(32, 32))
+    with pytest.raises(ValueError, match="shape"):
+        D.make_synthetic_dataset(tmp_path, 1, shape=(32, 0, 32))
+
+
+# --------------------------------------------------------------------------- bad inputs
+def _brats_case_files(root: Path, shape=(5, 5, 5)) -> Path:
+    cid = "BraTS2021_00001"
+    for i, m in enumerate(D.MODALITIES):
+        _nii(root / cid / f"{cid}_{m}.nii.gz", np.full(shape, i + 1.0, np.float32))
+    _nii(root / cid / f"{cid}_seg.nii.gz", np.zeros(shape, np.uint8))
+    return root / cid
+
+
+def test_missing_modality_file(tmp_path):
+    folder = _brats_case_files(tmp_path)
+    (folder / "BraTS2021_00001_t2.nii.gz").unlink()
+    with pytest.raises(FileNotFoundError, match="BraTS2021_00001_t2.nii.gz"):
+        D.list_cases(tmp_path)
+
+
+def test_modalities_of_different_shapes(tmp_path):
+    folder = _brats_case_files(tmp_path)
+    _nii(folder / "BraTS2021_00001_flair.nii.gz", np.ones((5, 5, 6), np.float32))
+    with pytest.raises(ValueError, match=r"_flair\.nii\.gz.*shape"):
+        D.load_case(D.list_cases(tmp_path)[0])
+
+
+def test_modalities_of_different_affines(tmp_path):
+    folder = _brats_case_files(tmp_path)
+    _nii(folder / "BraTS2021_00001_t1ce.nii.gz", np.ones((5, 5, 5), np.float32), np.diag([2.0, 2, 2, 1]))
+    with pytest.raises(ValueError, match=r"_t1ce\.nii\.gz.*affine"):
+        D.load_case(D.list_cases(tmp_path)[0])
+
+
+def test_label_values_outside_convention(tmp_path):
+    folder = _brats_case_files(tmp_path)
+    seg = np.zeros((5, 5, 5), np.uint8)
+    seg[0, 0, 0] = 3  # 3 is unused in BraTS 2018-21
+    _nii(folder / "BraTS2021_00001_seg.nii.gz", seg)
+    with pytest.raises(ValueError, match=r"_seg\.nii\.gz.*\[3\]"):
+        D.load_case(D.list_cases(tmp_path)[0])
+
+
+def test_msd_label_values_outside_convention(tmp_path):
+    _write_constant_case(tmp_path, "msd")
+    seg = np.zeros((6, 5, 4), np.uint8)
+    seg[0, 0, 0] = 4  # MSD uses 1..3
+    _nii(tmp_path / "labelsTr" / "BRATS_042.nii.gz", seg)
+    with pytest.raises(ValueError, match=r"labelsTr.*BRATS_042\.nii\.gz.*\[4\]"):
+        D.load_case(D.list_cases(tmp_path)[0])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_inf_intensities(tmp_path, bad):
+    folder = _brats_case_files(tmp_path)
+    arr = np.ones((5, 5, 5), np.float32)
+    arr[1, 2, 3] = bad
+    _nii(folder / "BraTS2021_00001_t1.nii.gz", arr)
+    with pytest.raises(ValueError, match=r"_t1\.nii\.gz.*NaN/Inf"):
+        D.load_case(D.list_cases(tmp_path)[0])
+
+
+def test_4d_where_3d_expected(tmp_path):
+    folder = _brats_case_files(tmp_path)
+    _nii(folder / "BraTS2021_00001_t1.nii.gz", np.ones((5, 5, 5, 2), np.float32))
+    with pytest.raises(ValueError, match=r"_t1\.nii\.gz.*3-D"):
+        D.load_case(D.list_cases(tmp_path)[0])
+
+
+def test_3d_where_msd_expects_4d(tmp_path):
+    _write_constant_case(tmp_path, "msd")
+    _nii(tmp_path / "imagesTr" / "BRATS_042.nii.gz", np.ones((6, 5, 4), np.float32))
+    with pytest.raises(ValueError, match=r"imagesTr.*BRATS_042\.nii\.gz.*4-D"):
+        D.load_case(D.list_cases(tmp_path)[0])
+
+
+def test_truncated_file(tmp_path):
+    folder = _brats_case_files(tmp_path, shape=(20, 20, 20))
+    path = folder / "BraTS2021_00001_flair.nii.gz"
+    rng = np.random.default_rng(0)
+    _nii(path, rng.random((20, 20, 20)).astype(np.float32))
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ValueError, match=r"_flair\.nii\.gz.*cannot read"):
+        D.load_case(D.list_cases(tmp_path)[0])
+
+
+def test_not_a_nifti(tmp_path):
+    folder = _brats_case_files(tmp_path)
+    (folder / "BraTS2021_00001_t2.nii.gz").write_bytes(gzip.compress(b"not a nifti header"))
+    with pytest.raises(ValueError, match=r"_t2\.nii\.gz.*cannot read"):
+        D.load_case(D.list_cases(tmp_path)[0])
+
+
+def test_empty_and_unrecognised_folders(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        D.list_cases(tmp_path / "nope")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="no cases found"):
+        D.list_cases(empty)
+    other = tmp_path / "other"
+    (other / "patient1").mkdir(parents=True)
+    _nii(other / "patient1" / "scan.nii.gz", np.ones((3, 3, 3), np.float32))
+    with pytest.raises(ValueError, match="no cases found"):
+        D.list_cases(other)
+    msd = tmp_path / "msd"
+    (msd / "imagesTr").mkdir(parents=True)
+    with pytest.raises(ValueError, match="no NIfTI images"):
+        D.list_cases(msd)
+
+
+def test_case_without_seg_loads_with_none(tmp_path):
+    folder = _brats_case_files(tmp_path)
+    (folder / "BraTS2021_00001_seg.nii.gz").unlink()
+    img, lab, _ = D.load_case(D.list_cases(tmp_path)[0])
+    assert lab is None and img.shape == (4, 5, 5, 5)
+
+
+def test_msd_resource_forks_are_ignored(tmp_path):
+    _write_constant_case(tmp_path, "msd")
+    (tmp_path / "dataset.json").unlink()
+    (tmp_path / "imagesTr" / "._BRATS_042.nii.gz").write_bytes(b"\x00" * 10)  # macOS junk in the real archive
+    cases = D.list_cases(tmp_path)
+    assert [c.case_id for c in cases] == ["BRATS_042"]
+
+
+# --------------------------------------------------------------------------- preprocessing
+def test_preprocess_zscore_and_shape():
+    img, lab = D.make_synthetic_case(2, SHAPE)
+    out = D.preprocess_case(img, lab, (40, 40, 40))
+    z, br = out["image"], out["brain"]
+    assert z.shape == (4, 40, 40, 40) and z.dtype == np.float32
+    assert out["classes"].shape == (40, 40, 40) and out["classes"].dtype == np.uint8
+    assert br.sum() == (img[0] > 0).sum()  # pad only: every brain voxel kept
+    assert not out["resized"]
+    assert np.all(z[:, ~br] == 0)
+    np.testing.assert_allclose(z[:, br].mean(axis=1), 0, atol=1e-4)
+    np.testing.assert_allclose(z[:, br].std(axis=1), 1, atol=1e-3)
+    np.testing.assert_allclose(out["lo"], z[:, br].min(axis=1))
+    np.testing.assert_allclose(out["hi"], z[:, br].max(axis=1))
+    raw = img[:, img[0] > 0]
+    np.testing.assert_allclose(out["mean"], raw.mean(axis=1), rtol=1e-4)
+    # raw intensity = z * std + mean
+    np.testing.assert_allclose(np.sort(z[0, br] * out["std"][0] + out["mean"][0]), np.sort(raw[0]), rtol=1e-4, atol=1e-2)
+    np.testing.assert_array_equal(np.bincount(out["classes"].ravel(), minlength=4)[1:],
+                                  [(lab == 1).sum(), (lab == 2).sum(), (lab == 4).sum()])
+
+
+def test_preprocess_resizes_when_box_too_large():
+    img, lab = D.make_synthetic_case(2, SHAPE)
+    out = D.preprocess_case(img, lab, (16, 16, 12))
+    assert out["resized"] and out["image"].shape == (4, 16, 16, 12)
+    assert set(np.unique(out["classes"])) <= {0, 1, 2, 3}
+    assert np.all(out["image"][:, ~out["brain"]] == 0)
+    assert out["brain"].any()
+
+
+def test_preprocess_validates():
+    with pytest.raises(ValueError, match="image"):
+        D.preprocess_case(np.ones((3, 4, 4, 4)), None, (4, 4, 4))
+    with pytest.raises(ValueError, match="no brain"):
+        D.preprocess_case(np.zeros((4, 4, 4, 4)), None, (4, 4, 4))
+    bad = np.ones((4, 4, 4, 4))
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        D.preprocess_case(bad, None, (4, 4, 4))
+
+
+# --------------------------------------------------------------------------- splits and the prepared cache
+def test_split_deterministic_disjoint_nonempty():
+    ids = [f"c{i:02d}" for i in range(20)]
+    a = D.split_cases(ids, seed=1)
+    assert a == D.split_cases(list(reversed(ids)), seed=1)  # order-independent
+    assert a != D.split_cases(ids, seed=2)
+    assert set(a) == set(ids) and set(a.values()) == {"train", "val", "test"}
+    counts = pd.Series(a).value_counts()
+    assert counts["train"] == 12 and counts["val"] == 3 and counts["test"] == 5
+    for n in (3, 4, 5, 7):
+        s = D.split_cases([f"x{i}" for i in range(n)])
+        assert set(s.values()) == {"train", "val", "test"}, n
+    with pytest.raises(ValueError, match="fractions"):
+        D.split_cases(ids, fractions=(0.5, 0.5, 0.5))
+    with pytest.raises(ValueError, match="unique"):
+        D.split_cases(["a", "a", "b"])
+
+
+def test_prepare_and_load_prepared(datasets, tmp_path):
+    out = D.prepare_dataset(datasets["brats2023"], tmp_path / "prepared.npz", (36, 36, 36), progress=False)
+    with np.load(out, allow_pickle=False) as npz:
+        assert sorted(npz.files) == sorted(D.PREPARED_KEYS)
+    p = D.load_prepared(out)
+    assert p["images"].shape == (2, 4, 36, 36, 36) and p["images"].dtype == np.float32
+    assert p["labels"].dtype == np.uint8 and p["brain"].dtype == bool
+    assert p["lo"].shape == (2, 4) and np.all(p["lo"] < 0) and np.all(p["hi"] > 0)
+    assert p["case_ids"].tolist() == ["BraTS-GLI-00000-000", "BraTS-GLI-00001-000"]
+    data = D.PreparedData.load(out)
+    parts = [len(data.subset(s)) for s in ("train", "val", "test")]
+    assert sum(parts) == 2
+    # a broken cache is reported with the file name
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, images=p["images"])
+    with pytest.raises(ValueError, match=r"bad\.npz.*missing keys"):
+        D.load_prepared(bad)
+    with pytest.raises(FileNotFoundError, match="nothere"):
+        D.load_prepared(tmp_path / "nothere.npz")
+
+
+# --------------------------------------------------------------------------- analysis tables
+def test_threshold_baseline_finds_a_perfect_threshold():
+    images = np.zeros((2, 4, 6, 6, 6), np.float32)
+    classes = np.zeros((2, 6, 6, 6), np.uint8)
+    brain = np.ones((2, 6, 6, 6), bool)
+    rng = np.random.default_rng(0)
+    images[:] = rng.normal(0, 0.3, images.shape)
+    classes[:, :2] = 2  # ED
+    classes[:, 0, :2] = 3  # ET inside
+    images[:, 3][classes > 0] += 5.0  # WT bright on FLAIR
+    images[:, 1][classes == 3] -= 5.0  # ET dark on T1c (tests the "<" direction)
+    df = D.threshold_baseline(images, classes, brain)
+    assert list(df["region"]) == ["WT", "TC", "ET"]
+    wt = df.set_index("region").loc["WT"]
+    assert wt["modality"] == "flair" and wt["direction"] == ">" and wt["dice_mean"] == pytest.approx(1.0)
+    et = df.set_index("region").loc["ET"]
+    assert et["modality"] == "t1ce" and et["direction"] == "<" and et["dice_mean"] == pytest.approx(1.0)
+
+
+def test_region_volumes_hand_built():
+    lab = _hand_label()
+    df = D.region_volumes(lab, case_ids=["a"])
+    row = df.iloc[0]
+    assert (row["NCR"], row["ED"], row["ET"], row["WT"], row["TC"]) == (8, 12, 4, 24, 12)
+    ml = D.region_volumes(np.stack([D.to_classes(lab)] * 2), voxel_volume_ml=0.001)
+    assert ml["WT"].tolist() == pytest.approx([0.024, 0.024]) and set(ml["unit"]) == {"ml"}
+
+
+# --------------------------------------------------------------------------- figures
+def test_viz_returns_figures():
+    import matplotlib.pyplot as plt
+
+    from robustseg_lib import viz
+
+    img, lab = D.make_synthetic_case(4, SHAPE)
+    cls = D.to_classes(lab)
+    fig = viz.plot_case_planes(img, cls, title="case")
+    assert len(fig.axes) == 15
+    fig2 = viz.plot_intensity_distributions(img[None], cls[None], (img[0] > 0)[None], max_voxels=200)
+    assert len(fig2.axes) == 4
+    plt.close(fig)
+    plt.close(fig2)
+    with pytest.raises(ValueError, match="classes"):
+        viz.plot_case_planes(img, lab)  # BraTS labels (4) are not a class map

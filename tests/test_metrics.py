@@ -1,0 +1,232 @@
+"""Tests of robustseg_lib.metrics against hand-computed oracles."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from monai.metrics import compute_dice
+
+from robustseg_lib import metrics as M
+
+# Hand-built class maps, shape (1, 2, 4):
+#   target          pred
+#   [0 1 1 2]       [0 1 2 2]
+#   [2 3 3 0]       [3 3 0 0]
+TARGET = np.array([[[0, 1, 1, 2], [2, 3, 3, 0]]])
+PRED = np.array([[[0, 1, 2, 2], [3, 3, 0, 0]]])
+
+
+# ----------------------------------------------------------------------------- Dice
+def test_dice_per_region_hand_counts() -> None:
+    d = M.dice_per_region(PRED, TARGET)
+    # WT {1,2,3}: |T|=6, |P|=5, |T∩P|=5 -> 10/11
+    assert d["WT"] == pytest.approx(10 / 11)
+    # TC {1,3}: T at (0,1),(0,2),(1,1),(1,2) = 4; P at (0,1),(1,0),(1,1) = 3; ∩ (0,1),(1,1) = 2 -> 4/7
+    assert d["TC"] == pytest.approx(4 / 7)
+    # ET {3}: T (1,1),(1,2); P (1,0),(1,1); ∩ (1,1) -> 2/4
+    assert d["ET"] == pytest.approx(1 / 2)
+    assert list(d) == ["WT", "TC", "ET"]
+
+
+def test_tc_is_ncr_plus_et_not_ncr_plus_ed() -> None:
+    # With a (wrong) TC = {1,2}: |T|=4, |P|=3, ∩=3 -> 6/7; the right answer is 4/7.
+    d = M.dice_per_region(PRED, TARGET)
+    assert d["TC"] != pytest.approx(6 / 7)
+    # An ED-only disagreement must not touch TC or ET.
+    t = np.array([[[1, 2, 2, 3]]])
+    p = np.array([[[1, 0, 0, 3]]])
+    d = M.dice_per_region(p, t)
+    assert d["TC"] == 1.0 and d["ET"] == 1.0
+    assert d["WT"] == pytest.approx(2 * 2 / (4 + 2))
+
+
+def test_dice_per_label_hand_counts() -> None:
+    d = M.dice_per_label(PRED, TARGET)
+    # NCR: T (0,1),(0,2); P (0,1) -> 2/3.  ED: T (0,3),(1,0); P (0,2),(0,3) -> 2/4.  ET 2/4.
+    assert d == pytest.approx({"NCR": 2 / 3, "ED": 1 / 2, "ET": 1 / 2})
+
+
+def test_dice_empty_policy_both_ways() -> None:
+    t = np.zeros((3, 3, 3), int)
+    t[1, 1, 1] = 2  # only ED: TC and ET truth are empty
+    same = M.dice_per_region(t, t)
+    assert same == {"WT": 1.0, "TC": 1.0, "ET": 1.0}  # empty truth & empty pred -> 1
+    p = t.copy()
+    p[0, 0, 0] = 3  # ET predicted where truth has none
+    d = M.dice_per_region(p, t)
+    assert d["ET"] == 0.0 and d["TC"] == 0.0  # empty truth & non-empty pred -> 0
+    assert d["WT"] == pytest.approx(2 * 1 / (1 + 2))
+    # non-empty truth, empty prediction -> 0
+    assert M.dice_per_region(np.zeros_like(t), t)["WT"] == 0.0
+    # all background on both sides
+    z = np.zeros((2, 2, 2), int)
+    assert M.dice_per_region(z, z) == {"WT": 1.0, "TC": 1.0, "ET": 1.0}
+    assert M.dice_per_label(z, z) == {"NCR": 1.0, "ED": 1.0, "ET": 1.0}
+
+
+def test_monai_ignore_empty_semantics_differ() -> None:
+    # MONAI's default ignore_empty=True gives NaN for an empty truth; our policy gives 1.0,
+    # which is what ignore_empty=False gives - the setting metrics.py relies on.
+    z = torch.zeros(1, 1, 3, 3, 3)
+    assert torch.isnan(compute_dice(z, z, include_background=True, ignore_empty=True)).all()
+    assert compute_dice(z, z, include_background=True, ignore_empty=False).item() == 1.0
+    p = z.clone()
+    p[0, 0, 1, 1, 1] = 1
+    assert compute_dice(p, z, include_background=True, ignore_empty=False).item() == 0.0
+
+
+def test_dice_torch_equals_numpy_and_validation() -> None:
+    assert M.dice_per_region(torch.from_numpy(PRED), torch.from_numpy(TARGET)) == pytest.approx(
+        M.dice_per_region(PRED, TARGET)
+    )
+    with pytest.raises(ValueError, match="same shape"):
+        M.dice_per_region(PRED, TARGET[..., :3])
+    with pytest.raises(ValueError, match="pred"):
+        M.dice_per_region(PRED + 2, TARGET)  # value 5
+    with pytest.raises(ValueError, match="target"):
+        M.dice_per_region(PRED, TARGET.astype(float) + 0.5)
+
+
+# ----------------------------------------------------------------------------- HD95
+def test_hd95_two_points() -> None:
+    p = np.zeros((8, 8, 8), int)
+    t = np.zeros((8, 8, 8), int)
+    p[2, 2, 2] = 3
+    t[2, 2, 5] = 3  # 3 voxels apart along the last axis
+    h = M.hd95_per_region(p, t)
+    assert h == pytest.approx({"WT": 3.0, "TC": 3.0, "ET": 3.0})
+    h = M.hd95_per_region(p, t, spacing=(1.0, 1.0, 2.0))
+    assert h["ET"] == pytest.approx(6.0)
+
+
+def test_hd95_parallel_planes() -> None:
+    p = np.zeros((8, 6, 6), int)
+    t = np.zeros((8, 6, 6), int)
+    p[1] = 2  # a full plane of ED at depth 1
+    t[5] = 2  # ... and at depth 5: every point is 4 from the other plane
+    h = M.hd95_per_region(p, t)
+    assert h["WT"] == pytest.approx(4.0)
+    assert h["TC"] == 0.0 and h["ET"] == 0.0  # both empty
+
+
+def test_hd95_empty_policy() -> None:
+    t = np.zeros((4, 5, 6), int)
+    t[1, 1, 1] = 1
+    diag = math.sqrt(4**2 + 5**2 + 6**2)
+    h = M.hd95_per_region(np.zeros_like(t), t)  # empty prediction
+    assert h["WT"] == pytest.approx(diag) and h["TC"] == pytest.approx(diag)
+    assert h["ET"] == 0.0  # both empty
+    h = M.hd95_per_region(t, np.zeros_like(t))  # empty truth
+    assert h["WT"] == pytest.approx(diag)
+    h = M.hd95_per_region(np.zeros_like(t), t, spacing=(2.0, 1.0, 1.0))
+    assert h["WT"] == pytest.approx(math.sqrt(8**2 + 5**2 + 6**2))
+    # the BraTS constant
+    assert M._diagonal((240, 240, 155), None) == pytest.approx(373.13, abs=0.01)
+    with pytest.raises(ValueError, match="spacing"):
+        M.hd95_per_region(t, t, spacing=(1.0, 1.0))
+
+
+# ----------------------------------------------------------------------------- evaluate
+def test_evaluate_schema_and_values() -> None:
+    preds = np.stack([PRED, TARGET])
+    targets = np.stack([TARGET, TARGET])
+    df = M.evaluate(preds, targets, ["c1", "c2"], model="baseline", attack="fgsm", eps=0.1, steps=1,
+                    target_policy="erase", target_frac=[0.5, 0.25])  # fmt: skip
+    assert list(df.columns) == ["case_id", "model", "attack", "eps", "steps", "region", "dice", "hd95",
+                                "target_policy", "target_frac"]  # fmt: skip
+    assert len(df) == 6
+    assert list(df["region"]) == ["WT", "TC", "ET"] * 2
+    assert (df["model"] == "baseline").all() and (df["attack"] == "fgsm").all()
+    assert (df["eps"] == 0.1).all() and (df["steps"] == 1).all()
+    assert (df["target_policy"] == "erase").all()
+    assert list(df["target_frac"]) == [0.5] * 3 + [0.25] * 3
+    c1 = df[df.case_id == "c1"].set_index("region")["dice"]
+    assert c1["WT"] == pytest.approx(10 / 11) and c1["TC"] == pytest.approx(4 / 7)
+    assert (df[df.case_id == "c2"]["dice"] == 1.0).all()
+    assert (df[df.case_id == "c2"]["hd95"] == 0.0).all()
+    # sequences of tensors, no HD95
+    df2 = M.evaluate([torch.from_numpy(PRED)], [torch.from_numpy(TARGET)], ["x"], model="m", hd95=False)
+    assert df2["hd95"].isna().all() and (df2["attack"] == "clean").all() and (df2["eps"] == 0.0).all()
+
+
+def test_evaluate_validation() -> None:
+    with pytest.raises(ValueError, match="case_ids"):
+        M.evaluate([PRED], [TARGET], ["a", "b"], model="m")
+    with pytest.raises(ValueError, match="targets"):
+        M.evaluate([PRED, PRED], [TARGET], ["a", "b"], model="m")
+    with pytest.raises(ValueError, match="fold"):
+        M.evaluate([PRED], [TARGET], ["a"], model="m", fold=[1, 2])
+
+
+# ----------------------------------------------------------------------------- perceptibility
+def test_perceptibility_hand_values() -> None:
+    clean = np.zeros((1, 8, 8, 8))
+    adv = clean.copy()
+    adv[0, 0, 0, :] = 0.1  # 8 voxels perturbed by 0.1 out of 512
+    (row,) = M.perceptibility(clean, adv, data_range=2.0)
+    assert row["modality"] == "ch0" and row["case_index"] == 0
+    assert row["linf"] == pytest.approx(0.1)
+    assert row["l2"] == pytest.approx(math.sqrt(8 * 0.01))
+    mse = 8 * 0.01 / 512
+    assert row["psnr"] == pytest.approx(10 * math.log10(2.0**2 / mse))
+    assert row["ssim"] < 1.0
+
+
+def test_perceptibility_default_range_over_brain() -> None:
+    rng = np.random.default_rng(0)
+    clean = rng.uniform(1, 4, size=(1, 8, 8, 8))
+    brain = np.zeros((8, 8, 8), bool)
+    brain[2:6, 2:6, 2:6] = True
+    clean[0, 3, 3, 3], clean[0, 3, 3, 4] = 1.0, 4.0  # range over brain is exactly 3
+    clean[0, 0, 0, 0] = 100.0  # outside the brain: must not enter the range
+    adv = clean.copy()
+    adv[0, 4, 4, 4] += 0.3
+    (row,) = M.perceptibility(clean, adv, brain=brain)
+    k = brain.sum()
+    assert row["psnr"] == pytest.approx(10 * math.log10(3.0**2 / (0.09 / k)))
+
+
+def test_perceptibility_identical_and_batch() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 4, 12, 12, 12)).astype(np.float32)
+    rows = M.perceptibility(x, x, case_ids=["a", "b"])
+    assert len(rows) == 8
+    assert [r["modality"] for r in rows[:4]] == list(M.MODALITIES)
+    assert [r["case_id"] for r in rows] == ["a"] * 4 + ["b"] * 4
+    for r in rows:
+        assert r["ssim"] == pytest.approx(1.0) and r["psnr"] == math.inf
+        assert r["linf"] == 0.0 and r["l2"] == 0.0
+    noisy = M.perceptibility(x[0], x[0] + 0.5 * rng.normal(size=x[0].shape))
+    assert all(r["ssim"] < 0.99 for r in noisy)
+    big = rng.normal(size=(1, 32, 32, 32))
+    assert M.perceptibility(big, big)[0]["ssim"] == pytest.approx(1.0)
+    small = M.perceptibility(x[0, :, :5, :6, :7], x[0, :, :5, :6, :7])  # window shrinks
+    assert all(r["ssim"] == pytest.approx(1.0) for r in small)
+    with pytest.raises(ValueError, match="x_adv"):
+        M.perceptibility(x, x[:1])
+    with pytest.raises(ValueError, match="brain"):
+        M.perceptibility(x, x, brain=np.ones((3, 3, 3), bool))
+
+
+# ----------------------------------------------------------------------------- target fraction
+def test_target_fraction() -> None:
+    pred = np.array([0, 1, 1, 3, 3, 2])
+    target = np.array([1, 1, 1, 1, 3, 2])
+    mask = np.array([True, True, True, True, False, False])
+    # inside the mask pred == target at positions 1, 2 -> 2/4
+    assert M.target_fraction(pred, target, mask) == pytest.approx(0.5)
+    assert math.isnan(M.target_fraction(pred, target, np.zeros(6, bool)))
+    with pytest.raises(ValueError, match="region_mask"):
+        M.target_fraction(pred, target, mask[:3])
+
+
+def test_region_masks() -> None:
+    m = M.region_masks(np.array([0, 1, 2, 3]))
+    assert m["WT"].tolist() == [False, True, True, True]
+    assert m["TC"].tolist() == [False, True, False, True]
+    assert m["ET"].tolist() == [False, False, False, True]
+    assert isinstance(pd.DataFrame(m), pd.DataFrame)

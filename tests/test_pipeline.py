@@ -1,0 +1,86 @@
+"""Profiles, parameters, the notebooks as committed, and the CLI's validation."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from robustseg_lib import pipeline
+from robustseg_lib.pipeline import NOTEBOOK_DIR, PROFILE_DIR, STAGES, PipelineError
+
+
+@pytest.mark.parametrize("profile", ["smoke", "teaching", "paper"])
+def test_every_profile_key_is_a_notebook_parameter(profile: str) -> None:
+    prof = pipeline.load_profile(profile)
+    merged = pipeline.stage_parameters(prof)  # raises on an unknown key
+    for stage, params in prof["notebooks"].items():
+        declared = pipeline.notebook_parameters(stage)
+        assert set(params) <= set(declared), (profile, stage, set(params) - set(declared))
+        assert set(params) <= set(merged[stage])
+    for key in prof["common"]:
+        assert any(key in pipeline.notebook_parameters(s) for s in STAGES)
+
+
+def test_unknown_profile_key_is_refused(tmp_path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"notebooks": {"02_unet": {"epochs": 1, "epocs": 2}}}))
+    with pytest.raises(PipelineError, match="epocs"):
+        pipeline.stage_parameters(pipeline.load_profile(str(bad)))
+
+
+def test_unknown_set_key_is_refused_with_valid_list() -> None:
+    with pytest.raises(PipelineError) as err:
+        pipeline.parse_overrides(["unet.epocs=3"])
+    msg = str(err.value)
+    assert "02_unet has no parameter 'epocs'" in msg and "epochs" in msg and "lr" in msg
+    with pytest.raises(PipelineError, match="unknown stage"):
+        pipeline.parse_overrides(["nosuch.epochs=3"])
+    with pytest.raises(PipelineError, match="NOTEBOOK.PARAM=VALUE"):
+        pipeline.parse_overrides(["epochs=3"])
+    assert pipeline.parse_overrides(["02.epochs=3", "fgsm.eps_grid=[0, 0.5]"]) == {"02_unet": {"epochs": 3}, "03_fgsm": {"eps_grid": [0, 0.5]}}
+
+
+def test_cli_refuses_unknown_set_key(tmp_path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "robustseg_lib", "reproduce", "--profile", "smoke", "--out", str(tmp_path), "--set", "unet.nope=1"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 2 and "valid:" in out.stderr and "epochs" in out.stderr
+
+
+def test_notebook_defaults_equal_teaching_profile() -> None:
+    prof = pipeline.load_profile("teaching")
+    merged = pipeline.stage_parameters(prof)
+    for stage in STAGES:
+        declared = {k: ast.literal_eval(v) for k, v in pipeline.notebook_parameters(stage).items()}
+        assert declared["run_dir"] == "../runs/teaching" and declared["device"] == "auto"
+        for key, value in merged[stage].items():
+            assert declared[key] == value, (stage, key, declared[key], value)
+
+
+def test_notebooks_are_committed_clean_and_up_to_date() -> None:
+    for stage, fname in STAGES.items():
+        nb = json.loads((NOTEBOOK_DIR / fname).read_text())
+        cells = nb["cells"]
+        assert not any(c.get("outputs") or c.get("execution_count") for c in cells if c["cell_type"] == "code"), fname
+        assert sum("parameters" in c.get("metadata", {}).get("tags", []) for c in cells) == 1, fname
+        src = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        assert '"cuda"' not in src and "'cuda'" not in src, fname
+    out = subprocess.run([sys.executable, str(NOTEBOOK_DIR.parent / "tools" / "build_notebooks.py"), "--check"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_profiles_exist() -> None:
+    assert {p.stem for p in PROFILE_DIR.glob("*.yaml")} >= {"smoke", "teaching", "paper"}
+    with pytest.raises(PipelineError, match="known: "):
+        pipeline.load_profile("nonexistent")
+
+
+def test_stage_aliases() -> None:
+    assert pipeline.stage_name("unet") == "02_unet" == pipeline.stage_name("02")
+    assert pipeline.stage_name("adversarial_training") == "07_adversarial_training"

@@ -1,0 +1,159 @@
+"""Models, the training loop (resume, determinism, learning) and whole-volume prediction."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from robustseg_lib import models
+from robustseg_lib.training import TrainConfig, train
+
+
+def _blob_data(n: int = 6, size: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Volumes with one bright ball per case: class = nested shells by distance (an easy task)."""
+    g = torch.Generator().manual_seed(seed)
+    zz, yy, xx = torch.meshgrid(*(torch.arange(size, dtype=torch.float32),) * 3, indexing="ij")
+    imgs, labs = [], []
+    for _ in range(n):
+        c = 4 + torch.rand(3, generator=g) * (size - 8)
+        r = torch.sqrt((zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2)
+        lab = torch.zeros_like(r, dtype=torch.long)
+        lab[r < 4.5] = 2
+        lab[r < 3.0] = 3
+        lab[r < 1.5] = 1
+        img = torch.stack([(lab == k).float() * (0.5 + k) for k in (1, 2, 3)] + [(r < 4.5).float()])
+        img = img + 0.3 * torch.randn(img.shape, generator=g)
+        imgs.append(img)
+        labs.append(lab)
+    return torch.stack(imgs), torch.stack(labs)
+
+
+def _tiny() -> torch.nn.Module:
+    return models.build_unet("unet", seed=0, channels=(8, 16), strides=(2,), num_res_units=0)
+
+
+def test_build_unet_names_and_logits_shape() -> None:
+    x = torch.zeros(1, 4, 32, 32, 32)  # BasicUNet always pools four times
+    for name in models.MODEL_NAMES:
+        spec = models.model_spec(name, width=4, levels=3)
+        net = models.build_unet(name, seed=0, **spec["kwargs"])
+        assert net(x).shape == (1, 4, 32, 32, 32), name
+    with pytest.raises(ValueError, match="known: unet, basicunet, dynunet"):
+        models.build_unet("resnet")
+    with pytest.raises(ValueError, match="bad options"):
+        models.build_unet("unet", nonsense=3)
+
+
+def test_build_unet_seed_is_deterministic_and_leaves_global_rng() -> None:
+    state = torch.get_rng_state()
+    a, b = _tiny(), _tiny()
+    assert torch.equal(torch.get_rng_state(), state)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_save_load_roundtrip_weights_only(tmp_path) -> None:
+    net = _tiny()
+    spec = {"name": "unet", "kwargs": {"channels": [8, 16], "strides": [2], "num_res_units": 0}, "crop": None}
+    path = models.save_model(net, tmp_path / "m.pt", spec)
+    # loading must work with weights_only=True, i.e. the file holds no pickled objects
+    blob = torch.load(path, weights_only=True)
+    assert set(blob) == {"spec", "state_dict"}
+    net2, spec2 = models.load_model(path)
+    assert spec2["kwargs"]["channels"] == [8, 16]
+    x = torch.randn(1, 4, 16, 16, 16)
+    assert torch.equal(net.eval()(x), net2(x))
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="bad.pt"):
+        models.load_model(tmp_path / "bad.pt")
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        models.load_model(tmp_path / "missing.pt")
+
+
+def test_predict_sliding_window_matches_monai_and_whole_volume() -> None:
+    from monai.inferers import sliding_window_inference
+
+    net = _tiny().eval()
+    x = torch.randn(2, 4, 24, 16, 20)
+    with torch.no_grad():
+        ref = sliding_window_inference(x, (16, 16, 16), 2, net, overlap=0.5, mode="gaussian")
+        out = models.predict(net, x, roi_size=(16, 16, 16), overlap=0.5)
+        assert torch.allclose(out, ref)
+        assert torch.equal(models.predict(net, x[:, :, :16, :16, :16], roi_size=(16, 16, 16)), net(x[:, :, :16, :16, :16]))
+        cls = models.predict_classes(net, x, roi_size=(16, 16, 16), overlap=0.5)
+    assert cls.shape == (2, 24, 16, 20) and torch.equal(cls, ref.argmax(1))
+
+
+def test_train_config_validation() -> None:
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match="crop"):
+        TrainConfig(crop=(8, 8))
+    x, y = _blob_data(2)
+    with pytest.raises(ValueError, match="train_labels"):
+        train(_tiny(), x, y[:1], TrainConfig(epochs=1), progress=False)
+    with pytest.raises(ValueError, match="larger than the volumes"):
+        train(_tiny(), x, y, TrainConfig(epochs=1, crop=(32, 32, 32)), progress=False)
+
+
+def test_tiny_unet_learns(tmp_path) -> None:
+    """Dice rises well above chance on an easy task within a few CPU epochs."""
+    from robustseg_lib.metrics import dice_per_region
+
+    x, y = _blob_data(6, seed=1)
+    cfg = TrainConfig(epochs=12, batch_size=2, steps_per_epoch=6, lr=1e-2, seed=0)
+    net = _tiny()
+    before = np.mean([dice_per_region(models.predict_classes(net, x[i : i + 1])[0], y[i])["WT"] for i in range(6)])
+    res = train(net, x, y, cfg, val_images=x[:2], val_labels=y[:2], progress=False)
+    after = np.mean([dice_per_region(models.predict_classes(net, x[i : i + 1])[0], y[i])["WT"] for i in range(6)])
+    assert after > 0.8 and after > before + 0.3, (before, after)
+    assert list(res.history.columns[:3]) == ["epoch", "loss", "lr"]
+    assert res.history["loss"].iloc[-1] < res.history["loss"].iloc[0]
+
+
+def test_resume_gives_same_weights_as_uninterrupted(tmp_path) -> None:
+    x, y = _blob_data(4)
+    cfg = TrainConfig(epochs=3, batch_size=2, steps_per_epoch=2, crop=(12, 12, 12), seed=3)
+    ref = _tiny()
+    r_ref = train(ref, x, y, cfg, val_images=x[:2], val_labels=y[:2], ckpt_dir=tmp_path / "a", progress=False)
+
+    net = _tiny()
+    r1 = train(net, x, y, cfg, val_images=x[:2], val_labels=y[:2], ckpt_dir=tmp_path / "b", progress=False, stop_after_epoch=1)
+    assert r1.extra.get("stopped") and len(r1.history) == 1
+    torch.manual_seed(12345)  # a "new process": global RNG state differs; the checkpoint restores it
+    resumed = _tiny()
+    r2 = train(resumed, x, y, cfg, val_images=x[:2], val_labels=y[:2], ckpt_dir=tmp_path / "b", progress=False)
+    assert r2.resumed_from == 1
+    for (k, a), b in zip(ref.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert r_ref.history["loss"].tolist() == r2.history["loss"].tolist()
+    # the checkpoint loads with weights_only=True
+    state = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    assert state["epoch"] == 3
+
+
+def test_training_is_bit_for_bit_repeatable() -> None:
+    x, y = _blob_data(4)
+    cfg = TrainConfig(epochs=2, batch_size=2, steps_per_epoch=2, crop=(12, 12, 12), seed=7)
+    a, b = _tiny(), _tiny()
+    train(a, x, y, cfg, progress=False)
+    train(b, x, y, cfg, progress=False)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_batch_hook_and_objective_are_used() -> None:
+    x, y = _blob_data(2)
+    seen = {}
+
+    def hook(net, xb, yb, gen):
+        seen["hook"] = xb.shape[0]
+        return torch.cat([xb, xb]), torch.cat([yb, yb])
+
+    def objective(logits, xb, yb):
+        seen["objective"] = logits.shape[0]
+        return logits.float().square().mean()
+
+    train(_tiny(), x, y, TrainConfig(epochs=1, batch_size=2, steps_per_epoch=1), batch_hook=hook, objective=objective, progress=False)
+    assert seen == {"hook": 2, "objective": 4}

@@ -1,0 +1,913 @@
+"""Generate the eight notebooks (badges, navigation, setup and parameter cells) from one source.
+
+Usage: ``python tools/build_notebooks.py`` (rewrites ``notebooks/*.ipynb`` without outputs).
+``python tools/build_notebooks.py --check`` exits 1 when a committed notebook differs.
+The parameter defaults are the ``teaching`` profile (tests/test_pipeline.py checks it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+import yaml
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+NB_DIR = ROOT / "notebooks"
+#: Where the project is published; the badges and the Colab install cell use it.
+REPO = "robustseg/robustseg"
+BRANCH = "main"
+
+TITLES = {
+    "01_data": "Data: a synthetic BraTS-like dataset (or real BraTS/MSD)",
+    "02_unet": "A 3D UNet baseline",
+    "03_fgsm": "FGSM: one gradient-sign step",
+    "04_ifgsm": "i-FGSM: iterating the gradient sign",
+    "05_tifgsm": "ti-FGSM: targeted iterative attacks",
+    "06_distillation": "Defense 1: defensive distillation",
+    "07_adversarial_training": "Defense 2: adversarial training",
+    "08_statistics": "Statistics and the reproduction report",
+}
+
+
+def md(text: str):
+    return new_markdown_cell(text.strip("\n"))
+
+
+def code(text: str, tags: list[str] | None = None):
+    cell = new_code_cell(text.strip("\n"))
+    if tags:
+        cell.metadata["tags"] = tags
+    return cell
+
+
+def header(stage: str, intro: str) -> list:
+    names = list(TITLES)
+    i = names.index(stage)
+    nav = []
+    if i > 0:
+        nav.append(f"← [{names[i-1]}]({names[i-1]}.ipynb)")
+    if i < len(names) - 1:
+        nav.append(f"[{names[i+1]}]({names[i+1]}.ipynb) →")
+    colab = f"https://colab.research.google.com/github/{REPO}/blob/{BRANCH}/notebooks/{stage}.ipynb"
+    binder = f"https://mybinder.org/v2/gh/{REPO}/{BRANCH}?labpath=notebooks%2F{stage}.ipynb"
+    badges = (
+        f"[![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab}) "
+        f"[![Binder](https://mybinder.org/badge_logo.svg)]({binder})"
+    )
+    return [
+        md(f"# {stage[:2]} · {TITLES[stage]}\n\n{badges}\n\n{intro}\n\n{' · '.join(nav)}"),
+        md("## Setup"),
+        code(
+            """
+# On Colab, install the package once (idempotent); elsewhere it is installed already.
+import sys
+if "google.colab" in sys.modules:
+    import importlib.util, subprocess
+    if importlib.util.find_spec("robustseg_lib") is None:
+        subprocess.run("git clone -q --depth 1 https://github.com/%s /content/robustseg && "
+                       "pip install -q -e /content/robustseg", shell=True, check=True)
+        sys.path.insert(0, "/content/robustseg")
+        import os; os.chdir("/content/robustseg/notebooks")
+"""
+            % REPO
+        ),
+    ]
+
+
+def setup_imports(extra: str) -> object:
+    return code(
+        f"""
+import warnings
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from IPython.display import Markdown, display
+
+from robustseg_lib.runtime import print_config, setup_run
+{extra.strip()}
+
+warnings.filterwarnings("ignore", category=UserWarning)
+pd.set_option("display.precision", 3)
+print_config()
+"""
+    )
+
+
+def _lit(v) -> str:
+    """A Python literal for a profile value (lists, strings, numbers, booleans)."""
+    if isinstance(v, str):
+        return '"' + v + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_lit(x) for x in v) + "]"
+    return repr(v)
+
+
+def _teaching() -> dict:
+    prof = yaml.safe_load((NB_DIR / "profiles" / "teaching.yaml").read_text())
+    return prof
+
+
+def params(stage: str, text: str):
+    """The parameters cell; every default is taken from the teaching profile when it sets the key."""
+    prof = _teaching()
+    values = {**(prof.get("common") or {}), **(prof["notebooks"].get(stage) or {})}
+    lines = []
+    for line in text.strip("\n").splitlines():
+        m = re.match(r"^(\w+): ([\w| ]+) = (.*?)(  # .*)$", line)
+        if not m:
+            raise ValueError(f"{stage}: parameter line not in 'name: type = value  # comment' form: {line!r}")
+        name, typ, val, comment = m.groups()
+        if "=" in comment:  # papermill's parameter parser gives up on such lines
+            raise ValueError(f"{stage}: no '=' in parameter comments: {line!r}")
+        if name in values:
+            val = _lit(values[name])
+        lines.append(f"{name}: {typ} = {val}{comment}")
+    return [md("## Parameters\nOne cell tagged `parameters`; papermill injects overrides right after it. Derived values go below."),
+            code("\n".join(lines), tags=["parameters"])]
+
+
+RESOLVE = [
+    md("## Resolve run folder, device, seed"),
+    code(
+        """
+run, dev = setup_run(run_dir, seed=seed, device=device)
+print(f"run folder: {run.root.resolve()}\\ndevice: {dev}")
+"""
+    ),
+]
+
+COMMON_PARAMS = '''
+run_dir: str = "../runs/teaching"  # run folder shared by all notebooks (the pipeline sets it)
+device: str = "auto"  # auto | cpu | cuda
+seed: int = 0  # seed of every random choice in this notebook
+'''
+
+
+def nb01() -> list:
+    return [
+        *header(
+            "01_data",
+            "Brain-tumour segmentation data in the BraTS convention: four co-registered MR series (T1, post-contrast T1, "
+            "T2, FLAIR) of a skull-stripped brain and a label map with necrotic/non-enhancing core (NCR), peritumoral "
+            "edema (ED) and Gd-enhancing tumour (ET). Nobody can download BraTS inside Binder or CI, so by default we "
+            "**generate** a realistic synthetic dataset from the MNI152 brain templates that nilearn ships, written in the "
+            "real BraTS layout and read back by the same loaders that read real data (`data_dir`).\n\n"
+            "**Writes** `data/raw/` (NIfTI), `data/prepared.npz` (z-scored volumes, class maps, split), `tables/data_*.csv`, `figures/data_*.png`.",
+        ),
+        setup_imports(
+            "from robustseg_lib import data\nfrom robustseg_lib.artefacts import atomic_to_csv, atomic_savefig\nfrom robustseg_lib.viz import plot_case_planes, plot_intensity_distributions"
+        ),
+        *params(
+            "01_data",
+            COMMON_PARAMS
+            + '''n_cases: int = 48  # synthetic cases to generate
+shape: list = [64, 64, 64]  # grid of the generated volumes (BraTS itself is 240 x 240 x 155)
+layout: str = "brats2021"  # brats2021 | brats2023 | msd: the on-disk layout written
+data_dir: str = ""  # a real BraTS/MSD folder; empty for synthetic data
+work_shape: list = [64, 64, 64]  # volumes are cropped to the brain and padded/resized to this
+fractions: list = [0.6, 0.15, 0.25]  # train / val / test split
+'''
+        ),
+        *RESOLVE,
+        md("## Get the data\nEither generate the synthetic set in the chosen layout or list a real folder. Both go through `data.list_cases`, which detects the layout."),
+        code(
+            """
+if data_dir:
+    source = data_dir
+else:
+    data.make_synthetic_dataset(run.raw_data, n_cases, shape=tuple(shape), seed=seed, layout=layout)
+    source = run.raw_data
+cases = data.list_cases(source)
+print(f"{len(cases)} cases in {source} (layout {cases[0].layout})")
+"""
+        ),
+        md(
+            """
+## Label conventions and their pitfalls
+| dataset | files | labels |
+|---|---|---|
+| BraTS 2018–2021 | `<case>/<case>_{t1,t1ce,t2,flair,seg}.nii.gz` | 1 NCR, 2 ED, **4** ET (3 unused) |
+| BraTS 2023+ | `<case>/<case>-{t1n,t1c,t2w,t2f,seg}.nii.gz` | 1 NCR, 2 ED, **3** ET |
+| MSD Task01 | `imagesTr/BRATS_001.nii.gz` (4-D: FLAIR, T1w, T1gd, T2w), `labelsTr/` | **1 edema, 2 non-enhancing, 3 enhancing** |
+
+So MSD's label 2 is *not* ET (MONAI's own tutorial gets this wrong: tutorials issue 1355), and MONAI's
+`ConvertToMultiChannelBasedOnBratsClasses` assumes the 2018 labels. We load everything into one internal representation
+(BraTS 2018 values on disk, contiguous classes 0 bg, 1 NCR, 2 ED, 3 ET for training) with explicit converters,
+and evaluate the BraTS regions: **WT** = NCR ∪ ED ∪ ET, **TC** = NCR ∪ ET, **ET**.
+"""
+        ),
+        code(
+            """
+image, label, affine = data.load_case(cases[0])
+classes = data.to_classes(label)
+print("image", image.shape, image.dtype, "| label values", np.unique(label), "-> classes", np.unique(classes))
+fig = plot_case_planes(image, classes, title=cases[0].case_id)
+atomic_savefig(fig, run.figure("data_case_planes"))
+plt.show()
+"""
+        ),
+        md("## Preprocess: crop to the brain, z-score each modality over the brain, pad to the working shape, split\nEverything later reads `prepared.npz`: attack budgets are in these z-score units."),
+        code(
+            """
+data.prepare_dataset(cases, run.prepared, tuple(work_shape), fractions=tuple(fractions), seed=seed)
+prep = data.load_prepared(run.prepared)
+split = pd.Series(prep["split"]).value_counts().rename("cases")
+display(split.to_frame())
+print("std of raw intensities (what one z-unit means), mean over cases:", dict(zip(data.MODALITIES, prep["std"].mean(0).round(1))))
+"""
+        ),
+        md("## Region volumes\nHow big are the regions, and how often is a region absent (ET in non-enhancing tumours)? Empty regions matter for the Dice policy."),
+        code(
+            """
+vols = data.region_volumes(prep["labels"], case_ids=prep["case_ids"])
+atomic_to_csv(vols, run.table("data_region_volumes"))
+display(vols.describe().T)
+"""
+        ),
+        md("## Intensity per class and modality\nThe contrasts follow the BraTS task description: ET bright on T1c, NCR dark on T1c, ED bright on FLAIR and T2, CSF dark on FLAIR."),
+        code(
+            """
+fig = plot_intensity_distributions(prep["images"], prep["labels"], prep["brain"])
+atomic_savefig(fig, run.figure("data_intensities"))
+plt.show()
+"""
+        ),
+        md("## Is it too easy? The best single-channel threshold\nIf one threshold on one modality already segmented a region, a UNet would teach nothing. The search below picks, per region, the best modality, direction and threshold (mean Dice over cases)."),
+        code(
+            """
+thr = data.threshold_baseline(prep["images"], prep["labels"], prep["brain"])
+atomic_to_csv(thr, run.table("data_threshold_baseline"))
+display(thr)
+"""
+        ),
+        md(
+            """
+## Summary
+The run folder now holds the dataset in a real BraTS layout and its preprocessed cache. The contrasts are BraTS-like, the
+regions nest (ET ⊂ TC ⊂ WT), and a single threshold does not solve the task: the UNet in the next notebook has work to do.
+
+## Exercises
+1. Set `layout = "msd"` and check with `data.load_case` that you get identical arrays (channel order and labels are converted).
+2. Raise `shape` to `[240, 240, 155]` for one case and time `data.make_synthetic_case`.
+3. Which region does the threshold baseline do best on, and why is TC the hardest for a threshold?
+"""
+        ),
+    ]
+
+
+def nb02() -> list:
+    return [
+        *header(
+            "02_unet",
+            "Train the baseline every robustness number is measured against: a MONAI 3D UNet with Dice + cross-entropy, "
+            "AdamW with a one-cycle cosine schedule, flips and intensity augmentation, and best-checkpoint selection on "
+            "validation Dice. Switch `arch` to try another architecture.\n\n"
+            "**Reads** `data/prepared.npz`. **Writes** `models/baseline.pt`, `tables/results_02_unet.csv`, `tables/history_baseline.csv`, `figures/unet_*.png`.",
+        ),
+        setup_imports(
+            "from robustseg_lib import evaluation, models\nfrom robustseg_lib.training import TrainConfig, train\nfrom robustseg_lib.artefacts import atomic_to_csv, atomic_savefig\nfrom robustseg_lib.viz_models import plot_history, plot_predictions"
+        ),
+        *params(
+            "02_unet",
+            COMMON_PARAMS
+            + '''arch: str = "unet"  # unet | basicunet | dynunet
+width: int = 16  # channels of the first level (doubling per level)
+levels: int = 4  # resolution levels
+epochs: int = 30  # training epochs
+steps_per_epoch: int = 14  # optimizer steps per epoch
+batch_size: int = 2  # volumes (crops) per step
+lr: float = 0.003  # peak learning rate
+crop: list = [64, 64, 64]  # training crop, also the sliding-window size at inference
+sw_overlap: float = 0.25  # sliding-window overlap at inference
+'''
+        ),
+        *RESOLVE,
+        md("## Data\nThe split written by notebook 01."),
+        code(
+            """
+train_set = evaluation.load_split(run, "train")
+val_set = evaluation.load_split(run, "val")
+test_set = evaluation.load_split(run, "test")
+print(f"train {len(train_set)}, val {len(val_set)}, test {len(test_set)} volumes of shape {tuple(train_set.images.shape[1:])}")
+"""
+        ),
+        md("## Model"),
+        code(
+            """
+spec = models.model_spec(arch, width=width, levels=levels, crop=crop, overlap=sw_overlap)
+net = models.build_unet(spec["name"], seed=seed, **spec["kwargs"])
+print(f"{arch}: {sum(p.numel() for p in net.parameters()) / 1e6:.2f} M parameters")
+"""
+        ),
+        md("## Train\nThe training function keeps a full checkpoint (`models/baseline_ckpt/last.pt`) every epoch: rerunning after a crash resumes where it stopped."),
+        code(
+            """
+cfg = TrainConfig(epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr,
+                  crop=tuple(crop), seed=seed, sw_overlap=sw_overlap)
+result = train(net, train_set.images, train_set.labels, cfg, val_images=val_set.images, val_labels=val_set.labels,
+               ckpt_dir=run.models / "baseline_ckpt", device=dev, desc="baseline")
+print(f"best epoch {result.best_epoch}, mean validation Dice {result.best_score:.3f}, {result.seconds:.0f} s")
+atomic_to_csv(result.history, run.table("history_baseline"))
+fig = plot_history(result.history)
+atomic_savefig(fig, run.figure("unet_history"))
+plt.show()
+"""
+        ),
+        md("## Test-set Dice and HD95 per region\nBraTS policy: a region absent from both truth and prediction scores Dice 1; absent from the truth but predicted scores 0 (HD95: 0, or the image diagonal)."),
+        code(
+            """
+models.save_model(net, run.checkpoint("baseline"), spec)
+evaluation.save_train_config(run, "baseline", cfg, result)
+clean = evaluation.clean_table(net, test_set, "baseline", spec, device=dev)
+atomic_to_csv(clean, run.table("results_02_unet"))
+display(clean.groupby("region")[["dice", "hd95"]].agg(["mean", "std", "median"]))
+"""
+        ),
+        md("## Predictions beside the ground truth"),
+        code(
+            """
+preds = evaluation.predict_set(net, test_set, spec, device=dev)
+fig = plot_predictions(test_set.images[:3], test_set.labels[:3], {"baseline": preds[:3]}, case_ids=test_set.case_ids[:3])
+atomic_savefig(fig, run.figure("unet_predictions"))
+plt.show()
+"""
+        ),
+        md(
+            """
+## Summary
+`models/baseline.pt` is the undefended model every attack notebook loads; `tables/results_02_unet.csv` starts the tidy
+per-case table (case × model × attack × eps × region) that the statistics notebook reads.
+
+## Exercises
+1. Set `arch = "basicunet"` and compare the test Dice and the training time.
+2. Halve `epochs`: how much Dice do you lose? A weaker baseline makes attacks look stronger: why?
+3. Set `crop` smaller than the volume and check that whole-volume prediction (sliding window) still works.
+"""
+        ),
+    ]
+
+
+ATTACK_PARAMS = '''batch_size: int = 4  # volumes per attack call
+'''
+
+
+def attack_nb(stage: str, intro: str, extra_params: str, explain: str, spec_code: str, extra_cells: list, exercises: str) -> list:
+    return [
+        *header(stage, intro),
+        setup_imports(
+            "from robustseg_lib import attacks, evaluation, models\nfrom robustseg_lib.artefacts import atomic_to_csv, atomic_savefig\nfrom robustseg_lib.viz_models import plot_attack_example\nfrom robustseg_lib.viz_stats import plot_robustness_curves"
+        ),
+        *params(stage, COMMON_PARAMS + extra_params + ATTACK_PARAMS),
+        *RESOLVE,
+        md(explain),
+        code(
+            """
+net, spec = models.load_model(run.checkpoint("baseline"), device=dev)
+test_set = evaluation.load_split(run, "test")
+"""
+            + spec_code
+            + """
+evaluation.save_attack_spec(run, attack_spec)
+print(attack_spec)
+"""
+        ),
+        md("## Sweep eps\nEvery test case at every eps; eps 0 is the clean prediction. The perturbation is confined to the brain and clipped to each volume's per-modality intensity range."),
+        code(
+            """
+results, percept = evaluation.attack_table(net, test_set, attack_spec, "baseline", spec, device=dev, batch_size=batch_size, seed=seed)
+atomic_to_csv(results, run.table("results_@STAGE@"))
+atomic_to_csv(percept, run.table("percept_@STAGE@"))
+display(results.pivot_table(index="eps", columns="region", values="dice", aggfunc="mean"))
+fig = plot_robustness_curves(results)
+atomic_savefig(fig, run.figure("@STAGE@_dice_vs_eps"))
+plt.show()
+""".replace("@STAGE@", stage)
+        ),
+        md("## Would a radiologist see it? Perceptibility per modality\nL∞ is the budget; PSNR and SSIM (MONAI) are computed over the volume against the clean image."),
+        code(
+            """
+display(percept.groupby(["eps", "modality"])[["linf", "l2", "psnr", "ssim"]].mean().unstack("modality").round(3))
+"""
+        ),
+        md("## One case, clean and attacked\nClean image, adversarial image, the perturbation (amplified), and both predictions."),
+        code(
+            f"""
+eps_show = max(attack_spec.eps_grid)
+ex = evaluation.attack_example(net, test_set, attack_spec, eps_show, spec, case_index=0, device=dev, seed=seed)
+fig = plot_attack_example(**ex, title=f"{{attack_spec.name}} at eps = {{eps_show}}")
+atomic_savefig(fig, run.figure("{stage}_example"))
+plt.show()
+"""
+        ),
+        *extra_cells,
+        md(f"## Summary and exercises\n{exercises}"),
+    ]
+
+
+def nb03() -> list:
+    return attack_nb(
+        "03_fgsm",
+        "The fast gradient sign method (Goodfellow et al., 2015) adapted to dense 3D segmentation: one step of size eps "
+        "in the sign of the gradient of the voxel-averaged cross-entropy, in every voxel of every modality.\n\n"
+        "**Reads** `models/baseline.pt`, `data/prepared.npz`. **Writes** `tables/results_03_fgsm.csv`, `tables/percept_03_fgsm.csv`, `attacks/fgsm.json`, `figures/03_fgsm_*.png`.",
+        '''eps_grid: list = [0.0, 0.1, 0.25, 0.5, 1.0]  # L-inf budgets in z-score units
+''',
+        r"""
+## FGSM on a segmentation network
+For an image $x$ (4 × D × H × W, z-scored) with labels $y$,
+$$x' = \mathrm{clip}\big(x + \epsilon\,\mathrm{sign}\,\nabla_x L(f(x), y)\big),\qquad L = \tfrac{1}{|V|}\sum_{v} \mathrm{CE}(f(x)_v, y_v).$$
+Budgets are in **z-score units**: eps = 0.5 moves every brain voxel by half a standard deviation of that modality's
+intensities (the raw size is eps × the per-case std printed in notebook 01).
+""",
+        """
+attack_spec = evaluation.AttackSpec("fgsm", tuple(eps_grid))
+""",
+        [],
+        "FGSM takes one step, so its damage grows slowly with eps.\n1. Change the loss to Dice loss (`attacks.fgsm(..., loss_fn=...)`): is it stronger?\n2. Attack only FLAIR (per-modality eps `[0, 0, 0, eps]`): which modality is the model most sensitive to?",
+    )
+
+
+def nb04() -> list:
+    return attack_nb(
+        "04_ifgsm",
+        "Iterative FGSM (Kurakin et al., 2017): many small sign steps of size alpha, each projected back into the eps-ball "
+        "around the clean image and into the valid intensity range. With the same budget it is far stronger than FGSM.\n\n"
+        "**Reads** `models/baseline.pt`, `data/prepared.npz`. **Writes** `tables/results_04_ifgsm.csv`, `tables/percept_04_ifgsm.csv`, `tables/ifgsm_iterations.csv`, `figures/04_ifgsm_*.png`.",
+        '''eps_grid: list = [0.0, 0.1, 0.25, 0.5, 1.0]  # L-inf budgets in z-score units
+steps: int = 10  # iterations
+alpha_frac: float = 0.25  # step size alpha as a fraction of eps
+curve_eps: float = 0.25  # eps of the Dice-vs-iteration curve
+''',
+        r"""
+## i-FGSM
+$$x_0 = x,\qquad x_{k+1} = \Pi_{B_\infty(x,\epsilon)\,\cap\,[lo, hi]}\Big(x_k + \alpha\,\mathrm{sign}\,\nabla_x L(f(x_k), y)\Big),$$
+with $\alpha$ = `alpha_frac` × eps and `steps` iterations (alpha × steps ≥ eps, so the whole ball can be reached).
+""",
+        """
+attack_spec = evaluation.AttackSpec("ifgsm", tuple(eps_grid), steps=steps, alpha_frac=alpha_frac)
+""",
+        [
+            md("## Dice vs iteration\nHow many steps does it take? Each point is the mean test Dice after k iterations at `curve_eps`."),
+            code(
+                """
+curve = evaluation.iteration_curve(net, test_set, attack_spec, curve_eps, spec, device=dev, batch_size=batch_size, seed=seed)
+atomic_to_csv(curve, run.table("ifgsm_iterations"))
+ax = curve.groupby(["iteration", "region"])["dice"].mean().unstack().plot(marker="o")
+ax.set(xlabel="iteration", ylabel="mean Dice", title=f"i-FGSM, eps = {curve_eps}")
+atomic_savefig(ax.figure, run.figure("04_ifgsm_iterations"))
+plt.show()
+"""
+            ),
+        ],
+        "1. Try PGD: `attacks.ifgsm(..., random_start=True, generator=torch.Generator().manual_seed(0))` on one batch: stronger or not?\n2. Halve `steps` while doubling `alpha_frac`: what changes?\n3. Compare the PSNR at the eps where Dice halves with FGSM's.",
+    )
+
+
+def nb05() -> list:
+    return attack_nb(
+        "05_tifgsm",
+        "Targeted iterative FGSM: instead of pushing the prediction *away* from the truth, pull it *towards* a target "
+        "segmentation chosen by the attacker, by descending the loss to the target. (This is the targeted i-FGSM of "
+        "the paper, not torchattacks' translation-invariant TIFGSM.)\n\n"
+        "**Reads** `models/baseline.pt`, `data/prepared.npz`. **Writes** `tables/results_05_tifgsm.csv`, `tables/percept_05_tifgsm.csv`, `figures/05_tifgsm_*.png`.",
+        '''eps_grid: list = [0.0, 0.1, 0.25, 0.5, 1.0]  # L-inf budgets in z-score units
+steps: int = 10  # iterations
+alpha_frac: float = 0.25  # step size alpha as a fraction of eps
+policy: str = "erase"  # main target policy (erase | et_to_ncr | ed_to_et)
+extra_policies: list = ["et_to_ncr"]  # further policies evaluated for comparison
+''',
+        r"""
+## Targets an attacker would want
+$$x_{k+1} = \Pi\Big(x_k - \alpha\,\mathrm{sign}\,\nabla_x L(f(x_k), t)\Big)$$
+descends the loss towards the target map $t$ = `make_target(y, policy)`:
+""",
+        """
+for name, why in attacks.TARGET_POLICIES.items():
+    print(f"{name:>10}: {why}")
+attack_spec = evaluation.AttackSpec("tifgsm", tuple(eps_grid), steps=steps, alpha_frac=alpha_frac, policy=policy)
+""",
+        [
+            md("## How far does the prediction move towards the target?\n`target_frac`: the fraction of the voxels the policy changes that the model now predicts as the target."),
+            code(
+                """
+display(results.groupby("eps")["target_frac"].mean().to_frame("mean target_frac"))
+"""
+            ),
+            md("## Other target policies\nThe same sweep for the other clinically meaningful relabellings."),
+            code(
+                """
+extra = []
+for pol in extra_policies:
+    spec_p = evaluation.AttackSpec("tifgsm", tuple(eps_grid), steps=steps, alpha_frac=alpha_frac, policy=pol)
+    evaluation.save_attack_spec(run, spec_p)
+    r, p = evaluation.attack_table(net, test_set, spec_p, "baseline", spec, device=dev, batch_size=batch_size, seed=seed)
+    extra.append((r, p))
+if extra:
+    results_all = pd.concat([results] + [r for r, _ in extra], ignore_index=True)
+    percept_all = pd.concat([percept] + [p for _, p in extra], ignore_index=True)
+    atomic_to_csv(results_all, run.table("results_05_tifgsm"))
+    atomic_to_csv(percept_all, run.table("percept_05_tifgsm"))
+    display(results_all.groupby(["target_policy", "eps"])["target_frac"].mean().unstack("target_policy"))
+"""
+            ),
+        ],
+        "At small eps the *erase* attack may first remove false positives, so WT Dice can even rise: look for it above.\n1. Try `policy = \"ed_to_et\"`: fabricating enhancing tumour changes the apparent grade.\n2. Is a targeted attack cheaper or dearer in PSNR than i-FGSM for the same Dice drop?",
+    )
+
+
+DEFENSE_EVAL = [
+    md("## Every model under every attack\nThe attack settings are those recorded by notebooks 03–05 (same eps grids, cases and seeds)."),
+    code(
+        """
+specs = evaluation.load_attack_specs(run)
+results, percept = evaluation.evaluate_under_attacks(net, test_set, specs, MODEL, spec, device=dev, batch_size=batch_size, seed=seed)
+atomic_to_csv(results, run.table("results_@STAGE@"))
+atomic_to_csv(percept, run.table("percept_@STAGE@"))
+both = pd.concat([evaluation.read_results(run, models=["baseline"]), results], ignore_index=True)
+fig = plot_robustness_curves(both)
+atomic_savefig(fig, run.figure("@STAGE@_robustness"))
+plt.show()
+display(both[both.region == "WT"].pivot_table(index=["attack", "eps"], columns="model", values="dice", aggfunc="mean"))
+"""
+    ),
+]
+
+
+def nb06() -> list:
+    return [
+        *header(
+            "06_distillation",
+            "Defensive distillation (Papernot et al., 2016), per voxel: a teacher trained with softmax(logits / T); its soft "
+            "labels at temperature T; a student of the same architecture trained at T on those soft labels; the student "
+            "deployed at T = 1. Its logits are then ~T times larger, the softmax saturates and input gradients vanish, which "
+            "is why distillation is also the textbook case of **gradient masking** (Carlini & Wagner, 2016). We measure both.\n\n"
+            "**Reads** `models/baseline.pt`, `data/prepared.npz`, `attacks/*.json`. **Writes** `models/distilled*.pt`, `tables/results_06_distillation.csv`, `tables/diagnostics_06_distillation.csv`, `figures/06_*.png`.",
+        ),
+        setup_imports(
+            "from robustseg_lib import defenses, evaluation, models\nfrom robustseg_lib.training import TrainConfig, train\nfrom robustseg_lib.artefacts import atomic_to_csv, atomic_savefig\nfrom robustseg_lib.viz_models import plot_gallery\nfrom robustseg_lib.viz_stats import plot_robustness_curves"
+        ),
+        *params(
+            "06_distillation",
+            COMMON_PARAMS
+            + '''temperature: float = 20.0  # distillation temperature T of the deployed student
+compare_temperatures: list = [5.0]  # further temperatures trained and compared
+hard_weight: float = 0.0  # weight of a hard-label Dice+CE term for the student (0 for Papernot)
+epochs: int = 30  # epochs of teacher and student (as the baseline)
+steps_per_epoch: int = 14  # optimizer steps per epoch
+lr: float = 0.003  # peak learning rate
+batch_size: int = 4  # volumes per attack call
+'''
+        ),
+        *RESOLVE,
+        md(
+            r"""
+## The distillation loss
+`defenses.distillation_loss` is the soft cross-entropy of Papernot's student, averaged over voxels and scaled by $T^2$
+(Hinton) so the gradient size does not depend on T:
+$$L = T^2\,\frac{1}{|V|}\sum_v -\sum_c p_{v,c}\log q_{v,c},\quad p = \mathrm{softmax}(z^{teacher}/T),\ q = \mathrm{softmax}(z^{student}/T).$$
+"""
+        ),
+        code(
+            """
+base, spec = models.load_model(run.checkpoint("baseline"), device=dev)
+train_set, val_set, test_set = (evaluation.load_split(run, s) for s in ("train", "val", "test"))
+train_spec = evaluation.load_train_config(run, "baseline")
+
+def distil(T):
+    # teacher at T, then a student at T on the teacher's soft labels; otherwise trained as the baseline
+    cfg_t = TrainConfig(**{**train_spec, "epochs": epochs, "steps_per_epoch": steps_per_epoch, "lr": lr, "temperature": T, "seed": seed})
+    teacher = models.build_unet(spec["name"], seed=seed, **spec["kwargs"])
+    train(teacher, train_set.images, train_set.labels, cfg_t, val_images=val_set.images, val_labels=val_set.labels,
+          ckpt_dir=run.models / f"teacher_T{T:g}_ckpt", device=dev, desc=f"teacher T={T:g}")
+    student = models.build_unet(spec["name"], seed=seed + 1, **spec["kwargs"])
+    objective = defenses.DistillationObjective(teacher, T, hard_weight=hard_weight)
+    res = train(student, train_set.images, train_set.labels, cfg_t, val_images=val_set.images, val_labels=val_set.labels,
+                objective=objective, ckpt_dir=run.models / f"student_T{T:g}_ckpt", device=dev, desc=f"student T={T:g}")
+    return student.eval(), res, cfg_t
+
+students = {}
+for T in [temperature, *compare_temperatures]:
+    students[T], res, cfg_t = distil(T)
+    name = "distilled" if T == temperature else f"distilled_T{T:g}"
+    models.save_model(students[T], run.checkpoint(name), {**spec, "temperature": T})
+    evaluation.save_train_config(run, name, cfg_t, res)
+    print(f"T = {T:g}: best validation Dice {res.best_score:.3f} ({res.seconds:.0f} s)")
+net, MODEL = students[temperature], "distilled"
+"""
+        ),
+        md("## Logits of the deployed student are large\nAt T = 1 the student's logits are roughly T times the teacher's: the softmax saturates."),
+        code(
+            """
+with torch.no_grad():
+    x0 = test_set.images[:1].to(dev)
+    for name, m in [("baseline", base), *[(f"student T={T:g}", s) for T, s in students.items()]]:
+        z = m(x0)
+        print(f"{name:>16}: mean |logit| {z.abs().mean():7.2f}, max softmax prob {torch.softmax(z, 1).amax(1).mean():.5f}")
+"""
+        ),
+        *[
+            md(c.source) if c.cell_type == "markdown" else code(c.source.replace("@STAGE@", "06_distillation"))
+            for c in DEFENSE_EVAL
+        ],
+        md("## Other temperatures\nThe same attacks on the students distilled at the comparison temperatures."),
+        code(
+            """
+extra = [evaluation.evaluate_under_attacks(students[T], test_set, specs, f"distilled_T{T:g}", spec, device=dev, batch_size=batch_size, seed=seed)
+         for T in compare_temperatures]
+if extra:
+    results = pd.concat([results] + [r for r, _ in extra], ignore_index=True)
+    percept = pd.concat([percept] + [p for _, p in extra], ignore_index=True)
+    atomic_to_csv(results, run.table("results_06_distillation"))
+    atomic_to_csv(percept, run.table("percept_06_distillation"))
+display(results[results.region == "WT"].pivot_table(index=["attack", "eps"], columns="model", values="dice", aggfunc="mean"))
+"""
+        ),
+        md(
+            """
+## Is it robust, or are the gradients just gone?
+Three checks (Carlini & Wagner, 2016; Athalye et al., 2018):
+(a) **transfer**: adversarial examples crafted on the undefended baseline, applied to the student;
+(b) **logit rescaling**: attack the student's logits divided by T (same predictions, gradients restored);
+(c) the fraction of (near-)zero input gradients.
+"""
+        ),
+        code(
+            """
+diag, diag_summary = evaluation.masking_diagnostics(net, test_set, specs, "distilled", spec, source=base,
+                                                     rescale=1.0 / temperature, direct=results, device=dev, batch_size=batch_size, seed=seed)
+atomic_to_csv(diag, run.table("results_06_distillation_diagnostics"))
+atomic_to_csv(diag_summary, run.table("diagnostics_06_distillation"))
+display(diag_summary)
+"""
+        ),
+        md("## Gallery: the same case under attack, baseline vs distilled"),
+        code(
+            """
+fig = plot_gallery(evaluation.gallery(base, {"baseline": base, "distilled": net}, test_set, specs, spec, device=dev, seed=seed))
+atomic_savefig(fig, run.figure("06_distillation_gallery"))
+plt.show()
+"""
+        ),
+        md(
+            """
+## Summary and exercises
+Read the diagnostics before believing the robustness: if transfer or logit-rescaled attacks hurt the student almost as
+much as the baseline, its apparent robustness came from masked gradients.
+1. Set `compare_temperatures = [1.0]`: what does distillation at T = 1 buy?
+2. Add `hard_weight = 0.5`: does the student's clean Dice improve?
+"""
+        ),
+    ]
+
+
+def nb07() -> list:
+    return [
+        *header(
+            "07_adversarial_training",
+            "Adversarial training by data augmentation (Goodfellow et al., 2015): every training batch is augmented with "
+            "adversarial copies made **on the fly against the current network** (FGSM or i-FGSM, eps drawn from a range), "
+            "through the same training function as the baseline. The static variant the paper's wording also allows "
+            "(examples pre-generated once from the baseline and added to the training set) is available with `static = True`.\n\n"
+            "**Reads** `models/baseline.pt`, `data/prepared.npz`, `attacks/*.json`. **Writes** `models/advtrain.pt`, `tables/results_07_adversarial_training.csv`, `figures/07_*.png`.",
+        ),
+        setup_imports(
+            "from robustseg_lib import defenses, evaluation, models\nfrom robustseg_lib.training import TrainConfig, train\nfrom robustseg_lib.artefacts import atomic_to_csv, atomic_savefig\nfrom robustseg_lib.viz_models import plot_gallery\nfrom robustseg_lib.viz_stats import plot_robustness_curves"
+        ),
+        *params(
+            "07_adversarial_training",
+            COMMON_PARAMS
+            + '''adv_attack: str = "fgsm"  # fgsm | ifgsm | mixed: how the training examples are made
+eps_range: list = [0.05, 0.5]  # eps drawn uniformly per adversarial example (z-score units)
+mix: float = 0.5  # fraction of each batch that gets an adversarial copy
+adv_steps: int = 3  # i-FGSM steps when adv_attack is ifgsm or mixed
+epochs: int = 30  # training epochs
+steps_per_epoch: int = 14  # optimizer steps per epoch
+lr: float = 0.003  # peak learning rate
+static: bool = False  # also train the static variant (pre-generated from the baseline)
+batch_size: int = 4  # volumes per attack call
+'''
+        ),
+        *RESOLVE,
+        md(
+            """
+## Which variant, and why
+We use **on-the-fly** examples as the main model: examples made against a fixed baseline stop being adversarial for the
+network being trained after a few epochs, so the static variant mostly teaches the model the baseline's blind spots
+(Tramèr et al., 2018 call the mixture "ensemble adversarial training"). The static variant is trained when `static = True`
+and reported under the model name `advtrain_static`.
+"""
+        ),
+        code(
+            """
+base, spec = models.load_model(run.checkpoint("baseline"), device=dev)
+train_set, val_set, test_set = (evaluation.load_split(run, s) for s in ("train", "val", "test"))
+train_spec = evaluation.load_train_config(run, "baseline")
+cfg = TrainConfig(**{**train_spec, "epochs": epochs, "steps_per_epoch": steps_per_epoch, "lr": lr, "seed": seed})
+hook = defenses.AdversarialAugmenter(adv_attack, eps_range=tuple(eps_range), mix=mix, steps=adv_steps)
+net = models.build_unet(spec["name"], seed=seed, **spec["kwargs"])
+res = train(net, train_set.images, train_set.labels, cfg, val_images=val_set.images, val_labels=val_set.labels,
+            batch_hook=hook, ckpt_dir=run.models / "advtrain_ckpt", device=dev, desc="adversarial training")
+models.save_model(net, run.checkpoint("advtrain"), spec)
+evaluation.save_train_config(run, "advtrain", cfg, res)
+print(f"best validation Dice {res.best_score:.3f} ({res.seconds:.0f} s); last batch eps: {[round(e, 3) for e in hook.last_eps]}")
+MODEL = "advtrain"
+"""
+        ),
+        *[
+            md(c.source) if c.cell_type == "markdown" else code(c.source.replace("@STAGE@", "07_adversarial_training"))
+            for c in DEFENSE_EVAL
+        ],
+        md("## The static variant (optional)"),
+        code(
+            """
+if static:
+    adv_x, adv_y, _ = defenses.make_static_adversarial_set(base, train_set.images, train_set.labels, attack="fgsm",
+                                                          eps_range=tuple(eps_range), seed=seed, roi_size=tuple(spec["crop"]))
+    net_s = models.build_unet(spec["name"], seed=seed, **spec["kwargs"])
+    train(net_s, torch.cat([train_set.images, adv_x]), torch.cat([train_set.labels, adv_y]), cfg, val_images=val_set.images,
+          val_labels=val_set.labels, ckpt_dir=run.models / "advtrain_static_ckpt", device=dev, desc="static adversarial training")
+    models.save_model(net_s, run.checkpoint("advtrain_static"), spec)
+    r, p = evaluation.evaluate_under_attacks(net_s, test_set, specs, "advtrain_static", spec, device=dev, batch_size=batch_size, seed=seed)
+    results = pd.concat([results, r], ignore_index=True)
+    atomic_to_csv(results, run.table("results_07_adversarial_training"))
+    atomic_to_csv(pd.concat([percept, p], ignore_index=True), run.table("percept_07_adversarial_training"))
+    display(results[results.region == "WT"].pivot_table(index=["attack", "eps"], columns="model", values="dice", aggfunc="mean"))
+"""
+        ),
+        md("## Gradient-masking diagnostics\nTransfer attacks from the baseline and the fraction of vanishing input gradients (no temperature here, so no rescaling)."),
+        code(
+            """
+diag, diag_summary = evaluation.masking_diagnostics(net, test_set, specs, "advtrain", spec, source=base, rescale=None,
+                                                     direct=results, device=dev, batch_size=batch_size, seed=seed)
+atomic_to_csv(diag, run.table("results_07_adversarial_training_diagnostics"))
+atomic_to_csv(diag_summary, run.table("diagnostics_07_adversarial_training"))
+display(diag_summary)
+"""
+        ),
+        md("## Gallery: the same case under attack, for each model"),
+        code(
+            """
+models_show = {"baseline": base, "advtrain": net}
+if run.checkpoint("distilled").is_file():
+    models_show["distilled"] = models.load_model(run.checkpoint("distilled"), device=dev)[0]
+fig = plot_gallery(evaluation.gallery(base, models_show, test_set, specs, spec, device=dev, seed=seed))
+atomic_savefig(fig, run.figure("07_adversarial_training_gallery"))
+plt.show()
+"""
+        ),
+        md(
+            """
+## Summary and exercises
+Adversarial training buys robustness where it trained (the eps range) at some cost in clean Dice.
+1. Set `adv_attack = "ifgsm"`: more robust to i-FGSM? How much slower is training?
+2. Widen `eps_range` to `[0.05, 1.0]`: what happens to clean Dice?
+"""
+        ),
+    ]
+
+
+def nb08() -> list:
+    return [
+        *header(
+            "08_statistics",
+            "Do the paper's conclusions hold here? This notebook reads **only** the run folder's per-case tables, compares "
+            "conditions with paired Wilcoxon signed-rank tests (Holm-corrected), gives bootstrap confidence intervals, and "
+            "states for each claim of Liu et al. (2021) whether it holds, computed from the numbers.\n\n"
+            "**Reads** `tables/results_*.csv`. **Writes** `tables/summary.csv`, `tables/comparisons.csv`, `tables/claims.csv`, `report/report.md` with its figures.",
+        ),
+        setup_imports(
+            "from robustseg_lib import evaluation, stats, report\nfrom robustseg_lib.artefacts import atomic_to_csv, atomic_savefig\nfrom robustseg_lib.viz_stats import plot_robustness_curves, plot_paired"
+        ),
+        *params(
+            "08_statistics",
+            COMMON_PARAMS
+            + '''region: str = "WT"  # region the claims are judged on (WT | TC | ET)
+alpha: float = 0.05  # family-wise error rate (Holm)
+n_resamples: int = 2000  # bootstrap resamples
+'''
+        ),
+        *RESOLVE,
+        code(
+            """
+table = evaluation.read_results(run)
+print(f"{len(table)} rows: models {sorted(table.model.unique())}, attacks {sorted(table.attack.unique())}")
+"""
+        ),
+        md("## Mean Dice with 95 % bootstrap confidence intervals"),
+        code(
+            """
+summary = stats.summary_table(table, n_resamples=n_resamples, seed=seed)
+atomic_to_csv(summary, run.table("summary"))
+display(summary[summary.region == region])
+"""
+        ),
+        md("## Robustness curves"),
+        code(
+            """
+main = table[~table.attack.str.startswith("transfer_") & ~table.attack.str.endswith("_logit_rescaled")]
+fig = plot_robustness_curves(main, region=region)
+atomic_savefig(fig, run.figure("08_robustness_curves"))
+plt.show()
+"""
+        ),
+        md(
+            """
+## What a paired test is, and why pairing matters here
+Each test case is segmented under both conditions we compare, so the natural unit is the **per-case difference** in
+Dice. Cases differ far more from each other (small vs large tumours) than conditions do; an unpaired test would drown
+the effect in that between-case spread. The Wilcoxon signed-rank test ranks the absolute differences and asks whether
+positive and negative ones are balanced, without assuming normality (Dice is bounded and skewed). Zero differences are
+dropped (Wilcoxon's method), and the matched-pairs rank-biserial correlation says how lopsided the signed ranks are
+(+1: every case better under the first condition).
+"""
+        ),
+        code(
+            """
+cmp = stats.compare(table, alpha=alpha)
+atomic_to_csv(cmp, run.table("comparisons"))
+display(cmp[cmp.region == region].head(20))
+"""
+        ),
+        md("### Paired vs unpaired, and what Holm's correction changes (this run's numbers)"),
+        code(
+            """
+display(Markdown(report.teaching_example(table, cmp, region=region, alpha=alpha)))
+"""
+        ),
+        md("## Paired plots for the key comparisons"),
+        code(
+            """
+for i, (a, b) in enumerate(report.key_pairs(table)):
+    fig = plot_paired(table, a, b, region=region)
+    atomic_savefig(fig, run.figure(f"08_paired_{i}"))
+    plt.show()
+"""
+        ),
+        md("## The paper's claims, re-measured"),
+        code(
+            """
+claims = stats.claims(table, cmp, region=region, alpha=alpha)
+atomic_to_csv(claims, run.table("claims"))
+with pd.option_context("display.max_colwidth", 300):
+    display(claims[["claim", "statement", "verdict", "evidence"]])
+"""
+        ),
+        md("## Export the report\nMarkdown with the figures and tables, readable without Jupyter."),
+        code(
+            """
+path = report.write_report(run, summary=summary, comparisons=cmp, claims=claims, region=region)
+print(path)
+"""
+        ),
+        md(
+            """
+## Summary and exercises
+1. Set `region = "ET"`: do the verdicts change? Why is ET the most fragile region?
+2. How many comparisons survive Holm's correction compared with raw p < 0.05?
+"""
+        ),
+    ]
+
+
+BUILDERS = {"01_data": nb01, "02_unet": nb02, "03_fgsm": nb03, "04_ifgsm": nb04, "05_tifgsm": nb05,
+            "06_distillation": nb06, "07_adversarial_training": nb07, "08_statistics": nb08}
+
+
+def build(stage: str) -> nbformat.NotebookNode:
+    nb = new_notebook(cells=BUILDERS[stage]())
+    nb.metadata = {
+        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+        "language_info": {"name": "python"},
+    }
+    for i, cell in enumerate(nb.cells):  # stable ids so rebuilding gives identical files
+        cell["id"] = f"{stage[:2]}-{i:02d}"
+    return nb
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="only check that the committed notebooks are up to date")
+    args = ap.parse_args(argv)
+    stale = []
+    for stage in BUILDERS:
+        text = nbformat.writes(build(stage)) + "\n"
+        path = NB_DIR / f"{stage}.ipynb"
+        if args.check:
+            if not path.is_file() or path.read_text() != text:
+                stale.append(path.name)
+        else:
+            path.write_text(text)
+    if stale:
+        print("out of date (run python tools/build_notebooks.py):", ", ".join(stale))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
