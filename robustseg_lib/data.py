@@ -30,6 +30,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from .artefacts import atomic_path, atomic_save_npz, atomic_write_json
 from .synthetic import generate_case, make_synthetic_case, voxel_size_for_shape
@@ -398,6 +399,13 @@ def write_msd_dataset_json(root: str | Path, case_ids: Sequence[str], *, labelle
     return atomic_write_json(Path(root) / "dataset.json", meta)
 
 
+def _generate_and_write(job: tuple) -> Path:
+    """One case of :func:`make_synthetic_dataset` (a top-level function so processes can run it)."""
+    root, cid, case_seed_, shape, affine, layout = job
+    image, label = make_synthetic_case(case_seed_, shape)
+    return write_case(root, cid, image, label, affine, layout)
+
+
 def make_synthetic_dataset(
     root: str | Path,
     n_cases: int,
@@ -405,6 +413,8 @@ def make_synthetic_dataset(
     shape: tuple[int, int, int] = (96, 96, 96),
     seed: int = 0,
     layout: str = "brats2021",
+    workers: int = 1,
+    progress: bool = True,
 ) -> list[Path]:
     """Generate ``n_cases`` synthetic cases and write them as NIfTI in a real dataset layout.
 
@@ -417,19 +427,30 @@ def make_synthetic_dataset(
         shape: grid (X, Y, Z); voxel size ``voxel_size_for_shape(shape)`` mm.
         seed: dataset seed (>= 0).
         layout: ``"brats2021"``, ``"brats2023"`` or ``"msd"``.
+        workers: processes generating cases in parallel (BraTS-scale sets on many-core
+            machines); every case has its own seed, so the result does not depend on it.
+        progress: show a tqdm bar.
 
     Returns:
         Case folders (BraTS layouts) or image files (MSD), in case order.
     """
     shape = _check_case_args(n_cases, shape, seed, layout)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     affine = _grid_affine(shape, voxel_size_for_shape(shape))
     ids = case_ids_for(layout, int(n_cases))
-    out = []
-    for i, cid in enumerate(ids):
-        image, label = make_synthetic_case(case_seed(seed, i), shape)
-        out.append(write_case(root, cid, image, label, affine, layout))
+    jobs = [(str(root), cid, case_seed(seed, i), shape, affine, layout) for i, cid in enumerate(ids)]
+    if workers == 1:
+        out = [_generate_and_write(j) for j in tqdm(jobs, desc="generate", disable=not progress)]
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn, not fork: the parent may hold torch/OpenMP thread pools
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
+            out = list(tqdm(ex.map(_generate_and_write, jobs), total=len(jobs), desc="generate", disable=not progress))
     if layout == "msd":
         write_msd_dataset_json(root, ids)
     return out

@@ -83,28 +83,47 @@ class DistillationObjective:
     pre-computing them over the training set, without storing a 4-channel float
     volume per case.
 
+    The loss is :func:`distillation_loss` (soft cross-entropy at T, × T²) plus, with weight
+    ``dice_weight``, MONAI's soft-label Dice loss between the student's and the teacher's softmax
+    at T (``DiceLoss(soft_label=True)``, the Dice semimetric loss of Wang et al. 2023, which is
+    zero exactly when the two agree). The second term mirrors the baseline's Dice + CE: with
+    cross-entropy alone, a segmentation student under-segments the small classes (measured
+    here: validation Dice 0.50 without it vs 0.72 for the baseline at the same budget), which
+    would make distillation look worse for a reason unrelated to robustness.
+
     Args:
         teacher: the teacher network (trained at temperature T).
         temperature: T used for both teacher soft labels and student training.
         hard_weight: weight of an additional Dice+CE term on the hard labels (0 = Papernot).
+        dice_weight: weight of the soft Dice term (0 = soft cross-entropy only).
     """
 
-    def __init__(self, teacher: torch.nn.Module, temperature: float, hard_weight: float = 0.0) -> None:
+    def __init__(self, teacher: torch.nn.Module, temperature: float, hard_weight: float = 0.0, dice_weight: float = 1.0) -> None:
+        from monai.losses import DiceLoss
+
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if hard_weight < 0:
             raise ValueError(f"hard_weight must be >= 0, got {hard_weight}")
+        if dice_weight < 0:
+            raise ValueError(f"dice_weight must be >= 0, got {dice_weight}")
         self.teacher = teacher.eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.temperature = float(temperature)
         self.hard_weight = float(hard_weight)
+        self.dice_weight = float(dice_weight)
         self._hard = dice_ce_objective(1.0)
+        self._dice = DiceLoss(softmax=False, soft_label=True, smooth_nr=1e-5, smooth_dr=1e-5)
 
     def __call__(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             teacher_logits = self.teacher(x)
         loss = distillation_loss(logits, teacher_logits, self.temperature)
+        if self.dice_weight > 0:
+            q = F.softmax(logits.float() / self.temperature, dim=1)
+            p = F.softmax(teacher_logits.float() / self.temperature, dim=1)
+            loss = loss + self.dice_weight * self._dice(q, p)
         if self.hard_weight > 0:
             loss = loss + self.hard_weight * self._hard(logits, x, y)
         return loss
@@ -129,8 +148,10 @@ class AdversarialAugmenter:
     For each batch, a fraction ``mix`` of its volumes (at least one) is attacked against
     the *current* network with FGSM or i-FGSM at an eps drawn uniformly from
     ``eps_range`` (one eps per volume), restricted to the brain and clipped to each
-    volume's per-modality range; the adversarial copies are appended to the batch with
-    their true labels (Goodfellow et al., 2015: train on clean + adversarial).
+    volume's per-modality range; those volumes are *replaced* by their adversarial versions,
+    true labels kept, so every batch mixes clean and adversarial examples at a fixed size
+    (Goodfellow et al., 2015; Kurakin et al., 2017). ``last_index`` and ``last_eps`` record
+    which volumes were replaced and with which eps.
 
     Args:
         attack: ``"fgsm"``, ``"ifgsm"`` or ``"mixed"`` (each adversarial volume picks one at random).
@@ -154,6 +175,7 @@ class AdversarialAugmenter:
             raise ValueError(f"steps must be >= 1, got {steps}")
         self.attack, self.eps_range, self.mix, self.steps, self.alpha_frac = attack, (lo, hi), float(mix), int(steps), float(alpha_frac)
         self.last_eps: list[float] = []
+        self.last_index: list[int] = []
 
     def __call__(self, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         from .attacks import fgsm, ifgsm
@@ -162,7 +184,8 @@ class AdversarialAugmenter:
         pick = torch.randperm(len(x), generator=generator)[:n_adv]
         u = torch.rand(n_adv, generator=generator, dtype=torch.float64)
         kinds = torch.rand(n_adv, generator=generator)
-        advs, self.last_eps = [], []
+        out = x.clone()
+        self.last_eps, self.last_index = [], pick.tolist()
         for i, j in enumerate(pick.tolist()):
             eps = float(self.eps_range[0] + (self.eps_range[1] - self.eps_range[0]) * u[i])
             xj, yj = x[j : j + 1], y[j : j + 1]
@@ -172,9 +195,9 @@ class AdversarialAugmenter:
                 adv = fgsm(net, xj, yj, eps, clip=(lo, hi), mask=brain)
             else:
                 adv = ifgsm(net, xj, yj, eps, self.alpha_frac * eps, self.steps, clip=(lo, hi), mask=brain)
-            advs.append(adv)
+            out[j : j + 1] = adv
             self.last_eps.append(eps)
-        return torch.cat([x, *advs]), torch.cat([y, y[pick]])
+        return out, y
 
 
 def make_static_adversarial_set(

@@ -22,6 +22,7 @@ __all__ = [
     "EvalSet",
     "AttackSpec",
     "load_split",
+    "resident",
     "wrap_model",
     "predict_set",
     "clean_table",
@@ -36,6 +37,7 @@ __all__ = [
     "save_train_config",
     "load_train_config",
     "read_results",
+    "paper_attacks",
 ]
 
 
@@ -66,6 +68,21 @@ class EvalSet:
     def subset(self, n: int) -> "EvalSet":
         """The first ``n`` cases."""
         return EvalSet(self.images[:n], self.labels[:n], self.brain[:n], self.lo[:n], self.hi[:n], self.std[:n], self.case_ids[:n])
+
+
+def resident(es: EvalSet, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training tensors for ``device``: on CUDA the whole split moves to the GPU once, images as
+    float16 and labels as uint8 (BraTS scale: 285 × 4 × 128³ × 2 B ≈ 2.4 GB), so the training loop
+    (which casts each batch to float32/int64) makes no per-step host-device copies. On the CPU
+    the tensors are returned unchanged.
+
+    Returns:
+        ``(images, labels)``.
+    """
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return es.images, es.labels
+    return es.images.to(dev, torch.float16), es.labels.to(dev, torch.uint8)
 
 
 def load_split(run: RunPaths, split: str) -> EvalSet:
@@ -226,6 +243,7 @@ def _sweep(
     attack_name: str | None = None,
     keep_examples: int = 0,
     hd95: bool = True,
+    percept: bool = True,
 ):
     from .attacks import attack_sweep
 
@@ -237,6 +255,7 @@ def _sweep(
         model, es.images, es.labels, attack=spec_a.attack, eps_grid=spec_a.eps_grid, alpha_frac=spec_a.alpha_frac,
         steps=spec_a.steps, policy=spec_a.policy, clip=(es.lo, es.hi), mask=es.brain, batch_size=batch_size,
         predict_fn=predict_fn, case_ids=es.case_ids, model_name=model_name, keep_examples=keep_examples, hd95=hd95,
+        percept=percept,
     )
     if attack_name is not None:
         res["attack"] = attack_name
@@ -246,22 +265,30 @@ def _sweep(
 
 def attack_table(
     net: torch.nn.Module, es: EvalSet, spec_a: AttackSpec, model_name: str, spec: dict[str, Any], *,
-    device: torch.device | str = "cpu", batch_size: int = 2, seed: int = 0,
+    device: torch.device | str = "cpu", batch_size: int = 2, seed: int = 0, percept: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Attack ``net`` on every case at every eps of ``spec_a``.
+
+    Args:
+        percept: also compute perceptibility (L∞, L2, PSNR, SSIM per modality).
 
     Returns:
         ``(results, percept)``: the tidy Dice/HD95 table and the perceptibility table.
     """
-    res, per, _ = _sweep(net, es, spec_a, model_name, spec, device=device, batch_size=batch_size, seed=seed)
+    res, per, _ = _sweep(net, es, spec_a, model_name, spec, device=device, batch_size=batch_size, seed=seed, percept=percept)
     return res, per
 
 
 def evaluate_under_attacks(
     net: torch.nn.Module, es: EvalSet, specs: Sequence[AttackSpec], model_name: str, spec: dict[str, Any], *,
-    device: torch.device | str = "cpu", batch_size: int = 2, seed: int = 0,
+    device: torch.device | str = "cpu", batch_size: int = 2, seed: int = 0, percept: bool = False,
+    largest_eps_only: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Clean rows plus every recorded attack for one model (same cases, eps grids and seeds).
+
+    Perceptibility is off by default here: it depends only on the perturbation, which the
+    attack notebooks already characterise for the baseline. ``largest_eps_only`` runs each
+    attack at its largest eps only (a cheaper comparison, e.g. of extra temperatures).
 
     Returns:
         ``(results, percept)`` concatenated over the attacks.
@@ -269,7 +296,9 @@ def evaluate_under_attacks(
     rs = [clean_table(net, es, model_name, spec, device=device)]
     ps = []
     for s in specs:
-        r, p = attack_table(net, es, s, model_name, spec, device=device, batch_size=batch_size, seed=seed)
+        if largest_eps_only:
+            s = AttackSpec(s.attack, (max(s.eps_grid),), s.steps, s.alpha_frac, s.policy)
+        r, p = attack_table(net, es, s, model_name, spec, device=device, batch_size=batch_size, seed=seed, percept=percept)
         rs.append(r)
         ps.append(p)
     return pd.concat(rs, ignore_index=True), pd.concat(ps, ignore_index=True)
@@ -282,7 +311,7 @@ def attack_example(
     """Clean and adversarial image and predictions of one case (for ``viz.plot_attack_example``)."""
     one = EvalSet(*(t[case_index : case_index + 1] for t in (es.images, es.labels, es.brain, es.lo, es.hi, es.std)), es.case_ids[case_index : case_index + 1])
     single = AttackSpec(spec_a.attack, (0.0, float(eps)), spec_a.steps, spec_a.alpha_frac, spec_a.policy)
-    res, _, ex = _sweep(net, one, single, "example", spec, device=device, batch_size=1, seed=seed, keep_examples=1, hd95=False)
+    res, _, ex = _sweep(net, one, single, "example", spec, device=device, batch_size=1, seed=seed, keep_examples=1, hd95=False, percept=False)
     return {
         "image": one.images[0], "adv": ex[float(eps)]["x_adv"][0], "truth": one.labels[0],
         "pred_clean": ex[0.0]["pred"][0], "pred_adv": ex[float(eps)]["pred"][0],
@@ -332,7 +361,7 @@ def masking_diagnostics(
     source: torch.nn.Module, rescale: float | None = None, direct: pd.DataFrame | None = None,
     device: torch.device | str = "cpu", batch_size: int = 2, seed: int = 0, threshold: float = 1e-10,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Gradient-masking diagnostics for a defended model, at each untargeted attack's grid.
+    """Gradient-masking diagnostics for a defended model, at each untargeted attack's largest eps.
 
     (a) transfer: examples crafted on ``source`` (the undefended baseline), evaluated on ``net``
     (attack name ``transfer_<attack>``); (b) if ``rescale`` is given, the attack on
@@ -348,14 +377,14 @@ def masking_diagnostics(
     """
     from .defenses import LogitScale, input_gradient_stats
 
-    untargeted = [s for s in specs if s.attack in ("fgsm", "ifgsm")]
+    untargeted = [AttackSpec(s.attack, (max(s.eps_grid),), s.steps, s.alpha_frac) for s in specs if s.attack in ("fgsm", "ifgsm")]
     rows = []
-    for s in untargeted:
-        r, _, _ = _sweep(source, es, s, model_name, spec, device=device, batch_size=batch_size, seed=seed, predict_net=net, attack_name=f"transfer_{s.attack}")
+    for s in untargeted:  # at each attack's largest eps: where masking would show most
+        r, _, _ = _sweep(source, es, s, model_name, spec, device=device, batch_size=batch_size, seed=seed, predict_net=net, attack_name=f"transfer_{s.attack}", percept=False)
         r["source_model"] = "baseline"
         rows.append(r)
         if rescale is not None:
-            r2, _, _ = _sweep(LogitScale(net, rescale), es, s, model_name, spec, device=device, batch_size=batch_size, seed=seed, predict_net=net, attack_name=f"{s.attack}_logit_rescaled")
+            r2, _, _ = _sweep(LogitScale(net, rescale), es, s, model_name, spec, device=device, batch_size=batch_size, seed=seed, predict_net=net, attack_name=f"{s.attack}_logit_rescaled", percept=False)
             rows.append(r2)
     results = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
     # (c) input-gradient statistics over the brain
@@ -370,7 +399,7 @@ def masking_diagnostics(
         if direct is not None and ((direct.attack == s.attack) & np.isclose(direct.eps, e) & (direct.model == model_name)).any():
             direct_e = direct[(direct.attack == s.attack) & np.isclose(direct.eps, e) & (direct.model == model_name)]
         else:
-            direct_e = _sweep(net, es, AttackSpec(s.attack, (e,), s.steps, s.alpha_frac), model_name, spec, device=device, batch_size=batch_size, seed=seed, hd95=False)[0]
+            direct_e = _sweep(net, es, AttackSpec(s.attack, (e,), s.steps, s.alpha_frac), model_name, spec, device=device, batch_size=batch_size, seed=seed, hd95=False, percept=False)[0]
         direct_v = _mean_dice(direct_e)
         transfer = _mean_dice(results[(results.attack == f"transfer_{s.attack}") & (results.eps == e)])
         resc = _mean_dice(results[(results.attack == f"{s.attack}_logit_rescaled") & (results.eps == e)]) if rescale is not None else float("nan")
@@ -408,6 +437,23 @@ def gallery(
             panels[(mname, "clean")] = ex["pred_clean"]
             panels[(mname, f"{s.name} ε={max(s.eps_grid):g}")] = ex["pred_adv"]
     return {"image": es.images[case_index], "truth": es.labels[case_index], "case_id": es.case_ids[case_index], "panels": panels}
+
+
+def paper_attacks(run: RunPaths, table: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the paper's experiment: clean, the recorded attacks (FGSM, i-FGSM and ti-FGSM with
+    its main policy, as replayed on every model) and the diagnostics; drops the extra ti-FGSM
+    policies that notebook 05 explores on the baseline only.
+
+    Args:
+        run: the run folder (its ``attacks/*.json`` records).
+        table: tidy results.
+    """
+    specs = load_attack_specs(run)
+    policies = {s.policy for s in specs if s.attack == "tifgsm"}
+    keep = table.attack != "tifgsm"
+    if "target_policy" in table:
+        keep |= (table.attack == "tifgsm") & table.target_policy.isin(policies)
+    return table[keep].reset_index(drop=True)
 
 
 def read_results(run: RunPaths, models: Sequence[str] | None = None) -> pd.DataFrame:

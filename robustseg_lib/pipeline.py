@@ -194,7 +194,7 @@ def reproduce(
     only: Sequence[str] = (),
     force: bool = False,
     notebook_dir: Path = NOTEBOOK_DIR,
-    log=print,
+    log=None,
 ) -> dict[str, Any]:
     """Run the chain. See the module docstring; the CLI is a thin wrapper.
 
@@ -217,6 +217,7 @@ def reproduce(
 
     from .runtime import git_sha, package_versions
 
+    log = log or (lambda line: print(line, flush=True))
     prof = load_profile(profile)
     overrides = parse_overrides(sets, notebook_dir)
     if data_dir:

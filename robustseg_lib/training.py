@@ -50,7 +50,7 @@ class TrainConfig:
         epochs: passes; an epoch is ``steps_per_epoch`` optimizer steps.
         batch_size: volumes (or crops) per step.
         steps_per_epoch: None = ``ceil(n_train / batch_size)``.
-        lr: peak learning rate (AdamW, one-cycle cosine schedule with warm-up).
+        lr: peak learning rate (AdamW; linear warm-up, then cosine decay).
         weight_decay: AdamW weight decay.
         warmup_frac: fraction of all steps spent warming up.
         crop: training crop ``(d, h, w)`` (None = whole volumes); also the
@@ -103,9 +103,10 @@ class TrainResult:
     """What :func:`train` returns.
 
     Attributes:
-        history: one row per epoch: epoch, loss, lr, val_WT, val_TC, val_ET, val_mean, seconds.
-        best_epoch: epoch whose weights were kept (best mean validation Dice).
-        best_score: that mean validation Dice (NaN without validation data).
+        history: one row per epoch: epoch, loss, lr, val_WT, val_TC, val_ET, val_mean (per-case
+            means, BraTS empty policy), val_score (pooled Dice averaged over regions), seconds.
+        best_epoch: epoch whose weights were kept (best ``val_score``; later epochs win ties).
+        best_score: that ``val_score`` (NaN without validation data).
         seconds: wall time of this call.
         resumed_from: epoch the run resumed after (0 = fresh start).
     """
@@ -133,6 +134,25 @@ def dice_ce_objective(temperature: float = 1.0) -> Objective:
         return loss(logits.float() / temperature, y[:, None])
 
     return objective
+
+
+class _warmup_cosine:
+    """LR factor: linear warm-up from 0.1 to 1, then cosine decay to 0.001.
+
+    Hand-written because ``OneCycleLR`` divides by zero for short schedules (e.g. when
+    ``warmup_frac * total_steps == 1``), which the smoke profile hits. A class, not a lambda,
+    so ``LambdaLR.state_dict()`` stays loadable with ``weights_only=True``.
+    """
+
+    def __init__(self, total: int, warmup_frac: float) -> None:
+        self.total = max(1, int(total))
+        self.warm = max(1, int(round(warmup_frac * self.total)))
+
+    def __call__(self, step: int) -> float:
+        if step < self.warm:
+            return 0.1 + 0.9 * step / self.warm
+        progress = min(1.0, (step - self.warm) / max(1, self.total - self.warm))
+        return 0.001 + (1 - 0.001) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def _augmenter(config: TrainConfig) -> Compose | None:
@@ -181,10 +201,21 @@ def _validate(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, 
     from .metrics import dice_per_region  # local import: metrics pulls pandas/MONAI metrics
 
     dev = next(net.parameters()).device
-    preds = predict_classes(net, images.to(dev).float(), batch_size=config.batch_size, roi_size=config.crop, overlap=config.sw_overlap)
-    rows = [dice_per_region(p.cpu(), t.long().cpu()) for p, t in zip(preds, labels)]
+    preds = predict_classes(net, images.to(dev).float(), batch_size=config.batch_size, roi_size=config.crop, overlap=config.sw_overlap).cpu()
+    labels = labels.long().cpu()
+    rows = [dice_per_region(p, t) for p, t in zip(preds, labels)]
     out = {f"val_{r}": float(np.mean([row[r] for row in rows])) for r in ("WT", "TC", "ET")}
     out["val_mean"] = float(np.mean([out["val_WT"], out["val_TC"], out["val_ET"]]))
+    # Checkpoint selection uses the *pooled* Dice (2ΣTP / (ΣP + ΣT) over all validation voxels),
+    # averaged over regions: on a handful of cases the per-case mean jumps by 1/n whenever a
+    # case without ET flips between "no ET predicted" (Dice 1) and one stray voxel (Dice 0).
+    pooled = []
+    for classes in ((1, 2, 3), (1, 3), (3,)):
+        p = torch.isin(preds, torch.tensor(classes))
+        t = torch.isin(labels, torch.tensor(classes))
+        denom = int(p.sum() + t.sum())
+        pooled.append(1.0 if denom == 0 else 2.0 * int((p & t).sum()) / denom)
+    out["val_score"] = float(np.mean(pooled))
     return out
 
 
@@ -252,10 +283,7 @@ def train(
     spe = config.steps_per_epoch or math.ceil(n / config.batch_size)
     total = config.epochs * spe
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=config.lr, total_steps=total, pct_start=config.warmup_frac, anneal_strategy="cos",
-        div_factor=10.0, final_div_factor=100.0,
-    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_cosine(total, config.warmup_frac))
     aug = _augmenter(config)
     use_amp = config.amp and dev.type == "cuda"
     cfg_dict = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}
@@ -307,12 +335,12 @@ def train(
         row: dict[str, float] = {"epoch": epoch, "loss": float(np.mean(losses)), "lr": float(sched.get_last_lr()[0])}
         if val_images is not None and (epoch % config.val_every == 0 or epoch == config.epochs):
             row.update(_validate(net, val_images, val_labels, config))  # type: ignore[arg-type]
-            score = row["val_mean"]
+            score = row["val_score"]
         else:
             score = -math.inf if val_images is not None else float(epoch)
         row["seconds"] = time.perf_counter() - te
         history.append(row)
-        if score > best_score:
+        if score >= best_score:
             best_score, best_epoch = score, epoch
             best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
         if ckpt is not None:

@@ -109,3 +109,16 @@ def test_failing_cell_is_named_and_partial_notebook_kept(tmp_path: Path) -> None
     assert "01_data" in msg and "cell" in msg and "layout" in msg
     assert (tmp_path / "notebooks" / "01_data.ipynb").is_file()
     assert json.loads((tmp_path / "manifest.json").read_text())["stages"]["01_data"]["status"] == "failed"
+
+
+def test_data_notebook_with_another_parameter_set(tmp_path: Path) -> None:
+    """01_data under papermill with a second parameter set (MSD layout, another grid and seed)."""
+    sets = ["data.layout=msd", "data.shape=[40, 40, 40]", "data.work_shape=[32, 32, 32]", "data.n_cases=6", "data.seed=3"]
+    pipeline.reproduce("smoke", tmp_path, device="cpu", sets=sets, only=["data"], log=lambda s: None)
+    assert _errors(tmp_path / "notebooks" / "01_data.ipynb") == []
+    from robustseg_lib.data import list_cases, load_prepared
+
+    assert list_cases(tmp_path / "data" / "raw")[0].layout == "msd"
+    prep = load_prepared(tmp_path / "data" / "prepared.npz")
+    assert prep["images"].shape == (6, 4, 32, 32, 32)
+    assert (tmp_path / "tables" / "data_threshold_baseline.csv").is_file()

@@ -62,13 +62,26 @@ def test_distillation_loss_validation() -> None:
 
 def test_distillation_objective_uses_teacher_soft_labels() -> None:
     teacher = torch.nn.Conv3d(4, 4, 1)
-    obj = defenses.DistillationObjective(teacher, temperature=3.0)
+    obj = defenses.DistillationObjective(teacher, temperature=3.0, dice_weight=0.0)
     x = torch.randn(2, 4, 4, 4, 4)
     student_logits = torch.randn(2, 4, 4, 4, 4)
+    y = torch.zeros(2, 4, 4, 4, dtype=torch.long)
     with torch.no_grad():
-        ref = defenses.distillation_loss(student_logits, teacher(x), 3.0)
-    assert torch.allclose(obj(student_logits, x, torch.zeros(2, 4, 4, 4, dtype=torch.long)), ref)
+        t_logits = teacher(x)
+        ref = defenses.distillation_loss(student_logits, t_logits, 3.0)
+    assert torch.allclose(obj(student_logits, x, y), ref)
     assert not any(p.requires_grad for p in teacher.parameters())
+    # the soft Dice term (Dice semimetric loss, Wang et al. 2023: intersection = (Σq + Σp − Σ|q − p|) / 2)
+    # per sample and class, averaged; it is 0 exactly when the student's softmax equals the teacher's
+    q = torch.softmax(student_logits / 3.0, 1)
+    p = torch.softmax(t_logits / 3.0, 1)
+    dims = (2, 3, 4)
+    inter = (q.sum(dims) + p.sum(dims) - (q - p).abs().sum(dims)) / 2
+    dice = 1 - (2 * inter + 1e-5) / (q.sum(dims) + p.sum(dims) + 1e-5)
+    with_dice = defenses.DistillationObjective(teacher, temperature=3.0, dice_weight=0.5)
+    assert torch.allclose(with_dice(student_logits, x, y), ref + 0.5 * dice.mean(), atol=1e-6)
+    same = with_dice(t_logits, x, y) - defenses.distillation_loss(t_logits, t_logits, 3.0)
+    assert abs(float(same)) < 1e-6  # the Dice term vanishes at student = teacher
 
 
 def _model() -> torch.nn.Module:
@@ -85,18 +98,18 @@ def _batch(n: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.mark.parametrize("attack", ["fgsm", "ifgsm", "mixed"])
-def test_adversarial_augmenter_appends_examples_within_budget(attack: str) -> None:
+def test_adversarial_augmenter_replaces_examples_within_budget(attack: str) -> None:
     net, (x, y) = _model(), _batch()
     hook = defenses.AdversarialAugmenter(attack, eps_range=(0.1, 0.3), mix=0.5, steps=2)
     x2, y2 = hook(net, x, y, torch.Generator().manual_seed(0))
-    assert x2.shape[0] == 6 and torch.equal(x2[:4], x) and y2.shape[0] == 6
-    # which originals were attacked: each appended copy must lie within its eps of one original
-    for k, eps in enumerate(hook.last_eps):
-        adv = x2[4 + k]
-        dists = [(adv - x[j]).abs().max().item() for j in range(4)]
-        j = min(range(4), key=lambda i: dists[i])
-        assert 0 < dists[j] <= eps + 1e-6 and 0.1 <= eps <= 0.3
-        assert torch.equal(y2[4 + k], y[j])
+    assert x2.shape == x.shape and torch.equal(y2, y) and len(hook.last_index) == 2
+    for j in range(4):
+        if j not in hook.last_index:
+            assert torch.equal(x2[j], x[j])  # the clean half is untouched
+    for j, eps in zip(hook.last_index, hook.last_eps):
+        adv = x2[j]
+        d = (adv - x[j]).abs().max().item()
+        assert 0 < d <= eps + 1e-6 and 0.1 <= eps <= 0.3
         assert torch.equal(adv[:, :2], x[j][:, :2])  # nothing added outside the brain
         brain = (x[j] != 0).any(0)
         lo, hi = x[j][:, brain].amin(1), x[j][:, brain].amax(1)

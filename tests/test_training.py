@@ -157,3 +157,20 @@ def test_batch_hook_and_objective_are_used() -> None:
 
     train(_tiny(), x, y, TrainConfig(epochs=1, batch_size=2, steps_per_epoch=1), batch_hook=hook, objective=objective, progress=False)
     assert seen == {"hook": 2, "objective": 4}
+
+
+def test_gpu_resident_data_path_on_cpu() -> None:
+    """The paper profile's data path (float16 images, uint8 labels, as evaluation.resident keeps them
+    on a GPU) runs through the same training code; on the CPU resident() leaves tensors alone."""
+    from robustseg_lib.evaluation import EvalSet, resident
+
+    x, y = _blob_data(4)
+    es = EvalSet(x, y, x[:, 0] > 0, x.amin((2, 3, 4)), x.amax((2, 3, 4)), torch.ones(4, 4), list("abcd"))
+    rx, ry = resident(es, "cpu")
+    assert rx is x and ry is y
+    cfg = TrainConfig(epochs=2, batch_size=2, steps_per_epoch=2, crop=(12, 12, 12), seed=1)
+    a, b = _tiny(), _tiny()
+    train(a, x.half(), y.to(torch.uint8), cfg, progress=False)
+    train(b, x.half().float(), y, cfg, progress=False)
+    for pa, pb in zip(a.parameters(), b.parameters()):  # same values once cast: identical training
+        assert torch.equal(pa, pb)
