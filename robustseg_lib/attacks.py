@@ -631,7 +631,7 @@ def attack_sweep(
     loss_fn: LossFn | None = None,
     hd95: bool = True,
     keep_examples: int = 0,
-    percept: bool = True,
+    with_percept: bool = True,
 ) -> tuple[Any, Any, dict[float, dict[str, torch.Tensor]]]:
     """Attack every case at every eps and evaluate the predictions (tidy tables).
 
@@ -662,7 +662,7 @@ def attack_sweep(
         loss_fn: attack loss (default mean cross-entropy).
         hd95: compute HD95 (slow on full volumes).
         keep_examples: keep the adversarial images and predictions of the first this-many cases.
-        percept: compute the perceptibility table (SSIM is the costly part); False returns it empty.
+        with_percept: compute the perceptibility table (SSIM is the costly part); False returns it empty.
 
     Returns:
         ``(results, percept, examples)``: the tidy table ``case_id, model, attack, eps,
@@ -757,7 +757,7 @@ def attack_sweep(
                 extra["target_frac"] = [metrics.target_fraction(pred_c[i], target_c[i], region[i]) for i in range(len(ids_b))]
             results.append(metrics.evaluate(pred_c, y_c, ids_b, model=model_name, attack=attack, eps=eps, steps=attack_steps, hd95=hd95, **extra))
             xc, xa = x.cpu(), x_adv.cpu()
-            for r in (metrics.perceptibility(xc, xa, brain=brain, case_ids=ids_b) if percept else []):
+            for r in (metrics.perceptibility(xc, xa, brain=brain, case_ids=ids_b) if with_percept else []):
                 r.pop("case_index", None)
                 percept.append({"case_id": r.pop("case_id"), "model": model_name, "attack": attack, "eps": eps, "steps": attack_steps, **r})
             k = max(0, min(keep_examples, n) - start)

@@ -255,7 +255,7 @@ def _sweep(
         model, es.images, es.labels, attack=spec_a.attack, eps_grid=spec_a.eps_grid, alpha_frac=spec_a.alpha_frac,
         steps=spec_a.steps, policy=spec_a.policy, clip=(es.lo, es.hi), mask=es.brain, batch_size=batch_size,
         predict_fn=predict_fn, case_ids=es.case_ids, model_name=model_name, keep_examples=keep_examples, hd95=hd95,
-        percept=percept,
+        with_percept=percept,
     )
     if attack_name is not None:
         res["attack"] = attack_name
@@ -411,7 +411,7 @@ def masking_diagnostics(
             "frac_near_zero_grad_baseline": grads["baseline"]["frac_near_zero"],
             "median_abs_grad": grads["defended"]["median_abs"], "median_abs_grad_baseline": grads["baseline"]["median_abs"],
             "verdict": (f"gradient masking: a diagnostic attack lowers WT Dice to {worst:.2f} (direct attack: {direct_v:.2f})" if masked
-                        else f"robustness survives: no diagnostic attack beats the direct one (WT {direct_v:.2f})"),
+                        else f"no sign of gradient masking: the direct attack is the strongest (WT {direct_v:.2f}); compare it with the baseline's"),
         })
     return results, pd.DataFrame(summary)
 
