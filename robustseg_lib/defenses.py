@@ -87,8 +87,9 @@ class DistillationObjective:
     ``dice_weight``, MONAI's soft-label Dice loss between the student's and the teacher's softmax
     at T (``DiceLoss(soft_label=True)``, the Dice semimetric loss of Wang et al. 2023, which is
     zero exactly when the two agree). The second term mirrors the baseline's Dice + CE: with
-    cross-entropy alone, a segmentation student under-segments the small classes (measured
-    here: validation Dice 0.50 without it vs 0.72 for the baseline at the same budget), which
+    cross-entropy alone, a segmentation student under-segments the small classes (on the
+    teaching data the T = 1 student's validation Dice went from about 0.5 without this term to
+    about 0.74 with it, the baseline's level), which
     would make distillation look worse for a reason unrelated to robustness.
 
     Args:
