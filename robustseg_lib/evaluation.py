@@ -6,7 +6,6 @@ notebook reads only what earlier notebooks wrote.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -471,6 +470,3 @@ def read_results(run: RunPaths, models: Sequence[str] | None = None) -> pd.DataF
         df = df[df.model.isin(list(models))]
     return df.reset_index(drop=True)
 
-
-def _json_default(o: Any) -> Any:  # pragma: no cover - used by json.dumps in notebooks
-    return json.JSONEncoder().default(o)

@@ -11,6 +11,7 @@ stops the run, naming the notebook and the cell; the partial notebook is kept.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import sys
@@ -101,12 +102,18 @@ def notebook_parameters(stage: str, notebook_dir: Path = NOTEBOOK_DIR) -> dict[s
     Returns:
         ``{name: default}`` (defaults as papermill reads them, as strings).
     """
-    import papermill
-
     nb = notebook_dir / STAGES[stage_name(stage)]
     if not nb.is_file():
         raise PipelineError(f"{nb}: notebook missing")
-    return {k: v["default"] for k, v in papermill.inspect_notebook(str(nb)).items()}
+    return dict(_inspect(str(nb), nb.stat().st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=64)
+def _inspect(path: str, mtime_ns: int) -> tuple[tuple[str, Any], ...]:
+    """papermill.inspect_notebook, cached per file version (the pipeline asks many times per run)."""
+    import papermill
+
+    return tuple((k, v["default"]) for k, v in papermill.inspect_notebook(path).items())
 
 
 def parse_overrides(sets: Sequence[str], notebook_dir: Path = NOTEBOOK_DIR) -> dict[str, dict[str, Any]]:
