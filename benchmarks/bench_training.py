@@ -3,7 +3,9 @@
 One training step of ``robustseg_lib.training.train`` (batch assembly, MONAI augmentation,
 forward, Dice+CE, backward, AdamW, scheduler) against a bare forward + loss + backward +
 optimizer step of the same net and batch, measured in interleaved rounds in one process;
-plus whole-volume sliding-window inference.
+plus whole-volume sliding-window inference and, on a GPU, the fraction of a training run's
+wall time during which the GPU was busy (union of profiled kernel intervals; the training
+data resident on the GPU in float16, as ``evaluation.resident`` keeps it).
 
 Usage: ``python benchmarks/bench_training.py [--size 48] [--batch 2] [--width 16] [--levels 4] [--device auto]``
 """
@@ -18,6 +20,7 @@ import time
 import torch
 
 from robustseg_lib import models
+from robustseg_lib.profiling import device_busy_fraction
 from robustseg_lib.models import resolve_device
 from robustseg_lib.training import TrainConfig, dice_ce_objective, train
 
@@ -35,6 +38,7 @@ def main() -> None:
     ap.add_argument("--levels", type=int, default=4)
     ap.add_argument("--steps", type=int, default=6, help="steps per timed training call")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--busy-steps", type=int, default=20, help="training steps profiled for the GPU busy fraction")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
     dev = resolve_device(args.device)
@@ -80,6 +84,12 @@ def main() -> None:
         _sync(dev)
         return time.perf_counter() - t
 
+    def busy() -> tuple[float | None, float]:
+        # the training split resident on the device as the notebooks keep it (float16 images, uint8 labels on CUDA)
+        xr, yr = (x.to(dev, torch.float16), y.to(dev, torch.uint8)) if dev.type == "cuda" else (x, y)
+        cfg = TrainConfig(epochs=1, batch_size=args.batch, steps_per_epoch=args.busy_steps, seed=0)
+        return device_busy_fraction(lambda: train(net, xr, yr, cfg, device=dev, progress=False), dev)
+
     bare(), loop()  # warm-up
     b, l = [], []
     for _ in range(args.rounds):  # interleaved so load drift hits both alike
@@ -94,6 +104,11 @@ def main() -> None:
     print(f"{'train() step (batching, MONAI aug, schedule)':<46}{tl:>10.3f}{tl / tb:>8.3f}")
     print(f"{'whole-volume inference, 1 x 4 x ' + f'{s + s // 2}x{s + s // 2}x{s} (s/volume)':<46}{ti:>10.3f}")
     print(f"training-loop overhead ratio: {tl / tb:.3f} (aim <= 1.15)")
+    frac, wall = busy()
+    if frac is None:
+        print(f"device busy fraction during training: n/a on the CPU ({args.busy_steps} steps took {wall:.1f} s)")
+    else:
+        print(f"GPU busy fraction during training: {frac:.3f} over {args.busy_steps} steps ({wall:.2f} s, profiler on; aim >= 0.80)")
 
 
 if __name__ == "__main__":

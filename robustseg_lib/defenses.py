@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .models import LogitScale
 from .training import dice_ce_objective
 
 __all__ = [
@@ -97,9 +98,16 @@ class DistillationObjective:
         temperature: T used for both teacher soft labels and student training.
         hard_weight: weight of an additional Dice+CE term on the hard labels (0 = Papernot).
         dice_weight: weight of the soft Dice term (0 = soft cross-entropy only).
+        scale_by_t2: multiply the soft cross-entropy by T² (Hinton). Right for a plain student,
+            whose gradient w.r.t. its logits carries a 1/T; wrong for a student trained through
+            :func:`robustseg_lib.models.LogitScale` ``(net, T)`` (the output-scaled
+            parametrisation), whose inner logits see no 1/T: there it would only inflate the
+            cross-entropy T²-fold against the Dice term.
     """
 
-    def __init__(self, teacher: torch.nn.Module, temperature: float, hard_weight: float = 0.0, dice_weight: float = 1.0) -> None:
+    def __init__(
+        self, teacher: torch.nn.Module, temperature: float, hard_weight: float = 0.0, dice_weight: float = 1.0, scale_by_t2: bool = True
+    ) -> None:
         from monai.losses import DiceLoss
 
         if not temperature > 0:
@@ -114,13 +122,14 @@ class DistillationObjective:
         self.temperature = float(temperature)
         self.hard_weight = float(hard_weight)
         self.dice_weight = float(dice_weight)
+        self.scale_by_t2 = bool(scale_by_t2)
         self._hard = dice_ce_objective(1.0)
         self._dice = DiceLoss(softmax=False, soft_label=True, smooth_nr=1e-5, smooth_dr=1e-5)
 
     def __call__(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             teacher_logits = self.teacher(x)
-        loss = distillation_loss(logits, teacher_logits, self.temperature)
+        loss = distillation_loss(logits, teacher_logits, self.temperature, scale_by_t2=self.scale_by_t2)
         if self.dice_weight > 0:
             q = F.softmax(logits.float() / self.temperature, dim=1)
             p = F.softmax(teacher_logits.float() / self.temperature, dim=1)
@@ -253,25 +262,6 @@ def make_static_adversarial_set(
             adv = ifgsm(model, x, y, eps, alpha_frac * eps, steps, clip=(lo, hi), mask=brain)
         out.append(adv.to(images.device))
     return torch.cat(out), labels.clone(), eps_all
-
-
-class LogitScale(torch.nn.Module):
-    """Wrap a network so its logits are multiplied by ``scale`` (e.g. 1/T).
-
-    Attacking ``LogitScale(student, 1/T)`` undoes the softmax saturation of a distilled
-    network deployed at T = 1 (Carlini & Wagner, 2016): same argmax, so the same
-    predictions, but gradients of the cross-entropy no longer vanish.
-    """
-
-    def __init__(self, net: torch.nn.Module, scale: float) -> None:
-        super().__init__()
-        if not scale > 0:
-            raise ValueError(f"scale must be > 0, got {scale}")
-        self.net = net
-        self.scale = float(scale)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x) * self.scale
 
 
 def input_gradient_stats(

@@ -12,7 +12,7 @@ from monai.networks.nets import BasicUNet, DynUNet, UNet
 
 from .artefacts import atomic_torch_save
 
-__all__ = ["MODEL_NAMES", "build_unet", "save_model", "load_model", "predict", "predict_classes", "resolve_device", "model_spec"]
+__all__ = ["MODEL_NAMES", "LogitScale", "build_unet", "save_model", "load_model", "predict", "predict_classes", "resolve_device", "model_spec"]
 
 #: Defaults per architecture; every key can be overridden through ``build_unet(**kwargs)``.
 _DEFAULTS: dict[str, dict[str, Any]] = {
@@ -103,19 +103,51 @@ def build_unet(
         raise ValueError(f"bad options for model {name!r}: {exc}") from exc
 
 
+class LogitScale(torch.nn.Module):
+    """Wrap a network so its logits are multiplied by a fixed ``scale``.
+
+    Two uses. (1) Attacking ``LogitScale(student, 1/T)`` undoes the softmax saturation of a
+    distilled network deployed at T = 1 (Carlini & Wagner, 2016): same argmax, so the same
+    predictions, but gradients of the cross-entropy no longer vanish. (2) Training
+    ``LogitScale(net, T)`` at temperature T is the *output-scaled parametrisation* of a
+    network trained at T: the same function class (the factor could be folded into the
+    last layer), but the loss at T sees exactly the inner network's logits, so the
+    optimiser does not have to grow the output weights T-fold first.
+
+    Args:
+        net: the wrapped network.
+        scale: the factor, > 0.
+    """
+
+    def __init__(self, net: torch.nn.Module, scale: float) -> None:
+        super().__init__()
+        if not scale > 0:
+            raise ValueError(f"scale must be > 0, got {scale}")
+        self.net = net
+        self.scale = float(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x) * self.scale
+
+
 def save_model(net: torch.nn.Module, path: str | Path, spec: dict[str, Any]) -> Path:
     """Save deployed weights with the spec needed to rebuild the network (atomic write).
 
     Args:
         net: the network.
         path: target ``.pt`` file.
-        spec: ``{"name": ..., "kwargs": {...}, ...}`` made of plain Python types.
+        spec: ``{"name": ..., "kwargs": {...}, ...}`` made of plain Python types. A
+            :class:`LogitScale` network is stored as its inner network plus ``"logit_scale"``
+            in the spec, which :func:`load_model` restores.
 
     Returns:
         The path written.
     """
     if "name" not in spec:
         raise ValueError("spec must contain the architecture 'name'")
+    if isinstance(net, LogitScale):
+        spec = {**spec, "logit_scale": float(spec.get("logit_scale", 1.0)) * net.scale}
+        net = net.net
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     return atomic_torch_save({"spec": _plain(spec), "state_dict": state}, path)
 
@@ -139,7 +171,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
         device: where to put the network.
 
     Returns:
-        ``(net in eval mode, spec)``.
+        ``(net in eval mode, spec)``; wrapped in :class:`LogitScale` when the spec has a
+        ``logit_scale`` other than 1.
     """
     path = Path(path)
     if not path.is_file():
@@ -153,6 +186,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
     spec = blob["spec"]
     net = build_unet(spec["name"], **spec.get("kwargs", {}))
     net.load_state_dict(blob["state_dict"])
+    scale = float(spec.get("logit_scale", 1.0))
+    if scale != 1.0:
+        net = LogitScale(net, scale)
     return net.to(resolve_device(device)).eval(), spec
 
 

@@ -84,6 +84,22 @@ def test_distillation_objective_uses_teacher_soft_labels() -> None:
     assert abs(float(same)) < 1e-6  # the Dice term vanishes at student = teacher
 
 
+def test_distillation_objective_without_t2_for_output_scaled_students() -> None:
+    teacher = torch.nn.Conv3d(4, 4, 1)
+    x = torch.randn(1, 4, 3, 3, 3)
+    s_logits = torch.randn(1, 4, 3, 3, 3)
+    y = torch.zeros(1, 3, 3, 3, dtype=torch.long)
+    with torch.no_grad():
+        t_logits = teacher(x)
+    T = 4.0
+    p = torch.softmax(t_logits / T, 1)
+    by_hand = -(p * torch.log_softmax(s_logits / T, 1)).sum(1).mean()  # soft CE at T, no T^2
+    plain = defenses.DistillationObjective(teacher, T, dice_weight=0.0, scale_by_t2=False)
+    hinton = defenses.DistillationObjective(teacher, T, dice_weight=0.0)
+    assert torch.allclose(plain(s_logits, x, y), by_hand, atol=1e-6)
+    assert torch.allclose(hinton(s_logits, x, y), T**2 * by_hand, atol=1e-5)
+
+
 def _model() -> torch.nn.Module:
     torch.manual_seed(0)
     return torch.nn.Sequential(torch.nn.Conv3d(4, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(8, 4, 1))

@@ -71,6 +71,47 @@ def test_save_load_roundtrip_weights_only(tmp_path) -> None:
         models.load_model(tmp_path / "missing.pt")
 
 
+def test_logit_scale_saves_inner_net_and_loads_back_scaled(tmp_path) -> None:
+    net = _tiny()
+    spec = {"name": "unet", "kwargs": {"channels": [8, 16], "strides": [2], "num_res_units": 0}}
+    scaled = models.LogitScale(net, 20.0)
+    path = models.save_model(scaled, tmp_path / "s.pt", spec)
+    blob = torch.load(path, weights_only=True)
+    assert blob["spec"]["logit_scale"] == 20.0 and set(blob["state_dict"]) == set(net.state_dict())
+    loaded, spec2 = models.load_model(path)
+    assert isinstance(loaded, models.LogitScale) and loaded.scale == 20.0
+    x = torch.randn(1, 4, 16, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), 20.0 * net.eval()(x))
+    plain, _ = models.load_model(models.save_model(net, tmp_path / "p.pt", spec))
+    assert not isinstance(plain, models.LogitScale)
+    with pytest.raises(ValueError, match="scale"):
+        models.LogitScale(net, 0.0)
+
+
+def test_output_scaled_training_at_t_equals_training_at_1() -> None:
+    """Training LogitScale(net, T) with the loss at temperature T is the same computation as
+    training net at T = 1 (the loss sees (T f(x)) / T = f(x)): the oracle behind reusing the
+    baseline as the teacher at T. Equal up to float rounding of the x T / T round trip."""
+    x, y = _blob_data(4)
+    cfg = TrainConfig(epochs=2, batch_size=2, steps_per_epoch=3, crop=(12, 12, 12), seed=5)
+    plain, scaled = _tiny(), _tiny()
+    train(plain, x, y, cfg, progress=False)
+    train(models.LogitScale(scaled, 20.0), x, y, TrainConfig(**{**cfg.__dict__, "temperature": 20.0}), progress=False)
+    with torch.no_grad():
+        z0, z_plain, z_scaled = _tiny().eval()(x), plain.eval()(x), scaled.eval()(x)
+    # same function (weights differ only in biases that an instance norm cancels, where Adam turns
+    # zero-gradient rounding noise into steps)
+    assert (z_plain - z_scaled).abs().max() < 1e-4 * (z_plain - z0).abs().max()
+    # while the plain net trained at T = 20 has barely lowered its loss at T: its logits must grow 20-fold first
+    slow = _tiny()
+    train(slow, x, y, TrainConfig(**{**cfg.__dict__, "temperature": 20.0}), progress=False)
+    with torch.no_grad():
+        ce = lambda z: float(torch.nn.functional.cross_entropy(z, y))  # noqa: E731
+        z_slow = slow.eval()(x)
+    assert ce(z0 / 20) - ce(z_slow / 20) < 0.25 * (ce(z0) - ce(z_plain)), (ce(z0), ce(z_plain), ce(z0 / 20), ce(z_slow / 20))
+
+
 def test_predict_sliding_window_matches_monai_and_whole_volume() -> None:
     from monai.inferers import sliding_window_inference
 
