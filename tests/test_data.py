@@ -513,6 +513,12 @@ def test_prepare_and_load_prepared(datasets, tmp_path):
         D.load_prepared(bad)
     with pytest.raises(FileNotFoundError, match="nothere"):
         D.load_prepared(tmp_path / "nothere.npz")
+    # worker processes give exactly the serial arrays, in the same order
+    par = D.load_prepared(D.prepare_dataset(datasets["brats2023"], tmp_path / "par.npz", (36, 36, 36), workers=2, progress=False))
+    for k in D.PREPARED_KEYS:
+        assert np.array_equal(par[k], p[k]), k
+    with pytest.raises(ValueError, match="workers"):
+        D.prepare_dataset(datasets["brats2023"], tmp_path / "w.npz", (36, 36, 36), workers=0)
 
 
 # --------------------------------------------------------------------------- analysis tables

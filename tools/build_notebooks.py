@@ -172,7 +172,7 @@ layout: str = "brats2021"  # brats2021 | brats2023 | msd: the on-disk layout wri
 data_dir: str = ""  # a real BraTS/MSD folder; empty for synthetic data
 work_shape: list = [64, 64, 64]  # volumes are cropped to the brain and padded/resized to this
 fractions: list = [0.6, 0.15, 0.25]  # train / val / test split
-workers: int = 1  # processes generating cases in parallel (BraTS-scale data on many cores)
+workers: int = 1  # processes generating and preparing cases in parallel (BraTS-scale data on many cores)
 '''
         ),
         *RESOLVE,
@@ -216,7 +216,7 @@ plt.show()
         md("## Preprocess: crop to the brain, z-score each modality over the brain, pad to the working shape, split\nEverything later reads `prepared.npz`: attack budgets are in these z-score units."),
         code(
             """
-data.prepare_dataset(cases, run.prepared, tuple(work_shape), fractions=tuple(fractions), seed=seed)
+data.prepare_dataset(cases, run.prepared, tuple(work_shape), fractions=tuple(fractions), seed=seed, workers=workers)
 prep = data.load_prepared(run.prepared)
 split = pd.Series(prep["split"]).value_counts().rename("cases")
 display(split.to_frame())
@@ -694,8 +694,9 @@ plt.show()
 ## Summary and exercises
 Read the diagnostics before believing the robustness: if transfer or logit-rescaled attacks hurt the student almost as
 much as the baseline, its apparent robustness came from masked gradients.
-1. Add a high temperature to `compare_temperatures` (e.g. 100): do the gradients vanish further, and does the logit-rescaled attack still succeed?
-2. Add `hard_weight = 0.5`: does the student's clean Dice improve?
+1. Add a high temperature to `compare_temperatures` (e.g. 100): same network, larger logits. Does the direct attack weaken further, and does the logit-rescaled attack still succeed?
+2. Set `output_scaling = False` (plain networks trained at T; about three extra trainings): compare the teacher's validation score with the baseline's. Why does it lag?
+3. Add `hard_weight = 0.5`: does the student's clean Dice improve?
 """
         ),
     ]

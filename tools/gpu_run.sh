@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Run a profile of the notebook chain (default: paper) plus the benchmarks on the offline GPU machine,
+# and leave at most 8 files under $OUT (the device tool's limit). Recipe: ../shared/GPU.md.
+#
+# On the development machine, once:   echo /.whl/ >> .git/info/exclude && ../shared/tools/gpu-wheels.sh .whl nilearn==0.14.1
+# Device call (carry [".whl"]):       bash tools/gpu_run.sh paper [--set ... | --only ...]
+# Test it here on the CPU first:      OUT=/tmp/gpu_out bash tools/gpu_run.sh smoke
+#
+# Every extra argument goes to `robustseg reproduce`. The run folder defaults to /tmp/run_<profile>; RUN=... overrides.
+# Files returned: summary.md (per-stage times, Dice, claims), bench.txt, manifest.json, report.md,
+# tables.tar.gz, figures.tar.gz, notebooks.tar.gz (executed), reproduce.log.
+set -uo pipefail
+profile=${1:-paper}; shift || true
+out=${OUT:?set OUT to the folder whose files come back}
+run=${RUN:-/tmp/run_${profile}}
+mkdir -p "$out"
+if [ -d .whl ] && ! python3 -c "import monai, papermill" 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH
+fi
+export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD}
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
+
+t0=$(date +%s)
+python3 -m robustseg_lib reproduce --profile "$profile" --out "$run" "$@" 2>&1 | grep -v -e IPKernelApp -e '^$' | tee "$out/reproduce.log"
+rc=${PIPESTATUS[0]}
+echo "chain: exit $rc, $(( $(date +%s) - t0 )) s wall" | tee -a "$out/reproduce.log"
+
+{
+  python3 benchmarks/bench_chain.py --run "$run"
+  if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+    python3 benchmarks/bench_training.py --size 128 --batch 2 --width 16 --levels 5 --busy-steps 50
+    python3 benchmarks/bench_attacks.py --size 128 --batch 2
+  else
+    python3 benchmarks/bench_training.py --rounds 1 --busy-steps 4
+  fi
+} > "$out/bench.txt" 2>&1
+cat "$out/bench.txt"
+
+python3 tools/summarise_run.py "$run" --machine "$(python3 -c "import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU')")" > "$out/summary.md" 2>&1
+cp "$run/manifest.json" "$out/" 2>/dev/null
+cp "$run/report/report.md" "$out/" 2>/dev/null
+for d in tables figures notebooks; do
+  [ -d "$run/$d" ] && tar -czf "$out/$d.tar.gz" -C "$run" "$d"
+done
+ls -la "$out"
+exit "$rc"
