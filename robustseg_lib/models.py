@@ -12,7 +12,7 @@ from monai.networks.nets import BasicUNet, DynUNet, UNet
 
 from .artefacts import atomic_torch_save
 
-__all__ = ["MODEL_NAMES", "LogitScale", "build_unet", "save_model", "load_model", "predict", "predict_classes", "resolve_device", "model_spec"]
+__all__ = ["MODEL_NAMES", "LogitScale", "weights_signature", "build_unet", "save_model", "load_model", "predict", "predict_classes", "resolve_device", "model_spec"]
 
 #: Defaults per architecture; every key can be overridden through ``build_unet(**kwargs)``.
 _DEFAULTS: dict[str, dict[str, Any]] = {
@@ -128,6 +128,25 @@ class LogitScale(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x) * self.scale
+
+
+def weights_signature(net: torch.nn.Module) -> str:
+    """SHA-1 of a network's state (names, shapes and values): tells two sets of weights apart,
+    e.g. in a training ``resume_tag`` that depends on a teacher.
+
+    Args:
+        net: any module.
+
+    Returns:
+        40 hex digits.
+    """
+    import hashlib
+
+    h = hashlib.sha1()
+    for k, v in net.state_dict().items():
+        h.update(f"{k}:{tuple(v.shape)}:{v.dtype};".encode())
+        h.update(v.detach().float().cpu().contiguous().numpy().tobytes())  # float32 view: numpy has no bfloat16
+    return h.hexdigest()
 
 
 def save_model(net: torch.nn.Module, path: str | Path, spec: dict[str, Any]) -> Path:

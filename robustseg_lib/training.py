@@ -19,6 +19,7 @@ with the same weights as an uninterrupted run (CPU).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -184,6 +185,20 @@ def _sample_seed(seed: int, epoch: int, step: int, i: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, step + 8, i + 8]).generate_state(1)[0])
 
 
+def _run_signature(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> str:
+    """Hash of the network layout and of a strided sample of the training data (at most about
+    a million values each, so it stays cheap for a GPU-resident BraTS-scale set)."""
+    h = hashlib.sha1()
+    for k, v in net.state_dict().items():
+        h.update(f"{k}:{tuple(v.shape)};".encode())
+    for t in (images, labels):
+        flat = t.reshape(-1)
+        step = max(1, flat.numel() // 2**20)
+        h.update(f"{tuple(t.shape)}".encode())
+        h.update(flat[::step].detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
 def _batch(
     images: torch.Tensor, labels: torch.Tensor, idx: list[int], aug: Compose | None, seed: int, epoch: int, step: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -247,6 +262,7 @@ def train(
     progress: bool = True,
     stop_after_epoch: int | None = None,
     desc: str = "train",
+    resume_tag: str = "",
 ) -> TrainResult:
     """Train ``net`` in place; on return it holds the best-validation weights.
 
@@ -263,11 +279,15 @@ def train(
         batch_hook: ``hook(net, x, y, generator) -> (x, y)`` applied to each batch
             (adversarial training).
         ckpt_dir: where ``last.pt`` (full state, every epoch) and ``best.pt`` go; an
-            existing ``last.pt`` with the same config is resumed.
+            existing ``last.pt`` is resumed only if it was written with the same config,
+            ``resume_tag``, network layout (state-dict keys and shapes) and training data
+            (a sampled hash); otherwise training starts afresh and overwrites it.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``...
         progress: show a tqdm bar.
         stop_after_epoch: stop (as if killed) after this epoch; used to test resuming.
         desc: label of the progress bar.
+        resume_tag: anything else the result depends on that ``config`` does not hold
+            (objective and hook settings, the teacher's weights...), as a string.
 
     Returns:
         :class:`TrainResult`.
@@ -296,9 +316,11 @@ def train(
     best_score, best_epoch, best_state = -math.inf, 0, None
     start_epoch = 0
     ckpt = Path(ckpt_dir) if ckpt_dir is not None else None
+    signature = _run_signature(net, train_images, train_labels) if ckpt is not None else ""
     if ckpt is not None and (ckpt / "last.pt").is_file():
         state = torch.load(ckpt / "last.pt", map_location="cpu", weights_only=True)
-        if state.get("config") == cfg_dict and state.get("n_train") == n:
+        same = {"config": cfg_dict, "n_train": n, "resume_tag": resume_tag, "signature": signature}
+        if all(state.get(k) == v for k, v in same.items()):
             net.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
@@ -307,7 +329,7 @@ def train(
             history = list(state["history"])
             best_score, best_epoch, best_state = float(state["best_score"]), int(state["best_epoch"]), state["best_state"]
         else:
-            print(f"{ckpt / 'last.pt'}: written with another config or dataset; starting afresh")
+            print(f"{ckpt / 'last.pt'}: written with another config, network, data or tag; starting afresh")
 
     bar = tqdm(total=total, initial=start_epoch * spe, desc=desc, disable=not progress, leave=False)
     for epoch in range(start_epoch + 1, config.epochs + 1):
@@ -352,7 +374,7 @@ def train(
                 {
                     "model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                     "torch_rng": torch.get_rng_state(), "epoch": epoch, "history": history, "config": cfg_dict,
-                    "n_train": n, "best_score": best_score, "best_epoch": best_epoch, "best_state": best_state,
+                    "n_train": n, "resume_tag": resume_tag, "signature": signature, "best_score": best_score, "best_epoch": best_epoch, "best_state": best_state,
                 },
                 ckpt / "last.pt",
             )

@@ -127,3 +127,24 @@ def test_data_notebook_with_another_parameter_set(tmp_path: Path) -> None:
     prep = load_prepared(tmp_path / "data" / "prepared.npz")
     assert prep["images"].shape == (6, 4, 32, 32, 32)
     assert (tmp_path / "tables" / "data_threshold_baseline.csv").is_file()
+
+
+def test_distillation_notebook_plain_parametrisation(smoke_run: Path, tmp_path: Path) -> None:
+    """06 with output_scaling=False trains plain networks at T (a teacher and a student per temperature);
+    the default run deploys the output-scaled student as LogitScale(net, T)."""
+    import shutil
+
+    from robustseg_lib import models
+
+    default, _ = models.load_model(smoke_run / "models" / "distilled.pt")
+    assert isinstance(default, models.LogitScale) and default.scale == 10.0
+    assert not (smoke_run / "models" / "student_T1_ckpt").exists()  # T = 1 reuses the T = 10 student
+
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run)
+    pipeline.reproduce("smoke", run, device="cpu", sets=["distillation.output_scaling=False"], only=["distillation"], log=lambda s: None)
+    assert _errors(run / "notebooks" / "06_distillation.ipynb") == []
+    plain, spec = models.load_model(run / "models" / "distilled.pt")
+    assert not isinstance(plain, models.LogitScale) and spec["temperature"] == 10.0
+    for d in ("teacher_T10_ckpt", "student_T10_ckpt", "student_T1_ckpt"):
+        assert (run / "models" / d / "last.pt").is_file(), d

@@ -174,6 +174,29 @@ def test_resume_gives_same_weights_as_uninterrupted(tmp_path) -> None:
     assert state["epoch"] == 3
 
 
+def test_resume_only_with_same_tag_network_and_data(tmp_path) -> None:
+    """A checkpoint of another objective (tag), network layout or dataset is not resumed: training starts afresh."""
+    x, y = _blob_data(4)
+    cfg = TrainConfig(epochs=2, batch_size=2, steps_per_epoch=1, crop=(12, 12, 12), seed=3)
+
+    def run(net, tag="a", xs=x):
+        return train(net, xs, y, cfg, ckpt_dir=tmp_path / "c", progress=False, stop_after_epoch=1, resume_tag=tag)
+
+    run(_tiny())
+    assert run(_tiny()).resumed_from == 1  # same everything: resumes
+    run(_tiny())  # a tag-"a" checkpoint again
+    assert run(_tiny(), tag="b").resumed_from == 0
+    run(_tiny())
+    assert run(models.LogitScale(_tiny(), 5.0)).resumed_from == 0  # other state-dict keys: no crash, fresh
+    run(_tiny())
+    assert run(_tiny(), xs=x + 1.0).resumed_from == 0
+    a, b = _tiny(), _tiny()
+    assert models.weights_signature(a) == models.weights_signature(b)
+    with torch.no_grad():
+        b.model[0].conv.weight[0, 0, 0, 0, 0] += 1e-3
+    assert models.weights_signature(a) != models.weights_signature(b)
+
+
 def test_training_is_bit_for_bit_repeatable() -> None:
     x, y = _blob_data(4)
     cfg = TrainConfig(epochs=2, batch_size=2, steps_per_epoch=2, crop=(12, 12, 12), seed=7)

@@ -613,12 +613,14 @@ def distil(T, inner=None):
     else:
         teacher = wrap(models.build_unet(spec["name"], seed=seed, **spec["kwargs"]))
         res_t = train(teacher, train_x, train_y, cfg_t, val_images=val_set.images, val_labels=val_set.labels,
-                      ckpt_dir=run.models / f"teacher_T{T:g}_ckpt", device=dev, desc=f"teacher T={T:g}")
+                      ckpt_dir=run.models / f"teacher_T{T:g}_ckpt", device=dev, desc=f"teacher T={T:g}",
+                      resume_tag=f"teacher output_scaling={output_scaling}")
         print(f"teacher T = {T:g}: validation score {res_t.best_score:.3f} ({res_t.seconds:.0f} s)")
     student = wrap(models.build_unet(spec["name"], seed=seed + 1, **spec["kwargs"]))
     objective = defenses.DistillationObjective(teacher, T, hard_weight=hard_weight, scale_by_t2=not output_scaling)
     res = train(student, train_x, train_y, cfg_t, val_images=val_set.images, val_labels=val_set.labels,
-                objective=objective, ckpt_dir=run.models / f"student_T{T:g}_ckpt", device=dev, desc=f"student T={T:g}")
+                objective=objective, ckpt_dir=run.models / f"student_T{T:g}_ckpt", device=dev, desc=f"student T={T:g}",
+                resume_tag=f"student output_scaling={output_scaling} hard_weight={hard_weight} teacher={models.weights_signature(teacher)}")
     return student.eval(), res, cfg_t
 
 students, trained = {}, None  # trained: (inner network, result) of the first output-scaled student
@@ -749,7 +751,8 @@ cfg = TrainConfig(**{**train_spec, "epochs": epochs, "steps_per_epoch": steps_pe
 hook = defenses.AdversarialAugmenter(adv_attack, eps_range=tuple(eps_range), mix=mix, steps=adv_steps)
 net = models.build_unet(spec["name"], seed=seed, **spec["kwargs"])
 res = train(net, train_x, train_y, cfg, val_images=val_set.images, val_labels=val_set.labels,
-            batch_hook=hook, ckpt_dir=run.models / "advtrain_ckpt", device=dev, desc="adversarial training")
+            batch_hook=hook, ckpt_dir=run.models / "advtrain_ckpt", device=dev, desc="adversarial training",
+            resume_tag=f"{adv_attack} eps_range={eps_range} mix={mix} adv_steps={adv_steps}")
 models.save_model(net, run.checkpoint("advtrain"), spec)
 evaluation.save_train_config(run, "advtrain", cfg, res)
 print(f"validation score {res.best_score:.3f} ({res.seconds:.0f} s); last batch: volumes {hook.last_index} attacked at eps {[round(e, 3) for e in hook.last_eps]}")
