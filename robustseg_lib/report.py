@@ -134,6 +134,12 @@ def write_report(
     for png in sorted(run.figures.glob("*.png")):
         shutil.copyfile(png, rep / png.name)
         figs.append(png.name)
+    diag_lines: list[str] = []
+    for csv in sorted(run.tables.glob("diagnostics_*.csv")):  # written by notebooks 06 and 07
+        d = pd.read_csv(csv)
+        shutil.copyfile(csv, rep / csv.name)
+        cols = [c for c in ("model", "attack", "eps", "dice_direct", "dice_transfer", "dice_logit_rescaled", "frac_near_zero_grad", "verdict") if c in d.columns]
+        diag_lines += [f"`{csv.stem}`:", "", _md_table(d[cols]), ""]
     manifest = json.loads(run.manifest.read_text()) if run.manifest.is_file() else {}
     stages = manifest.get("stages", {})
     mean_col = next((c for c in summary.columns if c.startswith("mean_")), "mean_dice")
@@ -161,6 +167,18 @@ def write_report(
         "",
         "Full tables: [summary.csv](summary.csv), [comparisons.csv](comparisons.csv), [claims.csv](claims.csv).",
         "",
+        *(
+            [
+                "## Gradient-masking diagnostics (WT Dice at the largest eps)",
+                "",
+                "Direct attack vs (a) transfer from the undefended baseline and (b) the attack on the logits divided by T; "
+                "a defense whose robustness disappears under (a) or (b) owes it to masked gradients.",
+                "",
+                *diag_lines,
+            ]
+            if diag_lines
+            else []
+        ),
         "## Figures",
         "",
         *[f"![{f}]({f})\n" for f in figs],

@@ -67,6 +67,7 @@ def test_smoke_chain_writes_every_artefact(smoke_run: Path) -> None:
     assert set(claims.verdict) <= {"holds", "does not hold", "mixed", "not tested"}
     report = (smoke_run / "report" / "report.md").read_text()
     assert "## Claims" in report and ".png" in report
+    assert "## Gradient-masking diagnostics" in report and "diagnostics_06_distillation" in report and "verdict" in report
 
 
 def test_rerun_skips_up_to_date_stages(smoke_run: Path) -> None:
