@@ -157,16 +157,20 @@ def save_model(net: torch.nn.Module, path: str | Path, spec: dict[str, Any]) -> 
         path: target ``.pt`` file.
         spec: ``{"name": ..., "kwargs": {...}, ...}`` made of plain Python types. A
             :class:`LogitScale` network is stored as its inner network plus ``"logit_scale"``
-            in the spec, which :func:`load_model` restores.
+            (the product of nested factors) in the spec, which :func:`load_model` restores;
+            any ``logit_scale`` already in ``spec`` is replaced by the network's own.
 
     Returns:
         The path written.
     """
     if "name" not in spec:
         raise ValueError("spec must contain the architecture 'name'")
-    if isinstance(net, LogitScale):
-        spec = {**spec, "logit_scale": float(spec.get("logit_scale", 1.0)) * net.scale}
-        net = net.net
+    scale = 1.0
+    while isinstance(net, LogitScale):  # the factor is the network's, whatever the given spec says
+        scale, net = scale * net.scale, net.net
+    spec = {k: v for k, v in spec.items() if k != "logit_scale"}
+    if scale != 1.0:
+        spec["logit_scale"] = scale
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     return atomic_torch_save({"spec": _plain(spec), "state_dict": state}, path)
 

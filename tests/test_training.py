@@ -83,8 +83,13 @@ def test_logit_scale_saves_inner_net_and_loads_back_scaled(tmp_path) -> None:
     x = torch.randn(1, 4, 16, 16, 16)
     with torch.no_grad():
         assert torch.allclose(loaded(x), 20.0 * net.eval()(x))
-    plain, _ = models.load_model(models.save_model(net, tmp_path / "p.pt", spec))
-    assert not isinstance(plain, models.LogitScale)
+    # saving the loaded model again with its own spec keeps the factor (not 20 x 20)
+    again, spec3 = models.load_model(models.save_model(loaded, tmp_path / "again.pt", spec2))
+    assert again.scale == 20.0 and spec3["logit_scale"] == 20.0
+    nested, _ = models.load_model(models.save_model(models.LogitScale(scaled, 0.5), tmp_path / "n.pt", spec))
+    assert nested.scale == 10.0
+    plain, spec4 = models.load_model(models.save_model(net, tmp_path / "p.pt", spec2))
+    assert not isinstance(plain, models.LogitScale) and "logit_scale" not in spec4
     with pytest.raises(ValueError, match="scale"):
         models.LogitScale(net, 0.0)
 
