@@ -6,6 +6,14 @@
 # Device call (carry [".whl"]):       bash tools/gpu_run.sh paper [--set ... | --only ...]
 # Test it here on the CPU first:      OUT=/tmp/gpu_out bash tools/gpu_run.sh smoke
 #
+# Dry run of the paper profile's option combination on the CPU (tiny sizes, ~5 min on 2 cores; numbers meaningless):
+#   robustseg reproduce --profile paper --out /tmp/pdry --device cpu --set data.n_cases=8 --set "data.shape=[96, 96, 64]" \
+#     --set "data.work_shape=[64, 64, 64]" --set data.workers=2 --set unet.epochs=1 --set unet.steps_per_epoch=2 \
+#     --set "unet.crop=[32, 32, 32]" --set distillation.epochs=1 --set distillation.steps_per_epoch=2 \
+#     --set adversarial_training.epochs=1 --set adversarial_training.steps_per_epoch=2 --set "fgsm.eps_grid=[0.0, 0.5]" \
+#     --set "ifgsm.eps_grid=[0.0, 0.5]" --set "tifgsm.eps_grid=[0.0, 0.5]" --set ifgsm.steps=2 --set tifgsm.steps=2 \
+#     --set statistics.n_resamples=200
+#
 # Every extra argument goes to `robustseg reproduce`. The run folder defaults to /tmp/run_<profile>; RUN=... overrides.
 # Files returned: summary.md (per-stage times, Dice, claims), bench.txt, manifest.json, report.md,
 # tables.tar.gz, figures.tar.gz, notebooks.tar.gz (executed), reproduce.log.
