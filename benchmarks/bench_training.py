@@ -20,6 +20,7 @@ import time
 import torch
 
 from robustseg_lib import models
+from robustseg_lib.evaluation import resident_tensors
 from robustseg_lib.profiling import device_busy_fraction
 from robustseg_lib.models import resolve_device
 from robustseg_lib.training import TrainConfig, dice_ce_objective, train
@@ -85,8 +86,7 @@ def main() -> None:
         return time.perf_counter() - t
 
     def busy() -> tuple[float | None, float]:
-        # the training split resident on the device as the notebooks keep it (float16 images, uint8 labels on CUDA)
-        xr, yr = (x.to(dev, torch.float16), y.to(dev, torch.uint8)) if dev.type == "cuda" else (x, y)
+        xr, yr = resident_tensors(x, y, dev)  # the training split kept on the device as the notebooks keep it
         cfg = TrainConfig(epochs=1, batch_size=args.batch, steps_per_epoch=args.busy_steps, seed=0)
         return device_busy_fraction(lambda: train(net, xr, yr, cfg, device=dev, progress=False), dev)
 

@@ -21,7 +21,7 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -399,6 +399,20 @@ def write_msd_dataset_json(root: str | Path, case_ids: Sequence[str], *, labelle
     return atomic_write_json(Path(root) / "dataset.json", meta)
 
 
+def _map_cases(fn: Callable[[Any], Any], jobs: list, workers: int, desc: str, progress: bool) -> Iterator[Any]:
+    """Yield ``fn(job)`` for each job, in order, computed here or in ``workers`` spawned
+    processes, with a tqdm bar (callers validate ``workers``)."""
+    if workers == 1:
+        yield from tqdm(map(fn, jobs), total=len(jobs), desc=desc, disable=not progress)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork: the parent may hold torch/OpenMP thread pools
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
+        yield from tqdm(ex.map(fn, jobs), total=len(jobs), desc=desc, disable=not progress)
+
+
 def _generate_and_write(job: tuple) -> Path:
     """One case of :func:`make_synthetic_dataset` (a top-level function so processes can run it)."""
     root, cid, case_seed_, shape, affine, layout = job
@@ -442,15 +456,7 @@ def make_synthetic_dataset(
     affine = _grid_affine(shape, voxel_size_for_shape(shape))
     ids = case_ids_for(layout, int(n_cases))
     jobs = [(str(root), cid, case_seed(seed, i), shape, affine, layout) for i, cid in enumerate(ids)]
-    if workers == 1:
-        out = [_generate_and_write(j) for j in tqdm(jobs, desc="generate", disable=not progress)]
-    else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        # spawn, not fork: the parent may hold torch/OpenMP thread pools
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
-            out = list(tqdm(ex.map(_generate_and_write, jobs), total=len(jobs), desc="generate", disable=not progress))
+    out = list(_map_cases(_generate_and_write, jobs, workers, "generate", progress))
     if layout == "msd":
         write_msd_dataset_json(root, ids)
     return out
@@ -814,24 +820,10 @@ def prepare_dataset(
     labels = np.zeros((n, *shape), np.uint8)
     brain = np.zeros((n, *shape), bool)
     stats = {k: np.zeros((n, 4), np.float32) for k in ("lo", "hi", "mean", "std")}
-    jobs = [(case, shape) for case in labelled]
-    if workers == 1:
-        outs = map(_load_and_preprocess, jobs)
-        pool = None
-    else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))  # spawn: see make_synthetic_dataset
-        outs = pool.map(_load_and_preprocess, jobs)
-    try:
-        for i, out in enumerate(tqdm(outs, total=n, desc="prepare", disable=not progress)):
-            images[i], labels[i], brain[i] = out["image"], out["classes"], out["brain"]
-            for k in stats:
-                stats[k][i] = out[k]
-    finally:
-        if pool is not None:
-            pool.shutdown()
+    for i, out in enumerate(_map_cases(_load_and_preprocess, [(case, shape) for case in labelled], workers, "prepare", progress)):
+        images[i], labels[i], brain[i] = out["image"], out["classes"], out["brain"]
+        for k in stats:
+            stats[k][i] = out[k]
     ids = [c.case_id for c in labelled]
     split = split_cases(ids, fractions, seed)
     return atomic_save_npz(

@@ -22,6 +22,7 @@ __all__ = [
     "AttackSpec",
     "load_split",
     "resident",
+    "resident_tensors",
     "wrap_model",
     "predict_set",
     "clean_table",
@@ -78,10 +79,19 @@ def resident(es: EvalSet, device: torch.device | str) -> tuple[torch.Tensor, tor
     Returns:
         ``(images, labels)``.
     """
+    return resident_tensors(es.images, es.labels, device)
+
+
+def resident_tensors(images: torch.Tensor, labels: torch.Tensor, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`resident` for bare tensors (float16 images and uint8 labels on CUDA, unchanged elsewhere).
+
+    Returns:
+        ``(images, labels)``.
+    """
     dev = torch.device(device)
     if dev.type != "cuda":
-        return es.images, es.labels
-    return es.images.to(dev, torch.float16), es.labels.to(dev, torch.uint8)
+        return images, labels
+    return images.to(dev, torch.float16), labels.to(dev, torch.uint8)
 
 
 def load_split(run: RunPaths, split: str) -> EvalSet:
@@ -374,7 +384,8 @@ def masking_diagnostics(
         largest eps: mean WT Dice of the direct, transfer and rescaled attacks plus the
         gradient statistics, with a one-line verdict.
     """
-    from .defenses import LogitScale, input_gradient_stats
+    from .defenses import input_gradient_stats
+    from .models import LogitScale
 
     untargeted = [AttackSpec(s.attack, (max(s.eps_grid),), s.steps, s.alpha_frac) for s in specs if s.attack in ("fgsm", "ifgsm")]
     rows = []

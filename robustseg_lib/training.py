@@ -217,7 +217,7 @@ def _batch(
 
 
 def _validate(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig) -> dict[str, float]:
-    from .metrics import dice_per_region  # local import: metrics pulls pandas/MONAI metrics
+    from .metrics import REGIONS, dice_per_region  # local import: metrics pulls pandas/MONAI metrics
 
     dev = next(net.parameters()).device
     preds = predict_classes(net, images.to(dev).float(), batch_size=config.batch_size, roi_size=config.crop, overlap=config.sw_overlap).cpu()
@@ -229,7 +229,7 @@ def _validate(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, 
     # averaged over regions: on a handful of cases the per-case mean jumps by 1/n whenever a
     # case without ET flips between "no ET predicted" (Dice 1) and one stray voxel (Dice 0).
     pooled = []
-    for classes in ((1, 2, 3), (1, 3), (3,)):
+    for classes in REGIONS.values():
         p = torch.isin(preds, torch.tensor(classes))
         t = torch.isin(labels, torch.tensor(classes))
         denom = int(p.sum() + t.sum())
