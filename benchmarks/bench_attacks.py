@@ -8,7 +8,10 @@ Times (after warm-up, median of several runs) on the reference 3D UNet:
 * ``ifgsm 1 step``: a whole ``ifgsm(..., steps=1)`` call with clip and brain mask
   (setup of the projection bounds + one iteration + finalisation);
 * ``S x fwd+bwd`` vs ``ifgsm S steps``: the per-step ratio with setup amortised;
-* throughput in volumes/s of FGSM and of S-step i-FGSM.
+* throughput in volumes/s of FGSM and of S-step i-FGSM;
+* one volume larger than the window (default: the paper profile's 144×176×144 work shape per
+  128³ crop, scaled to ``--size``): FGSM and inference through MONAI sliding windows of the
+  crop (``inference: sliding``) against one pass over the whole volume (``inference: whole``).
 
 Ratios are of interleaved medians (robust to drifting load on a shared machine).
 
@@ -16,6 +19,7 @@ Usage::
 
     python benchmarks/bench_attacks.py                     # 2×4×64³, auto device
     python benchmarks/bench_attacks.py --size 96 --batch 1 --device cuda
+    python benchmarks/bench_attacks.py --size 128 --volume 144 176 144 --device cuda
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from monai.networks.nets import UNet
 
-from robustseg_lib.attacks import _delta_bounds, fgsm, ifgsm
+from robustseg_lib.attacks import SlidingWindowModel, _delta_bounds, fgsm, ifgsm
 
 
 def pick_device(name: str) -> torch.device:
@@ -86,6 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=5, help="timed runs of the short measurements")
     p.add_argument("--repeats-long", type=int, default=2, help="timed runs of the S-step i-FGSM")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = leave as is)")
+    p.add_argument("--volume", type=int, nargs=3, default=None, metavar=("D", "H", "W"),
+                   help="volume for the sliding-vs-whole rows (default: size x (9/8, 11/8, 9/8), as 144x176x144 per 128^3)")
     args = p.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -144,6 +150,28 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:<32}{t:>10.3f}{ratio:>8.3f}{'' if thr is None else f'{thr:>9.3f}'}")
     print(f"one i-FGSM iteration / one fwd+bwd: {1 + t_ops / t_fb:.3f} (fwd+bwd + step ops), "
           f"{t_i1 / t_fb:.3f} (whole 1-step call), {t_iS / t_fbS:.3f} (per step of {args.steps}); target <= 1.1")
+
+    vol = tuple(args.volume) if args.volume else tuple(8 * max(1, round(args.size * f / 8)) for f in (9 / 8, 11 / 8, 9 / 8))
+    xv, yv, bv, lov, hiv = make_batch(1, max(vol), device, seed=1)
+    xv, yv, bv = xv[..., : vol[0], : vol[1], : vol[2]], yv[..., : vol[0], : vol[1], : vol[2]], bv[..., : vol[0], : vol[1], : vol[2]]
+    sw = SlidingWindowModel(net, (args.size,) * 3, sw_batch_size=2, overlap=0.25)  # as evaluation.wrap_model builds it
+    kv = dict(clip=(lov, hiv), mask=bv)
+
+    def infer(model: torch.nn.Module) -> torch.Tensor:
+        with torch.no_grad():
+            return model(xv)
+
+    vt = timeit(
+        {"fs": lambda: fgsm(sw, xv, yv, eps, **kv), "fw": lambda: fgsm(net, xv, yv, eps, **kv), "ps": lambda: infer(sw), "pw": lambda: infer(net)},
+        device,
+        1,
+        args.repeats_long + 1,
+    )
+    shape = "x".join(map(str, vol))
+    print(f"\none 1x4x{shape} volume, windows of {args.size}^3 (overlap 0.25) vs one pass")
+    print(f"{'measurement':<32}{'sliding [s]':>12}{'whole [s]':>11}{'ratio':>8}")
+    for name, a, b in (("fgsm (clip+mask)", vt["fs"], vt["fw"]), ("inference (no grad)", vt["ps"], vt["pw"])):
+        print(f"{name:<32}{a:>12.3f}{b:>11.3f}{a / b:>8.2f}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 One training step of ``robustseg_lib.training.train`` (batch assembly, MONAI augmentation,
 forward, Dice+CE, backward, AdamW, scheduler) against a bare forward + loss + backward +
 optimizer step of the same net and batch, measured in interleaved rounds in one process;
-plus whole-volume sliding-window inference and, on a GPU, the fraction of a training run's
+plus whole-volume inference (sliding windows of the crop, and one pass) and, on a GPU, the fraction of a training run's
 wall time during which the GPU was busy (union of profiled kernel intervals; the training
 data resident on the GPU in float16, as ``evaluation.resident`` keeps it).
 
@@ -75,13 +75,13 @@ def main() -> None:
         _sync(dev)
         return (time.perf_counter() - t) / args.steps
 
-    def infer() -> float:
+    def infer(roi: tuple[int, int, int] | None) -> float:
         net.eval()
         big = torch.randn(1, 4, s + s // 2, s + s // 2, s).to(dev)
         _sync(dev)
         t = time.perf_counter()
         with torch.no_grad():
-            models.predict(net, big, roi_size=(s, s, s), overlap=0.25)
+            models.predict(net, big, roi_size=roi, overlap=0.25)
         _sync(dev)
         return time.perf_counter() - t
 
@@ -96,13 +96,17 @@ def main() -> None:
         b.append(bare())
         l.append(loop())
     tb, tl = statistics.median(b), statistics.median(l)
-    ti = statistics.median([infer() for _ in range(3)])
+    ti = statistics.median([infer((s, s, s)) for _ in range(3)])
+    one_pass = all(v % models.spatial_divisor(spec) == 0 for v in (s + s // 2, s))
+    tw = statistics.median([infer(None) for _ in range(3)]) if one_pass else float("nan")
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
     print(f"device: {dev} ({name}); UNet width {args.width}, {args.levels} levels; batch {args.batch}x4x{s}^3")
     print(f"{'measurement':<46}{'s/step':>10}{'ratio':>8}")
     print(f"{'bare forward+loss+backward+AdamW step':<46}{tb:>10.3f}{1.0:>8.3f}")
     print(f"{'train() step (batching, MONAI aug, schedule)':<46}{tl:>10.3f}{tl / tb:>8.3f}")
-    print(f"{'whole-volume inference, 1 x 4 x ' + f'{s + s // 2}x{s + s // 2}x{s} (s/volume)':<46}{ti:>10.3f}")
+    vol = f"1 x 4 x {s + s // 2}x{s + s // 2}x{s}"
+    print(f"{'inference of ' + vol + ', windows of ' + str(s) + '^3 (s/vol)':<46}{ti:>10.3f}")
+    print(f"{'inference of ' + vol + ', one pass (s/vol)':<46}{tw:>10.3f}{ti / tw:>8.3f}  (sliding / one pass)")
     print(f"training-loop overhead ratio: {tl / tb:.3f} (aim <= 1.15)")
     frac, wall = busy()
     if frac is None:

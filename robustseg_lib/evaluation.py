@@ -122,32 +122,33 @@ def load_split(run: RunPaths, split: str) -> EvalSet:
 
 
 def wrap_model(net: torch.nn.Module, spec: dict[str, Any], shape: Sequence[int]) -> torch.nn.Module:
-    """The network as used for prediction on volumes of ``shape``: sliding window when larger than the crop.
+    """The network as used for prediction on volumes of ``shape`` (see :func:`robustseg_lib.models.inference_roi`).
 
     Args:
         net: the network.
-        spec: its model spec (``crop``, ``overlap``).
+        spec: its model spec (``crop``, ``overlap``, ``inference``).
         shape: spatial shape of the volumes.
 
     Returns:
-        ``net`` itself or a :class:`robustseg_lib.attacks.SlidingWindowModel` around it.
+        ``net`` itself (one pass) or a :class:`robustseg_lib.attacks.SlidingWindowModel` around it.
     """
     from .attacks import SlidingWindowModel
+    from .models import inference_roi
 
-    crop = spec.get("crop")
-    if crop is None or tuple(crop) == tuple(shape):
+    roi = inference_roi(spec, shape)
+    if roi is None:
         return net
-    return SlidingWindowModel(net, tuple(crop), sw_batch_size=2, overlap=float(spec.get("overlap", 0.25)))
+    return SlidingWindowModel(net, roi, sw_batch_size=2, overlap=float(spec.get("overlap", 0.25)))
 
 
 @torch.no_grad()
 def predict_set(net: torch.nn.Module, es: EvalSet, spec: dict[str, Any], *, device: torch.device | str = "cpu", batch_size: int = 2) -> torch.Tensor:
-    """Class maps ``(N, D, H, W)`` of a whole split (sliding window as in :func:`wrap_model`)."""
-    from .models import predict_classes
+    """Class maps ``(N, D, H, W)`` of a whole split (one pass or sliding window as in :func:`wrap_model`)."""
+    from .models import inference_roi, predict_classes
 
-    crop = spec.get("crop")
+    roi = inference_roi(spec, es.images.shape[2:])
     net = net.to(device)
-    return predict_classes(net, es.images, batch_size=batch_size, roi_size=tuple(crop) if crop else None, overlap=float(spec.get("overlap", 0.25))).cpu()
+    return predict_classes(net, es.images, batch_size=batch_size, roi_size=roi, overlap=float(spec.get("overlap", 0.25))).cpu()
 
 
 def clean_table(net: torch.nn.Module, es: EvalSet, model_name: str, spec: dict[str, Any], *, device: torch.device | str = "cpu", hd95: bool = True) -> pd.DataFrame:

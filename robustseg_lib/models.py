@@ -12,7 +12,11 @@ from monai.networks.nets import BasicUNet, DynUNet, UNet
 
 from .artefacts import atomic_torch_save
 
-__all__ = ["MODEL_NAMES", "LogitScale", "weights_signature", "build_unet", "save_model", "load_model", "predict", "predict_classes", "resolve_device", "model_spec"]
+__all__ = ["MODEL_NAMES", "LogitScale", "weights_signature", "build_unet", "save_model", "load_model", "predict", "predict_classes", "resolve_device", "model_spec", "INFERENCE_MODES", "spatial_divisor", "inference_roi"]
+
+#: How a network meets volumes larger than its training crop: MONAI sliding-window inference
+#: over windows of the crop, or the whole volume in one pass (the network is fully convolutional).
+INFERENCE_MODES: tuple[str, ...] = ("sliding", "whole")
 
 #: Defaults per architecture; every key can be overridden through ``build_unet(**kwargs)``.
 _DEFAULTS: dict[str, dict[str, Any]] = {
@@ -274,7 +278,13 @@ def predict_classes(net: torch.nn.Module, images: torch.Tensor, *, batch_size: i
 
 
 def model_spec(
-    name: str = "unet", *, width: int = 16, levels: int = 4, crop: Sequence[int] | None = None, overlap: float = 0.25
+    name: str = "unet",
+    *,
+    width: int = 16,
+    levels: int = 4,
+    crop: Sequence[int] | None = None,
+    overlap: float = 0.25,
+    inference: str = "sliding",
 ) -> dict[str, Any]:
     """A plain-data model spec: architecture, sizes from one width/depth, and the inference window.
 
@@ -284,12 +294,16 @@ def model_spec(
         levels: resolution levels (the volume must be divisible by ``2 ** (levels - 1)``).
         crop: training crop, also the sliding-window size (None = whole volumes).
         overlap: sliding-window overlap.
+        inference: ``"sliding"`` (windows of ``crop`` over larger volumes) or ``"whole"`` (one
+            pass over the whole volume; its sides must be divisible by :func:`spatial_divisor`).
 
     Returns:
-        ``{"name", "kwargs", "crop", "overlap"}``, accepted by :func:`build_unet` and :func:`save_model`.
+        ``{"name", "kwargs", "crop", "overlap", "inference"}``, accepted by :func:`build_unet` and :func:`save_model`.
     """
     if name not in _DEFAULTS:
         raise ValueError(f"unknown model name {name!r}; known: {', '.join(MODEL_NAMES)}")
+    if inference not in INFERENCE_MODES:
+        raise ValueError(f"inference must be one of {INFERENCE_MODES}, got {inference!r}")
     if width < 1 or levels < 2:
         raise ValueError(f"width must be >= 1 and levels >= 2, got width={width}, levels={levels}")
     chans = [width * 2**i for i in range(levels)]
@@ -301,4 +315,60 @@ def model_spec(
         kwargs = {"features": [chans[0], *chans[:4], chans[0]]}
     else:
         kwargs = {"filters": chans, "kernel_size": [3] * levels, "strides": [1] + [2] * (levels - 1)}
-    return {"name": name, "kwargs": kwargs, "crop": list(crop) if crop is not None else None, "overlap": float(overlap)}
+    return {"name": name, "kwargs": kwargs, "crop": list(crop) if crop is not None else None, "overlap": float(overlap), "inference": inference}
+
+
+def spatial_divisor(spec: dict[str, Any]) -> int:
+    """The number every spatial side must be divisible by for one pass of the network in ``spec``.
+
+    Args:
+        spec: a model spec (:func:`model_spec` or a checkpoint's).
+
+    Returns:
+        The product of the downsampling strides; 1 for BasicUNet, whose decoder pads odd sides.
+    """
+    name, kw = spec.get("name"), {**_DEFAULTS.get(str(spec.get("name")), {}), **spec.get("kwargs", {})}
+    if name == "basicunet":
+        return 1
+    if name == "unet":
+        strides = kw.get("strides") or [2] * (len(kw["channels"]) - 1)
+    elif name == "dynunet":
+        strides = kw["strides"]
+    else:
+        raise ValueError(f"spec has unknown model name {name!r}; known: {', '.join(MODEL_NAMES)}")
+    out = 1
+    for st in strides:
+        out *= int(st) if not isinstance(st, (list, tuple)) else int(st[0])
+    return out
+
+
+def inference_roi(spec: dict[str, Any], shape: Sequence[int]) -> tuple[int, int, int] | None:
+    """The sliding-window size for volumes of ``shape`` under ``spec``, or None for one pass.
+
+    Args:
+        spec: a model spec; ``spec["inference"]`` (default ``"sliding"``) picks the mode.
+        shape: spatial shape ``(D, H, W)`` of the volumes.
+
+    Returns:
+        ``spec["crop"]`` when sliding over volumes that differ from it; None when the volume
+        equals the crop, there is no crop, or ``inference == "whole"``.
+
+    Raises:
+        ValueError: unknown mode, or (``"whole"``) a side not divisible by :func:`spatial_divisor`.
+    """
+    mode = spec.get("inference", "sliding")
+    if mode not in INFERENCE_MODES:
+        raise ValueError(f"spec['inference'] must be one of {INFERENCE_MODES}, got {mode!r}")
+    shape = tuple(int(v) for v in shape)
+    crop = spec.get("crop")
+    if mode == "whole":
+        div = spatial_divisor(spec)
+        if any(v % div for v in shape):
+            raise ValueError(
+                f"inference='whole' needs volume sides divisible by {div} for this network; the volumes are {shape} "
+                "(choose a work_shape divisible by it, or inference='sliding')"
+            )
+        return None
+    if crop is None or tuple(crop) == shape:
+        return None
+    return tuple(int(c) for c in crop)  # type: ignore[return-value]

@@ -35,7 +35,7 @@ from monai.transforms import Compose, RandCropByPosNegLabeld, RandFlipd, RandSca
 from tqdm.auto import tqdm
 
 from .artefacts import atomic_torch_save
-from .models import predict_classes, resolve_device
+from .models import INFERENCE_MODES, predict_classes, resolve_device
 
 __all__ = ["TrainConfig", "TrainResult", "train", "dice_ce_objective", "Objective", "BatchHook"]
 
@@ -61,6 +61,8 @@ class TrainConfig:
         augment: random flips on all three axes, intensity scale and shift (MONAI).
         seed: the single seed of every random choice.
         sw_overlap: sliding-window overlap at validation.
+        inference: validation on volumes larger than ``crop``: ``"sliding"`` (windows of
+            ``crop``) or ``"whole"`` (one pass), as in :func:`robustseg_lib.models.inference_roi`.
         amp: bf16 autocast when training on CUDA (ignored on the CPU).
         val_every: validate every N epochs (and always after the last).
     """
@@ -77,6 +79,7 @@ class TrainConfig:
     augment: bool = True
     seed: int = 0
     sw_overlap: float = 0.25
+    inference: str = "sliding"
     amp: bool = True
     val_every: int = 1
 
@@ -93,6 +96,8 @@ class TrainConfig:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if not 0 <= self.pos_fraction <= 1:
             raise ValueError(f"pos_fraction must be in [0, 1], got {self.pos_fraction}")
+        if self.inference not in INFERENCE_MODES:
+            raise ValueError(f"inference must be one of {INFERENCE_MODES}, got {self.inference!r}")
         if self.crop is not None:
             self.crop = tuple(int(c) for c in self.crop)  # type: ignore[assignment]
             if len(self.crop) != 3 or min(self.crop) < 1:
@@ -220,7 +225,8 @@ def _validate(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, 
     from .metrics import REGIONS, dice_per_region  # local import: metrics pulls pandas/MONAI metrics
 
     dev = next(net.parameters()).device
-    preds = predict_classes(net, images.to(dev).float(), batch_size=config.batch_size, roi_size=config.crop, overlap=config.sw_overlap).cpu()
+    roi = None if config.inference == "whole" else config.crop
+    preds = predict_classes(net, images.to(dev).float(), batch_size=config.batch_size, roi_size=roi, overlap=config.sw_overlap).cpu()
     labels = labels.long().cpu()
     rows = [dice_per_region(p, t) for p, t in zip(preds, labels)]
     out = {f"val_{r}": float(np.mean([row[r] for row in rows])) for r in ("WT", "TC", "ET")}

@@ -444,6 +444,47 @@ def test_attack_sweep_schema_and_clean_rows() -> None:
         clip=(x.amin(dim=(2, 3, 4)), x.amax(dim=(2, 3, 4))), case_ids=ids, progress=False,
     )
     assert res.equals(res2)
+    # metrics on background threads (the GPU default): the same table, row for row
+    res3, _, _ = attack_sweep(
+        net, x, y, attack="ifgsm", eps_grid=[0.0, 0.3], steps=2, mask=brain,
+        clip=(x.amin(dim=(2, 3, 4)), x.amax(dim=(2, 3, 4))), case_ids=ids, progress=False, metric_workers=2,
+    )
+    assert res.equals(res3)
+    with pytest.raises(ValueError, match="metric_workers"):
+        attack_sweep(net, x, y, attack="fgsm", eps_grid=[0.1], progress=False, metric_workers=-1)
+
+
+def test_background_metric_jobs_keep_order_bound_the_queue_and_raise() -> None:
+    import threading
+    import time
+
+    from robustseg_lib.attacks import _Ordered
+
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def job(i: int, delay: float) -> int:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(delay)
+        with lock:
+            running[0] -= 1
+        return i
+
+    q = _Ordered(3)
+    for i in range(20):  # early jobs are the slowest: they finish last
+        q.submit(job, i, 0.02 if i % 4 == 0 else 0.001)
+        assert sum(not f.done() for f in q.waiting) <= q.limit
+    assert q.collect() == list(range(20)) and peak[0] <= 3
+    assert _Ordered(0).pool is None
+
+    def boom() -> None:
+        raise RuntimeError("metric failed")
+
+    q = _Ordered(2)
+    q.submit(boom)
+    with pytest.raises(RuntimeError, match="metric failed"):
+        q.collect()
 
 
 def test_attack_sweep_targeted_columns() -> None:

@@ -149,3 +149,33 @@ def test_distillation_notebook_plain_parametrisation(smoke_run: Path, tmp_path: 
     assert not isinstance(plain, models.LogitScale) and spec["temperature"] == 10.0
     for d in ("teacher_T10_ckpt", "student_T10_ckpt", "student_T1_ckpt"):
         assert (run / "models" / d / "last.pt").is_file(), d
+
+
+def test_whole_volume_inference_through_the_chain(smoke_run: Path, tmp_path: Path) -> None:
+    """02 + 03 with a crop smaller than the volume and inference='whole' (as in the paper profile):
+    the stored spec carries the mode, and the clean test Dice (02 table, and eps 0 in the FGSM table) is that of one pass
+    of the network over each volume (oracle: its own forward and the metrics module)."""
+    import shutil
+
+    import torch
+
+    from robustseg_lib import evaluation, models
+    from robustseg_lib.artefacts import RunPaths
+    from robustseg_lib.metrics import dice_per_region
+
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run)
+    sets = ["unet.inference=whole", "unet.crop=[16, 16, 16]"]
+    pipeline.reproduce("smoke", run, device="cpu", sets=sets, only=["unet", "fgsm"], log=lambda s: None)
+    for nb in ("02_unet.ipynb", "03_fgsm.ipynb"):
+        assert _errors(run / "notebooks" / nb) == [], nb
+    net, spec = models.load_model(run / "models" / "baseline.pt")
+    assert spec["inference"] == "whole" and spec["crop"] == [16, 16, 16]
+    test = evaluation.load_split(RunPaths(run), "test")
+    with torch.no_grad():
+        pred = net(test.images).argmax(1)
+    want = {test.case_ids[i]: dice_per_region(pred[i], test.labels[i])["WT"] for i in range(len(test))}
+    for name, query in (("results_02_unet", "region == 'WT'"), ("results_03_fgsm", "region == 'WT' and eps == 0")):
+        rows = pd.read_csv(run / "tables" / f"{name}.csv").query(query)
+        assert len(rows) == len(test), name
+        assert rows.dice.to_numpy() == pytest.approx([want[c] for c in rows.case_id], abs=1e-6), name

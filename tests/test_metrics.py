@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from monai.metrics import compute_dice
+from monai.metrics import compute_dice, compute_hausdorff_distance
 
 from robustseg_lib import metrics as M
 
@@ -89,6 +89,68 @@ def test_dice_torch_equals_numpy_and_validation() -> None:
         M.dice_per_region(PRED + 2, TARGET)  # value 5
     with pytest.raises(ValueError, match="target"):
         M.dice_per_region(PRED, TARGET.astype(float) + 0.5)
+
+
+def _blobby_pair(seed: int, shape: tuple[int, int, int] = (40, 44, 36)) -> tuple[np.ndarray, np.ndarray]:
+    """A tumour-like truth (nested balls) and a noisy, shifted prediction with stray voxels."""
+    rng = np.random.default_rng(seed)
+    zz, yy, xx = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+
+    def ball(c: np.ndarray, r: float) -> np.ndarray:
+        return ((zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2) < r * r
+
+    out = []
+    for shift in (0, 2):
+        c = np.array(shape) / 2 + rng.integers(-shift, shift + 1, 3)
+        m = np.zeros(shape, np.int64)
+        m[ball(c, 11 + shift)] = 2
+        m[ball(c + 1, 6)] = 3
+        m[ball(c + 1, 3 - shift / 2)] = 1
+        out.append(m)
+    t, p = out
+    noise = rng.random(shape) < 0.01
+    p[noise] = rng.integers(0, 4, int(noise.sum()))
+    return p, t
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_dice_and_hd95_equal_monai_on_whole_volumes(seed: int) -> None:
+    """Oracle: MONAI's compute_dice and compute_hausdorff_distance on the uncropped float one-hot
+    region masks (what the module called before it computed Dice from the confusion matrix and
+    cropped HD95 to the tumour's box)."""
+    p, t = _blobby_pair(seed)
+    if seed == 2:
+        p[p == 1] = 0  # a region predicted empty: the policy path beside MONAI's
+    pm = np.stack([np.isin(p, v) for v in M.REGIONS.values()])[None].astype(np.float64)
+    tm = np.stack([np.isin(t, v) for v in M.REGIONS.values()])[None].astype(np.float64)
+    want_dice = compute_dice(torch.from_numpy(pm), torch.from_numpy(tm), include_background=True, ignore_empty=False)[0]
+    got = M.dice_per_region(p, t)
+    assert [got[k] for k in M.REGIONS] == pytest.approx(want_dice.tolist(), abs=1e-12)
+    for spacing in (None, (1.0, 1.2, 2.0)):
+        want_hd = compute_hausdorff_distance(torch.from_numpy(pm), torch.from_numpy(tm), include_background=True, percentile=95, spacing=spacing)[0]
+        got = M.hd95_per_region(p, t, spacing=spacing)
+        for i, k in enumerate(M.REGIONS):
+            if pm[0, i].any() and tm[0, i].any():
+                assert got[k] == pytest.approx(float(want_hd[i]), abs=1e-9), (k, spacing)
+            else:
+                assert got[k] == pytest.approx(M._diagonal(p.shape, spacing)), k
+    assert M.dice_per_label(p, t) == pytest.approx(
+        dict(zip(M.LABELS, compute_dice(
+            torch.from_numpy(np.stack([p == v for v in (1, 2, 3)])[None].astype(float)),
+            torch.from_numpy(np.stack([t == v for v in (1, 2, 3)])[None].astype(float)), include_background=True, ignore_empty=False,
+        )[0].tolist()))
+    )
+
+
+def test_hd95_box_touching_the_image_border() -> None:
+    """A tumour on the volume's faces: the crop must not add or remove surface (oracle: MONAI uncropped)."""
+    p, t = _blobby_pair(3, shape=(24, 24, 24))
+    p, t = np.roll(p, 12, axis=(0, 1)), np.roll(t, 12, axis=(0, 1))  # the balls now straddle the faces
+    pm = np.stack([np.isin(p, v) for v in M.REGIONS.values()])[None].astype(np.float64)
+    tm = np.stack([np.isin(t, v) for v in M.REGIONS.values()])[None].astype(np.float64)
+    want = compute_hausdorff_distance(torch.from_numpy(pm), torch.from_numpy(tm), include_background=True, percentile=95)[0]
+    got = M.hd95_per_region(p, t)
+    assert [got[k] for k in M.REGIONS] == pytest.approx(want.tolist(), abs=1e-9)
 
 
 # ----------------------------------------------------------------------------- HD95

@@ -131,6 +131,79 @@ def test_predict_sliding_window_matches_monai_and_whole_volume() -> None:
     assert cls.shape == (2, 24, 16, 20) and torch.equal(cls, ref.argmax(1))
 
 
+def test_spatial_divisor_is_what_each_network_needs_for_one_pass() -> None:
+    """Oracle: the networks themselves. Sides divisible by the divisor pass through unchanged;
+    for UNet and DynUNet a side that is not fails or comes out resized (BasicUNet pads: divisor 1)."""
+    for name, levels, want in (("unet", 3, 4), ("dynunet", 3, 4), ("basicunet", 5, 1)):
+        spec = models.model_spec(name, width=2, levels=levels)
+        div = models.spatial_divisor(spec)
+        assert div == want, (name, div)
+        net = models.build_unet(name, seed=0, **spec["kwargs"]).eval()
+        with torch.no_grad():
+            assert net(torch.zeros(1, 4, 32, 32, 36)).shape == (1, 4, 32, 32, 36)
+            try:
+                odd = net(torch.zeros(1, 4, 34, 32, 32)).shape[2:]
+            except RuntimeError:
+                odd = None
+        assert (odd == (34, 32, 32)) == (div == 1), (name, odd)
+
+
+def test_inference_roi_modes() -> None:
+    spec = models.model_spec("unet", levels=4, crop=[16, 16, 16])
+    assert spec["inference"] == "sliding"
+    assert models.inference_roi(spec, (24, 16, 32)) == (16, 16, 16)
+    assert models.inference_roi(spec, (16, 16, 16)) is None  # the volume is the window
+    assert models.inference_roi({**spec, "crop": None}, (24, 16, 32)) is None
+    legacy = {k: v for k, v in spec.items() if k != "inference"}  # checkpoints written before the option
+    assert models.inference_roi(legacy, (24, 16, 32)) == (16, 16, 16)
+    whole = models.model_spec("unet", levels=4, crop=[16, 16, 16], inference="whole")
+    assert models.inference_roi(whole, (24, 16, 32)) is None
+    with pytest.raises(ValueError, match=r"divisible by 8.*\(20, 16, 32\)"):
+        models.inference_roi(whole, (20, 16, 32))
+    with pytest.raises(ValueError, match="inference"):
+        models.model_spec("unet", inference="tiles")
+    with pytest.raises(ValueError, match="inference"):
+        TrainConfig(inference="tiles")
+
+
+def test_whole_volume_mode_predicts_in_one_pass() -> None:
+    from robustseg_lib import evaluation
+    from robustseg_lib.attacks import SlidingWindowModel
+
+    net = _tiny().eval()
+    x = torch.randn(2, 4, 24, 16, 20)
+    es = evaluation.EvalSet(x, torch.zeros(2, 24, 16, 20, dtype=torch.long), torch.ones(2, 24, 16, 20, dtype=torch.bool),
+                            x.amin((2, 3, 4)), x.amax((2, 3, 4)), torch.ones(2, 4), ["a", "b"])
+    sliding = {"name": "unet", "kwargs": {}, "crop": [16, 16, 16], "overlap": 0.5}
+    whole = {**sliding, "inference": "whole", "kwargs": {"channels": [8, 16], "strides": [2]}}
+    assert evaluation.wrap_model(net, whole, x.shape[2:]) is net
+    assert isinstance(evaluation.wrap_model(net, sliding, x.shape[2:]), SlidingWindowModel)
+    with torch.no_grad():
+        one_pass = net(x).argmax(1)
+        windows = models.predict(net, x, roi_size=(16, 16, 16), overlap=0.5).argmax(1)
+    assert torch.equal(evaluation.predict_set(net, es, whole), one_pass)
+    assert torch.equal(evaluation.predict_set(net, es, sliding), windows)
+    assert not torch.equal(one_pass, windows)  # the two modes are really different computations
+
+
+def test_validation_follows_the_inference_mode() -> None:
+    """With inference='whole' the validation Dice is that of one pass over each volume (oracle: the
+    network's own forward and the metrics module), not of sliding windows of the crop."""
+    from robustseg_lib.metrics import dice_per_region
+
+    x, y = _blob_data(4, size=16, seed=2)
+    scores = {}
+    for mode in ("whole", "sliding"):
+        net = _tiny()
+        cfg = TrainConfig(epochs=1, batch_size=2, steps_per_epoch=2, crop=(8, 8, 8), seed=0, inference=mode)
+        res = train(net, x, y, cfg, val_images=x[:2], val_labels=y[:2], progress=False)
+        scores[mode] = float(res.history["val_WT"].iloc[-1])
+        net.eval()
+        with torch.no_grad():
+            pred = net(x[:2]).argmax(1) if mode == "whole" else models.predict(net, x[:2], roi_size=(8, 8, 8)).argmax(1)
+        assert scores[mode] == pytest.approx(np.mean([dice_per_region(pred[i], y[i])["WT"] for i in range(2)]), abs=1e-6)
+
+
 def test_train_config_validation() -> None:
     with pytest.raises(ValueError, match="epochs"):
         TrainConfig(epochs=0)

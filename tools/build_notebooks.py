@@ -286,6 +286,7 @@ batch_size: int = 2  # volumes (crops) per step
 lr: float = 0.003  # peak learning rate
 crop: list = [64, 64, 64]  # training crop, also the sliding-window size at inference
 sw_overlap: float = 0.25  # sliding-window overlap at inference
+inference: str = "sliding"  # volumes larger than crop: sliding (windows of crop) | whole (one pass)
 '''
         ),
         *RESOLVE,
@@ -301,16 +302,18 @@ print(f"train {len(train_set)}, val {len(val_set)}, test {len(test_set)} volumes
         md("## Model"),
         code(
             """
-spec = models.model_spec(arch, width=width, levels=levels, crop=crop, overlap=sw_overlap)
+spec = models.model_spec(arch, width=width, levels=levels, crop=crop, overlap=sw_overlap, inference=inference)
+roi = models.inference_roi(spec, train_set.images.shape[2:])  # checks the volume shape up front
 net = models.build_unet(spec["name"], seed=seed, **spec["kwargs"])
-print(f"{arch}: {sum(p.numel() for p in net.parameters()) / 1e6:.2f} M parameters")
+print(f"{arch}: {sum(p.numel() for p in net.parameters()) / 1e6:.2f} M parameters; "
+      f"inference on {tuple(train_set.images.shape[2:])} volumes: {'one pass' if roi is None else f'sliding windows of {roi}'}")
 """
         ),
         md("## Train\nThe training function keeps a full checkpoint (`models/baseline_ckpt/last.pt`) every epoch: rerunning after a crash resumes where it stopped."),
         code(
             """
 cfg = TrainConfig(epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr,
-                  crop=tuple(crop), seed=seed, sw_overlap=sw_overlap)
+                  crop=tuple(crop), seed=seed, sw_overlap=sw_overlap, inference=inference)
 train_x, train_y = evaluation.resident(train_set, dev)  # on a GPU: the whole split stays there (float16)
 result = train(net, train_x, train_y, cfg, val_images=val_set.images, val_labels=val_set.labels,
                ckpt_dir=run.models / "baseline_ckpt", device=dev, desc="baseline")
@@ -349,7 +352,8 @@ per-case table (case × model × attack × eps × region) that the statistics no
 ## Exercises
 1. Set `arch = "basicunet"` and compare the test Dice and the training time.
 2. Halve `epochs`: how much Dice do you lose? A weaker baseline makes attacks look stronger: why?
-3. Set `crop` smaller than the volume and check that whole-volume prediction (sliding window) still works.
+3. Set `crop` smaller than the volume, then compare `inference = "sliding"` (windows of the crop) with `"whole"`
+   (one pass over the volume; the network is fully convolutional): test Dice and time.
 """
         ),
     ]
@@ -768,7 +772,8 @@ MODEL = "advtrain"
             """
 if static:
     adv_x, adv_y, _ = defenses.make_static_adversarial_set(base, train_set.images, train_set.labels, attack="fgsm",
-                                                          eps_range=tuple(eps_range), seed=seed, roi_size=tuple(spec["crop"]))
+                                                          eps_range=tuple(eps_range), seed=seed,
+                                                          roi_size=models.inference_roi(spec, train_set.images.shape[2:]))
     net_s = models.build_unet(spec["name"], seed=seed, **spec["kwargs"])
     train(net_s, torch.cat([train_set.images, adv_x]), torch.cat([train_set.labels, adv_y]), cfg, val_images=val_set.images,
           val_labels=val_set.labels, ckpt_dir=run.models / "advtrain_static_ckpt", device=dev, desc="static adversarial training")
