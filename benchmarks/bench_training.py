@@ -104,9 +104,9 @@ def main() -> None:
     print(f"{'measurement':<46}{'s/step':>10}{'ratio':>8}")
     print(f"{'bare forward+loss+backward+AdamW step':<46}{tb:>10.3f}{1.0:>8.3f}")
     print(f"{'train() step (batching, MONAI aug, schedule)':<46}{tl:>10.3f}{tl / tb:>8.3f}")
-    vol = f"1 x 4 x {s + s // 2}x{s + s // 2}x{s}"
-    print(f"{'inference of ' + vol + ', windows of ' + str(s) + '^3 (s/vol)':<46}{ti:>10.3f}")
-    print(f"{'inference of ' + vol + ', one pass (s/vol)':<46}{tw:>10.3f}{ti / tw:>8.3f}  (sliding / one pass)")
+    vol = f"{s + s // 2}x{s + s // 2}x{s}"
+    print(f"{'inference of a ' + vol + ' volume, ' + str(s) + '^3 windows':<46}{ti:>10.3f}   (s/volume)")
+    print(f"{'inference of a ' + vol + ' volume, one pass':<46}{tw:>10.3f}{ti / tw:>8.3f}  (sliding / one pass)")
     print(f"training-loop overhead ratio: {tl / tb:.3f} (aim <= 1.15)")
     frac, wall = busy()
     if frac is None:

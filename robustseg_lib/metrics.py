@@ -77,6 +77,8 @@ def _class_map(x: Any, name: str) -> torch.Tensor:
         a = _to_numpy(x, name)
         if not (a.dtype == bool or np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
             raise ValueError(f"{name}: expected a numeric class map, got dtype {a.dtype}")
+        if a.dtype.kind in "ui" and a.dtype.itemsize > 1 and a.dtype != np.int64:
+            a = a.astype(np.int64)  # uint16/uint32/... have little torch support
         arr = torch.from_numpy(np.ascontiguousarray(a))
     if arr.ndim == 0:
         raise ValueError(f"{name}: expected a class map with at least one dimension, got a scalar")

@@ -83,6 +83,10 @@ def test_dice_torch_equals_numpy_and_validation() -> None:
     assert M.dice_per_region(torch.from_numpy(PRED), torch.from_numpy(TARGET)) == pytest.approx(
         M.dice_per_region(PRED, TARGET)
     )
+    for dt in (np.uint8, np.uint16, np.uint32, np.int32, np.float32):  # any integer-valued dtype of the loaders
+        assert M.dice_per_region(PRED.astype(dt), TARGET.astype(dt)) == pytest.approx(M.dice_per_region(PRED, TARGET))
+    with pytest.raises(ValueError, match="numeric"):
+        M.dice_per_region(PRED.astype(str), TARGET)
     with pytest.raises(ValueError, match="same shape"):
         M.dice_per_region(PRED, TARGET[..., :3])
     with pytest.raises(ValueError, match="pred"):

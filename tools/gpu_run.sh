@@ -38,9 +38,13 @@ echo "chain: exit $rc, $(( $(date +%s) - t0 )) s wall" | tee -a "$out/reproduce.
   python3 benchmarks/bench_chain.py --run "$run"
   if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
     python3 benchmarks/bench_training.py --size 128 --batch 2 --width 16 --levels 5 --busy-steps 50
-    python3 benchmarks/bench_attacks.py --size 128 --batch 2
+    python3 benchmarks/bench_attacks.py --size 128 --batch 2 --volume 144 176 144
+    python3 benchmarks/bench_metrics.py --threads 1 8
+    python3 benchmarks/bench_inference.py --run "$run" --cases 8 --eps 0.25 --steps 10 2>/dev/null
   else
     python3 benchmarks/bench_training.py --rounds 1 --busy-steps 4
+    python3 benchmarks/bench_metrics.py --shape 64 64 64 --repeats 2
+    python3 benchmarks/bench_inference.py --run "$run" --cases 2 --steps 2 2>/dev/null
   fi
 } > "$out/bench.txt" 2>&1
 cat "$out/bench.txt"
