@@ -336,10 +336,11 @@ def spatial_divisor(spec: dict[str, Any]) -> int:
         strides = kw["strides"]
     else:
         raise ValueError(f"spec has unknown model name {name!r}; known: {', '.join(MODEL_NAMES)}")
-    out = 1
-    for st in strides:
-        out *= int(st) if not isinstance(st, (list, tuple)) else int(st[0])
-    return out
+    per_axis = [1, 1, 1]
+    for st in strides:  # a stride is an int or one value per axis (anisotropic DynUNet)
+        for ax, v in enumerate(st if isinstance(st, (list, tuple)) else (st,) * 3):
+            per_axis[ax] *= int(v)
+    return max(per_axis)  # conservative for anisotropic strides
 
 
 def inference_roi(spec: dict[str, Any], shape: Sequence[int]) -> tuple[int, int, int] | None:
