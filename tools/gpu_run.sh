@@ -14,6 +14,12 @@
 #     --set "ifgsm.eps_grid=[0.0, 0.5]" --set "tifgsm.eps_grid=[0.0, 0.5]" --set ifgsm.steps=2 --set tifgsm.steps=2 \
 #     --set statistics.n_resamples=200
 #
+# One 15-minute device session cannot hold the full paper profile (estimate in docs/results.md). A reduced run that
+# should fit one call of under 10 minutes on an H100 (an estimate from the ceilings in ../shared/GPU.md, not measured:
+# 120 BraTS-size cases, 18 test; 1500 steps per model; ti-FGSM erase only; no static adversarial training):
+#   bash tools/gpu_run.sh paper --set data.n_cases=120 --set unet.epochs=10 --set distillation.epochs=10 \
+#     --set adversarial_training.epochs=10 --set "tifgsm.extra_policies=[]" --set adversarial_training.static=False
+#
 # Every extra argument goes to `robustseg reproduce`. The run folder defaults to /tmp/run_<profile>; RUN=... overrides.
 # Files returned: summary.md (per-stage times, Dice, claims), bench.txt, manifest.json, report.md,
 # tables.tar.gz, figures.tar.gz, notebooks.tar.gz (executed), reproduce.log.
