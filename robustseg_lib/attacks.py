@@ -698,7 +698,8 @@ def attack_sweep(
         with_percept: compute the perceptibility table (SSIM is the costly part); False returns it empty.
         metric_workers: threads computing Dice/HD95 while the next attack runs (0 = inline).
             None = inline when the model is on the CPU, else ``min(8, cpu_count - 2)``: on a GPU the
-            CPU metrics of a 144×176×144 case cost about as much as a 10-step attack. Results are
+            CPU metrics of a 144×176×144 case (0.2 s measured) cost about as much as a 10-step
+            attack (estimated from the H100 ceilings in ../shared/GPU.md). Results are
             identical and in the same order either way.
 
     Returns:
@@ -776,6 +777,10 @@ def attack_sweep(
         target = make_target(y, policy) if attack == "tifgsm" else None
         target_c = None if target is None else target.cpu()
         region = target_region(y, policy).cpu() if attack == "tifgsm" else None
+        # host copies made once per batch; class maps as uint8 (values 0..3): an eighth of the
+        # transfer and of the memory queued for the metric threads
+        y_c, ids_b = y.to(torch.uint8).cpu(), ids[sl]
+        xc = x.cpu() if with_percept else None
         clean_pred: torch.Tensor | None = None
         for eps in grid:
             if eps == 0:
@@ -791,24 +796,23 @@ def attack_sweep(
                 else:
                     x_adv = tifgsm(model, x, target, eps, alpha, steps, loss_fn=loss_fn, clip=clip_b, mask=m_x)
                 pred = classes(x_adv)
-            pred_c, y_c, ids_b = pred.cpu(), y.cpu(), ids[sl]
+            pred_c = pred.to(torch.uint8).cpu()
             extra: dict[str, Any] = {}
             if attack == "tifgsm":
                 extra["target_policy"] = policy
                 extra["target_frac"] = [metrics.target_fraction(pred_c[i], target_c[i], region[i]) for i in range(len(ids_b))]
-            results.submit(  # uint8 copies: values 0..3, an eighth of the memory while queued
-                metrics.evaluate, pred.to(torch.uint8).cpu(), y.to(torch.uint8).cpu(), ids_b,
-                model=model_name, attack=attack, eps=eps, steps=attack_steps, hd95=hd95, **extra,
+            results.submit(
+                metrics.evaluate, pred_c, y_c, ids_b, model=model_name, attack=attack, eps=eps, steps=attack_steps, hd95=hd95, **extra
             )
-            xc, xa = x.cpu(), x_adv.cpu()
+            k = max(0, min(keep_examples, n) - start)
+            xa = x_adv.cpu() if with_percept or k > 0 else None  # no image copies unless something reads them
             for r in (metrics.perceptibility(xc, xa, brain=brain, case_ids=ids_b) if with_percept else []):
                 r.pop("case_index", None)
                 percept.append({"case_id": r.pop("case_id"), "model": model_name, "attack": attack, "eps": eps, "steps": attack_steps, **r})
-            k = max(0, min(keep_examples, n) - start)
             if k > 0:
                 ex = examples.setdefault(eps, {"x_adv": [], "pred": []})
                 ex["x_adv"].append(xa[:k].clone())
-                ex["pred"].append(pred_c[:k].clone())
+                ex["pred"].append(pred_c[:k].long())
             bar.update(1)
     bar.close()
     res = pd.concat(results.collect(), ignore_index=True)

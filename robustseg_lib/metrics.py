@@ -30,12 +30,15 @@ import pandas as pd
 import torch
 from monai.metrics import compute_hausdorff_distance
 from monai.metrics.regression import compute_ssim_and_cs
+from monai.transforms.utils import generate_spatial_bounding_box
 
 __all__ = [
     "MODALITIES",
     "REGIONS",
     "LABELS",
     "region_masks",
+    "confusion_matrix",
+    "dice_from_confusion",
     "dice_per_region",
     "dice_per_label",
     "hd95_per_region",
@@ -114,9 +117,44 @@ def _masks(x: torch.Tensor, groups: Mapping[str, tuple[int, ...]]) -> torch.Tens
     return _lut(groups, x.device)[:, x]
 
 
-def _confusion(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """4×4 voxel counts ``cm[i, j]`` = predicted class i where the truth is j (one pass, on the device)."""
-    return torch.bincount((p * 4 + t).reshape(-1), minlength=16).reshape(4, 4)
+def confusion_matrix(pred: ArrayLike, target: ArrayLike) -> torch.Tensor:
+    """4×4 voxel counts ``cm[i, j]``: predicted class i where the truth is j (one pass, on the device).
+
+    Confusion matrices of several cases add up to that of the pooled voxels.
+
+    Args:
+        pred: predicted class map (values 0..3).
+        target: ground-truth class map of the same shape.
+
+    Returns:
+        int64 tensor ``(4, 4)`` on the CPU.
+    """
+    p, t = _pair(pred, target)
+    return torch.bincount((p * 4 + t).reshape(-1), minlength=16).reshape(4, 4).cpu()
+
+
+def dice_from_confusion(cm: torch.Tensor, groups: Mapping[str, tuple[int, ...]] | None = None) -> dict[str, float]:
+    """Dice of each group of class values from a confusion matrix, with the BraTS empty policy.
+
+    Args:
+        cm: ``(4, 4)`` counts from :func:`confusion_matrix` (or a sum of them: pooled Dice).
+        groups: ``{name: class values}``; default :data:`REGIONS`.
+
+    Returns:
+        ``{name: dice}``; an empty truth gives 1.0 if the prediction is empty too, else 0.0.
+    """
+    cm = torch.as_tensor(cm).double().cpu()
+    if cm.shape != (4, 4):
+        raise ValueError(f"cm must be a (4, 4) confusion matrix, got shape {tuple(cm.shape)}")
+    out: dict[str, float] = {}
+    for key, vals in (REGIONS if groups is None else groups).items():
+        idx = list(vals)
+        n_pred, n_true = float(cm[idx, :].sum()), float(cm[:, idx].sum())
+        if n_true == 0:  # the BraTS empty policy
+            out[key] = 1.0 if n_pred == 0 else 0.0
+        else:
+            out[key] = 2.0 * float(cm[idx][:, idx].sum()) / (n_pred + n_true)
+    return out
 
 
 def region_masks(class_map: ArrayLike) -> dict[str, np.ndarray]:
@@ -134,20 +172,10 @@ def region_masks(class_map: ArrayLike) -> dict[str, np.ndarray]:
 
 def _dice_groups(pred: Any, target: Any, groups: Mapping[str, tuple[int, ...]]) -> dict[str, float]:
     # Hand-written on purpose: MONAI's compute_dice needs a float one-hot copy of the volume per
-    # region and took 0.4 s per 144×176×144 case on the CPU, as long as a GPU attack step many times
-    # over; the 4×4 confusion matrix gives every region in one pass. The tests check it against
-    # monai.metrics.compute_dice.
-    p, t = _pair(pred, target)
-    cm = _confusion(p, t).double().cpu()
-    out: dict[str, float] = {}
-    for key, vals in groups.items():
-        idx = list(vals)
-        n_pred, n_true = float(cm[idx, :].sum()), float(cm[:, idx].sum())
-        if n_true == 0:  # the BraTS empty policy
-            out[key] = 1.0 if n_pred == 0 else 0.0
-        else:
-            out[key] = 2.0 * float(cm[idx][:, idx].sum()) / (n_pred + n_true)
-    return out
+    # region and took 0.17–0.30 s per 144×176×144 case on the CPU (0.05 s this way), by estimate as
+    # long as a 10-step H100 attack of that volume; the 4×4 confusion matrix gives every region in one pass. The tests
+    # check it against monai.metrics.compute_dice.
+    return dice_from_confusion(confusion_matrix(pred, target), groups)
 
 
 # ----------------------------------------------------------------------------- Dice / HD95
@@ -221,12 +249,9 @@ def hd95_per_region(
     # Crop to the bounding box of all tumour voxels (WT of either map) plus one voxel, as MONAI's
     # get_mask_edges does per region anyway, so the distances are unchanged (the tests compare with
     # the uncropped call); the masks and MONAI's copies are then of the tumour's box, not the volume.
-    fg = (p > 0) | (t > 0)
-    box = []
-    for ax in range(fg.ndim):
-        hit = torch.nonzero(fg.any(dim=tuple(d for d in range(fg.ndim) if d != ax))).reshape(-1)
-        box.append(slice(max(int(hit[0]) - 1, 0), min(int(hit[-1]) + 2, fg.shape[ax])) if len(hit) else slice(0, 0))
-    pm, tm = _masks(p[tuple(box)], REGIONS), _masks(t[tuple(box)], REGIONS)
+    start, end = generate_spatial_bounding_box(((p > 0) | (t > 0))[None], margin=1, allow_smaller=True)
+    box = tuple(slice(a, b) for a, b in zip(start, end))  # empty slices when there is no tumour at all
+    pm, tm = _masks(p[box], REGIONS), _masks(t[box], REGIONS)
     p_any = pm.reshape(len(REGIONS), -1).any(1).tolist()
     t_any = tm.reshape(len(REGIONS), -1).any(1).tolist()
     out: dict[str, float] = {}

@@ -222,24 +222,20 @@ def _batch(
 
 
 def _validate(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig) -> dict[str, float]:
-    from .metrics import REGIONS, dice_per_region  # local import: metrics pulls pandas/MONAI metrics
+    from .metrics import confusion_matrix, dice_from_confusion  # local import: metrics pulls pandas/MONAI metrics
 
     dev = next(net.parameters()).device
     roi = None if config.inference == "whole" else config.crop
-    preds = predict_classes(net, images.to(dev).float(), batch_size=config.batch_size, roi_size=roi, overlap=config.sw_overlap).cpu()
-    labels = labels.long().cpu()
-    rows = [dice_per_region(p, t) for p, t in zip(preds, labels)]
+    preds = predict_classes(net, images.to(dev).float(), batch_size=config.batch_size, roi_size=roi, overlap=config.sw_overlap)
+    cms = [confusion_matrix(p, t) for p, t in zip(preds, labels.to(preds.device))]
+    rows = [dice_from_confusion(cm) for cm in cms]
     out = {f"val_{r}": float(np.mean([row[r] for row in rows])) for r in ("WT", "TC", "ET")}
     out["val_mean"] = float(np.mean([out["val_WT"], out["val_TC"], out["val_ET"]]))
-    # Checkpoint selection uses the *pooled* Dice (2ΣTP / (ΣP + ΣT) over all validation voxels),
-    # averaged over regions: on a handful of cases the per-case mean jumps by 1/n whenever a
-    # case without ET flips between "no ET predicted" (Dice 1) and one stray voxel (Dice 0).
-    pooled = []
-    for classes in REGIONS.values():
-        p = torch.isin(preds, torch.tensor(classes))
-        t = torch.isin(labels, torch.tensor(classes))
-        denom = int(p.sum() + t.sum())
-        pooled.append(1.0 if denom == 0 else 2.0 * int((p & t).sum()) / denom)
+    # Checkpoint selection uses the *pooled* Dice (2ΣTP / (ΣP + ΣT) over all validation voxels, i.e.
+    # of the summed confusion matrices), averaged over regions: on a handful of cases the per-case
+    # mean jumps by 1/n whenever a case without ET flips between "no ET predicted" (Dice 1) and one
+    # stray voxel (Dice 0).
+    pooled = list(dice_from_confusion(torch.stack(cms).sum(0)).values())
     out["val_score"] = float(np.mean(pooled))
     return out
 

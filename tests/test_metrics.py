@@ -157,6 +157,22 @@ def test_hd95_box_touching_the_image_border() -> None:
     assert [got[k] for k in M.REGIONS] == pytest.approx(want.tolist(), abs=1e-9)
 
 
+def test_confusion_matrix_hand_counts_and_pooling() -> None:
+    cm = M.confusion_matrix(PRED, TARGET)
+    want = np.zeros((4, 4), int)  # cm[pred, truth], counted from the 8 voxels by hand
+    for p, t in zip(PRED.ravel(), TARGET.ravel()):
+        want[p, t] += 1
+    np.testing.assert_array_equal(cm.numpy(), want)
+    assert M.dice_from_confusion(cm) == pytest.approx(M.dice_per_region(PRED, TARGET))
+    # pooled Dice of two cases = Dice of their concatenation
+    p2, t2 = _blobby_pair(5, shape=(12, 10, 8))
+    pooled = M.dice_from_confusion(M.confusion_matrix(p2, t2) + M.confusion_matrix(PRED[..., :2].repeat(4, 2), TARGET[..., :2].repeat(4, 2)))
+    both = (np.concatenate([p2.ravel(), PRED[..., :2].repeat(4, 2).ravel()]), np.concatenate([t2.ravel(), TARGET[..., :2].repeat(4, 2).ravel()]))
+    assert pooled == pytest.approx(M.dice_per_region(*both))
+    with pytest.raises(ValueError, match="cm"):
+        M.dice_from_confusion(torch.zeros(3, 3))
+
+
 # ----------------------------------------------------------------------------- HD95
 def test_hd95_two_points() -> None:
     p = np.zeros((8, 8, 8), int)

@@ -202,6 +202,12 @@ def test_validation_follows_the_inference_mode() -> None:
         with torch.no_grad():
             pred = net(x[:2]).argmax(1) if mode == "whole" else models.predict(net, x[:2], roi_size=(8, 8, 8)).argmax(1)
         assert scores[mode] == pytest.approx(np.mean([dice_per_region(pred[i], y[i])["WT"] for i in range(2)]), abs=1e-6)
+        # checkpoint selection: Dice of the pooled voxels of both cases, averaged over regions (hand formula)
+        pooled = []
+        for vals in ((1, 2, 3), (1, 3), (3,)):
+            pm, tm = np.isin(pred.numpy(), vals), np.isin(y[:2].numpy(), vals)
+            pooled.append(1.0 if pm.sum() + tm.sum() == 0 else 2 * (pm & tm).sum() / (pm.sum() + tm.sum()))
+        assert float(res.history["val_score"].iloc[-1]) == pytest.approx(np.mean(pooled), abs=1e-12)
 
 
 def test_train_config_validation() -> None:
