@@ -47,7 +47,6 @@ returns the tidy per-case tables of ``docs/design.md``.
 from __future__ import annotations
 
 import math
-import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -697,7 +696,7 @@ def attack_sweep(
         keep_examples: keep the adversarial images and predictions of the first this-many cases.
         with_percept: compute the perceptibility table (SSIM is the costly part); False returns it empty.
         metric_workers: threads computing Dice/HD95 while the next attack runs (0 = inline).
-            None = inline when the model is on the CPU, else ``min(8, cpu_count - 2)``: on a GPU the
+            None = inline when the model is on the CPU, else ``min(8, cpu_budget - 2)`` (:func:`runtime.cpu_budget`): on a GPU the
             CPU metrics of a 144×176×144 case (0.2 s measured) cost about as much as a 10-step
             attack (estimated from the H100 ceilings in ../shared/GPU.md). Results are
             identical and in the same order either way.
@@ -713,6 +712,7 @@ def attack_sweep(
     from tqdm.auto import tqdm
 
     from . import metrics
+    from .runtime import cpu_budget
 
     if attack not in ATTACKS:
         raise ValueError(f"attack must be one of {ATTACKS}, got {attack!r}")
@@ -751,7 +751,7 @@ def attack_sweep(
 
     dev = _model_device(model, images_t.device)
     if metric_workers is None:
-        metric_workers = 0 if dev.type == "cpu" else min(8, max(1, (os.cpu_count() or 1) - 2))
+        metric_workers = 0 if dev.type == "cpu" else min(8, max(1, cpu_budget() - 2))
     if isinstance(metric_workers, bool) or int(metric_workers) < 0:
         raise ValueError(f"metric_workers must be >= 0 or None, got {metric_workers!r}")
     predict = predict_fn if predict_fn is not None else model

@@ -33,6 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .artefacts import atomic_path, atomic_save_npz, atomic_write_json
+from .runtime import cpu_budget
 from .synthetic import generate_case, make_synthetic_case, voxel_size_for_shape
 
 __all__ = [
@@ -399,9 +400,18 @@ def write_msd_dataset_json(root: str | Path, case_ids: Sequence[str], *, labelle
     return atomic_write_json(Path(root) / "dataset.json", meta)
 
 
+def _one_thread() -> None:
+    """Worker-process initialiser: one torch thread per process (the processes are the parallelism)."""
+    torch.set_num_threads(1)
+
+
 def _map_cases(fn: Callable[[Any], Any], jobs: list, workers: int, desc: str, progress: bool) -> Iterator[Any]:
     """Yield ``fn(job)`` for each job, in order, computed here or in ``workers`` spawned
-    processes, with a tqdm bar (callers validate ``workers``)."""
+    processes, with a tqdm bar (callers validate ``workers``). More processes than the CPU budget
+    (affinity mask and cgroup quota, :func:`runtime.cpu_budget`) or than jobs only add overhead, so
+    ``workers`` is capped there; each worker runs torch on one thread. The output does not depend on
+    the number of processes."""
+    workers = max(1, min(workers, cpu_budget(), len(jobs)))
     if workers == 1:
         yield from tqdm(map(fn, jobs), total=len(jobs), desc=desc, disable=not progress)
         return
@@ -409,7 +419,7 @@ def _map_cases(fn: Callable[[Any], Any], jobs: list, workers: int, desc: str, pr
     from concurrent.futures import ProcessPoolExecutor
 
     # spawn, not fork: the parent may hold torch/OpenMP thread pools
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_one_thread) as ex:
         yield from tqdm(ex.map(fn, jobs), total=len(jobs), desc=desc, disable=not progress)
 
 

@@ -222,7 +222,7 @@ def reproduce(
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    from .runtime import git_sha, package_versions
+    from .runtime import git_sha, machine_info, package_versions
 
     log = log or (lambda line: print(line, flush=True))
     prof = load_profile(profile)
@@ -240,7 +240,7 @@ def reproduce(
         manifest = json.loads(run.manifest.read_text())
     manifest.update(
         profile=prof["name"], profile_path=prof["path"], parameters=params, git_sha=git_sha(), versions=package_versions(),
-        seeds={s: p["seed"] for s, p in params.items() if "seed" in p}, device=device,
+        seeds={s: p["seed"] for s, p in params.items() if "seed" in p}, device=device, machine=machine_info(),
     )
     manifest.setdefault("stages", {})
     upstream = ""
@@ -256,7 +256,10 @@ def reproduce(
             log(f"[{stage}] up to date, skipped (ran {rec.get('seconds', 0):.1f} s)")
             continue
         full = {**params[stage], "run_dir": str(run.root.resolve()), "device": device}
-        manifest["stages"][stage] = {"status": "running", "fingerprint": fp, "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        manifest["stages"][stage] = {
+            "status": "running", "fingerprint": fp, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": manifest["machine"]["summary"],  # a resumed run may mix machines
+        }
         atomic_write_json(run.manifest, manifest)
         t0 = time.perf_counter()
         try:

@@ -151,7 +151,8 @@ def write_report(
     lines = [
         "# Reproduction report: Liu et al. (2021), *Robustifying deep networks for image segmentation*",
         "",
-        f"Run folder `{run.root}` · profile `{manifest.get('profile', '?')}` · device `{manifest.get('device', '?')}` · git `{str(manifest.get('git_sha', '?'))[:10]}`",
+        f"Run folder `{run.root}` · profile `{manifest.get('profile', '?')}` · device `{manifest.get('device', '?')}` · git `{str(manifest.get('git_sha', '?'))[:10]}`"
+        + (f" · machine: {manifest['machine']['summary']}" if isinstance(manifest.get("machine"), dict) and "summary" in manifest["machine"] else ""),
         "",
         "## Claims",
         "",

@@ -1,8 +1,9 @@
-"""Run-time helpers every notebook calls first: seeding, device, versions, git commit."""
+"""Run-time helpers every notebook calls first: seeding, device, CPU threads, versions, git commit."""
 
 from __future__ import annotations
 
 import importlib.metadata
+import math
 import os
 import platform
 import random
@@ -15,7 +16,7 @@ import torch
 from .artefacts import RunPaths
 from .models import resolve_device
 
-__all__ = ["seed_everything", "git_sha", "package_versions", "print_config", "setup_run"]
+__all__ = ["seed_everything", "git_sha", "package_versions", "print_config", "setup_run", "cpu_budget", "cgroup_cpu_limit", "limit_threads", "machine_info"]
 
 _PACKAGES = ("robustseg", "torch", "monai", "numpy", "scipy", "pandas", "nibabel", "nilearn", "papermill", "matplotlib", "seaborn")
 
@@ -32,6 +33,171 @@ def seed_everything(seed: int) -> None:
     np.random.seed(int(seed) % 2**32)
     torch.manual_seed(int(seed))
     torch.backends.cudnn.benchmark = False
+
+
+def _quota_cores(quota: str, period: str) -> float | None:
+    """Cores granted by one cgroup quota/period pair (None when unlimited or unreadable)."""
+    try:
+        q, per = int(quota), int(period)
+    except ValueError:  # "max" (v2 unlimited) or garbage
+        return None
+    if q <= 0 or per <= 0:  # -1 is v1's "unlimited"
+        return None
+    return q / per
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def _dir_chain(mount: Path, rel: str) -> list[Path]:
+    """The cgroup folder of this process and its ancestors up to the mount point.
+
+    In a container the path in /proc/self/cgroup is often the host's, while the container sees its own
+    cgroup at the mount point; then only the mount point itself is searched.
+    """
+    parts = [p for p in rel.strip("/").split("/") if p]
+    here = mount.joinpath(*parts) if parts else mount
+    if not here.is_dir():
+        return [mount]
+    chain = [here]
+    while chain[-1] != mount:
+        chain.append(chain[-1].parent)
+    return chain
+
+
+def cgroup_cpu_limit(proc_cgroup: str | Path = "/proc/self/cgroup", root: str | Path = "/sys/fs/cgroup") -> float | None:
+    """The CPU bandwidth quota (in cores) of this process's cgroup, or None when there is none.
+
+    Binder, Docker ``--cpus`` and Kubernetes CPU limits are CFS quotas: the process still sees every core
+    of the host (``os.cpu_count()``, the affinity mask), so thread pools sized from the core count
+    oversubscribe the quota and stall on throttling. Reads cgroup v2 ``cpu.max`` and v1
+    ``cpu.cfs_quota_us``/``cpu.cfs_period_us`` of the process's cgroup and its ancestors (the smallest
+    quota binds). Hand-written: neither the stdlib (``os.process_cpu_count`` counts the affinity mask
+    only) nor torch reads quotas.
+
+    Args:
+        proc_cgroup: the process's cgroup membership file.
+        root: where the cgroup hierarchies are mounted.
+
+    Returns:
+        The quota in cores (may be fractional), or None.
+    """
+    text = _read(Path(proc_cgroup))
+    if text is None:
+        return None
+    root = Path(root)
+    limits: list[float] = []
+    for line in text.splitlines():
+        fields = line.split(":", 2)
+        if len(fields) != 3:
+            continue
+        _, controllers, rel = fields
+        if controllers == "":  # cgroup v2 (unified) hierarchy
+            for d in _dir_chain(root, rel):
+                raw = _read(d / "cpu.max")
+                if raw and len(raw.split()) == 2:
+                    cores = _quota_cores(*raw.split())
+                    if cores is not None:
+                        limits.append(cores)
+        elif "cpu" in controllers.split(","):  # cgroup v1, mounted as cpu, cpu,cpuacct or cpuacct,cpu
+            mounts = [root / name for name in (controllers, "cpu", "cpu,cpuacct", "cpuacct,cpu")]
+            mount = next((m for m in mounts if m.is_dir()), None)
+            if mount is None:
+                continue
+            for d in _dir_chain(mount, rel):
+                quota, period = _read(d / "cpu.cfs_quota_us"), _read(d / "cpu.cfs_period_us")
+                if quota is not None and period is not None:
+                    cores = _quota_cores(quota, period)
+                    if cores is not None:
+                        limits.append(cores)
+    return min(limits) if limits else None
+
+
+def _affinity_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def cpu_budget() -> int:
+    """How many CPU threads this process can keep busy: the affinity mask, capped by a cgroup quota.
+
+    A fractional quota rounds down (one thread more than the quota is enough to get throttled), never
+    below 1.
+
+    Returns:
+        The number of CPUs (>= 1).
+    """
+    n = _affinity_count()
+    quota = cgroup_cpu_limit()
+    if quota is not None:
+        n = min(n, max(1, math.floor(quota)))
+    return max(1, n)
+
+
+def limit_threads(budget: int | None = None) -> int:
+    """Lower torch's intra-op thread count to the CPU budget (never raise it).
+
+    Does nothing when the user chose a count through ``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS``.
+    Measured on a 1-CPU quota (docs/benchmarks.md): 2 threads made a teaching training step 23 %
+    slower than 1 thread.
+
+    Args:
+        budget: the CPUs to use; None = :func:`cpu_budget`.
+
+    Returns:
+        torch's thread count afterwards.
+    """
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+        raise ValueError(f"budget must be an int >= 1 or None, got {budget!r}")
+    if os.environ.get("OMP_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS"):
+        return torch.get_num_threads()
+    budget = cpu_budget() if budget is None else budget
+    if torch.get_num_threads() > budget:
+        torch.set_num_threads(budget)
+    return torch.get_num_threads()
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict:
+    """What a run's numbers depend on besides code, data and seeds: the CPU, the torch thread count the
+    notebooks use (CPU results are bit-for-bit repeatable for a given count; another count sums in
+    another order and trains to other weights) and the GPU.
+
+    Calls :func:`limit_threads` first, as every notebook's ``setup_run`` does.
+
+    Returns:
+        A JSON-able dict: ``machine``, ``cpu``, ``cpu_capability`` (torch's kernel ISA), ``visible_cores``,
+        ``cgroup_cpu_quota``, ``cpu_budget``, ``torch_threads``, ``gpu`` (name or None) and ``summary``.
+    """
+    threads = limit_threads()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    info = {
+        "machine": platform.machine(),
+        "cpu": _cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "visible_cores": os.cpu_count(),
+        "cgroup_cpu_quota": cgroup_cpu_limit(),
+        "cpu_budget": cpu_budget(),
+        "torch_threads": threads,
+        "gpu": gpu,
+    }
+    info["summary"] = f"{info['cpu']} ({info['machine']}), {threads} torch thread{'s' if threads != 1 else ''}, " + (gpu or "no GPU")
+    return info
 
 
 def git_sha(path: str | Path | None = None) -> str:
@@ -56,17 +222,25 @@ def package_versions() -> dict[str, str]:
 
 
 def print_config(device: str | torch.device | None = None) -> None:
-    """Print versions, device, threads and git commit (the notebooks' Setup cell)."""
+    """Print versions, device, threads and git commit (the notebooks' Setup cell).
+
+    Fits torch's threads to the CPU budget first (:func:`limit_threads`, as ``setup_run`` does), so the
+    count printed is the one the notebook computes with.
+    """
+    limit_threads()
     for k, v in package_versions().items():
         print(f"{k:>11}: {v}")
     dev = resolve_device(device or "auto")
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine()
-    print(f"{'device':>11}: {dev} ({name}); torch threads: {torch.get_num_threads()}; cores: {os.cpu_count()}")
+    quota = cgroup_cpu_limit()
+    limit = f" (cgroup CPU quota {quota:g})" if quota is not None else ""
+    print(f"{'device':>11}: {dev} ({name}); torch threads: {torch.get_num_threads()}; cores: {os.cpu_count()}; "
+          f"CPU budget: {cpu_budget()}{limit}")
     print(f"{'git':>11}: {git_sha()}")
 
 
 def setup_run(run_dir: str | Path, seed: int, device: str = "auto") -> tuple[RunPaths, torch.device]:
-    """Resolve the run folder, device and seed for a notebook.
+    """Resolve the run folder, device and seed for a notebook, and fit torch's threads to the CPU budget.
 
     Args:
         run_dir: the run folder (created if missing).
@@ -79,6 +253,7 @@ def setup_run(run_dir: str | Path, seed: int, device: str = "auto") -> tuple[Run
     if not str(run_dir):
         raise ValueError("run_dir must be a non-empty path")
     seed_everything(seed)
+    limit_threads()
     dev = resolve_device(device)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True

@@ -125,6 +125,11 @@ class TrainResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+#: Device types on which ``TrainConfig.amp`` turns on bf16 autocast. Only CUDA gains from it; the CPU
+#: supports bf16 autocast as well, which the tests use to run the GPU's mixed-precision path here.
+AMP_DEVICE_TYPES: frozenset[str] = frozenset({"cuda"})
+
+
 def dice_ce_objective(temperature: float = 1.0) -> Objective:
     """MONAI Dice + cross-entropy on ``logits / temperature`` against hard class maps.
 
@@ -311,7 +316,7 @@ def train(
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_cosine(total, config.warmup_frac))
     aug = _augmenter(config)
-    use_amp = config.amp and dev.type == "cuda"
+    use_amp = config.amp and dev.type in AMP_DEVICE_TYPES
     cfg_dict = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}
 
     history: list[dict[str, float]] = []

@@ -27,6 +27,11 @@ def _errors(nb_path: Path) -> list[str]:
     return [f"{o.get('ename')}: {o.get('evalue')}" for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
 
 
+def _printed(nb_path: Path) -> str:
+    nb = json.loads(nb_path.read_text())
+    return "".join("".join(o.get("text", "")) for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", []) if o.get("output_type") == "stream")
+
+
 def _tables(run: Path) -> dict[str, pd.DataFrame]:
     """Every table of a run, without wall-time columns (the only thing allowed to differ)."""
     out = {}
@@ -68,6 +73,13 @@ def test_smoke_chain_writes_every_artefact(smoke_run: Path) -> None:
     report = (smoke_run / "report" / "report.md").read_text()
     assert "## Claims" in report and ".png" in report
     assert "## Gradient-masking diagnostics" in report and "diagnostics_06_distillation" in report and "verdict" in report
+    # the machine the numbers came from; the kernels' own printout is the oracle for the thread count
+    machine = manifest["machine"]
+    assert machine["visible_cores"] == os.cpu_count() and 1 <= machine["cpu_budget"] <= os.cpu_count()
+    for stage, fname in STAGES.items():
+        assert f"device: cpu; torch threads: {machine['torch_threads']}\n" in _printed(smoke_run / "notebooks" / fname), stage
+        assert manifest["stages"][stage]["machine"] == machine["summary"]
+    assert machine["summary"] in report
 
 
 def test_rerun_skips_up_to_date_stages(smoke_run: Path) -> None:

@@ -494,7 +494,7 @@ def test_split_deterministic_disjoint_nonempty():
         D.split_cases(["a", "a", "b"])
 
 
-def test_prepare_and_load_prepared(datasets, tmp_path):
+def test_prepare_and_load_prepared(datasets, tmp_path, monkeypatch):
     out = D.prepare_dataset(datasets["brats2023"], tmp_path / "prepared.npz", (36, 36, 36), progress=False)
     with np.load(out, allow_pickle=False) as npz:
         assert sorted(npz.files) == sorted(D.PREPARED_KEYS)
@@ -513,7 +513,8 @@ def test_prepare_and_load_prepared(datasets, tmp_path):
         D.load_prepared(bad)
     with pytest.raises(FileNotFoundError, match="nothere"):
         D.load_prepared(tmp_path / "nothere.npz")
-    # worker processes give exactly the serial arrays, in the same order
+    # worker processes give exactly the serial arrays, in the same order (spawned even on a 1-CPU runner)
+    monkeypatch.setattr(D, "cpu_budget", lambda: 8)
     par = D.load_prepared(D.prepare_dataset(datasets["brats2023"], tmp_path / "par.npz", (36, 36, 36), workers=2, progress=False))
     for k in D.PREPARED_KEYS:
         assert np.array_equal(par[k], p[k]), k
@@ -567,8 +568,9 @@ def test_viz_returns_figures():
         viz.plot_case_planes(img, lab)  # BraTS labels (4) are not a class map
 
 
-def test_parallel_generation_gives_identical_cases(tmp_path) -> None:
+def test_parallel_generation_gives_identical_cases(tmp_path, monkeypatch) -> None:
     """workers > 1 (spawned processes) writes exactly the cases of the serial run."""
+    monkeypatch.setattr(D, "cpu_budget", lambda: 8)  # spawn processes even on a 1-CPU runner
     D.make_synthetic_dataset(tmp_path / "serial", 3, shape=(24, 24, 24), seed=5, progress=False)
     D.make_synthetic_dataset(tmp_path / "par", 3, shape=(24, 24, 24), seed=5, workers=2, progress=False)
     for a, b in zip(D.list_cases(tmp_path / "serial"), D.list_cases(tmp_path / "par")):

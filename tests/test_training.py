@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -322,3 +324,37 @@ def test_gpu_resident_data_path_on_cpu() -> None:
     train(b, x.half().float(), y, cfg, progress=False)
     for pa, pb in zip(a.parameters(), b.parameters()):  # same values once cast: identical training
         assert torch.equal(pa, pb)
+
+
+def test_bf16_autocast_path_runs_on_cpu(monkeypatch) -> None:
+    """The GPU's mixed-precision path (bf16 forward, float32 loss), exercised on the CPU: the objectives see
+    bf16 logits, the losses stay finite, and the result differs from float32 training (autocast was on)."""
+    from robustseg_lib import training as T
+    from robustseg_lib.defenses import DistillationObjective
+
+    x, y = _blob_data(4)
+    cfg = TrainConfig(epochs=2, batch_size=2, steps_per_epoch=2, crop=(12, 12, 12), seed=1)
+    seen: list[torch.dtype] = []
+
+    def watch(objective):
+        def wrapped(logits, xb, yb):
+            seen.append(logits.dtype)
+            return objective(logits, xb, yb)
+        return wrapped
+
+    fp32 = _tiny()
+    train(fp32, x, y, cfg, progress=False)
+    monkeypatch.setattr(T, "AMP_DEVICE_TYPES", frozenset({"cuda", "cpu"}))
+    amp = _tiny()
+    res = train(amp, x, y, cfg, val_images=x[:2], val_labels=y[:2], objective=watch(T.dice_ce_objective(1.0)), progress=False)
+    assert seen and set(seen) == {torch.bfloat16}
+    assert np.isfinite(res.history["loss"]).all() and np.isfinite(res.best_score)
+    assert any(not torch.equal(a, b) for a, b in zip(amp.parameters(), fp32.parameters()))
+    assert all(p.dtype == torch.float32 for p in amp.parameters())  # weights stay float32 under autocast
+    seen.clear()
+    student = _tiny()
+    res = train(student, x, y, cfg, objective=watch(DistillationObjective(fp32, 20.0, hard_weight=0.5)), progress=False)
+    assert set(seen) == {torch.bfloat16} and np.isfinite(res.history["loss"]).all()
+    seen.clear()
+    train(_tiny(), x, y, dataclasses.replace(cfg, amp=False), objective=watch(T.dice_ce_objective(1.0)), progress=False)
+    assert set(seen) == {torch.float32}  # amp=False turns it off

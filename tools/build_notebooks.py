@@ -137,7 +137,7 @@ RESOLVE = [
     code(
         """
 run, dev = setup_run(run_dir, seed=seed, device=device)
-print(f"run folder: {run.root.resolve()}\\ndevice: {dev}")
+print(f"run folder: {run.root.resolve()}\\ndevice: {dev}; torch threads: {torch.get_num_threads()}")
 """
     ),
 ]
