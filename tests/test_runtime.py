@@ -148,10 +148,15 @@ def test_real_cgroup_quota_reaches_torch(tmp_path: Path) -> None:
     except OSError as e:
         pytest.skip(f"cannot create a cgroup here: {e}")
     try:
-        (grp / "cpu.cfs_period_us").write_text("100000")
-        (grp / "cpu.cfs_quota_us").write_text("100000")
+        try:
+            (grp / "cpu.cfs_period_us").write_text("100000")
+            (grp / "cpu.cfs_quota_us").write_text("100000")
+        except OSError as e:
+            pytest.skip(f"cannot set a CPU quota here: {e}")
         code = (
-            f"import os; open({str(grp / 'cgroup.procs')!r}, 'w').write(str(os.getpid()));"
+            "import os, sys\n"
+            f"try: open({str(grp / 'cgroup.procs')!r}, 'w').write(str(os.getpid()))\n"
+            "except OSError: print('cannot-join'); sys.exit(0)\n"
             "import torch; torch.set_num_threads(2);"
             "from robustseg_lib import runtime;"
             f"runtime.setup_run({str(tmp_path / 'run')!r}, seed=0, device='cpu');"
@@ -160,6 +165,8 @@ def test_real_cgroup_quota_reaches_torch(tmp_path: Path) -> None:
         env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
         assert out.returncode == 0, out.stderr
+        if out.stdout.strip() == "cannot-join":
+            pytest.skip("cannot move a process into a new cgroup here")
         assert out.stdout.split() == ["1.0", "1", "1"]
     finally:
         grp.rmdir()
