@@ -452,7 +452,8 @@ def make_synthetic_dataset(
         seed: dataset seed (>= 0).
         layout: ``"brats2021"``, ``"brats2023"`` or ``"msd"``.
         workers: processes generating cases in parallel (BraTS-scale sets on many-core
-            machines); every case has its own seed, so the result does not depend on it.
+            machines; capped at :func:`runtime.cpu_budget`); every case has its own seed, so the
+            result does not depend on it.
         progress: show a tqdm bar.
 
     Returns:
@@ -801,7 +802,8 @@ def prepare_dataset(
         fractions: (train, val, test) fractions for ``split_cases``.
         seed: split seed.
         workers: processes loading and preprocessing cases in parallel (BraTS scale: about
-            2 s per case on one core); the output does not depend on it.
+            2 s per case on one core; capped at :func:`runtime.cpu_budget`); the output does not
+            depend on it.
         progress: show a tqdm progress bar.
 
     Returns:

@@ -172,7 +172,7 @@ layout: str = "brats2021"  # brats2021 | brats2023 | msd: the on-disk layout wri
 data_dir: str = ""  # a real BraTS/MSD folder; empty for synthetic data
 work_shape: list = [64, 64, 64]  # volumes are cropped to the brain and padded/resized to this
 fractions: list = [0.6, 0.15, 0.25]  # train / val / test split
-workers: int = 1  # processes generating and preparing cases in parallel (BraTS-scale data on many cores)
+workers: int = 1  # processes generating and preparing cases in parallel (BraTS-scale data on many cores; capped at the CPU budget)
 '''
         ),
         *RESOLVE,
