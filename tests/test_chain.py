@@ -191,3 +191,16 @@ def test_whole_volume_inference_through_the_chain(smoke_run: Path, tmp_path: Pat
         rows = pd.read_csv(run / "tables" / f"{name}.csv").query(query)
         assert len(rows) == len(test), name
         assert rows.dice.to_numpy() == pytest.approx([want[c] for c in rows.case_id], abs=1e-6), name
+
+
+def test_summarise_run_reads_the_run_files(smoke_run: Path) -> None:
+    """tools/summarise_run.py (what gpu_run.sh returns as summary.md): header from the manifest, machine included."""
+    tool = Path(__file__).resolve().parents[1] / "tools" / "summarise_run.py"
+    out = subprocess.run([sys.executable, str(tool), str(smoke_run)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    manifest = json.loads((smoke_run / "manifest.json").read_text())
+    first = out.stdout.splitlines()[0]
+    assert manifest["machine"]["summary"] in first and manifest["git_sha"][:10] in first
+    for stage, rec in manifest["stages"].items():
+        assert f"| {stage} | {rec['seconds']:.0f} |" in out.stdout
+    assert "Clean test Dice" in out.stdout

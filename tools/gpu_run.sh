@@ -55,7 +55,7 @@ echo "chain: exit $rc, $(( $(date +%s) - t0 )) s wall" | tee -a "$out/reproduce.
 } > "$out/bench.txt" 2>&1
 cat "$out/bench.txt"
 
-python3 tools/summarise_run.py "$run" --machine "$(python3 -c "import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU')")" > "$out/summary.md" 2>&1
+python3 tools/summarise_run.py "$run" > "$out/summary.md" 2>&1
 cp "$run/manifest.json" "$out/" 2>/dev/null
 cp "$run/report/report.md" "$out/" 2>/dev/null
 for d in tables figures notebooks; do

@@ -1,7 +1,8 @@
 """Print a Markdown summary of a finished run folder (for docs/results.md).
 
 Usage: ``python tools/summarise_run.py runs/teaching [--machine "2-core x86_64 VM"]``.
-Everything printed is read from the run's own files (manifest, tables).
+Everything printed is read from the run's own files (manifest, tables); the machine defaults to the
+manifest's record of it (CPU, torch threads, GPU).
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import pandas as pd
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)
-    ap.add_argument("--machine", default="unknown machine")
+    ap.add_argument("--machine", default=None, help="default: the manifest's machine summary")
     ap.add_argument("--region", default="WT")
     args = ap.parse_args()
     run = args.run
     man = json.loads((run / "manifest.json").read_text())
+    if args.machine is None:
+        args.machine = (man.get("machine") or {}).get("summary", "unknown machine")
     print(f"### Run `{run.name}`: profile `{man['profile']}`, git `{man['git_sha'][:10]}`, device `{man['device']}`, {args.machine}\n")
     print("| stage | seconds |\n|---|---|")
     total = 0.0
