@@ -4,6 +4,8 @@
 # mybinder.org gives a notebook about 1 CPU and 2 GB as cgroup limits: a CFS bandwidth quota (the
 # process still sees every core of the node) and a hard memory limit. This script makes such a cgroup
 # (v1 or v2), runs the command in it and prints what the kernel counted. Root only; Linux only.
+# Written against the cgroup files directly because the usual tools need what containers often lack:
+# `systemd-run -p CPUQuota=100% -p MemoryMax=2G` needs systemd as PID 1, `cgexec` needs cgroup-tools.
 #
 # Usage:  sudo benchmarks/binder_sim.sh [--cpus 1] [--mem 2G] -- COMMAND...
 # e.g.    sudo benchmarks/binder_sim.sh -- robustseg reproduce --profile teaching --out /tmp/binder-run

@@ -133,8 +133,11 @@ def cpu_budget() -> int:
     Returns:
         The number of CPUs (>= 1).
     """
+    return _budget(cgroup_cpu_limit())
+
+
+def _budget(quota: float | None) -> int:
     n = _affinity_count()
-    quota = cgroup_cpu_limit()
     if quota is not None:
         n = min(n, max(1, math.floor(quota)))
     return max(1, n)
@@ -144,8 +147,8 @@ def limit_threads(budget: int | None = None) -> int:
     """Lower torch's intra-op thread count to the CPU budget (never raise it).
 
     Does nothing when the user chose a count through ``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS``.
-    Measured on a 1-CPU quota (docs/benchmarks.md): 2 threads made a teaching training step 23 %
-    slower than 1 thread.
+    Measured under a 1-CPU quota on the 2-core dev VM (docs/benchmarks.md): a teaching training step
+    took 1.06-1.33 times as long at 2 threads as at 1, and 2.3-2.5 times at 4.
 
     Args:
         budget: the CPUs to use; None = :func:`cpu_budget`.
@@ -184,15 +187,17 @@ def machine_info() -> dict:
         A JSON-able dict: ``machine``, ``cpu``, ``cpu_capability`` (torch's kernel ISA), ``visible_cores``,
         ``cgroup_cpu_quota``, ``cpu_budget``, ``torch_threads``, ``gpu`` (name or None) and ``summary``.
     """
-    threads = limit_threads()
+    quota = cgroup_cpu_limit()
+    budget = _budget(quota)
+    threads = limit_threads(budget)
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     info = {
         "machine": platform.machine(),
         "cpu": _cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "visible_cores": os.cpu_count(),
-        "cgroup_cpu_quota": cgroup_cpu_limit(),
-        "cpu_budget": cpu_budget(),
+        "cgroup_cpu_quota": quota,
+        "cpu_budget": budget,
         "torch_threads": threads,
         "gpu": gpu,
     }
@@ -224,18 +229,18 @@ def package_versions() -> dict[str, str]:
 def print_config(device: str | torch.device | None = None) -> None:
     """Print versions, device, threads and git commit (the notebooks' Setup cell).
 
-    Fits torch's threads to the CPU budget first (:func:`limit_threads`, as ``setup_run`` does), so the
-    count printed is the one the notebook computes with.
+    Fits torch's threads to the CPU budget first (through :func:`machine_info`, as ``setup_run`` does),
+    so the count printed is the one the notebook computes with.
     """
-    limit_threads()
+    info = machine_info()
     for k, v in package_versions().items():
         print(f"{k:>11}: {v}")
     dev = resolve_device(device or "auto")
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine()
-    quota = cgroup_cpu_limit()
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else info["cpu"]
+    quota = info["cgroup_cpu_quota"]
     limit = f" (cgroup CPU quota {quota:g})" if quota is not None else ""
-    print(f"{'device':>11}: {dev} ({name}); torch threads: {torch.get_num_threads()}; cores: {os.cpu_count()}; "
-          f"CPU budget: {cpu_budget()}{limit}")
+    print(f"{'device':>11}: {dev} ({name}); torch threads: {info['torch_threads']}; cores: {info['visible_cores']}; "
+          f"CPU budget: {info['cpu_budget']}{limit}")
     print(f"{'git':>11}: {git_sha()}")
 
 

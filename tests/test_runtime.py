@@ -140,8 +140,8 @@ def _cgroup_v1_cpu() -> Path | None:
 
 @pytest.mark.skipif(_cgroup_v1_cpu() is None, reason="needs root and a writable cgroup v1 cpu hierarchy")
 def test_real_cgroup_quota_reaches_torch(tmp_path: Path) -> None:
-    """The kernel is the oracle: a child process in a new cgroup with a 1-CPU quota sees budget 1 and
-    its notebook set-up runs torch on one thread."""
+    """The kernel is the oracle: a child process in a new cgroup with a 1-CPU quota sees budget 1, its
+    notebook set-up runs torch on one thread, and the manifest's machine record says so."""
     grp = _cgroup_v1_cpu() / f"robustseg-test-{uuid.uuid4().hex[:8]}"
     try:
         grp.mkdir()
@@ -160,13 +160,14 @@ def test_real_cgroup_quota_reaches_torch(tmp_path: Path) -> None:
             "import torch; torch.set_num_threads(2);"
             "from robustseg_lib import runtime;"
             f"runtime.setup_run({str(tmp_path / 'run')!r}, seed=0, device='cpu');"
-            "print(runtime.cgroup_cpu_limit(), runtime.cpu_budget(), torch.get_num_threads())"
+            "m = runtime.machine_info();"
+            "print(runtime.cgroup_cpu_limit(), runtime.cpu_budget(), torch.get_num_threads(), m['cgroup_cpu_quota'], m['cpu_budget'], m['torch_threads'])"
         )
         env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
         assert out.returncode == 0, out.stderr
         if out.stdout.strip() == "cannot-join":
             pytest.skip("cannot move a process into a new cgroup here")
-        assert out.stdout.split() == ["1.0", "1", "1"]
+        assert out.stdout.split() == ["1.0", "1", "1", "1.0", "1", "1"]
     finally:
         grp.rmdir()
