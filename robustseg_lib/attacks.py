@@ -780,7 +780,6 @@ def attack_sweep(
         # host copies made once per batch; class maps as uint8 (values 0..3): an eighth of the
         # transfer and of the memory queued for the metric threads
         y_c, ids_b = y.to(torch.uint8).cpu(), ids[sl]
-        xc = x.cpu() if with_percept else None
         clean_pred: torch.Tensor | None = None
         for eps in grid:
             if eps == 0:
@@ -805,8 +804,10 @@ def attack_sweep(
                 metrics.evaluate, pred_c, y_c, ids_b, model=model_name, attack=attack, eps=eps, steps=attack_steps, hd95=hd95, **extra
             )
             k = max(0, min(keep_examples, n) - start)
-            xa = x_adv.cpu() if with_percept or k > 0 else None  # no image copies unless something reads them
-            for r in (metrics.perceptibility(xc, xa, brain=brain, case_ids=ids_b) if with_percept else []):
+            xa = x_adv.cpu() if k > 0 else None  # no image copies unless something reads them
+            # perceptibility gets the device tensors: its SSIM then runs on the GPU (the CPU's convolution
+            # would cost seconds per BraTS-size case, with the GPU idle)
+            for r in (metrics.perceptibility(x, x_adv, brain=brain, case_ids=ids_b) if with_percept else []):
                 r.pop("case_index", None)
                 percept.append({"case_id": r.pop("case_id"), "model": model_name, "attack": attack, "eps": eps, "steps": attack_steps, **r})
             if k > 0:

@@ -391,6 +391,9 @@ def perceptibility(
       volume.
     ``data_range`` defaults to the per-channel max − min of the clean volume over the brain
     (over the volume if no ``brain``); a zero range falls back to 1.0.
+    SSIM runs where the inputs are when both are tensors on one device: on a GPU, so a
+    BraTS-size volume does not wait on a CPU convolution (about 2 s per case on 16 cores, 18 s
+    on 2, for 4 × 144×176×144); numpy inputs are scored on the CPU.
 
     Args:
         x_clean: clean images ``(C, D, H, W)`` or ``(N, C, D, H, W)``.
@@ -404,6 +407,7 @@ def perceptibility(
         One dict per case × channel: ``case_index`` (and ``case_id``), ``modality``
         (``t1, t1ce, t2, flair`` for 4 channels, else ``ch<i>``), ``linf``, ``l2``, ``psnr``, ``ssim``.
     """
+    on_device = isinstance(x_clean, torch.Tensor) and isinstance(x_adv, torch.Tensor) and x_clean.device == x_adv.device
     xc = _to_numpy(x_clean, "x_clean").astype(np.float64)
     xa = _to_numpy(x_adv, "x_adv").astype(np.float64)
     if xc.ndim not in (4, 5):
@@ -454,9 +458,13 @@ def perceptibility(
             sel = diff[mask] if mask.any() else diff.ravel()
             mse = float(np.mean(sel**2))
             psnr = math.inf if mse == 0 else 10.0 * math.log10(dr**2 / mse)
+            if on_device:  # the caller's tensors (e.g. on the GPU), as float32 like the numpy path
+                s_adv, s_clean = (t.reshape(xc.shape)[i, ch][None, None].float() for t in (x_adv, x_clean))
+            else:
+                s_adv, s_clean = torch.from_numpy(adv[None, None].astype(np.float32)), torch.from_numpy(clean[None, None].astype(np.float32))
             ssim_map, _ = compute_ssim_and_cs(
-                torch.from_numpy(adv[None, None].astype(np.float32)),
-                torch.from_numpy(clean[None, None].astype(np.float32)),
+                s_adv.detach(),
+                s_clean.detach(),
                 spatial_dims=len(spatial),
                 kernel_size=[w] * len(spatial),
                 kernel_sigma=[1.5] * len(spatial),

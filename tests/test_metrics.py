@@ -294,6 +294,32 @@ def test_perceptibility_identical_and_batch() -> None:
         M.perceptibility(x, x, brain=np.ones((3, 3, 3), bool))
 
 
+def test_perceptibility_scores_ssim_on_the_callers_tensors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tensors on one device go to SSIM as views of themselves (so on a GPU the SSIM runs there, not through
+    numpy on the CPU); the numbers equal the numpy path's, which the hand-value tests above pin down."""
+    rng = np.random.default_rng(2)
+    clean = torch.from_numpy(rng.normal(size=(2, 4, 10, 11, 12)).astype(np.float32))
+    adv = clean + 0.3 * torch.from_numpy(rng.normal(size=clean.shape).astype(np.float32))
+    brain = torch.from_numpy(rng.random(size=(2, 10, 11, 12)) > 0.3)
+    seen: list[torch.Tensor] = []
+    real = M.compute_ssim_and_cs
+
+    def spy(y_pred: torch.Tensor, y: torch.Tensor, **kw):
+        seen.append(y_pred)
+        return real(y_pred, y, **kw)
+
+    monkeypatch.setattr(M, "compute_ssim_and_cs", spy)
+    from_tensors = M.perceptibility(clean, adv, brain=brain)
+    assert len(seen) == 8
+    lo, hi = adv.data_ptr(), adv.data_ptr() + adv.numel() * adv.element_size()
+    assert all(lo <= t.data_ptr() < hi for t in seen), "SSIM inputs were copied instead of viewed"
+    from_numpy = M.perceptibility(clean.numpy(), adv.numpy(), brain=brain.numpy())
+    for a, b in zip(from_tensors, from_numpy):
+        assert a == pytest.approx(b, rel=1e-6)
+    mixed = M.perceptibility(clean, adv.numpy(), brain=brain)  # not both tensors: the numpy path
+    assert [r["ssim"] for r in mixed] == pytest.approx([r["ssim"] for r in from_numpy], rel=1e-6)
+
+
 # ----------------------------------------------------------------------------- target fraction
 def test_target_fraction() -> None:
     pred = np.array([0, 1, 1, 3, 3, 2])

@@ -24,9 +24,12 @@
 # Files returned: summary.md (per-stage times, Dice, claims), bench.txt, manifest.json, report.md,
 # tables.tar.gz, figures.tar.gz, notebooks.tar.gz (executed), reproduce.log.
 set -uo pipefail
+start=$(date +%s)
 profile=${1:-paper}; shift || true
 out=${OUT:?set OUT to the folder whose files come back}
 run=${RUN:-/tmp/run_${profile}}
+deadline=${DEADLINE:-0}   # seconds from start by which everything must be packed (0: no limit); the chain is cut short to keep it
+left() { echo $(( deadline - ($(date +%s) - start) )); }
 mkdir -p "$out"
 if [ -d .whl ] && ! python3 -c "import monai, papermill" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
@@ -34,32 +37,55 @@ if [ -d .whl ] && ! python3 -c "import monai, papermill" 2>/dev/null; then
 fi
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD}
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
+gpu=0; python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" && gpu=1
 
-t0=$(date +%s)
-python3 -m robustseg_lib reproduce --profile "$profile" --out "$run" "$@" 2>&1 | grep -v -e IPKernelApp -e '^$' | tee "$out/reproduce.log"
-rc=${PIPESTATUS[0]}
-echo "chain: exit $rc, $(( $(date +%s) - t0 )) s wall" | tee -a "$out/reproduce.log"
-
+# 1. the micro-benchmarks first (short, and they do not depend on the chain)
 {
-  python3 benchmarks/bench_chain.py --run "$run"
-  if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
-    python3 benchmarks/bench_training.py --size 128 --batch 2 --width 16 --levels 5 --busy-steps 50
-    python3 benchmarks/bench_attacks.py --size 128 --batch 2 --volume 144 176 144
-    python3 benchmarks/bench_metrics.py --threads 1 8
-    python3 benchmarks/bench_inference.py --run "$run" --cases 8 --eps 0.25 --steps 10 2>/dev/null
+  if [ $gpu = 1 ]; then
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+    timeout 120 python3 benchmarks/bench_training.py --size 128 --batch 2 --width 16 --levels 5 --busy-steps 50
+    timeout 120 python3 benchmarks/bench_attacks.py --size 128 --batch 2 --volume 144 176 144
   else
     python3 benchmarks/bench_training.py --rounds 1 --busy-steps 4
     python3 benchmarks/bench_metrics.py --shape 64 64 64 --repeats 2
-    python3 benchmarks/bench_inference.py --run "$run" --cases 2 --steps 2 2>/dev/null
   fi
 } > "$out/bench.txt" 2>&1
 cat "$out/bench.txt"
 
+# 2. the chain, GPU utilisation sampled once a second beside it
+util=/tmp/gpu_util.csv; : > "$util"; sampler=
+if [ $gpu = 1 ] && command -v nvidia-smi >/dev/null; then
+  ( while :; do echo "$(date +%s.%N),$(nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader,nounits | head -1)"; sleep 1; done ) >> "$util" &
+  sampler=$!
+fi
+lim=()
+if [ "$deadline" -gt 0 ]; then lim=(timeout --kill-after=10 $(( $(left) - 40 ))); echo "chain limited to ${lim[2]} s"; fi
+t0=$(date +%s)
+"${lim[@]}" python3 -m robustseg_lib reproduce --profile "$profile" --out "$run" "$@" 2>&1 | grep -v -e IPKernelApp -e '^$' | tee "$out/reproduce.log"
+rc=${PIPESTATUS[0]}
+echo "chain: exit $rc, $(( $(date +%s) - t0 )) s wall" | tee -a "$out/reproduce.log"
+[ -n "$sampler" ] && kill "$sampler" 2>/dev/null
+pkill -f ipykernel_launcher 2>/dev/null  # a kernel left behind by a cut-short chain
+
+# 3. what the run measured
+{
+  python3 benchmarks/bench_chain.py --run "$run"
+  [ -s "$util" ] && python3 tools/gpu_util_summary.py "$run" "$util"
+  if [ $rc = 0 ] && { [ "$deadline" = 0 ] || [ "$(left)" -gt 60 ]; }; then
+    if [ $gpu = 1 ]; then timeout $(( deadline > 0 ? $(left) - 30 : 300 )) python3 benchmarks/bench_inference.py --run "$run" --cases 8 --eps 0.25 --steps 10 2>/dev/null
+    else python3 benchmarks/bench_inference.py --run "$run" --cases 2 --steps 2 2>/dev/null; fi
+  fi
+} >> "$out/bench.txt" 2>&1
+tail -n +1 "$out/bench.txt" | sed -n '/Per-stage\|stage/,$p' | head -40
+
 python3 tools/summarise_run.py "$run" > "$out/summary.md" 2>&1
 cp "$run/manifest.json" "$out/" 2>/dev/null
 cp "$run/report/report.md" "$out/" 2>/dev/null
+[ -s "$util" ] && mkdir -p "$run/tables" && cp "$util" "$run/tables/gpu_util.csv"
 for d in tables figures notebooks; do
   [ -d "$run/$d" ] && tar -czf "$out/$d.tar.gz" -C "$run" "$d"
 done
+cat "$out/summary.md"
 ls -la "$out"
+echo "gpu_run.sh: $(( $(date +%s) - start )) s in all"
 exit "$rc"

@@ -25,13 +25,17 @@ def main() -> None:
     if args.machine is None:
         args.machine = (man.get("machine") or {}).get("summary", "unknown machine")
     print(f"### Run `{run.name}`: profile `{man['profile']}`, git `{man['git_sha'][:10]}`, device `{man['device']}`, {args.machine}\n")
-    print("| stage | seconds |\n|---|---|")
+    print("| stage | seconds | status |\n|---|---|---|")
     total = 0.0
     for stage, rec in man["stages"].items():
-        total += rec.get("seconds", 0)
-        print(f"| {stage} | {rec.get('seconds', 0):.0f} |")
-    print(f"| **total** | **{total:.0f}** |\n")
-    t = pd.concat([pd.read_csv(p, dtype={"case_id": str}) for p in sorted((run / "tables").glob("results_*.csv"))], ignore_index=True)
+        total += rec.get("seconds") or 0
+        print(f"| {stage} | {rec.get('seconds') or 0:.0f} | {rec.get('status', '?')} |")
+    print(f"| **total** | **{total:.0f}** | |\n")
+    tables = sorted((run / "tables").glob("results_*.csv"))
+    if not tables:
+        print("No results tables yet (the run stopped before notebook 03).")
+        return
+    t = pd.concat([pd.read_csv(p, dtype={"case_id": str}) for p in tables], ignore_index=True)
     clean = t[(t.attack == "clean")].groupby(["model", "region"]).dice.mean().unstack("region")[["WT", "TC", "ET"]]
     print("Clean test Dice (mean over cases):\n")
     print("| model | WT | TC | ET |\n|---|---|---|---|")
