@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from monai.networks.nets import UNet
 
 from robustseg_lib.attacks import SlidingWindowModel, _delta_bounds, fgsm, ifgsm
+from robustseg_lib.metrics import perceptibility
 
 
 def pick_device(name: str) -> torch.device:
@@ -172,6 +173,14 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'measurement':<32}{'sliding [s]':>12}{'whole [s]':>11}{'ratio':>8}")
     for name, a, b in (("fgsm (clip+mask)", vt["fs"], vt["fw"]), ("inference (no grad)", vt["ps"], vt["pw"])):
         print(f"{name:<32}{a:>12.3f}{b:>11.3f}{a / b:>8.2f}")
+
+    # perceptibility (L-inf, L2, PSNR, SSIM of 4 modalities) of one adversarial volume, as attack_sweep scores
+    # it: on the attack's device, and (the pre-GPU behaviour) from host copies on the CPU
+    xa = fgsm(net, xv, yv, eps, **kv)
+    pt = timeit({"dev": lambda: perceptibility(xv, xa, brain=bv[:, 0]), "cpu": lambda: perceptibility(xv.cpu(), xa.cpu(), brain=bv[:, 0].cpu())},
+                device, 1, 2)
+    print(f"perceptibility of one volume: {pt['dev']:.3f} s on {device.type}, {pt['cpu']:.3f} s from host copies "
+          f"({torch.get_num_threads()} CPU threads)")
 
 
 if __name__ == "__main__":

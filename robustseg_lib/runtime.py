@@ -14,7 +14,6 @@ import numpy as np
 import torch
 
 from .artefacts import RunPaths
-from .models import resolve_device
 
 __all__ = ["seed_everything", "git_sha", "package_versions", "print_config", "setup_run", "cpu_budget", "cgroup_cpu_limit", "limit_threads", "machine_info"]
 
@@ -235,6 +234,8 @@ def print_config(device: str | torch.device | None = None) -> None:
     info = machine_info()
     for k, v in package_versions().items():
         print(f"{k:>11}: {v}")
+    from .models import resolve_device  # here, not at the top: .models imports MONAI (seconds), which the data workers never need
+
     dev = resolve_device(device or "auto")
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else info["cpu"]
     quota = info["cgroup_cpu_quota"]
@@ -259,6 +260,8 @@ def setup_run(run_dir: str | Path, seed: int, device: str = "auto") -> tuple[Run
         raise ValueError("run_dir must be a non-empty path")
     seed_everything(seed)
     limit_threads()
+    from .models import resolve_device
+
     dev = resolve_device(device)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True

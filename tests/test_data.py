@@ -579,3 +579,14 @@ def test_parallel_generation_gives_identical_cases(tmp_path, monkeypatch) -> Non
         assert np.array_equal(ia, ib) and np.array_equal(la, lb)
     with pytest.raises(ValueError, match="workers"):
         D.make_synthetic_dataset(tmp_path / "x", 1, shape=(24, 24, 24), workers=0)
+
+
+def test_data_workers_do_not_import_monai() -> None:
+    """Spawned data workers import robustseg_lib.data: it must not pull MONAI in (seconds per process, x16 on
+    the GPU machine, twice per data stage)."""
+    import subprocess
+    import sys
+
+    code = "import sys, robustseg_lib.data; print('monai' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"

@@ -358,3 +358,92 @@ def test_bf16_autocast_path_runs_on_cpu(monkeypatch) -> None:
     seen.clear()
     train(_tiny(), x, y, dataclasses.replace(cfg, amp=False), objective=watch(T.dice_ce_objective(1.0)), progress=False)
     assert set(seen) == {torch.float32}  # amp=False turns it off
+
+
+# ----------------------------------------------------------------------------- tensor batches (the GPU path)
+def test_kth_absent_matches_a_listed_complement() -> None:
+    """_kth_absent (binary search over the foreground alone) against the background list numpy gives."""
+    from robustseg_lib.training import _kth_absent
+
+    rng = np.random.default_rng(0)
+    for n, frac in [(50, 0.0), (50, 0.3), (200, 0.9), (64, 0.05)]:
+        mask = rng.random(n) < frac
+        mask[:3] = [True, False, True]  # foreground at the start and around the first background voxel
+        present, absent = np.flatnonzero(mask), np.flatnonzero(~mask)
+        assert [_kth_absent(present, k) for k in range(len(absent))] == absent.tolist()
+    assert _kth_absent(np.array([], dtype=np.int64), 7) == 7
+
+
+def _coded_volume(n: int = 3, shape=(20, 18, 16)) -> tuple[torch.Tensor, torch.Tensor]:
+    """Channel 0 holds each voxel's flat index, channel 1 its label x 10 + 5: a crop tells where it came from."""
+    g = torch.Generator().manual_seed(0)
+    lab = (torch.rand((n, *shape), generator=g) < 0.04).long() * torch.randint(1, 4, (n, *shape), generator=g)
+    flat = torch.arange(int(np.prod(shape)), dtype=torch.float32).reshape(shape)
+    img = torch.stack([torch.stack([flat, lab[i].float() * 10 + 5]) for i in range(n)])
+    return img, lab
+
+
+def test_tensor_batcher_crops_are_views_of_the_volume_centred_as_asked() -> None:
+    from robustseg_lib.training import TensorBatcher
+
+    img, lab = _coded_volume()
+    shape, crop = img.shape[2:], (8, 6, 10)
+    for pos in (1.0, 0.0):
+        b = TensorBatcher(lab, TrainConfig(crop=crop, pos_fraction=pos, augment=False))
+        hits = 0
+        for step in range(60):
+            x, y = b(img, lab, [0, 2], seed=1, epoch=1, step=step)
+            assert x.shape == (2, 2, *crop) and y.shape == (2, *crop) and x.dtype == torch.float32 and y.dtype == torch.int64
+            for i, j in enumerate([0, 2]):
+                start = np.unravel_index(int(x[i, 0, 0, 0, 0]), shape)
+                sl = tuple(slice(a, a + k) for a, k in zip(start, crop))
+                assert torch.equal(x[i], img[j][(slice(None), *sl)]) and torch.equal(y[i], lab[j][sl])
+                assert all(0 <= a <= d - k for a, d, k in zip(start, shape, crop))
+                hits += int((y[i] > 0).any())
+        if pos == 1.0:  # every centre on tumour: every crop holds some
+            assert hits == 120
+    # 1-voxel crops are the centres themselves: tumour for pos_fraction 1, background for 0
+    for pos, want in ((1.0, True), (0.0, False)):
+        b = TensorBatcher(lab, TrainConfig(crop=(1, 1, 1), pos_fraction=pos, augment=False))
+        assert all((b(img, lab, [1], seed=0, epoch=0, step=s)[1].item() > 0) == want for s in range(100))
+
+
+def test_tensor_batcher_pos_fraction_flips_and_intensity() -> None:
+    from robustseg_lib.training import TensorBatcher
+
+    img, lab = _coded_volume()
+    b = TensorBatcher(lab, TrainConfig(crop=(1, 1, 1), pos_fraction=0.3, augment=False))
+    draws = [b(img, lab, [0], seed=5, epoch=1, step=s)[1].item() > 0 for s in range(600)]
+    assert 0.24 < np.mean(draws) < 0.36  # 1-voxel crops: the centre's own label
+    b = TensorBatcher(lab, TrainConfig(crop=(12, 10, 8), augment=True))
+    scaled = flipped = 0
+    for s in range(80):
+        x, y = b(img, lab, [1], seed=2, epoch=3, step=s)
+        code = x[0, 1]  # label x 10 + 5 after the same affine scale/shift: constant within each class
+        vals = {c: code[y[0] == c] for c in range(4) if (y[0] == c).any()}
+        assert all(float(v.max() - v.min()) < 1e-4 for v in vals.values())  # image and label flipped alike
+        base = vals[0][0]
+        scaled += abs(float(base) - 5.0) > 1e-6
+        flipped += int(x[0, 0, 0, 0, 0] > x[0, 0, -1, -1, -1])  # flat index decreasing along some axis
+    assert 20 < scaled < 80 and 0 < flipped < 80
+    a = b(img, lab, [0, 1], seed=2, epoch=3, step=4)
+    c = b(img, lab, [0, 1], seed=2, epoch=3, step=4)
+    assert torch.equal(a[0], c[0]) and torch.equal(a[1], c[1])  # seeded: the same batch again
+
+
+def test_augment_backends_train_and_auto_keeps_monai_on_cpu() -> None:
+    """auto = monai on the CPU (CPU numbers unchanged); the tensor backend trains, repeatably, from
+    float16/uint8 resident tensors as on a GPU."""
+    x, y = _blob_data(4)
+    base = dict(epochs=2, batch_size=2, steps_per_epoch=2, crop=(12, 12, 12), seed=1)
+    nets = {}
+    for backend in ("auto", "monai", "tensor", "tensor"):
+        net = _tiny()
+        res = train(net, x.half(), y.to(torch.uint8), TrainConfig(**base, augment_backend=backend), progress=False)
+        assert np.isfinite(res.history["loss"]).all()
+        nets.setdefault(backend, []).append(net)
+    same = lambda a, b: all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))  # noqa: E731
+    assert same(nets["auto"][0], nets["monai"][0])
+    assert same(*nets["tensor"]) and not same(nets["tensor"][0], nets["monai"][0])
+    with pytest.raises(ValueError, match="augment_backend"):
+        TrainConfig(augment_backend="gpu")
