@@ -205,11 +205,24 @@ def machine_info() -> dict:
 
 
 def git_sha(path: str | Path | None = None) -> str:
-    """The current git commit of the checkout holding this package ("unknown" outside git)."""
+    """The current git commit of the checkout holding this package, with ``+dirty`` appended when
+    tracked files differ from it (the code that ran is then not that commit; untracked files do
+    not count); ``"unknown"`` outside git.
+
+    Args:
+        path: a folder inside the checkout (default: this package's).
+
+    Returns:
+        e.g. ``"3949eed…"`` or ``"3949eed…+dirty"``.
+    """
     where = Path(path) if path is not None else Path(__file__).resolve().parent
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
+        sha = out.stdout.strip()
+        if not sha:
+            return "unknown"
+        st = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where, capture_output=True, text=True, timeout=30)
+        return sha + "+dirty" if st.returncode == 0 and st.stdout.strip() else sha
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 

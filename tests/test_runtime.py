@@ -171,3 +171,26 @@ def test_real_cgroup_quota_reaches_torch(tmp_path: Path) -> None:
         assert out.stdout.split() == ["1.0", "1", "1", "1.0", "1", "1"]
     finally:
         grp.rmdir()
+
+
+def test_git_sha_marks_a_modified_checkout(tmp_path) -> None:
+    """A run from a tree whose tracked files differ from HEAD records ``<sha>+dirty`` (untracked files do not count)."""
+    import shutil
+    import subprocess
+
+    from robustseg_lib.runtime import git_sha
+
+    if shutil.which("git") is None:
+        pytest.skip("git not installed")
+    env = ["-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "a.txt").write_text("one\n")
+    subprocess.run(["git", "-C", str(tmp_path), "add", "a.txt"], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), *env, "commit", "-qm", "c"], check=True)
+    head = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert git_sha(tmp_path) == head
+    (tmp_path / "new.txt").write_text("untracked\n")
+    assert git_sha(tmp_path) == head
+    (tmp_path / "a.txt").write_text("two\n")
+    assert git_sha(tmp_path) == head + "+dirty"
+    assert git_sha(tmp_path.parent / "definitely-not-a-repo-here") == "unknown"

@@ -775,7 +775,8 @@ if static:
                                                           eps_range=tuple(eps_range), seed=seed,
                                                           roi_size=models.inference_roi(spec, train_set.images.shape[2:]))
     net_s = models.build_unet(spec["name"], seed=seed, **spec["kwargs"])
-    train(net_s, torch.cat([train_set.images, adv_x]), torch.cat([train_set.labels, adv_y]), cfg, val_images=val_set.images,
+    static_x, static_y = evaluation.resident_tensors(torch.cat([train_set.images, adv_x]), torch.cat([train_set.labels, adv_y]), dev)
+    train(net_s, static_x, static_y, cfg, val_images=val_set.images,
           val_labels=val_set.labels, ckpt_dir=run.models / "advtrain_static_ckpt", device=dev, desc="static adversarial training")
     models.save_model(net_s, run.checkpoint("advtrain_static"), spec)
     r, _ = evaluation.evaluate_under_attacks(net_s, test_set, specs, "advtrain_static", spec, device=dev, batch_size=batch_size, seed=seed)

@@ -14,15 +14,18 @@
 #     --set "ifgsm.eps_grid=[0.0, 0.5]" --set "tifgsm.eps_grid=[0.0, 0.5]" --set ifgsm.steps=2 --set tifgsm.steps=2 \
 #     --set statistics.n_resamples=200
 #
-# One 15-minute device session cannot hold the full paper profile (estimate in docs/results.md). A reduced run that
-# should fit one call of under 10 minutes on an H100 (an estimate from the ceilings in ../shared/GPU.md, not measured:
-# 120 BraTS-size cases, 18 test; 1500 steps per model; ti-FGSM erase only; no static adversarial training):
-#   bash tools/gpu_run.sh paper --set data.n_cases=120 --set unet.epochs=10 --set distillation.epochs=10 \
-#     --set adversarial_training.epochs=10 --set "tifgsm.extra_policies=[]" --set adversarial_training.static=False
+# One 15-minute device session cannot hold the full paper profile (estimate in docs/results.md: about 40 min). Session 5
+# ran this reduced command on an H100 with DEADLINE=575 (git 3949eed): stages 01-05 in 398 s, cut 30 s into 06:
+#   DEADLINE=575 bash tools/gpu_run.sh paper --set data.n_cases=40 --set "data.fractions=[0.6, 0.1, 0.3]" \
+#     --set data.workers=16 --set unet.epochs=4 --set distillation.epochs=4 --set adversarial_training.epochs=4 \
+#     --set "tifgsm.extra_policies=[]" --set "distillation.compare_temperatures=[]" --set adversarial_training.static=False
+# Since then (git 56728f8) training and the attack tables are faster on the GPU (docs/benchmarks.md), but the eight
+# notebooks' imports (~16 s each) and the data stage stay on the CPU: by estimate the whole reduced chain needs 8-9 min.
+# DEADLINE (seconds from start) cuts the chain so that the benchmarks and the packing still fit in the device call.
 #
 # Every extra argument goes to `robustseg reproduce`. The run folder defaults to /tmp/run_<profile>; RUN=... overrides.
 # Files returned: summary.md (per-stage times, Dice, claims), bench.txt, manifest.json, report.md,
-# tables.tar.gz, figures.tar.gz, notebooks.tar.gz (executed), reproduce.log.
+# tables.tar.gz (with gpu_util.csv, nvidia-smi at 1 Hz), figures.tar.gz, notebooks.tar.gz (executed), reproduce.log.
 set -uo pipefail
 start=$(date +%s)
 profile=${1:-paper}; shift || true
@@ -43,7 +46,7 @@ gpu=0; python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() el
 {
   if [ $gpu = 1 ]; then
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-    timeout 120 python3 benchmarks/bench_training.py --size 128 --batch 2 --width 16 --levels 5 --busy-steps 50
+    timeout 120 python3 benchmarks/bench_training.py --size 128 --batch 2 --width 16 --levels 5 --steps 30 --busy-steps 50
     timeout 120 python3 benchmarks/bench_attacks.py --size 128 --batch 2 --volume 144 176 144
   else
     python3 benchmarks/bench_training.py --rounds 1 --busy-steps 4
