@@ -67,3 +67,15 @@ def test_cli_prints_a_row_per_started_stage(run: tuple[Path, Path]) -> None:
 def test_rejects_a_folder_that_is_not_a_run() -> None:
     with pytest.raises(ValueError, match="stages"):
         gus.stage_utilisation({}, pd.DataFrame(columns=["t", "util", "mem_mib"]))
+
+
+def test_summarise_run_reads_a_run_cut_short(tmp_path: Path) -> None:
+    """gpu_run.sh's DEADLINE can stop the chain mid-stage: summarise_run.py still reports the stages and their status."""
+    tool = TOOL.parent / "summarise_run.py"
+    manifest = {"profile": "paper", "git_sha": "abc1234567+dirty", "device": "auto", "machine": {"summary": "an H100"},
+                "stages": {"01_data": {"status": "done", "seconds": 116.0}, "02_unet": {"status": "running"}}}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "tables").mkdir()
+    out = subprocess.run([sys.executable, str(tool), str(tmp_path)], capture_output=True, text=True, check=True).stdout
+    assert "| 01_data | 116 | done |" in out and "| 02_unet | 0 | running |" in out and "| **total** | **116** | |" in out
+    assert "No results tables yet" in out and "an H100" in out
