@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from robustseg_lib.pipeline import reproduce
+from robustseg_lib.runtime import short_sha
 
 
 def stage_table(manifest: dict) -> list[tuple[str, float, str]]:
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     total = sum(s for _, s, _ in rows)
     dev = man.get("device", "?")
     name = torch.cuda.get_device_name() if str(dev).startswith("cuda") and torch.cuda.is_available() else f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
-    print(f"run {folder} profile {man.get('profile')} device {dev} ({name}) git {str(man.get('git_sha', '?'))[:10]}")
+    print(f"run {folder} profile {man.get('profile')} device {dev} ({name}) git {short_sha(man.get('git_sha', '?'))}")
     print(f"{'stage':<28}{'seconds':>10}{'share':>8}  status")
     for stage, sec, status in rows:
         print(f"{stage:<28}{sec:>10.1f}{sec / total if total else 0:>8.1%}  {status}")

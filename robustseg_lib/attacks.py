@@ -773,7 +773,7 @@ def attack_sweep(
         m = None if m_all is None else (m_all[sl] if m_all.shape[0] == n else m_all).to(dev)
         m_x = None if m is None else m.unsqueeze(1)
         clip_b = None if clip is None else tuple(_case_slice(c, sl, n, spatial_ndim) for c in clip)
-        brain = None if m is None else m.expand(x.shape[0], *x.shape[2:]).cpu()
+        brain = None if m is None or not with_percept else m.expand(x.shape[0], *x.shape[2:])  # perceptibility's, on the device
         target = make_target(y, policy) if attack == "tifgsm" else None
         target_c = None if target is None else target.cpu()
         region = target_region(y, policy).cpu() if attack == "tifgsm" else None

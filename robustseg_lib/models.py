@@ -11,6 +11,7 @@ from monai.inferers import sliding_window_inference
 from monai.networks.nets import BasicUNet, DynUNet, UNet
 
 from .artefacts import atomic_torch_save
+from .runtime import resolve_device  # defined there: runtime (imported by the data workers) must not import MONAI
 
 __all__ = ["MODEL_NAMES", "LogitScale", "weights_signature", "build_unet", "save_model", "load_model", "predict", "predict_classes", "resolve_device", "model_spec", "INFERENCE_MODES", "spatial_divisor", "inference_roi"]
 
@@ -29,27 +30,6 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(_DEFAULTS)
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """Resolve ``"auto"`` to CUDA when available, else CPU.
-
-    Args:
-        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a ``torch.device``.
-
-    Returns:
-        The torch device. Raises ValueError when CUDA is requested but absent.
-    """
-    if isinstance(device, torch.device):
-        return device
-    if not isinstance(device, str):
-        raise ValueError(f"device must be a string or torch.device, got {type(device).__name__}")
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} requested but CUDA is not available; use 'auto' or 'cpu'")
-    return dev
 
 
 def build_unet(

@@ -10,6 +10,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from .artefacts import RunPaths, atomic_savefig, atomic_to_csv, atomic_write_text
+from .runtime import short_sha
 
 __all__ = ["key_pairs", "teaching_example", "write_report"]
 
@@ -151,7 +152,7 @@ def write_report(
     lines = [
         "# Reproduction report: Liu et al. (2021), *Robustifying deep networks for image segmentation*",
         "",
-        f"Run folder `{run.root}` · profile `{manifest.get('profile', '?')}` · device `{manifest.get('device', '?')}` · git `{str(manifest.get('git_sha', '?'))[:10]}`"
+        f"Run folder `{run.root}` · profile `{manifest.get('profile', '?')}` · device `{manifest.get('device', '?')}` · git `{short_sha(manifest.get('git_sha', '?'))}`"
         + (f" · machine: {manifest['machine']['summary']}" if isinstance(manifest.get("machine"), dict) and "summary" in manifest["machine"] else ""),
         "",
         "## Claims",

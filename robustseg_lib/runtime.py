@@ -15,7 +15,7 @@ import torch
 
 from .artefacts import RunPaths
 
-__all__ = ["seed_everything", "git_sha", "package_versions", "print_config", "setup_run", "cpu_budget", "cgroup_cpu_limit", "limit_threads", "machine_info"]
+__all__ = ["seed_everything", "git_sha", "package_versions", "print_config", "setup_run", "cpu_budget", "cgroup_cpu_limit", "limit_threads", "machine_info", "resolve_device", "short_sha"]
 
 _PACKAGES = ("robustseg", "torch", "monai", "numpy", "scipy", "pandas", "nibabel", "nilearn", "papermill", "matplotlib", "seaborn")
 
@@ -32,6 +32,27 @@ def seed_everything(seed: int) -> None:
     np.random.seed(int(seed) % 2**32)
     torch.manual_seed(int(seed))
     torch.backends.cudnn.benchmark = False
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """Resolve ``"auto"`` to CUDA when available, else CPU.
+
+    Args:
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a ``torch.device``.
+
+    Returns:
+        The torch device. Raises ValueError when CUDA is requested but absent.
+    """
+    if isinstance(device, torch.device):
+        return device
+    if not isinstance(device, str):
+        raise ValueError(f"device must be a string or torch.device, got {type(device).__name__}")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} requested but CUDA is not available; use 'auto' or 'cpu'")
+    return dev
 
 
 def _quota_cores(quota: str, period: str) -> float | None:
@@ -227,6 +248,20 @@ def git_sha(path: str | Path | None = None) -> str:
         return "unknown"
 
 
+def short_sha(sha: str, n: int = 10) -> str:
+    """A :func:`git_sha` value shortened for headers, keeping its ``+dirty`` mark.
+
+    Args:
+        sha: the recorded commit (``"unknown"``, a hash, or a hash with ``+dirty``).
+        n: hash characters kept.
+
+    Returns:
+        e.g. ``"3949eed96d+dirty"``.
+    """
+    base, dirty, _ = str(sha).partition("+dirty")
+    return base[:n] + ("+dirty" if dirty else "")
+
+
 def package_versions() -> dict[str, str]:
     """Installed versions of the packages that matter for reproducibility, plus Python."""
     out = {"python": platform.python_version()}
@@ -247,8 +282,6 @@ def print_config(device: str | torch.device | None = None) -> None:
     info = machine_info()
     for k, v in package_versions().items():
         print(f"{k:>11}: {v}")
-    from .models import resolve_device  # here, not at the top: .models imports MONAI (seconds), which the data workers never need
-
     dev = resolve_device(device or "auto")
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else info["cpu"]
     quota = info["cgroup_cpu_quota"]
@@ -273,8 +306,6 @@ def setup_run(run_dir: str | Path, seed: int, device: str = "auto") -> tuple[Run
         raise ValueError("run_dir must be a non-empty path")
     seed_everything(seed)
     limit_threads()
-    from .models import resolve_device
-
     dev = resolve_device(device)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True

@@ -194,3 +194,13 @@ def test_git_sha_marks_a_modified_checkout(tmp_path) -> None:
     (tmp_path / "a.txt").write_text("two\n")
     assert git_sha(tmp_path) == head + "+dirty"
     assert git_sha(tmp_path.parent / "definitely-not-a-repo-here") == "unknown"
+
+
+def test_short_sha_keeps_the_dirty_mark() -> None:
+    """Headers (report, summarise_run, bench_chain) shorten the hash but must not drop ``+dirty``."""
+    from robustseg_lib.runtime import short_sha
+
+    full = "3949eed96d863797381880a506703ba8651cfee8"
+    assert short_sha(full) == "3949eed96d"
+    assert short_sha(full + "+dirty") == "3949eed96d+dirty"
+    assert short_sha("unknown") == "unknown"

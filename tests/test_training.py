@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from robustseg_lib import models
-from robustseg_lib.training import TrainConfig, train
+from robustseg_lib.training import TrainConfig, dice_ce_objective, train
 
 
 def _blob_data(n: int = 6, size: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -447,3 +447,19 @@ def test_augment_backends_train_and_auto_keeps_monai_on_cpu() -> None:
     assert same(*nets["tensor"]) and not same(nets["tensor"][0], nets["monai"][0])
     with pytest.raises(ValueError, match="augment_backend"):
         TrainConfig(augment_backend="gpu")
+
+
+def test_history_loss_is_the_mean_of_the_epochs_step_losses() -> None:
+    """The losses stay on the device during an epoch and are read once: the history still holds their mean."""
+    x, y = _blob_data(4)
+    seen: list[float] = []
+    base = dice_ce_objective()
+
+    def objective(logits, xb, yb):
+        loss = base(logits, xb, yb)
+        seen.append(float(loss.detach()))
+        return loss
+
+    res = train(_tiny(), x, y, TrainConfig(epochs=2, batch_size=2, steps_per_epoch=3, crop=(12, 12, 12), seed=2), objective=objective, progress=False)
+    assert len(seen) == 6
+    assert res.history["loss"].tolist() == [float(np.mean(seen[:3])), float(np.mean(seen[3:]))]

@@ -78,8 +78,7 @@ pkill -f ipykernel_launcher 2>/dev/null  # a kernel left behind by a cut-short c
     if [ $gpu = 1 ]; then timeout $(( deadline > 0 ? $(left) - 30 : 300 )) python3 benchmarks/bench_inference.py --run "$run" --cases 8 --eps 0.25 --steps 10 2>/dev/null
     else python3 benchmarks/bench_inference.py --run "$run" --cases 2 --steps 2 2>/dev/null; fi
   fi
-} >> "$out/bench.txt" 2>&1
-tail -n +1 "$out/bench.txt" | sed -n '/Per-stage\|stage/,$p' | head -40
+} 2>&1 | tee -a "$out/bench.txt"
 
 python3 tools/summarise_run.py "$run" > "$out/summary.md" 2>&1
 cp "$run/manifest.json" "$out/" 2>/dev/null

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from robustseg_lib.runtime import short_sha
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -24,7 +26,7 @@ def main() -> None:
     man = json.loads((run / "manifest.json").read_text())
     if args.machine is None:
         args.machine = (man.get("machine") or {}).get("summary", "unknown machine")
-    print(f"### Run `{run.name}`: profile `{man['profile']}`, git `{man['git_sha'][:10]}`, device `{man['device']}`, {args.machine}\n")
+    print(f"### Run `{run.name}`: profile `{man['profile']}`, git `{short_sha(man['git_sha'])}`, device `{man['device']}`, {args.machine}\n")
     print("| stage | seconds | status |\n|---|---|---|")
     total = 0.0
     for stage, rec in man["stages"].items():
