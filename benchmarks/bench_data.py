@@ -3,7 +3,10 @@
 Usage: ``python benchmarks/bench_data.py [--repeats 3] [--no-full]``. Times are wall-clock
 seconds per case (mean ± std over ``repeats`` seeds, after one warm-up case that loads and
 caches the MNI152 templates). "prepare" = load the written NIfTI + preprocess to the working
-grid (MONAI import excluded by a warm-up).
+grid (MONAI import excluded by a warm-up). "generate + preprocess, no NIfTI" is
+``data.prepare_synthetic`` (the paper profile's data path; identical arrays) per case, and
+"threshold baseline" is ``data.threshold_baseline`` per case on the prepared working grid.
+The BraTS grid uses the paper profile's working grid, 144×176×144.
 """
 
 from __future__ import annotations
@@ -48,16 +51,25 @@ def main() -> None:
         ts = _time(lambda i: D.make_synthetic_case(1000 + i, shape), args.repeats)
         rows.append(("generate", "x".join(map(str, shape)), "-", _fmt(ts)))
     with tempfile.TemporaryDirectory() as tmp:
-        for shape, work in [((96, 96, 96), (96, 96, 96))] + ([] if args.no_full else [((240, 240, 155), (128, 128, 128))]):
-            root = Path(tmp) / "x".join(map(str, shape))
+        for shape, work in [((96, 96, 96), (96, 96, 96))] + ([] if args.no_full else [((240, 240, 155), (144, 176, 144))]):
+            g, w = "x".join(map(str, shape)), "x".join(map(str, work))
+            root = Path(tmp) / g
             t0 = time.perf_counter()
-            D.make_synthetic_dataset(root, args.repeats, shape=shape, seed=1)
+            D.make_synthetic_dataset(root, args.repeats, shape=shape, seed=1, progress=False)
             write = (time.perf_counter() - t0) / args.repeats
             cases = D.list_cases(root)
             D.preprocess_case(*D.load_case(cases[0])[:2], work)  # warm-up (MONAI import)
             ts = _time(lambda i: D.preprocess_case(*D.load_case(cases[i])[:2], work), args.repeats)
-            rows.append(("generate + write NIfTI", "x".join(map(str, shape)), "-", f"{write:.2f}"))
-            rows.append(("prepare (load + preprocess)", "x".join(map(str, shape)), "x".join(map(str, work)), _fmt(ts)))
+            rows.append(("generate + write NIfTI", g, "-", f"{write:.2f}"))
+            rows.append(("prepare (load + preprocess)", g, w, _fmt(ts)))
+            t0 = time.perf_counter()
+            out = D.prepare_synthetic(Path(tmp) / f"{g}.npz", args.repeats, shape=shape, work_shape=work, seed=1,
+                                      progress=False)
+            rows.append(("generate + preprocess, no NIfTI", g, w, f"{(time.perf_counter() - t0) / args.repeats:.2f}"))
+            prep = D.load_prepared(out)
+            t0 = time.perf_counter()
+            D.threshold_baseline(prep["images"], prep["labels"], prep["brain"])
+            rows.append(("threshold baseline", g, w, f"{(time.perf_counter() - t0) / args.repeats:.2f}"))
     print(f"machine: {platform.machine()}, Python {platform.python_version()}, numpy {np.__version__}, "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
     print()

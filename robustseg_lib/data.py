@@ -63,6 +63,7 @@ __all__ = [
     "preprocess_case",
     "split_cases",
     "prepare_dataset",
+    "prepare_synthetic",
     "load_prepared",
     "threshold_baseline",
     "region_volumes",
@@ -827,16 +828,22 @@ def prepare_dataset(
         warnings.warn(f"prepare_dataset: skipping {len(cases) - len(labelled)} case(s) without labels", stacklevel=2)
     if not labelled:
         raise ValueError("prepare_dataset: no labelled cases")
-    n = len(labelled)
+    outs = _map_cases(_load_and_preprocess, [(case, shape) for case in labelled], workers, "prepare", progress)
+    return _save_prepared(out_file, [c.case_id for c in labelled], outs, shape, fractions, seed)
+
+
+def _save_prepared(out_file: str | Path, ids: list[str], outs: Iterator[dict[str, Any]], shape: tuple[int, ...],
+                   fractions: Sequence[float], seed: int) -> Path:
+    """Stack the preprocessed cases ``outs`` (in ``ids`` order), split them, write the npz atomically."""
+    n = len(ids)
     images = np.zeros((n, 4, *shape), np.float32)
     labels = np.zeros((n, *shape), np.uint8)
     brain = np.zeros((n, *shape), bool)
     stats = {k: np.zeros((n, 4), np.float32) for k in ("lo", "hi", "mean", "std")}
-    for i, out in enumerate(_map_cases(_load_and_preprocess, [(case, shape) for case in labelled], workers, "prepare", progress)):
+    for i, out in enumerate(outs):
         images[i], labels[i], brain[i] = out["image"], out["classes"], out["brain"]
         for k in stats:
             stats[k][i] = out[k]
-    ids = [c.case_id for c in labelled]
     split = split_cases(ids, fractions, seed)
     return atomic_save_npz(
         out_file,
@@ -847,6 +854,62 @@ def prepare_dataset(
         split=np.asarray([split[c] for c in ids], dtype=str),
         **stats,
     )
+
+
+def _generate_and_preprocess(job: tuple) -> dict[str, np.ndarray]:
+    """One case of :func:`prepare_synthetic` (top level so worker processes can run it)."""
+    case_seed_, shape, work_shape = job
+    image, label = make_synthetic_case(case_seed_, shape)
+    return preprocess_case(image, label, work_shape)
+
+
+def prepare_synthetic(
+    out_file: str | Path,
+    n_cases: int,
+    *,
+    shape: tuple[int, int, int] = (96, 96, 96),
+    work_shape: tuple[int, int, int] = (96, 96, 96),
+    seed: int = 0,
+    layout: str = "brats2021",
+    fractions: Sequence[float] = (0.6, 0.15, 0.25),
+    workers: int = 1,
+    progress: bool = True,
+) -> Path:
+    """Generate synthetic cases and preprocess them in one pass, without writing NIfTI.
+
+    The result is identical, array for array, to ``make_synthetic_dataset(root, n_cases,
+    shape=shape, seed=seed, layout=layout)`` followed by ``prepare_dataset(root, out_file,
+    work_shape, fractions=fractions, seed=seed)`` (NIfTI stores the float32 images and integer
+    labels exactly), but skips writing, compressing and re-reading every volume: at BraTS scale
+    (240×240×155) that is about half of the per-case cost (docs/benchmarks.md).
+
+    Args:
+        out_file: target ``prepared.npz``.
+        n_cases: number of cases (>= 1).
+        shape: generated grid; voxel size ``voxel_size_for_shape(shape)`` mm.
+        work_shape: working grid of :func:`preprocess_case`.
+        seed: dataset seed (case ``i`` uses ``case_seed(seed, i)``) and split seed.
+        layout: the layout whose case ids are used (``case_ids_for``).
+        fractions: (train, val, test) fractions for ``split_cases``.
+        workers: processes generating and preprocessing cases in parallel (capped at
+            :func:`runtime.cpu_budget`); the output does not depend on it.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        ``Path(out_file)``.
+    """
+    shape = _check_case_args(n_cases, shape, seed, layout)
+    try:
+        work = _check_case_args(1, work_shape, 0, layout)
+    except ValueError:
+        raise ValueError(f"work_shape must be 3 positive ints, got {work_shape!r}") from None
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+    ids = case_ids_for(layout, int(n_cases))
+    split_cases(ids, fractions, seed)  # validate the fractions before hours of work
+    jobs = [(case_seed(seed, i), shape, work) for i in range(len(ids))]
+    outs = _map_cases(_generate_and_preprocess, jobs, workers, "generate + prepare", progress)
+    return _save_prepared(out_file, ids, outs, work, fractions, seed)
 
 
 def load_prepared(path: str | Path) -> dict[str, np.ndarray]:
@@ -938,7 +1001,8 @@ def _dice_counts(tp: np.ndarray, n_pred: np.ndarray, n_true: int) -> np.ndarray:
     return d
 
 
-def threshold_baseline(images: np.ndarray, classes: np.ndarray, brain: np.ndarray, *, n_thresholds: int = 256) -> pd.DataFrame:
+def threshold_baseline(images: np.ndarray, classes: np.ndarray, brain: np.ndarray, *, n_thresholds: int = 256,
+                       max_cases: int | None = None) -> pd.DataFrame:
     """Best single-modality, single-threshold segmentation of each region (an "is it too easy?" check).
 
     For each region, every modality and direction (``>`` t or ``<`` t, inside the brain) is tried
@@ -950,6 +1014,10 @@ def threshold_baseline(images: np.ndarray, classes: np.ndarray, brain: np.ndarra
         classes: class maps ``(N, X, Y, Z)`` in 0..3.
         brain: bool ``(N, X, Y, Z)``.
         n_thresholds: number of candidate thresholds per modality.
+        max_cases: fit and score on at most this many cases, a seeded sample
+            (``np.sort(np.random.default_rng(0).choice(N, max_cases, replace=False))``);
+            None uses all. The search costs about 0.3 s per 144×176×144 case on one core, so
+            at BraTS scale (hundreds of cases) a sample keeps the check to seconds.
 
     Returns:
         DataFrame with one row per region: ``region, modality, direction, threshold, dice_mean,
@@ -960,6 +1028,11 @@ def threshold_baseline(images: np.ndarray, classes: np.ndarray, brain: np.ndarra
         raise ValueError(f"images must be (N, 4, X, Y, Z), got {images.shape}")
     if classes.shape != (images.shape[0], *images.shape[2:]) or brain.shape != classes.shape:
         raise ValueError(f"classes {classes.shape} and brain {brain.shape} must be (N, X, Y, Z) matching images {images.shape}")
+    if max_cases is not None and (isinstance(max_cases, bool) or not isinstance(max_cases, (int, np.integer)) or max_cases < 1):
+        raise ValueError(f"max_cases must be None or an int >= 1, got {max_cases!r}")
+    if max_cases is not None and images.shape[0] > max_cases:
+        keep = np.sort(np.random.default_rng(0).choice(images.shape[0], int(max_cases), replace=False))
+        images, classes, brain = images[keep], classes[keep], brain[keep]
     n = images.shape[0]
     regs = [regions(classes[i]) for i in range(n)]
     q = np.unique(np.concatenate([np.linspace(0, 1, n_thresholds // 2), np.geomspace(1e-4, 0.5, n_thresholds // 4),

@@ -522,6 +522,33 @@ def test_prepare_and_load_prepared(datasets, tmp_path, monkeypatch):
         D.prepare_dataset(datasets["brats2023"], tmp_path / "w.npz", (36, 36, 36), workers=0)
 
 
+@pytest.mark.parametrize("layout", ["brats2021", "brats2023", "msd"])
+def test_prepare_synthetic_equals_the_nifti_round_trip(datasets, layout, tmp_path, monkeypatch):
+    """Generating and preprocessing in one pass gives exactly the arrays (and case ids, splits) of writing
+    NIfTI in the layout and preparing from it, serially and in worker processes."""
+    ref = D.load_prepared(D.prepare_dataset(datasets[layout], tmp_path / "ref.npz", (36, 36, 36), progress=False))
+    direct = D.load_prepared(D.prepare_synthetic(tmp_path / "direct.npz", 2, shape=SHAPE, work_shape=(36, 36, 36),
+                                                 seed=3, layout=layout, progress=False))
+    for k in D.PREPARED_KEYS:
+        assert np.array_equal(direct[k], ref[k]), k
+    if layout == "brats2021":
+        monkeypatch.setattr(D, "cpu_budget", lambda: 8)  # spawn processes even on a 1-CPU runner
+        par = D.load_prepared(D.prepare_synthetic(tmp_path / "par.npz", 2, shape=SHAPE, work_shape=(36, 36, 36),
+                                                  seed=3, layout=layout, workers=2, progress=False))
+        for k in D.PREPARED_KEYS:
+            assert np.array_equal(par[k], ref[k]), k
+
+
+def test_prepare_synthetic_validates(tmp_path):
+    for kwargs, match in [({"n_cases": 0}, "n_cases"), ({"work_shape": (8, 8)}, "work_shape"),
+                          ({"workers": 0}, "workers"), ({"layout": "nnunet"}, "layout"),
+                          ({"fractions": (0.5, 0.5, 0.5)}, "fractions")]:
+        args = {"n_cases": 1, "shape": (16, 16, 16), "work_shape": (8, 8, 8), **kwargs}
+        with pytest.raises(ValueError, match=match):
+            D.prepare_synthetic(tmp_path / "x.npz", args.pop("n_cases"), progress=False, **args)
+    assert not (tmp_path / "x.npz").exists()
+
+
 # --------------------------------------------------------------------------- analysis tables
 def test_threshold_baseline_finds_a_perfect_threshold():
     images = np.zeros((2, 4, 6, 6, 6), np.float32)
@@ -539,6 +566,26 @@ def test_threshold_baseline_finds_a_perfect_threshold():
     assert wt["modality"] == "flair" and wt["direction"] == ">" and wt["dice_mean"] == pytest.approx(1.0)
     et = df.set_index("region").loc["ET"]
     assert et["modality"] == "t1ce" and et["direction"] == "<" and et["dice_mean"] == pytest.approx(1.0)
+
+
+def test_threshold_baseline_max_cases_fits_on_the_documented_sample():
+    rng = np.random.default_rng(1)
+    images = rng.normal(0, 1, (5, 4, 6, 6, 6)).astype(np.float32)
+    classes = np.zeros((5, 6, 6, 6), np.uint8)
+    for i in range(5):  # a different bright WT per case, so the fitted threshold depends on the cases used
+        classes[i, : i + 1] = 2
+        images[i, 3][classes[i] > 0] += 1.0 + i
+    brain = np.ones((5, 6, 6, 6), bool)
+    keep = np.sort(np.random.default_rng(0).choice(5, 3, replace=False))
+    sub = D.threshold_baseline(images, classes, brain, max_cases=3)
+    pd.testing.assert_frame_equal(sub, D.threshold_baseline(images[keep], classes[keep], brain[keep]))
+    assert set(sub["n_cases"]) == {3}
+    full = D.threshold_baseline(images, classes, brain)
+    pd.testing.assert_frame_equal(D.threshold_baseline(images, classes, brain, max_cases=5), full)
+    assert not sub.equals(full)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="max_cases"):
+            D.threshold_baseline(images, classes, brain, max_cases=bad)
 
 
 def test_region_volumes_hand_built():

@@ -157,7 +157,9 @@ def nb01() -> list:
             "T2, FLAIR) of a skull-stripped brain and a label map with necrotic/non-enhancing core (NCR), peritumoral "
             "edema (ED) and Gd-enhancing tumour (ET). Nobody can download BraTS inside Binder or CI, so by default we "
             "**generate** a realistic synthetic dataset from the MNI152 brain templates that nilearn ships, written in the "
-            "real BraTS layout and read back by the same loaders that read real data (`data_dir`).\n\n"
+            "real BraTS layout and read back by the same loaders that read real data (`data_dir`). At BraTS scale "
+            "(`write_nifti = False`) only the first case is written; the others are generated and preprocessed in one pass, "
+            "with identical arrays.\n\n"
             "**Writes** `data/raw/` (NIfTI), `data/prepared.npz` (z-scored volumes, class maps, split), `tables/data_*.csv`, `figures/data_*.png`.",
         ),
         setup_imports(
@@ -173,16 +175,19 @@ data_dir: str = ""  # a real BraTS/MSD folder; empty for synthetic data
 work_shape: list = [64, 64, 64]  # volumes are cropped to the brain and padded/resized to this
 fractions: list = [0.6, 0.15, 0.25]  # train / val / test split
 workers: int = 1  # processes generating and preparing cases in parallel (BraTS-scale data on many cores; capped at the CPU budget)
+write_nifti: bool = True  # write every synthetic case as NIfTI and prepare from it; False: only case 0 is written, the set is generated and prepared in one pass (identical arrays)
+threshold_cases: int = 0  # cases the threshold check fits on: 0 for all, else a seeded sample (BraTS scale)
 '''
         ),
         *RESOLVE,
-        md("## Get the data\nEither generate the synthetic set in the chosen layout or list a real folder. Both go through `data.list_cases`, which detects the layout."),
+        md("## Get the data\nEither generate the synthetic set in the chosen layout or list a real folder. Both go through `data.list_cases`, which detects the layout. With `write_nifti = False` only case 0 is written here (the next section reads it); the whole set is generated with its preprocessing below."),
         code(
             """
 if data_dir:
     source = data_dir
 else:
-    data.make_synthetic_dataset(run.raw_data, n_cases, shape=tuple(shape), seed=seed, layout=layout, workers=workers)
+    data.make_synthetic_dataset(run.raw_data, n_cases if write_nifti else 1, shape=tuple(shape), seed=seed,
+                                layout=layout, workers=workers)
     source = run.raw_data
 cases = data.list_cases(source)
 print(f"{len(cases)} cases in {source} (layout {cases[0].layout})")
@@ -216,7 +221,11 @@ plt.show()
         md("## Preprocess: crop to the brain, z-score each modality over the brain, pad to the working shape, split\nEverything later reads `prepared.npz`: attack budgets are in these z-score units."),
         code(
             """
-data.prepare_dataset(cases, run.prepared, tuple(work_shape), fractions=tuple(fractions), seed=seed, workers=workers)
+if data_dir or write_nifti:
+    data.prepare_dataset(cases, run.prepared, tuple(work_shape), fractions=tuple(fractions), seed=seed, workers=workers)
+else:  # same arrays as writing NIfTI and preparing from it, without the round trip
+    data.prepare_synthetic(run.prepared, n_cases, shape=tuple(shape), work_shape=tuple(work_shape), seed=seed,
+                           layout=layout, fractions=tuple(fractions), workers=workers)
 prep = data.load_prepared(run.prepared)
 split = pd.Series(prep["split"]).value_counts().rename("cases")
 display(split.to_frame())
@@ -239,10 +248,10 @@ atomic_savefig(fig, run.figure("data_intensities"))
 plt.show()
 """
         ),
-        md("## Is it too easy? The best single-channel threshold\nIf one threshold on one modality already segmented a region, a UNet would teach nothing. The search below picks, per region, the best modality, direction and threshold (mean Dice over cases)."),
+        md("## Is it too easy? The best single-channel threshold\nIf one threshold on one modality already segmented a region, a UNet would teach nothing. The search below picks, per region, the best modality, direction and threshold (mean Dice over cases; over a seeded sample of `threshold_cases` cases when that is set)."),
         code(
             """
-thr = data.threshold_baseline(prep["images"], prep["labels"], prep["brain"])
+thr = data.threshold_baseline(prep["images"], prep["labels"], prep["brain"], max_cases=threshold_cases or None)
 atomic_to_csv(thr, run.table("data_threshold_baseline"))
 display(thr)
 """

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Short device check (a few minutes): the training-loop and attack benchmarks, the notebooks' import time and the
-# data stage's worker start-up, written to $OUT/check.txt. For a GPU session with too little time for gpu_run.sh.
+# data stage (worker start-up, and the one-pass path's cost per case on one core), written to $OUT/check.txt. For a GPU session with too little time for gpu_run.sh.
 # Device call (carry [".whl"]):  bash tools/gpu_check.sh          Test here first:  OUT=/tmp/chk SMALL=1 bash tools/gpu_check.sh
 set -uo pipefail
 start=$(date +%s)
@@ -36,6 +36,11 @@ import time
 from robustseg_lib import data
 t = time.perf_counter(); data.make_synthetic_dataset('/tmp/chk_raw', $dn, shape=($ds), workers=16, progress=False); t1 = time.perf_counter()
 data.prepare_dataset('/tmp/chk_raw', '/tmp/chk_prep.npz', (144, 176, 144), workers=16, progress=False); t2 = time.perf_counter()
-print(f'generate {t1 - t:.1f} s, prepare {t2 - t1:.1f} s ($dn cases, 16 workers requested)')"
+print(f'generate {t1 - t:.1f} s, prepare {t2 - t1:.1f} s ($dn cases, 16 workers requested)')
+data.prepare_synthetic('/tmp/chk_direct.npz', $dn, shape=($ds), work_shape=(144, 176, 144), workers=16, progress=False); t3 = time.perf_counter()
+print(f'generate + preprocess, no NIfTI: {t3 - t2:.1f} s ($dn cases, 16 workers requested)')
+data.prepare_synthetic('/tmp/chk_one.npz', 1, shape=($ds), work_shape=(144, 176, 144), progress=False); t4 = time.perf_counter()
+data.prepare_synthetic('/tmp/chk_one.npz', 2, shape=($ds), work_shape=(144, 176, 144), progress=False); t5 = time.perf_counter()
+print(f'one core, warm: {(t5 - t4) / 2:.2f} s per case (first case with imports and templates: {t4 - t3:.1f} s)')"
   echo "== total $(( $(date +%s) - start )) s"
 } 2>&1 | tee "$out/check.txt"

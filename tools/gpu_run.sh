@@ -21,6 +21,8 @@
 #     --set "tifgsm.extra_policies=[]" --set "distillation.compare_temperatures=[]" --set adversarial_training.static=False
 # Since then (git 56728f8) training and the attack tables are faster on the GPU (docs/benchmarks.md), but the eight
 # notebooks' imports (~16 s each) and the data stage stay on the CPU: by estimate the whole reduced chain needs 8-9 min.
+# Since session 6 the profile itself sets data.workers=16, write_nifti=false (one-pass generate + preprocess, identical
+# arrays) and threshold_cases=64, so the same command without `--set data.workers=16` is the next one to run.
 # DEADLINE (seconds from start) cuts the chain so that the benchmarks and the packing still fit in the device call.
 #
 # Every extra argument goes to `robustseg reproduce`. The run folder defaults to /tmp/run_<profile>; RUN=... overrides.
