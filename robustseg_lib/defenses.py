@@ -139,9 +139,12 @@ class DistillationObjective:
         return loss
 
 
-def _batch_clip(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-case, per-modality brain range and brain mask of a z-scored batch (zero = outside)."""
-    brain = (x != 0).any(dim=1, keepdim=True)
+def _batch_clip(x: torch.Tensor, brain: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-case, per-modality brain range and brain mask of a z-scored batch.
+
+    ``brain`` ``(B, 1, ...)`` is the mask; None takes the voxels where some modality is non-zero
+    (right for prepared volumes, wrong after an intensity shift of the whole crop)."""
+    brain = (x != 0).any(dim=1, keepdim=True) if brain is None else brain.to(x.device, torch.bool)
     big = torch.finfo(x.dtype).max
     lo = torch.where(brain, x, torch.full_like(x, big)).amin(dim=(2, 3, 4), keepdim=True)
     hi = torch.where(brain, x, torch.full_like(x, -big)).amax(dim=(2, 3, 4), keepdim=True)
@@ -158,7 +161,8 @@ class AdversarialAugmenter:
     For each batch, a fraction ``mix`` of its volumes (at least one) is attacked against
     the *current* network with FGSM or i-FGSM at an eps drawn uniformly from
     ``eps_range`` (one eps per volume), restricted to the brain and clipped to each
-    volume's per-modality range; those volumes are *replaced* by their adversarial versions,
+    volume's per-modality range (both over the brain mask the training loop passes, taken
+    before the intensity augmentation); those volumes are *replaced* by their adversarial versions,
     true labels kept, so every batch mixes clean and adversarial examples at a fixed size
     (Goodfellow et al., 2015; Kurakin et al., 2017). ``last_index`` and ``last_eps`` record
     which volumes were replaced and with which eps.
@@ -187,8 +191,24 @@ class AdversarialAugmenter:
         self.last_eps: list[float] = []
         self.last_index: list[int] = []
 
-    def __call__(self, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, brain: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Replace a seeded choice of volumes by adversarial versions.
+
+        Args:
+            net: the network being trained (attacked as it is now).
+            x, y: the augmented batch ``(B, 4, d, h, w)`` and its class maps.
+            generator: seeds the choice of volumes, eps and attack.
+            brain: ``(B, 1, d, h, w)`` brain mask; None: where ``x`` is non-zero.
+
+        Returns:
+            ``(x', y)``.
+        """
         from .attacks import fgsm, ifgsm
+
+        if brain is not None and (brain.shape[0] != x.shape[0] or brain.shape[2:] != x.shape[2:]):
+            raise ValueError(f"brain mask {tuple(brain.shape)} does not match the batch {tuple(x.shape)}")
 
         n_adv = max(1, int(round(self.mix * len(x))))
         pick = torch.randperm(len(x), generator=generator)[:n_adv]
@@ -199,12 +219,12 @@ class AdversarialAugmenter:
         for i, j in enumerate(pick.tolist()):
             eps = float(self.eps_range[0] + (self.eps_range[1] - self.eps_range[0]) * u[i])
             xj, yj = x[j : j + 1], y[j : j + 1]
-            lo, hi, brain = _batch_clip(xj)
+            lo, hi, bj = _batch_clip(xj, None if brain is None else brain[j : j + 1])
             kind = self.attack if self.attack != "mixed" else ("fgsm" if kinds[i] < 0.5 else "ifgsm")
             if kind == "fgsm":
-                adv = fgsm(net, xj, yj, eps, clip=(lo, hi), mask=brain)
+                adv = fgsm(net, xj, yj, eps, clip=(lo, hi), mask=bj)
             else:
-                adv = ifgsm(net, xj, yj, eps, self.alpha_frac * eps, self.steps, clip=(lo, hi), mask=brain)
+                adv = ifgsm(net, xj, yj, eps, self.alpha_frac * eps, self.steps, clip=(lo, hi), mask=bj)
             out[j : j + 1] = adv
             self.last_eps.append(eps)
         return out, y

@@ -6,10 +6,12 @@ The loop is generic in two places, so the defenses need no second loop:
   (``T = config.temperature``; the distillation *teacher* is trained at ``T > 1``).
   Defensive distillation passes a :class:`robustseg_lib.defenses.DistillationObjective`
   that computes the teacher's soft labels on the same augmented batch.
-* ``batch_hook(net, x, y, generator) -> (x, y)``: called after augmentation and before the
-  forward pass. Adversarial training passes a
-  :class:`robustseg_lib.defenses.AdversarialAugmenter` that appends adversarial copies
-  made against the current network.
+* ``batch_hook(net, x, y, generator, brain) -> (x, y)``: called after augmentation and before
+  the forward pass; ``brain`` is the batch's brain mask ``(B, 1, d, h, w)``, taken from the
+  crop before the intensity augmentation (whose shift moves the background off zero, so
+  ``x != 0`` no longer finds the brain). Adversarial training passes a
+  :class:`robustseg_lib.defenses.AdversarialAugmenter` that replaces volumes by adversarial
+  versions made against the current network, inside that mask.
 
 Determinism: every random choice of step ``s`` of epoch ``e`` (batch order, crops, flips,
 intensity jitter, adversarial eps) derives from ``(config.seed, e, s)`` and the torch RNG
@@ -43,7 +45,7 @@ __all__ = ["TrainConfig", "TrainResult", "TensorBatcher", "train", "dice_ce_obje
 AUGMENT_BACKENDS: tuple[str, ...] = ("auto", "monai", "tensor")
 
 Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-BatchHook = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+BatchHook = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Generator, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass
@@ -181,18 +183,21 @@ class _warmup_cosine:
 
 
 def _augmenter(config: TrainConfig) -> Compose | None:
-    """MONAI dictionary transforms applied per sample; seeded per (seed, epoch, step, sample)."""
+    """MONAI dictionary transforms applied per sample; seeded per (seed, epoch, step, sample).
+
+    The brain mask (key ``brain``) is cropped and flipped with the image; neither transform
+    draws more random numbers for an extra key, so image and label are those without it."""
     ts: list[Any] = []
     if config.crop is not None:
         ts.append(
             RandCropByPosNegLabeld(
-                keys=["image", "label"], label_key="label", spatial_size=config.crop,
+                keys=["image", "label", "brain"], label_key="label", spatial_size=config.crop,
                 pos=config.pos_fraction, neg=1.0 - config.pos_fraction, num_samples=1,
                 allow_smaller=False,
             )
         )
     if config.augment:
-        ts += [RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=a) for a in range(3)]
+        ts += [RandFlipd(keys=["image", "label", "brain"], prob=0.5, spatial_axis=a) for a in range(3)]
         ts += [
             RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
             RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
@@ -219,21 +224,30 @@ def _run_signature(net: torch.nn.Module, images: torch.Tensor, labels: torch.Ten
     return h.hexdigest()
 
 
+def _plain(t: Any) -> torch.Tensor:
+    """A MONAI MetaTensor (or tensor) as a plain torch.Tensor."""
+    t = torch.as_tensor(t)
+    return t.as_subclass(torch.Tensor) if hasattr(t, "as_tensor") else t
+
+
 def _batch(
     images: torch.Tensor, labels: torch.Tensor, idx: list[int], aug: Compose | None, seed: int, epoch: int, step: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    xs, ys = [], []
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The MONAI backend's batch: ``(images, labels, brain (B, 1, d, h, w) bool)``."""
+    xs, ys, bs = [], [], []
     for i, j in enumerate(idx):
         x, y = images[j].float(), labels[j].long()[None]
+        b = (x != 0).any(0, keepdim=True)
         if aug is not None:
             aug.set_random_state(seed=_sample_seed(seed, epoch, step, i))
-            out = aug({"image": x, "label": y})
+            out = aug({"image": x, "label": y, "brain": b})
             if isinstance(out, list):  # RandCropByPosNegLabeld returns a list of samples
                 out = out[0]
-            x, y = torch.as_tensor(out["image"]), torch.as_tensor(out["label"])
-        xs.append(x.as_subclass(torch.Tensor) if hasattr(x, "as_tensor") else x)
-        ys.append((y.as_subclass(torch.Tensor) if hasattr(y, "as_tensor") else y)[0].long())
-    return torch.stack(xs).contiguous(), torch.stack(ys).contiguous()
+            x, y, b = out["image"], out["label"], out["brain"]
+        xs.append(_plain(x))
+        ys.append(_plain(y)[0].long())
+        bs.append(_plain(b).bool())
+    return torch.stack(xs).contiguous(), torch.stack(ys).contiguous(), torch.stack(bs).contiguous()
 
 
 def _kth_absent(present: np.ndarray, k: int) -> int:
@@ -293,11 +307,14 @@ class TensorBatcher:
             flat = _kth_absent(fg, int(rng.integers(n_bg)))
         return tuple(int(c) for c in np.unravel_index(flat, self.shape))
 
-    def sample(self, images: torch.Tensor, labels: torch.Tensor, j: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """One augmented ``(image (C, d, h, w) float32, label (d, h, w) int64)`` of case ``j``.
+    def sample(
+        self, images: torch.Tensor, labels: torch.Tensor, j: int, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One augmented ``(image (C, d, h, w) float32, label (d, h, w) int64)`` of case ``j``
+        and its brain mask ``(1, d, h, w)`` (bool; from the crop before the intensity jitter).
 
         Returns:
-            The pair, on ``images``' device.
+            The triple, on ``images``' device.
         """
         x, y = images[j], labels[j]
         if self.crop is not None:
@@ -310,20 +327,24 @@ class TensorBatcher:
             flips = [a for a in range(3) if rng.random() < 0.5]
             if flips:
                 x, y = torch.flip(x, [a + 1 for a in flips]), torch.flip(y, flips)
+        brain = (x != 0).any(0, keepdim=True)
+        if self.augment:
             if rng.random() < 0.5:
                 x = x * (1.0 + rng.uniform(-0.1, 0.1))
             if rng.random() < 0.5:
                 x = x + rng.uniform(-0.1, 0.1)
-        return x, y
+        return x, y, brain
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor, idx: list[int], seed: int, epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, images: torch.Tensor, labels: torch.Tensor, idx: list[int], seed: int, epoch: int, step: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The batch of cases ``idx`` for step ``step`` of ``epoch`` (choices seeded like :func:`_batch`).
 
         Returns:
-            ``(images (B, C, d, h, w) float32, labels (B, d, h, w) int64)``.
+            ``(images (B, C, d, h, w) float32, labels (B, d, h, w) int64, brain (B, 1, d, h, w) bool)``.
         """
-        pairs = [self.sample(images, labels, j, np.random.default_rng(_sample_seed(seed, epoch, step, i))) for i, j in enumerate(idx)]
-        return torch.stack([p[0] for p in pairs]).contiguous(), torch.stack([p[1] for p in pairs]).contiguous()
+        out = [self.sample(images, labels, j, np.random.default_rng(_sample_seed(seed, epoch, step, i))) for i, j in enumerate(idx)]
+        return tuple(torch.stack([o[k] for o in out]).contiguous() for k in range(3))  # type: ignore[return-value]
 
 
 def _validate(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, config: TrainConfig) -> dict[str, float]:
@@ -383,8 +404,8 @@ def train(
             best-checkpoint selection; without them the last epoch is kept.
         objective: ``objective(logits, x, y) -> loss``; default :func:`dice_ce_objective`
             at ``config.temperature``.
-        batch_hook: ``hook(net, x, y, generator) -> (x, y)`` applied to each batch
-            (adversarial training).
+        batch_hook: ``hook(net, x, y, generator, brain) -> (x, y)`` applied to each batch
+            (adversarial training); ``brain`` is the batch's brain mask, see the module docstring.
         ckpt_dir: where ``last.pt`` (full state, every epoch) and ``best.pt`` go; an
             existing ``last.pt`` is resumed only if it was written with the same config,
             ``resume_tag``, network layout (state-dict keys and shapes) and training data
@@ -454,13 +475,13 @@ def train(
         for step in range(spe):
             idx = order[step * config.batch_size : (step + 1) * config.batch_size]
             if batcher is not None:
-                x, y = batcher(train_images, train_labels, idx, config.seed, epoch, step)
+                x, y, brain = batcher(train_images, train_labels, idx, config.seed, epoch, step)
             else:
-                x, y = _batch(train_images, train_labels, idx, aug, config.seed, epoch, step)
+                x, y, brain = _batch(train_images, train_labels, idx, aug, config.seed, epoch, step)
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
             if batch_hook is not None:
                 hook_gen = torch.Generator().manual_seed(_sample_seed(config.seed, epoch, step, -2))
-                x, y = batch_hook(net, x, y, hook_gen)
+                x, y = batch_hook(net, x, y, hook_gen, brain.to(dev, non_blocking=True))
                 net.train()
             opt.zero_grad(set_to_none=True)
             with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):

@@ -113,6 +113,28 @@ def _batch(n: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
+def test_adversarial_augmenter_uses_the_given_brain_mask_after_an_intensity_shift() -> None:
+    """After the training loop's intensity shift the background is no longer zero: with the brain mask it is
+    given, the augmenter perturbs only the brain and clips to the brain's range, not the whole crop's."""
+    net, (x, y) = _model(), _batch(2)
+    brain = (x != 0).any(1, keepdim=True)
+    xs = x + 0.07  # shifted crop: background 0.07 everywhere
+    hook = defenses.AdversarialAugmenter("ifgsm", eps_range=(0.2, 0.3), mix=1.0, steps=3)
+    adv, _ = hook(net, xs, y, torch.Generator().manual_seed(0), brain)
+    assert sorted(hook.last_index) == [0, 1]
+    for j in range(2):
+        b = brain[j, 0]
+        assert torch.equal(adv[j][:, ~b], xs[j][:, ~b])  # background untouched
+        assert (adv[j][:, b] != xs[j][:, b]).any()
+        lo, hi = xs[j][:, b].amin(1), xs[j][:, b].amax(1)
+        assert (adv[j][:, b] >= lo[:, None]).all() and (adv[j][:, b] <= hi[:, None]).all()
+    # without the mask the shifted background counts as brain and is perturbed: what the mask prevents
+    unmasked, _ = hook(net, xs, y, torch.Generator().manual_seed(0))
+    assert not torch.equal(unmasked[0][:, ~brain[0, 0]], xs[0][:, ~brain[0, 0]])
+    with pytest.raises(ValueError, match="brain mask"):
+        hook(net, xs, y, torch.Generator().manual_seed(0), brain[:1])
+
+
 @pytest.mark.parametrize("attack", ["fgsm", "ifgsm", "mixed"])
 def test_adversarial_augmenter_replaces_examples_within_budget(attack: str) -> None:
     net, (x, y) = _model(), _batch()

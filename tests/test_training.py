@@ -297,8 +297,9 @@ def test_batch_hook_and_objective_are_used() -> None:
     x, y = _blob_data(2)
     seen = {}
 
-    def hook(net, xb, yb, gen):
+    def hook(net, xb, yb, gen, brain):
         seen["hook"] = xb.shape[0]
+        assert brain.dtype == torch.bool and brain.shape == (xb.shape[0], 1, *xb.shape[2:])
         return torch.cat([xb, xb]), torch.cat([yb, yb])
 
     def objective(logits, xb, yb):
@@ -392,7 +393,7 @@ def test_tensor_batcher_crops_are_views_of_the_volume_centred_as_asked() -> None
         b = TensorBatcher(lab, TrainConfig(crop=crop, pos_fraction=pos, augment=False))
         hits = 0
         for step in range(60):
-            x, y = b(img, lab, [0, 2], seed=1, epoch=1, step=step)
+            x, y, _ = b(img, lab, [0, 2], seed=1, epoch=1, step=step)
             assert x.shape == (2, 2, *crop) and y.shape == (2, *crop) and x.dtype == torch.float32 and y.dtype == torch.int64
             for i, j in enumerate([0, 2]):
                 start = np.unravel_index(int(x[i, 0, 0, 0, 0]), shape)
@@ -418,7 +419,7 @@ def test_tensor_batcher_pos_fraction_flips_and_intensity() -> None:
     b = TensorBatcher(lab, TrainConfig(crop=(12, 10, 8), augment=True))
     scaled = flipped = 0
     for s in range(80):
-        x, y = b(img, lab, [1], seed=2, epoch=3, step=s)
+        x, y, _ = b(img, lab, [1], seed=2, epoch=3, step=s)
         code = x[0, 1]  # label x 10 + 5 after the same affine scale/shift: constant within each class
         vals = {c: code[y[0] == c] for c in range(4) if (y[0] == c).any()}
         assert all(float(v.max() - v.min()) < 1e-4 for v in vals.values())  # image and label flipped alike
@@ -428,7 +429,66 @@ def test_tensor_batcher_pos_fraction_flips_and_intensity() -> None:
     assert 20 < scaled < 80 and 0 < flipped < 80
     a = b(img, lab, [0, 1], seed=2, epoch=3, step=4)
     c = b(img, lab, [0, 1], seed=2, epoch=3, step=4)
-    assert torch.equal(a[0], c[0]) and torch.equal(a[1], c[1])  # seeded: the same batch again
+    assert all(torch.equal(u, v) for u, v in zip(a, c))  # seeded: the same batch again
+
+
+def _brain_is_label_data(n: int = 3, shape: tuple[int, int, int] = (20, 18, 16)) -> tuple[torch.Tensor, torch.Tensor]:
+    """Volumes whose brain (a ball, nonzero in every modality) is exactly the labelled region."""
+    g = torch.Generator().manual_seed(3)
+    zz, yy, xx = torch.meshgrid(*[torch.arange(k, dtype=torch.float32) for k in shape], indexing="ij")
+    imgs, labs = [], []
+    for i in range(n):
+        c = [k / 2 + (i - 1) for k in shape]
+        ball = ((zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2) < (5 + i) ** 2
+        img = (torch.rand((4, *shape), generator=g) + 0.5) * ball  # strictly positive inside, 0 outside
+        imgs.append(img)
+        labs.append(ball.long() * (1 + i % 3))
+    return torch.stack(imgs), torch.stack(labs)
+
+
+@pytest.mark.parametrize("backend", ["monai", "tensor"])
+def test_batches_carry_the_brain_mask_of_the_crop_before_the_intensity_shift(backend: str) -> None:
+    """Both backends hand the hook the brain of each augmented crop: here the brain is the labelled ball, so the
+    mask must equal label > 0 after every crop and flip, and the image outside it is one value (0 or the shift)."""
+    from robustseg_lib import training as T
+
+    img, lab = _brain_is_label_data()
+    cfg = TrainConfig(crop=(12, 12, 10), pos_fraction=0.5, augment=True)
+    make = (lambda ids, s: T._batch(img, lab, ids, T._augmenter(cfg), 0, 1, s)) if backend == "monai" else \
+        (lambda ids, s, b=T.TensorBatcher(lab, cfg): b(img, lab, ids, 0, 1, s))
+    shifted = 0
+    for step in range(40):
+        x, y, brain = make([0, 1, 2], step)
+        assert brain.dtype == torch.bool and brain.shape == (3, 1, 12, 12, 10)
+        assert torch.equal(brain[:, 0], y > 0)
+        for i in range(3):
+            outside = x[i][:, ~brain[i, 0]]
+            if outside.numel():
+                assert float(outside.max() - outside.min()) == 0.0
+                shifted += float(outside.abs().max()) > 0
+    assert shifted > 0  # the shift did move the background off zero, so x != 0 would have been wrong
+
+
+def test_monai_batches_are_unchanged_by_the_brain_key() -> None:
+    """Cropping and flipping the brain mask alongside draws no extra random numbers: images and labels are those
+    of the same MONAI recipe without the key (the pipeline as it was before the mask was added)."""
+    from monai.transforms import Compose, RandCropByPosNegLabeld, RandFlipd, RandScaleIntensityd, RandShiftIntensityd
+
+    from robustseg_lib import training as T
+
+    img, lab = _brain_is_label_data()
+    cfg = TrainConfig(crop=(12, 12, 10), pos_fraction=0.5, augment=True)
+    old = Compose([RandCropByPosNegLabeld(keys=["image", "label"], label_key="label", spatial_size=cfg.crop, pos=0.5,
+                                          neg=0.5, num_samples=1, allow_smaller=False),
+                   *[RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=a) for a in range(3)],
+                   RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
+                   RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5)])
+    for step in range(10):
+        x, y, _ = T._batch(img, lab, [0, 2], T._augmenter(cfg), 4, 2, step)
+        for i, j in enumerate([0, 2]):
+            old.set_random_state(seed=T._sample_seed(4, 2, step, i))
+            ref = old({"image": img[j].float(), "label": lab[j].long()[None]})[0]
+            assert torch.equal(x[i], ref["image"].as_tensor()) and torch.equal(y[i], ref["label"].as_tensor()[0].long())
 
 
 def test_augment_backends_train_and_auto_keeps_monai_on_cpu() -> None:

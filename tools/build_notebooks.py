@@ -765,7 +765,7 @@ hook = defenses.AdversarialAugmenter(adv_attack, eps_range=tuple(eps_range), mix
 net = models.build_unet(spec["name"], seed=seed, **spec["kwargs"])
 res = train(net, train_x, train_y, cfg, val_images=val_set.images, val_labels=val_set.labels,
             batch_hook=hook, ckpt_dir=run.models / "advtrain_ckpt", device=dev, desc="adversarial training",
-            resume_tag=f"{adv_attack} eps_range={eps_range} mix={mix} adv_steps={adv_steps}")
+            resume_tag=f"{adv_attack} eps_range={eps_range} mix={mix} adv_steps={adv_steps} mask=crop-brain")
 models.save_model(net, run.checkpoint("advtrain"), spec)
 evaluation.save_train_config(run, "advtrain", cfg, res)
 print(f"validation score {res.best_score:.3f} ({res.seconds:.0f} s); last batch: volumes {hook.last_index} attacked at eps {[round(e, 3) for e in hook.last_eps]}")
