@@ -7,6 +7,13 @@ grid (MONAI import excluded by a warm-up). "generate + preprocess, no NIfTI" is
 ``data.prepare_synthetic`` (the paper profile's data path; identical arrays) per case, and
 "threshold baseline" is ``data.threshold_baseline`` per case on the prepared working grid.
 The BraTS grid uses the paper profile's working grid, 144×176×144.
+
+A second table times loading one split of a ``prepared.npz`` of ``--split-cases`` cases at that
+working grid (the generated cases repeated; the file is read from the page cache, as right
+after notebook 01 wrote it): reading every image and selecting the split, as notebooks did
+before, against memory-mapping the images (``load_prepared(..., mmap_images=True)``, what
+``evaluation.load_split`` does) and reading only the split. Peak allocation is tracemalloc's
+(numpy reports its buffers to it; mapped pages are not allocations).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import platform
 import statistics
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -42,11 +50,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-full", action="store_true", help="skip the 240x240x155 BraTS grid")
+    ap.add_argument("--split-cases", type=int, default=40, help="cases of the split-loading file (0: skip)")
     args = ap.parse_args()
 
     D.make_synthetic_case(0, (64, 64, 64))  # warm-up: template load + cache
     shapes = [(64, 64, 64), (96, 96, 96)] + ([] if args.no_full else [(240, 240, 155)])
-    rows = []
+    rows, split_rows = [], []
     for shape in shapes:
         ts = _time(lambda i: D.make_synthetic_case(1000 + i, shape), args.repeats)
         rows.append(("generate", "x".join(map(str, shape)), "-", _fmt(ts)))
@@ -70,6 +79,8 @@ def main() -> None:
             t0 = time.perf_counter()
             D.threshold_baseline(prep["images"], prep["labels"], prep["brain"])
             rows.append(("threshold baseline", g, w, f"{(time.perf_counter() - t0) / args.repeats:.2f}"))
+            if shape == (240, 240, 155) and args.split_cases > 0:
+                split_rows = _split_loading(Path(tmp), prep, args.split_cases)
     print(f"machine: {platform.machine()}, Python {platform.python_version()}, numpy {np.__version__}, "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
     print()
@@ -77,6 +88,39 @@ def main() -> None:
     print("|---|---|---|---|")
     for r in rows:
         print("| " + " | ".join(r) + " |")
+    if split_rows:
+        print()
+        print("| load one split of prepared.npz | cases in file → split | seconds | peak allocation |")
+        print("|---|---|---|---|")
+        for r in split_rows:
+            print("| " + " | ".join(r) + " |")
+
+
+def _split_loading(tmp: Path, prep: dict, n: int) -> list[tuple[str, ...]]:
+    """Time loading the test split (15 %) of an n-case prepared file both ways (see the module docstring)."""
+    from robustseg_lib.artefacts import atomic_save_npz
+
+    idx = np.arange(n) % len(prep["images"])
+    arrays = {k: prep[k][idx] for k in D.PREPARED_KEYS}
+    arrays["case_ids"] = np.asarray([f"c{i:04d}" for i in range(n)])
+    arrays["split"] = np.asarray(["test" if i < max(1, round(0.15 * n)) else "train" for i in range(n)])
+    path = atomic_save_npz(tmp / "split.npz", **arrays)
+    del arrays
+    n_test = int(max(1, round(0.15 * n)))
+    out = []
+    for label, mmap in (("read all images, then select", False), ("memory-map the images, select", True)):
+        tracemalloc.start()
+        t0 = time.perf_counter()
+        p = D.load_prepared(path, mmap_images=mmap)
+        sel = p["split"] == "test"
+        x = np.ascontiguousarray(p["images"][sel], dtype=np.float32)
+        dt = time.perf_counter() - t0
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert x.shape[0] == n_test
+        del p, x
+        out.append((label, f"{n} → {n_test}", f"{dt:.2f}", f"{peak / 2**30:.2f} GiB"))
+    return out
 
 
 if __name__ == "__main__":

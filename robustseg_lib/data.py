@@ -65,6 +65,7 @@ __all__ = [
     "prepare_dataset",
     "prepare_synthetic",
     "load_prepared",
+    "npz_member_memmap",
     "threshold_baseline",
     "region_volumes",
 ]
@@ -912,14 +913,62 @@ def prepare_synthetic(
     return _save_prepared(out_file, ids, outs, work, fractions, seed)
 
 
-def load_prepared(path: str | Path) -> dict[str, np.ndarray]:
+def npz_member_memmap(path: str | Path, key: str) -> np.memmap | None:
+    """A read-only memory map of array ``key`` of an uncompressed ``.npz``.
+
+    Hand-written because numpy memory-maps ``.npy`` files but not the members of an ``.npz``
+    (``np.load`` ignores ``mmap_mode`` for archives). A member stored without compression (what
+    ``np.savez`` and ``artefacts.atomic_save_npz`` write) is a plain ``.npy`` at a fixed offset;
+    the zip's local header gives that offset and numpy's own header reader the layout.
+
+    Args:
+        path: an ``.npz`` file.
+        key: the array's name.
+
+    Returns:
+        ``np.memmap`` (mode ``"r"``), or None when the member is absent, compressed, empty,
+        holds Python objects or uses ``.npy`` format 3.0 (read it with ``np.load`` instead).
+    """
+    import struct
+    import zipfile
+
+    path = Path(path)
+    with zipfile.ZipFile(path) as zf:
+        try:
+            info = zf.getinfo(f"{key}.npy")
+        except KeyError:
+            return None
+        if info.compress_type != zipfile.ZIP_STORED:
+            return None
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        head = f.read(30)
+        if len(head) < 30 or head[:4] != b"PK\x03\x04":
+            raise ValueError(f"{path}: bad zip local header for {key}.npy")
+        n_name, n_extra = struct.unpack("<HH", head[26:30])
+        f.seek(info.header_offset + 30 + n_name + n_extra)
+        version = np.lib.format.read_magic(f)
+        if version not in ((1, 0), (2, 0)):  # 3.0: utf-8 field names; leave those to np.load
+            return None
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)  # numpy's own size limit on the header applies
+        offset = f.tell()
+    if dtype.hasobject or int(np.prod(shape)) == 0:
+        return None
+    return np.memmap(path, dtype=dtype, mode="r", shape=shape, order="F" if fortran else "C", offset=offset)
+
+
+def load_prepared(path: str | Path, *, mmap_images: bool = False) -> dict[str, np.ndarray]:
     """Read and validate a ``prepared.npz``.
 
     Args:
         path: file written by ``prepare_dataset``.
+        mmap_images: return ``images`` as a read-only memory map (:func:`npz_member_memmap`)
+            instead of reading it: selecting a split then reads only that split's cases. At the
+            ``paper`` profile's 380 cases the images are 22 GB; the other keys are small.
 
     Returns:
-        dict with exactly ``PREPARED_KEYS`` (arrays in memory).
+        dict with exactly ``PREPARED_KEYS`` (arrays in memory; ``images`` mapped if asked).
 
     Raises:
         FileNotFoundError / ValueError naming the file on a missing/corrupt file, missing
@@ -929,8 +978,11 @@ def load_prepared(path: str | Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: prepared dataset not found (run the data notebook first)")
     try:
+        mapped = npz_member_memmap(path, "images") if mmap_images else None
         with np.load(path, allow_pickle=False) as npz:
-            data = {k: npz[k] for k in npz.files}
+            data = {k: npz[k] for k in npz.files if not (k == "images" and mapped is not None)}
+        if mapped is not None:
+            data["images"] = mapped
     except Exception as exc:
         raise ValueError(f"{path}: cannot read prepared npz ({type(exc).__name__}: {exc})") from exc
     missing = [k for k in PREPARED_KEYS if k not in data]

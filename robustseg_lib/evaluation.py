@@ -106,7 +106,7 @@ def load_split(run: RunPaths, split: str) -> EvalSet:
     """
     from .data import load_prepared
 
-    prep = load_prepared(run.prepared)
+    prep = load_prepared(run.prepared, mmap_images=True)  # reads only this split's images
     sel = np.asarray(prep["split"]) == split
     if not sel.any():
         raise ValueError(f"{run.prepared}: split {split!r} is empty (splits: {sorted(set(prep['split']))})")

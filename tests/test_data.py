@@ -549,6 +549,45 @@ def test_prepare_synthetic_validates(tmp_path):
     assert not (tmp_path / "x.npz").exists()
 
 
+def test_npz_member_memmap_matches_np_load(tmp_path):
+    """The hand-parsed offsets give exactly np.load's arrays (numpy's savez writes zip64 local headers, so the
+    extra-field length is exercised), for C and Fortran order and several dtypes."""
+    from robustseg_lib.artefacts import atomic_save_npz
+
+    rng = np.random.default_rng(0)
+    arrays = {"f32": rng.normal(size=(3, 4, 5, 6, 7)).astype(np.float32), "u8": rng.integers(0, 4, (3, 5, 6, 7), dtype=np.uint8),
+              "b": rng.random((3, 5, 6, 7)) > 0.5, "s": np.asarray(["train", "val", "test"]),
+              "fortran": np.asfortranarray(rng.normal(size=(5, 9))), "rec": np.zeros(4, dtype=[("a", "<i4"), ("b", "<f8")])}
+    path = atomic_save_npz(tmp_path / "a.npz", **arrays)
+    with np.load(path, allow_pickle=False) as npz:
+        for k in arrays:
+            m = D.npz_member_memmap(path, k)
+            assert isinstance(m, np.memmap) and not m.flags.writeable, k
+            assert m.dtype == npz[k].dtype and np.array_equal(m, npz[k]), k
+    assert D.npz_member_memmap(path, "fortran").flags.f_contiguous
+    assert D.npz_member_memmap(path, "absent") is None
+    np.savez_compressed(tmp_path / "c.npz", x=arrays["f32"])
+    assert D.npz_member_memmap(tmp_path / "c.npz", "x") is None  # compressed: not mappable
+
+
+def test_load_prepared_mmap_images_and_load_split(datasets, tmp_path):
+    from robustseg_lib.artefacts import RunPaths
+    from robustseg_lib.evaluation import load_split
+
+    run = RunPaths(tmp_path / "run")
+    run.prepared.parent.mkdir(parents=True, exist_ok=True)
+    D.prepare_dataset(datasets["brats2021"], run.prepared, (36, 36, 36), fractions=(0.5, 0.0, 0.5), progress=False)
+    full, mapped = D.load_prepared(run.prepared), D.load_prepared(run.prepared, mmap_images=True)
+    assert isinstance(mapped["images"], np.memmap) and not isinstance(full["images"], np.memmap)
+    for k in D.PREPARED_KEYS:
+        assert np.array_equal(full[k], mapped[k]), k
+    for split in ("train", "test"):
+        es = load_split(run, split)
+        sel = full["split"] == split
+        assert es.images.dtype == torch.float32 and torch.equal(es.images, torch.from_numpy(full["images"][sel]))
+        assert es.images.numpy().flags.writeable and es.case_ids == full["case_ids"][sel].tolist()
+
+
 # --------------------------------------------------------------------------- analysis tables
 def test_threshold_baseline_finds_a_perfect_threshold():
     images = np.zeros((2, 4, 6, 6, 6), np.float32)

@@ -427,8 +427,8 @@ def test_tensor_batcher_pos_fraction_flips_and_intensity() -> None:
         scaled += abs(float(base) - 5.0) > 1e-6
         flipped += int(x[0, 0, 0, 0, 0] > x[0, 0, -1, -1, -1])  # flat index decreasing along some axis
     assert 20 < scaled < 80 and 0 < flipped < 80
-    a = b(img, lab, [0, 1], seed=2, epoch=3, step=4)
-    c = b(img, lab, [0, 1], seed=2, epoch=3, step=4)
+    a = b(img, lab, [0, 1], seed=2, epoch=3, step=4, with_brain=True)
+    c = b(img, lab, [0, 1], seed=2, epoch=3, step=4, with_brain=True)
     assert all(torch.equal(u, v) for u, v in zip(a, c))  # seeded: the same batch again
 
 
@@ -454,8 +454,8 @@ def test_batches_carry_the_brain_mask_of_the_crop_before_the_intensity_shift(bac
 
     img, lab = _brain_is_label_data()
     cfg = TrainConfig(crop=(12, 12, 10), pos_fraction=0.5, augment=True)
-    make = (lambda ids, s: T._batch(img, lab, ids, T._augmenter(cfg), 0, 1, s)) if backend == "monai" else \
-        (lambda ids, s, b=T.TensorBatcher(lab, cfg): b(img, lab, ids, 0, 1, s))
+    make = (lambda ids, s: T._batch(img, lab, ids, T._augmenter(cfg), 0, 1, s, with_brain=True)) if backend == "monai" else \
+        (lambda ids, s, b=T.TensorBatcher(lab, cfg): b(img, lab, ids, 0, 1, s, with_brain=True))
     shifted = 0
     for step in range(40):
         x, y, brain = make([0, 1, 2], step)
@@ -484,7 +484,9 @@ def test_monai_batches_are_unchanged_by_the_brain_key() -> None:
                    RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
                    RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5)])
     for step in range(10):
-        x, y, _ = T._batch(img, lab, [0, 2], T._augmenter(cfg), 4, 2, step)
+        x, y, _ = T._batch(img, lab, [0, 2], T._augmenter(cfg), 4, 2, step, with_brain=True)
+        x0, y0, none = T._batch(img, lab, [0, 2], T._augmenter(cfg), 4, 2, step)  # no hook: no mask made
+        assert none is None and torch.equal(x0, x) and torch.equal(y0, y)
         for i, j in enumerate([0, 2]):
             old.set_random_state(seed=T._sample_seed(4, 2, step, i))
             ref = old({"image": img[j].float(), "label": lab[j].long()[None]})[0]

@@ -226,7 +226,7 @@ if data_dir or write_nifti:
 else:  # same arrays as writing NIfTI and preparing from it, without the round trip
     data.prepare_synthetic(run.prepared, n_cases, shape=tuple(shape), work_shape=tuple(work_shape), seed=seed,
                            layout=layout, fractions=tuple(fractions), workers=workers)
-prep = data.load_prepared(run.prepared)
+prep = data.load_prepared(run.prepared, mmap_images=True)  # images read on demand (22 GB at BraTS scale)
 split = pd.Series(prep["split"]).value_counts().rename("cases")
 display(split.to_frame())
 print("std of raw intensities (what one z-unit means), mean over cases:", dict(zip(data.MODALITIES, prep["std"].mean(0).round(1))))
