@@ -5,11 +5,7 @@
 set -uo pipefail
 start=$(date +%s)
 out=${OUT:?set OUT}; mkdir -p "$out"
-if [ -d .whl ] && ! python3 -c "import monai, papermill" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH
-fi
-export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD}
+source "$(dirname "$0")/gpu_env.sh"   # carried wheels -> /tmp/site, PYTHONPATH
 if [ "${SMALL:-0}" = 1 ]; then tr=(--size 32 --batch 2 --levels 4 --rounds 1 --steps 2 --busy-steps 2); at=(--size 32 --batch 1 --repeats 1 --repeats-long 1 --steps 2); dn=4; ds="96, 96, 64"
 else tr=(--size 128 --batch 2 --width 16 --levels 5 --busy-steps 50); at=(--size 128 --batch 2 --volume 144 176 144); dn=32; ds="240, 240, 155"; fi
 {

@@ -36,11 +36,7 @@ run=${RUN:-/tmp/run_${profile}}
 deadline=${DEADLINE:-0}   # seconds from start by which everything must be packed (0: no limit); the chain is cut short to keep it
 left() { echo $(( deadline - ($(date +%s) - start) )); }
 mkdir -p "$out"
-if [ -d .whl ] && ! python3 -c "import monai, papermill" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH
-fi
-export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD}
+source "$(dirname "$0")/gpu_env.sh"   # carried wheels -> /tmp/site, PYTHONPATH
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
 gpu=0; python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" && gpu=1
 
