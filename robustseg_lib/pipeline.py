@@ -265,7 +265,7 @@ def reproduce(
         try:
             papermill.execute_notebook(
                 str(notebook_dir / STAGES[stage]), str(dst), parameters=full, kernel_name="python3",
-                cwd=str(notebook_dir), progress_bar=False, log_output=False,
+                cwd=str(notebook_dir), progress_bar=False, log_output=False, config=kernel_config(),
             )
         except PapermillExecutionError as exc:
             secs = time.perf_counter() - t0
@@ -281,6 +281,27 @@ def reproduce(
     manifest["total_seconds_last_call"] = round(time.perf_counter() - t_all, 2)
     atomic_write_json(run.manifest, manifest)
     return manifest
+
+
+def kernel_config() -> Any:
+    """Configuration for the kernel manager that papermill (through nbclient) starts each notebook's kernel with.
+
+    ipykernel 7.3 and newer print a warning on every start that the kernel's loopback TCP sockets are not encrypted
+    (eight times per run of the chain). Where jupyter_client can provision CurveZMQ keys
+    (``KernelManager.transport_encryption``) and pyzmq has CURVE, ask for them ("auto": only kernels whose kernelspec
+    declares support get keys): the sockets are encrypted and the warning is not printed. Elsewhere (older
+    jupyter_client, pyzmq without libsodium) the defaults stay, since "auto" would be refused there.
+
+    Returns:
+        A ``traitlets.config.Config``; empty where encryption cannot be provisioned.
+    """
+    import zmq
+    from jupyter_client.manager import KernelManager
+    from traitlets.config import Config
+
+    if "transport_encryption" in KernelManager.class_trait_names() and zmq.has("curve"):
+        return Config({"KernelManager": {"transport_encryption": "auto"}})
+    return Config()
 
 
 def _print_claims(run: RunPaths, log=print) -> None:

@@ -84,3 +84,38 @@ def test_profiles_exist() -> None:
 def test_stage_aliases() -> None:
     assert pipeline.stage_name("unet") == "02_unet" == pipeline.stage_name("02")
     assert pipeline.stage_name("adversarial_training") == "07_adversarial_training"
+
+
+def _run_tiny_notebook(tmp_path, **kw) -> str:
+    import nbformat
+    import papermill
+
+    src, dst = tmp_path / "tiny.ipynb", tmp_path / "tiny_out.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("print(6 * 7)")]
+    nbformat.write(nb, src)
+    out = papermill.execute_notebook(str(src), str(dst), kernel_name="python3", progress_bar=False, **kw)
+    return out.cells[0].outputs[0]["text"].strip()
+
+
+def test_kernel_config_silences_the_unencrypted_transport_warning(tmp_path, capfd) -> None:
+    """The chain's kernels start without ipykernel's TCP warning (the kernel writes it to the inherited stderr)."""
+    warning = "running over TCP without encryption"
+    assert _run_tiny_notebook(tmp_path) == "42"
+    if warning not in capfd.readouterr().err:
+        pytest.skip("this ipykernel does not warn about unencrypted TCP")
+    cfg = pipeline.kernel_config()
+    assert cfg["KernelManager"]["transport_encryption"] == "auto"
+    assert _run_tiny_notebook(tmp_path, config=cfg) == "42"
+    assert warning not in capfd.readouterr().err
+
+
+def test_kernel_config_leaves_defaults_without_curve(monkeypatch) -> None:
+    """Without CURVE in pyzmq, 'auto' would be refused when the kernel manager is made: keep the defaults."""
+    import zmq
+    from jupyter_client.manager import KernelManager
+
+    monkeypatch.setattr(zmq, "has", lambda capability: False)
+    cfg = pipeline.kernel_config()
+    assert "KernelManager" not in cfg
+    KernelManager(config=cfg)  # constructs: nothing invalid was configured
