@@ -29,6 +29,11 @@ import numpy as np
 import pandas as pd
 import torch
 from monai.metrics import compute_hausdorff_distance
+
+# MONAI 1.5-1.6's compute_hausdorff_distance passes get_mask_edges an argument it has itself deprecated; nothing a
+# caller can change. One filter for that message, set once at import: warnings.catch_warnings around the call is
+# not thread-safe, and attack_sweep computes metrics in worker threads (the warning leaked from there).
+warnings.filterwarnings("ignore", message=r".*get_mask_edges:always_return_as_numpy", category=FutureWarning)
 from monai.metrics.regression import compute_ssim_and_cs
 from monai.transforms.utils import generate_spatial_bounding_box
 
@@ -259,10 +264,7 @@ def hd95_per_region(
     values: dict[int, float] = {}
     if both:
         yp, yt = pm[both][None].cpu().float(), tm[both][None].cpu().float()
-        with warnings.catch_warnings():
-            # MONAI 1.5+ warns about an internal deprecated argument of get_mask_edges.
-            warnings.simplefilter("ignore", FutureWarning)
-            hd = compute_hausdorff_distance(yp, yt, include_background=True, percentile=95, spacing=sp)[0].numpy()
+        hd = compute_hausdorff_distance(yp, yt, include_background=True, percentile=95, spacing=sp)[0].numpy()
         values = {i: float(v) for i, v in zip(both, hd)}
     for i, key in enumerate(REGIONS):
         pe, te = not p_any[i], not t_any[i]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -338,3 +340,19 @@ def test_region_masks() -> None:
     assert m["TC"].tolist() == [False, True, False, True]
     assert m["ET"].tolist() == [False, False, False, True]
     assert isinstance(pd.DataFrame(m), pd.DataFrame)
+
+
+def test_hd95_raises_no_monai_deprecation_warning_from_threads() -> None:
+    """Outside pytest's warning capture, with FutureWarning as an error: hd95 from worker threads (as attack_sweep
+    calls it) passes, because robustseg_lib.metrics filters MONAI's own internal deprecation message."""
+    code = (
+        "import numpy as np\n"
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "from robustseg_lib import metrics\n"
+        "p = np.zeros((12, 12, 12), np.int64); t = p.copy(); p[3:8, 3:8, 3:8] = 2; t[4:9, 3:8, 3:8] = 2\n"
+        "with ThreadPoolExecutor(2) as ex:\n"
+        "    out = list(ex.map(lambda _: metrics.hd95_per_region(p, t), range(4)))\n"
+        "assert out[0]['WT'] == 1.0, out\n"
+    )
+    proc = subprocess.run([sys.executable, "-W", "error::FutureWarning", "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
