@@ -29,13 +29,13 @@ import numpy as np
 import pandas as pd
 import torch
 from monai.metrics import compute_hausdorff_distance
+from monai.metrics.regression import compute_ssim_and_cs
+from monai.transforms.utils import generate_spatial_bounding_box
 
 # MONAI 1.5-1.6's compute_hausdorff_distance passes get_mask_edges an argument it has itself deprecated; nothing a
 # caller can change. One filter for that message, set once at import: warnings.catch_warnings around the call is
 # not thread-safe, and attack_sweep computes metrics in worker threads (the warning leaked from there).
 warnings.filterwarnings("ignore", message=r".*get_mask_edges:always_return_as_numpy", category=FutureWarning)
-from monai.metrics.regression import compute_ssim_and_cs
-from monai.transforms.utils import generate_spatial_bounding_box
 
 __all__ = [
     "MODALITIES",

@@ -244,6 +244,7 @@ def reproduce(
     )
     manifest.setdefault("stages", {})
     upstream = ""
+    kcfg = kernel_config()
     t_all = time.perf_counter()
     for stage in STAGES:
         fp = _fingerprint(stage, params[stage], upstream, notebook_dir)
@@ -265,7 +266,7 @@ def reproduce(
         try:
             papermill.execute_notebook(
                 str(notebook_dir / STAGES[stage]), str(dst), parameters=full, kernel_name="python3",
-                cwd=str(notebook_dir), progress_bar=False, log_output=False, config=kernel_config(),
+                cwd=str(notebook_dir), progress_bar=False, log_output=False, config=kcfg,
             )
         except PapermillExecutionError as exc:
             secs = time.perf_counter() - t0
