@@ -3,16 +3,23 @@
 One internal convention (docs/design.md): images are ``(4, X, Y, Z)`` in ``MODALITIES``
 order; raw labels use BraTS 2018–21 values {0, 1 NCR, 2 ED, 4 ET}; training uses contiguous
 class maps {0 bg, 1 NCR, 2 ED, 3 ET}. Every other convention is converted explicitly on
-reading (``msd_to_brats``, ``brats2023_to_brats``) and writing (``brats_to_msd``,
-``brats_to_brats2023``).
+reading (``msd_to_brats``, ``brats2023_to_brats``, ``brats2024_to_brats``) and writing
+(``brats_to_msd``, ``brats_to_brats2023``).
 
-Supported layouts (``list_cases`` detects them):
+Supported layouts (``list_cases`` detects them; ``.nii`` or ``.nii.gz``):
 
-- ``"brats2021"``: ``<root>/<case>/<case>_{t1,t1ce,t2,flair,seg}.nii.gz`` (BraTS 2018–2021);
-- ``"brats2023"``: ``<root>/<case>/<case>-{t1n,t1c,t2w,t2f,seg}.nii.gz`` (labels 1, 2, 3 = ET);
+- ``"brats2021"``: ``<root>/<case>/<case>_{t1,t1ce,t2,flair,seg}.nii.gz`` (BraTS 2018–2021;
+  the 2018/2019 ``HGG/``, ``LGG/`` sub-folders are searched when ``<root>`` holds no case);
+- ``"brats2023"``: ``<root>/<case>/<case>-{t1n,t1c,t2w,t2f,seg}.nii.gz`` (BraTS 2023 and 2024
+  GLI; labels 1, 2, 3 = ET; in BraTS-GLI cases 4 = the BraTS 2024 resection cavity, read as
+  background);
 - ``"msd"``: Medical Segmentation Decathlon Task01, ``imagesTr/BRATS_001.nii.gz`` 4-D with
   channels FLAIR, T1w, T1gd, T2w, ``labelsTr/`` with 1 edema, 2 non-enhancing, 3 enhancing,
   and ``dataset.json``.
+
+Every volume read from disk is reoriented to the closest canonical (RAS+) voxel order
+(``_load_nifti``), so BraTS files (LPS headers) and MSD files give arrays in the same
+orientation. A volume already in RAS+ order (the synthetic writers' grids) is returned as stored.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: no ipywidgets needed, and papermill keeps them readable
 
 from .artefacts import atomic_path, atomic_save_npz, atomic_write_json
 from .runtime import cpu_budget
@@ -60,6 +67,7 @@ __all__ = [
     "brats_to_msd",
     "brats2023_to_brats",
     "brats_to_brats2023",
+    "brats2024_to_brats",
     "preprocess_case",
     "split_cases",
     "prepare_dataset",
@@ -89,8 +97,15 @@ _MSD_NAME_TO_MOD: dict[str, str] = {
     "flair": "flair", "t2f": "flair", "t1w": "t1", "t1": "t1", "t1n": "t1",
     "t1gd": "t1ce", "t1ce": "t1ce", "t1c": "t1ce", "t2w": "t2", "t2": "t2",
 }
-# label value sets per convention
-_LABEL_VALUES: dict[str, tuple[int, ...]] = {"brats2021": (0, 1, 2, 4), "brats2023": (0, 1, 2, 3), "msd": (0, 1, 2, 3)}
+# label value sets per convention ("brats2024": BraTS 2024 GLI, 2023's values plus 4 = resection cavity;
+# used for the BraTS-GLI cases of the "brats2023" layout, where it reads 2023 labels unchanged)
+_LABEL_VALUES: dict[str, tuple[int, ...]] = {"brats2021": (0, 1, 2, 4), "brats2023": (0, 1, 2, 3),
+                                             "brats2024": (0, 1, 2, 3, 4), "msd": (0, 1, 2, 3)}
+# prefix of the BraTS adult-glioma (GLI) case ids, the only "brats2023"-layout data whose labels are checked here
+_GLI_PREFIX = "BraTS-GLI-"
+_RC_WARNING = ("BraTS 2024 GLI label 4 (resection cavity, RC) is read as background: RC lies outside WT, TC and ET "
+               "in BraTS 2024's evaluation and the model has no RC class (data/README.md)")
+_RAS = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)  # nibabel orientation of an array already in RAS+ order
 
 
 # =========================================================================== label conventions
@@ -194,6 +209,26 @@ def brats_to_brats2023(label: Any) -> Any:
     return _remap(label, {0: 0, 1: 1, 2: 2, 4: 3}, "label", "BraTS 2018-21")
 
 
+def brats2024_to_brats(label: Any) -> Any:
+    """BraTS 2024 GLI (post-treatment) labels → BraTS 2018–21, with the resection cavity as background.
+
+    BraTS 2024 GLI labels are 1 NETC (non-enhancing tumour core), 2 SNFH (surrounding FLAIR
+    hyperintensity), 3 ET and 4 RC (resection cavity). BraTS 2024 evaluates WT = NETC ∪ SNFH ∪ ET,
+    TC = NETC ∪ ET and ET, with RC scored on its own, outside all three; the 4-class model here
+    has no RC class, so RC is mapped to background (0). Not invertible (RC is lost).
+
+    Args:
+        label: integer array or tensor with values in {0, 1, 2, 3, 4}.
+
+    Returns:
+        uint8 array with values in {0, 1, 2, 4} (1→1, 2→2, 3→4, 4→0).
+
+    Raises:
+        ValueError: on any value outside {0, 1, 2, 3, 4}.
+    """
+    return _remap(label, {0: 0, 1: 1, 2: 2, 3: 4, 4: 0}, "label", "BraTS 2024 GLI")
+
+
 def regions(classes: Any) -> dict[str, Any]:
     """Boolean evaluation regions of a class map.
 
@@ -236,7 +271,23 @@ def _save_nifti(target: Path, data: np.ndarray, affine: np.ndarray) -> Path:
 
 
 def _load_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read a NIfTI file as float32 (scaling applied) with its affine; errors name the file."""
+    """Read a NIfTI file as float32 (scaling applied) in closest-canonical (RAS+) voxel order.
+
+    The first three axes are flipped/permuted as ``nibabel.as_closest_canonical`` would (BraTS
+    headers are LPS: x and y are flipped); the affine is updated to match, so every voxel keeps
+    its world position. An array already in RAS+ order (e.g. the synthetic writers' grids) is
+    returned exactly as stored.
+
+    Args:
+        path: a ``.nii`` or ``.nii.gz`` file (3-D, or 4-D with channels last).
+
+    Returns:
+        ``(data, affine)``: float32 array and its 4×4 float64 voxel-to-world matrix.
+
+    Raises:
+        FileNotFoundError / ValueError naming the file: missing, unreadable, NaN/Inf values, or
+        an affine with no orientation (a zero or degenerate axis).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
@@ -244,11 +295,18 @@ def _load_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
         img = nib.load(str(path))
         data = img.get_fdata(dtype=np.float32)
         affine = np.asarray(img.affine, dtype=np.float64)
+        ornt = nib.orientations.io_orientation(affine)
     except Exception as exc:  # nibabel raises many types on corrupt/truncated files
         raise ValueError(f"{path}: cannot read NIfTI file ({type(exc).__name__}: {exc})") from exc
     if not np.all(np.isfinite(data)):
         n = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
         raise ValueError(f"{path}: {n} NaN/Inf voxel values")
+    if not np.all(np.isfinite(ornt)):
+        raise ValueError(f"{path}: the affine has a degenerate axis, so the voxel orientation is undefined:\n{affine}")
+    if data.ndim >= 3 and not np.array_equal(ornt, _RAS):
+        shape = data.shape
+        data = np.ascontiguousarray(nib.orientations.apply_orientation(data, ornt))
+        affine = affine @ nib.orientations.inv_ornt_aff(ornt, shape[:3])
     return data, affine
 
 
@@ -258,6 +316,19 @@ def _check_ndim(path: Path, data: np.ndarray, ndim: int, what: str) -> None:
 
 
 def _label_to_uint(path: Path, data: np.ndarray, convention: str) -> np.ndarray:
+    """Check the label values of a seg file against ``convention`` and convert them to BraTS 2018–21 values.
+
+    Args:
+        path: the file (named in errors).
+        data: its voxel values (float, as read).
+        convention: a key of ``_LABEL_VALUES``.
+
+    Returns:
+        uint8 label in BraTS 2018–21 values {0, 1, 2, 4}.
+
+    Raises:
+        ValueError naming the file: non-integer values or values outside the convention.
+    """
     allowed = _LABEL_VALUES[convention]
     if np.any(data != np.round(data)):
         raise ValueError(f"{path}: label file has non-integer values; expected {convention} labels {list(allowed)}")
@@ -268,7 +339,15 @@ def _label_to_uint(path: Path, data: np.ndarray, convention: str) -> np.ndarray:
     present = np.flatnonzero(np.bincount(a.ravel(), minlength=256))
     bad = [int(v) for v in present if int(v) not in allowed]
     if bad:
-        raise ValueError(f"{path}: label values {bad} outside the {convention} convention {list(allowed)}")
+        hint = ""
+        if convention == "brats2023" and 4 in bad:
+            hint = (f" (4 is read as the BraTS 2024 resection cavity only in {_GLI_PREFIX}* cases; the labels of other "
+                    "BraTS sub-challenges are not checked here)")
+        raise ValueError(f"{path}: label values {bad} outside the {convention} convention {list(allowed)}{hint}")
+    if convention == "brats2024":
+        if 4 in present:
+            warnings.warn(_RC_WARNING, stacklevel=3)  # one fixed text: shown once per process, not once per case
+        return brats2024_to_brats(a)
     if convention == "msd":
         return msd_to_brats(a)
     if convention == "brats2023":
@@ -488,28 +567,62 @@ def _nii_files(folder: Path) -> dict[str, Path]:
     return out
 
 
+def _nii_ext(path: Path) -> str:
+    """The NIfTI extension of ``path``: ``".nii.gz"`` or ``".nii"``."""
+    return ".nii.gz" if path.name.endswith(".gz") else ".nii"
+
+
+def _few(items: Sequence[Any], k: int = 5) -> str:
+    """The first ``k`` of ``items``, comma-separated, and how many there are in all when there are more."""
+    names = [str(x) for x in items]
+    return ", ".join(names[:k]) + (f", ... ({len(names)} in all)" if len(names) > k else "")
+
+
 def _detect_brats_layout(folder: Path) -> str | None:
+    """The BraTS layout of a case folder: the first layout one of whose modality suffixes ends the name
+    of a NIfTI file there (a folder missing some modalities is still detected, so that listing it names
+    the missing files); None when no file is named like a modality."""
     stems = _nii_files(folder)
     for layout, files in _BRATS_FILES.items():
-        if any(stem.endswith(files["flair"]) or stem.endswith(files["t1ce"]) for stem in stems):
+        if any(stem.endswith(files[m]) for stem in stems for m in MODALITIES):
             return layout
     return None
 
 
 def _brats_case(folder: Path, layout: str) -> Case:
+    """The case of one BraTS case folder, ``<case>/<case><suffix>.nii[.gz]``.
+
+    A missing modality raises. When ``<case><seg suffix>`` is missing and the folder holds exactly
+    one other NIfTI file, that file is the seg, with a warning (BraTS 2020's ``BraTS20_Training_355``
+    ships its seg as ``W39_1998.09.19_Segm.nii``; ``load_case`` still checks its shape, affine and
+    values). With no other NIfTI file (validation data) the case has no label.
+    """
     cid = folder.name
     files = _BRATS_FILES[layout]
     stems = _nii_files(folder)
+    mod_stems = [f"{cid}{files[m]}" for m in MODALITIES]
+    siblings = [stems[s] for s in mod_stems if s in stems] or list(stems.values())
+    ext = _nii_ext(siblings[0]) if siblings else ".nii.gz"  # name missing files as the case's files are named
     paths: dict[str, Path] = {}
-    for key in (*MODALITIES, "seg"):
-        stem = f"{cid}{files[key]}"
-        if stem in stems:
-            paths[key] = stems[stem]
-        elif key != "seg":
+    for key, stem in zip(MODALITIES, mod_stems):
+        if stem not in stems:
             raise FileNotFoundError(
-                f"{folder / (stem + '.nii.gz')}: missing {key} file of case {cid} ({layout} layout expects "
-                f"{', '.join(cid + files[m] + '.nii.gz' for m in MODALITIES)})"
+                f"{folder / (stem + ext)}: missing {key} file of case {cid} ({layout} layout expects "
+                f"{', '.join(s + ext for s in mod_stems)}, and {cid}{files['seg']}{ext} for labels)"
             )
+        paths[key] = stems[stem]
+    seg = f"{cid}{files['seg']}"
+    if seg in stems:
+        paths["seg"] = stems[seg]
+    else:
+        others = [p for s, p in stems.items() if s not in mod_stems]
+        if len(others) == 1:
+            warnings.warn(f"case {cid}: no {seg}{ext}; using {others[0].name}, the only other NIfTI file in {folder}, "
+                          "as its seg (its shape, affine and label values are checked when it is loaded)", stacklevel=2)
+            paths["seg"] = others[0]
+        elif others:
+            warnings.warn(f"case {cid}: no {seg}{ext}, and {len(others)} other NIfTI files in {folder} "
+                          f"({_few([p.name for p in others])}): the case is listed without a label", stacklevel=2)
     return Case(cid, layout, paths)
 
 
@@ -545,9 +658,13 @@ def _msd_cases(root: Path) -> list[Case]:
         if not entries:
             raise ValueError(f"{images}: no NIfTI images (MSD layout)")
     cases = []
+    absent: list[Path] = []  # unlabelled (test) images listed in dataset.json but not on disk
     for img, lab in entries:
         img = Path(os.path.normpath(img))
         if not img.is_file():
+            if lab is None:  # training needs none of them: users often keep imagesTr/labelsTr only
+                absent.append(img)
+                continue
             raise FileNotFoundError(f"{img}: image file listed in {meta_path.name} does not exist")
         paths = {"image": img}
         if lab is not None:
@@ -557,43 +674,95 @@ def _msd_cases(root: Path) -> list[Case]:
             paths["label"] = lab
         cid = _NII.match(img.name).group("stem")  # type: ignore[union-attr]
         cases.append(Case(cid, "msd", paths, channels))
+    if absent:
+        rel = [os.path.relpath(p, root) for p in absent]
+        if not cases:
+            raise FileNotFoundError(f"{meta_path}: none of the {len(absent)} images listed there exists ({_few(rel)})")
+        warnings.warn(f"{meta_path}: skipping {len(absent)} unlabelled (test) image(s) listed there but not on disk: "
+                      f"{_few(rel)}", stacklevel=3)
     return cases
+
+
+def _scan_case_folders(folder: Path) -> tuple[list[Case], list[Path]]:
+    """BraTS case folders directly under ``folder``, and the sub-folders that hold NIfTI files none of
+    which is named like a modality (not recognised as cases)."""
+    cases, unrecognised = [], []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        layout = _detect_brats_layout(sub)
+        if layout is not None:
+            cases.append(_brats_case(sub, layout))
+        elif _nii_files(sub):
+            unrecognised.append(sub)
+    return cases, unrecognised
 
 
 def list_cases(root: str | Path) -> list[Case]:
     """List the cases of a dataset folder, detecting its layout.
 
+    BraTS case folders are looked for directly under ``root``; when there are none, one level
+    further down, in every sub-folder together: the BraTS 2018/2019 training data hold them under
+    ``HGG/`` and ``LGG/``, the BraTS 2024 GLI release under ``training_data*/``, the Kaggle BraTS
+    2020 copy under an outer folder. Warnings name the folders holding NIfTI files named like no
+    modality (skipped), cases whose seg file is found under another name, and ``brats2023``-layout
+    cases that are not BraTS-GLI (their labels are read as GLI labels, checked only for GLI).
+
     Args:
-        root: a BraTS 2018–21 or 2023 folder (one sub-folder per case) or an MSD Task01
-            folder (``dataset.json`` and/or ``imagesTr/``).
+        root: a BraTS 2018–21 or 2023/2024 folder (one sub-folder per case, possibly grouped one
+            level down) or an MSD Task01 folder (``dataset.json`` and/or ``imagesTr/``).
 
     Returns:
-        Cases sorted by id (MSD: in dataset.json order).
+        Cases sorted by id (MSD: in dataset.json order). Unlabelled MSD entries of dataset.json
+        whose image is not on disk are skipped with a warning.
 
     Raises:
+        TypeError: ``root`` is not a path.
         FileNotFoundError: missing folder or a missing modality file (named).
-        ValueError: empty/unrecognised folder, or mixed layouts.
+        ValueError: empty/unrecognised folder (naming the sub-folders searched), a case id found
+            twice (naming both folders), or mixed layouts.
     """
+    if not isinstance(root, (str, os.PathLike)):
+        raise TypeError(f"root must be a dataset folder (str or Path), got {type(root).__name__}")
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: dataset folder does not exist")
     if (root / "dataset.json").is_file() or (root / "imagesTr").is_dir():
         return _msd_cases(root)
-    cases: list[Case] = []
-    layouts = set()
-    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        layout = _detect_brats_layout(sub)
-        if layout is None:
-            continue
-        layouts.add(layout)
-        cases.append(_brats_case(sub, layout))
+    cases, unrecognised = _scan_case_folders(root)
+    searched: list[Path] = []
+    if not cases:  # HGG/ + LGG/, training_data*/ or an outer folder: one level down, all sub-folders together
+        searched = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        for sub in searched:
+            found, unrec = _scan_case_folders(sub)
+            cases += found
+            unrecognised += unrec
+        cases.sort(key=lambda c: c.case_id)
+    if unrecognised:
+        warnings.warn(f"{root}: skipping {len(unrecognised)} folder(s) holding NIfTI files none of which is named like a "
+                      f"modality (<case>_{{t1,t1ce,t2,flair}} or <case>-{{t1n,t1c,t2w,t2f}}): "
+                      f"{_few([os.path.relpath(p, root) for p in unrecognised])}", stacklevel=2)
     if not cases:
+        where = f" (nor one level down, in {_few([p.name + '/' for p in searched])})" if searched else ""
+        if _detect_brats_layout(root) is not None:
+            where += "; it looks like a case folder itself: pass the folder that holds the case folders"
         raise ValueError(
-            f"{root}: no cases found; expected <case>/<case>_{{t1,t1ce,t2,flair,seg}}.nii.gz (BraTS 2018-21), "
+            f"{root}: no cases found{where}; expected <case>/<case>_{{t1,t1ce,t2,flair,seg}}.nii.gz (BraTS 2018-21), "
             f"<case>/<case>-{{t1n,t1c,t2w,t2f,seg}}.nii.gz (BraTS 2023) or an MSD folder with dataset.json/imagesTr"
         )
+    first: dict[str, Path] = {}
+    for c in cases:
+        folder = c.paths[MODALITIES[0]].parent
+        if c.case_id in first:
+            raise ValueError(f"{root}: case id {c.case_id} occurs twice, in {first[c.case_id]} and {folder}")
+        first[c.case_id] = folder
+    layouts = {c.layout for c in cases}
     if len(layouts) > 1:
         raise ValueError(f"{root}: mixed layouts {sorted(layouts)}")
+    other = [c.case_id for c in cases if c.layout == "brats2023" and not c.case_id.startswith(_GLI_PREFIX)]
+    if other:
+        warnings.warn(f"{root}: {len(other)} case(s) are not BraTS-GLI (adult glioma): {_few(other, 3)}. Their seg files "
+                      "are read with the BraTS 2023 GLI labels (1 NCR, 2 ED, 3 ET); label meanings are verified here for "
+                      "BraTS-GLI only, and other BraTS sub-challenges (MEN, MET, PED, SSA, ...) may define them "
+                      "differently: check the sub-challenge's label description", stacklevel=2)
     return cases
 
 
@@ -603,9 +772,15 @@ def load_case(case: Case) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     Args:
         case: from ``list_cases``.
 
+    Every file is read in closest-canonical (RAS+) voxel order (``_load_nifti``): BraTS's LPS
+    files come back flipped along x and y, with the affine to match. Labels are converted from the
+    layout's convention; in ``brats2023``-layout cases whose id starts with ``BraTS-GLI-``, label 4
+    (the BraTS 2024 post-treatment resection cavity) is read as background (``brats2024_to_brats``,
+    with a warning), in other ``brats2023`` cases it is an error.
+
     Returns:
         ``(image, label, affine)``: float32 ``(4, X, Y, Z)`` in MODALITIES order; uint8 label in
-        BraTS 2018–21 values (None when the case has no seg file); 4×4 float64 affine.
+        BraTS 2018–21 values (None when the case has no seg file); 4×4 float64 affine (RAS+).
 
     Raises:
         FileNotFoundError / ValueError naming the file: missing or unreadable files, wrong
@@ -639,7 +814,8 @@ def load_case(case: Case) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
                 raise ValueError(f"{path}: label shape {data.shape} differs from the images {image.shape[1:]}")
             if not np.allclose(aff, affine, atol=1e-3):
                 raise ValueError(f"{path}: label affine differs from {ref.name}")
-            label = _label_to_uint(path, data, case.layout)
+            convention = "brats2024" if case.layout == "brats2023" and case.case_id.startswith(_GLI_PREFIX) else case.layout
+            label = _label_to_uint(path, data, convention)
         return image, label, affine  # type: ignore[return-value]
     if case.layout == "msd":
         path = case.paths["image"]
@@ -809,9 +985,9 @@ def prepare_dataset(
         progress: show a tqdm progress bar.
 
     Returns:
-        ``Path(out_file)``. Cases without a label file are skipped with a warning.
+        ``Path(out_file)``. Cases without a label file are skipped with a warning naming them.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # text bars: no ipywidgets needed, and papermill keeps them readable
 
     if isinstance(root_or_cases, (str, os.PathLike)):
         cases = list_cases(root_or_cases)
@@ -826,7 +1002,9 @@ def prepare_dataset(
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
     labelled = [c for c in cases if ("seg" in c.paths or "label" in c.paths)]
     if len(labelled) < len(cases):
-        warnings.warn(f"prepare_dataset: skipping {len(cases) - len(labelled)} case(s) without labels", stacklevel=2)
+        unlabelled = [c.case_id for c in cases if not ("seg" in c.paths or "label" in c.paths)]
+        warnings.warn(f"prepare_dataset: skipping {len(unlabelled)} case(s) without labels: {_few(unlabelled)}",
+                      stacklevel=2)
     if not labelled:
         raise ValueError("prepare_dataset: no labelled cases")
     outs = _map_cases(_load_and_preprocess, [(case, shape) for case in labelled], workers, "prepare", progress)

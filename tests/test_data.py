@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from pathlib import Path
 
 import matplotlib
@@ -42,36 +43,48 @@ def _hand_label(shape=(6, 6, 6)) -> np.ndarray:
     return lab
 
 
-def _write_constant_case(root: Path, layout: str, shape=(6, 5, 4)) -> None:
+# MSD Task01's dataset.json names of the modalities (as shipped: "FLAIR", "T1w", "t1gd", "T2w")
+_MSD_NAMES = {"flair": "FLAIR", "t1": "T1w", "t1ce": "t1gd", "t2": "T2w"}
+_CONST = {"t1": 1, "t1ce": 2, "t2": 3, "flair": 4}  # the constant value of each modality in _write_constant_case
+
+
+def _write_constant_case(root: Path, layout: str, shape=(6, 5, 4), ext: str = ".nii.gz",
+                         msd_order: tuple[str, ...] = ("flair", "t1", "t1ce", "t2")) -> None:
     """A case whose channels are constant 1, 2, 3, 4 in MODALITIES order (t1, t1ce, t2, flair),
-    with a label holding NCR at x=0, ED at x=1 and ET at x=2 written in the layout's convention."""
+    with a label holding NCR at x=0, ED at x=1 and ET at x=2 written in the layout's convention.
+    ``ext``: file extension; ``msd_order``: the MSD 4-D file's channel order (named in dataset.json)."""
     ones = np.ones(shape, np.float32)
     seg = np.zeros(shape, np.uint8)
     if layout == "brats2021":
         seg[0], seg[1], seg[2] = 1, 2, 4  # BraTS 2018-21: NCR 1, ED 2, ET 4
         cid = "BraTS2021_00042"
         for name, val in (("t1", 1), ("t1ce", 2), ("t2", 3), ("flair", 4)):
-            _nii(root / cid / f"{cid}_{name}.nii.gz", ones * val)
-        _nii(root / cid / f"{cid}_seg.nii.gz", seg)
+            _nii(root / cid / f"{cid}_{name}{ext}", ones * val)
+        _nii(root / cid / f"{cid}_seg{ext}", seg)
     elif layout == "brats2023":
         seg[0], seg[1], seg[2] = 1, 2, 3  # BraTS 2023: NCR 1, ED(SNFH) 2, ET 3
         cid = "BraTS-GLI-00042-000"
         for name, val in (("t1n", 1), ("t1c", 2), ("t2w", 3), ("t2f", 4)):
-            _nii(root / cid / f"{cid}-{name}.nii.gz", ones * val)
-        _nii(root / cid / f"{cid}-seg.nii.gz", seg)
+            _nii(root / cid / f"{cid}-{name}{ext}", ones * val)
+        _nii(root / cid / f"{cid}-seg{ext}", seg)
     else:  # MSD Task01: channels FLAIR, T1w, T1gd, T2w; labels 1 edema, 2 non-enhancing, 3 enhancing
         seg[0], seg[1], seg[2] = 2, 1, 3
-        data4 = np.stack([ones * 4, ones * 1, ones * 2, ones * 3], axis=-1)
-        _nii(root / "imagesTr" / "BRATS_042.nii.gz", data4)
-        _nii(root / "labelsTr" / "BRATS_042.nii.gz", seg)
+        data4 = np.stack([ones * _CONST[m] for m in msd_order], axis=-1)
+        _nii(root / "imagesTr" / f"BRATS_042{ext}", data4)
+        _nii(root / "labelsTr" / f"BRATS_042{ext}", seg)
         meta = {
-            "modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
+            "modality": {str(i): _MSD_NAMES[m] for i, m in enumerate(msd_order)},
             "labels": {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"},
             "numTraining": 1,
-            "training": [{"image": "./imagesTr/BRATS_042.nii.gz", "label": "./labelsTr/BRATS_042.nii.gz"}],
+            "training": [{"image": f"./imagesTr/BRATS_042{ext}", "label": f"./labelsTr/BRATS_042{ext}"}],
             "test": [],
         }
         (root / "dataset.json").write_text(json.dumps(meta))
+
+
+def _assert_constant_channels(img: np.ndarray, what: str = "") -> None:
+    for c in range(4):  # MODALITIES order: t1=1, t1ce=2, t2=3, flair=4
+        assert np.all(img[c] == c + 1), (what, D.MODALITIES[c])
 
 
 @pytest.fixture(scope="module")
@@ -275,13 +288,14 @@ def test_msd_dataset_json_readable_by_monai(datasets):
     assert meta["labels"]["2"].startswith("non-enhancing")
 
 
+@pytest.mark.parametrize("ext", [".nii.gz", ".nii"])  # .nii: the Kaggle BraTS 2020 copy is uncompressed
 @pytest.mark.parametrize("layout", D.LAYOUTS)
-def test_channel_order_and_labels_hand_written(tmp_path, layout):
-    _write_constant_case(tmp_path, layout)
+def test_channel_order_and_labels_hand_written(tmp_path, layout, ext):
+    _write_constant_case(tmp_path, layout, ext=ext)
     (case,) = D.list_cases(tmp_path)
+    assert all(p.name.endswith(ext) for p in case.paths.values())
     img, lab, aff = D.load_case(case)
-    for c in range(4):  # MODALITIES order: t1=1, t1ce=2, t2=3, flair=4
-        assert np.all(img[c] == c + 1), (layout, D.MODALITIES[c])
+    _assert_constant_channels(img, layout)
     # NCR at x=0, ED at x=1, ET at x=2 in BraTS 2018-21 values
     assert np.all(lab[0] == 1) and np.all(lab[1] == 2) and np.all(lab[2] == 4) and np.all(lab[3:] == 0)
 
@@ -411,7 +425,7 @@ def test_empty_and_unrecognised_folders(tmp_path):
     other = tmp_path / "other"
     (other / "patient1").mkdir(parents=True)
     _nii(other / "patient1" / "scan.nii.gz", np.ones((3, 3, 3), np.float32))
-    with pytest.raises(ValueError, match="no cases found"):
+    with pytest.raises(ValueError, match="no cases found"), pytest.warns(UserWarning, match="patient1"):
         D.list_cases(other)
     msd = tmp_path / "msd"
     (msd / "imagesTr").mkdir(parents=True)
@@ -432,6 +446,225 @@ def test_msd_resource_forks_are_ignored(tmp_path):
     (tmp_path / "imagesTr" / "._BRATS_042.nii.gz").write_bytes(b"\x00" * 10)  # macOS junk in the real archive
     cases = D.list_cases(tmp_path)
     assert [c.case_id for c in cases] == ["BRATS_042"]
+    # without dataset.json the channel order is MSD Task01's own (FLAIR, T1w, T1gd, T2w), and labels are found
+    img, lab, _ = D.load_case(cases[0])
+    _assert_constant_channels(img, "msd without dataset.json")
+    assert np.all(lab[0] == 1) and np.all(lab[1] == 2) and np.all(lab[2] == 4)
+
+
+# --------------------------------------------------------------------------- real-data layouts (hand-written files)
+def _brats_folder(folder: Path, shape=(6, 5, 4), ext: str = ".nii.gz", seg: np.ndarray | None = None,
+                  affine: np.ndarray | None = None, suffixes: dict[str, str] | None = None) -> Path:
+    """A BraTS case folder written by hand with nibabel: constant channels (_CONST), case id = folder name,
+    BraTS 2018-21 suffixes unless ``suffixes`` maps modality -> suffix; ``seg`` written as ``<case>_seg``."""
+    cid = folder.name
+    suffixes = suffixes or {m: f"_{m}" for m in D.MODALITIES}
+    for m in D.MODALITIES:
+        _nii(folder / f"{cid}{suffixes[m]}{ext}", np.full(shape, _CONST[m], np.float32), affine)
+    if seg is not None:
+        _nii(folder / f"{cid}{suffixes.get('seg', '_seg')}{ext}", seg, affine)
+    return folder
+
+
+def test_list_cases_finds_hgg_lgg_one_level_down(tmp_path):
+    """BraTS 2018/2019 training folders hold the cases under HGG/ and LGG/: both are listed together."""
+    root = tmp_path / "MICCAI_BraTS_2018_Data_Training"
+    seg = np.zeros((6, 5, 4), np.uint8)
+    seg[0], seg[1], seg[2] = 1, 2, 4
+    _brats_folder(root / "LGG" / "Brats18_TCIA09_141_1", seg=seg)
+    _brats_folder(root / "HGG" / "Brats18_2013_10_1", seg=seg)
+    _brats_folder(root / "HGG" / "Brats18_TCIA01_131_1", seg=seg)
+    (root / "survival_data.csv").write_text("BraTS18ID,Age,Survival,ResectionStatus\n")
+    cases = D.list_cases(root)
+    assert [c.case_id for c in cases] == ["Brats18_2013_10_1", "Brats18_TCIA01_131_1", "Brats18_TCIA09_141_1"]
+    assert cases[2].paths["t1"].parent == root / "LGG" / "Brats18_TCIA09_141_1"
+    img, lab, _ = D.load_case(cases[2])
+    _assert_constant_channels(img, "LGG case")
+    assert np.all(lab[0] == 1) and np.all(lab[1] == 2) and np.all(lab[2] == 4)
+    # the same case id under HGG and LGG: an error naming both folders
+    _brats_folder(root / "LGG" / "Brats18_2013_10_1", seg=seg)
+    with pytest.raises(ValueError, match=r"Brats18_2013_10_1 occurs twice.*HGG.*LGG"):
+        D.list_cases(root)
+    # nothing one level down either: the error names the sub-folders searched
+    empty = tmp_path / "download"
+    (empty / "docs").mkdir(parents=True)
+    (empty / "extra").mkdir()
+    with pytest.raises(ValueError, match=r"no cases found \(nor one level down, in docs/, extra/\)"):
+        D.list_cases(empty)
+    # a case folder passed as the root is named as such
+    with pytest.raises(ValueError, match="looks like a case folder itself"):
+        D.list_cases(root / "HGG" / "Brats18_2013_10_1")
+    with pytest.raises(TypeError, match="root"):
+        D.list_cases(None)  # type: ignore[arg-type]
+
+
+def test_brats2024_gli_resection_cavity_is_background(tmp_path):
+    """BraTS 2024 GLI (post-treatment): 1 NETC, 2 SNFH, 3 ET, 4 RC. RC is outside WT/TC/ET in BraTS 2024's
+    evaluation, so it is read as background; every other label as in BraTS 2023."""
+    np.testing.assert_array_equal(D.brats2024_to_brats(np.array([0, 1, 2, 3, 4])), [0, 1, 2, 4, 0])
+    with pytest.raises(ValueError, match="outside"):
+        D.brats2024_to_brats(np.array([0, 5]))
+    sfx = {"t1": "-t1n", "t1ce": "-t1c", "t2": "-t2w", "flair": "-t2f", "seg": "-seg"}
+    seg = np.zeros((6, 5, 4), np.uint8)
+    seg[0], seg[1], seg[2], seg[3] = 1, 2, 3, 4  # NETC, SNFH, ET, RC
+    root = tmp_path / "BraTS2024-BraTS-GLI-TrainingData"
+    _brats_folder(root / "training_data1_v2" / "BraTS-GLI-02000-000", seg=seg, suffixes=sfx)
+    (case,) = D.list_cases(root)  # the release's training_data1_v2/ level is searched too
+    assert case.layout == "brats2023"
+    with pytest.warns(UserWarning, match="resection cavity"):
+        img, lab, _ = D.load_case(case)
+    _assert_constant_channels(img, "BraTS 2024 GLI")
+    assert np.all(lab[0] == 1) and np.all(lab[1] == 2) and np.all(lab[2] == 4) and np.all(lab[3:] == 0)
+    r = D.regions(D.to_classes(lab))  # oracle: WT = x 0..2, TC = x 0 and 2, ET = x 2; the cavity (x 3) in none
+    assert r["WT"][:3].all() and not r["WT"][3:].any()
+    assert r["TC"][0].all() and r["TC"][2].all() and not r["TC"][1].any()
+    assert r["ET"][2].all() and r["ET"].sum() == r["ET"][2].size
+    # another BraTS sub-challenge in the same file naming: listed with a warning; label 4 is not read as RC
+    other = tmp_path / "peds"
+    _brats_folder(other / "BraTS-PED-00001-000", seg=seg, suffixes=sfx)
+    with pytest.warns(UserWarning, match=r"not BraTS-GLI.*BraTS-PED-00001-000"):
+        (case,) = D.list_cases(other)
+    with pytest.raises(ValueError, match=r"-seg\.nii\.gz: label values \[4\] outside the brats2023"):
+        D.load_case(case)
+
+
+def test_misnamed_seg_is_used_with_a_warning(tmp_path):
+    """BraTS 2020's BraTS20_Training_355 ships its seg as W39_1998.09.19_Segm.nii (float64, as in the archive)."""
+    seg = np.zeros((6, 5, 4))
+    seg[0], seg[1], seg[2] = 1, 2, 4
+    cid = "BraTS20_Training_355"
+    folder = _brats_folder(tmp_path / "train" / cid, ext=".nii")
+    _nii(folder / "W39_1998.09.19_Segm.nii", seg.astype(np.float64))
+    with pytest.warns(UserWarning, match=rf"case {cid}: no {cid}_seg\.nii; using W39_1998\.09\.19_Segm\.nii"):
+        (case,) = D.list_cases(tmp_path / "train")
+    assert case.paths["seg"].name == "W39_1998.09.19_Segm.nii"
+    _, lab, _ = D.load_case(case)
+    assert np.all(lab[0] == 1) and np.all(lab[1] == 2) and np.all(lab[2] == 4) and np.all(lab[3:] == 0)
+    # the stand-in is checked like a seg file: a different grid is an error naming it
+    _nii(folder / "W39_1998.09.19_Segm.nii", seg, np.diag([2.0, 2.0, 2.0, 1.0]))
+    with pytest.warns(UserWarning, match="W39"):
+        (case,) = D.list_cases(tmp_path / "train")
+    with pytest.raises(ValueError, match=r"W39_1998\.09\.19_Segm\.nii: label affine differs"):
+        D.load_case(case)
+    # two candidates: no guess, the case is listed without a label (and the warning says so)
+    _nii(folder / "notes_mask.nii", seg)
+    with pytest.warns(UserWarning, match="listed without a label"):
+        (case,) = D.list_cases(tmp_path / "train")
+    assert "seg" not in case.paths
+
+
+def test_prepare_dataset_names_the_cases_without_labels(tmp_path):
+    seg = np.zeros((6, 5, 4), np.uint8)
+    seg[0] = 2
+    _brats_folder(tmp_path / "BraTS2021_00000", seg=seg)
+    unlabelled = [f"BraTS2021_{i:05d}" for i in range(1, 8)]
+    for cid in unlabelled:
+        _brats_folder(tmp_path / cid)
+    with pytest.warns(UserWarning, match=r"skipping 7 case\(s\) without labels: BraTS2021_00001, BraTS2021_00002, "
+                                         r"BraTS2021_00003, BraTS2021_00004, BraTS2021_00005, \.\.\. \(7 in all\)"):
+        D.prepare_dataset(tmp_path, tmp_path / "p.npz", (8, 8, 8), progress=False)
+    assert D.load_prepared(tmp_path / "p.npz")["case_ids"].tolist() == ["BraTS2021_00000"]
+
+
+def test_msd_dataset_json_modality_order_and_test_entries(tmp_path):
+    """The 4-D file's channel order is read from dataset.json "modality"; "test" entries are plain strings
+    (as in the shipped dataset.json) giving unlabelled cases; a listed test image not on disk is skipped."""
+    order = ("t2", "t1ce", "flair", "t1")
+    _write_constant_case(tmp_path, "msd", msd_order=order)
+    test_img = np.stack([np.full((6, 5, 4), _CONST[m], np.float32) for m in order], axis=-1)
+    _nii(tmp_path / "imagesTs" / "BRATS_485.nii.gz", test_img)
+    meta = json.loads((tmp_path / "dataset.json").read_text())
+    assert meta["modality"] == {"0": "T2w", "1": "t1gd", "2": "FLAIR", "3": "T1w"}
+    meta["test"] = ["./imagesTs/BRATS_485.nii.gz", "./imagesTs/BRATS_486.nii.gz"]  # 486 not on disk
+    (tmp_path / "dataset.json").write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match=r"skipping 1 unlabelled \(test\) image\(s\).*BRATS_486"):
+        cases = D.list_cases(tmp_path)
+    assert [c.case_id for c in cases] == ["BRATS_042", "BRATS_485"]
+    img, lab, _ = D.load_case(cases[0])
+    _assert_constant_channels(img, "permuted dataset.json modality")
+    assert np.all(lab[0] == 1) and np.all(lab[1] == 2) and np.all(lab[2] == 4)
+    img, lab, _ = D.load_case(cases[1])
+    _assert_constant_channels(img, "test entry")
+    assert lab is None and "label" not in cases[1].paths
+    # imagesTs/ removed altogether (users keep imagesTr/labelsTr only): the training cases are listed
+    for p in (tmp_path / "imagesTs").iterdir():
+        p.unlink()
+    (tmp_path / "imagesTs").rmdir()
+    with pytest.warns(UserWarning, match=r"skipping 2 unlabelled"):
+        assert [c.case_id for c in D.list_cases(tmp_path)] == ["BRATS_042"]
+    # a missing labelled (training) image is still an error
+    (tmp_path / "imagesTr" / "BRATS_042.nii.gz").unlink()
+    with pytest.raises(FileNotFoundError, match=r"BRATS_042\.nii\.gz: image file listed in dataset\.json"):
+        D.list_cases(tmp_path)
+
+
+@pytest.mark.parametrize("layout", ["brats2021", "msd"])
+def test_seg_on_another_grid_is_an_error(tmp_path, layout):
+    _write_constant_case(tmp_path, layout)
+    seg = tmp_path / ("BraTS2021_00042/BraTS2021_00042_seg.nii.gz" if layout == "brats2021" else "labelsTr/BRATS_042.nii.gz")
+    data = np.asarray(nib.load(str(seg)).dataobj)
+    _nii(seg, data, np.diag([2.0, 2.0, 2.0, 1.0]))  # same voxels, 2 mm instead of 1 mm
+    with pytest.raises(ValueError, match=re.escape(seg.name) + ": label affine differs"):
+        D.load_case(D.list_cases(tmp_path)[0])
+
+
+def test_unrecognised_and_partial_case_folders(tmp_path):
+    """A sub-folder of NIfTI files named like no modality is skipped with a warning naming it; a case folder
+    missing some modalities is an error naming a missing file, with the extension its files have (.nii)."""
+    _write_constant_case(tmp_path, "brats2021")
+    _nii(tmp_path / "atlas" / "mni152.nii.gz", np.ones((3, 3, 3), np.float32))
+    with pytest.warns(UserWarning, match=r"skipping 1 folder\(s\) holding NIfTI files.*: atlas"):
+        assert [c.case_id for c in D.list_cases(tmp_path)] == ["BraTS2021_00042"]
+    part = tmp_path / "partial"
+    _brats_folder(part / "BraTS20_Training_001", ext=".nii")
+    for m in ("flair", "t1ce"):  # an interrupted extraction
+        (part / "BraTS20_Training_001" / f"BraTS20_Training_001_{m}.nii").unlink()
+    with pytest.raises(FileNotFoundError, match=r"BraTS20_Training_001_t1ce\.nii: missing t1ce file.*_seg\.nii for"):
+        D.list_cases(part)
+
+
+LPS = np.array([[-1.0, 0, 0, 100], [0, -1.0, 0, 120], [0, 0, 1.0, -50], [0, 0, 0, 1]])  # BraTS-like header
+
+
+def test_lps_case_is_reoriented_to_ras(tmp_path):
+    """BraTS files are LPS (x, y flipped): the loader returns RAS+ arrays, images and seg alike, with the affine
+    of the flipped grid, so every voxel keeps its world position."""
+    rng = np.random.default_rng(0)
+    shape = (5, 4, 3)
+    cid = "BraTS2021_00007"
+    vols = {m: rng.random(shape).astype(np.float32) + i for i, m in enumerate(D.MODALITIES)}
+    for m in D.MODALITIES:
+        _nii(tmp_path / cid / f"{cid}_{m}.nii.gz", vols[m], LPS)
+    seg = rng.choice(np.array([0, 1, 2, 4], np.uint8), size=shape)
+    _nii(tmp_path / cid / f"{cid}_seg.nii.gz", seg, LPS)
+    img, lab, aff = D.load_case(D.list_cases(tmp_path)[0])
+    for c, m in enumerate(D.MODALITIES):
+        np.testing.assert_array_equal(img[c], vols[m][::-1, ::-1, :])
+    np.testing.assert_array_equal(lab, seg[::-1, ::-1, :])
+    ras = np.array([[1.0, 0, 0, 100 - 4], [0, 1.0, 0, 120 - 3], [0, 0, 1.0, -50], [0, 0, 0, 1]])  # by hand
+    np.testing.assert_allclose(aff, ras)
+    for i, j, k in [(0, 0, 0), (1, 2, 0), (4, 3, 2)]:
+        np.testing.assert_allclose(aff @ [i, j, k, 1], LPS @ [4 - i, 3 - j, k, 1])
+    # a seg written RAS on the same world grid now agrees with LPS images (same arrays, no affine error)
+    _nii(tmp_path / cid / f"{cid}_seg.nii.gz", seg[::-1, ::-1, :], ras)
+    _, lab2, _ = D.load_case(D.list_cases(tmp_path)[0])
+    np.testing.assert_array_equal(lab2, lab)
+    # an MSD 4-D image: the spatial axes are reoriented, the channel axis is not
+    msd = tmp_path / "msd"
+    data4 = rng.random((*shape, 4)).astype(np.float32)
+    _nii(msd / "imagesTr" / "BRATS_001.nii.gz", data4, LPS)
+    img, lab, aff = D.load_case(D.list_cases(msd)[0])
+    for c, ch in enumerate((1, 2, 3, 0)):  # t1 = T1w (1), t1ce = T1gd (2), t2 = T2w (3), flair = FLAIR (0)
+        np.testing.assert_array_equal(img[c], data4[::-1, ::-1, :, ch])
+    np.testing.assert_allclose(aff, ras)
+    # an affine without an orientation is an error naming the file
+    bad = LPS.copy()
+    bad[:, 1] = 0
+    flat = nib.Nifti1Image(vols["t2"], None)
+    flat.set_sform(bad, code=1)  # the sform only (a qform cannot hold a singular matrix)
+    nib.save(flat, str(tmp_path / cid / f"{cid}_t2.nii.gz"))
+    with pytest.raises(ValueError, match=r"_t2\.nii\.gz: the affine has a degenerate axis"):
+        D.load_case(D.list_cases(tmp_path)[0])
 
 
 # --------------------------------------------------------------------------- preprocessing
