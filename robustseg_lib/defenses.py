@@ -6,7 +6,9 @@ distillation through its ``objective`` argument, adversarial training through ``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import numbers
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,8 +44,12 @@ def distillation_loss(
     minimises; it differs from KL(p‖q) by the teacher entropy, a constant, so both have
     the same gradient and the same minimiser (q = p). The T² factor (Hinton) keeps the
     gradient magnitude independent of T; ``scale_by_t2=False`` drops it. The optional
-    hard-label term uses the student at T = 1 (Hinton's recipe). With T = 1, no T² and
-    no hard term, this is exactly ``F.cross_entropy(student_logits, p)``.
+    hard-label term is ``CE(student_logits, hard_labels)`` at T = 1 with the T² factor
+    (Hinton's recipe), and ``CE(student_logits / T, hard_labels)`` without it. Then both
+    terms see the same ``student_logits / T`` (for an output-scaled student, logits ``T·f``,
+    that is ``f`` itself, whereas on the raw logits the hard term's gradient w.r.t. ``f``
+    would carry an extra factor T), so ``hard_weight`` means the same at every T. With
+    T = 1, no T² and no hard term, this is exactly ``F.cross_entropy(student_logits, p)``.
 
     Args:
         student_logits: ``(N, C, ...)`` raw student logits.
@@ -51,7 +57,8 @@ def distillation_loss(
         temperature: T > 0.
         hard_labels: ``(N, ...)`` int class maps for the optional hard term.
         hard_weight: weight w ≥ 0 of the hard term (0 = pure soft labels, Papernot).
-        scale_by_t2: multiply the soft term by T².
+        scale_by_t2: multiply the soft term by T² (and take the hard term at T = 1);
+            False: no T², hard term on ``student_logits / T``.
 
     Returns:
         Scalar loss.
@@ -72,7 +79,8 @@ def distillation_loss(
     if scale_by_t2:
         soft = soft * temperature**2
     if hard_weight > 0:
-        soft = soft + hard_weight * F.cross_entropy(student_logits.float(), hard_labels.long())  # type: ignore[union-attr]
+        hard_logits = student_logits.float() if scale_by_t2 else student_logits.float() / temperature
+        soft = soft + hard_weight * F.cross_entropy(hard_logits, hard_labels.long())  # type: ignore[union-attr]
     return soft
 
 
@@ -93,16 +101,31 @@ class DistillationObjective:
     about 0.74 with it, the baseline's level), which
     would make distillation look worse for a reason unrelated to robustness.
 
+    The optional hard-label term is Dice + CE against the true class maps, on the student's
+    logits at T = 1 with ``scale_by_t2=True`` (Hinton's recipe for a plain student) and on
+    ``logits / T`` with ``scale_by_t2=False``. The latter is the output-scaled student's
+    inner logits ``f`` (logits ``T·f``), which the soft terms also see. On the raw logits the
+    hard term's gradient w.r.t. ``f`` would carry a factor T that the soft terms' do not, so
+    the same ``hard_weight`` would weigh it T times more (20 times at T = 20); on
+    ``logits / T`` ``hard_weight`` means the same at every T.
+
+    The teacher is frozen **in place**: the constructor puts the caller's module in eval mode and
+    sets ``requires_grad=False`` on all its parameters (and so on any network it wraps, e.g. the
+    baseline inside ``LogitScale(baseline, T)``). Call ``.train()`` and ``requires_grad_(True)``
+    on it again before fine-tuning it later.
+
     Args:
-        teacher: the teacher network (trained at temperature T).
+        teacher: the teacher network (trained at temperature T); frozen in place, see above.
         temperature: T used for both teacher soft labels and student training.
-        hard_weight: weight of an additional Dice+CE term on the hard labels (0 = Papernot).
+        hard_weight: weight of an additional Dice+CE term on the hard labels (0 = Papernot);
+            on ``logits / T`` when ``scale_by_t2`` is False, see above.
         dice_weight: weight of the soft Dice term (0 = soft cross-entropy only).
         scale_by_t2: multiply the soft cross-entropy by T² (Hinton). Right for a plain student,
             whose gradient w.r.t. its logits carries a 1/T; wrong for a student trained through
             :func:`robustseg_lib.models.LogitScale` ``(net, T)`` (the output-scaled
             parametrisation), whose inner logits see no 1/T: there it would only inflate the
-            cross-entropy T²-fold against the Dice term.
+            cross-entropy T²-fold against the Dice term. Also selects the hard term's input
+            (see above).
     """
 
     def __init__(
@@ -135,7 +158,8 @@ class DistillationObjective:
             p = F.softmax(teacher_logits.float() / self.temperature, dim=1)
             loss = loss + self.dice_weight * self._dice(q, p)
         if self.hard_weight > 0:
-            loss = loss + self.hard_weight * self._hard(logits, x, y)
+            hard_logits = logits if self.scale_by_t2 else logits.float() / self.temperature
+            loss = loss + self.hard_weight * self._hard(hard_logits, x, y)
         return loss
 
 
@@ -166,6 +190,11 @@ class AdversarialAugmenter:
     true labels kept, so every batch mixes clean and adversarial examples at a fixed size
     (Goodfellow et al., 2015; Kurakin et al., 2017). ``last_index`` and ``last_eps`` record
     which volumes were replaced and with which eps.
+
+    The clip range is each *crop's* brain range (per modality), slightly tighter than the
+    whole case's range that test-time attacks clip to. The examples are made from the true
+    labels, as in the paper; Kurakin et al. (2017, §4.2) recommend the model's predicted
+    labels instead, against "label leaking" with one-step attacks.
 
     Args:
         attack: ``"fgsm"``, ``"ifgsm"`` or ``"mixed"`` (each adversarial volume picks one at random).
@@ -240,35 +269,57 @@ def make_static_adversarial_set(
     steps: int = 3,
     alpha_frac: float = 0.5,
     seed: int = 0,
-    batch_size: int = 2,
+    spec: dict[str, Any] | None = None,
     roi_size: tuple[int, int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     """Pre-generate adversarial copies of a training set from a fixed (baseline) model.
 
     The static variant of adversarial training: the examples are made once against the
-    undefended baseline and added to the training set (one copy per volume).
+    undefended baseline and added to the training set (one copy per volume, one attack call
+    per volume since each volume has its own eps). The network is attacked as it predicts:
+    through :func:`robustseg_lib.evaluation.wrap_model` (one pass, or a sliding window with
+    the spec's overlap). Each volume is clipped to its own per-modality brain range and
+    perturbed only inside its brain (the voxels where some modality is non-zero). The
+    examples are made from the true labels, as in the paper (see :class:`AdversarialAugmenter`
+    on label leaking).
 
     Args:
         net: the fixed source model.
         images: ``(N, 4, D, H, W)`` z-scored volumes (zero outside the brain).
         labels: ``(N, D, H, W)`` class maps.
         attack: ``"fgsm"`` or ``"ifgsm"``.
-        eps_range: eps drawn uniformly per volume.
+        eps_range: ``(lo, hi)``, eps drawn uniformly per volume.
         steps, alpha_frac: i-FGSM settings.
         seed: seed of the eps draws.
-        batch_size: volumes per attack call.
-        roi_size: sliding-window size when volumes exceed the training crop.
+        spec: the model spec (``crop``, ``overlap``, ``inference``), as for prediction.
+        roi_size: without ``spec``, the sliding-window size (``wrap_model``'s default overlap
+            0.25); prefer ``spec``. Neither: one pass over the whole volume.
 
     Returns:
         ``(adv_images, labels, eps_per_volume)``.
     """
-    from .attacks import SlidingWindowModel, fgsm, ifgsm
+    from .attacks import fgsm, ifgsm
+    from .evaluation import wrap_model
 
     if attack not in ("fgsm", "ifgsm"):
         raise ValueError(f"attack must be 'fgsm' or 'ifgsm', got {attack!r}")
+    if not isinstance(images, torch.Tensor) or images.ndim != 5:
+        raise ValueError(f"images must be a (N, C, D, H, W) tensor, got {getattr(images, 'shape', type(images).__name__)}")
+    if not isinstance(labels, torch.Tensor) or tuple(labels.shape) != (images.shape[0], *images.shape[2:]):
+        raise ValueError(f"labels must be a (N, D, H, W) tensor matching images {tuple(images.shape)}, got {getattr(labels, 'shape', type(labels).__name__)}")
+    try:
+        lo_e, hi_e = (float(v) for v in eps_range)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"eps_range must be a pair (lo, hi), got {eps_range!r}") from e
+    if not 0 <= lo_e <= hi_e:
+        raise ValueError(f"eps_range must satisfy 0 <= lo <= hi, got {eps_range}")
+    if spec is not None and roi_size is not None:
+        raise ValueError("give spec or roi_size, not both (spec carries the crop and the overlap)")
+    if spec is None:
+        spec = {"crop": None if roi_size is None else tuple(int(r) for r in roi_size), "inference": "sliding"}
     rng = np.random.default_rng(seed)
-    eps_all = rng.uniform(eps_range[0], eps_range[1], size=len(images))
-    model = net if roi_size is None or tuple(roi_size) == tuple(images.shape[2:]) else SlidingWindowModel(net, roi_size)
+    eps_all = rng.uniform(lo_e, hi_e, size=len(images))
+    model = wrap_model(net, spec, images.shape[2:])
     dev = next(net.parameters()).device
     out = []
     for i in range(len(images)):  # one eps per volume
@@ -291,45 +342,89 @@ def input_gradient_stats(
     *,
     mask: torch.Tensor | None = None,
     threshold: float = 1e-10,
-    loss_fn=None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, float]:
-    """How much input gradient an attacker gets: the gradient-masking diagnostic.
+    """How much gradient an attacker gets: the gradient-masking diagnostic.
 
-    Computes ∇ₓ of the attack loss (mean cross-entropy by default, as the attacks use)
-    and reports, over the voxels in ``mask`` (all voxels if None): the fraction whose
-    gradient magnitude is ≤ ``threshold`` (exactly zero included), the fraction that are
-    exactly zero, and the median and max of |g|. A model whose softmax saturates has
-    most of its gradients underflow to zero, so sign(g) carries no information.
+    Computes the attack loss (mean cross-entropy by default, as the attacks use) and its
+    gradients w.r.t. the input and w.r.t. the logits, and reports two kinds of statistics.
+
+    *Input gradients*, over the input voxels in ``mask`` (every channel): the fraction with
+    ``|g| ≤ threshold`` (``frac_near_zero``, exact zeros included), the fraction exactly zero
+    (``frac_zero``), and the median and max of ``|g|``. In a dense predictor such as a UNet
+    these hardly ever vanish, even when the softmax saturates: each input voxel collects
+    gradient from every output voxel in its receptive field, and a few unsaturated ones
+    (boundaries, errors) are enough. So they do not detect saturation there.
+
+    *Output saturation*, over the output voxels in ``mask`` (a voxel counts if any channel
+    of the mask is set there): ``frac_saturated_voxels``, the fraction whose float32 softmax
+    probability of the label ``y`` is exactly 1.0 (predicted class = label, every other class
+    below float32 resolution: the voxel's cross-entropy is exactly 0, so is the label
+    component ``p_y − 1`` of its logit gradient, and the others are below 2⁻²⁴/n_voxels, so it
+    gives the attacker next to nothing); and ``frac_zero_logit_grad``, the stricter fraction
+    whose gradient of the loss w.r.t. the logits is exactly 0 in every class (with
+    cross-entropy the other classes'
+    ``exp(z_c − z_y) / n_voxels`` must underflow too, logit gaps beyond about 104 + ln n_voxels).
+    Both rise with the logit scale; the first already at the scales defensive distillation
+    produces (T ≈ 20).
 
     Args:
-        model: the network (eval mode is used for the call, then restored).
-        x: ``(N, C, D, H, W)`` input.
-        y: ``(N, D, H, W)`` class maps.
-        mask: bool mask broadcastable to x.
-        threshold: what counts as "near zero".
-        loss_fn: ``loss_fn(logits, y)``; default mean cross-entropy.
+        model: the network, called on ``x`` in eval mode (every submodule's ``training`` flag
+            is restored afterwards); the output must be logits ``(N, K, D, H, W)``.
+        x: ``(N, C, D, H, W)`` floating-point input.
+        y: ``(N, D, H, W)`` integer class maps (the labels of the loss and of the saturation).
+        mask: bool mask, ``(N, D, H, W)`` or broadcastable to ``x`` (as the attacks take it);
+            None: every voxel.
+        threshold: what counts as "near zero", ≥ 0.
+        loss_fn: ``loss_fn(logits, y) -> scalar``; default mean cross-entropy. Works under
+            ``torch.no_grad()`` too (gradients are enabled inside).
 
     Returns:
-        ``{"frac_near_zero", "frac_zero", "median_abs", "max_abs"}``.
+        ``{"frac_near_zero", "frac_zero", "median_abs", "max_abs", "frac_saturated_voxels",
+        "frac_zero_logit_grad"}``.
     """
+    from .attacks import _check_labels, _check_mask, _check_model, _check_x, _eval_mode
+
+    _check_model(model)
+    _check_x(x)
     if x.ndim != 5:
         raise ValueError(f"x must be (N, C, D, H, W), got {tuple(x.shape)}")
-    was_training = model.training
-    model.eval()
-    try:
+    y = _check_labels(y, x, "y")
+    m = _check_mask(mask, x)
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not threshold >= 0:
+        raise ValueError(f"threshold must be a number >= 0, got {threshold!r}")
+    if loss_fn is not None and not callable(loss_fn):
+        raise ValueError(f"loss_fn must be callable or None, got {type(loss_fn).__name__}")
+    in_mask = None if m is None else m.expand(x.shape)
+    if in_mask is not None and not in_mask.any():
+        raise ValueError("mask selects no voxels")
+    loss_f = loss_fn or (lambda lg, t: F.cross_entropy(lg.float(), t))
+    with torch.enable_grad(), _eval_mode(model):
         xr = x.detach().clone().requires_grad_(True)
         logits = model(xr)
-        loss = (loss_fn or (lambda lg, t: F.cross_entropy(lg.float(), t.long())))(logits, y)
-        (g,) = torch.autograd.grad(loss, xr)
-    finally:
-        model.train(was_training)
-    a = g.abs()
-    if mask is not None:
-        a = a[mask.expand_as(a)]
-    a = a.flatten().double()
-    return {
-        "frac_near_zero": float((a <= threshold).double().mean()),
-        "frac_zero": float((a == 0).double().mean()),
-        "median_abs": float(a.median()),
-        "max_abs": float(a.max()),
-    }
+        if logits.ndim != 5 or logits.shape[0] != x.shape[0] or logits.shape[2:] != x.shape[2:]:
+            raise ValueError(f"model must return logits (N, K, D, H, W) = ({x.shape[0]}, K, {', '.join(map(str, x.shape[2:]))}), got {tuple(logits.shape)}")
+        loss = loss_f(logits, y)
+        if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
+            raise ValueError("loss_fn must return a scalar tensor")
+        g, g_logits = torch.autograd.grad(loss, [xr, logits], allow_unused=True)
+    g = torch.zeros_like(xr) if g is None else g
+    g_logits = torch.zeros_like(logits) if g_logits is None else g_logits
+    with torch.no_grad():
+        p_label = torch.softmax(logits.detach().float(), dim=1).gather(1, y[:, None])[:, 0]
+        saturated = p_label == 1.0
+        zero_logit_grad = (g_logits == 0).all(dim=1)
+        a = g.abs()
+        if in_mask is not None:
+            a = a[in_mask]
+            out_mask = in_mask.any(dim=1)
+            saturated, zero_logit_grad = saturated[out_mask], zero_logit_grad[out_mask]
+        a = a.flatten().double()
+        return {
+            "frac_near_zero": float((a <= threshold).double().mean()),
+            "frac_zero": float((a == 0).double().mean()),
+            "median_abs": float(a.median()),
+            "max_abs": float(a.max()),
+            "frac_saturated_voxels": float(saturated.double().mean()),
+            "frac_zero_logit_grad": float(zero_logit_grad.double().mean()),
+        }

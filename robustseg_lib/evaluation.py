@@ -334,7 +334,8 @@ def iteration_curve(
 ) -> pd.DataFrame:
     """Dice per case and region after each iteration k = 0..steps of an iterative attack at ``eps``.
 
-    Runs the attack once per batch, recording each iterate through the attack's callback.
+    Runs the attack once per batch, recording each iterate through the attack's callback,
+    which also reports k = 0 (the clean input): one row per case, region and iteration.
     """
     from . import attacks
     from .attacks import make_target
@@ -351,7 +352,7 @@ def iteration_curve(
         x, y = es.images[sl].to(device), es.labels[sl].to(device)
         clip = (es.lo[sl].to(device)[..., None, None, None], es.hi[sl].to(device)[..., None, None, None])
         mask = es.brain[sl].to(device)[:, None]
-        iterates: list[tuple[int, torch.Tensor]] = [(0, x)]
+        iterates: list[tuple[int, torch.Tensor]] = []  # the callback reports k = 0 (clean) too
         cb = lambda k, xk: iterates.append((k, xk.detach()))  # noqa: E731
         if spec_a.attack == "ifgsm":
             attacks.ifgsm(model, x, y, eps, spec_a.alpha_frac * eps, spec_a.steps, clip=clip, mask=mask, callback=cb)
@@ -376,14 +377,20 @@ def masking_diagnostics(
     (a) transfer: examples crafted on ``source`` (the undefended baseline), evaluated on ``net``
     (attack name ``transfer_<attack>``); (b) if ``rescale`` is given, the attack on
     ``net``'s logits × rescale (``<attack>_logit_rescaled``; same predictions, gradients
-    restored); (c) the fraction of near-zero input gradients of ``net`` vs ``source``.
+    restored); (c) gradient statistics of ``net`` vs ``source`` over the brain
+    (:func:`robustseg_lib.defenses.input_gradient_stats`, mean over cases): the fraction of
+    near-zero input gradients and the median |input gradient|, which in a UNet stay non-zero
+    even under saturation, and the fraction of *saturated* output voxels (float32 softmax
+    probability of the true class exactly 1: no loss gradient), which shows it.
     ``direct`` (the model's own attacked results, e.g. from :func:`evaluate_under_attacks`)
     avoids recomputing the direct attacks for the summary.
 
     Returns:
         ``(results, summary)``: tidy rows for (a)/(b), and a per-attack summary at the
         largest eps: mean WT Dice of the direct, transfer and rescaled attacks plus the
-        gradient statistics, with a one-line verdict.
+        gradient statistics (``frac_near_zero_grad``, ``median_abs_grad``,
+        ``frac_saturated_voxels``, each also ``*_baseline`` for ``source``), with a one-line
+        verdict from (a) and (b).
     """
     from .defenses import input_gradient_stats
     from .models import LogitScale
@@ -421,6 +428,8 @@ def masking_diagnostics(
             "dice_logit_rescaled": resc, "frac_near_zero_grad": grads["defended"]["frac_near_zero"],
             "frac_near_zero_grad_baseline": grads["baseline"]["frac_near_zero"],
             "median_abs_grad": grads["defended"]["median_abs"], "median_abs_grad_baseline": grads["baseline"]["median_abs"],
+            "frac_saturated_voxels": grads["defended"]["frac_saturated_voxels"],
+            "frac_saturated_voxels_baseline": grads["baseline"]["frac_saturated_voxels"],
             "verdict": (f"gradient masking: a diagnostic attack lowers WT Dice to {worst:.2f} (direct attack: {direct_v:.2f})" if masked
                         else f"no sign of gradient masking: the direct attack is the strongest (WT {direct_v:.2f}); compare it with the baseline's"),
         })

@@ -185,3 +185,252 @@ def test_gradient_masking_diagnostics_on_saturating_model() -> None:
     assert rescaled["frac_zero"] < 0.2
     # same predictions after rescaling
     assert torch.equal(saturated(x).argmax(1), defenses.LogitScale(saturated, 1e-4)(x).argmax(1))
+
+
+# ----------------------------------------------------------------------------- hard term under output scaling
+def _hand_dice_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """MONAI's DiceCELoss as dice_ce_objective configures it, written out: mean CE over all classes plus
+    1 − (2 Σ p·o + 1e-5) / (Σ p + Σ o + 1e-5) per case and tumour class (1..3, no background), averaged."""
+    p = torch.softmax(logits.double(), 1)
+    o = F.one_hot(y, logits.shape[1]).movedim(-1, 1).double()
+    dims = tuple(range(2, logits.ndim))
+    inter = (p * o).sum(dims)[:, 1:]
+    dice = 1 - (2 * inter + 1e-5) / (p.sum(dims)[:, 1:] + o.sum(dims)[:, 1:] + 1e-5)
+    return F.cross_entropy(logits.double(), y) + dice.mean()
+
+
+def test_hard_term_means_the_same_at_every_temperature_under_output_scaling() -> None:
+    """Output-scaled student (logits T·f), output-scaled teacher (T·g), no T²: the soft terms see f and g at
+    every T; the hard term must see f too, so the whole loss, and its gradient w.r.t. f, do not depend on T,
+    and the hard part is Dice+CE of f by hand. On the raw logits T·f its gradient would grow about T-fold."""
+    gen = torch.Generator().manual_seed(3)
+    conv = torch.nn.Conv3d(4, 4, 1)
+    x = torch.randn(2, 4, 3, 3, 3, generator=gen)
+    f0 = torch.randn(2, 4, 3, 3, 3, generator=gen)
+    y = torch.randint(0, 4, (2, 3, 3, 3), generator=gen)
+    hard_ref = _hand_dice_ce(f0, y)
+    f = f0.clone().requires_grad_(True)
+    (g_hard_ref,) = torch.autograd.grad(_hand_dice_ce(f, y), f)
+    for T in (1.0, 5.0, 20.0, 100.0):
+        teacher = defenses.LogitScale(conv, T)
+        with_hard = defenses.DistillationObjective(teacher, T, hard_weight=0.5, scale_by_t2=False)
+        without = defenses.DistillationObjective(teacher, T, hard_weight=0.0, scale_by_t2=False)
+        f = f0.clone().requires_grad_(True)
+        hard = (with_hard(T * f, x, y) - without(T * f, x, y)) / 0.5
+        (g_hard,) = torch.autograd.grad(hard, f)
+        assert float(hard.detach()) == pytest.approx(float(hard_ref), rel=1e-5, abs=1e-6)
+        assert torch.allclose(g_hard.double(), g_hard_ref.double(), rtol=1e-4, atol=1e-7)  # not T·(gradient at T·f)
+        # distillation_loss's hard CE likewise: soft CE of f vs softmax(g) plus w·CE(f, y), whatever T
+        with torch.no_grad():
+            g_t = conv(x)
+        v = defenses.distillation_loss(T * f0, T * g_t, T, hard_labels=y, hard_weight=0.5, scale_by_t2=False)
+        by_hand = -(torch.softmax(g_t.double(), 1) * torch.log_softmax(f0.double(), 1)).sum(1).mean() + 0.5 * F.cross_entropy(f0.double(), y)
+        assert float(v) == pytest.approx(float(by_hand), rel=1e-5)
+    # Hinton's plain recipe (T², scale_by_t2=True) keeps the hard term at T = 1 on the raw logits
+    T = 4.0
+    z = 3.0 * f0
+    hinton = defenses.DistillationObjective(conv, T, hard_weight=1.0, dice_weight=0.0)
+    soft_only = defenses.DistillationObjective(conv, T, hard_weight=0.0, dice_weight=0.0)
+    assert float(hinton(z, x, y) - soft_only(z, x, y)) == pytest.approx(float(_hand_dice_ce(z, y)), rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- adversarial examples are the attack
+def _brain_clip(xj: torch.Tensor, brain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-modality min/max over the brain voxels of one volume ``(1, C, ...)``, as ``(1, C, 1, 1, 1)``."""
+    vals = xj[0][:, brain[0, 0]]
+    return vals.amin(1).reshape(1, -1, 1, 1, 1), vals.amax(1).reshape(1, -1, 1, 1, 1)
+
+
+def _ce(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float(F.cross_entropy(net(x), y))
+
+
+@pytest.mark.parametrize("attack", ["fgsm", "ifgsm", "mixed"])
+def test_adversarial_augmenter_examples_are_the_attack_on_each_volume(attack: str) -> None:
+    """Each replaced volume is exactly attacks.fgsm / attacks.ifgsm on that volume (its eps, true labels, brain
+    mask, its crop's brain range as clip), and raises the cross-entropy above the clean volume's."""
+    from robustseg_lib import attacks
+
+    net, (x, y) = _model(), _batch()
+    hook = defenses.AdversarialAugmenter(attack, eps_range=(0.1, 0.3), mix=0.75, steps=2, alpha_frac=0.5)
+    out, _ = hook(net, x, y, torch.Generator().manual_seed(1))
+    assert len(hook.last_index) == 3
+    kinds = set()
+    for j, eps in zip(hook.last_index, hook.last_eps):
+        xj, yj = x[j : j + 1], y[j : j + 1]
+        brain = (xj != 0).any(1, keepdim=True)
+        clip = _brain_clip(xj, brain)
+        refs = {
+            "fgsm": attacks.fgsm(net, xj, yj, eps, clip=clip, mask=brain),
+            "ifgsm": attacks.ifgsm(net, xj, yj, eps, 0.5 * eps, 2, clip=clip, mask=brain),
+        }
+        match = [k for k, r in refs.items() if torch.equal(out[j : j + 1], r)]
+        assert match == ([attack] if attack != "mixed" else match) and len(match) == 1
+        kinds.add(match[0])
+        assert _ce(net, out[j : j + 1], yj) > _ce(net, xj, yj) + 1e-3  # adversarial: the loss goes up
+    if attack == "mixed":
+        assert kinds == {"fgsm", "ifgsm"}  # this seed draws both kinds
+
+
+@pytest.mark.parametrize(
+    "attack, shape, spec",
+    [
+        ("fgsm", (8, 8, 8), None),
+        ("ifgsm", (8, 8, 8), None),
+        ("fgsm", (16, 8, 8), {"crop": (8, 8, 8), "overlap": 0.5, "inference": "sliding"}),
+    ],
+)
+def test_static_adversarial_set_examples_are_the_attack_on_each_volume(attack: str, shape: tuple, spec: dict | None) -> None:
+    """Each static example is exactly the attack on its volume (its eps, true labels, brain = non-zero voxels,
+    per-volume brain range as clip) through the model as it predicts: with a crop smaller than the volume, the
+    sliding window with the spec's overlap (0.5 here; the default 0.25 gives different examples)."""
+    from robustseg_lib import attacks
+
+    net = _model()
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(3, 4, *shape, generator=g)
+    x[:, :, :2] = 0
+    y = torch.randint(0, 4, (3, *shape), generator=g)
+    adv, labels, eps = defenses.make_static_adversarial_set(net, x, y, attack=attack, eps_range=(0.1, 0.3), steps=2, alpha_frac=0.5, seed=5, spec=spec)
+    assert torch.equal(labels, y) and adv.shape == x.shape and len(eps) == 3
+    model = net if spec is None else attacks.SlidingWindowModel(net, (8, 8, 8), sw_batch_size=2, overlap=0.5)
+    for i in range(3):
+        xi, yi = x[i : i + 1], y[i : i + 1]
+        brain = (xi != 0).any(1, keepdim=True)
+        clip = _brain_clip(xi, brain)
+        if attack == "fgsm":
+            ref = attacks.fgsm(model, xi, yi, float(eps[i]), clip=clip, mask=brain)
+        else:
+            ref = attacks.ifgsm(model, xi, yi, float(eps[i]), 0.5 * float(eps[i]), 2, clip=clip, mask=brain)
+        assert torch.equal(adv[i : i + 1], ref)
+        assert _ce(model, adv[i : i + 1], yi) > _ce(model, xi, yi) + 1e-3
+        if spec is not None:
+            default_overlap = attacks.fgsm(attacks.SlidingWindowModel(net, (8, 8, 8), sw_batch_size=2), xi, yi, float(eps[i]), clip=clip, mask=brain)
+            assert not torch.equal(ref, default_overlap)
+    with pytest.raises(ValueError, match="spec or roi_size"):
+        defenses.make_static_adversarial_set(net, x, y, spec={"crop": (8, 8, 8)}, roi_size=(8, 8, 8))
+    with pytest.raises(ValueError, match="eps_range"):
+        defenses.make_static_adversarial_set(net, x, y, eps_range=(0.3, 0.1))
+    with pytest.raises(ValueError, match="labels"):
+        defenses.make_static_adversarial_set(net, x, y[:2])
+
+
+# ----------------------------------------------------------------------------- output saturation
+def _step_net() -> torch.nn.Module:
+    """1×1×1 conv with logits (x₀, 0, 0, 0): the logit gap of class 0 is the input's channel 0."""
+    net = torch.nn.Conv3d(4, 4, 1)
+    with torch.no_grad():
+        net.weight.zero_()
+        net.bias.zero_()
+        net.weight[0, 0] = 1.0
+    return net
+
+
+GAPS = (0.0, 0.1, 0.4, 1.0, 3.0)  # channel-0 value along D
+
+
+def _step_data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(1, 4, 5, 4, 4, generator=g)
+    x[0, 0] = torch.tensor(GAPS).reshape(5, 1, 1)
+    y = torch.zeros(1, 5, 4, 4, dtype=torch.long)
+    y[0, :, 0] = 1  # row h = 0 is misclassified (prediction 0 or a tie)
+    brain = torch.ones(1, 5, 4, 4, dtype=torch.bool)
+    brain[0, :, :, 3] = False  # 5 × 4 × 3 = 60 output voxels in the mask, 9 per gap with label 0
+    return x, y, brain
+
+
+@pytest.mark.parametrize(
+    "T, n_saturated, n_zero_grad",
+    [
+        # saturated: label 0 and 3·exp(−gap·T) ≤ 2⁻²⁴ (gap·T ≥ 17.7); gap·T = 2, 8, 20, 60 at T = 20 → gaps 1, 3
+        (20.0, 18, 0),
+        # gap·T = 5, 20, 50, 150 at T = 50 → gaps 0.4, 1, 3; zero logit gradient: exp(−gap·T)/80 underflows
+        # float32 (gap·T ≳ 104 + ln 80 ≈ 108) → gap 3 only
+        (50.0, 27, 9),
+        (200.0, 36, 18),  # gap·T = 20, 80, 200, 600 → gaps 0.1..3; zero gradient at 200 and 600
+    ],
+)
+def test_output_saturation_fractions_by_hand(T: float, n_saturated: int, n_zero_grad: int) -> None:
+    x, y, brain = _step_data()
+    stats = defenses.input_gradient_stats(defenses.LogitScale(_step_net(), T), x, y, mask=brain)
+    assert stats["frac_saturated_voxels"] == n_saturated / 60
+    assert stats["frac_zero_logit_grad"] == n_zero_grad / 60
+
+
+def test_saturation_shows_in_a_unet_where_input_gradients_do_not() -> None:
+    """A small MONAI UNet with logits × T (T = 20, 50, 200, the range of distilled students): the fraction of
+    brain voxels whose float32 softmax probability of the label is exactly 1 matches a float64 oracle and rises
+    with T, while the input-gradient fractions stay at ~0 (each input voxel sees many unsaturated outputs)."""
+    from robustseg_lib.models import build_unet
+
+    net = build_unet("unet", channels=(4, 8, 16), strides=(2, 2), seed=0)
+    x = torch.randn(1, 4, 16, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        z = net.eval()(x)
+    y = z.argmax(1)
+    y[0, 4:8, 4:8, 4:8] = 3  # some errors, as a real label map would have
+    brain = torch.zeros(1, 16, 16, 16, dtype=torch.bool)
+    brain[0, 2:14, 2:14, 2:14] = True
+    fracs = []
+    for T in (20.0, 50.0, 200.0):
+        zt = (z * T).double()  # the logits LogitScale produces (z · T in float32 is exact to ~1 ulp)
+        others = torch.exp(zt - zt.gather(1, y[:, None]))  # p_c / p_y for every class c
+        others.scatter_(1, y[:, None], 0.0)
+        q, q_max = others.sum(1)[brain], others.amax(1)[brain]
+        surely = (q <= 0.99 * 2.0**-24).double().mean().item()  # 1 + q rounds to 1 in float32 whatever the order
+        maybe = (q_max <= 1.01 * 2.0**-24).double().mean().item()  # no single class can lift the sum above 1
+        stats = defenses.input_gradient_stats(defenses.LogitScale(net, T), x, y, mask=brain)
+        assert surely <= stats["frac_saturated_voxels"] <= maybe and maybe - surely < 0.02
+        assert stats["frac_zero_logit_grad"] <= stats["frac_saturated_voxels"]
+        assert stats["frac_zero"] == 0 and stats["frac_near_zero"] < 1e-3  # what the old diagnostic reported
+        fracs.append(stats["frac_saturated_voxels"])
+    assert 0.1 < fracs[0] < fracs[1] < fracs[2]
+
+
+class _ModeProbe(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(self.training)
+        return x
+
+
+def test_input_gradient_stats_mask_modes_and_grad_context() -> None:
+    """An (N, D, H, W) mask with N == C selects whole cases (not channels); every submodule's mode is restored
+    and eval mode is used; it works under no_grad; bad arguments are named."""
+    torch.manual_seed(7)
+    probe = _ModeProbe()
+    net = torch.nn.Sequential(torch.nn.Conv3d(4, 4, 3, padding=1), torch.nn.Dropout(0.5), probe)
+    net.train()
+    net[1].eval()  # mixed modes
+    x = torch.randn(4, 4, 3, 3, 3)
+    y = torch.randint(0, 4, (4, 3, 3, 3))
+    m = torch.zeros(4, 3, 3, 3, dtype=torch.bool)
+    m[0] = True  # case 0's voxels only
+    with torch.no_grad():
+        stats = defenses.input_gradient_stats(net, x, y, mask=m)
+    assert [mod.training for mod in net.modules()] == [True, True, False, True] and probe.seen == [False]
+    # oracle: the gradient of the batch's mean CE, case 0, all four channels
+    xr = x.clone().requires_grad_(True)
+    net.eval()
+    (g,) = torch.autograd.grad(F.cross_entropy(net(xr), y), xr)
+    a = g[0].abs().flatten().double()
+    assert stats["median_abs"] == float(a.median()) and stats["max_abs"] == float(a.max())
+    assert stats == defenses.input_gradient_stats(net, x, y, mask=m[:, None])  # (N, 1, D, H, W): the same
+    for kwargs, match in [
+        ({"mask": m[:2]}, "mask"),
+        ({"mask": m.float()}, "mask"),
+        ({"mask": torch.zeros_like(m)}, "mask"),
+        ({"threshold": -1.0}, "threshold"),
+        ({"loss_fn": 3}, "loss_fn"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            defenses.input_gradient_stats(net, x, y, **kwargs)
+    with pytest.raises(ValueError, match="y"):
+        defenses.input_gradient_stats(net, x, y[:, :2])
+    with pytest.raises(ValueError, match="x"):
+        defenses.input_gradient_stats(net, x[0], y)

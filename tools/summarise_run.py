@@ -55,7 +55,7 @@ def main() -> None:
     for diag in sorted((run / "tables").glob("diagnostics_*.csv")):
         d = pd.read_csv(diag)
         print(f"\nGradient-masking diagnostics ({diag.stem}):\n")
-        keep = [c for c in ("model", "attack", "eps", "dice_direct", "dice_transfer", "dice_logit_rescaled", "frac_near_zero_grad", "frac_near_zero_grad_baseline", "verdict") if c in d]
+        keep = [c for c in ("model", "attack", "eps", "dice_direct", "dice_transfer", "dice_logit_rescaled", "frac_saturated_voxels", "frac_saturated_voxels_baseline", "frac_near_zero_grad", "frac_near_zero_grad_baseline", "verdict") if c in d]
         print("| " + " | ".join(keep) + " |\n|" + "---|" * len(keep))
         for _, r in d[keep].iterrows():
             print("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r) + " |")
