@@ -709,7 +709,7 @@ def attack_sweep(
         empty unless ``keep_examples``).
     """
     import pandas as pd
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # text bars: no ipywidgets needed, and papermill keeps them readable
 
     from . import metrics
     from .runtime import cpu_budget

@@ -305,7 +305,7 @@ def kernel_config() -> Any:
     return Config()
 
 
-def _print_claims(run: RunPaths, log=print) -> None:
+def _print_claims(run: RunPaths, log=print, profile: dict[str, Any] | None = None) -> None:
     claims = run.tables / "claims.csv"
     if claims.is_file():
         import pandas as pd
@@ -313,6 +313,8 @@ def _print_claims(run: RunPaths, log=print) -> None:
         df = pd.read_csv(claims)
         cols = [c for c in ("claim", "verdict", "evidence") if c in df.columns]
         log("\nClaims of Liu et al. (2021), re-measured on this run:")
+        if profile is not None:  # the smoke profile's numbers mean nothing: say so next to its verdicts
+            log(f"(profile {profile['name']}: {' '.join(str(profile.get('description', '')).split())})")
         with pd.option_context("display.max_colwidth", 160, "display.width", 200):
             log(df[cols].to_string(index=False))
     report = run.root / "report" / "report.md"
@@ -341,7 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "stages":
             for s in STAGES:
-                print(f"{s}: {', '.join(notebook_parameters(s))}")
+                print(f"{s}: {', '.join(k for k in notebook_parameters(s) if k not in _RUNNER_KEYS)}")
+            print(f"(every notebook also takes {' and '.join(_RUNNER_KEYS)}, set by --out and --device)")
             return 0
         manifest = reproduce(
             args.profile, args.out, data_dir=args.data_dir, device=args.device, sets=args.sets, only=args.only, force=args.force
@@ -352,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = RunPaths(args.out or Path("runs") / manifest["profile"])
     total = sum(s.get("seconds", 0) for s in manifest["stages"].values())
     print(f"\nAll stages done; run folder {run.root} (stage time {total:.0f} s)")
-    _print_claims(run)
+    _print_claims(run, profile=load_profile(args.profile))
     return 0
 
 

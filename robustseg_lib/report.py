@@ -11,6 +11,7 @@ from scipy import stats as sps
 
 from .artefacts import RunPaths, atomic_savefig, atomic_to_csv, atomic_write_text
 from .runtime import short_sha
+from .stats import CLAIM_RULES_MD, attack_label, paired_wilcoxon
 
 __all__ = ["key_pairs", "teaching_example", "write_report"]
 
@@ -69,7 +70,7 @@ def teaching_example(table: pd.DataFrame, comparisons: pd.DataFrame, *, region: 
         if len(j) >= 3:
             d = j.dice_a - j.dice_b
             p_unpaired = sps.mannwhitneyu(j.dice_a, j.dice_b, alternative="two-sided").pvalue
-            p_paired = sps.wilcoxon(j.dice_a, j.dice_b, zero_method="wilcox").pvalue if (d != 0).any() else 1.0
+            p_paired = paired_wilcoxon(j.dice_a.to_numpy(), j.dice_b.to_numpy()).pvalue  # zeros dropped first
             lines.append(
                 f"**Pairing.** {region} Dice, {a['model']} {a['attack']} vs {b['model']} {b['attack']} ε={b['eps']:g}, {len(j)} cases: "
                 f"the between-case standard deviation is {j.dice_a.std():.3f} / {j.dice_b.std():.3f}, but the per-case differences "
@@ -88,18 +89,51 @@ def teaching_example(table: pd.DataFrame, comparisons: pd.DataFrame, *, region: 
     return "\n\n".join(lines) if lines else "_Not enough paired results in this run for the example._"
 
 
-def _md_table(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
-    """A Markdown table (hand-written: pandas' to_markdown needs the optional 'tabulate')."""
-    cols = list(df.columns)
+def _md_table(df: pd.DataFrame, floatfmt: str = ".3f", formats: dict[str, str] | None = None) -> str:
+    """A Markdown table (hand-written: pandas' to_markdown needs the optional 'tabulate').
 
-    def fmt(v: Any) -> str:
+    Args:
+        df: the table.
+        floatfmt: format of float cells.
+        formats: per-column float formats overriding ``floatfmt`` (e.g. ``{"pvalue": ".2g"}``).
+
+    Returns:
+        The Markdown text.
+    """
+    cols = list(df.columns)
+    fmts = [(formats or {}).get(c, floatfmt) for c in cols]
+
+    def fmt(v: Any, f: str) -> str:
         if isinstance(v, (float, np.floating)):
-            return "" if np.isnan(v) else format(v, floatfmt)
+            return "" if np.isnan(v) else format(v, f)
         return str(v).replace("|", "/")
 
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    out += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False, name=None)]
+    out += ["| " + " | ".join(fmt(v, f) for v, f in zip(row, fmts)) + " |" for row in df.itertuples(index=False, name=None)]
     return "\n".join(out)
+
+
+#: Float formats of the printed comparison tables: p-values in 2 significant digits (never "0.000").
+_P_FORMATS = {"pvalue": ".2g", "p_holm": ".2g"}
+
+
+def _comparison_view(cmp_r: pd.DataFrame) -> pd.DataFrame:
+    """The printed columns of a comparison table: attacks labelled with their target policy
+    (``tifgsm[erase]``), ``source_model`` when present, ``n_nonzero`` and the HL estimate."""
+    v = cmp_r.copy()
+    for s in ("a", "b"):
+        if f"attack_{s}" in v.columns:
+            pol = v[f"target_policy_{s}"] if f"target_policy_{s}" in v.columns else [None] * len(v)
+            v[f"attack_{s}"] = [attack_label(a, p) for a, p in zip(v[f"attack_{s}"], pol)]
+    cols = [
+        "family", "model_a", "attack_a", "source_model_a", "eps_a", "model_b", "attack_b", "source_model_b", "eps_b",
+        "n", "n_nonzero", "mean_a", "mean_b", "hl_estimate", "effect_size", "pvalue", "p_holm", "significant",
+    ]  # fmt: skip
+    v = v[[c for c in cols if c in v.columns]]
+    for c in ("n", "n_nonzero"):
+        if c in v.columns:
+            v[c] = v[c].astype("Int64")
+    return v
 
 
 def write_report(
@@ -110,23 +144,45 @@ def write_report(
     claims: pd.DataFrame,
     region: str = "WT",
     figures: dict[str, Any] | None = None,
+    claims_comparisons: pd.DataFrame | None = None,
+    report_stage: str = "08_statistics",
 ) -> Path:
     """Write ``report/report.md`` with its tables (CSV) and the run's figures (PNG copies).
 
+    The report holds the claims with their decision rules (``stats.CLAIM_RULES_MD``), the
+    summary means, the full table of paired Wilcoxon tests (attacks labelled with their target
+    policy, ``n_nonzero``, p-values in 2 significant digits), the gradient-masking
+    diagnostics, the figures and the stages of the run.
+
     Args:
         run: the run folder.
-        summary, comparisons, claims: tables from ``robustseg_lib.stats``.
+        summary, comparisons, claims: tables from ``robustseg_lib.stats`` (``comparisons`` is
+            the full table printed in the report, written as ``comparisons.csv``).
         region: region of the headline tables.
         figures: extra ``name → matplotlib Figure`` to include.
+        claims_comparisons: the comparison table the claims were judged on, when it is not
+            ``comparisons`` (the notebooks judge the claims on the paper's attacks only, with
+            Holm applied within that smaller table); written as ``claims_comparisons.csv``
+            and named next to the claims. ``None``: not written.
+        report_stage: the manifest stage that writes the report; its ``running`` status is
+            shown as ``running (this report)``.
 
     Returns:
         Path of ``report.md``.
     """
+    for name, df in (("summary", summary), ("comparisons", comparisons), ("claims", claims)):
+        if not isinstance(df, pd.DataFrame):
+            raise ValueError(f"{name}: expected a pandas DataFrame, got {type(df).__name__}")
+    if claims_comparisons is not None and not isinstance(claims_comparisons, pd.DataFrame):
+        raise ValueError(f"claims_comparisons: expected a pandas DataFrame or None, got {type(claims_comparisons).__name__}")
     import json
     import shutil
 
     rep = run.report
-    for name, df in (("summary", summary), ("comparisons", comparisons), ("claims", claims)):
+    tables = {"summary": summary, "comparisons": comparisons, "claims": claims}
+    if claims_comparisons is not None:
+        tables["claims_comparisons"] = claims_comparisons
+    for name, df in tables.items():
         atomic_to_csv(df, rep / f"{name}.csv")
     figs = []
     for name, fig in (figures or {}).items():
@@ -139,7 +195,7 @@ def write_report(
     for csv in sorted(run.tables.glob("diagnostics_*.csv")):  # written by notebooks 06 and 07
         d = pd.read_csv(csv)
         shutil.copyfile(csv, rep / csv.name)
-        cols = [c for c in ("model", "attack", "eps", "dice_direct", "dice_transfer", "dice_logit_rescaled", "frac_near_zero_grad", "verdict") if c in d.columns]
+        cols = [c for c in ("model", "attack", "eps", "dice_direct", "dice_transfer", "dice_logit_rescaled", "frac_saturated_voxels", "frac_saturated_voxels_baseline", "frac_near_zero_grad", "verdict") if c in d.columns]
         diag_lines += [f"`{csv.stem}`:", "", _md_table(d[cols]), ""]
     manifest = json.loads(run.manifest.read_text()) if run.manifest.is_file() else {}
     stages = manifest.get("stages", {})
@@ -147,8 +203,16 @@ def write_report(
     s = summary[(summary.region == region)].copy()
     s["mean [95% CI]"] = [f"{m:.3f} [{lo:.3f}, {hi:.3f}]" for m, lo, hi in zip(s[mean_col], s.ci_lo, s.ci_hi)]
     keep = [c for c in ("model", "attack", "target_policy", "eps", "n", "mean [95% CI]") if c in s.columns]
-    cmp_r = comparisons[comparisons.region == region]
-    cmp_cols = [c for c in ("family", "model_a", "attack_a", "eps_a", "model_b", "attack_b", "eps_b", "n", "mean_a", "mean_b", "effect_size", "pvalue", "p_holm", "significant") if c in cmp_r.columns]
+    cmp_r = comparisons[comparisons.region == region] if "region" in comparisons.columns else comparisons
+    if claims_comparisons is not None:
+        claims_note = (
+            "The claims are judged on the paper's attacks only (FGSM, i-FGSM and ti-FGSM with its main target policy), "
+            "with Holm's correction applied within that comparison table "
+            "([claims_comparisons.csv](claims_comparisons.csv)); their p_holm can therefore differ from the full "
+            "table of Wilcoxon tests below, which covers every attack of the run."
+        )
+    else:
+        claims_note = "Each claim's p_holm comes from the comparison table it was judged on (Holm within family × region)."
     lines = [
         "# Reproduction report: Liu et al. (2021), *Robustifying deep networks for image segmentation*",
         "",
@@ -159,15 +223,26 @@ def write_report(
         "",
         _md_table(claims[[c for c in ("claim", "statement", "verdict", "evidence") if c in claims.columns]]),
         "",
+        claims_note,
+        "",
+        "### Decision rules",
+        "",
+        CLAIM_RULES_MD.rstrip("\n"),
+        "",
         f"## Mean {region} Dice with 95 % bootstrap CI",
         "",
         _md_table(s[keep]),
         "",
         f"## Paired Wilcoxon signed-rank tests ({region}, Holm-adjusted within family)",
         "",
-        _md_table(cmp_r[cmp_cols]),
+        "a vs b paired by case; `n_nonzero`: pairs with a non-zero difference (the ones ranked); `hl_estimate`: "
+        "Hodges–Lehmann estimate of a − b; `effect_size`: rank-biserial correlation of a − b; `pvalue`: raw "
+        "two-sided Wilcoxon p; `p_holm`: Holm-adjusted within family.",
         "",
-        "Full tables: [summary.csv](summary.csv), [comparisons.csv](comparisons.csv), [claims.csv](claims.csv).",
+        _md_table(_comparison_view(cmp_r), formats=_P_FORMATS),
+        "",
+        "Full tables: [summary.csv](summary.csv), [comparisons.csv](comparisons.csv), [claims.csv](claims.csv)"
+        + (", [claims_comparisons.csv](claims_comparisons.csv)." if claims_comparisons is not None else "."),
         "",
         *(
             [
@@ -186,5 +261,10 @@ def write_report(
         *[f"![{f}]({f})\n" for f in figs],
     ]
     if stages:
-        lines += ["## Stages", "", _md_table(pd.DataFrame([{"stage": k, "status": v.get("status"), "seconds": v.get("seconds")} for k, v in stages.items()]), ".1f")]
+        def status(k: str, v: dict[str, Any]) -> Any:
+            st = v.get("status")
+            return f"{st} (this report)" if k == report_stage and st == "running" else st
+
+        rows = [{"stage": k, "status": status(k, v), "seconds": v.get("seconds")} for k, v in stages.items()]
+        lines += ["## Stages", "", _md_table(pd.DataFrame(rows), ".1f")]
     return atomic_write_text(rep / "report.md", "\n".join(lines) + "\n")

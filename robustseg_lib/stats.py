@@ -21,9 +21,11 @@ from scipy import stats as sst
 __all__ = [
     "WilcoxonResult",
     "paired_wilcoxon",
+    "hodges_lehmann",
     "holm",
     "bootstrap_mean_ci",
     "bootstrap_relative_drop_ci",
+    "bootstrap_max_relative_drop_ci",
     "is_diagnostic_attack",
     "attack_label",
     "summary_table",
@@ -31,6 +33,8 @@ __all__ = [
     "claims",
     "COMPARE_COLUMNS",
     "CLAIM_COLUMNS",
+    "CLAIM_RULES_MD",
+    "VERDICTS",
 ]
 
 #: Optional columns that are part of a condition's identity when present in the table.
@@ -41,7 +45,7 @@ COMPARE_COLUMNS = [
     "model_a", "attack_a", "target_policy_a", "eps_a",
     "model_b", "attack_b", "target_policy_b", "eps_b",
     "n", "n_nonzero", "mean_a", "mean_b", "median_diff",
-    "statistic", "pvalue", "effect_size", "p_holm", "significant",
+    "statistic", "pvalue", "effect_size", "p_holm", "significant", "hl_estimate",
 ]  # fmt: skip
 
 CLAIM_COLUMNS = [
@@ -106,6 +110,26 @@ def rank_biserial(d: np.ndarray) -> float:
     return (r_plus - r_minus) / (r_plus + r_minus)
 
 
+def hodges_lehmann(d: Sequence[float] | np.ndarray) -> float:
+    """Hodges–Lehmann estimate of the location of paired differences ``d``.
+
+    The median of the ``n(n+1)/2`` Walsh averages ``(d_i + d_j)/2`` for ``i ≤ j`` over *all*
+    differences (zeros included): the estimator that goes with the signed-rank test, the
+    shift at which the test statistic is balanced.
+
+    Args:
+        d: paired differences ``a − b`` (1-D, no NaN/inf, at least one value).
+
+    Returns:
+        The estimate (same units as ``d``).
+    """
+    arr = _vector(d, "d")
+    if arr.size == 0:
+        raise ValueError("d: empty sample")
+    i, j = np.triu_indices(arr.size)
+    return float(np.median((arr[i] + arr[j]) / 2.0))
+
+
 def paired_wilcoxon(
     a: Sequence[float] | np.ndarray,
     b: Sequence[float] | np.ndarray,
@@ -116,17 +140,23 @@ def paired_wilcoxon(
 ) -> WilcoxonResult:
     """Paired Wilcoxon signed-rank test of ``a`` vs ``b`` (``scipy.stats.wilcoxon`` underneath).
 
-    Zero differences: with the default ``zero_method="wilcox"`` they are dropped before
-    ranking (``n`` counts the remaining pairs); ``"pratt"`` and ``"zsplit"`` follow scipy.
+    Zero differences: with the default ``zero_method="wilcox"`` they are dropped *before*
+    scipy is called, so scipy sees only the ``n`` non-zero differences and chooses its
+    p-value method on them (scipy itself would choose on the full number of pairs and, with
+    any zero present and more than 13 pairs, fall back to an uncorrected normal
+    approximation even when only a handful of non-zero differences remain). ``"pratt"`` and
+    ``"zsplit"`` keep the zeros and follow scipy.
     Degenerate cases: all differences zero -> ``statistic 0, pvalue 1.0, n 0, effect 0``.
     Small ``n`` (down to 1 non-zero difference) is passed to scipy unchanged (exact
     distribution; such p-values cannot be small, e.g. n = 1 gives 1.0 two-sided).
 
-    P-value method (scipy's ``method``): ``"auto"`` (scipy's default) is exact for n ≤ 50
-    without ties/zeros, an exhaustive sign-flip permutation test for n ≤ 13 with ties or
-    zeros (correct but slow: ~1–2 s per call on a CPU, because scipy evaluates the statistic
-    row by row), and the normal approximation otherwise. ``"exact"`` is fast and conservative
-    with ties; ``"asymptotic"`` is fast but rough for small n.
+    P-value method (scipy's ``method``), applied to the ``n`` ranked differences:
+    ``"auto"`` (scipy's default) is the exact signed-rank distribution for n ≤ 50 without
+    ties (e.g. 2/2¹⁰ for 10 non-zero differences of one sign, whatever the number of zero
+    differences), an exhaustive sign-flip permutation test for n ≤ 13 with tied |differences|
+    (correct but slow: ~1 s per call on a CPU, because scipy evaluates the statistic row by
+    row), and the normal approximation (no continuity correction) otherwise. ``"exact"`` is
+    fast and conservative with ties; ``"asymptotic"`` is fast but rough for small n.
 
     Args:
         a, b: paired samples of equal length (no NaN/inf).
@@ -158,7 +188,11 @@ def paired_wilcoxon(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # scipy's small-sample/ties notices
         warnings.simplefilter("ignore", UserWarning)
-        res = sst.wilcoxon(x, y, zero_method=zero_method, alternative=alternative, method=method)
+        if zero_method == "wilcox":
+            # drop zeros here so that scipy picks exact/permutation/normal on the non-zero count
+            res = sst.wilcoxon(d[d != 0], zero_method="wilcox", alternative=alternative, method=method)
+        else:
+            res = sst.wilcoxon(x, y, zero_method=zero_method, alternative=alternative, method=method)
     n = nonzero if zero_method == "wilcox" else int(x.size)
     return WilcoxonResult(float(res.statistic), float(res.pvalue), n, median_diff, float(effect))
 
@@ -279,6 +313,73 @@ def bootstrap_relative_drop_ci(
         warnings.simplefilter("ignore")
         res = sst.bootstrap(
             (c, a), _relative_drop, paired=True, vectorized=True, confidence_level=confidence,
+            n_resamples=int(n_resamples), method=method, rng=np.random.default_rng(seed),
+        )  # fmt: skip
+    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        lo = hi = drop
+    return drop, lo, hi
+
+
+def _max_relative_drop(clean: np.ndarray, *attacked: np.ndarray, axis: int = -1) -> np.ndarray:
+    drops = [_relative_drop(clean, a, axis=axis) for a in attacked]
+    return np.max(np.stack(drops), axis=0)
+
+
+def bootstrap_max_relative_drop_ci(
+    clean: Sequence[float] | np.ndarray,
+    attacked: Sequence[Sequence[float]] | np.ndarray,
+    *,
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    method: str = "percentile",
+) -> tuple[float, float, float]:
+    """Bootstrap CI of the *largest* relative drop over several attacked conditions.
+
+    The statistic is ``max_k [1 − mean(attacked[k])/mean(clean)]``. Cases are resampled
+    jointly across the clean scores and every condition (``scipy.stats.bootstrap(...,
+    paired=True)``) and the maximum is taken inside each resample, so the interval is that
+    of the maximum itself rather than of whichever condition won on the observed sample
+    (no winner's curse from selecting first and bootstrapping the winner afterwards). The
+    maximum of several noisy drops is itself biased upwards when conditions are close; the
+    interval describes the sampling variability of that maximum, as reported.
+
+    Args:
+        clean: per-case scores without attack (length ``n``).
+        attacked: ``k × n`` per-case scores, one row per attacked condition, cases in the
+            same order as ``clean``.
+        confidence, n_resamples, seed, method: as in :func:`bootstrap_mean_ci`.
+
+    Returns:
+        ``(max_drop, lo, hi)``; degenerate samples (single case, or a constant bootstrap
+        distribution) give ``lo = hi = max_drop``.
+    """
+    c = _vector(clean, "clean")
+    try:
+        att = np.asarray(attacked, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError("attacked: expected a k × n array of numbers") from exc
+    if att.ndim == 1:
+        att = att[None, :]
+    if att.ndim != 2 or att.shape[0] == 0:
+        raise ValueError(f"attacked: expected a k × n array with k ≥ 1, got shape {att.shape}")
+    if not np.isfinite(att).all():
+        raise ValueError("attacked: contains NaN or inf")
+    _check_confidence(confidence, n_resamples)
+    if c.size == 0:
+        raise ValueError("clean: empty sample")
+    if att.shape[1] != c.size:
+        raise ValueError(f"attacked: rows must have the length of clean ({c.size}), got {att.shape[1]}")
+    if c.mean() == 0:
+        raise ValueError("clean: mean is zero, the relative drop is undefined")
+    drop = float(_max_relative_drop(c, *att))
+    if c.size == 1 or (np.ptp(c) == 0 and all(np.ptp(a) == 0 for a in att)):
+        return drop, drop, drop
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = sst.bootstrap(
+            (c, *att), _max_relative_drop, paired=True, vectorized=True, confidence_level=confidence,
             n_resamples=int(n_resamples), method=method, rng=np.random.default_rng(seed),
         )  # fmt: skip
     lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
@@ -419,6 +520,8 @@ def compare(
     4. ``defense_vs_clean``: each defended model under each attack × eps > 0 vs the clean
        ``baseline``.
     Rows are paired by ``case_id`` (inner join; no overlap is an error; NaN pairs dropped).
+    A condition with duplicate ``case_id`` rows, or a model with more than one clean
+    condition (e.g. several ``source_model`` values), is an error naming it.
     Holm's correction is applied within each family × region; ``significant = p_holm < alpha``.
     Diagnostic attacks (``transfer_*``, ``*_logit_rescaled``) are skipped unless
     ``include_diagnostics``.
@@ -437,7 +540,9 @@ def compare(
 
     Returns:
         DataFrame with columns :data:`COMPARE_COLUMNS` (plus ``source_model_a/_b`` when the
-        table has ``source_model``). ``median_diff``/``effect_size`` refer to ``a − b``.
+        table has ``source_model``). ``median_diff``/``effect_size``/``hl_estimate`` refer to
+        ``a − b``; ``hl_estimate`` is the Hodges–Lehmann estimate of the paired difference
+        (:func:`hodges_lehmann`, the median of the Walsh averages of all differences).
     """
     _check_table(table, metric, region_col)
     if not (0 < alpha < 1):
@@ -478,10 +583,16 @@ def compare(
             return not is_clean(k) and k[-1] > 0.0
 
         clean_keys = {m: [k for k in ks if is_clean(k)] for m, ks in per_model.items()}
+        for m, cks in clean_keys.items():
+            if len(cks) > 1:
+                raise ValueError(
+                    f"table: model {m!r} has {len(cks)} clean conditions in region {region!r} "
+                    f"({[cond(m, k) for k in cks]}); expected one (filter the table first)"
+                )
         pairs: list[tuple[str, tuple, tuple]] = []
         # 1. attack effect
         for m, ks in per_model.items():
-            for ck in clean_keys[m][:1]:
+            for ck in clean_keys[m]:
                 for k in ks:
                     if attacked(k):
                         pairs.append(("attack_effect", (m, *ck), (m, *k)))
@@ -497,7 +608,7 @@ def compare(
             if k in adv_keys and (is_clean(k) or attacked(k)):
                 pairs.append(("distill_vs_advtrain", (distilled, *k), (advtrain, *k)))
         # 4. defended under attack vs clean baseline
-        for ck in clean_keys.get(baseline, [])[:1]:
+        for ck in clean_keys.get(baseline, []):
             for d in defended_list:
                 for k in per_model.get(d, []):
                     if attacked(k):
@@ -520,10 +631,11 @@ def compare(
                 row.update(
                     n_nonzero=w.n, mean_a=float(xa.mean()), mean_b=float(xb.mean()), median_diff=w.median_diff,
                     statistic=w.statistic, pvalue=w.pvalue, effect_size=w.effect_size,
+                    hl_estimate=hodges_lehmann(xa - xb),
                 )  # fmt: skip
             else:
                 row.update(n_nonzero=0, mean_a=np.nan, mean_b=np.nan, median_diff=np.nan,
-                           statistic=np.nan, pvalue=np.nan, effect_size=np.nan)  # fmt: skip
+                           statistic=np.nan, pvalue=np.nan, effect_size=np.nan, hl_estimate=np.nan)  # fmt: skip
             rows.append(row)
 
     cols = list(COMPARE_COLUMNS)
@@ -546,6 +658,47 @@ _STATEMENTS = {
     "C4": "Every defense stays below clean (undefended, unattacked) performance under attack.",
 }
 
+#: The verdict vocabulary of :func:`claims`.
+VERDICTS = ("holds", "mixed", "not supported", "contradicted", "not tested")
+
+#: The decision rules of :func:`claims` as Markdown (written into the report as "Decision rules").
+CLAIM_RULES_MD = """\
+Each claim is judged on one region from the paired Wilcoxon signed-rank tests of `stats.compare` (cases paired
+by `case_id`).
+
+- A test is **significant** when its Holm-adjusted two-sided p-value (`p_holm`: Holm within family × region of the
+  comparison table the claims are judged on) is below α (0.05).
+- Its **direction** is the sign of the matched-pairs rank-biserial correlation `effect_size` = (R⁺ − R⁻)/(R⁺ + R⁻)
+  of the differences a − b, i.e. of the signed ranks the test is computed on (the sign of the mean difference is
+  used only when `effect_size` is missing).
+- A test **supports** a claim when it is significant in the claimed direction; it is **against** the claim when it
+  is significant in the opposite direction. Non-significant tests are neither.
+- Verdicts of the count-based claims C1, C3 and C4: **holds** = every test supports; **contradicted** = no test
+  supports and at least one is against; **not supported** = no test supports and none is against; **mixed** =
+  otherwise (some but not all tests support); **not tested** = the models or attacks needed are absent.
+  `n_tests`, `n_support` and `n_against` count the tests.
+- **C1** (all attacks significantly reduce Dice): one test per attack on the undefended model (a targeted attack
+  once per target policy) at that attack's largest ε: clean vs attacked (`attack_effect` family). Claimed
+  direction: clean > attacked.
+- **C2** (attacks reduce Dice by up to 65 %): the quantity is the **relative** drop of the mean Dice of the
+  undefended model, 1 − mean(attacked)/mean(clean), for every attack × ε > 0, on the cases common to the clean
+  condition and all those conditions. `rel_drop` is the largest drop over the conditions and
+  `rel_drop_ci_lo/hi` its 95 % percentile-bootstrap CI, where each resample draws cases jointly for all
+  conditions and takes the maximum inside the resample (the CI of the maximum, not of the condition that won on
+  the observed data). **holds** when the CI upper bound reaches 65 % (a drop as large as the paper's is
+  attained within sampling error); **not supported** otherwise. The evidence also gives the smallest ε at which
+  any attack's relative drop (point estimate) reaches 65 %. `n_tests` = conditions, `n_support` = conditions
+  whose drop reaches 65 %.
+- **C3** (distillation significantly better than adversarial training): the `distill_vs_advtrain` tests of the
+  distilled vs the adversarially trained model under each attack × ε > 0. Claimed direction: distilled > adversarially
+  trained.
+- **C4** (every defense stays below clean performance under attack): the `defense_vs_clean` tests of the paper's two
+  defenses only (the distilled and the adversarially trained model; other deployments such as a distilled model run
+  at T = 1 or T = 5 are not defenses and are left out), each under each attack × ε > 0, vs the clean undefended
+  model. Claimed direction: defended under attack < clean. Their `p_holm` is the comparison table's, whose
+  `defense_vs_clean` family may also hold the other deployments (conservative).
+"""
+
 
 def _fmt_cond(r: pd.Series, s: str) -> str:
     lab = attack_label(r[f"attack_{s}"], r.get(f"target_policy_{s}"))
@@ -564,12 +717,91 @@ def _row(claim: str, verdict: str, evidence: str, paper_max_drop: float, **num: 
     }
 
 
-def _count_verdict(n_tests: int, n_support: int) -> str:
+def _count_verdict(n_tests: int, n_support: int, n_against: int) -> str:
+    """Verdict of a count-based claim (see :data:`CLAIM_RULES_MD`)."""
+    if n_tests == 0:
+        return "not tested"
     if n_support == n_tests:
         return "holds"
     if n_support == 0:
-        return "does not hold"
+        return "contradicted" if n_against > 0 else "not supported"
     return "mixed"
+
+
+def _direction(fam: pd.DataFrame) -> np.ndarray:
+    """Sign of each test's effect ``a − b``: the rank-biserial ``effect_size`` (the signed ranks
+    the test is computed on), or the mean difference where ``effect_size`` is missing/NaN."""
+    mean_dir = np.sign((fam["mean_a"] - fam["mean_b"]).to_numpy(np.float64))
+    if "effect_size" not in fam.columns:
+        return mean_dir
+    es = fam["effect_size"].to_numpy(np.float64)
+    return np.where(np.isnan(es), mean_dir, np.sign(es))
+
+
+def _support_against(fam: pd.DataFrame, alpha: float, claimed_sign: int) -> tuple[np.ndarray, np.ndarray]:
+    sig = (fam["p_holm"].to_numpy(np.float64) < alpha)
+    d = _direction(fam)
+    return sig & (d == claimed_sign), sig & (d == -claimed_sign)
+
+
+def _case_series(g: pd.DataFrame, metric: str, what: str) -> pd.Series:
+    if g["case_id"].duplicated().any():
+        dup = sorted(g.loc[g["case_id"].duplicated(), "case_id"].astype(str).unique())[:5]
+        raise ValueError(
+            f"table: duplicate case_id rows for {what} (e.g. {dup}; several step counts or runs at one "
+            "condition?); filter the table first"
+        )
+    return pd.Series(g[metric].to_numpy(np.float64), index=g["case_id"].astype(str).to_numpy())
+
+
+def _claim_c2(
+    table: pd.DataFrame, *, region: str, metric: str, baseline: str, paper_max_drop: float, n_resamples: int, seed: int
+) -> dict[str, Any]:
+    t = table.loc[(table["region"] == region) & ~table["attack"].astype(str).map(is_diagnostic_attack)]
+    tb = t.loc[t["model"] == baseline]
+    clean = tb.loc[tb["attack"] == "clean"]
+    att = tb.loc[(tb["attack"] != "clean") & (tb["eps"].astype(float) > 0)]
+    if clean.empty or att.empty:
+        return _row("C2", "not tested", f"need clean and attacked rows for {baseline!r}.", paper_max_drop)
+    opt = _id_cols(tb)
+    ckeys = ["attack", *opt, "eps"]
+    cgroups = list(clean.groupby(ckeys, dropna=False, sort=True))
+    if len(cgroups) > 1:
+        raise ValueError(
+            f"table: {baseline!r} has {len(cgroups)} clean conditions in region {region!r} "
+            f"({[dict(zip(ckeys, map(_norm, k))) for k, _ in cgroups]}); expected one (filter the table first)"
+        )
+    c_ser = _case_series(clean, metric, f"the clean {baseline!r} condition in region {region!r}")
+    conds: list[tuple[dict[str, Any], pd.Series]] = []
+    for key, g in att.groupby(ckeys, dropna=False, sort=True):
+        kd = {k: _norm(v) for k, v in zip(ckeys, key)}
+        what = f"{baseline!r} {attack_label(kd['attack'], kd.get('target_policy'))}@{float(kd['eps']):g} in region {region!r}"
+        conds.append((kd, _case_series(g, metric, what)))
+    joint = pd.concat([c_ser.rename("clean"), *[s.rename(i) for i, (_, s) in enumerate(conds)]], axis=1, join="inner").dropna()
+    if joint.empty or joint["clean"].mean() == 0:
+        return _row("C2", "not tested", "no case is common to the clean and every attacked condition.", paper_max_drop)
+    cvals = joint["clean"].to_numpy()
+    avals = joint.drop(columns="clean").to_numpy().T  # k × n
+    drops = np.array([float(_relative_drop(cvals, a)) for a in avals])
+    drop, lo, hi = bootstrap_max_relative_drop_ci(cvals, avals, n_resamples=n_resamples, seed=seed)
+    kd_best = conds[int(np.argmax(drops))][0]
+    lab = f"{attack_label(kd_best['attack'], kd_best.get('target_policy'))}@{float(kd_best['eps']):g}"
+    verdict = "holds" if hi >= paper_max_drop else "not supported"
+    pct = 100 * paper_max_drop
+    reach = [(float(kd["eps"]), d, attack_label(kd["attack"], kd.get("target_policy"))) for (kd, _), d in zip(conds, drops) if d >= paper_max_drop]
+    if reach:
+        e0 = min(r[0] for r in reach)
+        first = sorted((r for r in reach if r[0] == e0), key=lambda r: -r[1])
+        reach_txt = f"reaches {pct:.0f} % first at eps {e0:g} (" + "; ".join(f"{r[2]}, {100 * r[1]:.0f} %" for r in first) + ")"
+    else:
+        reach_txt = f"no attack reaches {pct:.0f} % at any eps (largest point estimate {100 * drop:.0f} %)"
+    ev = (
+        f"largest relative drop of mean {region} {metric}: {100 * drop:.1f} % by {lab} "
+        f"(95 % CI of the maximum over {len(conds)} attack × eps conditions, joint paired bootstrap over "
+        f"{len(joint)} cases: {100 * lo:.1f}–{100 * hi:.1f} %); {reach_txt}. Paper: up to {pct:.0f} %."
+    )
+    return _row("C2", verdict, ev, paper_max_drop, n_tests=len(conds), n_support=int((drops >= paper_max_drop).sum()),
+                rel_drop=drop, rel_drop_ci_lo=lo, rel_drop_ci_hi=hi)  # fmt: skip
 
 
 def claims(
@@ -589,30 +821,42 @@ def claims(
 ) -> pd.DataFrame:
     """Verdicts on the paper's claims C1–C4 computed from the data (one region).
 
-    Rules (a design decision; ``significant`` means Holm-adjusted two-sided p < ``alpha``
-    within the family × region of :func:`compare`):
+    Rules (a design decision; the same text, as Markdown, is :data:`CLAIM_RULES_MD`):
 
-    - **C1** all attacks significantly reduce Dice: for the baseline, each attack (per
+    - A test is *significant* when its Holm-adjusted two-sided p (``p_holm``, Holm within
+      family × region of ``comparisons``) is below ``alpha``. Its *direction* is the sign of
+      the rank-biserial ``effect_size`` (R⁺ − R⁻ of ``a − b``: the signed ranks the test is
+      computed on); the sign of ``mean_a − mean_b`` is used only where ``effect_size`` is
+      NaN or absent. A test *supports* a claim when significant in the claimed direction and
+      is *against* it when significant in the opposite direction.
+    - Count-based claims C1, C3, C4: ``holds`` = every test supports; ``contradicted`` = none
+      supports and at least one is against; ``not supported`` = none supports and none is
+      against; ``mixed`` = otherwise (some, not all, support).
+    - **C1** all attacks significantly reduce Dice: for ``baseline``, one test per attack (per
       ``target_policy`` for targeted attacks) at its largest eps, from the ``attack_effect``
-      family; supported if ``mean_clean − mean_attacked > 0`` and significant.
-      holds = every attack, does not hold = none, mixed otherwise.
-    - **C2** Dice reduced by up to ``paper_max_drop``: the largest relative mean-Dice drop
-      ``1 − mean(attacked)/mean(clean)`` of the baseline over all attacks × eps > 0 (paired
-      cases), with a paired bootstrap CI. holds if the CI upper bound ≥ ``paper_max_drop``;
-      mixed if the drop ≥ ``paper_max_drop / 2`` but the upper bound is below it; does not
-      hold otherwise.
-    - **C3** distillation significantly better than adversarial training: ``distill_vs_advtrain``
-      comparisons under attack (eps > 0); supported = distilled mean higher and significant,
-      against = advtrain higher and significant. holds if every comparison supports, does not
-      hold if none does, mixed otherwise.
-    - **C4** every defense stays below clean performance: ``defense_vs_clean`` comparisons;
-      holds if every defended-under-attack mean is below the clean baseline mean; does not
-      hold if any is significantly above; mixed otherwise (above, but not significantly).
+      family (a = clean, b = attacked); claimed direction a > b.
+    - **C2** Dice reduced by up to ``paper_max_drop``: the *relative* drop of mean Dice
+      ``1 − mean(attacked)/mean(clean)`` of ``baseline`` for every attack × eps > 0, on the
+      cases common to clean and all those conditions; ``rel_drop`` is the maximum over the
+      conditions and ``rel_drop_ci_lo/hi`` the CI of that maximum from a paired bootstrap that
+      resamples cases jointly across all conditions and takes the maximum in each resample
+      (:func:`bootstrap_max_relative_drop_ci`). ``holds`` if the CI upper bound is
+      ≥ ``paper_max_drop``, ``not supported`` otherwise. The evidence names the smallest eps at
+      which any attack's point estimate reaches ``paper_max_drop`` (or says none does).
+      ``n_tests`` = conditions, ``n_support`` = conditions whose drop reaches it.
+    - **C3** distillation significantly better than adversarial training: the
+      ``distill_vs_advtrain`` tests (a = ``distilled``, b = ``advtrain``) under attack
+      (eps > 0); claimed direction a > b.
+    - **C4** every defense stays below clean performance: the ``defense_vs_clean`` tests of
+      the paper's defenses only (a = ``distilled`` or ``advtrain`` under attack; other
+      deployments such as ``distilled_T1`` are not defenses), b = clean ``baseline``;
+      claimed direction a < b.
     - ``not tested`` when the needed models/attacks are absent.
 
     Args:
-        table: tidy result table.
-        comparisons: output of :func:`compare` on ``table`` (computed if ``None``).
+        table: tidy result table (C2 is computed from it).
+        comparisons: output of :func:`compare` on ``table`` (computed if ``None``); C1, C3 and
+            C4 and their ``p_holm`` come from it.
         region: region to judge (e.g. ``"WT"``).
         alpha: significance level.
         paper_max_drop: the paper's maximum relative Dice drop (0.65).
@@ -623,116 +867,89 @@ def claims(
 
     Returns:
         DataFrame with columns :data:`CLAIM_COLUMNS`, rows C1..C4.
+
+    Raises:
+        ValueError: bad arguments, missing columns, or a baseline condition (clean or
+            attacked) with duplicate ``case_id`` rows or several clean conditions.
     """
     _check_table(table, metric)
     if not (0 < paper_max_drop):
         raise ValueError(f"paper_max_drop: must be positive, got {paper_max_drop}")
+    if not (0 < alpha < 1):
+        raise ValueError(f"alpha: must be in (0, 1), got {alpha}")
     if region not in set(table["region"]):
         raise ValueError(f"region: {region!r} not in the table")
     if comparisons is None:
         comparisons = compare(table, metric=metric, baseline=baseline, distilled=distilled,
                               advtrain=advtrain, alpha=alpha, method=method)  # fmt: skip
-    missing = [c for c in ("family", "region", "p_holm", "mean_a", "mean_b") if c not in comparisons.columns]
+    if not isinstance(comparisons, pd.DataFrame):
+        raise ValueError(f"comparisons: expected a pandas DataFrame, got {type(comparisons).__name__}")
+    need = ("family", "region", "model_a", "model_b", "attack_b", "eps_a", "eps_b", "p_holm", "mean_a", "mean_b")
+    missing = [c for c in need if c not in comparisons.columns]
     if missing:
         raise ValueError(f"comparisons: missing columns {missing}")
     cr = comparisons.loc[comparisons["region"] == region]
-    sig = cr["p_holm"] < alpha
     out: list[dict[str, Any]] = []
+    how = f"{region} {metric}, Holm α={alpha:g}, direction from signed ranks"
 
     # C1
     fam = cr.loc[(cr["family"] == "attack_effect") & (cr["model_a"] == baseline)].copy()
     if fam.empty:
         out.append(_row("C1", "not tested", f"no attacked rows for {baseline!r}.", paper_max_drop))
     else:
-        fam["_lab"] = [attack_label(a, p) for a, p in zip(fam["attack_b"], fam.get("target_policy_b", [None] * len(fam)))]
+        pol = fam["target_policy_b"] if "target_policy_b" in fam.columns else [None] * len(fam)
+        fam["_lab"] = [attack_label(a, p) for a, p in zip(fam["attack_b"], pol)]
         top = fam.loc[fam.groupby("_lab")["eps_b"].idxmax()].sort_values("_lab")
-        ok = (top["mean_a"] - top["mean_b"] > 0) & (top["p_holm"] < alpha)
-        against = (top["mean_a"] - top["mean_b"] < 0) & (top["p_holm"] < alpha)
+        sup, ag = _support_against(top, alpha, +1)
         parts = [
             f"{r['_lab']}@{r['eps_b']:g}: {r['mean_a']:.3f}→{r['mean_b']:.3f} (p_holm={r['p_holm']:.3g})"
             for _, r in top.iterrows()
         ]
         out.append(_row(
-            "C1", _count_verdict(len(top), int(ok.sum())),
-            f"{int(ok.sum())}/{len(top)} attacks significantly reduce {region} {metric} at their largest eps: "
-            + "; ".join(parts) + ".",
-            paper_max_drop, n_tests=len(top), n_support=int(ok.sum()), n_against=int(against.sum()),
+            "C1", _count_verdict(len(top), int(sup.sum()), int(ag.sum())),
+            f"{int(sup.sum())}/{len(top)} attacks significantly reduce {region} {metric} at their largest eps, "
+            f"{int(ag.sum())} significantly increase it ({how}): " + "; ".join(parts) + ".",
+            paper_max_drop, n_tests=len(top), n_support=int(sup.sum()), n_against=int(ag.sum()),
         ))  # fmt: skip
 
     # C2
-    t = table.loc[(table["region"] == region) & ~table["attack"].astype(str).map(is_diagnostic_attack)]
-    tb = t.loc[t["model"] == baseline]
-    clean = tb.loc[(tb["attack"] == "clean")]
-    att = tb.loc[(tb["attack"] != "clean") & (tb["eps"].astype(float) > 0)]
-    if clean.empty or att.empty:
-        out.append(_row("C2", "not tested", f"need clean and attacked rows for {baseline!r}.", paper_max_drop))
-    else:
-        gkeys = ["attack", *[c for c in ("target_policy",) if c in att.columns], "eps"]
-        c_ser = clean.drop_duplicates("case_id").set_index("case_id")[metric]
-        best = None
-        for key, g in att.groupby(gkeys, dropna=False):
-            j = g.drop_duplicates("case_id").set_index("case_id")[metric].to_frame("att").join(c_ser.rename("clean"), how="inner").dropna()
-            if j.empty or j["clean"].mean() == 0:
-                continue
-            d = float(_relative_drop(j["clean"].to_numpy(), j["att"].to_numpy()))
-            if best is None or d > best[0]:
-                best = (d, key, j)
-        if best is None:
-            out.append(_row("C2", "not tested", "no attacked cases overlap the clean cases.", paper_max_drop))
-        else:
-            _, key, j = best
-            drop, lo, hi = bootstrap_relative_drop_ci(j["clean"].to_numpy(), j["att"].to_numpy(),
-                                                       n_resamples=n_resamples, seed=seed)  # fmt: skip
-            kd = dict(zip(gkeys, key if isinstance(key, tuple) else (key,)))
-            lab = f"{attack_label(kd['attack'], _norm(kd.get('target_policy')))}@{float(kd['eps']):g}"
-            if hi >= paper_max_drop:
-                verdict = "holds"
-            elif drop >= paper_max_drop / 2:
-                verdict = "mixed"
-            else:
-                verdict = "does not hold"
-            out.append(_row(
-                "C2", verdict,
-                f"largest mean {region} {metric} drop {100 * drop:.1f} % (95 % CI {100 * lo:.1f}–{100 * hi:.1f} %) "
-                f"by {lab} over {len(j)} cases; paper: up to {100 * paper_max_drop:.0f} %.",
-                paper_max_drop, n_tests=1, n_support=int(verdict == "holds"), rel_drop=drop, rel_drop_ci_lo=lo, rel_drop_ci_hi=hi,
-            ))  # fmt: skip
+    out.append(_claim_c2(table, region=region, metric=metric, baseline=baseline, paper_max_drop=paper_max_drop,
+                         n_resamples=n_resamples, seed=seed))  # fmt: skip
 
     # C3
-    fam = cr.loc[(cr["family"] == "distill_vs_advtrain") & (cr["eps_a"].astype(float) > 0)]
+    fam = cr.loc[
+        (cr["family"] == "distill_vs_advtrain") & (cr["model_a"] == distilled) & (cr["model_b"] == advtrain)
+        & (cr["eps_a"].astype(float) > 0)
+    ]  # fmt: skip
     if fam.empty:
         out.append(_row("C3", "not tested", f"need attacked rows for both {distilled!r} and {advtrain!r}.", paper_max_drop))
     else:
-        s = fam["p_holm"] < alpha
-        sup = int(((fam["mean_a"] > fam["mean_b"]) & s).sum())
-        ag = int(((fam["mean_a"] < fam["mean_b"]) & s).sum())
+        sup, ag = _support_against(fam, alpha, +1)
         out.append(_row(
-            "C3", _count_verdict(len(fam), sup),
-            f"{distilled} significantly above {advtrain} in {sup}/{len(fam)} attacked conditions, "
-            f"significantly below in {ag} ({region} {metric}, Holm α={alpha:g}).",
-            paper_max_drop, n_tests=len(fam), n_support=sup, n_against=ag,
+            "C3", _count_verdict(len(fam), int(sup.sum()), int(ag.sum())),
+            f"{distilled} significantly above {advtrain} in {int(sup.sum())}/{len(fam)} attacked conditions, "
+            f"significantly below in {int(ag.sum())} ({how}).",
+            paper_max_drop, n_tests=len(fam), n_support=int(sup.sum()), n_against=int(ag.sum()),
         ))  # fmt: skip
 
     # C4
-    fam = cr.loc[cr["family"] == "defense_vs_clean"]
+    fam = cr.loc[
+        (cr["family"] == "defense_vs_clean") & cr["model_a"].isin([distilled, advtrain]) & (cr["model_b"] == baseline)
+    ]
     if fam.empty:
-        out.append(_row("C4", "not tested", f"need defended models under attack and clean {baseline!r}.", paper_max_drop))
+        out.append(_row("C4", "not tested", f"need {distilled!r} or {advtrain!r} under attack and clean {baseline!r}.", paper_max_drop))
     else:
-        s = fam["p_holm"] < alpha
-        below = fam["mean_a"] < fam["mean_b"]
-        n_below, n_below_sig = int(below.sum()), int((below & s).sum())
-        above_sig = (fam["mean_a"] > fam["mean_b"]) & s
-        n_above, n_above_sig = int((~below).sum()), int(above_sig.sum())
-        if n_below == len(fam):
-            verdict = "holds"
-        elif n_above_sig > 0:
-            verdict = "does not hold"
-        else:
-            verdict = "mixed"
-        ev = (f"{n_below}/{len(fam)} defended-under-attack means below clean {baseline} "
-              f"({n_below_sig} significantly); {n_above} not below ({n_above_sig} significantly above).")  # fmt: skip
-        if n_above:
-            worst = fam.loc[(fam["mean_a"] - fam["mean_b"]).idxmax()]
-            ev += f" Largest: {worst['model_a']} {_fmt_cond(worst, 'a')} {worst['mean_a']:.3f} vs {worst['mean_b']:.3f}."
-        out.append(_row("C4", verdict, ev, paper_max_drop, n_tests=len(fam), n_support=n_below, n_against=n_above_sig))
+        sup, ag = _support_against(fam, alpha, -1)
+        n_sup, n_ag = int(sup.sum()), int(ag.sum())
+        ev = (
+            f"{n_sup}/{len(fam)} conditions of {' and '.join(pd.unique(fam['model_a']))} under attack significantly below "
+            f"clean {baseline}, {len(fam) - n_sup - n_ag} not significantly different, {n_ag} significantly above ({how})."
+        )
+        # the condition closest to (or furthest above) clean among the tests that do not support
+        rest = fam.loc[~sup] if (~sup).any() else fam
+        worst = rest.loc[(rest["mean_a"] - rest["mean_b"]).idxmax()]
+        ev += (f" {'Largest offender' if (~sup).any() else 'Closest to clean'}: {worst['model_a']} {_fmt_cond(worst, 'a')} "
+               f"{worst['mean_a']:.3f} vs {worst['mean_b']:.3f} (p_holm={worst['p_holm']:.3g}).")  # fmt: skip
+        out.append(_row("C4", _count_verdict(len(fam), n_sup, n_ag), ev, paper_max_drop,
+                        n_tests=len(fam), n_support=n_sup, n_against=n_ag))  # fmt: skip
     return pd.DataFrame(out, columns=CLAIM_COLUMNS)

@@ -16,7 +16,7 @@ Pipeline for one case (all randomness from ``np.random.default_rng(seed)``):
    variants: non-enhancing (no ET, ~15 %) and a small satellite lesion (~15 %);
 3. distractors labelled background: FLAIR-bright white-matter hyperintensities (~70 %) and small
    T1c-enhancing vessels, so no single threshold segments a region;
-4. rendering: Σ class fraction × class mean (contrast table of docs/SYNTHETIC_BRATS.md,
+4. rendering: Σ class fraction × class mean (contrast table ``BASE_CONTRAST`` below,
    jittered ±13 % per case), partial volume via soft class boundaries (σ≈1 voxel),
    smooth texture (stronger in the tumour), multiplicative bias field (~0.1), Rician noise
    (1–5 % of WM), zero outside the brain.

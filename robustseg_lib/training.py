@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 from monai.losses import DiceCELoss
 from monai.transforms import Compose, RandCropByPosNegLabeld, RandFlipd, RandScaleIntensityd, RandShiftIntensityd
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: no ipywidgets needed, and papermill keeps them readable
 
 from .artefacts import atomic_torch_save
 from .models import INFERENCE_MODES, predict_classes, resolve_device

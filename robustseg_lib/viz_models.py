@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 from matplotlib.colors import ListedColormap
+from matplotlib.patches import Patch
 
 __all__ = ["LABEL_CMAP", "plot_history", "plot_predictions", "plot_attack_example", "plot_gallery"]
 
@@ -34,6 +35,13 @@ def _show(ax: plt.Axes, img: np.ndarray, lab: np.ndarray | None, title: str, cma
         ax.imshow(lab.T, cmap=LABEL_CMAP, vmin=0, vmax=3, origin="lower", interpolation="nearest")
     ax.set_title(title, fontsize=9)
     ax.axis("off")
+
+
+def _class_legend(fig: plt.Figure) -> None:
+    """Colour key of the label overlays below the panels (NCR, ED, ET as in ``LABEL_CMAP``)."""
+    handles = [Patch(color=LABEL_CMAP.colors[i], label=name) for i, name in enumerate(("NCR", "ED", "ET"), start=1)]
+    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, fontsize=9)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
 
 
 def plot_history(history: pd.DataFrame) -> plt.Figure:
@@ -88,7 +96,7 @@ def plot_predictions(
         _show(axes[i, 0], images[i, _FLAIR, :, :, z], truths[i, :, :, z], f"{cid}: truth")
         for j, (name, p) in enumerate(preds.items(), start=1):
             _show(axes[i, j], images[i, _FLAIR, :, :, z], _np(p)[i, :, :, z], name)
-    fig.tight_layout()
+    _class_legend(fig)
     return fig
 
 
@@ -121,7 +129,7 @@ def plot_attack_example(
     _show(axes[1, 2], adv[_T1CE, :, :, z], pa[:, :, z], "prediction, attacked")
     _show(axes[1, 3], adv[_T1CE, :, :, z], None, "adversarial T1c")
     fig.suptitle(title)
-    fig.tight_layout()
+    _class_legend(fig)
     return fig
 
 
@@ -151,5 +159,5 @@ def plot_gallery(g: dict[str, Any]) -> plt.Figure:
                 continue
             _show(axes[i, j], image[_FLAIR, :, :, z], _np(p)[:, :, z], c)
     fig.suptitle(f"case {g.get('case_id', '')}")
-    fig.tight_layout()
+    _class_legend(fig)
     return fig

@@ -23,9 +23,11 @@ __all__ = ["plot_robustness_curves", "plot_paired", "plot_claims"]
 
 _VERDICT_COLOURS = {
     "holds": "#c7e9c0",
-    "does not hold": "#fcbba1",
+    "contradicted": "#fcbba1",
+    "not supported": "#fdd0a2",
     "mixed": "#fee391",
     "not tested": "#e0e0e0",
+    "does not hold": "#fcbba1",  # the verdict of claims tables written before "contradicted"/"not supported"
 }
 
 
@@ -82,6 +84,7 @@ def plot_robustness_curves(
     if not labels:
         labels = ["clean"]
     hue_order = sorted(t["model"].unique())
+    palette = dict(zip(hue_order, sns.color_palette(n_colors=len(hue_order))))
     fig = Figure(figsize=(4.2 * len(labels), 3.6), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(labels), sharey=True, squeeze=False)[0])
     for ax, lab in zip(axes, labels):
@@ -89,10 +92,15 @@ def plot_robustness_curves(
         models = set(sub["model"]) if not sub.empty else set(clean["model"])
         data = pd.concat([clean.loc[clean["model"].isin(models)], sub], ignore_index=True)
         data = data.assign(eps=data["eps"].astype(float))
-        sns.lineplot(
-            data=data, x="eps", y=metric, hue="model", hue_order=hue_order, style="model",
-            markers=True, dashes=False, errorbar=("ci", 95), n_boot=n_boot, seed=seed, ax=ax,
-        )  # fmt: skip
+        # a model measured at fewer budgets than the panel's grid (e.g. the comparison temperatures, clean and the
+        # largest eps only) is drawn as points with error bars: a line would read as a measured curve
+        n_eps = data.groupby("model")["eps"].nunique()
+        sparse = set(n_eps.index[n_eps < n_eps.max()])
+        kw = dict(x="eps", y=metric, hue="model", hue_order=hue_order, palette=palette, style="model", markers=True,
+                  dashes=False, errorbar=("ci", 95), n_boot=n_boot, seed=seed, ax=ax)
+        sns.lineplot(data=data.loc[~data["model"].isin(sparse)], **kw)
+        if sparse:
+            sns.lineplot(data=data.loc[data["model"].isin(sparse)], err_style="bars", linestyle="", legend=False, **kw)
         ax.set_title(lab)
         ax.set_xlabel("eps (z-score units)")
         ax.set_ylabel(f"mean {metric} ({region})")
@@ -147,7 +155,8 @@ def plot_paired(
         metric: score column.
 
     Returns:
-        The figure (title carries the paired Wilcoxon p-value and n).
+        The figure (title carries n, the raw (not Holm-adjusted) paired Wilcoxon p-value and the
+        rank-biserial r).
     """
     _check(table, ["case_id", "region", metric])
     t = table.loc[table["region"] == region]
@@ -173,7 +182,8 @@ def plot_paired(
                     boxprops={"alpha": 0.35}, ax=ax)  # fmt: skip
     sns.stripplot(data=long, x="condition", y=metric, order=[la, lb], color="k", size=3, jitter=0.05, ax=ax)
     w = paired_wilcoxon(j[f"{metric}_a"].to_numpy(), j[f"{metric}_b"].to_numpy())
-    ax.set_title(f"{region} {metric}: n={len(j)}, Wilcoxon p={w.pvalue:.3g}, r={w.effect_size:+.2f}", fontsize=10)
+    # the raw (unadjusted) p of this one test; the report's significance is Holm-adjusted within a family
+    ax.set_title(f"{region} {metric}: n={len(j)}, Wilcoxon raw p={w.pvalue:.2g}, r={w.effect_size:+.2f}", fontsize=10)
     ax.set_xlabel("")
     ax.set_ylabel(f"{metric} ({region})")
     ax.grid(alpha=0.3, axis="y")

@@ -119,3 +119,59 @@ def test_kernel_config_leaves_defaults_without_curve(monkeypatch) -> None:
     cfg = pipeline.kernel_config()
     assert "KernelManager" not in cfg
     KernelManager(config=cfg)  # constructs: nothing invalid was configured
+
+
+def test_stages_lists_only_what_set_accepts(capsys) -> None:
+    assert pipeline.main(["stages"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    per_stage = {ln.split(":")[0]: ln.split(": ", 1)[1].split(", ") for ln in lines if ln.split(":")[0] in STAGES}
+    assert set(per_stage) == set(STAGES)
+    for stage, keys in per_stage.items():
+        assert "run_dir" not in keys and "device" not in keys
+        assert set(keys) == set(pipeline.notebook_parameters(stage)) - {"run_dir", "device"}
+    with pytest.raises(PipelineError):
+        pipeline.parse_overrides(["unet.run_dir=elsewhere"])  # what the listing leaves out is indeed refused
+    assert "--out and --device" in lines[-1]
+
+
+def test_claims_are_printed_with_the_profile_caveat(tmp_path) -> None:
+    run = pipeline.RunPaths(tmp_path)
+    run.tables.mkdir(parents=True, exist_ok=True)
+    (run.tables / "claims.csv").write_text("claim,verdict,evidence\nC1,holds,3/3 attacks\n")
+    out: list[str] = []
+    pipeline._print_claims(run, log=out.append, profile=pipeline.load_profile("smoke"))
+    text = "\n".join(out)
+    assert "profile smoke:" in text and "numbers mean nothing" in text and "C1" in text
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_colab_setup_cell_runs_the_earlier_stages_into_the_notebooks_run_dir(stage, monkeypatch) -> None:
+    import os
+    import posixpath
+    import shlex
+    import types
+
+    import nbformat
+
+    nb = nbformat.read(NOTEBOOK_DIR / STAGES[stage], as_version=4)
+    setup = next(c.source for c in nb.cells if c.cell_type == "code" and "google.colab" in c.source)
+    params = next(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    run_dir = ast.literal_eval(next(ln for ln in params.splitlines() if ln.startswith("run_dir")).split("=", 1)[1].split("#")[0].strip())
+    calls: list[tuple[str, dict]] = []
+    chdirs: list[str] = []
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    monkeypatch.setitem(sys.modules, "subprocess", types.SimpleNamespace(run=lambda cmd, **kw: calls.append((cmd, kw))))
+    monkeypatch.setattr(os, "chdir", chdirs.append)
+    exec(compile(setup, f"{stage}-setup", "exec"), {})
+    assert chdirs == ["/content/robustseg/notebooks"]  # also when the package is installed already (runtime restart)
+    earlier = list(STAGES)[: list(STAGES).index(stage)]
+    if not earlier:
+        assert calls == []
+        return
+    (cmd, kw), = calls
+    argv = shlex.split(cmd)
+    assert argv[0] == "robustseg" and kw["check"] is True
+    args = pipeline.build_parser().parse_args(argv[1:])
+    assert args.profile == "teaching" and [pipeline.stage_name(s) for s in args.only] == earlier
+    # the headless run writes exactly where this notebook's run_dir (relative to the notebooks folder) points
+    assert posixpath.normpath(posixpath.join(kw["cwd"], args.out)) == posixpath.normpath(posixpath.join(chdirs[0], run_dir))

@@ -8,6 +8,7 @@ matplotlib.use("Agg")
 
 import numpy as np
 import pandas as pd
+import seaborn as sns
 import pytest
 from scipy import stats as sst
 
@@ -113,6 +114,37 @@ def test_paired_wilcoxon_degenerate_and_validation() -> None:
         S.paired_wilcoxon([1, 2], [2, 1], alternative="bigger")
     with pytest.raises(AttributeError):
         w.pvalue = 0.0  # frozen
+
+
+def test_paired_wilcoxon_zero_differences_do_not_change_the_method() -> None:
+    # 3 non-zero differences d = [0.03, 0.02, −0.01] -> ranks 3, 2, 1: R⁺ = 5, R⁻ = 1.
+    # Exact null: 2³ = 8 equally likely sign patterns, R⁻ ≤ 1 for {} and {1}: P = 2/8,
+    # two-sided p = 2·2/8 = 0.5, whatever the number of zero differences added.
+    a = np.array([0.5, 0.6, 0.7])
+    b = a - np.array([0.03, 0.02, -0.01])
+    zeros = np.full(11, 0.8)  # 14 pairs in all, 11 of them with a zero difference
+    w = S.paired_wilcoxon(np.r_[a, zeros], np.r_[b, zeros])
+    assert w.n == 3 and w.statistic == pytest.approx(1.0)
+    assert w.pvalue == pytest.approx(0.5)
+    assert w.pvalue == pytest.approx(sst.wilcoxon(a - b).pvalue)  # scipy on the non-zero differences alone
+    # 10 non-zero differences of one sign + 4 zeros (14 pairs): exact p = 2·(1/2¹⁰)
+    d = np.r_[0.01 * np.arange(1, 11), np.zeros(4)]
+    x = np.full(14, 0.5)
+    w = S.paired_wilcoxon(x + d, x)
+    assert w.n == 10 and w.pvalue == pytest.approx(2 / 2**10)
+    assert S.paired_wilcoxon(x + d, x, alternative="greater").pvalue == pytest.approx(1 / 2**10)
+    assert S.paired_wilcoxon(x + d, x, alternative="less").pvalue == pytest.approx(1.0)
+
+
+def test_hodges_lehmann_hand_example() -> None:
+    # d = [0, 1, 5]: Walsh averages (d_i + d_j)/2, i ≤ j: 0, 1, 5, 0.5, 2.5, 3
+    # sorted 0, 0.5, 1, 2.5, 3, 5 -> median (1 + 2.5)/2 = 1.75 (median(d) = 1, mean = 2)
+    assert S.hodges_lehmann([0.0, 1.0, 5.0]) == pytest.approx(1.75)
+    assert S.hodges_lehmann([-2.0]) == pytest.approx(-2.0)
+    with pytest.raises(ValueError, match="d: empty"):
+        S.hodges_lehmann([])
+    with pytest.raises(ValueError, match="d: contains NaN"):
+        S.hodges_lehmann([1.0, np.nan])
 
 
 # ----------------------------------------------------------------------------- Holm
@@ -264,80 +296,238 @@ def test_compare_pairs_by_case_id() -> None:
         S.compare(bad)
 
 
+def test_compare_row_matches_independent_merge_scipy_and_walsh() -> None:
+    import itertools
+
+    t = make_table(FULL)
+    c = S.compare(t)
+    assert c.columns[-1] == "hl_estimate"  # appended: CSV readers by position keep working
+    r = c[(c.family == "defense_vs_baseline") & (c.region == "TC") & (c.model_a == "advtrain") & (c.attack_a == "fgsm")].iloc[0]
+    sel = lambda m: t[(t.model == m) & (t.attack == "fgsm") & (t.eps == 0.2) & (t.region == "TC")][["case_id", "dice"]]  # noqa: E731
+    j = sel("advtrain").merge(sel("baseline"), on="case_id", suffixes=("_a", "_b"))
+    d = (j.dice_a - j.dice_b).to_numpy()
+    ref = sst.wilcoxon(j.dice_a, j.dice_b)
+    assert r["n"] == len(j) and r["pvalue"] == pytest.approx(ref.pvalue) and r["statistic"] == pytest.approx(ref.statistic)
+    walsh = [(x + y) / 2 for x, y in itertools.combinations_with_replacement(d, 2)]
+    assert len(walsh) == len(d) * (len(d) + 1) // 2
+    assert r["hl_estimate"] == pytest.approx(float(np.median(walsh)))
+    assert r["hl_estimate"] != pytest.approx(r["median_diff"])
+
+
 # ----------------------------------------------------------------------------- claims
-def _verdicts(conds: dict) -> dict[str, str]:
-    cl = S.claims(make_table(conds), n_resamples=300)
+def _verdicts(conds: dict, **kw) -> dict[str, str]:
+    cl = S.claims(make_table(conds), n_resamples=300, **kw)
     assert list(cl.columns) == S.CLAIM_COLUMNS
     assert list(cl["claim"]) == ["C1", "C2", "C3", "C4"]
+    assert set(cl["verdict"]) <= set(S.VERDICTS)
     return dict(zip(cl["claim"], cl["verdict"]))
+
+
+# per-case differences from BASE whose mean is above/below zero but not significantly (n = 12):
+# +0.02/−0.01 alternating -> R⁺ = 57, R⁻ = 21 (p ≈ 0.18, checked in test_claim_c4_strict...)
+ABOVE_NS = BASE + np.where(np.arange(N_CASES) % 2, -0.01, 0.02)
+BELOW_NS = BASE - np.where(np.arange(N_CASES) % 2, -0.01, 0.02)
 
 
 def test_claims_all_hold() -> None:
     v = _verdicts(FULL)
     assert v == {"C1": "holds", "C2": "holds", "C3": "holds", "C4": "holds"}
     cl = S.claims(make_table(FULL), n_resamples=300).set_index("claim")
-    assert cl.loc["C2", "rel_drop"] == pytest.approx(0.7, abs=0.02)  # ifgsm at mu = 0.3
-    assert "ifgsm@0.2" in cl.loc["C2", "evidence"]
+    drop = 1 - (0.3 * BASE + NOISE).mean() / BASE.mean()  # ifgsm at mu = 0.3, eps 0.2
+    assert cl.loc["C2", "rel_drop"] == pytest.approx(drop)
+    ev = cl.loc["C2", "evidence"]
+    assert "relative drop" in ev and "ifgsm@0.2" in ev
+    assert f"reaches 65 % first at eps 0.2 (ifgsm, {100 * drop:.0f} %)" in ev
     assert cl.loc["C1", "n_tests"] == 4 and cl.loc["C1", "n_support"] == 4  # fgsm only at eps 0.2
 
 
-def test_claims_all_fail() -> None:
+def test_claims_contradicted() -> None:
     conds = {
         ("baseline", "clean", None, 0.0): 1.0,
         ("baseline", "fgsm", None, 0.2): 1.0,  # identical to clean: no effect at all
-        ("baseline", "ifgsm", None, 0.2): 1.0,
-        ("distilled", "clean", None, 0.0): 0.9,
-        ("distilled", "fgsm", None, 0.2): 0.7,
-        ("distilled", "ifgsm", None, 0.2): 0.6,
-        ("advtrain", "clean", None, 0.0): 1.1,
-        ("advtrain", "fgsm", None, 0.2): 1.1,  # above clean baseline, significantly
-        ("advtrain", "ifgsm", None, 0.2): 1.05,
+        ("baseline", "ifgsm", None, 0.2): 1.1,  # the attack *raises* Dice, significantly
+        ("distilled", "clean", None, 0.0): 1.0,
+        ("distilled", "fgsm", None, 0.2): 1.05,
+        ("distilled", "ifgsm", None, 0.2): 1.04,
+        ("advtrain", "clean", None, 0.0): 1.0,
+        ("advtrain", "fgsm", None, 0.2): 1.1,  # above distilled and above the clean baseline
+        ("advtrain", "ifgsm", None, 0.2): 1.08,
     }
-    v = _verdicts(conds)
-    assert v == {"C1": "does not hold", "C2": "does not hold", "C3": "does not hold", "C4": "does not hold"}
+    # every defended-under-attack difference from clean is ≥ 0.04·0.6 − 0.01 > 0: 12/12 positive,
+    # exact p = 2/2¹², Holm × 4 -> significant; same for advtrain − distilled (≥ 0.02·0.6 > 0)
     cl = S.claims(make_table(conds), n_resamples=300).set_index("claim")
-    assert cl.loc["C3", "n_against"] == 2  # advtrain significantly better in both
+    assert dict(cl["verdict"]) == {"C1": "contradicted", "C2": "not supported", "C3": "contradicted", "C4": "contradicted"}
+    assert (cl.loc["C1", "n_support"], cl.loc["C1", "n_against"]) == (0, 1)
+    assert (cl.loc["C3", "n_support"], cl.loc["C3", "n_against"]) == (0, 2)
+    assert (cl.loc["C4", "n_support"], cl.loc["C4", "n_against"]) == (0, 4)
+
+
+def test_claims_not_supported() -> None:
+    conds = {
+        ("baseline", "clean", None, 0.0): 1.0,
+        ("baseline", "fgsm", None, 0.2): 1.0,  # no effect: all differences zero, p = 1
+        ("distilled", "clean", None, 0.0): 0.9,
+        ("distilled", "fgsm", None, 0.2): BELOW_NS,  # below clean, not significantly
+        ("advtrain", "clean", None, 0.0): 0.9,
+        ("advtrain", "fgsm", None, 0.2): BELOW_NS,  # identical to distilled: p = 1
+    }
+    cl = S.claims(make_table(conds), n_resamples=300, method="exact").set_index("claim")
+    # the old rules gave C1/C3 "does not hold" without any evidence against, and C4 "holds"
+    # because both means are below clean without significance
+    assert dict(cl["verdict"]) == {"C1": "not supported", "C2": "not supported", "C3": "not supported", "C4": "not supported"}
+    assert (cl.loc["C3", "n_support"], cl.loc["C3", "n_against"]) == (0, 0)
 
 
 def test_claims_mixed() -> None:
-    # defended-under-attack slightly above clean, not significantly:
-    # +0.02 / −0.01 alternating -> mean above, W = 21 of 78, p ≈ 0.18
-    above_ns = BASE + np.where(np.arange(N_CASES) % 2, -0.01, 0.02)
     conds = {
         ("baseline", "clean", None, 0.0): 1.0,
-        ("baseline", "fgsm", None, 0.2): 0.5,  # drop 0.5: >= 0.325 but CI < 0.65
+        ("baseline", "fgsm", None, 0.2): 0.5,  # relative drop ≈ 0.5: CI below 0.65
         ("baseline", "ifgsm", None, 0.2): 1.0,  # no effect
         ("distilled", "clean", None, 0.0): 0.95,
-        ("distilled", "fgsm", None, 0.2): 0.9,  # distilled better
-        ("distilled", "ifgsm", None, 0.2): above_ns,
+        ("distilled", "fgsm", None, 0.2): 0.9,  # distilled better than advtrain, below clean
+        ("distilled", "ifgsm", None, 0.2): ABOVE_NS,  # above clean, not significantly
         ("advtrain", "clean", None, 0.0): 0.95,
-        ("advtrain", "fgsm", None, 0.2): 0.8,
-        ("advtrain", "ifgsm", None, 0.2): 1.1,  # advtrain better here
+        ("advtrain", "fgsm", None, 0.2): 0.8,  # below clean
+        # above clean (every difference ≥ 0.05 − 0.012 − 0.01 > 0) and above distilled
+        ("advtrain", "ifgsm", None, 0.2): ABOVE_NS - 0.001 * np.arange(1, N_CASES + 1) + 0.05,
     }
-    # advtrain ifgsm (1.1) is significantly above clean -> C4 would "not hold"; make it below
-    conds[("advtrain", "ifgsm", None, 0.2)] = above_ns - 0.001 * np.arange(1, N_CASES + 1) + 0.05
-    t = make_table(conds)
-    cl = S.claims(t, n_resamples=300, method="exact").set_index("claim")
+    cl = S.claims(make_table(conds), n_resamples=300, method="exact").set_index("claim")
     assert cl.loc["C1", "verdict"] == "mixed" and cl.loc["C1", "n_support"] == 1
-    assert cl.loc["C2", "verdict"] == "mixed"
-    assert cl.loc["C2", "rel_drop_ci_hi"] < 0.65 and cl.loc["C2", "rel_drop"] >= 0.325
+    # the old rule called a drop ≥ 65 %/2 with CI < 65 % "mixed"
+    assert cl.loc["C2", "verdict"] == "not supported"
+    assert cl.loc["C2", "rel_drop_ci_hi"] < 0.65 and cl.loc["C2", "rel_drop"] == pytest.approx(1 - (0.5 * BASE + NOISE).mean() / BASE.mean())
+    assert "no attack reaches 65 % at any eps" in cl.loc["C2", "evidence"]
     assert cl.loc["C3", "verdict"] == "mixed"
     assert cl.loc["C3", "n_support"] == 1 and cl.loc["C3", "n_against"] == 1
+    assert cl.loc["C4", "verdict"] == "mixed"
+    assert (cl.loc["C4", "n_tests"], cl.loc["C4", "n_support"], cl.loc["C4", "n_against"]) == (4, 2, 1)
+    assert "Largest offender: advtrain ifgsm@0.2" in cl.loc["C4", "evidence"]
 
 
-def test_claim_c4_mixed() -> None:
-    above_ns = BASE + np.where(np.arange(N_CASES) % 2, -0.01, 0.02)
-    p = S.paired_wilcoxon(above_ns, BASE, method="exact").pvalue
-    assert p > 0.05  # by construction (W = 21, n = 12)
-    conds = {
+def test_claim_c4_strict_and_defenses_only() -> None:
+    # ABOVE_NS − BASE = +0.02 (6 cases, ranks 7..12) / −0.01 (6 cases, ranks 1..6):
+    # R⁻ = 21, R⁺ = 57, far from significant
+    p = S.paired_wilcoxon(ABOVE_NS, BASE, method="exact").pvalue
+    assert p == pytest.approx(sst.wilcoxon(ABOVE_NS - BASE, method="exact").pvalue) and p > 0.1
+    base = {
         ("baseline", "clean", None, 0.0): 1.0,
         ("baseline", "fgsm", None, 0.2): 0.5,
         ("advtrain", "clean", None, 0.0): 1.0,
-        ("advtrain", "fgsm", None, 0.2): above_ns,
+    }
+    for arr in (ABOVE_NS, BELOW_NS):  # old rules: "mixed" above, "holds" below
+        cl = S.claims(make_table({**base, ("advtrain", "fgsm", None, 0.2): arr}), n_resamples=300, method="exact")
+        c4 = cl.set_index("claim").loc["C4"]
+        assert c4["verdict"] == "not supported" and (c4["n_support"], c4["n_against"]) == (0, 0)
+        assert cl.set_index("claim").loc["C3", "verdict"] == "not tested"
+    # a distilled model deployed at T = 1 is not a defense: significantly above clean, but not counted
+    conds = {
+        **base,
+        ("advtrain", "fgsm", None, 0.2): 0.8,  # significantly below clean
+        ("distilled_T1", "clean", None, 0.0): 1.0,
+        ("distilled_T1", "fgsm", None, 0.2): 1.2,  # significantly above clean
+    }
+    cl = S.claims(make_table(conds), n_resamples=300).set_index("claim")
+    assert cl.loc["C4", "verdict"] == "holds" and cl.loc["C4", "n_tests"] == 1
+    assert "distilled_T1" not in cl.loc["C4", "evidence"]
+
+
+def test_claims_direction_from_signed_ranks() -> None:
+    # distilled − advtrain under attack: 11 small positive differences and one large negative
+    # one: the mean is negative (−0.028) but R⁺ = 66, R⁻ = 12 -> rank-biserial +0.69, exact
+    # two-sided p = 0.0342 (scipy below); with the clean comparison (12/12 positive,
+    # p = 2/2¹²) Holm gives max(2·2/2¹², 0.0342) = 0.0342 < 0.05: a significant test in
+    # favour of distillation, although its mean is lower.
+    d = np.r_[0.01 + 0.001 * np.arange(11), -0.5]
+    ref = sst.wilcoxon(d, method="exact")
+    assert ref.statistic == 12 and ref.pvalue == pytest.approx(0.0341796875) and d.mean() < 0
+    adv = BASE * 0.7
+    conds = {
+        ("baseline", "clean", None, 0.0): 1.0,
+        ("baseline", "fgsm", None, 0.2): 0.5,
+        ("distilled", "clean", None, 0.0): BASE,
+        ("distilled", "fgsm", None, 0.2): adv + d,
+        ("advtrain", "clean", None, 0.0): BASE - 0.05,
+        ("advtrain", "fgsm", None, 0.2): adv,
     }
     cl = S.claims(make_table(conds), n_resamples=300, method="exact").set_index("claim")
-    assert cl.loc["C4", "verdict"] == "mixed"
-    assert cl.loc["C3", "verdict"] == "not tested"
+    assert cl.loc["C3", "verdict"] == "holds"
+    assert (cl.loc["C3", "n_support"], cl.loc["C3", "n_against"]) == (1, 0)
+    # effect_size NaN -> fall back to the mean difference (here: against)
+    cmp = S.compare(make_table(conds), method="exact")
+    cmp.loc[cmp["family"] == "distill_vs_advtrain", "effect_size"] = np.nan
+    cl2 = S.claims(make_table(conds), cmp, n_resamples=300).set_index("claim")
+    assert cl2.loc["C3", "verdict"] == "contradicted"
+
+
+def test_claim_c2_ci_is_of_the_maximum() -> None:
+    # two attacks with the same relative drop (0.5) on different cases: the maximum over them
+    # is larger than either; its CI must come from bootstrapping the maximum, not the winner
+    e = np.linspace(-0.1, 0.1, N_CASES)
+    a1, a2 = BASE * 0.5 + e, BASE * 0.5 + e[::-1]
+    conds = {
+        ("baseline", "clean", None, 0.0): BASE,
+        ("baseline", "fgsm", None, 0.2): a1,
+        ("baseline", "ifgsm", None, 0.2): a2,
+    }
+    # oracle: a plain resampling loop over cases, 20 000 resamples
+    idx = np.random.default_rng(99).integers(0, N_CASES, (20000, N_CASES))
+    m = np.maximum(1 - a1[idx].mean(1) / BASE[idx].mean(1), 1 - a2[idx].mean(1) / BASE[idx].mean(1))
+    lo_ref, hi_ref = np.percentile(m, [2.5, 97.5])
+    got = S.claims(make_table(conds, regions=("WT",)), n_resamples=4000).set_index("claim").loc["C2"]
+    assert got["rel_drop"] == pytest.approx(max(1 - a1.mean() / BASE.mean(), 1 - a2.mean() / BASE.mean()))
+    assert got["rel_drop_ci_lo"] == pytest.approx(lo_ref, abs=0.01)
+    assert got["rel_drop_ci_hi"] == pytest.approx(hi_ref, abs=0.01)
+    # the winner-only interval is visibly lower (so the test tells the two apart)
+    for a in (a1, a2):
+        assert S.bootstrap_relative_drop_ci(BASE, a, n_resamples=4000)[1] < lo_ref - 0.03
+    # the function itself against the same oracle
+    drop, lo, hi = S.bootstrap_max_relative_drop_ci(BASE, np.vstack([a1, a2]), n_resamples=4000, seed=3)
+    assert lo == pytest.approx(lo_ref, abs=0.01) and hi == pytest.approx(hi_ref, abs=0.01)
+    with pytest.raises(ValueError, match="attacked: rows"):
+        S.bootstrap_max_relative_drop_ci(BASE, np.ones((2, 3)))
+    with pytest.raises(ValueError, match="attacked"):
+        S.bootstrap_max_relative_drop_ci(BASE, [[np.nan] * N_CASES])
+
+
+def test_claim_c2_first_eps_reaching_the_paper() -> None:
+    # exact multiples of clean: relative drop = 1 − mu for every condition (constant ratios, so
+    # the bootstrap distribution of the maximum is a point)
+    conds = {
+        ("baseline", "clean", None, 0.0): BASE,
+        ("baseline", "fgsm", None, 0.1): BASE * 0.8,  # 20 %
+        ("baseline", "fgsm", None, 0.3): BASE * 0.3,  # 70 %
+        ("baseline", "ifgsm", None, 0.1): BASE * 0.34,  # 66 %: first to reach 65 %
+        ("baseline", "ifgsm", None, 0.3): BASE * 0.1,  # 90 %: the maximum
+        ("baseline", "tifgsm", "erase", 0.1): BASE * 0.5,  # 50 %
+    }
+    c2 = S.claims(make_table(conds), n_resamples=300).set_index("claim").loc["C2"]
+    assert c2["verdict"] == "holds"
+    assert (c2["rel_drop"], c2["rel_drop_ci_lo"], c2["rel_drop_ci_hi"]) == pytest.approx((0.9, 0.9, 0.9))
+    assert (c2["n_tests"], c2["n_support"]) == (5, 3)
+    assert "reaches 65 % first at eps 0.1 (ifgsm, 66 %)" in c2["evidence"] and "by ifgsm@0.3" in c2["evidence"]
+    conds = {k: (BASE * 0.4 if k[1] != "clean" else v) for k, v in conds.items()}  # 60 % everywhere
+    c2 = S.claims(make_table(conds), n_resamples=300).set_index("claim").loc["C2"]
+    assert c2["verdict"] == "not supported" and c2["rel_drop_ci_hi"] == pytest.approx(0.6)
+    assert "no attack reaches 65 % at any eps" in c2["evidence"]
+
+
+def test_claims_duplicates_are_errors() -> None:
+    t = make_table(FULL)
+    cmp = S.compare(t)
+    dup = pd.concat([t, t[(t.model == "baseline") & (t.attack == "fgsm") & (t.eps == 0.2)].assign(steps=10)])
+    with pytest.raises(ValueError, match=r"duplicate case_id rows for 'baseline' fgsm@0.2"):
+        S.claims(dup, cmp, n_resamples=100)
+    dup = pd.concat([t, t[(t.model == "baseline") & (t.attack == "clean")]])
+    with pytest.raises(ValueError, match=r"duplicate case_id rows for the clean 'baseline' condition"):
+        S.claims(dup, cmp, n_resamples=100)
+    # a second clean condition (another source_model) is an error in claims and in compare
+    t2 = t.assign(source_model=None)
+    extra = t2[(t2.model == "baseline") & (t2.attack == "clean")].assign(source_model="other")
+    two = pd.concat([t2, extra])
+    with pytest.raises(ValueError, match=r"'baseline' has 2 clean conditions"):
+        S.claims(two, cmp, n_resamples=100)
+    with pytest.raises(ValueError, match=r"model 'baseline' has 2 clean conditions"):
+        S.compare(two)
 
 
 def test_claims_not_tested() -> None:
@@ -349,6 +539,17 @@ def test_claims_not_tested() -> None:
     assert set(v.values()) == {"not tested"}
     with pytest.raises(ValueError, match="region"):
         S.claims(make_table(only_base), region="XX")
+    with pytest.raises(ValueError, match="alpha"):
+        S.claims(make_table(only_base), alpha=5)
+    with pytest.raises(ValueError, match="comparisons: missing"):
+        S.claims(make_table(only_base), pd.DataFrame({"family": []}))
+
+
+def test_claim_rules_documented() -> None:
+    for word in ("holds", "contradicted", "not supported", "mixed", "not tested", "relative", "rank-biserial", "distilled_T1"):
+        assert word in S.CLAIM_RULES_MD or word.replace("distilled_T1", "T = 1") in S.CLAIM_RULES_MD
+        assert word in S.claims.__doc__
+    assert "does not hold" not in S.CLAIM_RULES_MD and "does not hold" not in S.claims.__doc__
 
 
 # ----------------------------------------------------------------------------- viz smoke
@@ -361,9 +562,106 @@ def test_viz_stats_smoke() -> None:
     assert {ax.get_title() for ax in axes} == {"fgsm", "ifgsm", "tifgsm[erase]", "tifgsm[et_to_ncr]"}
     fig = V.plot_paired(t, {"model": "baseline", "attack": "clean"}, {"model": "baseline", "attack": "ifgsm"}, "WT")
     ax = fig.get_axes()[0]
-    assert len(ax.lines) >= N_CASES and "Wilcoxon" in ax.get_title()
+    assert len(ax.lines) >= N_CASES and "Wilcoxon raw p=" in ax.get_title()  # not Holm: say so
     with pytest.raises(ValueError, match="a"):
         V.plot_paired(t, {"model": "baseline"}, {"model": "baseline", "attack": "ifgsm"}, "WT")
     fig = V.plot_claims(S.claims(t, n_resamples=100))
     assert fig.get_axes()[0].tables
     fig.canvas.draw()
+
+
+def test_robustness_curves_draw_sparse_models_as_points() -> None:
+    import matplotlib.colors as mcolors
+
+    conds = {
+        ("baseline", "clean", None, 0.0): 1.0,
+        ("baseline", "fgsm", None, 0.1): 0.9,
+        ("baseline", "fgsm", None, 0.2): 0.8,
+        ("baseline", "fgsm", None, 0.4): 0.6,
+        ("distilled_T5", "clean", None, 0.0): 1.0,
+        ("distilled_T5", "fgsm", None, 0.4): 0.7,  # measured at the largest eps only
+    }
+    fig = V.plot_robustness_curves(make_table(conds), region="WT", n_boot=50)
+    ax = fig.get_axes()[0]
+    colours = dict(zip(["baseline", "distilled_T5"], sns.color_palette(n_colors=2)))
+
+    def drawn(model: str) -> list:
+        return [ln for ln in ax.lines if len(ln.get_xdata()) and mcolors.same_color(ln.get_color(), colours[model])]
+
+    base_lines = [ln for ln in drawn("baseline") if len(ln.get_xdata()) == 4]
+    assert base_lines and all(ln.get_linestyle() == "-" for ln in base_lines)  # a measured curve: a line
+    sparse = [ln for ln in drawn("distilled_T5") if len(ln.get_xdata()) == 2]
+    assert sparse and all(ln.get_linestyle() in ("None", "") for ln in sparse)  # two budgets: points, no line
+    np.testing.assert_allclose(sorted(sparse[0].get_xdata()), [0.0, 0.4])
+
+
+# ----------------------------------------------------------------------------- report
+def _write_report(tmp_path, **kw):
+    import json
+
+    from robustseg_lib import report as R
+    from robustseg_lib.artefacts import RunPaths
+
+    run = RunPaths(tmp_path / "run")
+    run.root.mkdir(exist_ok=True)
+    run.manifest.write_text(json.dumps({"profile": "test", "stages": {
+        "07_adversarial_training": {"status": "done", "seconds": 12.0},
+        "08_statistics": {"status": "running"},
+    }}))  # fmt: skip
+    t = make_table(FULL)
+    s = S.summary_table(t, n_resamples=50)
+    c = S.compare(t)
+    cl = S.claims(t, c, n_resamples=100)
+    path = R.write_report(run, summary=s, comparisons=c, claims=cl, region="WT", **kw)
+    return run, path.read_text(), c
+
+
+def _md_rows(text: str, header_start: str) -> tuple[list[str], list[list[str]]]:
+    lines = text.splitlines()
+    i = next(k for k, ln in enumerate(lines) if ln.startswith(header_start))
+    header = [h.strip() for h in lines[i].strip("|").split("|")]
+    rows = []
+    for ln in lines[i + 2:]:
+        if not ln.startswith("|"):
+            break
+        rows.append([v.strip() for v in ln.strip("|").split("|")])
+    return header, rows
+
+
+def test_report_comparisons_table_and_rules(tmp_path) -> None:
+    run, text, c = _write_report(tmp_path)
+    assert "### Decision rules" in text and S.CLAIM_RULES_MD.splitlines()[0] in text
+    assert "claims_comparisons.csv" not in text and not (run.report / "claims_comparisons.csv").exists()
+    header, rows = _md_rows(text, "| family | model_a | attack_a")
+    assert {"n_nonzero", "pvalue", "p_holm", "hl_estimate"} <= set(header)
+    col = {h: k for k, h in enumerate(header)}
+    wt = c[c.region == "WT"]
+    assert len(rows) == len(wt)
+    # the two ti-FGSM target policies are told apart
+    ae = [r for r in rows if r[col["family"]] == "attack_effect" and r[col["model_a"]] == "baseline"]
+    assert {r[col["attack_b"]] for r in ae} >= {"tifgsm[erase]", "tifgsm[et_to_ncr]"}
+    keys = [tuple(r[col[h]] for h in ("family", "model_a", "attack_a", "eps_a", "model_b", "attack_b", "eps_b")) for r in rows]
+    assert len(set(keys)) == len(keys)
+    # p-values in 2 significant digits: 12/12 differences of one sign -> exact p = 2/2¹² = 0.00049
+    r = next(r for r in ae if r[col["attack_b"]] == "ifgsm")
+    assert r[col["pvalue"]] == format(2 / 2**12, ".2g") == "0.00049"
+    assert r[col["n_nonzero"]] == "12"
+    assert not any(r[col["pvalue"]] == "0.000" for r in rows)
+    # the stage that writes the report
+    _, st = _md_rows(text, "| stage | status")
+    assert dict((a, b) for a, b, _ in st) == {"07_adversarial_training": "done", "08_statistics": "running (this report)"}
+
+
+def test_report_names_the_claims_comparisons(tmp_path) -> None:
+    t = make_table(FULL)
+    paper = t[~((t.attack == "tifgsm") & (t.target_policy == "et_to_ncr"))]
+    cc = S.compare(paper)
+    run, text, _ = _write_report(tmp_path, claims_comparisons=cc)
+    assert (run.report / "claims_comparisons.csv").is_file()
+    written = pd.read_csv(run.report / "claims_comparisons.csv")
+    assert len(written) == len(cc) and np.allclose(written["p_holm"], cc["p_holm"])
+    i_claims, i_rules = text.index("## Claims"), text.index("### Decision rules")
+    note = text[i_claims:i_rules]
+    assert "paper's attacks only" in note and "Holm" in note and "claims_comparisons.csv" in note
+    with pytest.raises(ValueError, match="claims_comparisons"):
+        _write_report(tmp_path, claims_comparisons="nope")

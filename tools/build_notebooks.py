@@ -18,7 +18,8 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "notebooks"
-#: Where the project is published; the badges and the Colab install cell use it.
+#: Where the project is published (owner/name on GitHub); the badges and the Colab install cell use it.
+#: A fork publishing elsewhere changes this one line and reruns this script (README, "Publishing").
 REPO = "robustseg/robustseg"
 BRANCH = "main"
 
@@ -59,30 +60,34 @@ def header(stage: str, intro: str) -> list:
         f"[![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)]({colab}) "
         f"[![Binder](https://mybinder.org/badge_logo.svg)]({binder})"
     )
-    return [
-        md(f"# {stage[:2]} · {TITLES[stage]}\n\n{badges}\n\n{intro}\n\n{' · '.join(nav)}"),
-        md("## Setup"),
-        code(
-            """
+    before = " ".join(names[:i])
+    colab_cell = """
 # On Colab, install the package once (idempotent); elsewhere it is installed already.
 import sys
 if "google.colab" in sys.modules:
-    import importlib.util, subprocess
+    import importlib.util, os, subprocess
     if importlib.util.find_spec("robustseg_lib") is None:
-        subprocess.run("git clone -q --depth 1 https://github.com/%s /content/robustseg && "
+        subprocess.run("git clone -q --depth 1 https://github.com/@REPO@ /content/robustseg && "
                        "pip install -q -e /content/robustseg", shell=True, check=True)
         sys.path.insert(0, "/content/robustseg")
-        import os; os.chdir("/content/robustseg/notebooks")
-"""
-            % REPO
-        ),
+    os.chdir("/content/robustseg/notebooks")  # every time: run_dir below is relative to this folder
+""".replace("@REPO@", REPO)
+    if before:  # each Colab notebook gets a fresh machine: make the earlier notebooks' artefacts first
+        colab_cell += """    # A fresh Colab machine has no run folder: run the earlier notebooks headless once (teaching profile;
+    # a few minutes on a GPU). Stages already finished there are skipped.
+    subprocess.run("robustseg reproduce --profile teaching --out runs/teaching --only @BEFORE@",
+                   shell=True, check=True, cwd="/content/robustseg")
+""".replace("@BEFORE@", before)
+    return [
+        md(f"# {stage[:2]} · {TITLES[stage]}\n\n{badges}\n\n{intro}\n\n{' · '.join(nav)}"),
+        md("## Setup"),
+        code(colab_cell),
     ]
 
 
 def setup_imports(extra: str) -> object:
     return code(
         f"""
-import warnings
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -92,7 +97,6 @@ from IPython.display import Markdown, display
 from robustseg_lib.runtime import print_config, setup_run
 {extra.strip()}
 
-warnings.filterwarnings("ignore", category=UserWarning)
 pd.set_option("display.precision", 3)
 print_config()
 """
@@ -199,21 +203,25 @@ print(f"{len(cases)} cases in {source} (layout {cases[0].layout})")
 | dataset | files | labels |
 |---|---|---|
 | BraTS 2018–2021 | `<case>/<case>_{t1,t1ce,t2,flair,seg}.nii.gz` | 1 NCR, 2 ED, **4** ET (3 unused) |
-| BraTS 2023+ | `<case>/<case>-{t1n,t1c,t2w,t2f,seg}.nii.gz` | 1 NCR, 2 ED, **3** ET |
+| BraTS 2023 / 2024 GLI | `<case>/<case>-{t1n,t1c,t2w,t2f,seg}.nii.gz` | 1 NCR, 2 ED, **3** ET (2024: **4** resection cavity, read as background) |
 | MSD Task01 | `imagesTr/BRATS_001.nii.gz` (4-D: FLAIR, T1w, T1gd, T2w), `labelsTr/` | **1 edema, 2 non-enhancing, 3 enhancing** |
 
 So MSD's label 2 is *not* ET (MONAI's own tutorial gets this wrong: tutorials issue 1355), and MONAI's
 `ConvertToMultiChannelBasedOnBratsClasses` assumes the 2018 labels. We load everything into one internal representation
 (BraTS 2018 values on disk, contiguous classes 0 bg, 1 NCR, 2 ED, 3 ET for training) with explicit converters,
-and evaluate the BraTS regions: **WT** = NCR ∪ ED ∪ ET, **TC** = NCR ∪ ET, **ET**.
+and evaluate the BraTS regions: **WT** = NCR ∪ ED ∪ ET, **TC** = NCR ∪ ET, **ET**. Every volume is also turned to the
+same voxel orientation (closest canonical RAS+): BraTS files are stored LPS, MSD's may not be.
 """
         ),
         code(
             """
-image, label, affine = data.load_case(cases[0])
+shown = next((c for c in cases if "seg" in c.paths or "label" in c.paths), None)  # validation folders have no labels
+if shown is None:
+    raise ValueError(f"{source}: no case has a label file (a validation or test folder?); training needs labelled cases")
+image, label, affine = data.load_case(shown)
 classes = data.to_classes(label)
 print("image", image.shape, image.dtype, "| label values", np.unique(label), "-> classes", np.unique(classes))
-fig = plot_case_planes(image, classes, title=cases[0].case_id)
+fig = plot_case_planes(image, classes, title=shown.case_id)
 atomic_savefig(fig, run.figure("data_case_planes"))
 plt.show()
 """
@@ -229,7 +237,7 @@ else:  # same arrays as writing NIfTI and preparing from it, without the round t
 prep = data.load_prepared(run.prepared, mmap_images=True)  # images read on demand (22 GB at BraTS scale)
 split = pd.Series(prep["split"]).value_counts().rename("cases")
 display(split.to_frame())
-print("std of raw intensities (what one z-unit means), mean over cases:", dict(zip(data.MODALITIES, prep["std"].mean(0).round(1))))
+print("std of raw intensities (what one z-unit means), mean over cases:", {m: round(float(v), 1) for m, v in zip(data.MODALITIES, prep["std"].mean(0))})
 """
         ),
         md("## Region volumes\nHow big are the regions, and how often is a region absent (ET in non-enhancing tumours)? Empty regions matter for the Dice policy."),
@@ -264,7 +272,8 @@ regions nest (ET ⊂ TC ⊂ WT), and a single threshold does not solve the task:
 
 ## Exercises
 1. Set `layout = "msd"` and check with `data.load_case` that you get identical arrays (channel order and labels are converted).
-2. Raise `shape` to `[240, 240, 155]` for one case and time `data.make_synthetic_case`.
+2. Generate one case at BraTS size in a new cell and time it: `%time data.make_synthetic_case(0, shape=(240, 240, 155))`
+   (changing the `shape` parameter instead would regenerate all cases and invalidate every later notebook).
 3. Which region does the threshold baseline do best on, and why is TC the hardest for a threshold?
 """
         ),
@@ -404,7 +413,7 @@ atomic_savefig(fig, run.figure("@STAGE@_dice_vs_eps"))
 plt.show()
 """.replace("@STAGE@", stage)
         ),
-        md("## Would a radiologist see it? Perceptibility per modality\nL∞ is the budget; PSNR and SSIM (MONAI) are computed over the volume against the clean image."),
+        md("## Would a radiologist see it? Perceptibility per modality\nL∞ is the budget; L2 and PSNR are computed over the brain voxels, SSIM (MONAI) over the whole volume, each against the clean image."),
         code(
             """
 display(percept.groupby(["eps", "modality"])[["linf", "l2", "psnr", "ssim"]].mean().unstack("modality").round(3))
@@ -443,8 +452,37 @@ intensities (the raw size is eps × the per-case std printed in notebook 01).
         """
 attack_spec = evaluation.AttackSpec("fgsm", tuple(eps_grid))
 """,
-        [],
-        "FGSM takes one step, so its damage grows slowly with eps.\n1. Change the loss to Dice loss (`attacks.fgsm(..., loss_fn=...)`): is it stronger?\n2. Attack only FLAIR (per-modality eps `[0, 0, 0, eps]`): which modality is the model most sensitive to?",
+        [
+            md(
+                """
+## Attack one batch by hand
+The sweep above wraps the steps below; the exercises edit this cell. `evaluation.wrap_model` gives the network as the
+attacks see it (sliding windows or one pass, as in training), the clip range is each volume's per-modality intensity
+range, the mask keeps the perturbation inside the brain, and `eps` may be one number or one per modality
+(T1, T1c, T2, FLAIR).
+"""
+            ),
+            code(
+                """
+from robustseg_lib.metrics import dice_per_region
+
+model = evaluation.wrap_model(net, spec, test_set.images.shape[2:])
+x, y = test_set.images[:2].to(dev), test_set.labels[:2].to(dev)
+clip = (test_set.lo[:2].to(dev)[..., None, None, None], test_set.hi[:2].to(dev)[..., None, None, None])
+mask = test_set.brain[:2].to(dev)[:, None]
+eps_hand = max(eps_grid)  # or per modality, e.g. [0.0, 0.0, 0.0, eps_hand] for FLAIR only
+x_adv = attacks.fgsm(model, x, y, eps_hand, clip=clip, mask=mask)  # loss_fn=... changes the loss
+with torch.no_grad():
+    for name, xi in [("clean", x), (f"FGSM eps={eps_hand}", x_adv)]:
+        pred = model(xi).argmax(1).cpu()
+        print(f"{name:>16}:", {r: round(d, 3) for r, d in dice_per_region(pred[0], test_set.labels[0]).items()})
+"""
+            ),
+        ],
+        "FGSM takes one step, so its damage grows slowly with eps.\n"
+        "Exercises that change results later notebooks read are best tried on a copy of the run (`cp -r runs/teaching runs/mine`, then `run_dir = \"../runs/mine\"`).\n"
+        "1. In the hand-made cell, change the loss to Dice loss (`loss_fn=lambda logits, y: monai.losses.DiceLoss(to_onehot_y=True, softmax=True)(logits, y[:, None])`): is it stronger?\n"
+        "2. Attack only one modality at a time (per-modality eps, e.g. `[0, 0, 0, eps_hand]` for FLAIR): which one is the model most sensitive to?",
     )
 
 
@@ -453,7 +491,7 @@ def nb04() -> list:
         "04_ifgsm",
         "Iterative FGSM (Kurakin et al., 2017): many small sign steps of size alpha, each projected back into the eps-ball "
         "around the clean image and into the valid intensity range. With the same budget it is far stronger than FGSM.\n\n"
-        "**Reads** `models/baseline.pt`, `data/prepared.npz`. **Writes** `tables/results_04_ifgsm.csv`, `tables/percept_04_ifgsm.csv`, `tables/ifgsm_iterations.csv`, `figures/04_ifgsm_*.png`.",
+        "**Reads** `models/baseline.pt`, `data/prepared.npz`. **Writes** `tables/results_04_ifgsm.csv`, `tables/percept_04_ifgsm.csv`, `tables/ifgsm_iterations.csv`, `attacks/ifgsm.json`, `figures/04_ifgsm_*.png`.",
         '''eps_grid: list = [0.0, 0.1, 0.25, 0.5, 1.0]  # L-inf budgets in z-score units
 steps: int = 10  # iterations
 alpha_frac: float = 0.25  # step size alpha as a fraction of eps
@@ -480,7 +518,7 @@ plt.show()
 """
             ),
         ],
-        "1. Try PGD: `attacks.ifgsm(..., random_start=True, generator=torch.Generator().manual_seed(0))` on one batch: stronger or not?\n2. Halve `steps` while doubling `alpha_frac`: what changes?\n3. Compare the PSNR at the eps where Dice halves with FGSM's.",
+        "1. Try PGD: in a copy of notebook 03's hand-made cell, `attacks.ifgsm(model, x, y, eps_hand, eps_hand / 4, 10, clip=clip, mask=mask, random_start=True, generator=torch.Generator(device=dev).manual_seed(0))`: stronger or not?\n2. Halve `steps` while doubling `alpha_frac`: what changes?\n3. Compare the PSNR at the eps where Dice halves with FGSM's.",
     )
 
 
@@ -490,7 +528,7 @@ def nb05() -> list:
         "Targeted iterative FGSM: instead of pushing the prediction *away* from the truth, pull it *towards* a target "
         "segmentation chosen by the attacker, by descending the loss to the target. (This is the targeted i-FGSM of "
         "the paper, not torchattacks' translation-invariant TIFGSM.)\n\n"
-        "**Reads** `models/baseline.pt`, `data/prepared.npz`. **Writes** `tables/results_05_tifgsm.csv`, `tables/percept_05_tifgsm.csv`, `figures/05_tifgsm_*.png`.",
+        "**Reads** `models/baseline.pt`, `data/prepared.npz`. **Writes** `tables/results_05_tifgsm.csv`, `tables/percept_05_tifgsm.csv`, `attacks/tifgsm_<policy>.json`, `figures/05_tifgsm_*.png`.",
         '''eps_grid: list = [0.0, 0.1, 0.25, 0.5, 1.0]  # L-inf budgets in z-score units
 steps: int = 10  # iterations
 alpha_frac: float = 0.25  # step size alpha as a fraction of eps
@@ -514,7 +552,7 @@ attack_spec = evaluation.AttackSpec("tifgsm", tuple(eps_grid), steps=steps, alph
 display(results.groupby("eps")["target_frac"].mean().to_frame("mean target_frac"))
 """
             ),
-            md("## Other target policies\nThe same sweep for the other clinically meaningful relabellings, on the baseline only: the defense notebooks replay the paper's three attacks (FGSM, i-FGSM and ti-FGSM with the main `policy`), and the claims are judged on those. Note that `et_to_ncr` leaves WT unchanged by design, so judge it on ET and TC."),
+            md("## Other target policies\nThe same sweep for the other clinically meaningful relabellings, on the baseline only: the defense notebooks replay the paper's three attacks (FGSM, i-FGSM and ti-FGSM with the main `policy`), and the claims are judged on those. `et_to_ncr` only relabels tumour as tumour, so its target equals the truth on WT: the attack pulls the WT prediction *towards* the ground truth, and WT Dice can rise under it (see the robustness curves in notebook 08). Judge it on ET and TC, where it does its damage."),
             code(
                 """
 extra = []
@@ -558,7 +596,7 @@ def nb06() -> list:
             "06_distillation",
             "Defensive distillation (Papernot et al., 2016), per voxel: a teacher trained with softmax(logits / T); its soft "
             "labels at temperature T; a student of the same architecture trained at T on those soft labels; the student "
-            "deployed at T = 1. Its logits are then ~T times larger, the softmax saturates and input gradients vanish, which "
+            "deployed at T = 1. Its logits are then ~T times larger and the softmax saturates: at most voxels the float32 loss has (almost) no gradient left, which "
             "is why distillation is also the textbook case of **gradient masking** (Carlini & Wagner, 2016). We measure both.\n\n"
             "**Reads** `models/baseline.pt`, `data/prepared.npz`, `attacks/*.json`. **Writes** `models/distilled*.pt`, `tables/results_06_distillation.csv`, `tables/diagnostics_06_distillation.csv`, `figures/06_*.png`.",
         ),
@@ -569,7 +607,7 @@ def nb06() -> list:
             "06_distillation",
             COMMON_PARAMS
             + '''temperature: float = 20.0  # distillation temperature T of the deployed student
-compare_temperatures: list = [5.0]  # further temperatures trained and compared
+compare_temperatures: list = [5.0]  # further deployment temperatures compared (with output_scaling the same student, rescaled)
 output_scaling: bool = True  # train at T through logits T * f(x), converging like the baseline (False: the plain net at T)
 hard_weight: float = 0.0  # weight of a hard-label Dice+CE term for the student (0 for Papernot)
 epochs: int = 30  # epochs of teacher and student (as the baseline)
@@ -633,7 +671,7 @@ def distil(T, inner=None):
     objective = defenses.DistillationObjective(teacher, T, hard_weight=hard_weight, scale_by_t2=not output_scaling)
     res = train(student, train_x, train_y, cfg_t, val_images=val_set.images, val_labels=val_set.labels,
                 objective=objective, ckpt_dir=run.models / f"student_T{T:g}_ckpt", device=dev, desc=f"student T={T:g}",
-                resume_tag=f"student output_scaling={output_scaling} hard_weight={hard_weight} teacher={models.weights_signature(teacher)}")
+                resume_tag=f"student output_scaling={output_scaling} hard_weight={hard_weight} hard=logits/T teacher={models.weights_signature(teacher)}")
     return student.eval(), res, cfg_t
 
 students, trained = {}, None  # trained: (inner network, result) of the first output-scaled student
@@ -652,7 +690,7 @@ for T in [temperature, *compare_temperatures]:
 net, MODEL = students[temperature], "distilled"
 """
         ),
-        md("## Logits of the deployed student are large\nAt T = 1 the student's logits are roughly T times the teacher's: the softmax saturates."),
+        md("## Logits of the deployed student are large\nDeployed at T = 1, the student's logits are roughly T times the baseline's (the teacher at T is the baseline's logits times T): the softmax saturates."),
         code(
             """
 with torch.no_grad():
@@ -684,7 +722,12 @@ display(results[results.region == "WT"].pivot_table(index=["attack", "eps"], col
 Three checks (Carlini & Wagner, 2016; Athalye et al., 2018):
 (a) **transfer**: adversarial examples crafted on the undefended baseline, applied to the student;
 (b) **logit rescaling**: attack the student's logits divided by T (same predictions, gradients restored);
-(c) the fraction of (near-)zero input gradients.
+(c) **saturation**: the fraction of brain voxels whose softmax probability of the true label is exactly 1 in float32
+(`frac_saturated_voxels`: the cross-entropy there is 0, so the attacker gets no gradient from them), against the
+baseline's. The fraction of near-zero *input* gradients is shown too, but in a UNet it stays near 0 even under
+saturation: every input voxel collects gradient from many output voxels, and a few unsaturated boundary voxels are
+enough. So the masked gradients are not zero; they follow only those few uncertain voxels, and the sign step loses
+its strength.
 """
         ),
         code(
@@ -693,7 +736,8 @@ diag, diag_summary = evaluation.masking_diagnostics(net, test_set, specs, "disti
                                                      rescale=1.0 / temperature, direct=results, device=dev, batch_size=batch_size, seed=seed)
 atomic_to_csv(diag, run.table("results_06_distillation_diagnostics"))
 atomic_to_csv(diag_summary, run.table("diagnostics_06_distillation"))
-display(diag_summary)
+with pd.option_context("display.max_colwidth", None):
+    display(diag_summary)
 """
         ),
         md("## Gallery: the same case under attack, baseline vs distilled"),
@@ -709,8 +753,10 @@ plt.show()
 ## Summary and exercises
 Read the diagnostics before believing the robustness: if transfer or logit-rescaled attacks hurt the student almost as
 much as the baseline, its apparent robustness came from masked gradients.
-1. Add a high temperature to `compare_temperatures` (e.g. 100): same network, larger logits. Does the direct attack weaken further, and does the logit-rescaled attack still succeed?
-2. Set `output_scaling = False` (plain networks trained at T; about three extra trainings): compare the teacher's validation score with the baseline's. Why does it lag?
+Exercises that retrain change `models/distilled.pt`, which notebooks 07 and 08 read: try them on a copy of the run
+(`cp -r runs/teaching runs/mine`, then `run_dir = "../runs/mine"`).
+1. Set `temperature = 100`: same network, larger logits. Does the direct attack weaken further, and does the logit-rescaled attack (diagnostic b) still succeed?
+2. Set `output_scaling = False` (plain networks trained at T: a teacher per temperature that is not 1, and a student per temperature, about five trainings instead of one here): compare the teacher's validation score with the baseline's. Why does it lag?
 3. Add `hard_weight = 0.5`: does the student's clean Dice improve?
 """
         ),
@@ -782,7 +828,7 @@ MODEL = "advtrain"
 if static:
     adv_x, adv_y, _ = defenses.make_static_adversarial_set(base, train_set.images, train_set.labels, attack="fgsm",
                                                           eps_range=tuple(eps_range), seed=seed,
-                                                          roi_size=models.inference_roi(spec, train_set.images.shape[2:]))
+                                                          spec=spec)
     net_s = models.build_unet(spec["name"], seed=seed, **spec["kwargs"])
     static_x, static_y = evaluation.resident_tensors(torch.cat([train_set.images, adv_x]), torch.cat([train_set.labels, adv_y]), dev)
     train(net_s, static_x, static_y, cfg, val_images=val_set.images,
@@ -794,14 +840,15 @@ if static:
     display(results[results.region == "WT"].pivot_table(index=["attack", "eps"], columns="model", values="dice", aggfunc="mean"))
 """
         ),
-        md("## Gradient-masking diagnostics\nTransfer attacks from the baseline and the fraction of vanishing input gradients (no temperature here, so no rescaling)."),
+        md("## Gradient-masking diagnostics\nTransfer attacks from the baseline and the fraction of saturated output voxels (and of near-zero input gradients); no temperature here, so no rescaling."),
         code(
             """
 diag, diag_summary = evaluation.masking_diagnostics(net, test_set, specs, "advtrain", spec, source=base, rescale=None,
                                                      direct=results, device=dev, batch_size=batch_size, seed=seed)
 atomic_to_csv(diag, run.table("results_07_adversarial_training_diagnostics"))
 atomic_to_csv(diag_summary, run.table("diagnostics_07_adversarial_training"))
-display(diag_summary)
+with pd.option_context("display.max_colwidth", None):
+    display(diag_summary)
 """
         ),
         md("## Gallery: the same case under attack, for each model"),
@@ -818,7 +865,10 @@ plt.show()
         md(
             """
 ## Summary and exercises
-Adversarial training buys robustness where it trained (the eps range) at some cost in clean Dice.
+Compare the table above with the baseline's: how much robustness did training on eps in `eps_range` buy, also at eps
+outside that range, and what did it cost in clean Dice?
+Exercises that retrain change `models/advtrain.pt`, which notebook 08 reads: try them on a copy of the run
+(`cp -r runs/teaching runs/mine`, then `run_dir = "../runs/mine"`).
 1. Set `adv_attack = "ifgsm"`: more robust to i-FGSM? How much slower is training?
 2. Widen `eps_range` to `[0.05, 1.0]`: what happens to clean Dice?
 """
@@ -833,7 +883,7 @@ def nb08() -> list:
             "Do the paper's conclusions hold here? This notebook reads **only** the run folder's per-case tables, compares "
             "conditions with paired Wilcoxon signed-rank tests (Holm-corrected), gives bootstrap confidence intervals, and "
             "states for each claim of Liu et al. (2021) whether it holds, computed from the numbers.\n\n"
-            "**Reads** `tables/results_*.csv`. **Writes** `tables/summary.csv`, `tables/comparisons.csv`, `tables/claims.csv`, `report/report.md` with its figures.",
+            "**Reads** `tables/results_*.csv`. **Writes** `tables/summary.csv`, `tables/comparisons.csv`, `tables/claims_comparisons.csv`, `tables/claims.csv`, `report/report.md` with its figures.",
         ),
         setup_imports(
             "from robustseg_lib import evaluation, stats, report\nfrom robustseg_lib.artefacts import atomic_to_csv, atomic_savefig\nfrom robustseg_lib.viz_stats import plot_robustness_curves, plot_paired"
@@ -885,7 +935,11 @@ dropped (Wilcoxon's method), and the matched-pairs rank-biserial correlation say
             """
 cmp = stats.compare(table, alpha=alpha)
 atomic_to_csv(cmp, run.table("comparisons"))
-display(cmp[cmp.region == region].head(20))
+view = cmp[cmp.region == region]
+display(view.groupby("family", sort=False)["significant"].agg(tests="size", significant="sum"))
+cols = ["family", "model_a", "attack_a", "target_policy_a", "eps_a", "model_b", "attack_b", "target_policy_b", "eps_b",
+        "n", "n_nonzero", "mean_a", "mean_b", "effect_size", "pvalue", "p_holm", "significant"]
+display(view[[c for c in cols if c in view]].groupby("family", sort=False).head(4))  # the first rows of each family
 """
         ),
         md("### Paired vs unpaired, and what Holm's correction changes (this run's numbers)"),
@@ -907,16 +961,19 @@ for i, (a, b) in enumerate(report.key_pairs(table)):
         code(
             """
 paper_table = evaluation.paper_attacks(run, table)  # FGSM, i-FGSM, ti-FGSM (main policy) + clean and diagnostics
-claims = stats.claims(paper_table, stats.compare(paper_table, alpha=alpha), region=region, alpha=alpha)
+cmp_claims = stats.compare(paper_table, alpha=alpha)  # Holm within the paper's attacks: p_holm differs from the table above
+atomic_to_csv(cmp_claims, run.table("claims_comparisons"))
+claims = stats.claims(paper_table, cmp_claims, region=region, alpha=alpha, n_resamples=n_resamples, seed=seed)
 atomic_to_csv(claims, run.table("claims"))
-with pd.option_context("display.max_colwidth", 300):
+with pd.option_context("display.max_colwidth", None):
     display(claims[["claim", "statement", "verdict", "evidence"]])
+display(Markdown(stats.CLAIM_RULES_MD))
 """
         ),
         md("## Export the report\nMarkdown with the figures and tables, readable without Jupyter."),
         code(
             """
-path = report.write_report(run, summary=summary, comparisons=cmp, claims=claims, region=region)
+path = report.write_report(run, summary=summary, comparisons=cmp, claims=claims, region=region, claims_comparisons=cmp_claims)
 print(path)
 """
         ),
