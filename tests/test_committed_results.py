@@ -1,0 +1,56 @@
+"""The committed teaching results (docs/results/teaching-cpu) are what the current statistics code makes of the
+committed per-case tables: a change of the rules or the tests that would move a published number or verdict fails
+here until docs/results is regenerated."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from robustseg_lib import evaluation, stats
+from robustseg_lib.artefacts import RunPaths
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMITTED = ROOT / "docs" / "results" / "teaching-cpu"
+
+
+def _as_published(df: pd.DataFrame) -> pd.DataFrame:
+    """The frame as the notebooks publish it (CSV, no index) and read it back."""
+    return pd.read_csv(io.StringIO(df.to_csv(index=False)))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> RunPaths:
+    # a copy: RunPaths makes the run folder's subfolders, which must not appear under docs/
+    root = tmp_path_factory.mktemp("teaching-cpu")
+    shutil.copytree(COMMITTED / "tables", root / "tables")
+    shutil.copytree(COMMITTED / "attacks", root / "attacks")
+    return RunPaths(root)
+
+
+@pytest.fixture(scope="module")
+def params() -> dict:
+    prof = yaml.safe_load((ROOT / "notebooks" / "profiles" / "teaching.yaml").read_text())
+    return {**prof["common"], **prof["notebooks"]["08_statistics"]}
+
+
+def test_committed_claims_follow_from_the_committed_tables(run: RunPaths, params: dict) -> None:
+    table = evaluation.read_results(run)
+    paper = evaluation.paper_attacks(run, table)
+    cmp_claims = stats.compare(paper, alpha=params["alpha"])
+    claims = stats.claims(paper, cmp_claims, region=params["region"], alpha=params["alpha"],
+                          n_resamples=params["n_resamples"], seed=params["seed"])
+    published = pd.read_csv(COMMITTED / "claims.csv")
+    pd.testing.assert_frame_equal(_as_published(claims), published, rtol=1e-12)
+    pd.testing.assert_frame_equal(_as_published(cmp_claims), pd.read_csv(COMMITTED / "claims_comparisons.csv"), rtol=1e-12)
+    assert set(published.verdict) <= set(stats.VERDICTS)
+
+
+def test_committed_comparisons_follow_from_the_committed_tables(run: RunPaths, params: dict) -> None:
+    cmp = stats.compare(evaluation.read_results(run), alpha=params["alpha"])
+    pd.testing.assert_frame_equal(_as_published(cmp), pd.read_csv(COMMITTED / "comparisons.csv"), rtol=1e-12)
