@@ -705,7 +705,7 @@ def attack_sweep(
         ``(results, percept, examples)``: the tidy table ``case_id, model, attack, eps,
         steps, region, dice, hd95`` (+ ``target_policy, target_frac`` for ti-FGSM), the
         perceptibility table ``case_id, model, attack, eps, steps, modality, linf, l2,
-        psnr, ssim``, and ``{eps: {"x_adv": (k, C, ...), "pred": (k, ...)}}`` (CPU tensors,
+        psnr, ssim`` (+ ``target_policy`` after ``steps`` for ti-FGSM), and ``{eps: {"x_adv": (k, C, ...), "pred": (k, ...)}}`` (CPU tensors,
         empty unless ``keep_examples``).
     """
     import pandas as pd
@@ -809,7 +809,8 @@ def attack_sweep(
             # would cost seconds per BraTS-size case, with the GPU idle)
             for r in (metrics.perceptibility(x, x_adv, brain=brain, case_ids=ids_b) if with_percept else []):
                 r.pop("case_index", None)
-                percept.append({"case_id": r.pop("case_id"), "model": model_name, "attack": attack, "eps": eps, "steps": attack_steps, **r})
+                percept.append({"case_id": r.pop("case_id"), "model": model_name, "attack": attack, "eps": eps, "steps": attack_steps,
+                                **({"target_policy": policy} if attack == "tifgsm" else {}), **r})
             if k > 0:
                 ex = examples.setdefault(eps, {"x_adv": [], "pred": []})
                 ex["x_adv"].append(xa[:k].clone())
@@ -817,7 +818,8 @@ def attack_sweep(
             bar.update(1)
     bar.close()
     res = pd.concat(results.collect(), ignore_index=True)
-    pcols = ["case_id", "model", "attack", "eps", "steps", "modality", "linf", "l2", "psnr", "ssim"]
+    pcols = ["case_id", "model", "attack", "eps", "steps", *(["target_policy"] if attack == "tifgsm" else []),
+             "modality", "linf", "l2", "psnr", "ssim"]
     per = pd.DataFrame(percept)
     per = per[pcols + [c for c in per.columns if c not in pcols]] if len(per) else pd.DataFrame(columns=pcols)
     out_examples = {e: {key: torch.cat(v) for key, v in d.items()} for e, d in examples.items()}

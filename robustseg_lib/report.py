@@ -136,6 +136,16 @@ def _comparison_view(cmp_r: pd.DataFrame) -> pd.DataFrame:
     return v
 
 
+def _drops_view(d: pd.DataFrame) -> pd.DataFrame:
+    v = d.copy()
+    if "target_policy" in v.columns:
+        v.insert(0, "attack ", [attack_label(a, p) for a, p in zip(v["attack"], v["target_policy"])])
+        v = v.drop(columns=["attack", "target_policy"]).rename(columns={"attack ": "attack"})
+    if "rel_drop" in v.columns:
+        v["rel_drop"] = [f"{100 * x:.1f} %" for x in v["rel_drop"]]
+    return v
+
+
 def write_report(
     run: RunPaths,
     *,
@@ -146,6 +156,7 @@ def write_report(
     figures: dict[str, Any] | None = None,
     claims_comparisons: pd.DataFrame | None = None,
     report_stage: str = "08_statistics",
+    drops: pd.DataFrame | None = None,
 ) -> Path:
     """Write ``report/report.md`` with its tables (CSV) and the run's figures (PNG copies).
 
@@ -166,6 +177,9 @@ def write_report(
             and named next to the claims. ``None``: not written.
         report_stage: the manifest stage that writes the report; its ``running`` status is
             shown as ``running (this report)``.
+        drops: ``stats.drop_vs_perceptibility`` of the undefended model (relative Dice drop and
+            PSNR per attack × eps), shown after the claims as C2's context; written as
+            ``drops.csv``. ``None``: left out.
 
     Returns:
         Path of ``report.md``.
@@ -173,6 +187,8 @@ def write_report(
     for name, df in (("summary", summary), ("comparisons", comparisons), ("claims", claims)):
         if not isinstance(df, pd.DataFrame):
             raise ValueError(f"{name}: expected a pandas DataFrame, got {type(df).__name__}")
+    if drops is not None and not isinstance(drops, pd.DataFrame):
+        raise ValueError(f"drops: expected a pandas DataFrame or None, got {type(drops).__name__}")
     if claims_comparisons is not None and not isinstance(claims_comparisons, pd.DataFrame):
         raise ValueError(f"claims_comparisons: expected a pandas DataFrame or None, got {type(claims_comparisons).__name__}")
     import json
@@ -182,6 +198,8 @@ def write_report(
     tables = {"summary": summary, "comparisons": comparisons, "claims": claims}
     if claims_comparisons is not None:
         tables["claims_comparisons"] = claims_comparisons
+    if drops is not None:
+        tables["drops"] = drops
     for name, df in tables.items():
         atomic_to_csv(df, rep / f"{name}.csv")
     figs = []
@@ -229,6 +247,20 @@ def write_report(
         "",
         CLAIM_RULES_MD.rstrip("\n"),
         "",
+        *(
+            [
+                f"### C2 in context: how large a drop, at how visible a perturbation ({region})",
+                "",
+                "Relative drop of the undefended model's mean Dice, 1 − mean(attacked)/mean(clean), per attack and eps, "
+                "beside the perturbation's mean L∞ and PSNR over the brain (dB, against the clean volume; higher is less "
+                "visible) and SSIM ([drops.csv](drops.csv)).",
+                "",
+                _md_table(_drops_view(drops)),
+                "",
+            ]
+            if drops is not None
+            else []
+        ),
         f"## Mean {region} Dice with 95 % bootstrap CI",
         "",
         _md_table(s[keep]),

@@ -26,6 +26,7 @@ __all__ = [
     "bootstrap_mean_ci",
     "bootstrap_relative_drop_ci",
     "bootstrap_max_relative_drop_ci",
+    "drop_vs_perceptibility",
     "is_diagnostic_attack",
     "attack_label",
     "summary_table",
@@ -648,6 +649,74 @@ def compare(
         out.loc[idx, "p_holm"] = holm(out.loc[idx, "pvalue"].to_numpy(np.float64))
     out["significant"] = (out["p_holm"] < alpha).astype(bool)
     return out[cols].reset_index(drop=True)
+
+
+def drop_vs_perceptibility(
+    table: pd.DataFrame,
+    percept: pd.DataFrame | None = None,
+    *,
+    model: str = "baseline",
+    region: str = "WT",
+    metric: str = "dice",
+) -> pd.DataFrame:
+    """Relative drop of mean ``metric`` for each attack × eps of one model, beside how visible the perturbation is.
+
+    Puts claim C2 ("by up to 65 %") in context: how large a drop comes at how large a PSNR. The drop
+    ``1 − mean(attacked)/mean(clean)`` is over the cases common to the model's clean condition and the
+    attacked one; the perceptibility columns are means over cases and modalities (finite PSNR values
+    only) of the rows of ``percept`` for the same model, attack, target policy and eps.
+
+    Args:
+        table: tidy result table (diagnostic attacks are left out).
+        percept: perceptibility table (``case_id, model, attack, eps, modality, linf, psnr, ssim``
+            [+ ``target_policy``]); ``None`` for the drops alone.
+        model: the model whose drops are tabulated.
+        region: region of ``metric``.
+        metric: score column.
+
+    Returns:
+        One row per attack (× target policy) × eps > 0: ``attack, target_policy, eps, n, mean_clean,
+        mean_attacked, rel_drop`` (+ ``linf, psnr, ssim`` with ``percept``), sorted by attack and eps.
+    """
+    _check_table(table, metric)
+    t = table.loc[(table["region"] == region) & (table["model"] == model) & ~table["attack"].astype(str).map(is_diagnostic_attack)]
+    if t.empty:
+        raise ValueError(f"table: no rows for model {model!r} in region {region!r}")
+    clean = t.loc[t["attack"] == "clean"]
+    if clean.empty:
+        raise ValueError(f"table: no clean rows for model {model!r} in region {region!r}")
+    c_ser = _case_series(clean, metric, f"the clean {model!r} condition in region {region!r}")
+    has_pol = "target_policy" in t.columns
+    keys = ["attack", *(["target_policy"] if has_pol else []), "eps"]
+    att = t.loc[(t["attack"] != "clean") & (t["eps"].astype(float) > 0)]
+    if percept is not None:
+        need = {"model", "attack", "eps", "psnr", "ssim", "linf"} - set(percept.columns)
+        if need:
+            raise ValueError(f"percept: missing columns {sorted(need)}")
+        pm = percept.loc[percept["model"] == model]
+    rows = []
+    for key, g in att.groupby(keys, dropna=False, sort=True):
+        kd = {k: _norm(v) for k, v in zip(keys, key)}
+        what = f"{model!r} {attack_label(kd['attack'], kd.get('target_policy'))}@{float(kd['eps']):g}"
+        j = _case_series(g, metric, what).to_frame("att").join(c_ser.rename("clean"), how="inner").dropna()
+        mc, ma = float(j["clean"].mean()), float(j["att"].mean())
+        row = {"attack": kd["attack"], "target_policy": kd.get("target_policy"), "eps": float(kd["eps"]), "n": len(j),
+               "mean_clean": mc, "mean_attacked": ma, "rel_drop": (1.0 - ma / mc) if mc else np.nan}  # fmt: skip
+        if percept is not None:
+            sel = (pm["attack"] == kd["attack"]) & np.isclose(pm["eps"].astype(float), float(kd["eps"]))
+            if kd.get("target_policy") is not None and "target_policy" in pm.columns:
+                sel &= pm["target_policy"] == kd["target_policy"]
+            q = pm.loc[sel]
+            psnr = q["psnr"].to_numpy(np.float64)
+            psnr = psnr[np.isfinite(psnr)]
+            row.update(linf=float(q["linf"].mean()) if len(q) else np.nan,
+                       psnr=float(psnr.mean()) if psnr.size else np.nan,
+                       ssim=float(q["ssim"].mean()) if q["ssim"].notna().any() else np.nan)  # fmt: skip
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    if not has_pol or out["target_policy"].isna().all():
+        out = out.drop(columns="target_policy")
+    return out.reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------------- claims

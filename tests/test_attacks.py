@@ -438,6 +438,12 @@ def test_attack_sweep_schema_and_clean_rows() -> None:
     assert res[res.eps == 0.3]["dice"].mean() < got["dice"].mean()
     assert set(ex) == {0.0, 0.3} and ex[0.3]["x_adv"].shape == (1, 4, 6, 6, 6) and ex[0.3]["pred"].shape == (1, 6, 6, 6)
     assert torch.equal(ex[0.0]["x_adv"], x[:1])
+    # a targeted sweep names its policy in both tables, so two policies' rows stay apart
+    res_t, per_t, _ = attack_sweep(
+        net, x, y.to(torch.uint8), attack="tifgsm", policy="erase", eps_grid=[0.3], steps=2, mask=brain, case_ids=ids, progress=False,
+    )
+    assert list(per_t.columns) == ["case_id", "model", "attack", "eps", "steps", "target_policy", "modality", "linf", "l2", "psnr", "ssim"]
+    assert set(per_t["target_policy"]) == {"erase"} and set(res_t["target_policy"]) == {"erase"}
     # determinism: the same sweep twice gives identical tables
     res2, _, _ = attack_sweep(
         net, x, y, attack="ifgsm", eps_grid=[0.0, 0.3], steps=2, mask=brain,

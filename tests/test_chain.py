@@ -78,6 +78,10 @@ def test_smoke_chain_writes_every_artefact(smoke_run: Path) -> None:
     full = pd.read_csv(smoke_run / "tables" / "comparisons.csv")
     assert "et_to_ncr" in set(full.target_policy_b.dropna()) and "et_to_ncr" not in set(cc.target_policy_b.dropna())
     assert "claims_comparisons" in report
+    drops = pd.read_csv(smoke_run / "tables" / "drops.csv")  # C2's context: one row per baseline attack x eps > 0
+    assert len(drops) == len(table[(table.model == "baseline") & (table.attack != "clean") & (table.eps > 0)
+                                   & ~table.attack.str.startswith("transfer_")].groupby(["attack", "target_policy", "eps"], dropna=False))
+    assert drops.psnr.notna().all() and "### C2 in context" in report
     # no warning reaches a student: the notebooks filter none, so any library warning would show here
     for fname in STAGES.values():
         nb = json.loads((smoke_run / "notebooks" / fname).read_text())

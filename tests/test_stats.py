@@ -665,3 +665,55 @@ def test_report_names_the_claims_comparisons(tmp_path) -> None:
     assert "paper's attacks only" in note and "Holm" in note and "claims_comparisons.csv" in note
     with pytest.raises(ValueError, match="claims_comparisons"):
         _write_report(tmp_path, claims_comparisons="nope")
+
+
+def test_drop_vs_perceptibility_by_hand() -> None:
+    rows = []
+    for cid, clean, fg, te, tn in [("a", 0.8, 0.4, 0.2, 0.9), ("b", 0.6, 0.3, 0.0, 0.7), ("c", 0.5, 0.5, 0.5, 0.5)]:
+        rows += [
+            {"case_id": cid, "model": "baseline", "attack": "clean", "eps": 0.0, "region": "WT", "dice": clean, "target_policy": None},
+            {"case_id": cid, "model": "baseline", "attack": "fgsm", "eps": 0.5, "region": "WT", "dice": fg, "target_policy": None},
+            {"case_id": cid, "model": "baseline", "attack": "tifgsm", "eps": 0.5, "region": "WT", "dice": te, "target_policy": "erase"},
+            {"case_id": cid, "model": "baseline", "attack": "tifgsm", "eps": 0.5, "region": "WT", "dice": tn, "target_policy": "et_to_ncr"},
+            {"case_id": cid, "model": "advtrain", "attack": "fgsm", "eps": 0.5, "region": "WT", "dice": 0.0, "target_policy": None},
+            {"case_id": cid, "model": "baseline", "attack": "transfer_fgsm", "eps": 0.5, "region": "WT", "dice": 0.0, "target_policy": None},
+        ]
+    table = pd.DataFrame(rows)
+    table = table[~((table.case_id == "c") & (table.attack == "fgsm"))]  # fgsm measured on cases a and b only
+    percept = pd.DataFrame([
+        {"model": "baseline", "attack": "fgsm", "eps": 0.5, "target_policy": None, "linf": 0.5, "psnr": p, "ssim": 0.9}
+        for p in (30.0, 20.0)
+    ] + [
+        {"model": "baseline", "attack": "tifgsm", "eps": 0.5, "target_policy": pol, "linf": 0.5, "psnr": p, "ssim": 0.8}
+        for pol, p in (("erase", 24.0), ("erase", float("inf")), ("et_to_ncr", 40.0))
+    ] + [{"model": "advtrain", "attack": "fgsm", "eps": 0.5, "target_policy": None, "linf": 0.5, "psnr": 1.0, "ssim": 0.0}])
+    d = S.drop_vs_perceptibility(table, percept).set_index(["attack", "target_policy"], drop=False)
+    assert len(d) == 3  # the diagnostic transfer attack and the other model are left out
+    fg = d.loc[("fgsm", None)] if ("fgsm", None) in d.index else d[d.attack == "fgsm"].iloc[0]
+    # by hand: cases a, b: clean mean 0.7, attacked 0.35 -> 50 %; PSNR (30 + 20)/2
+    assert fg["n"] == 2 and fg["rel_drop"] == pytest.approx(0.5) and fg["psnr"] == pytest.approx(25.0)
+    er = d[(d.attack == "tifgsm") & (d.target_policy == "erase")].iloc[0]
+    # clean mean 1.9/3, attacked 0.7/3 -> 1 - 0.7/1.9; the infinite PSNR (no change) is left out of the mean
+    assert er["n"] == 3 and er["rel_drop"] == pytest.approx(1 - 0.7 / 1.9) and er["psnr"] == pytest.approx(24.0)
+    nc = d[(d.attack == "tifgsm") & (d.target_policy == "et_to_ncr")].iloc[0]
+    assert nc["rel_drop"] == pytest.approx(1 - 2.1 / 1.9) and nc["psnr"] == pytest.approx(40.0)  # a negative drop: Dice rose
+    assert list(S.drop_vs_perceptibility(table).columns) == ["attack", "target_policy", "eps", "n", "mean_clean", "mean_attacked", "rel_drop"]
+    with pytest.raises(ValueError, match="no rows for model 'nobody'"):
+        S.drop_vs_perceptibility(table, model="nobody")
+
+
+def test_report_shows_drops_beside_perceptibility(tmp_path) -> None:
+    drops = pd.DataFrame({"attack": ["fgsm", "tifgsm"], "target_policy": [None, "erase"], "eps": [0.3, 0.3], "n": [14, 14],
+                          "mean_clean": [0.8, 0.8], "mean_attacked": [0.6, 0.2], "rel_drop": [0.25, 0.75],
+                          "linf": [0.3, 0.3], "psnr": [28.04, 29.0], "ssim": [0.9, 0.92]})
+    run, text, _ = _write_report(tmp_path, drops=drops)
+    assert (run.report / "drops.csv").is_file()
+    header, rows = _md_rows(text, "| attack | eps | n |")
+    by_attack = {r[0]: dict(zip(header, r)) for r in rows}
+    assert by_attack["tifgsm[erase]"]["rel_drop"] == "75.0 %" and by_attack["fgsm"]["rel_drop"] == "25.0 %"
+    assert text.index("### C2 in context") > text.index("### Decision rules")
+    (tmp_path / "b").mkdir()
+    _, text_without, _ = _write_report(tmp_path / "b", drops=None)
+    assert "C2 in context" not in text_without
+    with pytest.raises(ValueError, match="drops"):
+        _write_report(tmp_path, drops="nope")

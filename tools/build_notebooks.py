@@ -883,7 +883,7 @@ def nb08() -> list:
             "Do the paper's conclusions hold here? This notebook reads **only** the run folder's per-case tables, compares "
             "conditions with paired Wilcoxon signed-rank tests (Holm-corrected), gives bootstrap confidence intervals, and "
             "states for each claim of Liu et al. (2021) whether it holds, computed from the numbers.\n\n"
-            "**Reads** `tables/results_*.csv`. **Writes** `tables/summary.csv`, `tables/comparisons.csv`, `tables/claims_comparisons.csv`, `tables/claims.csv`, `report/report.md` with its figures.",
+            "**Reads** `tables/results_*.csv`. **Writes** `tables/summary.csv`, `tables/comparisons.csv`, `tables/claims_comparisons.csv`, `tables/claims.csv`, `tables/drops.csv`, `report/report.md` with its figures.",
         ),
         setup_imports(
             "from robustseg_lib import evaluation, stats, report\nfrom robustseg_lib.artefacts import atomic_to_csv, atomic_savefig\nfrom robustseg_lib.viz_stats import plot_robustness_curves, plot_paired"
@@ -970,10 +970,28 @@ with pd.option_context("display.max_colwidth", None):
 display(Markdown(stats.CLAIM_RULES_MD))
 """
         ),
+        md(
+            """
+### C2 in context: how large a drop, at how visible a perturbation
+"Up to 65 %" says nothing about the budget. Our eps is in z-score units and the paper's budgets do not map onto it
+exactly, so set each drop beside how visible its perturbation is: PSNR over the brain against the clean volume
+(about 40 dB is invisible, 20 dB is plain to see).
+"""
+        ),
+        code(
+            """
+percept_files = sorted(run.tables.glob("percept_*.csv"))
+percept = pd.concat([pd.read_csv(f) for f in percept_files], ignore_index=True) if percept_files else None
+drops = stats.drop_vs_perceptibility(table, percept, region=region)
+atomic_to_csv(drops, run.table("drops"))
+display(drops)
+"""
+        ),
         md("## Export the report\nMarkdown with the figures and tables, readable without Jupyter."),
         code(
             """
-path = report.write_report(run, summary=summary, comparisons=cmp, claims=claims, region=region, claims_comparisons=cmp_claims)
+path = report.write_report(run, summary=summary, comparisons=cmp, claims=claims, region=region, claims_comparisons=cmp_claims,
+                           drops=drops)
 print(path)
 """
         ),
