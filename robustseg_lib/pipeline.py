@@ -14,6 +14,7 @@ import argparse
 import functools
 import hashlib
 import json
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -86,7 +87,7 @@ def load_profile(name_or_path: str) -> dict[str, Any]:
     if not path.is_file():
         known = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
         raise PipelineError(f"profile {name_or_path!r} not found ({path}); known: {', '.join(known)}")
-    prof = yaml.safe_load(path.read_text()) or {}
+    prof = load_yaml(path.read_text()) or {}
     if not isinstance(prof, dict):
         raise PipelineError(f"{path}: a profile must be a mapping")
     unknown = set(prof) - {"description", "common", "notebooks"}
@@ -94,6 +95,73 @@ def load_profile(name_or_path: str) -> dict[str, Any]:
         raise PipelineError(f"{path}: unknown top-level keys {sorted(unknown)} (allowed: description, common, notebooks)")
     nbs = {stage_name(k): (v or {}) for k, v in (prof.get("notebooks") or {}).items()}
     return {"name": path.stem, "path": str(path), "description": prof.get("description", ""), "common": prof.get("common") or {}, "notebooks": nbs}
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats: ``1e-3`` and ``5e-1`` are numbers (PyYAML's YAML 1.1 rules need a dot)."""
+
+
+_Yaml12Loader.add_implicit_resolver(  # after PyYAML issue 173: the 1.1 float regex without the mandatory dot
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` with YAML 1.2 floats (profiles and ``--set`` values)."""
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
+def check_parameter(stage: str, name: str, value: Any, raw: str | None = None, notebook_dir: Path = NOTEBOOK_DIR) -> Any:
+    """Check a parameter value against the type its notebook declares (``name: type = default``).
+
+    Args:
+        stage: stage name.
+        name: parameter name.
+        value: the parsed value.
+        raw: the text it was parsed from (``--set``), used as is for ``str`` parameters (``layout=no``).
+        notebook_dir: where the notebooks are.
+
+    Returns:
+        The value, converted where that loses nothing (an int for a float parameter).
+
+    Raises:
+        PipelineError: naming the stage and parameter when the value does not fit.
+    """
+    typ = notebook_parameter_types(stage, notebook_dir).get(name)
+    bad = None
+    if typ == "str" and not isinstance(value, str):
+        if raw is None:
+            bad = "a string (quote it in YAML)"
+        else:
+            value = raw
+    elif typ == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+        bad = "an integer"
+    elif typ == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            bad = "a number"
+        else:
+            value = float(value)
+    elif typ == "bool" and not isinstance(value, bool):
+        bad = "true or false"
+    elif typ == "list" and not isinstance(value, list):
+        bad = "a list, e.g. [1, 2]"
+    if bad:
+        raise PipelineError(f"{stage}.{name} = {value!r}: expected {bad} ({name}: {typ} in the notebook)")
+    return value
+
+
+def notebook_parameter_types(stage: str, notebook_dir: Path = NOTEBOOK_DIR) -> dict[str, str]:
+    """The declared type of each parameter of a notebook (``int``, ``float``, ``str``, ``bool``, ``list``...)."""
+    nb = notebook_dir / STAGES[stage_name(stage)]
+    if not nb.is_file():
+        raise PipelineError(f"{nb}: notebook missing")
+    return {k: t for k, _, t in _inspect(str(nb), nb.stat().st_mtime_ns)}
 
 
 def notebook_parameters(stage: str, notebook_dir: Path = NOTEBOOK_DIR) -> dict[str, Any]:
@@ -105,15 +173,15 @@ def notebook_parameters(stage: str, notebook_dir: Path = NOTEBOOK_DIR) -> dict[s
     nb = notebook_dir / STAGES[stage_name(stage)]
     if not nb.is_file():
         raise PipelineError(f"{nb}: notebook missing")
-    return dict(_inspect(str(nb), nb.stat().st_mtime_ns))
+    return {k: d for k, d, _ in _inspect(str(nb), nb.stat().st_mtime_ns)}
 
 
 @functools.lru_cache(maxsize=64)
-def _inspect(path: str, mtime_ns: int) -> tuple[tuple[str, Any], ...]:
+def _inspect(path: str, mtime_ns: int) -> tuple[tuple[str, Any, str], ...]:
     """papermill.inspect_notebook, cached per file version (the pipeline asks many times per run)."""
     import papermill
 
-    return tuple((k, v["default"]) for k, v in papermill.inspect_notebook(path).items())
+    return tuple((k, v["default"], v.get("inferred_type_name") or "") for k, v in papermill.inspect_notebook(path).items())
 
 
 def parse_overrides(sets: Sequence[str], notebook_dir: Path = NOTEBOOK_DIR) -> dict[str, dict[str, Any]]:
@@ -132,7 +200,11 @@ def parse_overrides(sets: Sequence[str], notebook_dir: Path = NOTEBOOK_DIR) -> d
         valid = [p for p in notebook_parameters(stage, notebook_dir) if p not in _RUNNER_KEYS]
         if param not in valid:
             raise PipelineError(f"--set {item!r}: {stage} has no parameter {param!r}; valid: {', '.join(valid)}")
-        out.setdefault(stage, {})[param] = yaml.safe_load(raw)
+        try:
+            value = load_yaml(raw)
+        except yaml.YAMLError as exc:
+            raise PipelineError(f"--set {item!r}: value is not valid YAML ({exc})") from None
+        out.setdefault(stage, {})[param] = check_parameter(stage, param, value, raw, notebook_dir)
     return out
 
 
@@ -153,7 +225,7 @@ def stage_parameters(
         bad = [k for k in own if k not in declared]
         if bad:
             raise PipelineError(f"profile {profile['name']}: {stage} has no parameter(s) {bad}; valid: {', '.join(declared)}")
-        params.update(own)
+        params.update({k: check_parameter(stage, k, v, None, notebook_dir) for k, v in own.items()})
         params.update(overrides.get(stage, {}))
         merged[stage] = params
     unused = [k for k in profile["common"] if not any(k in notebook_parameters(s, notebook_dir) for s in STAGES)]
@@ -168,9 +240,40 @@ def _code_hash(nb_path: Path) -> str:
     return hashlib.sha256(code.encode()).hexdigest()
 
 
+@functools.lru_cache(maxsize=1)
+def library_hash() -> str:
+    """Hash of the library's source (every ``robustseg_lib/*.py``): a stage's outputs depend on it as much as on its notebook."""
+    h = hashlib.sha256()
+    for f in sorted(Path(__file__).resolve().parent.glob("*.py")):
+        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def _fingerprint(stage: str, params: dict[str, Any], upstream: str, notebook_dir: Path) -> str:
-    blob = json.dumps({"stage": stage, "code": _code_hash(notebook_dir / STAGES[stage]), "params": params, "upstream": upstream}, sort_keys=True, default=str)
+    blob = json.dumps({"stage": stage, "code": _code_hash(notebook_dir / STAGES[stage]), "library": library_hash(),
+                       "params": params, "upstream": upstream}, sort_keys=True, default=str)  # fmt: skip
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+#: Training checkpoints (under ``models/``) each stage resumes from after a kill; removed when the stage starts afresh.
+STAGE_CHECKPOINTS: dict[str, tuple[str, ...]] = {
+    "02_unet": ("baseline_ckpt",),
+    "06_distillation": ("teacher_T*_ckpt", "student_T*_ckpt"),
+    "07_adversarial_training": ("advtrain_ckpt", "advtrain_static_ckpt"),
+}
+
+
+def _clear_checkpoints(run: RunPaths, stage: str) -> list[str]:
+    """Remove the stage's training checkpoints, so that a rerun trains afresh instead of resuming an older training."""
+    import shutil
+
+    gone = []
+    for pattern in STAGE_CHECKPOINTS.get(stage, ()):
+        for d in sorted(run.models.glob(pattern)):
+            if d.is_dir():
+                shutil.rmtree(d)
+                gone.append(d.name)
+    return gone
 
 
 def _failed_cell(nb_path: Path) -> str:
@@ -244,23 +347,39 @@ def reproduce(
     )
     manifest.setdefault("stages", {})
     upstream = ""
+    stale: list[str] = []  # stages before the current one whose outputs do not match this request
     kcfg = kernel_config()
     t_all = time.perf_counter()
     for stage in STAGES:
         fp = _fingerprint(stage, params[stage], upstream, notebook_dir)
         upstream = fp
-        if stage not in selected:
-            continue
         dst = run.notebooks / STAGES[stage]
         rec = manifest["stages"].get(stage, {})
-        if not force and rec.get("status") == "done" and rec.get("fingerprint") == fp and dst.is_file():
+        up_to_date = rec.get("status") == "done" and rec.get("fingerprint") == fp and dst.is_file()
+        if stage not in selected:
+            if not up_to_date:
+                stale.append(stage)
+            continue
+        if stale:  # every stage reads what the stages before it wrote
+            raise PipelineError(
+                f"--only {stage}: it reads the outputs of {', '.join(stale)}, which are missing, failed, or were made with "
+                f"other parameters or code than this request's; run without --only, or add {', '.join(stale)} to --only"
+            )
+        if not force and up_to_date:
             log(f"[{stage}] up to date, skipped (ran {rec.get('seconds', 0):.1f} s)")
             continue
+        # a killed or failed run of the same request resumes its trainings; anything else starts them afresh
+        resumable = not force and rec.get("status") in ("running", "failed", "interrupted") and rec.get("fingerprint") == fp
+        cleared = [] if resumable else _clear_checkpoints(run, stage)
         full = {**params[stage], "run_dir": str(run.root.resolve()), "device": device}
         manifest["stages"][stage] = {
             "status": "running", "fingerprint": fp, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "machine": manifest["machine"]["summary"],  # a resumed run may mix machines
+            "git_sha": manifest["git_sha"], "parameters": params[stage],  # what this stage ran with (the top level is the last call's)
+            "resumed_checkpoints": resumable,
         }
+        if cleared:
+            manifest["stages"][stage]["cleared_checkpoints"] = cleared
         atomic_write_json(run.manifest, manifest)
         t0 = time.perf_counter()
         try:
@@ -275,6 +394,16 @@ def reproduce(
             manifest["stages"][stage].update(status="failed", seconds=round(secs, 2), error=msg)
             atomic_write_json(run.manifest, manifest)
             raise PipelineError(msg) from None
+        except KeyboardInterrupt:
+            manifest["stages"][stage].update(status="interrupted", seconds=round(time.perf_counter() - t0, 2))
+            atomic_write_json(run.manifest, manifest)
+            raise
+        except Exception as exc:  # a dead kernel (out of memory, killed), a timeout, papermill itself
+            secs = time.perf_counter() - t0
+            msg = f"{stage} ({STAGES[stage]}) failed: {type(exc).__name__}: {exc}; partial notebook (if any) at {dst}"
+            manifest["stages"][stage].update(status="failed", seconds=round(secs, 2), error=msg)
+            atomic_write_json(run.manifest, manifest)
+            raise PipelineError(msg) from exc
         secs = time.perf_counter() - t0
         manifest["stages"][stage].update(status="done", seconds=round(secs, 2), finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
         atomic_write_json(run.manifest, manifest)

@@ -94,6 +94,22 @@ class TrainConfig:
     augment_backend: str = "auto"
 
     def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "seed", "val_every"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise ValueError(f"{name} must be an int, got {v!r}")
+        if self.steps_per_epoch is not None and (isinstance(self.steps_per_epoch, bool) or not isinstance(self.steps_per_epoch, (int, np.integer))):
+            raise ValueError(f"steps_per_epoch must be an int or None, got {self.steps_per_epoch!r}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if self.val_every < 1:
+            raise ValueError(f"val_every must be >= 1, got {self.val_every}")
+        if not 0 <= self.warmup_frac < 1:
+            raise ValueError(f"warmup_frac must be in [0, 1), got {self.warmup_frac}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.sw_overlap < 1:
+            raise ValueError(f"sw_overlap must be in [0, 1), got {self.sw_overlap}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:

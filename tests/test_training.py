@@ -217,6 +217,12 @@ def test_train_config_validation() -> None:
         TrainConfig(epochs=0)
     with pytest.raises(ValueError, match="crop"):
         TrainConfig(crop=(8, 8))
+    for bad, name in (({"epochs": 2.5}, "epochs"), ({"val_every": 0}, "val_every"), ({"warmup_frac": 1.5}, "warmup_frac"),
+                      ({"warmup_frac": -0.1}, "warmup_frac"), ({"seed": -1}, "seed"), ({"seed": True}, "seed"),
+                      ({"weight_decay": -1.0}, "weight_decay"), ({"steps_per_epoch": 2.0}, "steps_per_epoch"),
+                      ({"sw_overlap": 1.0}, "sw_overlap")):
+        with pytest.raises(ValueError, match=name):
+            TrainConfig(**bad)
     x, y = _blob_data(2)
     with pytest.raises(ValueError, match="train_labels"):
         train(_tiny(), x, y[:1], TrainConfig(epochs=1), progress=False)
