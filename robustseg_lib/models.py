@@ -191,8 +191,13 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
     if not isinstance(blob, dict) or "spec" not in blob or "state_dict" not in blob:
         raise ValueError(f"{path}: not a robustseg model file (missing 'spec'/'state_dict')")
     spec = blob["spec"]
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise ValueError(f"{path}: the model spec has no network 'name'")
     net = build_unet(spec["name"], **spec.get("kwargs", {}))
-    net.load_state_dict(blob["state_dict"])
+    try:
+        net.load_state_dict(blob["state_dict"])
+    except RuntimeError as exc:  # keys or shapes do not fit the spec's network
+        raise ValueError(f"{path}: weights do not fit the {spec['name']!r} network of its spec: {exc}") from exc
     scale = float(spec.get("logit_scale", 1.0))
     if scale != 1.0:
         net = LogitScale(net, scale)

@@ -477,9 +477,15 @@ def train(
     ckpt = Path(ckpt_dir) if ckpt_dir is not None else None
     signature = _run_signature(net, train_images, train_labels) if ckpt is not None else ""
     if ckpt is not None and (ckpt / "last.pt").is_file():
-        state = torch.load(ckpt / "last.pt", map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(ckpt / "last.pt", map_location="cpu", weights_only=True)
+        except Exception as exc:  # truncated by a kill mid-write elsewhere, or not ours: never unpickle, start afresh
+            print(f"{ckpt / 'last.pt'}: unreadable checkpoint ({type(exc).__name__}); starting afresh")
+            state = {}
         same = {"config": cfg_dict, "n_train": n, "resume_tag": resume_tag, "signature": signature}
-        if all(state.get(k) == v for k, v in same.items()):
+        if not isinstance(state, dict):
+            state = {}
+        if state and all(state.get(k) == v for k, v in same.items()):
             net.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
@@ -487,7 +493,7 @@ def train(
             start_epoch = int(state["epoch"])
             history = list(state["history"])
             best_score, best_epoch, best_state = float(state["best_score"]), int(state["best_epoch"]), state["best_state"]
-        else:
+        elif state:
             print(f"{ckpt / 'last.pt'}: written with another config, network, data or tag; starting afresh")
 
     bar = tqdm(total=total, initial=start_epoch * spe, desc=desc, disable=not progress, leave=False)

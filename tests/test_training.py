@@ -71,6 +71,13 @@ def test_save_load_roundtrip_weights_only(tmp_path) -> None:
         models.load_model(tmp_path / "bad.pt")
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         models.load_model(tmp_path / "missing.pt")
+    other = {**spec, "kwargs": {**spec["kwargs"], "channels": [4, 8]}}  # a spec whose network the weights do not fit
+    torch.save({"spec": other, "state_dict": net.state_dict()}, tmp_path / "mismatch.pt")
+    with pytest.raises(ValueError, match=r"mismatch.pt: weights do not fit the 'unet' network"):
+        models.load_model(tmp_path / "mismatch.pt")
+    torch.save({"spec": {"kwargs": {}}, "state_dict": net.state_dict()}, tmp_path / "noname.pt")
+    with pytest.raises(ValueError, match="noname.pt: the model spec has no network 'name'"):
+        models.load_model(tmp_path / "noname.pt")
 
 
 def test_logit_scale_saves_inner_net_and_loads_back_scaled(tmp_path) -> None:
@@ -282,6 +289,8 @@ def test_resume_only_with_same_tag_network_and_data(tmp_path) -> None:
     assert run(models.LogitScale(_tiny(), 5.0)).resumed_from == 0  # other state-dict keys: no crash, fresh
     run(_tiny())
     assert run(_tiny(), xs=x + 1.0).resumed_from == 0
+    (tmp_path / "c" / "last.pt").write_bytes(b"truncated by a kill")  # unreadable: start afresh, never unpickle
+    assert run(_tiny()).resumed_from == 0
     a, b = _tiny(), _tiny()
     assert models.weights_signature(a) == models.weights_signature(b)
     with torch.no_grad():
