@@ -82,7 +82,7 @@ def load_profile(name_or_path: str) -> dict[str, Any]:
         The profile with stage keys canonicalised.
     """
     path = Path(name_or_path)
-    if not path.suffix:
+    if not path.suffix and not path.is_file() and "/" not in str(name_or_path):  # a name, not a path
         path = PROFILE_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))

@@ -153,3 +153,18 @@ def test_atomic_writes_get_the_ordinary_file_mode(tmp_path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == want
     if artefacts._UMASK == 0o022:  # the usual case: the same as a file written with open()
         assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o644
+
+
+def test_a_profile_path_without_suffix_is_a_path(tmp_path, monkeypatch) -> None:
+    (tmp_path / "myprof").write_text("description: mine\nnotebooks:\n  02_unet:\n    epochs: 2\n")
+    monkeypatch.chdir(tmp_path)
+    for ref in ("./myprof", "myprof", str(tmp_path / "myprof")):
+        assert pipeline.load_profile(ref)["description"] == "mine", ref
+    assert pipeline.load_profile("smoke")["name"] == "smoke"  # names still find the shipped profiles
+
+
+def test_seed_everything_refuses_a_bool() -> None:
+    from robustseg_lib.runtime import seed_everything
+
+    with pytest.raises(ValueError, match="seed"):
+        seed_everything(True)
