@@ -136,6 +136,39 @@ def _comparison_view(cmp_r: pd.DataFrame) -> pd.DataFrame:
     return v
 
 
+def empty_truth_note(run: RunPaths) -> str:
+    """How many evaluated cases have no ground-truth voxel of each region (from notebook 01's region volumes).
+
+    Under the BraTS rule such a case scores Dice 1 for that region when nothing is predicted there and 0 otherwise,
+    so a region's mean mixes these all-or-nothing scores with ordinary ones (typically ET, absent in non-enhancing
+    tumours).
+
+    Args:
+        run: the run folder (``tables/data_region_volumes.csv`` and the ``tables/results_*.csv`` case ids).
+
+    Returns:
+        One Markdown sentence, or ``""`` when the tables are not there.
+    """
+    vols = run.tables / "data_region_volumes.csv"
+    results = sorted(run.tables.glob("results_*.csv"))
+    if not vols.is_file() or not results:
+        return ""
+    ids: set[str] = set()
+    for f in results:
+        ids |= set(pd.read_csv(f, usecols=["case_id"])["case_id"].astype(str))
+    v = pd.read_csv(vols)
+    v = v[v["case_id"].astype(str).isin(ids)]
+    regions = [r for r in ("WT", "TC", "ET") if r in v.columns]
+    if v.empty or not regions:
+        return ""
+    counts = ", ".join(f"{r} {int((v[r] == 0).sum())}" for r in regions)
+    return (
+        f"Evaluated cases whose ground truth has no voxel of a region (of {len(v)}): {counts}. Under the BraTS rule such "
+        "a case scores Dice 1 for that region when nothing is predicted there and 0 otherwise, so that region's means "
+        "mix all-or-nothing scores with ordinary ones."
+    )
+
+
 def _drops_view(d: pd.DataFrame) -> pd.DataFrame:
     v = d.copy()
     if "target_policy" in v.columns:
@@ -265,6 +298,7 @@ def write_report(
         "",
         _md_table(s[keep]),
         "",
+        *([empty_note, ""] if (empty_note := empty_truth_note(run)) else []),
         f"## Paired Wilcoxon signed-rank tests ({region}, Holm-adjusted within family)",
         "",
         "a vs b paired by case; `n_nonzero`: pairs with a non-zero difference (the ones ranked); `hl_estimate`: "

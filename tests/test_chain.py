@@ -82,6 +82,7 @@ def test_smoke_chain_writes_every_artefact(smoke_run: Path) -> None:
     assert len(drops) == len(table[(table.model == "baseline") & (table.attack != "clean") & (table.eps > 0)
                                    & ~table.attack.str.startswith("transfer_")].groupby(["attack", "target_policy", "eps"], dropna=False))
     assert drops.psnr.notna().all() and "### C2 in context" in report
+    assert "Evaluated cases whose ground truth has no voxel of a region" in report
     # no warning reaches a student: the notebooks filter none, so any library warning would show here
     for fname in STAGES.values():
         nb = json.loads((smoke_run / "notebooks" / fname).read_text())

@@ -717,3 +717,18 @@ def test_report_shows_drops_beside_perceptibility(tmp_path) -> None:
     assert "C2 in context" not in text_without
     with pytest.raises(ValueError, match="drops"):
         _write_report(tmp_path, drops="nope")
+
+
+def test_report_counts_cases_with_an_empty_truth_region(tmp_path) -> None:
+    from robustseg_lib import report as R
+    from robustseg_lib.artefacts import RunPaths
+
+    run = RunPaths(tmp_path / "run")
+    run.tables.mkdir(parents=True, exist_ok=True)
+    # five cases prepared; c3 and c4 were never evaluated (train split): only c0-c2 count
+    pd.DataFrame({"case_id": [f"c{i}" for i in range(5)], "WT": [10, 8, 5, 0, 0], "TC": [4, 0, 2, 0, 0],
+                  "ET": [0, 0, 1, 0, 0], "unit": "voxels"}).to_csv(run.tables / "data_region_volumes.csv", index=False)
+    pd.DataFrame({"case_id": ["c0", "c1", "c2"], "dice": [0.5, 0.6, 0.7]}).to_csv(run.tables / "results_02_unet.csv", index=False)
+    note = R.empty_truth_note(run)
+    assert "(of 3): WT 0, TC 1, ET 2" in note
+    assert R.empty_truth_note(RunPaths(tmp_path / "empty")) == ""
