@@ -300,26 +300,11 @@ def bootstrap_relative_drop_ci(
     """
     c = _vector(clean, "clean")
     a = _vector(attacked, "attacked")
-    _check_confidence(confidence, n_resamples)
     if c.size != a.size:
         raise ValueError(f"clean and attacked must have equal lengths, got {c.size} and {a.size}")
-    if c.size == 0:
-        raise ValueError("clean: empty sample")
-    if c.mean() == 0:
-        raise ValueError("clean: mean is zero, the relative drop is undefined")
-    drop = float(_relative_drop(c, a))
-    if c.size == 1 or (np.ptp(c) == 0 and np.ptp(a) == 0):
-        return drop, drop, drop
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = sst.bootstrap(
-            (c, a), _relative_drop, paired=True, vectorized=True, confidence_level=confidence,
-            n_resamples=int(n_resamples), method=method, rng=np.random.default_rng(seed),
-        )  # fmt: skip
-    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        lo = hi = drop
-    return drop, lo, hi
+    # the maximum over one condition is that condition's drop: one implementation of the joint bootstrap
+    return bootstrap_max_relative_drop_ci(c, a[None, :], confidence=confidence, n_resamples=n_resamples,
+                                          seed=seed, method=method)  # fmt: skip
 
 
 def _max_relative_drop(clean: np.ndarray, *attacked: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -732,3 +732,22 @@ def test_report_counts_cases_with_an_empty_truth_region(tmp_path) -> None:
     note = R.empty_truth_note(run)
     assert "(of 3): WT 0, TC 1, ET 2" in note
     assert R.empty_truth_note(RunPaths(tmp_path / "empty")) == ""
+
+
+def test_teaching_example_uses_the_exact_test_on_the_non_zero_pairs() -> None:
+    from robustseg_lib import report as R
+
+    n = 16  # > 13 pairs: where scipy, given the zeros too, switches to its normal approximation (p 0.083 here)
+    clean = np.linspace(0.6, 0.9, n)
+    att = clean.copy()
+    att[:3] -= 0.1  # 3 cases lose Dice, the other 13 are unchanged (zero differences)
+    t = pd.DataFrame([{"case_id": f"c{i:02d}", "model": "baseline", "attack": atk, "eps": eps, "steps": 0, "region": "WT",
+                       "dice": float(v[i]), "hd95": 1.0, "target_policy": None}
+                      for atk, eps, v in (("clean", 0.0, clean), ("ifgsm", 0.3, att)) for i in range(n)])
+    assert sst.wilcoxon(clean, att, zero_method="wilcox").pvalue != pytest.approx(0.25)  # what the old call gave
+    text = R.teaching_example(t, S.compare(t))
+    # hand value: 3 non-zero differences of one sign, exact two-sided p = 2 / 2**3; scipy agrees on them alone
+    assert sst.wilcoxon(clean[:3] - att[:3]).pvalue == pytest.approx(0.25)
+    assert "paired Wilcoxon p = 0.25." in text
+    mw = sst.mannwhitneyu(clean, att, alternative="two-sided").pvalue
+    assert f"Unpaired Mann–Whitney p = {mw:.2g};" in text
