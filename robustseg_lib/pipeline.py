@@ -3,9 +3,10 @@
 Each notebook (stage) runs in order into the run folder with the parameters of a named
 profile (``notebooks/profiles/<name>.yaml``) plus ``--set`` overrides. A stage is skipped
 when the manifest says it finished with the same fingerprint (its notebook's code, its
-parameters and the fingerprints of the stages before it) and its executed notebook is
-still there; a killed run therefore resumes from the last finished stage. A failing cell
-stops the run, naming the notebook and the cell; the partial notebook is kept.
+parameters, the library's code, the fingerprints of the stages before it and, with a data
+folder, a signature of its files) and its executed notebook is still there; a killed run
+therefore resumes from the last finished stage. A failing cell stops the run, naming the
+notebook and the cell; the partial notebook is kept.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import argparse
 import functools
 import hashlib
 import json
+import os
 import re
+import stat
 import sys
 import time
 from collections.abc import Sequence
@@ -35,6 +38,7 @@ __all__ = [
     "notebook_parameters",
     "stage_parameters",
     "parse_overrides",
+    "data_dir_signature",
     "reproduce",
     "main",
 ]
@@ -249,9 +253,87 @@ def library_hash() -> str:
     return h.hexdigest()
 
 
-def _fingerprint(stage: str, params: dict[str, Any], upstream: str, notebook_dir: Path) -> str:
-    blob = json.dumps({"stage": stage, "code": _code_hash(notebook_dir / STAGES[stage]), "library": library_hash(),
-                       "params": params, "upstream": upstream}, sort_keys=True, default=str)  # fmt: skip
+def data_dir_signature(path: str | os.PathLike[str]) -> str:
+    """A cheap signature of a data folder's contents: changes when a file is added, removed, renamed, resized or touched.
+
+    Every regular file under ``path`` (recursively) contributes its path relative to ``path`` (POSIX form), its size and
+    its modification time in nanoseconds, in order of relative path. The file bytes are *not* read: a real BraTS folder
+    holds 10+ GB, while one ``stat`` per file (a few thousand) is cheap. So an edit that keeps both size and mtime (a
+    tool that restores mtimes, or a same-size rewrite within the file system's mtime resolution) goes unnoticed, and a
+    copy of the folder that does not keep mtimes (``cp`` without ``-p``) counts as a change.
+
+    Symbolic links are followed, to files and to folders, as the loaders (``robustseg_lib.data``) follow them: a folder
+    of links into a shared dataset is signed by the files it points to; a folder reached twice (a link cycle) is walked
+    once; a broken link is skipped, as the loaders skip it. Hidden entries (names starting with ``.``: ``.DS_Store``,
+    ``.git/``, macOS ``._*`` forks) are skipped at every level, as the loaders skip them.
+
+    Args:
+        path: the data folder (``--data-dir``).
+
+    Returns:
+        A hex digest (sha256).
+
+    Raises:
+        TypeError: ``path`` is not a str or path.
+        NotADirectoryError: ``path`` is not an existing folder (named).
+        OSError: a folder under it cannot be listed (named).
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"data folder must be a str or path, got {type(path).__name__}")
+    root = Path(path)
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root}: data folder does not exist or is not a folder")
+
+    def fail(err: OSError) -> None:  # os.walk would skip an unreadable folder silently
+        raise err
+
+    files: list[tuple[str, int, int]] = []
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=fail):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen:  # a link back to a folder already walked
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))  # sorted: which alias of a folder is walked is fixed
+        for name in filenames:
+            if name.startswith("."):
+                continue
+            file = Path(dirpath, name)
+            try:
+                st = file.stat()
+            except FileNotFoundError:  # a broken link
+                continue
+            if stat.S_ISREG(st.st_mode):
+                files.append((file.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns))
+    h = hashlib.sha256()
+    for rel, size, mtime_ns in sorted(files):
+        h.update(os.fsencode(rel) + b"\0" + f"{size}\0{mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _data_signature(params: dict[str, Any], notebook_dir: Path) -> str | None:
+    """``data_dir_signature`` of a stage's ``data_dir`` parameter; None when it has none or it is empty (synthetic data).
+
+    A relative ``data_dir`` (from ``--set`` or a profile) is read from the notebook folder, the notebooks' working folder.
+    """
+    data_dir = params.get("data_dir")
+    if not data_dir:
+        return None
+    try:
+        return data_dir_signature(Path(notebook_dir, data_dir))  # an absolute data_dir stays as it is
+    except (TypeError, OSError) as exc:
+        raise PipelineError(f"data_dir {data_dir!r}: {exc}") from None
+
+
+def _fingerprint(stage: str, params: dict[str, Any], upstream: str, notebook_dir: Path, data: str | None = None) -> str:
+    """A stage's fingerprint; ``data`` is the signature of its data folder, left out when None so that runs on synthetic
+    data keep the fingerprints they had before data folders were signed."""
+    fields = {"stage": stage, "code": _code_hash(notebook_dir / STAGES[stage]), "library": library_hash(),
+              "params": params, "upstream": upstream}  # fmt: skip
+    if data is not None:
+        fields["data"] = data
+    blob = json.dumps(fields, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -311,7 +393,8 @@ def reproduce(
     Args:
         profile: profile name or YAML path.
         out: run folder (default ``runs/<profile>``).
-        data_dir: a real BraTS/MSD folder for notebook 01 (instead of synthetic data).
+        data_dir: a real BraTS/MSD folder for notebook 01 (instead of synthetic data); files added, removed or
+            changed in it (``data_dir_signature``) rerun the chain.
         device: ``auto``, ``cpu`` or ``cuda``, passed to every notebook.
         sets: ``NOTEBOOK.PARAM=VALUE`` overrides.
         only: run only these stages (others untouched).
@@ -351,7 +434,7 @@ def reproduce(
     kcfg = kernel_config()
     t_all = time.perf_counter()
     for stage in STAGES:
-        fp = _fingerprint(stage, params[stage], upstream, notebook_dir)
+        fp = _fingerprint(stage, params[stage], upstream, notebook_dir, _data_signature(params[stage], notebook_dir))
         upstream = fp
         dst = run.notebooks / STAGES[stage]
         rec = manifest["stages"].get(stage, {})
@@ -363,7 +446,7 @@ def reproduce(
         if stale:  # every stage reads what the stages before it wrote
             raise PipelineError(
                 f"--only {stage}: it reads the outputs of {', '.join(stale)}, which are missing, failed, or were made with "
-                f"other parameters or code than this request's; run without --only, or add {', '.join(stale)} to --only"
+                f"other parameters, code or data than this request's; run without --only, or add {', '.join(stale)} to --only"
             )
         if not force and up_to_date:
             log(f"[{stage}] up to date, skipped (ran {rec.get('seconds', 0):.1f} s)")

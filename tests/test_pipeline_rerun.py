@@ -3,8 +3,10 @@ rule can be exercised without training anything."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 from pathlib import Path
@@ -34,7 +36,7 @@ def stubs(tmp_path_factory) -> tuple[Path, Path]:
     for stage, fname in STAGES.items():
         params = new_code_cell(
             'run_dir: str = "."  # run folder\ndevice: str = "auto"  # device\nseed: int = 0  # seed\n'
-            "x: int = 1  # a parameter\ncrash: bool = False  # kill the kernel"
+            "x: int = 1  # a parameter\ncrash: bool = False  # kill the kernel\ndata_dir: str = \"\"  # a data folder"
         )
         params.metadata["tags"] = ["parameters"]
         nb = new_notebook(cells=[params, new_code_cell(STUB.replace("@STAGE@", stage))])
@@ -86,6 +88,116 @@ def test_library_code_is_part_of_the_fingerprint(stubs, done_run, tmp_path, monk
     assert _ran(_run(stubs, run)) == []  # nothing changed: all skipped
     monkeypatch.setattr(pipeline, "library_hash", lambda: "another version of robustseg_lib")
     assert _ran(_run(stubs, run)) == list(STAGES)
+
+
+def _old_fingerprints(manifest: dict, nb_dir: Path) -> dict[str, str]:
+    """The fingerprints as computed before data folders were signed (code, library, params, upstream), chained."""
+    out, upstream = {}, ""
+    for stage in STAGES:
+        blob = json.dumps({"stage": stage, "code": pipeline._code_hash(nb_dir / STAGES[stage]), "library": pipeline.library_hash(),
+                           "params": manifest["parameters"][stage], "upstream": upstream}, sort_keys=True, default=str)
+        out[stage] = upstream = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return out
+
+
+def test_synthetic_data_keeps_its_fingerprints(stubs, done_run) -> None:
+    """Without a data folder nothing is signed: existing run folders stay up to date after the upgrade."""
+    manifest = json.loads((done_run / "manifest.json").read_text())
+    assert "data_dir" not in manifest["parameters"]["01_data"]
+    assert {s: r["fingerprint"] for s, r in manifest["stages"].items()} == _old_fingerprints(manifest, stubs[0])
+
+
+def _data_folder(root: Path) -> Path:
+    """A small data folder: two case folders, a top-level file, and hidden entries."""
+    for case in ("c1", "c2"):
+        (root / case).mkdir(parents=True)
+        for mod in ("t1", "seg"):
+            (root / case / f"{case}_{mod}.nii.gz").write_bytes(b"voxels of " + case.encode() + mod.encode())
+    (root / "dataset.json").write_text("{}")
+    (root / ".git").mkdir()
+    (root / ".git" / "HEAD").write_text("ref: main\n")
+    (root / ".DS_Store").write_bytes(b"finder")
+    return root
+
+
+def _grow_keeping_mtime(f: Path) -> None:
+    st = f.stat()
+    f.write_bytes(f.read_bytes() + b"more")
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))  # only the size tells
+
+
+def _touch(f: Path) -> None:
+    st = f.stat()
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # same bytes, newer mtime
+
+
+DATA_CHANGES = {  # change → does stage 01 (and what follows) rerun? (an unchanged folder: the second run below)
+    "hidden file changed": (lambda d: (d / ".DS_Store").write_bytes(b"finder, other view"), False),
+    "hidden file added": (lambda d: (d / "c1" / "._c1_t1.nii.gz").write_bytes(b"resource fork"), False),
+    "file in hidden folder changed": (lambda d: (d / ".git" / "HEAD").write_text("ref: other branch\n"), False),
+    "file added": (lambda d: (d / "c2" / "c2_flair.nii.gz").write_bytes(b"flair"), True),
+    "case folder added": (lambda d: (d / "c3").mkdir() or (d / "c3" / "c3_t1.nii.gz").write_bytes(b"t1"), True),
+    "file size changed": (lambda d: _grow_keeping_mtime(d / "c1" / "c1_seg.nii.gz"), True),
+    "file touched": (lambda d: _touch(d / "c2" / "c2_t1.nii.gz"), True),
+    "file removed": (lambda d: (d / "dataset.json").unlink(), True),
+}
+
+
+@pytest.mark.parametrize("change", list(DATA_CHANGES))
+def test_data_folder_contents_are_part_of_the_fingerprint(stubs, tmp_path, change) -> None:
+    mutate, reruns = DATA_CHANGES[change]
+    data = _data_folder(tmp_path / "brats")
+    run = tmp_path / "run"
+    stages = ["data", "unet"]  # 02 stands for every stage downstream of 01
+    assert _ran(_run(stubs, run, only=stages, data_dir=str(data))) == ["01_data", "02_unet"]
+    assert _ran(_run(stubs, run, only=stages, data_dir=str(data))) == []
+    mutate(data)
+    assert _ran(_run(stubs, run, only=stages, data_dir=str(data))) == (["01_data", "02_unet"] if reruns else [])
+
+
+def test_a_changed_data_folder_makes_the_whole_chain_stale(stubs, tmp_path) -> None:
+    data = _data_folder(tmp_path / "brats")
+    run = tmp_path / "run"
+    assert _ran(_run(stubs, run, data_dir=str(data))) == list(STAGES)
+    assert _ran(_run(stubs, run, only=["statistics"], data_dir=str(data))) == []  # up to date
+    (data / "c1" / "c1_flair.nii.gz").write_bytes(b"flair")
+    with pytest.raises(PipelineError, match=r"reads the outputs of 01_data, 02_unet, .*, 07_adversarial_training, which are "
+                                            r"missing, failed, or were made with other parameters, code or data"):
+        _run(stubs, run, only=["statistics"], data_dir=str(data))
+    assert _ran(_run(stubs, run, only=["data"], data_dir=str(data))) == ["01_data"]
+    with pytest.raises(PipelineError, match=r"reads the outputs of 02_unet, 03_fgsm, .*, 07_adversarial_training, which"):
+        _run(stubs, run, only=["statistics"], data_dir=str(data))  # 01 is redone: everything after it is stale
+
+
+def test_data_dir_signature(tmp_path) -> None:
+    data = _data_folder(tmp_path / "brats")
+    sig = pipeline.data_dir_signature(data)
+    assert sig == pipeline.data_dir_signature(str(data)) and len(sig) == 64
+    # links are followed, to files and folders; a link cycle is walked once; a broken link is skipped
+    shared = tmp_path / "shared.nii.gz"
+    shared.write_bytes(b"shared")
+    (data / "c2" / "c2_t2.nii.gz").symlink_to(shared)
+    (data / "c1" / "loop").symlink_to(data, target_is_directory=True)
+    (data / "gone.nii.gz").symlink_to(tmp_path / "nothing")
+    with_links = pipeline.data_dir_signature(data)
+    assert with_links != sig
+    _grow_keeping_mtime(shared)
+    assert pipeline.data_dir_signature(data) != with_links  # the target's size counts
+    linked, empty = tmp_path / "linked", tmp_path / "empty"
+    linked.mkdir()
+    empty.mkdir()
+    (linked / "set").symlink_to(data, target_is_directory=True)
+    assert pipeline.data_dir_signature(linked) != pipeline.data_dir_signature(empty)
+    for bad in (tmp_path / "nowhere", shared):
+        with pytest.raises(NotADirectoryError, match=re.escape(f"{bad}: data folder does not exist")):
+            pipeline.data_dir_signature(bad)
+    with pytest.raises(TypeError, match="str or path"):
+        pipeline.data_dir_signature(3)  # type: ignore[arg-type]
+
+
+def test_a_missing_data_dir_set_by_hand_is_named(stubs, tmp_path) -> None:
+    with pytest.raises(PipelineError, match=r"data_dir 'no/such/folder': .*no/such/folder: data folder does not exist"):
+        _run(stubs, tmp_path / "run", sets=["data.data_dir=no/such/folder"])
 
 
 def test_a_fresh_rerun_clears_training_checkpoints_and_a_killed_one_resumes_them(stubs, done_run, tmp_path) -> None:
