@@ -163,6 +163,31 @@ class DistillationObjective:
         return loss
 
 
+LABEL_SOURCES = ("truth", "predicted")
+
+
+def _check_label_source(label_source: Any) -> str:
+    """``label_source`` itself, or a ValueError naming the parameter."""
+    if not isinstance(label_source, str) or label_source not in LABEL_SOURCES:
+        raise ValueError(f"label_source must be 'truth' or 'predicted', got {label_source!r}")
+    return label_source
+
+
+def _attack_labels(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, label_source: str) -> torch.Tensor:
+    """The class maps the attack ascends: ``y`` itself (``"truth"``) or the model's prediction on ``x``.
+
+    ``"predicted"``: ``argmax`` of ``model(x)`` in eval mode, without gradient, through the
+    same ``model`` (network or sliding-window wrapper) the attack is run on; every submodule's
+    ``training`` flag is restored afterwards.
+    """
+    if label_source == "truth":
+        return y
+    from .attacks import _eval_mode
+
+    with torch.no_grad(), _eval_mode(model):
+        return model(x).argmax(1)
+
+
 def _batch_clip(x: torch.Tensor, brain: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-case, per-modality brain range and brain mask of a z-scored batch.
 
@@ -192,9 +217,15 @@ class AdversarialAugmenter:
     which volumes were replaced and with which eps.
 
     The clip range is each *crop's* brain range (per modality), slightly tighter than the
-    whole case's range that test-time attacks clip to. The examples are made from the true
-    labels, as in the paper; Kurakin et al. (2017, §4.2) recommend the model's predicted
-    labels instead, against "label leaking" with one-step attacks.
+    whole case's range that test-time attacks clip to. By default the examples are made from
+    the true labels, as in the paper; Kurakin et al. (2017, §4.2) recommend the model's
+    predicted labels instead, against "label leaking" with one-step attacks:
+    ``label_source="predicted"`` attacks each volume against the argmax of the current
+    network's prediction on it (eval mode, no gradient, the network the attack runs on). Only
+    the attack's labels change: the training target returned is the true label either way.
+    Both attacks here are untargeted; a targeted one (ti-FGSM) would build its target map
+    from the same label source (``make_target`` of the prediction), so that the target does
+    not carry the true label into the example either.
 
     Args:
         attack: ``"fgsm"``, ``"ifgsm"`` or ``"mixed"`` (each adversarial volume picks one at random).
@@ -202,11 +233,20 @@ class AdversarialAugmenter:
         mix: fraction of the batch that gets an adversarial copy, in (0, 1].
         steps: i-FGSM iterations.
         alpha_frac: i-FGSM step size as a fraction of eps.
+        label_source: ``"truth"`` (the paper) or ``"predicted"`` (Kurakin et al.): the labels
+            the attack ascends.
     """
 
     def __init__(
-        self, attack: str = "fgsm", eps_range: Sequence[float] = (0.05, 0.3), mix: float = 0.5, steps: int = 3, alpha_frac: float = 0.5
+        self,
+        attack: str = "fgsm",
+        eps_range: Sequence[float] = (0.05, 0.3),
+        mix: float = 0.5,
+        steps: int = 3,
+        alpha_frac: float = 0.5,
+        label_source: str = "truth",
     ) -> None:
+        self.label_source = _check_label_source(label_source)
         if attack not in ("fgsm", "ifgsm", "mixed"):
             raise ValueError(f"attack must be 'fgsm', 'ifgsm' or 'mixed', got {attack!r}")
         lo, hi = (float(v) for v in eps_range)
@@ -228,11 +268,12 @@ class AdversarialAugmenter:
         Args:
             net: the network being trained (attacked as it is now).
             x, y: the augmented batch ``(B, 4, d, h, w)`` and its class maps.
-            generator: seeds the choice of volumes, eps and attack.
+            generator: seeds the choice of volumes, eps and attack (``label_source`` draws
+                nothing, so both sources pick the same volumes and eps).
             brain: ``(B, 1, d, h, w)`` brain mask; None: where ``x`` is non-zero.
 
         Returns:
-            ``(x', y)``.
+            ``(x', y)``, ``y`` the true class maps whatever the label source.
         """
         from .attacks import fgsm, ifgsm
 
@@ -250,6 +291,7 @@ class AdversarialAugmenter:
             xj, yj = x[j : j + 1], y[j : j + 1]
             lo, hi, bj = _batch_clip(xj, None if brain is None else brain[j : j + 1])
             kind = self.attack if self.attack != "mixed" else ("fgsm" if kinds[i] < 0.5 else "ifgsm")
+            yj = _attack_labels(net, xj, yj, self.label_source)
             if kind == "fgsm":
                 adv = fgsm(net, xj, yj, eps, clip=(lo, hi), mask=bj)
             else:
@@ -271,6 +313,7 @@ def make_static_adversarial_set(
     seed: int = 0,
     spec: dict[str, Any] | None = None,
     roi_size: tuple[int, int, int] | None = None,
+    label_source: str = "truth",
 ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     """Pre-generate adversarial copies of a training set from a fixed (baseline) model.
 
@@ -279,9 +322,11 @@ def make_static_adversarial_set(
     per volume since each volume has its own eps). The network is attacked as it predicts:
     through :func:`robustseg_lib.evaluation.wrap_model` (one pass, or a sliding window with
     the spec's overlap). Each volume is clipped to its own per-modality brain range and
-    perturbed only inside its brain (the voxels where some modality is non-zero). The
-    examples are made from the true labels, as in the paper (see :class:`AdversarialAugmenter`
-    on label leaking).
+    perturbed only inside its brain (the voxels where some modality is non-zero). By default
+    the examples are made from the true labels, as in the paper; ``label_source="predicted"``
+    makes each from the source model's prediction on its clean volume instead (argmax through
+    the same wrapped model, eval mode, no gradient; see :class:`AdversarialAugmenter` on
+    label leaking). The labels returned are the true ones either way.
 
     Args:
         net: the fixed source model.
@@ -294,15 +339,17 @@ def make_static_adversarial_set(
         spec: the model spec (``crop``, ``overlap``, ``inference``), as for prediction.
         roi_size: without ``spec``, the sliding-window size (``wrap_model``'s default overlap
             0.25); prefer ``spec``. Neither: one pass over the whole volume.
+        label_source: ``"truth"`` or ``"predicted"``: the labels the attack ascends.
 
     Returns:
-        ``(adv_images, labels, eps_per_volume)``.
+        ``(adv_images, labels, eps_per_volume)``, ``labels`` a copy of the true ``labels``.
     """
     from .attacks import fgsm, ifgsm
     from .evaluation import wrap_model
 
     if attack not in ("fgsm", "ifgsm"):
         raise ValueError(f"attack must be 'fgsm' or 'ifgsm', got {attack!r}")
+    _check_label_source(label_source)
     if not isinstance(images, torch.Tensor) or images.ndim != 5:
         raise ValueError(f"images must be a (N, C, D, H, W) tensor, got {getattr(images, 'shape', type(images).__name__)}")
     if not isinstance(labels, torch.Tensor) or tuple(labels.shape) != (images.shape[0], *images.shape[2:]):
@@ -324,7 +371,7 @@ def make_static_adversarial_set(
     out = []
     for i in range(len(images)):  # one eps per volume
         x = images[i : i + 1].to(dev).float()
-        y = labels[i : i + 1].to(dev).long()
+        y = _attack_labels(model, x, labels[i : i + 1].to(dev).long(), label_source)
         lo, hi, brain = _batch_clip(x)
         eps = float(eps_all[i])
         if attack == "fgsm":

@@ -316,6 +316,96 @@ def test_static_adversarial_set_examples_are_the_attack_on_each_volume(attack: s
         defenses.make_static_adversarial_set(net, x, y[:2])
 
 
+# ----------------------------------------------------------------------------- label source ("label leaking")
+def _dropout_model() -> torch.nn.Module:
+    """A small net with dropout: in train mode its predictions are random, so only an eval-mode argmax is reproducible."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv3d(4, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Dropout3d(0.5), torch.nn.Conv3d(8, 4, 1)
+    )
+
+
+def _eval_argmax(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The oracle's prediction: eval mode, no gradient, argmax over classes (the caller's mode restored)."""
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    model.train(was)
+    return pred
+
+
+@pytest.mark.parametrize("attack", ["fgsm", "ifgsm"])
+def test_adversarial_augmenter_predicted_labels_attack_the_prediction_and_keep_the_true_target(attack: str) -> None:
+    """label_source="predicted": each replaced volume is the attack run by hand against the network's eval-mode
+    argmax on that clean volume; the true labels are chosen wrong everywhere (prediction + 1), so the "truth"
+    examples differ, while the same volumes and eps are drawn; the target returned is the true label; the
+    network is left in train mode. With labels equal to the prediction both sources give the same examples."""
+    from robustseg_lib import attacks
+
+    net, (x, _) = _dropout_model(), _batch()
+    pred = _eval_argmax(net, x)
+    y = (pred + 1) % 4  # truth != prediction at every voxel
+    net.train()
+    kw = dict(eps_range=(0.1, 0.3), mix=0.75, steps=2, alpha_frac=0.5)
+    hook = defenses.AdversarialAugmenter(attack, label_source="predicted", **kw)
+    out, target = hook(net, x, y, torch.Generator().manual_seed(1))
+    assert net.training and all(m.training for m in net.modules())
+    assert torch.equal(target, y) and not torch.equal(target, pred)  # training target: the truth
+    truth_hook = defenses.AdversarialAugmenter(attack, **kw)
+    out_truth, _ = truth_hook(net, x, y, torch.Generator().manual_seed(1))
+    assert hook.last_index == truth_hook.last_index and hook.last_eps == truth_hook.last_eps and len(hook.last_index) == 3
+    for j, eps in zip(hook.last_index, hook.last_eps):
+        xj = x[j : j + 1]
+        brain = (xj != 0).any(1, keepdim=True)
+        clip = _brain_clip(xj, brain)
+        pj = _eval_argmax(net, xj)  # per volume
+        if attack == "fgsm":
+            ref = attacks.fgsm(net, xj, pj, eps, clip=clip, mask=brain)
+        else:
+            ref = attacks.ifgsm(net, xj, pj, eps, 0.5 * eps, 2, clip=clip, mask=brain)
+        assert torch.equal(out[j : j + 1], ref)
+        assert not torch.equal(out[j : j + 1], out_truth[j : j + 1])
+    # where the truth is the prediction, the two sources make the same examples
+    same, _ = defenses.AdversarialAugmenter(attack, label_source="predicted", **kw)(net, x, pred, torch.Generator().manual_seed(1))
+    assert torch.equal(same, defenses.AdversarialAugmenter(attack, **kw)(net, x, pred, torch.Generator().manual_seed(1))[0])
+
+
+def test_static_adversarial_set_predicted_labels_go_through_the_wrapped_model() -> None:
+    """label_source="predicted" in the static set: each example is FGSM against the argmax of the source model *as
+    it predicts* (sliding window with the spec's overlap) on its clean volume; the labels returned are the true
+    ones, wrong everywhere here, so the "truth" examples differ."""
+    from robustseg_lib import attacks
+
+    net = _model()
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(3, 4, 16, 8, 8, generator=g)
+    x[:, :, :2] = 0
+    spec = {"crop": (8, 8, 8), "overlap": 0.5, "inference": "sliding"}
+    window = attacks.SlidingWindowModel(net, (8, 8, 8), sw_batch_size=2, overlap=0.5)
+    y = (_eval_argmax(window, x) + 1) % 4  # truth != prediction at every voxel
+    kw = dict(attack="fgsm", eps_range=(0.1, 0.3), seed=5, spec=spec)
+    adv, labels, eps = defenses.make_static_adversarial_set(net, x, y, label_source="predicted", **kw)
+    adv_truth, _, eps_truth = defenses.make_static_adversarial_set(net, x, y, **kw)
+    assert torch.equal(labels, y) and list(eps) == list(eps_truth)
+    for i in range(3):
+        xi = x[i : i + 1]
+        brain = (xi != 0).any(1, keepdim=True)
+        clip = _brain_clip(xi, brain)
+        ref = attacks.fgsm(window, xi, _eval_argmax(window, xi), float(eps[i]), clip=clip, mask=brain)
+        assert torch.equal(adv[i : i + 1], ref)
+        assert not torch.equal(adv[i : i + 1], adv_truth[i : i + 1])
+
+
+def test_label_source_is_validated_up_front() -> None:
+    net, (x, y) = _model(), _batch(2)
+    for bad in ("prediction", "TRUTH", None, 1):
+        with pytest.raises(ValueError, match="label_source"):
+            defenses.AdversarialAugmenter(label_source=bad)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="label_source"):
+            defenses.make_static_adversarial_set(net, x, y, label_source=bad)  # type: ignore[arg-type]
+
+
 # ----------------------------------------------------------------------------- output saturation
 def _step_net() -> torch.nn.Module:
     """1×1×1 conv with logits (x₀, 0, 0, 0): the logit gap of class 0 is the input's channel 0."""

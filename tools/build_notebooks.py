@@ -783,6 +783,7 @@ def nb07() -> list:
 eps_range: list = [0.05, 0.5]  # eps drawn uniformly per adversarial example (z-score units)
 mix: float = 0.5  # fraction of each batch replaced by adversarial versions
 adv_steps: int = 3  # i-FGSM steps when adv_attack is ifgsm or mixed
+label_source: str = "truth"  # truth | predicted: labels the examples are made from (the training target stays the truth)
 epochs: int = 30  # training epochs
 steps_per_epoch: int = 14  # optimizer steps per epoch
 lr: float = 0.003  # peak learning rate
@@ -798,6 +799,10 @@ We use **on-the-fly** examples as the main model: examples made against a fixed 
 network being trained after a few epochs, so the static variant mostly teaches the model the baseline's blind spots
 (Tramèr et al., 2018 call the mixture "ensemble adversarial training"). The static variant is trained when `static = True`
 and reported under the model name `advtrain_static`.
+As in the paper, the examples are made from the true labels (`label_source = "truth"`); Kurakin et al. (2017, §4.2)
+recommend the model's own predictions instead (`label_source = "predicted"`, the argmax of the network being attacked),
+because with one-step attacks the true label can "leak" into the example and the model learns to read it from the
+perturbation; either way the network is still trained towards the true labels.
 """
         ),
         code(
@@ -807,11 +812,11 @@ train_set, val_set, test_set = (evaluation.load_split(run, s) for s in ("train",
 train_x, train_y = evaluation.resident(train_set, dev)
 train_spec = evaluation.load_train_config(run, "baseline")
 cfg = TrainConfig(**{**train_spec, "epochs": epochs, "steps_per_epoch": steps_per_epoch, "lr": lr, "seed": seed})
-hook = defenses.AdversarialAugmenter(adv_attack, eps_range=tuple(eps_range), mix=mix, steps=adv_steps)
+hook = defenses.AdversarialAugmenter(adv_attack, eps_range=tuple(eps_range), mix=mix, steps=adv_steps, label_source=label_source)
 net = models.build_unet(spec["name"], seed=seed, **spec["kwargs"])
 res = train(net, train_x, train_y, cfg, val_images=val_set.images, val_labels=val_set.labels,
             batch_hook=hook, ckpt_dir=run.models / "advtrain_ckpt", device=dev, desc="adversarial training",
-            resume_tag=f"{adv_attack} eps_range={eps_range} mix={mix} adv_steps={adv_steps} mask=crop-brain")
+            resume_tag=f"{adv_attack} eps_range={eps_range} mix={mix} adv_steps={adv_steps} mask=crop-brain label_source={label_source}")
 models.save_model(net, run.checkpoint("advtrain"), spec)
 evaluation.save_train_config(run, "advtrain", cfg, res)
 print(f"validation score {res.best_score:.3f} ({res.seconds:.0f} s); last batch: volumes {hook.last_index} attacked at eps {[round(e, 3) for e in hook.last_eps]}")
@@ -828,7 +833,7 @@ MODEL = "advtrain"
 if static:
     adv_x, adv_y, _ = defenses.make_static_adversarial_set(base, train_set.images, train_set.labels, attack="fgsm",
                                                           eps_range=tuple(eps_range), seed=seed,
-                                                          spec=spec)
+                                                          spec=spec, label_source=label_source)
     net_s = models.build_unet(spec["name"], seed=seed, **spec["kwargs"])
     static_x, static_y = evaluation.resident_tensors(torch.cat([train_set.images, adv_x]), torch.cat([train_set.labels, adv_y]), dev)
     train(net_s, static_x, static_y, cfg, val_images=val_set.images,
@@ -871,6 +876,8 @@ Exercises that retrain change `models/advtrain.pt`, which notebook 08 reads: try
 (`cp -r runs/teaching runs/mine`, then `run_dir = "../runs/mine"`).
 1. Set `adv_attack = "ifgsm"`: more robust to i-FGSM? How much slower is training?
 2. Widen `eps_range` to `[0.05, 1.0]`: what happens to clean Dice?
+3. Set `label_source = "predicted"` (examples made from the network's predictions, against label leaking): does FGSM
+   Dice move relative to clean Dice, and does robustness to i-FGSM change?
 """
         ),
     ]
