@@ -37,6 +37,7 @@ __all__ = [
     "save_train_config",
     "load_train_config",
     "read_results",
+    "evaluated_region_volumes",
     "paper_attacks",
 ]
 
@@ -491,3 +492,25 @@ def read_results(run: RunPaths, models: Sequence[str] | None = None) -> pd.DataF
         df = df[df.model.isin(list(models))]
     return df.reset_index(drop=True)
 
+
+
+def evaluated_region_volumes(run: RunPaths) -> pd.DataFrame | None:
+    """Ground-truth region volumes (notebook 01's ``tables/data_region_volumes.csv``) of the cases that
+    appear in the run's result tables.
+
+    Args:
+        run: the run folder.
+
+    Returns:
+        One row per evaluated case (``case_id``, voxel counts per class and region), or ``None`` when the
+        volumes table or the result tables are not there.
+    """
+    vols = run.tables / "data_region_volumes.csv"
+    results = sorted(run.tables.glob("results_*.csv"))
+    if not vols.is_file() or not results:
+        return None
+    ids: set[str] = set()
+    for f in results:
+        ids |= set(pd.read_csv(f, usecols=["case_id"], dtype={"case_id": str})["case_id"])
+    v = pd.read_csv(vols, dtype={"case_id": str})
+    return v[v["case_id"].isin(ids)].reset_index(drop=True)

@@ -10,8 +10,9 @@ import pandas as pd
 from scipy import stats as sps
 
 from .artefacts import RunPaths, atomic_savefig, atomic_to_csv, atomic_write_text
+from .evaluation import evaluated_region_volumes
 from .runtime import short_sha
-from .stats import CLAIM_RULES_MD, attack_label, paired_wilcoxon
+from .stats import CLAIM_RULES_MD, attack_label, empty_truth_cases, paired_wilcoxon
 
 __all__ = ["key_pairs", "teaching_example", "write_report"]
 
@@ -119,15 +120,23 @@ _P_FORMATS = {"pvalue": ".2g", "p_holm": ".2g"}
 
 def _comparison_view(cmp_r: pd.DataFrame) -> pd.DataFrame:
     """The printed columns of a comparison table: attacks labelled with their target policy
-    (``tifgsm[erase]``), ``source_model`` when present, ``n_nonzero`` and the HL estimate."""
+    (``tifgsm[erase]``), ``source_model`` when present, ``n_nonzero`` and the HL estimate with its
+    confidence interval."""
     v = cmp_r.copy()
     for s in ("a", "b"):
         if f"attack_{s}" in v.columns:
             pol = v[f"target_policy_{s}"] if f"target_policy_{s}" in v.columns else [None] * len(v)
             v[f"attack_{s}"] = [attack_label(a, p) for a, p in zip(v[f"attack_{s}"], pol)]
+    if {"hl_estimate", "hl_ci_lo", "hl_ci_hi"} <= set(v.columns):
+        v["hl_estimate"] = [
+            f"{e:.3f} [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else ("" if np.isnan(e) else f"{e:.3f}")
+            for e, lo, hi in zip(v["hl_estimate"], v["hl_ci_lo"], v["hl_ci_hi"])
+        ]
+        v = v.rename(columns={"hl_estimate": "hl_estimate [CI]"})
     cols = [
         "family", "model_a", "attack_a", "source_model_a", "eps_a", "model_b", "attack_b", "source_model_b", "eps_b",
-        "n", "n_nonzero", "mean_a", "mean_b", "hl_estimate", "effect_size", "pvalue", "p_holm", "significant",
+        "n", "n_nonzero", "mean_a", "mean_b", "hl_estimate", "hl_estimate [CI]", "effect_size", "pvalue", "p_holm",
+        "significant",
     ]  # fmt: skip
     v = v[[c for c in cols if c in v.columns]]
     for c in ("n", "n_nonzero"):
@@ -149,24 +158,35 @@ def empty_truth_note(run: RunPaths) -> str:
     Returns:
         One Markdown sentence, or ``""`` when the tables are not there.
     """
-    vols = run.tables / "data_region_volumes.csv"
-    results = sorted(run.tables.glob("results_*.csv"))
-    if not vols.is_file() or not results:
+    v = evaluated_region_volumes(run)
+    if v is None:
         return ""
-    ids: set[str] = set()
-    for f in results:
-        ids |= set(pd.read_csv(f, usecols=["case_id"])["case_id"].astype(str))
-    v = pd.read_csv(vols)
-    v = v[v["case_id"].astype(str).isin(ids)]
-    regions = [r for r in ("WT", "TC", "ET") if r in v.columns]
-    if v.empty or not regions:
+    empty = empty_truth_cases(v)
+    if v.empty or not empty:
         return ""
-    counts = ", ".join(f"{r} {int((v[r] == 0).sum())}" for r in regions)
+    counts = ", ".join(f"{r} {len(ids)}" for r, ids in empty.items())
     return (
         f"Evaluated cases whose ground truth has no voxel of a region (of {len(v)}): {counts}. Under the BraTS rule such "
         "a case scores Dice 1 for that region when nothing is predicted there and 0 otherwise, so that region's means "
         "mix all-or-nothing scores with ordinary ones."
     )
+
+
+def _sensitivity_view(sens: pd.DataFrame) -> pd.DataFrame:
+    """One row per analysis of ``stats.claims_by_region``: cases, then each claim's verdict with its support
+    count (``holds (3/3)``; C2: the largest relative drop)."""
+    rows = []
+    for analysis, g in sens.groupby("analysis", sort=False):
+        row: dict[str, Any] = {"analysis": analysis, "cases": int(g["n_cases"].iloc[0])}
+        for _, r in g.iterrows():
+            if r["claim"] == "C2" and np.isfinite(r["rel_drop"]):
+                row["C2"] = f"{r['verdict']} ({100 * r['rel_drop']:.0f} %)"
+            elif r["n_tests"]:
+                row[r["claim"]] = f"{r['verdict']} ({int(r['n_support'])}/{int(r['n_tests'])})"
+            else:
+                row[r["claim"]] = r["verdict"]
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def _drops_view(d: pd.DataFrame) -> pd.DataFrame:
@@ -190,6 +210,7 @@ def write_report(
     claims_comparisons: pd.DataFrame | None = None,
     report_stage: str = "08_statistics",
     drops: pd.DataFrame | None = None,
+    claims_by_region: pd.DataFrame | None = None,
 ) -> Path:
     """Write ``report/report.md`` with its tables (CSV) and the run's figures (PNG copies).
 
@@ -213,6 +234,9 @@ def write_report(
         drops: ``stats.drop_vs_perceptibility`` of the undefended model (relative Dice drop and
             PSNR per attack × eps), shown after the claims as C2's context; written as
             ``drops.csv``. ``None``: left out.
+        claims_by_region: ``stats.claims_by_region`` (the verdicts on every region, and without
+            empty-truth cases), shown after the claims as their sensitivity; written as
+            ``claims_by_region.csv``. ``None``: left out.
 
     Returns:
         Path of ``report.md``.
@@ -220,8 +244,9 @@ def write_report(
     for name, df in (("summary", summary), ("comparisons", comparisons), ("claims", claims)):
         if not isinstance(df, pd.DataFrame):
             raise ValueError(f"{name}: expected a pandas DataFrame, got {type(df).__name__}")
-    if drops is not None and not isinstance(drops, pd.DataFrame):
-        raise ValueError(f"drops: expected a pandas DataFrame or None, got {type(drops).__name__}")
+    for name, df in (("drops", drops), ("claims_by_region", claims_by_region)):
+        if df is not None and not isinstance(df, pd.DataFrame):
+            raise ValueError(f"{name}: expected a pandas DataFrame or None, got {type(df).__name__}")
     if claims_comparisons is not None and not isinstance(claims_comparisons, pd.DataFrame):
         raise ValueError(f"claims_comparisons: expected a pandas DataFrame or None, got {type(claims_comparisons).__name__}")
     import json
@@ -233,6 +258,8 @@ def write_report(
         tables["claims_comparisons"] = claims_comparisons
     if drops is not None:
         tables["drops"] = drops
+    if claims_by_region is not None:
+        tables["claims_by_region"] = claims_by_region
     for name, df in tables.items():
         atomic_to_csv(df, rep / f"{name}.csv")
     figs = []
@@ -282,6 +309,21 @@ def write_report(
         "",
         *(
             [
+                "### Sensitivity: the verdicts on every region, and without empty-truth cases",
+                "",
+                f"The same rules applied to each region (the headline above is {region}), and to a region without the "
+                "evaluated cases whose ground truth has none of it (their Dice is all or nothing under the BraTS rule, so "
+                "an attack can move them from 1 to 0 with a single false-positive voxel); the paired tests and Holm's "
+                "correction are recomputed on the remaining cases ([claims_by_region.csv](claims_by_region.csv)).",
+                "",
+                _md_table(_sensitivity_view(claims_by_region)),
+                "",
+            ]
+            if claims_by_region is not None
+            else []
+        ),
+        *(
+            [
                 f"### C2 in context: how large a drop, at how visible a perturbation ({region})",
                 "",
                 "Relative drop of the undefended model's mean Dice, 1 − mean(attacked)/mean(clean), per attack and eps, "
@@ -301,8 +343,9 @@ def write_report(
         *([empty_note, ""] if (empty_note := empty_truth_note(run)) else []),
         f"## Paired Wilcoxon signed-rank tests ({region}, Holm-adjusted within family)",
         "",
-        "a vs b paired by case; `n_nonzero`: pairs with a non-zero difference (the ones ranked); `hl_estimate`: "
-        "Hodges–Lehmann estimate of a − b; `effect_size`: rank-biserial correlation of a − b; `pvalue`: raw "
+        "a vs b paired by case; `n_nonzero`: pairs with a non-zero difference (the ones ranked); `hl_estimate [CI]`: "
+        "Hodges–Lehmann estimate of a − b with its distribution-free confidence interval at 1 − α (the inverted "
+        "signed-rank test; per test, not Holm-adjusted; none when n is too small); `effect_size`: rank-biserial correlation of a − b; `pvalue`: raw "
         "two-sided Wilcoxon p; `p_holm`: Holm-adjusted within family.",
         "",
         _md_table(_comparison_view(cmp_r), formats=_P_FORMATS),

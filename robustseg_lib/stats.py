@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ __all__ = [
     "WilcoxonResult",
     "paired_wilcoxon",
     "hodges_lehmann",
+    "hodges_lehmann_ci",
     "holm",
     "bootstrap_mean_ci",
     "bootstrap_relative_drop_ci",
@@ -32,9 +33,12 @@ __all__ = [
     "summary_table",
     "compare",
     "claims",
+    "claims_by_region",
+    "empty_truth_cases",
     "COMPARE_COLUMNS",
     "CLAIM_COLUMNS",
     "CLAIM_RULES_MD",
+    "SENSITIVITY_COLUMNS",
     "VERDICTS",
 ]
 
@@ -46,7 +50,7 @@ COMPARE_COLUMNS = [
     "model_a", "attack_a", "target_policy_a", "eps_a",
     "model_b", "attack_b", "target_policy_b", "eps_b",
     "n", "n_nonzero", "mean_a", "mean_b", "median_diff",
-    "statistic", "pvalue", "effect_size", "p_holm", "significant", "hl_estimate",
+    "statistic", "pvalue", "effect_size", "p_holm", "significant", "hl_estimate", "hl_ci_lo", "hl_ci_hi",
 ]  # fmt: skip
 
 CLAIM_COLUMNS = [
@@ -124,11 +128,76 @@ def hodges_lehmann(d: Sequence[float] | np.ndarray) -> float:
     Returns:
         The estimate (same units as ``d``).
     """
+    return float(np.median(_walsh_averages(d)))
+
+
+def _walsh_averages(d: Sequence[float] | np.ndarray) -> np.ndarray:
+    """The sorted Walsh averages ``(d_i + d_j)/2``, ``i ≤ j``, of a validated non-empty sample."""
     arr = _vector(d, "d")
     if arr.size == 0:
         raise ValueError("d: empty sample")
     i, j = np.triu_indices(arr.size)
-    return float(np.median((arr[i] + arr[j]) / 2.0))
+    return np.sort((arr[i] + arr[j]) / 2.0)
+
+
+#: Largest n for which :func:`hodges_lehmann_ci` uses the exact signed-rank distribution.
+_EXACT_CI_MAX_N = 400
+
+
+def _signed_rank_cdf(n: int) -> np.ndarray:
+    """``P(T⁺ ≤ t)`` for ``t = 0 … n(n+1)/2`` under the null (no ties): the distribution of the
+    sum of a random subset of the ranks ``1 … n``.
+
+    Hand-written (a subset-sum recursion in probabilities, adding one rank at a time) because
+    scipy keeps its signed-rank distribution private.
+    """
+    m = n * (n + 1) // 2
+    p = np.zeros(m + 1)
+    p[0] = 1.0
+    for k in range(1, n + 1):
+        p[k:] = 0.5 * p[k:] + 0.5 * p[:-k]  # rank k either out of (t) or in (t − k) the positive set
+        p[:k] *= 0.5
+    return np.cumsum(p)
+
+
+def hodges_lehmann_ci(
+    d: Sequence[float] | np.ndarray, *, confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """Hodges–Lehmann estimate of paired differences with its distribution-free confidence interval.
+
+    The interval is the inversion of the two-sided signed-rank test (Hollander & Wolfe, §3.3; what R's
+    ``wilcox.test(conf.int=TRUE)`` reports): with the ``M = n(n+1)/2`` Walsh averages sorted,
+    ``[W₍c+1₎, W₍M−c₎]`` where ``c`` is the largest integer with ``P(T⁺ ≤ c) ≤ (1 − confidence)/2``
+    under the null, i.e. exactly the shifts θ at which the test of ``d − θ`` is not rejected at
+    ``1 − confidence``. The null distribution is exact for ``n ≤ 400`` and the normal approximation
+    above. All ``n`` differences are used, zeros included (as in :func:`hodges_lehmann`); with tied
+    or zero differences the exact coverage is approximate. The interval is per test, not adjusted
+    for multiple comparisons.
+
+    Args:
+        d: paired differences ``a − b`` (1-D, no NaN/inf, at least one value).
+        confidence: confidence level in (0, 1).
+
+    Returns:
+        ``(estimate, lo, hi)``; ``lo = hi = NaN`` when ``n`` is too small for the level (at 95 %,
+        n ≤ 5: even the most extreme outcome has probability 2·2⁻ⁿ > 0.05).
+    """
+    if not (0.0 < confidence < 1.0):
+        raise ValueError(f"confidence: must be in (0, 1), got {confidence}")
+    walsh = _walsh_averages(d)
+    est = float(np.median(walsh))
+    m = walsh.size
+    n = int(round((math.sqrt(8 * m + 1) - 1) / 2))  # m = n(n+1)/2
+    half_alpha = (1.0 - confidence) / 2.0
+    if n <= _EXACT_CI_MAX_N:
+        cdf = _signed_rank_cdf(n)
+        c = int(np.searchsorted(cdf, half_alpha * (1 + 1e-12), side="right")) - 1  # largest c: cdf[c] ≤ α/2
+    else:  # normal approximation of T⁺ (mean M/2, variance n(n+1)(2n+1)/24), continuity-corrected
+        sd = math.sqrt(n * (n + 1) * (2 * n + 1) / 24.0)
+        c = int(math.floor(m / 2.0 - 0.5 - sst.norm.ppf(1.0 - half_alpha) * sd))
+    if c < 0:
+        return est, math.nan, math.nan
+    return est, float(walsh[c]), float(walsh[m - c - 1])
 
 
 def paired_wilcoxon(
@@ -528,7 +597,9 @@ def compare(
         DataFrame with columns :data:`COMPARE_COLUMNS` (plus ``source_model_a/_b`` when the
         table has ``source_model``). ``median_diff``/``effect_size``/``hl_estimate`` refer to
         ``a − b``; ``hl_estimate`` is the Hodges–Lehmann estimate of the paired difference
-        (:func:`hodges_lehmann`, the median of the Walsh averages of all differences).
+        (:func:`hodges_lehmann`, the median of the Walsh averages of all differences) and
+        ``hl_ci_lo/hi`` its distribution-free ``1 − alpha`` confidence interval
+        (:func:`hodges_lehmann_ci`; per test, not Holm-adjusted; NaN when n is too small).
     """
     _check_table(table, metric, region_col)
     if not (0 < alpha < 1):
@@ -617,11 +688,11 @@ def compare(
                 row.update(
                     n_nonzero=w.n, mean_a=float(xa.mean()), mean_b=float(xb.mean()), median_diff=w.median_diff,
                     statistic=w.statistic, pvalue=w.pvalue, effect_size=w.effect_size,
-                    hl_estimate=hodges_lehmann(xa - xb),
                 )  # fmt: skip
+                row["hl_estimate"], row["hl_ci_lo"], row["hl_ci_hi"] = hodges_lehmann_ci(xa - xb, confidence=1 - alpha)
             else:
-                row.update(n_nonzero=0, mean_a=np.nan, mean_b=np.nan, median_diff=np.nan,
-                           statistic=np.nan, pvalue=np.nan, effect_size=np.nan, hl_estimate=np.nan)  # fmt: skip
+                row.update(n_nonzero=0, mean_a=np.nan, mean_b=np.nan, median_diff=np.nan, statistic=np.nan,
+                           pvalue=np.nan, effect_size=np.nan, hl_estimate=np.nan, hl_ci_lo=np.nan, hl_ci_hi=np.nan)  # fmt: skip
             rows.append(row)
 
     cols = list(COMPARE_COLUMNS)
@@ -1007,3 +1078,107 @@ def claims(
         out.append(_row("C4", _count_verdict(len(fam), n_sup, n_ag), ev, paper_max_drop,
                         n_tests=len(fam), n_support=n_sup, n_against=n_ag))  # fmt: skip
     return pd.DataFrame(out, columns=CLAIM_COLUMNS)
+
+
+# ----------------------------------------------------------------------------- sensitivity
+def empty_truth_cases(volumes: pd.DataFrame, regions: Sequence[str] = ("WT", "TC", "ET")) -> dict[str, list[str]]:
+    """The cases whose ground truth has no voxel of each region.
+
+    Args:
+        volumes: one row per case with ``case_id`` and a voxel-count column per region (notebook 01's
+            ``tables/data_region_volumes.csv``, restricted to the cases of interest).
+        regions: regions to look at (those absent from ``volumes`` are skipped).
+
+    Returns:
+        ``region → sorted case ids`` with a zero count (regions without such a case map to ``[]``).
+    """
+    if not isinstance(volumes, pd.DataFrame) or "case_id" not in volumes.columns:
+        raise ValueError("volumes: expected a DataFrame with a 'case_id' column and one column per region")
+    return {
+        r: sorted(volumes.loc[volumes[r] == 0, "case_id"].astype(str))
+        for r in regions
+        if r in volumes.columns
+    }
+
+
+#: Columns of :func:`claims_by_region` (then :data:`CLAIM_COLUMNS`).
+SENSITIVITY_COLUMNS = ["analysis", "region", "n_cases", "n_excluded"]
+
+
+def claims_by_region(
+    table: pd.DataFrame,
+    comparisons: pd.DataFrame | None = None,
+    *,
+    regions: Sequence[str] | None = None,
+    empty_truth: Mapping[str, Collection[str]] | None = None,
+    alpha: float = 0.05,
+    paper_max_drop: float = 0.65,
+    baseline: str = "baseline",
+    distilled: str = "distilled",
+    advtrain: str = "advtrain",
+    metric: str = "dice",
+    n_resamples: int = 2000,
+    seed: int = 0,
+    method: str = "auto",
+) -> pd.DataFrame:
+    """Sensitivity of the verdicts: the claims re-judged on every region, and on each region without the
+    cases whose ground truth lacks it.
+
+    The headline verdicts are judged on one region (WT). This asks whether they depend on that choice,
+    and whether a region's verdict rests on empty-truth cases, whose Dice under the BraTS rule is all or
+    nothing (1 when nothing is predicted, 0 after a single false-positive voxel), so that an attack can
+    move them from 1 to 0 without touching any tumour. The exclusion analysis recomputes the paired
+    tests (and Holm within family × region) on the remaining cases.
+
+    Args:
+        table: tidy result table (as for :func:`claims`).
+        comparisons: :func:`compare` of ``table`` (computed if ``None``); used for the all-case analyses.
+        regions: regions to judge (default: WT, TC, ET as present, then any other region of the table).
+        empty_truth: ``region → case ids`` whose truth has no voxel of the region
+            (:func:`empty_truth_cases`); a region with at least one such case among the table's cases gets
+            a second analysis without them. ``None``: no exclusion analyses.
+        alpha, paper_max_drop, baseline, distilled, advtrain, metric, n_resamples, seed, method: as in
+            :func:`claims`.
+
+    Returns:
+        DataFrame with columns :data:`SENSITIVITY_COLUMNS` + :data:`CLAIM_COLUMNS`: four rows (C1–C4)
+        per analysis; ``analysis`` is the region, or e.g. ``"ET, 3 empty-truth cases excluded"``.
+    """
+    _check_table(table, metric)
+    present = list(pd.unique(table["region"]))
+    if regions is None:
+        regions = [r for r in ("WT", "TC", "ET") if r in present] + [r for r in present if r not in ("WT", "TC", "ET")]
+    else:
+        regions = [regions] if isinstance(regions, str) else list(regions)
+        missing = [r for r in regions if r not in present]
+        if missing:
+            raise ValueError(f"regions: {missing} not in the table (it has {present})")
+    if empty_truth is not None and not isinstance(empty_truth, Mapping):
+        raise ValueError(f"empty_truth: expected a mapping region -> case ids, got {type(empty_truth).__name__}")
+    kw = dict(alpha=alpha, paper_max_drop=paper_max_drop, baseline=baseline, distilled=distilled,
+              advtrain=advtrain, metric=metric, n_resamples=n_resamples, seed=seed, method=method)  # fmt: skip
+    if comparisons is None:
+        comparisons = compare(table, metric=metric, baseline=baseline, distilled=distilled, advtrain=advtrain,
+                              alpha=alpha, method=method)  # fmt: skip
+    frames: list[pd.DataFrame] = []
+
+    def add(analysis: str, region: str, t: pd.DataFrame, cmp: pd.DataFrame, n_excluded: int) -> None:
+        cl = claims(t, cmp, region=region, **kw)
+        cl.insert(0, "n_excluded", n_excluded)
+        cl.insert(0, "n_cases", int(t.loc[t["region"] == region, "case_id"].nunique()))
+        cl.insert(0, "region", region)
+        cl.insert(0, "analysis", analysis)
+        frames.append(cl)
+
+    for r in regions:
+        add(str(r), r, table, comparisons, 0)
+        tr = table.loc[table["region"] == r]
+        drop = set(map(str, (empty_truth or {}).get(r, ()))) & set(tr["case_id"].astype(str))
+        if drop:
+            sub = tr.loc[~tr["case_id"].astype(str).isin(drop)]
+            if sub.empty:
+                continue
+            cmp = compare(sub, metric=metric, baseline=baseline, distilled=distilled, advtrain=advtrain,
+                          alpha=alpha, method=method)  # fmt: skip
+            add(f"{r}, {len(drop)} empty-truth case{'s' if len(drop) > 1 else ''} excluded", r, sub, cmp, len(drop))
+    return pd.concat(frames, ignore_index=True)[SENSITIVITY_COLUMNS + CLAIM_COLUMNS]

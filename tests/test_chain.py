@@ -83,6 +83,16 @@ def test_smoke_chain_writes_every_artefact(smoke_run: Path) -> None:
                                    & ~table.attack.str.startswith("transfer_")].groupby(["attack", "target_policy", "eps"], dropna=False))
     assert drops.psnr.notna().all() and "### C2 in context" in report
     assert "Evaluated cases whose ground truth has no voxel of a region" in report
+    # the verdicts on every region (and without empty-truth cases, where a region has such cases)
+    by_region = pd.read_csv(smoke_run / "tables" / "claims_by_region.csv")
+    vols = pd.read_csv(smoke_run / "tables" / "data_region_volumes.csv", dtype={"case_id": str})
+    vols = vols[vols.case_id.isin(set(table.case_id.astype(str)))]
+    expected = ["WT", "TC", "ET"]
+    expected = [a for r in expected for a in [r] + ([f"{r}, {(vols[r] == 0).sum()} empty-truth case"
+                                                     + ("s" if (vols[r] == 0).sum() > 1 else "") + " excluded"]
+                                                    if (vols[r] == 0).any() and (vols[r] > 0).any() else [])]
+    assert list(pd.unique(by_region.analysis)) == expected
+    assert "### Sensitivity" in report
     # no warning reaches a student: the notebooks filter none, so any library warning would show here
     for fname in STAGES.values():
         nb = json.loads((smoke_run / "notebooks" / fname).read_text())

@@ -147,6 +147,54 @@ def test_hodges_lehmann_hand_example() -> None:
         S.hodges_lehmann([1.0, np.nan])
 
 
+def test_signed_rank_cdf_matches_enumeration_of_sign_patterns() -> None:
+    import itertools
+
+    for n in (1, 4, 10):
+        sums = [sum(k for k, s in zip(range(1, n + 1), signs) if s) for signs in itertools.product((0, 1), repeat=n)]
+        ref = np.cumsum(np.bincount(sums, minlength=n * (n + 1) // 2 + 1)) / 2**n
+        np.testing.assert_allclose(S._signed_rank_cdf(n), ref, rtol=0, atol=1e-15)
+    # the classic table value: two-sided 5 % critical value of T for n = 10 is 8 (P(T ≤ 8) = 25/1024)
+    cdf = S._signed_rank_cdf(10)
+    assert cdf[8] == pytest.approx(25 / 1024) and cdf[8] <= 0.025 < cdf[9]
+
+
+@pytest.mark.parametrize("n", [6, 7, 10, 14, 25, 57])
+@pytest.mark.parametrize("confidence", [0.95, 0.9])
+def test_hodges_lehmann_ci_is_the_inversion_of_scipys_wilcoxon(n: int, confidence: float) -> None:
+    # independent oracle: the CI is the set of shifts θ at which scipy's exact two-sided test of d − θ
+    # is not rejected at 1 − confidence, so p just outside each end is ≤ α and just inside is > α
+    d = np.random.default_rng(n).normal(0.05, 0.1, n)  # continuous: no ties, no zeros
+    est, lo, hi = S.hodges_lehmann_ci(d, confidence=confidence)
+    assert est == pytest.approx(S.hodges_lehmann(d)) and lo < est < hi
+    alpha, delta = 1 - confidence, 1e-9
+    p = lambda theta: sst.wilcoxon(d - theta, method="exact").pvalue  # noqa: E731
+    assert p(lo - delta) <= alpha < p(lo + delta)
+    assert p(hi + delta) <= alpha < p(hi - delta)
+
+
+def test_hodges_lehmann_ci_hand_examples_and_small_n() -> None:
+    # n = 6: P(T⁺ ≤ 0) = 1/64 ≤ 0.025 < P(T⁺ ≤ 1) = 2/64, so c = 0 and the CI spans all Walsh averages
+    assert S.hodges_lehmann_ci([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]) == pytest.approx((3.5, 1.0, 6.0))
+    # n = 5: 2·2⁻⁵ = 0.0625 > 0.05, no 95 % interval exists; the estimate still does
+    est, lo, hi = S.hodges_lehmann_ci([0.0, 1.0, 5.0, 2.0, 3.0])
+    assert est == pytest.approx(S.hodges_lehmann([0.0, 1.0, 5.0, 2.0, 3.0])) and np.isnan(lo) and np.isnan(hi)
+    with pytest.raises(ValueError, match="confidence"):
+        S.hodges_lehmann_ci([1.0, 2.0], confidence=1.0)
+    with pytest.raises(ValueError, match="d: contains NaN"):
+        S.hodges_lehmann_ci([1.0, np.nan])
+
+
+def test_hodges_lehmann_ci_normal_approximation_agrees_with_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    d = np.random.default_rng(7).normal(0.0, 1.0, 120)
+    walsh = np.sort([(x + y) / 2 for i, x in enumerate(d) for y in d[i:]])
+    exact = S.hodges_lehmann_ci(d)
+    monkeypatch.setattr(S, "_EXACT_CI_MAX_N", 0)
+    approx = S.hodges_lehmann_ci(d)
+    for e, a in zip(exact[1:], approx[1:]):
+        assert abs(int(np.searchsorted(walsh, e)) - int(np.searchsorted(walsh, a))) <= 1
+
+
 # ----------------------------------------------------------------------------- Holm
 def test_holm_worked_example() -> None:
     # sorted: 0.005·4 = 0.02, 0.01·3 = 0.03, 0.03·2 = 0.06, 0.04·1 = 0.04 -> max(0.06, 0.04) = 0.06
@@ -301,7 +349,7 @@ def test_compare_row_matches_independent_merge_scipy_and_walsh() -> None:
 
     t = make_table(FULL)
     c = S.compare(t)
-    assert c.columns[-1] == "hl_estimate"  # appended: CSV readers by position keep working
+    assert list(c.columns[-3:]) == ["hl_estimate", "hl_ci_lo", "hl_ci_hi"]  # appended: positional readers keep working
     r = c[(c.family == "defense_vs_baseline") & (c.region == "TC") & (c.model_a == "advtrain") & (c.attack_a == "fgsm")].iloc[0]
     sel = lambda m: t[(t.model == m) & (t.attack == "fgsm") & (t.eps == 0.2) & (t.region == "TC")][["case_id", "dice"]]  # noqa: E731
     j = sel("advtrain").merge(sel("baseline"), on="case_id", suffixes=("_a", "_b"))
@@ -312,6 +360,10 @@ def test_compare_row_matches_independent_merge_scipy_and_walsh() -> None:
     assert len(walsh) == len(d) * (len(d) + 1) // 2
     assert r["hl_estimate"] == pytest.approx(float(np.median(walsh)))
     assert r["hl_estimate"] != pytest.approx(r["median_diff"])
+    # its CI is the inversion of scipy's test at the comparison's alpha (n = 12, continuous differences)
+    p = lambda theta: sst.wilcoxon(d - theta, method="exact").pvalue  # noqa: E731
+    assert p(r["hl_ci_lo"] - 1e-9) <= 0.05 < p(r["hl_ci_lo"] + 1e-9)
+    assert p(r["hl_ci_hi"] + 1e-9) <= 0.05 < p(r["hl_ci_hi"] - 1e-9)
 
 
 # ----------------------------------------------------------------------------- claims
@@ -633,10 +685,14 @@ def test_report_comparisons_table_and_rules(tmp_path) -> None:
     assert "### Decision rules" in text and S.CLAIM_RULES_MD.splitlines()[0] in text
     assert "claims_comparisons.csv" not in text and not (run.report / "claims_comparisons.csv").exists()
     header, rows = _md_rows(text, "| family | model_a | attack_a")
-    assert {"n_nonzero", "pvalue", "p_holm", "hl_estimate"} <= set(header)
+    assert {"n_nonzero", "pvalue", "p_holm", "hl_estimate [CI]"} <= set(header)
     col = {h: k for k, h in enumerate(header)}
     wt = c[c.region == "WT"]
     assert len(rows) == len(wt)
+    # the HL estimate is printed with its interval, row by row in the table's order
+    assert [r[col["hl_estimate [CI]"]] for r in rows] == [
+        f"{e:.3f} [{lo:.3f}, {hi:.3f}]" for e, lo, hi in zip(wt.hl_estimate, wt.hl_ci_lo, wt.hl_ci_hi)
+    ]
     # the two ti-FGSM target policies are told apart
     ae = [r for r in rows if r[col["family"]] == "attack_effect" and r[col["model_a"]] == "baseline"]
     assert {r[col["attack_b"]] for r in ae} >= {"tifgsm[erase]", "tifgsm[et_to_ncr]"}
@@ -732,6 +788,73 @@ def test_report_counts_cases_with_an_empty_truth_region(tmp_path) -> None:
     note = R.empty_truth_note(run)
     assert "(of 3): WT 0, TC 1, ET 2" in note
     assert R.empty_truth_note(RunPaths(tmp_path / "empty")) == ""
+
+
+def _et_driven_by_empty_truth() -> tuple[pd.DataFrame, list[str]]:
+    """FULL, except that in ET six cases have no truth (clean Dice 1, every attack 0: one false-positive voxel)
+    and the other six move by ±0.01/0.02 alternating under every attack (not significant)."""
+    t = make_table(FULL)
+    empty = [f"c{i:02d}" for i in range(6)]
+    et, is_empty = t.region == "ET", t.case_id.isin(empty)
+    t.loc[et & is_empty, "dice"] = np.where(t.loc[et & is_empty, "attack"] == "clean", 1.0, 0.0)
+    rest = et & ~is_empty & (t.attack != "clean")
+    clean = t[et & (t.attack == "clean")].set_index(["model", "case_id"])["dice"]
+    idx = t.loc[rest, "case_id"].str[1:].astype(int).to_numpy()
+    t.loc[rest, "dice"] = clean.loc[list(zip(t.loc[rest, "model"], t.loc[rest, "case_id"]))].to_numpy() - np.where(idx % 2, -0.01, 0.02)
+    return t, empty
+
+
+def test_empty_truth_cases_by_hand() -> None:
+    v = pd.DataFrame({"case_id": ["a", "b", "c"], "WT": [5, 3, 0], "TC": [0, 3, 0], "ET": [0, 0, 0], "unit": "voxels"})
+    assert S.empty_truth_cases(v) == {"WT": ["c"], "TC": ["a", "c"], "ET": ["a", "b", "c"]}
+    assert S.empty_truth_cases(v, regions=("ET", "NCR")) == {"ET": ["a", "b", "c"]}
+    with pytest.raises(ValueError, match="volumes"):
+        S.empty_truth_cases(pd.DataFrame({"WT": [1]}))
+
+
+def test_claims_by_region_rejudges_every_region_and_without_empty_truth_cases() -> None:
+    t, empty = _et_driven_by_empty_truth()
+    out = S.claims_by_region(t, empty_truth={"ET": empty + ["not_evaluated"], "WT": []}, n_resamples=300)
+    assert list(out.columns) == S.SENSITIVITY_COLUMNS + S.CLAIM_COLUMNS
+    excl = "ET, 6 empty-truth cases excluded"
+    assert list(pd.unique(out.analysis)) == ["WT", "TC", "ET", excl]  # WT's empty list: no second analysis
+    v = {a: dict(zip(g.claim, g.verdict)) for a, g in out.groupby("analysis")}
+    # every all-case row is claims() on that region
+    for r in ("WT", "TC", "ET"):
+        ref = S.claims(t, region=r, n_resamples=300)
+        assert v[r] == dict(zip(ref.claim, ref.verdict))
+    # on ET, C1 "holds" only through the six empty-truth cases (each 1 → 0): without them no attack is significant
+    # (oracle: scipy on the six remaining pairs, whose differences are mixed in sign)
+    assert v["ET"]["C1"] == "holds" and v[excl]["C1"] == "not supported"
+    ex = out[out.analysis == excl]
+    assert (ex.n_cases == 6).all() and (ex.n_excluded == 6).all() and (out[out.analysis == "ET"].n_excluded == 0).all()
+    et = t[(t.region == "ET") & ~t.case_id.isin(empty) & (t.model == "baseline")]
+    a = et[et.attack == "clean"].set_index("case_id").dice
+    b = et[(et.attack == "ifgsm")].set_index("case_id").dice
+    assert sst.wilcoxon(a, b.loc[a.index]).pvalue > 0.05
+    with pytest.raises(ValueError, match="regions"):
+        S.claims_by_region(t, regions=["NCR"])
+    with pytest.raises(ValueError, match="empty_truth"):
+        S.claims_by_region(t, empty_truth=["c00"])
+
+
+def test_report_shows_the_verdicts_by_region(tmp_path) -> None:
+    t, empty = _et_driven_by_empty_truth()
+    sens = S.claims_by_region(t, empty_truth={"ET": empty}, n_resamples=100)
+    run, text, _ = _write_report(tmp_path, claims_by_region=sens)
+    assert (run.report / "claims_by_region.csv").is_file()
+    header, rows = _md_rows(text, "| analysis | cases |")
+    assert header == ["analysis", "cases", "C1", "C2", "C3", "C4"]
+    by = {r[0]: dict(zip(header, r)) for r in rows}
+    assert by["ET"]["C1"] == "holds (4/4)" and by["ET, 6 empty-truth cases excluded"]["C1"] == "not supported (0/4)"
+    assert by["ET, 6 empty-truth cases excluded"]["cases"] == "6"
+    c2 = sens[(sens.analysis == "WT") & (sens.claim == "C2")].iloc[0]
+    assert by["WT"]["C2"] == f"{c2.verdict} ({100 * c2.rel_drop:.0f} %)"
+    assert text.index("### Decision rules") < text.index("### Sensitivity")
+    (tmp_path / "b").mkdir()
+    assert "### Sensitivity" not in _write_report(tmp_path / "b")[1]
+    with pytest.raises(ValueError, match="claims_by_region"):
+        _write_report(tmp_path, claims_by_region="nope")
 
 
 def test_teaching_example_uses_the_exact_test_on_the_non_zero_pairs() -> None:

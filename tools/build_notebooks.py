@@ -890,7 +890,7 @@ def nb08() -> list:
             "Do the paper's conclusions hold here? This notebook reads **only** the run folder's per-case tables, compares "
             "conditions with paired Wilcoxon signed-rank tests (Holm-corrected), gives bootstrap confidence intervals, and "
             "states for each claim of Liu et al. (2021) whether it holds, computed from the numbers.\n\n"
-            "**Reads** `tables/results_*.csv`. **Writes** `tables/summary.csv`, `tables/comparisons.csv`, `tables/claims_comparisons.csv`, `tables/claims.csv`, `tables/drops.csv`, `report/report.md` with its figures.",
+            "**Reads** `tables/results_*.csv` (and notebook 01's `tables/data_region_volumes.csv`). **Writes** `tables/summary.csv`, `tables/comparisons.csv`, `tables/claims_comparisons.csv`, `tables/claims.csv`, `tables/claims_by_region.csv`, `tables/drops.csv`, `report/report.md` with its figures.",
         ),
         setup_imports(
             "from robustseg_lib import evaluation, stats, report\nfrom robustseg_lib.artefacts import atomic_to_csv, atomic_savefig\nfrom robustseg_lib.viz_stats import plot_robustness_curves, plot_paired"
@@ -979,6 +979,25 @@ display(Markdown(stats.CLAIM_RULES_MD))
         ),
         md(
             """
+### Do the verdicts depend on the region, or on empty regions?
+The headline is judged on one region. The same rules on every region say whether a verdict depends on that choice.
+A case whose ground truth has no enhancing tumour scores ET Dice 1 when nothing is predicted there and 0 after a
+single false-positive voxel, so an attack can "succeed" on it without touching any tumour: each region is judged
+again without such cases (tests and Holm recomputed on the rest).
+"""
+        ),
+        code(
+            """
+volumes = evaluation.evaluated_region_volumes(run)  # notebook 01's region volumes of the evaluated cases
+empty = stats.empty_truth_cases(volumes) if volumes is not None else {}
+print("evaluated cases without a region in their ground truth:", {r: len(ids) for r, ids in empty.items()})
+by_region = stats.claims_by_region(paper_table, cmp_claims, empty_truth=empty, alpha=alpha, n_resamples=n_resamples, seed=seed)
+atomic_to_csv(by_region, run.table("claims_by_region"))
+display(by_region.pivot(index="analysis", columns="claim", values="verdict").loc[pd.unique(by_region.analysis)])
+"""
+        ),
+        md(
+            """
 ### C2 in context: how large a drop, at how visible a perturbation
 "Up to 65 %" says nothing about the budget. Our eps is in z-score units and the paper's budgets do not map onto it
 exactly, so set each drop beside how visible its perturbation is: PSNR over the brain against the clean volume
@@ -998,14 +1017,15 @@ display(drops)
         code(
             """
 path = report.write_report(run, summary=summary, comparisons=cmp, claims=claims, region=region, claims_comparisons=cmp_claims,
-                           drops=drops)
+                           drops=drops, claims_by_region=by_region)
 print(path)
 """
         ),
         md(
             """
 ## Summary and exercises
-1. Set `region = "ET"`: do the verdicts change? Why is ET the most fragile region?
+1. The sensitivity table judges every region. Which verdicts change between WT and ET, and why is ET the most
+   fragile region? Set `region = "ET"` to make ET the headline of the report.
 2. How many comparisons survive Holm's correction compared with raw p < 0.05?
 """
         ),
