@@ -51,6 +51,18 @@ def test_committed_claims_follow_from_the_committed_tables(run: RunPaths, params
     assert set(published.verdict) <= set(stats.VERDICTS)
 
 
+def test_committed_claims_by_region_follow_from_the_committed_tables(run: RunPaths, params: dict) -> None:
+    table = evaluation.read_results(run)
+    paper = evaluation.paper_attacks(run, table)
+    empty = stats.empty_truth_cases(evaluation.evaluated_region_volumes(run))
+    by_region = stats.claims_by_region(paper, empty_truth=empty, alpha=params["alpha"],
+                                       n_resamples=params["n_resamples"], seed=params["seed"])
+    pd.testing.assert_frame_equal(_as_published(by_region), pd.read_csv(COMMITTED / "claims_by_region.csv"), rtol=1e-12)
+    # the headline rows are the published claims
+    wt = pd.read_csv(COMMITTED / "claims_by_region.csv").query("analysis == @params['region']")
+    assert list(wt.verdict) == list(pd.read_csv(COMMITTED / "claims.csv").verdict)
+
+
 def test_committed_comparisons_follow_from_the_committed_tables(run: RunPaths, params: dict) -> None:
     cmp = stats.compare(evaluation.read_results(run), alpha=params["alpha"])
     pd.testing.assert_frame_equal(_as_published(cmp), pd.read_csv(COMMITTED / "comparisons.csv"), rtol=1e-12)
