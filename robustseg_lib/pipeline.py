@@ -12,6 +12,7 @@ notebook and the cell; the partial notebook is kept.
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import hashlib
 import json
@@ -302,8 +303,10 @@ def data_dir_signature(path: str | os.PathLike[str]) -> str:
             file = Path(dirpath, name)
             try:
                 st = file.stat()
-            except FileNotFoundError:  # a broken link
-                continue
+            except OSError as exc:  # a broken or self-referential link: the loaders' is_file() skips it too
+                if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+                    continue
+                raise
             if stat.S_ISREG(st.st_mode):
                 files.append((file.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns))
     h = hashlib.sha256()

@@ -345,7 +345,8 @@ def write_report(
         "",
         "a vs b paired by case; `n_nonzero`: pairs with a non-zero difference (the ones ranked); `hl_estimate [CI]`: "
         "Hodges–Lehmann estimate of a − b with its distribution-free confidence interval at 1 − α (the inverted "
-        "signed-rank test; per test, not Holm-adjusted; none when n is too small); `effect_size`: rank-biserial correlation of a − b; `pvalue`: raw "
+        "signed-rank test), both over the non-zero pairs the test ranks, so the interval excludes 0 exactly when the raw "
+        "p is below α (without ties); per test, not Holm-adjusted; none when n_nonzero is too small; `effect_size`: rank-biserial correlation of a − b; `pvalue`: raw "
         "two-sided Wilcoxon p; `p_holm`: Holm-adjusted within family.",
         "",
         _md_table(_comparison_view(cmp_r), formats=_P_FORMATS),

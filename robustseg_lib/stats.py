@@ -8,6 +8,7 @@ All functions work on the tidy result table of ``docs/design.md``
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Collection, Mapping, Sequence
@@ -118,9 +119,9 @@ def rank_biserial(d: np.ndarray) -> float:
 def hodges_lehmann(d: Sequence[float] | np.ndarray) -> float:
     """Hodges–Lehmann estimate of the location of paired differences ``d``.
 
-    The median of the ``n(n+1)/2`` Walsh averages ``(d_i + d_j)/2`` for ``i ≤ j`` over *all*
-    differences (zeros included): the estimator that goes with the signed-rank test, the
-    shift at which the test statistic is balanced.
+    The median of the ``n(n+1)/2`` Walsh averages ``(d_i + d_j)/2`` for ``i ≤ j`` of the
+    differences given (zeros included if given; :func:`compare` passes the non-zero ones): the
+    estimator that goes with the signed-rank test, the shift at which its statistic is balanced.
 
     Args:
         d: paired differences ``a − b`` (1-D, no NaN/inf, at least one value).
@@ -144,6 +145,7 @@ def _walsh_averages(d: Sequence[float] | np.ndarray) -> np.ndarray:
 _EXACT_CI_MAX_N = 400
 
 
+@functools.lru_cache(maxsize=32)
 def _signed_rank_cdf(n: int) -> np.ndarray:
     """``P(T⁺ ≤ t)`` for ``t = 0 … n(n+1)/2`` under the null (no ties): the distribution of the
     sum of a random subset of the ranks ``1 … n``.
@@ -157,7 +159,9 @@ def _signed_rank_cdf(n: int) -> np.ndarray:
     for k in range(1, n + 1):
         p[k:] = 0.5 * p[k:] + 0.5 * p[:-k]  # rank k either out of (t) or in (t − k) the positive set
         p[:k] *= 0.5
-    return np.cumsum(p)
+    cdf = np.cumsum(p)
+    cdf.flags.writeable = False  # cached: shared by every call with this n
+    return cdf
 
 
 def hodges_lehmann_ci(
@@ -170,9 +174,10 @@ def hodges_lehmann_ci(
     ``[W₍c+1₎, W₍M−c₎]`` where ``c`` is the largest integer with ``P(T⁺ ≤ c) ≤ (1 − confidence)/2``
     under the null, i.e. exactly the shifts θ at which the test of ``d − θ`` is not rejected at
     ``1 − confidence``. The null distribution is exact for ``n ≤ 400`` and the normal approximation
-    above. All ``n`` differences are used, zeros included (as in :func:`hodges_lehmann`); with tied
-    or zero differences the exact coverage is approximate. The interval is per test, not adjusted
-    for multiple comparisons.
+    (continuity-corrected) above. The differences are used as given: :func:`compare` passes the
+    non-zero ones, the pairs its test ranks (R's convention too), so that 0 lies outside the interval
+    exactly when that test rejects at ``1 − confidence`` (without ties; with tied differences the
+    coverage is approximate). The interval is per test, not adjusted for multiple comparisons.
 
     Args:
         d: paired differences ``a − b`` (1-D, no NaN/inf, at least one value).
@@ -596,10 +601,12 @@ def compare(
     Returns:
         DataFrame with columns :data:`COMPARE_COLUMNS` (plus ``source_model_a/_b`` when the
         table has ``source_model``). ``median_diff``/``effect_size``/``hl_estimate`` refer to
-        ``a − b``; ``hl_estimate`` is the Hodges–Lehmann estimate of the paired difference
-        (:func:`hodges_lehmann`, the median of the Walsh averages of all differences) and
+        ``a − b``; ``hl_estimate`` is the Hodges–Lehmann estimate of the paired difference and
         ``hl_ci_lo/hi`` its distribution-free ``1 − alpha`` confidence interval
-        (:func:`hodges_lehmann_ci`; per test, not Holm-adjusted; NaN when n is too small).
+        (:func:`hodges_lehmann_ci`), both over the ``n_nonzero`` non-zero differences the test
+        ranks (as R's ``wilcox.test``), so that the interval excludes 0 exactly when the
+        unadjusted test rejects (without ties); per test, not Holm-adjusted; NaN when
+        ``n_nonzero`` is too small (≤ 5 at α = 0.05); all differences zero: 0, [0, 0].
     """
     _check_table(table, metric, region_col)
     if not (0 < alpha < 1):
@@ -689,7 +696,11 @@ def compare(
                     n_nonzero=w.n, mean_a=float(xa.mean()), mean_b=float(xb.mean()), median_diff=w.median_diff,
                     statistic=w.statistic, pvalue=w.pvalue, effect_size=w.effect_size,
                 )  # fmt: skip
-                row["hl_estimate"], row["hl_ci_lo"], row["hl_ci_hi"] = hodges_lehmann_ci(xa - xb, confidence=1 - alpha)
+                d = xa - xb
+                # the pairs the test ranks (zeros dropped, as R's wilcox.test does), so that the interval goes with
+                # the p-value beside it: 0 lies outside it exactly when the test rejects (no ties); all zero -> 0
+                d_nz = d[d != 0] if w.n else d
+                row["hl_estimate"], row["hl_ci_lo"], row["hl_ci_hi"] = hodges_lehmann_ci(d_nz, confidence=1 - alpha)
             else:
                 row.update(n_nonzero=0, mean_a=np.nan, mean_b=np.nan, median_diff=np.nan, statistic=np.nan,
                            pvalue=np.nan, effect_size=np.nan, hl_estimate=np.nan, hl_ci_lo=np.nan, hl_ci_hi=np.nan)  # fmt: skip
@@ -1136,7 +1147,8 @@ def claims_by_region(
         regions: regions to judge (default: WT, TC, ET as present, then any other region of the table).
         empty_truth: ``region → case ids`` whose truth has no voxel of the region
             (:func:`empty_truth_cases`); a region with at least one such case among the table's cases gets
-            a second analysis without them. ``None``: no exclusion analyses.
+            a second analysis without them ("not tested" when no case is left). Ids are compared as
+            strings; a non-empty list sharing no id with the table warns. ``None``: no exclusion analyses.
         alpha, paper_max_drop, baseline, distilled, advtrain, metric, n_resamples, seed, method: as in
             :func:`claims`.
 
@@ -1173,12 +1185,30 @@ def claims_by_region(
     for r in regions:
         add(str(r), r, table, comparisons, 0)
         tr = table.loc[table["region"] == r]
-        drop = set(map(str, (empty_truth or {}).get(r, ()))) & set(tr["case_id"].astype(str))
-        if drop:
-            sub = tr.loc[~tr["case_id"].astype(str).isin(drop)]
-            if sub.empty:
-                continue
-            cmp = compare(sub, metric=metric, baseline=baseline, distilled=distilled, advtrain=advtrain,
-                          alpha=alpha, method=method)  # fmt: skip
-            add(f"{r}, {len(drop)} empty-truth case{'s' if len(drop) > 1 else ''} excluded", r, sub, cmp, len(drop))
+        ids = set(tr["case_id"].astype(str))
+        listed = set(map(str, (empty_truth or {}).get(r, ())))
+        drop = listed & ids
+        if listed and not drop:
+            warnings.warn(
+                f"empty_truth: none of the {len(listed)} case ids listed for region {r!r} is in the table "
+                f"(listed e.g. {sorted(listed)[:3]}, table e.g. {sorted(ids)[:3]}); were case ids read as numbers?",
+                UserWarning,
+                stacklevel=2,
+            )
+        if not drop:
+            continue
+        analysis = f"{r}, {len(drop)} empty-truth case{'s' if len(drop) > 1 else ''} excluded"
+        sub = tr.loc[~tr["case_id"].astype(str).isin(drop)]
+        if sub.empty:  # every evaluated case lacks the region: nothing left to judge, say so
+            why = f"every evaluated case ({len(drop)}) has no {r} in its ground truth."
+            cl = pd.DataFrame([_row(c, "not tested", why, paper_max_drop) for c in ("C1", "C2", "C3", "C4")], columns=CLAIM_COLUMNS)
+            cl.insert(0, "n_excluded", len(drop))
+            cl.insert(0, "n_cases", 0)
+            cl.insert(0, "region", r)
+            cl.insert(0, "analysis", analysis)
+            frames.append(cl)
+            continue
+        cmp = compare(sub, metric=metric, baseline=baseline, distilled=distilled, advtrain=advtrain,
+                      alpha=alpha, method=method)  # fmt: skip
+        add(analysis, r, sub, cmp, len(drop))
     return pd.concat(frames, ignore_index=True)[SENSITIVITY_COLUMNS + CLAIM_COLUMNS]

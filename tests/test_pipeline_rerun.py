@@ -173,12 +173,18 @@ def test_data_dir_signature(tmp_path) -> None:
     data = _data_folder(tmp_path / "brats")
     sig = pipeline.data_dir_signature(data)
     assert sig == pipeline.data_dir_signature(str(data)) and len(sig) == 64
-    # links are followed, to files and folders; a link cycle is walked once; a broken link is skipped
+    # links the loaders skip leave the signature as it is, one at a time: a broken link, a link to itself, and a
+    # link cycle back to the folder (walked once: its files are not counted a second time)
+    (data / "gone.nii.gz").symlink_to(tmp_path / "nothing")
+    assert pipeline.data_dir_signature(data) == sig
+    (data / "self.nii.gz").symlink_to(data / "self.nii.gz")
+    assert pipeline.data_dir_signature(data) == sig
+    (data / "c1" / "loop").symlink_to(data, target_is_directory=True)
+    assert pipeline.data_dir_signature(data) == sig
+    # a link to a file outside is followed and counted
     shared = tmp_path / "shared.nii.gz"
     shared.write_bytes(b"shared")
     (data / "c2" / "c2_t2.nii.gz").symlink_to(shared)
-    (data / "c1" / "loop").symlink_to(data, target_is_directory=True)
-    (data / "gone.nii.gz").symlink_to(tmp_path / "nothing")
     with_links = pipeline.data_dir_signature(data)
     assert with_links != sig
     _grow_keeping_mtime(shared)

@@ -185,14 +185,61 @@ def test_hodges_lehmann_ci_hand_examples_and_small_n() -> None:
         S.hodges_lehmann_ci([1.0, np.nan])
 
 
-def test_hodges_lehmann_ci_normal_approximation_agrees_with_exact(monkeypatch: pytest.MonkeyPatch) -> None:
-    d = np.random.default_rng(7).normal(0.0, 1.0, 120)
+def test_hodges_lehmann_ci_normal_approximation(monkeypatch: pytest.MonkeyPatch) -> None:
+    # above n = 400: c is the largest integer with the continuity-corrected normal P(T⁺ ≤ c) ≤ α/2, T⁺ ~ N(M/2, σ²),
+    # σ² = n(n+1)(2n+1)/24 (oracle: scipy's normal CDF); the interval's ends are the Walsh averages of rank c+1, M−c
+    n = 450
+    d = np.random.default_rng(7).normal(0.0, 1.0, n)
     walsh = np.sort([(x + y) / 2 for i, x in enumerate(d) for y in d[i:]])
-    exact = S.hodges_lehmann_ci(d)
-    monkeypatch.setattr(S, "_EXACT_CI_MAX_N", 0)
-    approx = S.hodges_lehmann_ci(d)
-    for e, a in zip(exact[1:], approx[1:]):
-        assert abs(int(np.searchsorted(walsh, e)) - int(np.searchsorted(walsh, a))) <= 1
+    m, sd = n * (n + 1) / 2, np.sqrt(n * (n + 1) * (2 * n + 1) / 24)
+    _, lo, hi = S.hodges_lehmann_ci(d)
+    c = int(np.searchsorted(walsh, lo))  # 0-based index of lo = c
+    assert walsh[c] == lo and walsh[len(walsh) - c - 1] == hi
+    assert sst.norm.cdf((c + 0.5 - m / 2) / sd) <= 0.025 < sst.norm.cdf((c + 1.5 - m / 2) / sd)
+    # and it stays within a couple of ranks of the exact interval
+    monkeypatch.setattr(S, "_EXACT_CI_MAX_N", 1000)
+    _, lo_x, _ = S.hodges_lehmann_ci(d)
+    assert abs(int(np.searchsorted(walsh, lo_x)) - c) <= 3
+
+
+def test_compare_hl_interval_goes_with_the_test_beside_it() -> None:
+    # 20 unchanged cases and 6 that gained 0.10-0.20: the test ranks the 6 (exact p = 2/64, significant); the interval
+    # over those 6 excludes 0 as the test says (over all 26 pairs it would be about [0.00, 0.06], containing 0)
+    gains = np.array([0.10, 0.12, 0.14, 0.16, 0.18, 0.20])
+    clean = np.linspace(0.5, 0.9, 26)
+    att = clean.copy()
+    att[:6] += gains
+    rows = [{"case_id": f"c{i:02d}", "model": "baseline", "attack": a, "eps": e, "steps": 0, "region": "WT",
+             "dice": float(v[i]), "hd95": 1.0} for a, e, v in (("clean", 0.0, clean), ("fgsm", 0.3, att)) for i in range(26)]
+    r = S.compare(pd.DataFrame(rows)).iloc[0]  # a = clean, b = attacked: differences −gains and zeros
+    assert r["n_nonzero"] == 6 and r["pvalue"] == pytest.approx(2 / 64)
+    assert r["hl_ci_lo"] == pytest.approx(-0.20) and r["hl_ci_hi"] == pytest.approx(-0.10)
+    assert r["hl_estimate"] == pytest.approx(S.hodges_lehmann(-gains))
+    # over many samples with zeros and no ties: 0 outside the interval exactly when scipy's exact test rejects
+    rng = np.random.default_rng(3)
+    for _ in range(40):
+        k = int(rng.integers(6, 14))
+        d = np.concatenate([rng.normal(0.03, 0.05, k), np.zeros(int(rng.integers(0, 10)))])
+        t = pd.DataFrame([{"case_id": f"c{i:02d}", "model": "baseline", "attack": a, "eps": e, "steps": 0, "region": "WT",
+                           "dice": float(v), "hd95": 1.0}
+                          for i, dv in enumerate(d) for a, e, v in (("clean", 0.0, 0.5 + dv), ("fgsm", 0.3, 0.5))])
+        r = S.compare(t, method="exact").iloc[0]
+        dd = (0.5 + d) - 0.5
+        p = sst.wilcoxon(dd[dd != 0], method="exact").pvalue
+        assert (p <= 0.05) == (not (r["hl_ci_lo"] <= 0 <= r["hl_ci_hi"])), (p, r["hl_ci_lo"], r["hl_ci_hi"])
+    # every difference zero: estimate 0, interval [0, 0]
+    same = pd.DataFrame([{**row, "dice": 0.5} for row in rows])
+    r = S.compare(same).iloc[0]
+    assert (r["hl_estimate"], r["hl_ci_lo"], r["hl_ci_hi"]) == (0.0, 0.0, 0.0)
+
+
+def test_compare_hl_interval_is_at_one_minus_alpha() -> None:
+    t = make_table(FULL)
+    r = S.compare(t, alpha=0.2).query("family == 'attack_effect' and region == 'WT' and attack_b == 'fgsm' and eps_b == 0.2").iloc[0]
+    sel = lambda a, e: t[(t.model == "baseline") & (t.attack == a) & (t.eps == e) & (t.region == "WT")].set_index("case_id").dice  # noqa: E731
+    d = (sel("clean", 0.0) - sel("fgsm", 0.2)).to_numpy()
+    assert (r["hl_ci_lo"], r["hl_ci_hi"]) == pytest.approx(S.hodges_lehmann_ci(d, confidence=0.8)[1:])
+    assert (r["hl_ci_lo"], r["hl_ci_hi"]) != pytest.approx(S.hodges_lehmann_ci(d, confidence=0.95)[1:])
 
 
 # ----------------------------------------------------------------------------- Holm
@@ -832,6 +879,14 @@ def test_claims_by_region_rejudges_every_region_and_without_empty_truth_cases() 
     a = et[et.attack == "clean"].set_index("case_id").dice
     b = et[(et.attack == "ifgsm")].set_index("case_id").dice
     assert sst.wilcoxon(a, b.loc[a.index]).pvalue > 0.05
+    # ids are matched as strings; a list that matches nothing warns (ids read as numbers?) instead of doing nothing
+    with pytest.warns(UserWarning, match="none of the 2 case ids listed for region 'ET'"):
+        quiet = S.claims_by_region(t, empty_truth={"ET": [0, 1]}, regions=["ET"], n_resamples=50)
+    assert list(pd.unique(quiet.analysis)) == ["ET"]
+    # every case without the region: the analysis is there, "not tested"
+    all_out = S.claims_by_region(t, empty_truth={"ET": sorted(t.case_id.unique())}, regions=["ET"], n_resamples=50)
+    last = all_out[all_out.analysis == "ET, 12 empty-truth cases excluded"]
+    assert list(last.verdict) == ["not tested"] * 4 and (last.n_cases == 0).all()
     with pytest.raises(ValueError, match="regions"):
         S.claims_by_region(t, regions=["NCR"])
     with pytest.raises(ValueError, match="empty_truth"):
