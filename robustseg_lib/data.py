@@ -41,7 +41,7 @@ from tqdm import tqdm  # text bars: no ipywidgets needed, and papermill keeps th
 
 from .artefacts import atomic_path, atomic_save_npz, atomic_write_json
 from .runtime import cpu_budget
-from .synthetic import generate_case, make_synthetic_case, voxel_size_for_shape
+from .synthetic import _check_shape, generate_case, make_synthetic_case, voxel_size_for_shape
 
 __all__ = [
     "MODALITIES",
@@ -380,13 +380,7 @@ def _check_case_args(n_cases: Any, shape: Any, seed: Any, layout: Any) -> tuple[
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    try:
-        ok = len(shape) == 3 and all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in shape)
-    except TypeError:
-        ok = False
-    if not ok:
-        raise ValueError(f"shape must be 3 positive ints, got {shape!r}")
-    return tuple(int(s) for s in shape)  # type: ignore[return-value]
+    return _check_shape(shape)  # the generator's own rule: 3 integers >= MIN_SIDE
 
 
 def case_seed(seed: int, index: int) -> int:
@@ -1078,10 +1072,15 @@ def prepare_synthetic(
         ``Path(out_file)``.
     """
     shape = _check_case_args(n_cases, shape, seed, layout)
-    try:
-        work = _check_case_args(1, work_shape, 0, layout)
-    except ValueError:
-        raise ValueError(f"work_shape must be 3 positive ints, got {work_shape!r}") from None
+    try:  # the working grid only resamples: any positive size
+        ok = len(work_shape) == 3 and all(
+            isinstance(s, (int, np.integer)) and not isinstance(s, (bool, np.bool_)) and s > 0 for s in work_shape
+        )
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"work_shape must be 3 positive ints, got {work_shape!r}")
+    work = tuple(int(s) for s in work_shape)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
     ids = case_ids_for(layout, int(n_cases))

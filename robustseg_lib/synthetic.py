@@ -46,7 +46,8 @@ __all__ = [
 _NCR, _ED, _ET = 1, 2, 4
 
 # Relative mean intensities per tissue (rows) and modality (t1, t1ce, t2, flair); ranges are
-# drawn uniformly per case, scalars are jittered ±13 %. From docs/SYNTHETIC_BRATS.md.
+# drawn uniformly per case, scalars are jittered ±13 %. From the project's synthetic-data brief (SYNTHETIC_BRATS.md,
+# shared with the team, not in this repository), with additions and deviations listed in docs/design.md.
 BASE_CONTRAST: dict[str, tuple[Any, Any, Any, Any]] = {
     "wm": (1.0, 1.0, 0.45, 0.50),
     "gm": (0.72, 0.72, 0.60, 0.62),
@@ -159,13 +160,20 @@ def voxel_size_for_shape(shape: tuple[int, int, int]) -> float:
 
 
 # --------------------------------------------------------------------------- helpers
+#: Smallest grid side: below it a brain holds too few voxels for the tumour's shells (at 4³ the tumour filled
+#: all 11 brain voxels; at (64, 64, 2) the brain had 3 voxels).
+MIN_SIDE = 16
+
+
 def _check_shape(shape: Any) -> tuple[int, int, int]:
     try:
-        ok = len(shape) == 3 and all(int(s) == s and int(s) > 0 for s in shape)
+        ok = len(shape) == 3 and all(
+            isinstance(s, (int, np.integer)) and not isinstance(s, (bool, np.bool_)) and s >= MIN_SIDE for s in shape
+        )
     except TypeError:
         ok = False
     if not ok:
-        raise ValueError(f"shape must be 3 positive ints, got {shape!r}")
+        raise ValueError(f"shape must be 3 integers >= {MIN_SIDE}, got {shape!r}")
     return tuple(int(s) for s in shape)  # type: ignore[return-value]
 
 
@@ -452,7 +460,7 @@ def generate_case(seed: int, shape: tuple[int, int, int] = (96, 96, 96)) -> Synt
         t *= 1.0 + het * (1.0 - healthy_t) * tex_t[m]
         h[tb] = t
         img[m] = h
-    # distractors: white-matter hyperintensities (60 % of cases) and enhancing vessels
+    # distractors: white-matter hyperintensities (70 % of cases) and enhancing vessels
     wt_soft = np.zeros(bshape, np.float32)
     wt_soft[tb] = s_wt
     n_wmh = int(rng.integers(1, 7)) if rng.random() < 0.7 else 0

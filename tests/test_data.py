@@ -197,6 +197,12 @@ def test_synthetic_determinism():
 def test_synthetic_rejects_bad_args():
     with pytest.raises(ValueError, match="shape"):
         D.make_synthetic_case(0, (32, 32))
+    # too small to hold a brain with a tumour, or not integers: refused up front, naming the shape
+    for bad in ((2, 2, 2), (15, 32, 32), (True, 32, 32), (32.5, 32, 32), (64, 64, 2)):
+        with pytest.raises(ValueError, match=r"shape must be 3 integers >= 16"):
+            S.generate_case(0, bad)
+    with pytest.raises(ValueError, match=r"shape must be 3 integers >= 16"):
+        D.prepare_synthetic(Path("/nonexistent/never-written.npz"), 2, shape=(8, 8, 8))
     with pytest.raises(ValueError, match="seed"):
         D.make_synthetic_case(-1, SHAPE)
 
@@ -225,6 +231,49 @@ def test_contrast_rules_over_seeds(seed_cases):
         assert flair[csf].mean() < flair[healthy].mean(), tag
     assert n_ed == len(seed_cases)
     assert 0 < len(seed_cases) - n_et < len(seed_cases) // 2  # some non-enhancing tumours, not most
+
+
+def test_healthy_t1_contrast_and_core_darker_than_edema(seed_cases):
+    """T1 orderings of the contrast table (WM > GM > CSF; NCR 0.40 and NET 0.55 below ED 0.60), on class means."""
+    for case in seed_cases:
+        img, lab = case.image, case.label
+        healthy = (img[0] > 0) & (lab == 0)
+        t1 = img[0]
+        wm, gm, csf = (healthy & (case.tissues[k] > 0.5) for k in ("wm", "gm", "csf"))
+        assert t1[wm].mean() > t1[gm].mean() > t1[csf].mean(), case.info["seed"]
+        if (lab == 1).any() and (lab == 2).any():
+            assert t1[lab == 1].mean() < t1[lab == 2].mean(), case.info["seed"]
+
+
+def test_tumour_centre_is_deep_and_in_white_matter(seed_cases):
+    """Centres lie ≥ 15 mm inside the brain (the edge's distance transform; half a voxel for rounding) and are drawn
+    with probability ∝ white-matter probability (oracle: WM at the centres well above WM over the brain)."""
+    from scipy import ndimage as ndi
+
+    wm_centre, wm_brain = [], []
+    for case in seed_cases:
+        brain = case.image[0] > 0
+        depth = ndi.distance_transform_edt(brain, sampling=case.voxel_size)
+        c = tuple(np.round(case.info["centre_vox"]).astype(int))
+        assert depth[c] >= 15.0 - case.voxel_size, (case.info["seed"], depth[c])
+        wm_centre.append(case.tissues["wm"][c])
+        wm_brain.append(case.tissues["wm"][brain].mean())
+    assert np.mean(wm_centre) > 1.5 * np.mean(wm_brain)
+
+
+def test_one_threshold_does_not_solve_the_synthetic_data(seed_cases):
+    """The brief: learnable, but not trivially; the best single-modality threshold (fit on the scored cases, so an
+    optimistic bound) must stay clearly below a UNet's Dice (measured at 40³: WT 0.78, TC 0.30, ET 0.33)."""
+    imgs, classes, brains = [], [], []
+    for case in seed_cases:
+        brain = case.image[0] > 0
+        vals = case.image[:, brain]
+        z = (case.image - vals.mean(1)[:, None, None, None]) / vals.std(1)[:, None, None, None]
+        imgs.append(np.where(brain, z, 0.0).astype(np.float32))
+        classes.append(D.to_classes(case.label))
+        brains.append(brain)
+    df = D.threshold_baseline(np.stack(imgs), np.stack(classes), np.stack(brains)).set_index("region")
+    assert df.loc["WT", "dice_mean"] < 0.9 and df.loc["TC", "dice_mean"] < 0.6 and df.loc["ET", "dice_mean"] < 0.6
 
 
 def test_variants_occur(seed_cases):
