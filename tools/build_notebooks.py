@@ -935,7 +935,10 @@ Dice. Cases differ far more from each other (small vs large tumours) than condit
 the effect in that between-case spread. The Wilcoxon signed-rank test ranks the absolute differences and asks whether
 positive and negative ones are balanced, without assuming normality (Dice is bounded and skewed). Zero differences are
 dropped (Wilcoxon's method), and the matched-pairs rank-biserial correlation says how lopsided the signed ranks are
-(+1: every case better under the first condition).
+(+1: every case better under the first condition). How *large* is the difference? The Hodges–Lehmann estimate
+(`hl_estimate`, the median of all pairwise averages of the non-zero differences) with its confidence interval
+(`hl_ci_lo`, `hl_ci_hi`: the shifts the same test would not reject) answers in Dice units; the interval excludes 0
+exactly when the raw p-value is below α (when no two differences tie).
 """
         ),
         code(
@@ -945,7 +948,7 @@ atomic_to_csv(cmp, run.table("comparisons"))
 view = cmp[cmp.region == region]
 display(view.groupby("family", sort=False)["significant"].agg(tests="size", significant="sum"))
 cols = ["family", "model_a", "attack_a", "target_policy_a", "eps_a", "model_b", "attack_b", "target_policy_b", "eps_b",
-        "n", "n_nonzero", "mean_a", "mean_b", "effect_size", "pvalue", "p_holm", "significant"]
+        "n", "n_nonzero", "mean_a", "mean_b", "hl_estimate", "hl_ci_lo", "hl_ci_hi", "effect_size", "pvalue", "p_holm", "significant"]
 display(view[[c for c in cols if c in view]].groupby("family", sort=False).head(4))  # the first rows of each family
 """
         ),
