@@ -248,7 +248,10 @@ atomic_to_csv(vols, run.table("data_region_volumes"))
 display(vols.describe().T)
 """
         ),
-        md("## Intensity per class and modality\nThe contrasts follow the BraTS task description: ET bright on T1c, NCR dark on T1c, ED bright on FLAIR and T2, CSF dark on FLAIR."),
+        md("## Intensity per class and modality\nThe contrasts follow the BraTS task description: ET bright on T1c, NCR dark on T1c, ED bright on FLAIR and T2, CSF dark on FLAIR. "
+           "On a coarse grid they blur: at 48³ a voxel is about 4 mm, so a 2–6 mm enhancing rim shares its voxels with the core and the edema "
+           "(partial volume), and voxels labelled ET are on average much less bright on T1c than enhancing tissue itself; in some cases no brighter "
+           "than white matter (measured in [docs/design.md](../docs/design.md#the-synthetic-generator-departures-from-the-brief-and-known-limitations))."),
         code(
             """
 fig = plot_intensity_distributions(prep["images"], prep["labels"], prep["brain"])
