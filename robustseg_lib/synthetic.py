@@ -271,18 +271,23 @@ def _box(centre_vox: np.ndarray, radius_vox: float, lo: np.ndarray, hi: np.ndarr
 
 
 # --------------------------------------------------------------------------- main
-def generate_case(seed: int, shape: tuple[int, int, int] = (96, 96, 96)) -> SyntheticCase:
+def generate_case(seed: int, shape: tuple[int, int, int] = (96, 96, 96), *, distractors: bool = True) -> SyntheticCase:
     """Generate one synthetic BraTS-like case with its tissue maps and parameters.
 
     Args:
         seed: seed of ``np.random.default_rng`` (the only source of randomness).
         shape: output grid (X, Y, Z), e.g. (96, 96, 96) or (240, 240, 155).
+        distractors: paint the background-labelled look-alikes (FLAIR-bright white-matter
+            hyperintensities, T1c-enhancing vessels). ``False`` draws the same random numbers and
+            leaves them out, so the case differs only there (to see what they cost a threshold).
 
     Returns:
-        A :class:`SyntheticCase`; same seed and shape give identical arrays.
+        A :class:`SyntheticCase`; same seed, shape and ``distractors`` give identical arrays.
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    if not isinstance(distractors, (bool, np.bool_)):
+        raise ValueError(f"distractors must be a bool, got {distractors!r}")
     shape = _check_shape(shape)
     rng = np.random.default_rng(int(seed))
     v = voxel_size_for_shape(shape)
@@ -478,7 +483,7 @@ def generate_case(seed: int, shape: tuple[int, int, int] = (96, 96, 96)) -> Synt
         ax = [np.arange(s.start, s.stop, dtype=np.float32) - ci for s, ci in zip(sl, c)]
         dist = np.sqrt(ax[0][:, None, None] ** 2 + ax[1][None, :, None] ** 2 + ax[2][None, None, :] ** 2)
         p = _sigmoid(1.7 * (rad - dist)) * mask[sl] * (1.0 - wt_soft[sl])
-        for m in range(4):
+        for m in range(4 if distractors else 0):  # without: the same draws, nothing painted
             img[m][sl] = img[m][sl] * (1.0 - p) + p * con[kind][m]
     # texture, bias, gain, Rician noise, skull strip
     img *= mult

@@ -276,6 +276,27 @@ def test_one_threshold_does_not_solve_the_synthetic_data(seed_cases):
     assert df.loc["WT", "dice_mean"] < 0.9 and df.loc["TC", "dice_mean"] < 0.6 and df.loc["ET", "dice_mean"] < 0.6
 
 
+def test_distractors_are_background_look_alikes_and_only_that():
+    """The same seed without distractors differs only where they are painted: there the label is background (their
+    weight fades with the soft tumour mask, so a few tumour-border voxels are touched), and FLAIR is brighter
+    (white-matter hyperintensities) or T1c is (vessels); the labels do not move."""
+    seen_wmh = seen_ves = 0
+    for seed in range(6):
+        a, b = S.generate_case(seed, (40, 40, 40)), S.generate_case(seed, (40, 40, 40), distractors=False)
+        np.testing.assert_array_equal(a.label, b.label)
+        changed = np.any(np.abs(a.image - b.image) > 1e-3 * np.abs(b.image).max(), axis=0)
+        assert changed.any(), seed  # every case has vessels
+        flair_up = changed & (a.image[3] > b.image[3] * 1.1)
+        t1c_up = changed & (a.image[1] > b.image[1] * 1.1)
+        # where they show (≥ 10 % brighter), they are background but for a few tumour-border voxels
+        assert np.mean(a.label[flair_up | t1c_up] > 0) < 0.05, seed
+        seen_wmh += int(a.info["n_wmh"] > 0 and flair_up.any())
+        seen_ves += int(t1c_up.any())
+    assert seen_wmh >= 3 and seen_ves == 6
+    with pytest.raises(ValueError, match="distractors"):
+        S.generate_case(0, (32, 32, 32), distractors="no")
+
+
 def test_variants_occur(seed_cases):
     info = [c.info for c in seed_cases]
     assert any(i["satellite"] for i in info) and any(i["incomplete_rim"] for i in info)

@@ -278,6 +278,10 @@ regions nest (ET ⊂ TC ⊂ WT), and a single threshold does not solve the task:
 2. Generate one case at BraTS size in a new cell and time it: `%time data.make_synthetic_case(0, shape=(240, 240, 155))`
    (changing the `shape` parameter instead would regenerate all cases and invalidate every later notebook).
 3. Which region does the threshold baseline do best on, and why is TC the hardest for a threshold?
+4. What do the background look-alikes (white-matter hyperintensities, enhancing vessels) cost a threshold? Generate a
+   few cases with and without them, `from robustseg_lib import synthetic` then
+   `synthetic.generate_case(seed, (48, 48, 48), distractors=False)` (same seed: only the distractors differ), and run
+   `data.threshold_baseline` on both sets (z-score each case over its brain first, as `prep["images"]` is).
 """
         ),
     ]
