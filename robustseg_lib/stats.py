@@ -1174,16 +1174,14 @@ def claims_by_region(
                               alpha=alpha, method=method)  # fmt: skip
     frames: list[pd.DataFrame] = []
 
-    def add(analysis: str, region: str, t: pd.DataFrame, cmp: pd.DataFrame, n_excluded: int) -> None:
-        cl = claims(t, cmp, region=region, **kw)
-        cl.insert(0, "n_excluded", n_excluded)
-        cl.insert(0, "n_cases", int(t.loc[t["region"] == region, "case_id"].nunique()))
-        cl.insert(0, "region", region)
-        cl.insert(0, "analysis", analysis)
-        frames.append(cl)
+    def add(analysis: str, region: str, cl: pd.DataFrame, n_cases: int, n_excluded: int) -> None:
+        frames.append(cl.assign(analysis=analysis, region=region, n_cases=n_cases, n_excluded=n_excluded))
+
+    def n_cases(t: pd.DataFrame, region: str) -> int:
+        return int(t.loc[t["region"] == region, "case_id"].nunique())
 
     for r in regions:
-        add(str(r), r, table, comparisons, 0)
+        add(str(r), r, claims(table, comparisons, region=r, **kw), n_cases(table, r), 0)
         tr = table.loc[table["region"] == r]
         ids = set(tr["case_id"].astype(str))
         listed = set(map(str, (empty_truth or {}).get(r, ())))
@@ -1202,13 +1200,9 @@ def claims_by_region(
         if sub.empty:  # every evaluated case lacks the region: nothing left to judge, say so
             why = f"every evaluated case ({len(drop)}) has no {r} in its ground truth."
             cl = pd.DataFrame([_row(c, "not tested", why, paper_max_drop) for c in ("C1", "C2", "C3", "C4")], columns=CLAIM_COLUMNS)
-            cl.insert(0, "n_excluded", len(drop))
-            cl.insert(0, "n_cases", 0)
-            cl.insert(0, "region", r)
-            cl.insert(0, "analysis", analysis)
-            frames.append(cl)
+            add(analysis, r, cl, 0, len(drop))
             continue
         cmp = compare(sub, metric=metric, baseline=baseline, distilled=distilled, advtrain=advtrain,
                       alpha=alpha, method=method)  # fmt: skip
-        add(analysis, r, sub, cmp, len(drop))
+        add(analysis, r, claims(sub, cmp, region=r, **kw), n_cases(sub, r), len(drop))
     return pd.concat(frames, ignore_index=True)[SENSITIVITY_COLUMNS + CLAIM_COLUMNS]
