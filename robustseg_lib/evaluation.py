@@ -18,6 +18,8 @@ import torch
 from .artefacts import RunPaths, atomic_write_json, read_json
 
 __all__ = [
+    "MASKING_MARGIN",
+    "masking_verdict",
     "EvalSet",
     "AttackSpec",
     "load_split",
@@ -422,8 +424,6 @@ def masking_diagnostics(
         direct_v = _mean_dice(direct_e)
         transfer = _mean_dice(results[(results.attack == f"transfer_{s.attack}") & (results.eps == e)])
         resc = _mean_dice(results[(results.attack == f"{s.attack}_logit_rescaled") & (results.eps == e)]) if rescale is not None else float("nan")
-        worst = np.nanmin([direct_v, transfer, resc])
-        masked = worst < direct_v - 0.05
         summary.append({
             "model": model_name, "attack": s.attack, "eps": e, "dice_direct": direct_v, "dice_transfer": transfer,
             "dice_logit_rescaled": resc, "frac_near_zero_grad": grads["defended"]["frac_near_zero"],
@@ -431,10 +431,44 @@ def masking_diagnostics(
             "median_abs_grad": grads["defended"]["median_abs"], "median_abs_grad_baseline": grads["baseline"]["median_abs"],
             "frac_saturated_voxels": grads["defended"]["frac_saturated_voxels"],
             "frac_saturated_voxels_baseline": grads["baseline"]["frac_saturated_voxels"],
-            "verdict": (f"gradient masking: a diagnostic attack lowers WT Dice to {worst:.2f} (direct attack: {direct_v:.2f})" if masked
-                        else f"no sign of gradient masking: the direct attack is the strongest (WT {direct_v:.2f}); compare it with the baseline's"),
+            "verdict": masking_verdict(direct_v, transfer, resc),
         })
     return results, pd.DataFrame(summary)
+
+
+#: How much lower (WT Dice) a diagnostic attack must go than the direct one to be read as gradient masking.
+MASKING_MARGIN = 0.05
+
+
+def masking_verdict(direct: float, transfer: float, rescaled: float = float("nan"), margin: float = MASKING_MARGIN) -> str:
+    """One-line reading of the gradient-masking diagnostics of one attack.
+
+    Args:
+        direct: mean WT Dice under the attack computed on the defended model itself.
+        transfer: mean WT Dice under the same attack crafted on the undefended baseline (NaN if not run).
+        rescaled: mean WT Dice under the attack on the logits divided back (NaN if not run).
+        margin: a diagnostic attack must be this much stronger than the direct one to count as masking.
+
+    Returns:
+        "gradient masking: …" when a diagnostic attack lowers Dice by more than ``margin`` below the direct attack;
+        otherwise "no sign of gradient masking", saying whether the direct attack was the strongest or a diagnostic
+        one came within ``margin`` of it.
+    """
+    vals = {"direct": float(direct), "transfer": float(transfer), "rescaled": float(rescaled)}
+    if not np.isfinite(vals["direct"]):
+        raise ValueError(f"direct must be a finite Dice, got {direct!r}")
+    if not (np.isfinite(margin) and margin >= 0):
+        raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
+    diag = {k: v for k, v in vals.items() if k != "direct" and np.isfinite(v)}
+    name, worst = min(diag.items(), key=lambda kv: kv[1]) if diag else ("", np.inf)
+    what = {"transfer": "the transfer attack from the baseline", "rescaled": "the attack on the rescaled logits"}.get(name, "")
+    d = vals["direct"]
+    if worst < d - margin:
+        return f"gradient masking: {what} lowers WT Dice to {worst:.2f} (direct attack: {d:.2f})"
+    if worst < d:
+        return (f"no clear sign of gradient masking: {what} is stronger than the direct attack (WT {worst:.2f} vs "
+                f"{d:.2f}) by less than {margin:g}; compare with the baseline's")
+    return f"no sign of gradient masking: the direct attack is the strongest (WT {d:.2f}); compare it with the baseline's"
 
 
 def _mean_dice(df: pd.DataFrame, region: str = "WT") -> float:

@@ -8,16 +8,23 @@ Pipeline for one case (all randomness from ``np.random.default_rng(seed)``):
 
 1. anatomy: white/grey matter probability maps and brain mask (CSF = mask − GM − WM), pulled
    through a random affine (±10° per axis, ±10 % scale, a few mm shift) and a smooth elastic
-   field; the sampling grid is built on a coarse lattice and upsampled (cheap, exact for the
+   field; the template's brain surface is pushed through the affine first so that the scale is
+   capped and the shift chosen to keep the whole brain ≥ 1 voxel inside every face of the grid;
+   the sampling grid is built on a coarse lattice and upsampled (cheap, exact for the
    affine part), and only the output box that can contain brain is sampled;
 2. tumour: centre drawn ∝ WM probability at ≥ 15 mm from the brain edge; an irregular
    anisotropic ellipsoid "distance" field gives nested shells: NCR core, ET rim (incomplete in
    ~40 % of cases), ED halo that spreads further along white matter and fades into the tissue;
+   edema detached from every core (white matter far away passing the reach test) is removed;
    variants: non-enhancing (no ET, ~15 %) and a small satellite lesion (~15 %);
-3. distractors labelled background: FLAIR-bright white-matter hyperintensities (~70 %) and small
-   T1c-enhancing vessels, so no single threshold segments a region;
-4. rendering: Σ class fraction × class mean (contrast table ``BASE_CONTRAST`` below,
-   jittered ±13 % per case), partial volume via soft class boundaries (σ≈1 voxel),
+3. distractors labelled background: FLAIR-bright white-matter hyperintensities (~70 %) and
+   3–9 T1c-enhancing vessels / choroid-plexus tufts (1–4 mm, as bright as ET), so no single
+   threshold segments a region;
+4. labels: the majority class of each brain voxel (argmax of the background, NCR, ET and ED
+   fractions), so a labelled voxel is mostly of its class;
+5. rendering: Σ class fraction × class mean (contrast table ``BASE_CONTRAST`` below,
+   jittered ±13 % per case), partial volume via soft class boundaries (a Gaussian point-spread
+   of σ = 0.5 voxel, FWHM ≈ 1.2 voxels, ``PV_SIGMA``),
    smooth texture (stronger in the tumour), multiplicative bias field (~0.1), Rician noise
    (1–5 % of WM), zero outside the brain.
 """
@@ -40,6 +47,7 @@ __all__ = [
     "voxel_size_for_shape",
     "template_extent_mm",
     "BASE_CONTRAST",
+    "PV_SIGMA",
 ]
 
 # Label values written by the generator (BraTS 2018–21 convention).
@@ -57,10 +65,15 @@ BASE_CONTRAST: dict[str, tuple[Any, Any, Any, Any]] = {
     "ed": (0.60, 0.60, 0.80, (0.80, 1.05)),
     "et": (0.65, (1.40, 1.60), (0.65, 0.70), 0.75),
     "wmh": (0.85, 0.85, 0.72, (0.80, 0.95)),  # white-matter hyperintensity (healthy, label 0)
-    "ves": (0.50, 1.35, 0.40, 0.35),  # enhancing vessel / choroid plexus (healthy, label 0)
+    "ves": (0.50, (1.35, 1.65), 0.40, 0.35),  # enhancing vessel / choroid plexus (healthy, label 0)
 }
 _JITTER = 0.13
 _FILL = 0.92  # fraction of the grid the (unrotated) brain spans along its tightest axis
+#: Partial volume: class boundaries are blurred by a Gaussian point-spread of this many voxels (FWHM ≈ 1.2 voxels,
+#: about what an MR acquisition's slice profile and k-space truncation give). Soft masks are logistic functions of a
+#: signed distance, ``logistic(1.7 x / σ) ≈ Φ(x / σ)``.
+PV_SIGMA = 0.5
+_SLOPE = 1.7 / PV_SIGMA
 
 
 @dataclass(frozen=True)
@@ -131,6 +144,16 @@ def _template_level(level: int) -> torch.Tensor:
         s = s.reshape(c, x // level, level, y // level, level, z // level, level).mean(axis=(2, 4, 6))
         stack = s
     return torch.from_numpy(np.ascontiguousarray(stack, dtype=np.float32))[:, None]
+
+
+@functools.lru_cache(maxsize=1)
+def _surface_2mm() -> np.ndarray:
+    """Template mm coordinates (n, 3) of the brain-surface voxels of the 2 mm level, relative to the brain centre."""
+    from scipy.ndimage import binary_erosion
+
+    mask = _template_level(2)[2, 0].numpy() > 0.5
+    surf = np.argwhere(mask & ~binary_erosion(mask))
+    return surf * 2.0 + 0.5 - _brain_centre_mm()  # voxel i of level 2 covers 1 mm voxels 2i, 2i + 1
 
 
 @functools.lru_cache(maxsize=1)
@@ -300,20 +323,33 @@ def generate_case(seed: int, shape: tuple[int, int, int] = (96, 96, 96), *, dist
     lshape = tuple(tmpl.shape[2:])
     rot = _rotation(rng, 10.0)
     scale = rng.uniform(0.9, 1.1) * rng.uniform(0.97, 1.03, 3)  # brain size factor per axis
-    shift = rng.uniform(-4.0, 4.0, 3)
-    mat = (rot / scale[None, :]).astype(np.float64)  # output mm → template mm
-    c_t = _brain_centre_mm() + shift
+    shift_u = rng.uniform(-1.0, 1.0, 3)  # where the brain centre sits, within ±4 mm and the room left
     G = np.maximum(np.round(S * v / 10.0).astype(int), 3) + 1
     elastic_amp = rng.uniform(1.5, 3.5)
     el = rng.standard_normal((3, *G)) * elastic_amp
     el = ndi.gaussian_filter(el, sigma=(0, 0.8, 0.8, 0.8), mode="nearest")
+    # field of view: push the template's brain surface through the affine (output voxel offsets from the brain
+    # centre are diag(scale) · rotᵀ · p / v), then cap the scale and bound the shift so the whole brain stays
+    # ≥ 1 voxel inside every face; the margin covers the elastic field and the template level's blockiness.
+    surf_rot = _surface_2mm() @ rot  # rows: rotᵀ · p, unscaled output mm
+    s_lo, s_hi = surf_rot.min(0), surf_rot.max(0)
+    m_vox = 0.5 + (float(np.abs(el).max()) * float(scale.max()) + level / 2.0) / v
+    room = (S - 1.0 - 2.0 * m_vox) * v
+    fit = float(min(1.0, np.min(room / (scale * (s_hi - s_lo)))))
+    scale = scale * fit
+    e_lo, e_hi = scale * s_lo / v, scale * s_hi / v  # brain extent around its centre, output voxels
+    t_lo, t_hi = m_vox - half - e_lo, S - 1.0 - m_vox - half - e_hi  # centre offsets that keep it inside
+    a, b = np.maximum(t_lo, -4.0 / v), np.minimum(t_hi, 4.0 / v)
+    t_vox = np.where(a <= b, a + (shift_u + 1.0) / 2.0 * (b - a), np.clip(0.0, t_lo, t_hi))
+    mat = (rot / scale[None, :]).astype(np.float64)  # output mm → template mm
+    c_t = _brain_centre_mm()
 
     def lattice(n_pts: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         axes = [np.linspace(a, b, int(k)) for a, b, k in zip(lo, hi, n_pts)]
         return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)  # (..., 3) voxel indices
 
     coarse_idx = lattice(G, np.zeros(3), S - 1.0)
-    p_coarse = (coarse_idx - half) * v @ mat.T + c_t + np.moveaxis(el, 0, -1)
+    p_coarse = (coarse_idx - half - t_vox) * v @ mat.T + c_t + np.moveaxis(el, 0, -1)
 
     # output box that can hold brain: coarse points inside the template box, grown by one cell
     inside = np.all((p_coarse >= -1) & (p_coarse <= np.asarray(_template_1mm()[0].shape[1:]) + 1), axis=-1)
@@ -389,7 +425,9 @@ def generate_case(seed: int, shape: tuple[int, int, int] = (96, 96, 96), *, dist
     # one box holding every lesion (clipped to the brain box)
     los, his = [], []
     for c, rn, te, le in lesions:
-        rad = (1.3 * (rn + te) + 1.2 * 1.45 * le) / 0.775 / v + 2
+        # bound of the shells' reach: axes up to 1.3 / (0.75² · 1.3)^(1/3) < 1.45 after normalising, radius
+        # noise down to 0.775, edema reach up to 1.2 × 1.45 × l_ed
+        rad = (1.45 * (rn + te) + 1.2 * 1.45 * le) / 0.775 / v + 2
         sl = _box(c, rad, brain_lo, brain_hi)
         los.append([s.start for s in sl])
         his.append([s.stop for s in sl])
@@ -410,34 +448,55 @@ def generate_case(seed: int, shape: tuple[int, int, int] = (96, 96, 96), *, dist
     sd_wt = np.maximum.reduce([s["wt"] for s in sds])
     fade = np.minimum.reduce([s["fade"] for s in sds])
     if incomplete:
+        # the rim opens towards a random direction of each lesion (a voxel belongs to the lesion whose core
+        # reaches furthest there)
         thr = rng.uniform(0.2, 0.75)
-        gap_sd = (sds[0]["cos"] - thr + 0.25 * noise[2]) * sds[0]["r_tc"]
+        own = np.argmax(np.stack([s["tc"] for s in sds]), axis=0) if len(sds) > 1 else np.zeros(tshape, int)
+        cos_own = np.choose(own, [s["cos"] for s in sds])
+        r_own = np.asarray([s["r_tc"] for s in sds], np.float32)[own]
+        gap_sd = (cos_own - thr + 0.25 * noise[2]) * r_own
         gap = _sigmoid(1.7 * gap_sd / v)
     else:
         gap = np.zeros(tshape, np.float32)
 
     mask_t = mask[tb]
     brain_t = brain[tb]
-    s_ncr = _sigmoid(1.7 * sd_ncr / v)
-    s_tc = np.maximum(_sigmoid(1.7 * sd_tc / v), s_ncr)
-    s_wt = np.maximum(_sigmoid(1.7 * sd_wt / v), s_tc)
+    s_ncr = _sigmoid(_SLOPE * sd_ncr / v)
+    s_tc = np.maximum(_sigmoid(_SLOPE * sd_tc / v), s_ncr)
+    f_ncr = s_ncr + gap * (s_tc - s_ncr)
+    f_et = (1.0 - gap) * (s_tc - s_ncr)
+
+    def majority(s_wt: np.ndarray) -> np.ndarray:
+        """Labels of the brain voxels: the class with the largest fraction (ties to background)."""
+        cls = np.argmax(np.stack([1.0 - s_wt, f_ncr, f_et, s_wt - s_tc]), axis=0)
+        return (np.asarray([0, _NCR, _ET, _ED], np.uint8)[cls] * brain_t).astype(np.uint8)
+
+    s_wt = np.maximum(_sigmoid(_SLOPE * sd_wt / v), s_tc)
+    lab_t = majority(s_wt)
+    # edema detached from every core: white matter far from the lesion can pass the reach test while the tissue
+    # between does not. Such islands are removed: near them the WT distance becomes minus the distance to the
+    # kept (core-touching) components, so they fade out smoothly and image and label agree.
+    comp, n_comp = ndi.label(lab_t > 0)
+    if n_comp:
+        has_core = np.zeros(n_comp + 1, bool)
+        has_core[np.unique(comp[(lab_t == _NCR) | (lab_t == _ET)])] = True
+        has_core[0] = False
+        islands = (comp > 0) & ~has_core[comp]
+        keep = has_core[comp]
+        if islands.any() and keep.any():  # (a case whose core vanished keeps its edema rather than go empty)
+            near = ndi.binary_dilation(islands, iterations=2) & ~keep
+            dist_keep = ndi.distance_transform_edt(~keep).astype(np.float32) * v
+            sd_wt = np.where(near, np.minimum(sd_wt, -np.maximum(dist_keep, v)), sd_wt)
+            s_wt = np.maximum(_sigmoid(_SLOPE * sd_wt / v), s_tc)
+            lab_t = majority(s_wt)
     phi = rng.uniform(0.3, 0.65)
     ed = s_wt - s_tc
     ed_keep = ed * (1.0 - phi * fade)
-    p_ncr = (s_ncr + gap * (s_tc - s_ncr)) * mask_t
-    p_et = (1.0 - gap) * (s_tc - s_ncr) * mask_t
+    p_ncr = f_ncr * mask_t
+    p_et = f_et * mask_t
     p_ed = ed_keep * mask_t
     healthy_t = 1.0 - s_wt + ed * phi * fade  # fraction of the healthy tissue that remains
-
-    # hard labels at the soft boundaries' midpoints, inside the brain
     label = np.zeros(shape, np.uint8)
-    wt_h = (sd_wt > 0) & brain_t
-    tc_h = (sd_tc > 0) & brain_t
-    ncr_h = tc_h & ((sd_ncr > 0) | (gap > 0.5))
-    lab_t = np.zeros(tshape, np.uint8)
-    lab_t[wt_h] = _ED
-    lab_t[tc_h] = _ET
-    lab_t[ncr_h] = _NCR
 
     # ---- rendering in the work box
     con = _draw_contrast(rng)
@@ -469,11 +528,11 @@ def generate_case(seed: int, shape: tuple[int, int, int] = (96, 96, 96), *, dist
     wt_soft = np.zeros(bshape, np.float32)
     wt_soft[tb] = s_wt
     n_wmh = int(rng.integers(1, 7)) if rng.random() < 0.7 else 0
-    n_ves = int(rng.integers(2, 7))
+    n_ves = int(rng.integers(3, 10))
     cand_wm = np.flatnonzero(brain & (wm > 0.8))
     cand_csf = np.flatnonzero(brain & (csf > 0.3))
     blobs = [("wmh", cand_wm, rng.uniform(2.0, 7.0)) for _ in range(n_wmh)]
-    blobs += [("ves", cand_csf if len(cand_csf) else cand_wm, rng.uniform(1.0, 2.0)) for _ in range(n_ves)]
+    blobs += [("ves", cand_csf if len(cand_csf) else cand_wm, rng.uniform(1.0, 4.0)) for _ in range(n_ves)]
     for kind, cand, rad_mm in blobs:
         if len(cand) == 0:
             continue
@@ -482,7 +541,7 @@ def generate_case(seed: int, shape: tuple[int, int, int] = (96, 96, 96), *, dist
         sl = _box(c, rad + 3, np.zeros(3, int), np.asarray(bshape))
         ax = [np.arange(s.start, s.stop, dtype=np.float32) - ci for s, ci in zip(sl, c)]
         dist = np.sqrt(ax[0][:, None, None] ** 2 + ax[1][None, :, None] ** 2 + ax[2][None, None, :] ** 2)
-        p = _sigmoid(1.7 * (rad - dist)) * mask[sl] * (1.0 - wt_soft[sl])
+        p = _sigmoid(_SLOPE * (rad - dist)) * mask[sl] * (1.0 - wt_soft[sl])
         for m in range(4 if distractors else 0):  # without: the same draws, nothing painted
             img[m][sl] = img[m][sl] * (1.0 - p) + p * con[kind][m]
     # texture, bias, gain, Rician noise, skull strip
@@ -522,6 +581,8 @@ def generate_case(seed: int, shape: tuple[int, int, int] = (96, 96, 96), *, dist
         "noise_frac": float(noise_frac),
         "bias_amp": float(bias_amp),
         "template_level_mm": level,
+        "brain_scale": scale.round(4).tolist(),
+        "fov_capped": bool(fit < 1.0),
     }
     return SyntheticCase(image=image, label=label, tissues=tissues, voxel_size=v, info=info)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from robustseg_lib import evaluation
@@ -74,3 +75,21 @@ def test_masking_diagnostics_reports_output_saturation() -> None:
     row = summary.iloc[0]
     assert row["frac_saturated_voxels"] == (27 / 48 + 18 / 48) / 2
     assert row["frac_saturated_voxels_baseline"] == 0.0
+
+
+def test_masking_verdict_reads_the_margin_and_names_the_attack():
+    """Hand values: masking only when a diagnostic attack is more than the margin (0.05) below the direct one; a
+    diagnostic within the margin is reported, not called the weakest (session 10's i-FGSM row: 0.112 vs 0.161)."""
+    v = evaluation.masking_verdict
+    assert v(0.455, 0.447, 0.382).startswith("gradient masking: the attack on the rescaled logits lowers WT Dice to 0.38")
+    assert v(0.50, 0.40).startswith("gradient masking: the transfer attack from the baseline lowers WT Dice to 0.40")
+    within = v(0.161, 0.164, 0.112)
+    assert within.startswith("no clear sign of gradient masking: the attack on the rescaled logits is stronger")
+    assert "0.11 vs 0.16" in within and "less than 0.05" in within
+    assert v(0.256, 0.425).startswith("no sign of gradient masking: the direct attack is the strongest (WT 0.26)")
+    assert v(0.30, float("nan"), float("nan")).startswith("no sign")  # no diagnostics run
+    assert v(0.30, 0.26, margin=0.02).startswith("gradient masking") and v(0.30, 0.26).startswith("no clear sign")
+    with pytest.raises(ValueError, match="direct"):
+        v(float("nan"), 0.2)
+    with pytest.raises(ValueError, match="margin"):
+        v(0.3, 0.2, margin=-0.1)
