@@ -735,7 +735,8 @@ Three checks (Carlini & Wagner, 2016; Athalye et al., 2018):
 baseline's. The fraction of near-zero *input* gradients is shown too, but in a UNet it stays near 0 even under
 saturation: every input voxel collects gradient from many output voxels, and a few unsaturated boundary voxels are
 enough. So the masked gradients are not zero; they follow only those few uncertain voxels, and the sign step loses
-its strength.
+its strength. The verdict column calls it masking when (a) or (b) lowers WT Dice more than
+`evaluation.MASKING_MARGIN` (0.05) below the direct attack, and says so when one is stronger by less.
 """
         ),
         code(
