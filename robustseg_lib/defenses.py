@@ -164,6 +164,7 @@ class DistillationObjective:
 
 
 LABEL_SOURCES = ("truth", "predicted")
+ADV_ATTACKS = ("fgsm", "ifgsm", "mixed")  # how AdversarialAugmenter makes its training examples
 
 
 def _check_label_source(label_source: Any) -> str:
@@ -247,7 +248,7 @@ class AdversarialAugmenter:
         label_source: str = "truth",
     ) -> None:
         self.label_source = _check_label_source(label_source)
-        if attack not in ("fgsm", "ifgsm", "mixed"):
+        if attack not in ADV_ATTACKS:
             raise ValueError(f"attack must be 'fgsm', 'ifgsm' or 'mixed', got {attack!r}")
         lo, hi = (float(v) for v in eps_range)
         if not 0 <= lo <= hi:

@@ -122,8 +122,24 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 (a SafeLoader subclass)
 
 
+#: Allowed values of the notebooks' enumerated parameters, ``{(stage, name): values}``; a ``list`` parameter
+#: allows any of them per element. Literal here because the CLI must not import torch or MONAI to check a ``--set``;
+#: tests/test_pipeline.py keeps them equal to the library's own constants (data.LAYOUTS, models.MODEL_NAMES, ...).
+PARAMETER_CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("01_data", "layout"): ("brats2021", "brats2023", "msd"),
+    ("02_unet", "arch"): ("unet", "basicunet", "dynunet"),
+    ("02_unet", "inference"): ("sliding", "whole"),
+    ("05_tifgsm", "policy"): ("erase", "et_to_ncr", "ed_to_et"),
+    ("05_tifgsm", "extra_policies"): ("erase", "et_to_ncr", "ed_to_et"),
+    ("07_adversarial_training", "adv_attack"): ("fgsm", "ifgsm", "mixed"),
+    ("07_adversarial_training", "label_source"): ("truth", "predicted"),
+    ("08_statistics", "region"): ("WT", "TC", "ET"),
+}
+
+
 def check_parameter(stage: str, name: str, value: Any, raw: str | None = None, notebook_dir: Path = NOTEBOOK_DIR) -> Any:
-    """Check a parameter value against the type its notebook declares (``name: type = default``).
+    """Check a parameter value against the type its notebook declares (``name: type = default``) and, for the
+    enumerated ones (:data:`PARAMETER_CHOICES`), against the values it allows.
 
     Args:
         stage: stage name.
@@ -158,6 +174,13 @@ def check_parameter(stage: str, name: str, value: Any, raw: str | None = None, n
         bad = "a list, e.g. [1, 2]"
     if bad:
         raise PipelineError(f"{stage}.{name} = {value!r}: expected {bad} ({name}: {typ} in the notebook)")
+    choices = PARAMETER_CHOICES.get((stage_name(stage), name))
+    if choices is not None:
+        items = value if isinstance(value, list) else [value]
+        wrong = [v for v in items if not isinstance(v, str) or v not in choices]
+        if wrong:
+            what = "each item one of" if isinstance(value, list) else "one of"
+            raise PipelineError(f"{stage}.{name} = {value!r}: expected {what} {', '.join(choices)}")
     return value
 
 

@@ -175,3 +175,40 @@ def test_colab_setup_cell_runs_the_earlier_stages_into_the_notebooks_run_dir(sta
     assert args.profile == "teaching" and [pipeline.stage_name(s) for s in args.only] == earlier
     # the headless run writes exactly where this notebook's run_dir (relative to the notebooks folder) points
     assert posixpath.normpath(posixpath.join(kw["cwd"], args.out)) == posixpath.normpath(posixpath.join(chdirs[0], run_dir))
+
+
+def test_enumerated_parameters_are_checked_up_front() -> None:
+    """A misspelt choice fails at the command line, naming the parameter and the valid values, not stages later."""
+    for bad, valid in (("adversarial_training.label_source=predicted_labels", "truth, predicted"),
+                       ("data.layout=nifti", "brats2021, brats2023, msd"), ("statistics.region=wt", "WT, TC, ET"),
+                       ("unet.inference=tiled", "sliding, whole"),
+                       ("adversarial_training.adv_attack=pgd", "fgsm, ifgsm, mixed")):
+        with pytest.raises(PipelineError, match=rf"{bad.split('=')[0].split('.')[1]} = .*expected one of {valid}$"):
+            pipeline.parse_overrides([bad])
+    with pytest.raises(PipelineError, match=r"extra_policies = \['erase', 'nope'\]: expected each item one of erase"):
+        pipeline.parse_overrides(["tifgsm.extra_policies=[erase, nope]"])
+    got = pipeline.parse_overrides(["adversarial_training.label_source=predicted", "tifgsm.extra_policies=[]",
+                                    "tifgsm.extra_policies=[erase, ed_to_et]", "data.layout=msd"])
+    assert got["07_adversarial_training"] == {"label_source": "predicted"} and got["01_data"] == {"layout": "msd"}
+    assert got["05_tifgsm"] == {"extra_policies": ["erase", "ed_to_et"]}
+
+
+def test_parameter_choices_match_the_library_and_the_notebooks() -> None:
+    """The CLI's literal choices equal the library's constants (the oracle), name real notebook parameters, and
+    allow every notebook default."""
+    from robustseg_lib import attacks, data, defenses, models
+
+    library = {
+        ("01_data", "layout"): data.LAYOUTS, ("02_unet", "arch"): models.MODEL_NAMES,
+        ("02_unet", "inference"): models.INFERENCE_MODES, ("05_tifgsm", "policy"): tuple(attacks.TARGET_POLICIES),
+        ("05_tifgsm", "extra_policies"): tuple(attacks.TARGET_POLICIES),
+        ("07_adversarial_training", "adv_attack"): defenses.ADV_ATTACKS,
+        ("07_adversarial_training", "label_source"): defenses.LABEL_SOURCES, ("08_statistics", "region"): data.REGIONS,
+    }
+    choices = pipeline.PARAMETER_CHOICES
+    for key, values in library.items():
+        assert tuple(choices[key]) == tuple(values), key
+    assert set(choices) == set(library)
+    for (stage, name), values in choices.items():
+        default = ast.literal_eval(pipeline.notebook_parameters(stage)[name])
+        assert all(v in values for v in (default if isinstance(default, list) else [default])), (stage, name, default)

@@ -237,9 +237,9 @@ def test_a_dead_kernel_is_recorded_and_named(stubs, done_run, tmp_path) -> None:
 
 
 def test_set_values_are_read_with_the_declared_type() -> None:
-    got = pipeline.parse_overrides(["unet.lr=1e-3", "data.layout=no", "fgsm.eps_grid=[0, 5e-1]", "unet.epochs=4"])
+    got = pipeline.parse_overrides(["unet.lr=1e-3", "data.data_dir=no", "fgsm.eps_grid=[0, 5e-1]", "unet.epochs=4"])
     assert got["02_unet"] == {"lr": 0.001, "epochs": 4} and isinstance(got["02_unet"]["lr"], float)
-    assert got["01_data"] == {"layout": "no"}  # YAML 1.1 would make this False
+    assert got["01_data"] == {"data_dir": "no"}  # YAML 1.1 would make this False
     assert got["03_fgsm"] == {"eps_grid": [0, 0.5]}
     for bad, what in (("unet.epochs=3.7", "an integer"), ("unet.crop=64", "a list"), ("distillation.output_scaling=maybe", "true or false"),
                       ("unet.lr=fast", "a number")):
