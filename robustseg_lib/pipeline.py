@@ -181,7 +181,20 @@ def check_parameter(stage: str, name: str, value: Any, raw: str | None = None, n
         if wrong:
             what = "each item one of" if isinstance(value, list) else "one of"
             raise PipelineError(f"{stage}.{name} = {value!r}: expected {what} {', '.join(choices)}")
+        if len(set(items)) < len(items):
+            raise PipelineError(f"{stage}.{name} = {value!r}: expected each item once")
     return value
+
+
+def _check_together(stage: str, params: dict[str, Any], declared: dict[str, Any]) -> None:
+    """Checks that involve two parameters of a stage (values not given fall back to the notebook's defaults)."""
+    if stage == "05_tifgsm":
+        import ast
+
+        value = {k: params[k] if k in params else ast.literal_eval(declared[k]) for k in ("policy", "extra_policies")}
+        if value["policy"] in value["extra_policies"]:
+            raise PipelineError(f"05_tifgsm.extra_policies = {value['extra_policies']!r} repeats the main policy "
+                                f"{value['policy']!r} (its rows would be written twice)")
 
 
 def notebook_parameter_types(stage: str, notebook_dir: Path = NOTEBOOK_DIR) -> dict[str, str]:
@@ -248,13 +261,14 @@ def stage_parameters(
     merged: dict[str, dict[str, Any]] = {}
     for stage in STAGES:
         declared = notebook_parameters(stage, notebook_dir)
-        params = {k: v for k, v in profile["common"].items() if k in declared}
+        params = {k: check_parameter(stage, k, v, None, notebook_dir) for k, v in profile["common"].items() if k in declared}
         own = profile["notebooks"].get(stage, {})
         bad = [k for k in own if k not in declared]
         if bad:
             raise PipelineError(f"profile {profile['name']}: {stage} has no parameter(s) {bad}; valid: {', '.join(declared)}")
         params.update({k: check_parameter(stage, k, v, None, notebook_dir) for k, v in own.items()})
         params.update(overrides.get(stage, {}))
+        _check_together(stage, params, declared)
         merged[stage] = params
     unused = [k for k in profile["common"] if not any(k in notebook_parameters(s, notebook_dir) for s in STAGES)]
     if unused:

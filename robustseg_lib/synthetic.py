@@ -21,7 +21,7 @@ Pipeline for one case (all randomness from ``np.random.default_rng(seed)``):
    3–9 T1c-enhancing vessels / choroid-plexus tufts (1–4 mm, as bright as ET), so no single
    threshold segments a region;
 4. labels: the majority class of each brain voxel (argmax of the background, NCR, ET and ED
-   fractions), so a labelled voxel is mostly of its class;
+   fractions; edema counted before its fade into the tissue, so a faded-edema voxel is ED);
 5. rendering: Σ class fraction × class mean (contrast table ``BASE_CONTRAST`` below,
    jittered ±13 % per case), partial volume via soft class boundaries (a Gaussian point-spread
    of σ = 0.5 voxel, FWHM ≈ 1.2 voxels, ``PV_SIGMA``),
@@ -330,10 +330,12 @@ def generate_case(seed: int, shape: tuple[int, int, int] = (96, 96, 96), *, dist
     el = ndi.gaussian_filter(el, sigma=(0, 0.8, 0.8, 0.8), mode="nearest")
     # field of view: push the template's brain surface through the affine (output voxel offsets from the brain
     # centre are diag(scale) · rotᵀ · p / v), then cap the scale and bound the shift so the whole brain stays
-    # ≥ 1 voxel inside every face; the margin covers the elastic field and the template level's blockiness.
+    # ≥ 1 voxel inside every face. The margin covers the elastic field (its largest length bounds its shift along
+    # any output axis), the true surface lying up to 2 mm beyond the 2 mm level's surface-voxel centres, and the
+    # sampled level's own blockiness (level / 2).
     surf_rot = _surface_2mm() @ rot  # rows: rotᵀ · p, unscaled output mm
     s_lo, s_hi = surf_rot.min(0), surf_rot.max(0)
-    m_vox = 0.5 + (float(np.abs(el).max()) * float(scale.max()) + level / 2.0) / v
+    m_vox = 0.5 + (float(np.sqrt((el**2).sum(0)).max()) * float(scale.max()) + 2.0 + level / 2.0) / v
     room = (S - 1.0 - 2.0 * m_vox) * v
     fit = float(min(1.0, np.min(room / (scale * (s_hi - s_lo)))))
     scale = scale * fit
@@ -425,9 +427,10 @@ def generate_case(seed: int, shape: tuple[int, int, int] = (96, 96, 96), *, dist
     # one box holding every lesion (clipped to the brain box)
     los, his = [], []
     for c, rn, te, le in lesions:
-        # bound of the shells' reach: axes up to 1.3 / (0.75² · 1.3)^(1/3) < 1.45 after normalising, radius
-        # noise down to 0.775, edema reach up to 1.2 × 1.45 × l_ed
-        rad = (1.45 * (rn + te) + 1.2 * 1.45 * le) / 0.775 / v + 2
+        # bound of the shells' reach: the normalised radius reaches r_tc plus the edema's reach (at most
+        # 1.2 × 1.45 × l_ed), divided by the radius noise (down to 0.775) and times the longest axis (up to
+        # 1.3 / (0.75² · 1.3)^(1/3) < 1.45 after normalising)
+        rad = 1.45 * ((rn + te) + 1.2 * 1.45 * le) / 0.775 / v + 2
         sl = _box(c, rad, brain_lo, brain_hi)
         los.append([s.start for s in sl])
         his.append([s.stop for s in sl])
@@ -455,7 +458,7 @@ def generate_case(seed: int, shape: tuple[int, int, int] = (96, 96, 96), *, dist
         cos_own = np.choose(own, [s["cos"] for s in sds])
         r_own = np.asarray([s["r_tc"] for s in sds], np.float32)[own]
         gap_sd = (cos_own - thr + 0.25 * noise[2]) * r_own
-        gap = _sigmoid(1.7 * gap_sd / v)
+        gap = _sigmoid(_SLOPE * gap_sd / v)
     else:
         gap = np.zeros(tshape, np.float32)
 

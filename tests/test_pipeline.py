@@ -187,10 +187,29 @@ def test_enumerated_parameters_are_checked_up_front() -> None:
             pipeline.parse_overrides([bad])
     with pytest.raises(PipelineError, match=r"extra_policies = \['erase', 'nope'\]: expected each item one of erase"):
         pipeline.parse_overrides(["tifgsm.extra_policies=[erase, nope]"])
+    with pytest.raises(PipelineError, match=r"extra_policies = \['et_to_ncr', 'et_to_ncr'\]: expected each item once"):
+        pipeline.parse_overrides(["tifgsm.extra_policies=[et_to_ncr, et_to_ncr]"])
+    teaching = pipeline.load_profile("teaching")  # policy erase
+    with pytest.raises(PipelineError, match=r"extra_policies = \['erase'\] repeats the main policy 'erase'"):
+        pipeline.stage_parameters(teaching, pipeline.parse_overrides(["tifgsm.extra_policies=[erase]"]))
+    with pytest.raises(PipelineError, match=r"repeats the main policy 'et_to_ncr'"):  # the default extra_policies
+        pipeline.stage_parameters(teaching, pipeline.parse_overrides(["tifgsm.policy=et_to_ncr"]))
+    ok = pipeline.stage_parameters(teaching, pipeline.parse_overrides(["tifgsm.policy=et_to_ncr", "tifgsm.extra_policies=[erase]"]))
+    assert ok["05_tifgsm"]["policy"] == "et_to_ncr" and ok["05_tifgsm"]["extra_policies"] == ["erase"]
     got = pipeline.parse_overrides(["adversarial_training.label_source=predicted", "tifgsm.extra_policies=[]",
                                     "tifgsm.extra_policies=[erase, ed_to_et]", "data.layout=msd"])
     assert got["07_adversarial_training"] == {"label_source": "predicted"} and got["01_data"] == {"layout": "msd"}
     assert got["05_tifgsm"] == {"extra_policies": ["erase", "ed_to_et"]}
+
+
+def test_common_profile_keys_are_checked_too(tmp_path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("common:\n  layout: nifti\nnotebooks: {}\n")
+    with pytest.raises(PipelineError, match="01_data.layout = 'nifti': expected one of brats2021"):
+        pipeline.stage_parameters(pipeline.load_profile(str(bad)))
+    bad.write_text("common:\n  seed: 1.5\nnotebooks: {}\n")
+    with pytest.raises(PipelineError, match="seed = 1.5: expected an integer"):
+        pipeline.stage_parameters(pipeline.load_profile(str(bad)))
 
 
 def test_parameter_choices_match_the_library_and_the_notebooks() -> None:
