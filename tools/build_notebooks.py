@@ -251,7 +251,7 @@ display(vols.describe().T)
         md("## Intensity per class and modality\nThe contrasts follow the BraTS task description: ET bright on T1c, NCR dark on T1c, ED bright on FLAIR and T2, CSF dark on FLAIR. "
            "On a coarse grid they blur: at 48³ a voxel is about 4 mm, so a 2–6 mm enhancing rim shares its voxels with the core and the edema "
            "(partial volume). Each voxel is labelled with its majority class, so voxels labelled ET are brighter than white matter on T1c in every "
-           "case, but on average about 1.35 × rather than enhancing tissue's 1.4–1.6 ×, and the core picks up some of the rim's brightness "
+           "case, but on average about 1.3 × rather than enhancing tissue's 1.4–1.6 ×, and the core picks up some of the rim's brightness "
            "(measured in [docs/design.md](../docs/design.md#the-synthetic-generator-departures-from-the-brief-and-known-limitations))."),
         code(
             """
