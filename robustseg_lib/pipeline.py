@@ -188,7 +188,7 @@ def check_parameter(stage: str, name: str, value: Any, raw: str | None = None, n
 
 def _check_together(stage: str, params: dict[str, Any], declared: dict[str, Any]) -> None:
     """Checks that involve two parameters of a stage (values not given fall back to the notebook's defaults)."""
-    if stage == "05_tifgsm":
+    if stage == "05_tifgsm" and {"policy", "extra_policies"} <= set(params) | set(declared):
         import ast
 
         value = {k: params[k] if k in params else ast.literal_eval(declared[k]) for k in ("policy", "extra_policies")}
