@@ -193,6 +193,24 @@ def test_distillation_notebook_plain_parametrisation(smoke_run: Path, tmp_path: 
         assert (run / "models" / d / "last.pt").is_file(), d
 
 
+def test_tifgsm_notebook_refuses_extra_policies_that_repeat(smoke_run: Path, tmp_path: Path) -> None:
+    """Run directly (not through the CLI, which refuses it up front), notebook 05 stops before attacking when
+    extra_policies repeats the main policy: its rows would be written twice and stage 08 would fail on them."""
+    import shutil
+
+    import papermill
+
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run)
+    before = (run / "tables" / "results_05_tifgsm.csv").read_bytes()
+    for extra in (["erase"], ["et_to_ncr", "et_to_ncr"]):
+        with pytest.raises(papermill.PapermillExecutionError, match="must not repeat the main policy"):
+            papermill.execute_notebook(str(pipeline.NOTEBOOK_DIR / "05_tifgsm.ipynb"), str(tmp_path / "out.ipynb"), kernel_name="python3",
+                                       parameters={"run_dir": str(run), "device": "cpu", "policy": "erase", "extra_policies": extra},
+                                       progress_bar=False)
+    assert (run / "tables" / "results_05_tifgsm.csv").read_bytes() == before  # stopped before writing anything
+
+
 def test_whole_volume_inference_through_the_chain(smoke_run: Path, tmp_path: Path) -> None:
     """02 + 03 with a crop smaller than the volume and inference='whole' (as in the paper profile):
     the stored spec carries the mode, and the clean test Dice (02 table, and eps 0 in the FGSM table) is that of one pass

@@ -549,6 +549,8 @@ $$x_{k+1} = \Pi\Big(x_k - \alpha\,\mathrm{sign}\,\nabla_x L(f(x_k), t)\Big)$$
 descends the loss towards the target map $t$ = `make_target(y, policy)`:
 """,
         """
+if policy in extra_policies or len(set(extra_policies)) < len(extra_policies):  # their rows would be written twice
+    raise ValueError(f"extra_policies = {extra_policies!r} must not repeat the main policy {policy!r} or one another")
 for name, why in attacks.TARGET_POLICIES.items():
     print(f"{name:>10}: {why}")
 attack_spec = evaluation.AttackSpec("tifgsm", tuple(eps_grid), steps=steps, alpha_frac=alpha_frac, policy=policy)
