@@ -1072,15 +1072,7 @@ def prepare_synthetic(
         ``Path(out_file)``.
     """
     shape = _check_case_args(n_cases, shape, seed, layout)
-    try:  # the working grid only resamples: any positive size
-        ok = len(work_shape) == 3 and all(
-            isinstance(s, (int, np.integer)) and not isinstance(s, (bool, np.bool_)) and s > 0 for s in work_shape
-        )
-    except TypeError:
-        ok = False
-    if not ok:
-        raise ValueError(f"work_shape must be 3 positive ints, got {work_shape!r}")
-    work = tuple(int(s) for s in work_shape)
+    work = _check_shape(work_shape, 1, "work_shape")  # the working grid only resamples: any positive size
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
     ids = case_ids_for(layout, int(n_cases))

@@ -188,15 +188,16 @@ def voxel_size_for_shape(shape: tuple[int, int, int]) -> float:
 MIN_SIDE = 16
 
 
-def _check_shape(shape: Any) -> tuple[int, int, int]:
+def _check_shape(shape: Any, min_side: int = MIN_SIDE, name: str = "shape") -> tuple[int, int, int]:
+    """``shape`` as 3 ints, or a ValueError naming ``name`` unless it is 3 integers (not bools) ``>= min_side``."""
     try:
         ok = len(shape) == 3 and all(
-            isinstance(s, (int, np.integer)) and not isinstance(s, (bool, np.bool_)) and s >= MIN_SIDE for s in shape
+            isinstance(s, (int, np.integer)) and not isinstance(s, (bool, np.bool_)) and s >= min_side for s in shape
         )
     except TypeError:
         ok = False
     if not ok:
-        raise ValueError(f"shape must be 3 integers >= {MIN_SIDE}, got {shape!r}")
+        raise ValueError(f"{name} must be 3 integers >= {min_side}, got {shape!r}")
     return tuple(int(s) for s in shape)  # type: ignore[return-value]
 
 

@@ -922,6 +922,8 @@ def test_prepare_synthetic_equals_the_nifti_round_trip(datasets, layout, tmp_pat
 
 def test_prepare_synthetic_validates(tmp_path):
     for kwargs, match in [({"n_cases": 0}, "n_cases"), ({"work_shape": (8, 8)}, "work_shape"),
+                          ({"work_shape": (0, 8, 8)}, r"work_shape must be 3 integers >= 1"),
+                          ({"work_shape": (True, 8, 8)}, r"work_shape must be 3 integers >= 1"),
                           ({"workers": 0}, "workers"), ({"layout": "nnunet"}, "layout"),
                           ({"fractions": (0.5, 0.5, 0.5)}, "fractions")]:
         args = {"n_cases": 1, "shape": (16, 16, 16), "work_shape": (8, 8, 8), **kwargs}
