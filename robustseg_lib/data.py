@@ -860,9 +860,7 @@ def preprocess_case(image: np.ndarray, label: np.ndarray | None, shape: tuple[in
         raise ValueError(f"image must be (4, X, Y, Z) in MODALITIES order, got shape {image.shape}")
     if not np.all(np.isfinite(image)):
         raise ValueError("image has NaN/Inf values")
-    shape = tuple(int(s) for s in shape)
-    if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"shape must be 3 positive ints, got {shape!r}")
+    shape = _check_shape(shape, 1, "shape")  # 3 integers >= 1: 47.5 or True is refused, not truncated
     classes = np.zeros(image.shape[1:], np.uint8) if label is None else to_classes(np.asarray(label))
     if classes.shape != image.shape[1:]:
         raise ValueError(f"label shape {classes.shape} differs from image {image.shape[1:]}")
@@ -989,9 +987,7 @@ def prepare_dataset(
         cases = list(root_or_cases)
         if not cases or not all(isinstance(c, Case) for c in cases):
             raise ValueError("root_or_cases must be a dataset folder or a non-empty list of Case")
-    shape = tuple(int(s) for s in shape)
-    if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"shape must be 3 positive ints, got {shape!r}")
+    shape = _check_shape(shape, 1, "shape")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
     labelled = [c for c in cases if ("seg" in c.paths or "label" in c.paths)]

@@ -855,6 +855,11 @@ def test_preprocess_validates():
     bad[0, 0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         D.preprocess_case(bad, None, (4, 4, 4))
+    for shape in ((4, 4, 4.5), (4, 4, True), (4, 4, 0), (4, 4)):  # refused, not truncated by int()
+        with pytest.raises(ValueError, match="shape must be 3 integers >= 1"):
+            D.preprocess_case(np.ones((4, 4, 4, 4)), None, shape)
+    with pytest.raises(ValueError, match="shape must be 3 integers >= 1"):
+        D.prepare_dataset([D.Case("x", "brats2021", {})], "unused.npz", (8, 8, 8.0))
 
 
 # --------------------------------------------------------------------------- splits and the prepared cache
