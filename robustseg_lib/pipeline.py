@@ -41,6 +41,7 @@ __all__ = [
     "parse_overrides",
     "data_dir_signature",
     "reproduce",
+    "default_run_dir",
     "main",
 ]
 
@@ -416,6 +417,12 @@ def _failed_cell(nb_path: Path) -> str:
     return "unknown cell"
 
 
+def default_run_dir(profile_name: str, seed: int | None = None) -> Path:
+    """The run folder ``reproduce`` writes when ``--out`` is not given: ``runs/<profile>``, or ``runs/<profile>-seed<N>``
+    for a ``--seed`` replicate (so that it does not overwrite the profile's own run)."""
+    return Path("runs") / (profile_name if seed is None else f"{profile_name}-seed{seed}")
+
+
 def reproduce(
     profile: str = "teaching",
     out: str | Path | None = None,
@@ -425,6 +432,7 @@ def reproduce(
     sets: Sequence[str] = (),
     only: Sequence[str] = (),
     force: bool = False,
+    seed: int | None = None,
     notebook_dir: Path = NOTEBOOK_DIR,
     log=None,
 ) -> dict[str, Any]:
@@ -439,6 +447,9 @@ def reproduce(
         sets: ``NOTEBOOK.PARAM=VALUE`` overrides.
         only: run only these stages (others untouched).
         force: rerun stages even when their fingerprint matches.
+        seed: the seed of every stage (a replicate of the whole experiment: other synthetic cases, split,
+            initialisation, batches and attack draws), in place of the profile's; a ``--set STAGE.seed=`` still wins.
+            The default run folder becomes ``runs/<profile>-seed<N>``.
         notebook_dir: where the notebooks are.
         log: where progress lines go.
 
@@ -453,12 +464,18 @@ def reproduce(
     log = log or (lambda line: print(line, flush=True))
     prof = load_profile(profile)
     overrides = parse_overrides(sets, notebook_dir)
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
+            raise PipelineError(f"--seed {seed!r}: expected an integer in [0, 2**31)")
+        for stage in STAGES:
+            if "seed" in notebook_parameters(stage, notebook_dir):
+                overrides.setdefault(stage, {}).setdefault("seed", seed)
     if data_dir:
         if not Path(data_dir).is_dir():
             raise PipelineError(f"--data-dir {data_dir}: not a folder")
         overrides.setdefault("01_data", {})["data_dir"] = str(Path(data_dir).resolve())
     params = stage_parameters(prof, overrides, notebook_dir)
-    run = RunPaths(Path(out) if out else Path("runs") / prof["name"])
+    run = RunPaths(Path(out) if out else default_run_dir(prof["name"], seed))
     run.root.mkdir(parents=True, exist_ok=True)
     selected = [stage_name(s) for s in only] if only else list(STAGES)
     manifest: dict[str, Any] = {}
@@ -585,8 +602,30 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--set", dest="sets", action="append", default=[], metavar="NOTEBOOK.PARAM=VALUE", help="override a notebook parameter (repeatable)")
     r.add_argument("--only", nargs="+", default=[], metavar="STAGE", help="run only these stages, e.g. --only unet fgsm")
     r.add_argument("--force", action="store_true", help="rerun stages even if up to date")
+    r.add_argument("--seed", type=int, default=None, help="seed of every stage, replacing the profile's (a replicate: other "
+                   "cases, initialisation and draws); default run folder runs/<profile>-seed<N>")
     sub.add_parser("stages", help="list the stages and their parameters")
+    c = sub.add_parser("compare", help="the verdicts of finished runs side by side (e.g. seeds), and pooled")
+    c.add_argument("runs", nargs="+", metavar="RUN", help="finished run folders (at least two)")
+    c.add_argument("--out", default="runs/comparison", help="where to write the tables and comparison.md (default: runs/comparison)")
+    c.add_argument("--labels", nargs="+", default=None, help="one name per run (default: the folder names)")
+    c.add_argument("--no-pooled", dest="pooled", action="store_false", help="skip the claims on the pooled cases")
     return p
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .replicates import write_comparison
+
+    try:
+        agree = write_comparison(args.runs, args.out, labels=args.labels, pooled=args.pooled)
+    except (FileNotFoundError, ValueError) as exc:
+        raise PipelineError(str(exc)) from None
+    import pandas as pd
+
+    with pd.option_context("display.max_colwidth", 40, "display.width", 200):
+        print(agree.to_string(index=False))
+    print(f"\nComparison: {Path(args.out) / 'comparison.md'}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -598,13 +637,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{s}: {', '.join(k for k in notebook_parameters(s) if k not in _RUNNER_KEYS)}")
             print(f"(every notebook also takes {' and '.join(_RUNNER_KEYS)}, set by --out and --device)")
             return 0
+        if args.command == "compare":
+            return _compare(args)
         manifest = reproduce(
-            args.profile, args.out, data_dir=args.data_dir, device=args.device, sets=args.sets, only=args.only, force=args.force
+            args.profile, args.out, data_dir=args.data_dir, device=args.device, sets=args.sets, only=args.only,
+            force=args.force, seed=args.seed,
         )
     except PipelineError as exc:
         print(f"robustseg: error: {exc}", file=sys.stderr)
         return 2
-    run = RunPaths(args.out or Path("runs") / manifest["profile"])
+    run = RunPaths(args.out or default_run_dir(manifest["profile"], args.seed))
     total = sum(s.get("seconds", 0) for s in manifest["stages"].values())
     print(f"\nAll stages done; run folder {run.root} (stage time {total:.0f} s)")
     _print_claims(run, profile=load_profile(args.profile))

@@ -1041,6 +1041,10 @@ print(path)
 1. The sensitivity table judges every region. Which verdicts change between WT and ET, and why is ET the most
    fragile region? Set `region = "ET"` to make ET the headline of the report.
 2. How many comparisons survive Holm's correction compared with raw p < 0.05?
+3. One run is one draw of the data, the training and the attacks. From a terminal, replicate the experiment
+   (`robustseg reproduce --seed 1`, then `--seed 2`: each about 7 min on 2 cores) and compare the verdicts
+   (`robustseg compare runs/teaching runs/teaching-seed1 runs/teaching-seed2`). Which verdicts survive every seed?
+   `comparison.md` also judges the claims on all runs' cases pooled: what does the extra power change?
 """
         ),
     ]

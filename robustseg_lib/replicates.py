@@ -1,0 +1,423 @@
+"""Replicate runs: do the verdicts survive another seed?
+
+One run of the chain judges the paper's claims on one draw of everything random: the synthetic cases and their
+split, the networks' initialisation and batches, the attacks' random choices. ``robustseg reproduce --seed N`` draws
+all of them afresh (the synthetic cases of seed N are other cases: ``data.case_seed``). This module reads finished
+run folders, nothing else, and answers two questions:
+
+- **Per run** (:func:`verdict_table`, :func:`verdict_agreement`): the verdicts of every run side by side, and
+  whether they agree.
+- **Pooled** (:func:`pooled_claims`): the same tests and rules (``stats.compare``, ``stats.claims_by_region``) on the
+  runs' per-case tables stacked, each case named by its run (``seed1/BraTS2021_00003``). A paired test pairs the two
+  conditions *within* a case of a run (the same run's models), so pooling adds test cases and power. Like each run's
+  own test it is conditional on the trained models (the cases of one run share its networks; training-to-training
+  spread is not modelled): read it beside the per-run agreement.
+
+:func:`write_comparison` writes the tables and a Markdown summary (``robustseg compare RUN RUN ...``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .artefacts import atomic_to_csv, atomic_write_text
+
+__all__ = [
+    "RunRecord",
+    "read_run",
+    "parameter_differences",
+    "verdict_table",
+    "verdict_agreement",
+    "dice_by_run",
+    "canonical_analysis",
+    "pooled_table",
+    "pooled_empty_truth",
+    "pooled_claims",
+    "write_comparison",
+]
+
+RunRecord = dict[str, Any]
+
+
+def _labels(run_dirs: Sequence[str | Path], labels: Sequence[str] | None) -> list[str]:
+    if isinstance(run_dirs, (str, Path)) or len(run_dirs) < 2:
+        raise ValueError(f"run_dirs: need at least two run folders, got {run_dirs!r}")
+    if labels is None:
+        labels = [Path(d).name for d in run_dirs]
+    labels = [str(x) for x in labels]
+    if len(labels) != len(run_dirs):
+        raise ValueError(f"labels: {len(labels)} labels for {len(run_dirs)} run folders")
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    if dup or any(not x or "/" in x for x in labels):
+        raise ValueError(f"labels: must be distinct, non-empty and without '/', got {labels} (pass labels=...)")
+    return labels
+
+
+def read_run(run_dir: str | Path) -> RunRecord:
+    """What a finished run folder says about itself: its manifest and its claims.
+
+    Args:
+        run_dir: a run folder of ``robustseg reproduce`` (or a committed copy holding ``manifest.json`` and
+            ``tables/``).
+
+    Returns:
+        ``{"path", "profile", "git_sha", "machine", "seeds", "parameters", "stage_seconds", "claims_by_region",
+        "n_cases"}``; ``seeds`` is the set of seeds its stages ran with, ``claims_by_region`` a DataFrame.
+
+    Raises:
+        FileNotFoundError: the folder, its manifest or its ``tables/claims_by_region.csv`` is missing (named).
+        ValueError: a stage of the manifest did not finish (named).
+    """
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: run folder does not exist")
+    man_path = root / "manifest.json"
+    if not man_path.is_file():
+        raise FileNotFoundError(f"{man_path}: no manifest; is {root} a run folder of `robustseg reproduce`?")
+    man = json.loads(man_path.read_text(encoding="utf-8"))
+    unfinished = [s for s, rec in man.get("stages", {}).items() if rec.get("status") != "done"]
+    if unfinished or "08_statistics" not in man.get("stages", {}):
+        raise ValueError(f"{root}: the chain has not finished (stages not done: {unfinished or ['08_statistics']})")
+    claims_path = root / "tables" / "claims_by_region.csv"
+    if not claims_path.is_file():
+        raise FileNotFoundError(f"{claims_path}: no verdicts by region; rerun notebook 08")
+    cbr = pd.read_csv(claims_path)
+    params = man.get("parameters", {})
+    return {
+        "path": str(root),
+        "profile": man.get("profile", ""),
+        "git_sha": man.get("git_sha", ""),
+        "machine": (man.get("machine") or {}).get("summary", ""),
+        "seeds": sorted({p["seed"] for p in params.values() if "seed" in p}),
+        "parameters": params,
+        "stage_seconds": {s: rec.get("seconds") for s, rec in man["stages"].items()},
+        "claims_by_region": cbr,
+        "n_cases": int(cbr["n_cases"].max()),
+    }
+
+
+def parameter_differences(runs: Sequence[RunRecord], labels: Sequence[str]) -> pd.DataFrame:
+    """The stage parameters whose values are not the same in every run.
+
+    Args:
+        runs: :func:`read_run` records.
+        labels: one name per run (the columns).
+
+    Returns:
+        One row per differing ``stage``/``parameter``, one column per run (its value as text; ``—`` when the run's
+        stage lacks the parameter). Empty (with those columns) when the runs ran with identical parameters.
+    """
+    stages = sorted({s for r in runs for s in r["parameters"]})
+    rows = []
+    for stage in stages:
+        names = sorted({k for r in runs for k in r["parameters"].get(stage, {})})
+        for name in names:
+            vals = [r["parameters"].get(stage, {}).get(name, "—") for r in runs]
+            if any(json.dumps(v, sort_keys=True) != json.dumps(vals[0], sort_keys=True) for v in vals[1:]):
+                rows.append({"stage": stage, "parameter": name, **{lab: str(v) for lab, v in zip(labels, vals)}})
+    return pd.DataFrame(rows, columns=["stage", "parameter", *labels])
+
+
+def verdict_table(runs: Sequence[RunRecord], labels: Sequence[str]) -> pd.DataFrame:
+    """Every run's verdicts, long form.
+
+    Args:
+        runs: :func:`read_run` records.
+        labels: one name per run.
+
+    Returns:
+        Columns ``run, analysis, claim, verdict, n_cases, n_excluded, n_tests, n_support, n_against, rel_drop``;
+        ``analysis`` is :func:`canonical_analysis` of each run's own name. Where some run judges a region without its
+        empty-truth cases and another run has no such case, the latter's analysis of the whole region *is* that
+        analysis (nothing to exclude): it is listed under both names, with ``n_excluded`` 0.
+    """
+    cols = ["analysis", "claim", "verdict", "n_cases", "n_excluded", "n_tests", "n_support", "n_against", "rel_drop"]
+    tables = [canonical_analysis(r["claims_by_region"]) for r in runs]
+    excluded = {a: reg for t in tables for a, reg in zip(t["analysis"], t["region"]) if a != reg}
+    frames = []
+    for t, lab in zip(tables, labels):
+        for analysis, region in excluded.items():
+            if not (t["analysis"] == analysis).any():
+                t = pd.concat([t, t[t["analysis"] == region].assign(analysis=analysis)], ignore_index=True)
+        frames.append(t[cols].assign(run=lab))
+    return pd.concat(frames, ignore_index=True)[["run", *cols]]
+
+
+def canonical_analysis(claims_by_region: pd.DataFrame) -> pd.DataFrame:
+    """Name each analysis so that runs can be lined up: the region, or ``"<region> without empty-truth cases"``.
+
+    A run names its exclusion analysis by its own count (``"ET, 4 empty-truth cases excluded"``); another seed has
+    another count, or no such case and no such analysis. The count stays in ``n_excluded``.
+
+    Args:
+        claims_by_region: ``stats.claims_by_region`` output (or a run's ``claims_by_region.csv``).
+
+    Returns:
+        A copy with ``analysis`` renamed.
+    """
+    out = claims_by_region.copy()
+    excl = out["n_excluded"].fillna(0).astype(int) > 0
+    out["analysis"] = out["region"].astype(str).where(~excl, out["region"].astype(str) + " without empty-truth cases")
+    return out
+
+
+def dice_by_run(run_dirs: Sequence[str | Path], labels: Sequence[str]) -> pd.DataFrame:
+    """Mean Dice of every condition in every run (each run's ``tables/summary.csv``), side by side.
+
+    Args:
+        run_dirs: finished run folders.
+        labels: one name per run.
+
+    Returns:
+        Columns ``region, model, attack, target_policy, eps``, one column of mean Dice per run, then ``min``,
+        ``max`` and ``spread`` (max − min) over the runs; transfer attacks and gradient-masking diagnostics are left
+        out, and a condition missing from a run is NaN there.
+
+    Raises:
+        FileNotFoundError: a run has no ``tables/summary.csv`` (named).
+    """
+    keys = ["region", "model", "attack", "target_policy", "eps"]
+    merged: pd.DataFrame | None = None
+    for d, lab in zip(run_dirs, labels):
+        f = Path(d) / "tables" / "summary.csv"
+        if not f.is_file():
+            raise FileNotFoundError(f"{f}: no summary table; rerun notebook 08")
+        t = pd.read_csv(f, dtype={"target_policy": str, "source_model": str})
+        if "target_policy" not in t:
+            t["target_policy"] = ""
+        keep = t["source_model"].isna() if "source_model" in t else pd.Series(True, index=t.index)
+        keep &= ~t["attack"].astype(str).str.endswith("_logit_rescaled") & ~t["attack"].astype(str).str.startswith("transfer_")
+        keep &= (t["attack"] == "clean") | (t["eps"] > 0)  # an attack at eps 0 repeats the clean row
+        t = t.loc[keep, keys + ["mean_dice"]].assign(target_policy=lambda x: x["target_policy"].fillna(""))
+        t = t.rename(columns={"mean_dice": lab})
+        merged = t if merged is None else merged.merge(t, on=keys, how="outer")
+    assert merged is not None
+    vals = merged[list(labels)]
+    out = merged.assign(min=vals.min(axis=1), max=vals.max(axis=1))
+    out["spread"] = out["max"] - out["min"]
+    order = {"clean": 0, "fgsm": 1, "ifgsm": 2, "tifgsm": 3}
+    out = out.assign(_a=out["attack"].map(order).fillna(9), _m=out["model"].map({"baseline": 0, "distilled": 1, "advtrain": 2}).fillna(9))
+    return out.sort_values(["region", "_m", "model", "_a", "target_policy", "eps"]).drop(columns=["_a", "_m"]).reset_index(drop=True)
+
+
+def verdict_agreement(verdicts: pd.DataFrame, pooled: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The verdicts side by side, with how often each was reached.
+
+    Args:
+        verdicts: :func:`verdict_table`.
+        pooled: :func:`pooled_claims` (optional): adds a ``pooled`` column.
+
+    Returns:
+        One row per ``analysis``/``claim`` (analyses in first-seen order), one column per run holding
+        ``verdict (n_support/n_tests)``, with ``, k against`` when tests are significant the other way (C2:
+        ``verdict (max drop %)``), then ``agreement``: ``"all <verdict>"`` or
+        ``"<verdict> k, <verdict> m"`` (most frequent first), then ``pooled`` when given.
+    """
+
+    def cell(r: pd.Series) -> str:
+        if r["claim"] == "C2" and pd.notna(r["rel_drop"]):
+            return f"{r['verdict']} ({100 * float(r['rel_drop']):.0f} %)"
+        against = f", {int(r['n_against'])} against" if int(r["n_against"]) else ""
+        return f"{r['verdict']} ({int(r['n_support'])}/{int(r['n_tests'])}{against})"
+
+    v = verdicts.assign(cell=verdicts.apply(cell, axis=1))
+    runs = list(pd.unique(v["run"]))
+    keys = list(dict.fromkeys(zip(v["analysis"], v["claim"])))
+    rows = []
+    for analysis, claim in keys:
+        g = v[(v["analysis"] == analysis) & (v["claim"] == claim)].set_index("run")
+        row: dict[str, Any] = {"analysis": analysis, "claim": claim}
+        row.update({run: g["cell"].get(run, "—") for run in runs})
+        counts = g["verdict"].value_counts()
+        missing = len(runs) - len(g)
+        if len(counts) == 1 and not missing:
+            row["agreement"] = f"all {counts.index[0]}"
+        else:
+            parts = [f"{k} {n}" for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+            row["agreement"] = ", ".join(parts + ([f"absent {missing}"] if missing else []))
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=["analysis", "claim", *runs, "agreement"])
+    if pooled is not None:
+        p = pooled.assign(cell=pooled.apply(cell, axis=1)).set_index(["analysis", "claim"])["cell"]
+        out["pooled"] = [p.get((a, c), "—") for a, c in zip(out["analysis"], out["claim"])]
+    return out
+
+
+def pooled_table(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = None) -> pd.DataFrame:
+    """The paper's per-case results of several runs, stacked, each case id prefixed with its run's label.
+
+    Args:
+        run_dirs: finished run folders (at least two).
+        labels: one name per run (default: the folder names); distinct, without ``/``.
+
+    Returns:
+        The tidy result table (``evaluation.paper_attacks`` of each run) with ``case_id`` = ``"<label>/<case id>"``
+        and a ``run`` column.
+
+    Raises:
+        ValueError: the runs do not share the same conditions (model × attack × policy × eps × region), naming the
+            first run that differs; a pooled paired test needs every condition in every run.
+    """
+    from .artefacts import RunPaths
+    from .evaluation import paper_attacks, read_results  # torch: only here, not for the per-run tables
+
+    labels = _labels(run_dirs, labels)
+    frames = []
+    conditions: set | None = None
+    for d, lab in zip(run_dirs, labels):
+        if not (Path(d) / "tables").is_dir():  # RunPaths would make it
+            raise FileNotFoundError(f"{Path(d) / 'tables'}: no result tables; is {d} a finished run folder?")
+        run = RunPaths(d)
+        t = paper_attacks(run, read_results(run))
+        keys = [c for c in ("model", "attack", "target_policy", "source_model", "eps", "region") if c in t]
+        conds = set(t[keys].astype(str).itertuples(index=False, name=None))
+        if conditions is None:
+            conditions, first = conds, lab
+        elif conds != conditions:
+            extra, lacking = sorted(conds - conditions)[:3], sorted(conditions - conds)[:3]
+            raise ValueError(f"{d}: its conditions differ from those of run {first!r} (extra e.g. {extra}, "
+                             f"lacking e.g. {lacking}); pool runs of the same profile only")  # fmt: skip
+        frames.append(t.assign(case_id=lab + "/" + t["case_id"].astype(str), run=lab))
+    return pd.concat(frames, ignore_index=True)
+
+
+def pooled_empty_truth(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = None) -> dict[str, list[str]]:
+    """The evaluated cases without each region in their ground truth, over several runs, in pooled case ids.
+
+    Args:
+        run_dirs: finished run folders.
+        labels: one name per run (default: the folder names), as for :func:`pooled_table`.
+
+    Returns:
+        ``region → ["<label>/<case id>", ...]`` (``stats.empty_truth_cases`` of each run's notebook-01 volumes); a run
+        without its volumes table contributes nothing.
+    """
+    from .artefacts import RunPaths
+    from .evaluation import evaluated_region_volumes
+    from .stats import empty_truth_cases
+
+    labels = _labels(run_dirs, labels)
+    out: dict[str, list[str]] = {}
+    for d, lab in zip(run_dirs, labels):
+        if not (Path(d) / "tables").is_dir():
+            raise FileNotFoundError(f"{Path(d) / 'tables'}: no result tables; is {d} a finished run folder?")
+        vols = evaluated_region_volumes(RunPaths(d))
+        for region, ids in (empty_truth_cases(vols) if vols is not None else {}).items():
+            out.setdefault(region, []).extend(f"{lab}/{i}" for i in ids)
+    return out
+
+
+def pooled_claims(
+    table: pd.DataFrame,
+    *,
+    empty_truth: dict[str, list[str]] | None = None,
+    alpha: float = 0.05,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The claims judged on a pooled table by notebook 08's tests and rules.
+
+    Args:
+        table: :func:`pooled_table`.
+        empty_truth: :func:`pooled_empty_truth`: each region judged again without those cases, as notebook 08 does.
+        alpha: family-wise error rate (Holm).
+        n_resamples: bootstrap resamples (C2's interval).
+        seed: bootstrap seed.
+
+    Returns:
+        ``(comparisons, claims_by_region)`` as ``stats.compare`` and ``stats.claims_by_region`` return them, the latter
+        with :func:`canonical_analysis` names.
+    """
+    from .stats import claims_by_region, compare
+
+    t = table.drop(columns=["run"], errors="ignore")
+    cmp = compare(t, alpha=alpha)
+    cbr = claims_by_region(t, cmp, empty_truth=empty_truth, alpha=alpha, n_resamples=n_resamples, seed=seed)
+    return cmp, canonical_analysis(cbr)
+
+
+def _md(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in df.itertuples(index=False):
+        lines.append("| " + " | ".join(str(x).replace("|", "\\|") for x in r) + " |")
+    return "\n".join(lines)
+
+
+def write_comparison(
+    run_dirs: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    labels: Sequence[str] | None = None,
+    pooled: bool = True,
+    alpha: float = 0.05,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Compare finished runs and write the result.
+
+    Args:
+        run_dirs: finished run folders (at least two), e.g. the same profile at seeds 0, 1, 2, 3.
+        out_dir: where to write ``runs.csv``, ``parameter_differences.csv``, ``verdicts_by_run.csv``,
+            ``agreement.csv``, ``dice_by_run.csv``, with ``pooled``: ``pooled_comparisons.csv`` and ``pooled_claims_by_region.csv``, and
+            ``comparison.md`` (each written atomically).
+        labels: one name per run (default: the folder names).
+        pooled: also judge the claims on the pooled cases (:func:`pooled_claims`).
+        alpha, n_resamples, seed: as in :func:`pooled_claims`.
+
+    Returns:
+        The agreement table (:func:`verdict_agreement`).
+    """
+    labels = _labels(run_dirs, labels)
+    runs = [read_run(d) for d in run_dirs]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    info = pd.DataFrame(
+        [{"run": lab, "path": r["path"], "profile": r["profile"], "seeds": " ".join(map(str, r["seeds"])),
+          "git_sha": r["git_sha"][:10], "machine": r["machine"], "test_cases": r["n_cases"],
+          "stage_seconds": round(sum(s or 0 for s in r["stage_seconds"].values()))} for r, lab in zip(runs, labels)]
+    )  # fmt: skip
+    diffs = parameter_differences(runs, labels)
+    verdicts = verdict_table(runs, labels)
+    dice = dice_by_run(run_dirs, labels)
+    cbr = None
+    if pooled:
+        cmp, cbr = pooled_claims(pooled_table(run_dirs, labels), empty_truth=pooled_empty_truth(run_dirs, labels),
+                                 alpha=alpha, n_resamples=n_resamples, seed=seed)  # fmt: skip
+        atomic_to_csv(cmp, out / "pooled_comparisons.csv")
+        atomic_to_csv(cbr, out / "pooled_claims_by_region.csv")
+    agree = verdict_agreement(verdicts, cbr)
+    atomic_to_csv(info, out / "runs.csv")
+    atomic_to_csv(diffs, out / "parameter_differences.csv")
+    atomic_to_csv(verdicts, out / "verdicts_by_run.csv")
+    atomic_to_csv(agree, out / "agreement.csv")
+    atomic_to_csv(dice, out / "dice_by_run.csv")
+    region = str(runs[0]["claims_by_region"]["analysis"].iloc[0])  # the headline region comes first
+    top = dice[(dice["region"] == region)]
+    top = top[(top["attack"] == "clean") | (top["eps"] == top.groupby(["model", "attack"])["eps"].transform("max"))]
+    fmt = top.assign(**{c: top[c].map(lambda v: "—" if pd.isna(v) else f"{v:.3f}") for c in [*labels, "min", "max", "spread"]})
+    parts = [
+        "# Verdicts across runs", "",
+        "## Runs", "", _md(info), "",
+        "## Parameters that differ", "",
+        _md(diffs) if len(diffs) else "None: every stage ran with the same parameters.", "",
+        "## Verdicts (`verdict (supporting tests / tests, tests significant the other way)`; C2: the largest relative drop)", "",
+        _md(agree), "",
+        f"## Mean {region} Dice, clean and at each attack's largest eps (every condition and region: `dice_by_run.csv`)", "",
+        _md(fmt), "",
+    ]  # fmt: skip
+    if cbr is not None:
+        n = int(cbr["n_cases"].max())
+        parts += ["## Pooled evidence", "",
+                  f"The pooled column judges each claim on the {n} test cases of all runs together, with notebook 08's "
+                  "tests and rules; each case is paired within its own run (conditional on each run's models, as a "
+                  "run's own tests are). An analysis \"without empty-truth cases\" leaves out every run's evaluated "
+                  "cases that lack the region (`n_excluded`).", "",
+                  _md(cbr[["analysis", "n_cases", "claim", "verdict", "evidence"]]), ""]  # fmt: skip
+    atomic_write_text(out / "comparison.md", "\n".join(parts))
+    return agree
