@@ -624,6 +624,8 @@ def _compare(args: argparse.Namespace) -> int:
 
     with pd.option_context("display.max_colwidth", 40, "display.width", 200):
         print(agree.to_string(index=False))
+    if args.pooled and "pooled" not in agree.columns:
+        print("\n(no pooled verdicts: some runs may share their cases; comparison.md names them)")
     print(f"\nComparison: {Path(args.out) / 'comparison.md'}")
     return 0
 

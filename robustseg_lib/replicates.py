@@ -35,6 +35,7 @@ __all__ = [
     "verdict_agreement",
     "dice_by_run",
     "canonical_analysis",
+    "shared_cases",
     "pooled_table",
     "pooled_empty_truth",
     "pooled_claims",
@@ -248,6 +249,34 @@ def verdict_agreement(verdicts: pd.DataFrame, pooled: pd.DataFrame | None = None
     return out
 
 
+def shared_cases(runs: Sequence[RunRecord], labels: Sequence[str]) -> list[tuple[str, str]]:
+    """Pairs of runs whose test cases may be the same cases, which a pooled test would count twice.
+
+    Judged from notebook 01's parameters in the manifests: two runs on the same real data folder (``data_dir``) draw
+    their cases from the same patients; two synthetic runs with the same data seed and shape share every case index
+    both generate (``data.case_seed``), whatever their split. A thread-count or machine comparison of one profile and
+    seed is such a pair: compare it without pooling.
+
+    Args:
+        runs: :func:`read_run` records.
+        labels: one name per run.
+
+    Returns:
+        ``[(label_a, label_b), ...]``, empty when every run has its own cases.
+    """
+    pairs = []
+    for i in range(len(runs)):
+        for j in range(i + 1, len(runs)):
+            a, b = (runs[k]["parameters"].get("01_data", {}) for k in (i, j))
+            if a.get("data_dir") or b.get("data_dir"):
+                same = a.get("data_dir") == b.get("data_dir")
+            else:
+                same = a.get("seed") == b.get("seed") and a.get("shape") == b.get("shape")
+            if same:
+                pairs.append((labels[i], labels[j]))
+    return pairs
+
+
 def pooled_table(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = None) -> pd.DataFrame:
     """The paper's per-case results of several runs, stacked, each case id prefixed with its run's label.
 
@@ -261,12 +290,17 @@ def pooled_table(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = 
 
     Raises:
         ValueError: the runs do not share the same conditions (model × attack × policy × eps × region), naming the
-            first run that differs; a pooled paired test needs every condition in every run.
+            first run that differs; a pooled paired test needs every condition in every run. Or two runs share their
+            cases (:func:`shared_cases`), naming them.
     """
     from .artefacts import RunPaths
     from .evaluation import paper_attacks, read_results  # torch: only here, not for the per-run tables
 
     labels = _labels(run_dirs, labels)
+    shared = shared_cases([read_run(d) for d in run_dirs], labels)
+    if shared:
+        raise ValueError(f"runs {shared} may share their cases (same data folder, or same synthetic data seed and "
+                         "shape): a pooled test would count those cases twice; compare them without pooling")  # fmt: skip
     frames = []
     conditions: set | None = None
     for d, lab in zip(run_dirs, labels):
@@ -367,7 +401,8 @@ def write_comparison(
             ``agreement.csv``, ``dice_by_run.csv``, with ``pooled``: ``pooled_comparisons.csv`` and ``pooled_claims_by_region.csv``, and
             ``comparison.md`` (each written atomically).
         labels: one name per run (default: the folder names).
-        pooled: also judge the claims on the pooled cases (:func:`pooled_claims`).
+        pooled: also judge the claims on the pooled cases (:func:`pooled_claims`); skipped, with a note in
+            ``comparison.md``, when runs may share their cases (:func:`shared_cases`).
         alpha, n_resamples, seed: as in :func:`pooled_claims`.
 
     Returns:
@@ -386,7 +421,8 @@ def write_comparison(
     verdicts = verdict_table(runs, labels)
     dice = dice_by_run(run_dirs, labels)
     cbr = None
-    if pooled:
+    shared = shared_cases(runs, labels) if pooled else []
+    if pooled and not shared:
         cmp, cbr = pooled_claims(pooled_table(run_dirs, labels), empty_truth=pooled_empty_truth(run_dirs, labels),
                                  alpha=alpha, n_resamples=n_resamples, seed=seed)  # fmt: skip
         atomic_to_csv(cmp, out / "pooled_comparisons.csv")
@@ -411,6 +447,10 @@ def write_comparison(
         f"## Mean {region} Dice, clean and at each attack's largest eps (every condition and region: `dice_by_run.csv`)", "",
         _md(fmt), "",
     ]  # fmt: skip
+    if shared:
+        parts += ["## Pooled evidence", "",
+                  f"Not computed: runs {', '.join(f'{a} and {b}' for a, b in shared)} may share their cases (same data "
+                  "folder, or same synthetic data seed and shape), which a pooled test would count twice.", ""]  # fmt: skip
     if cbr is not None:
         n = int(cbr["n_cases"].max())
         parts += ["## Pooled evidence", "",

@@ -119,8 +119,10 @@ def test_unfinished_or_foreign_folders_are_refused_by_name(tmp_path) -> None:
         replicates.write_comparison([ok], tmp_path / "out")
     with pytest.raises(ValueError, match="distinct"):
         replicates.write_comparison([ok, ok], tmp_path / "out")
-    with pytest.raises(FileNotFoundError, match="tables"):
+    with pytest.raises(FileNotFoundError, match="empty"):
         replicates.pooled_table([tmp_path / "empty", ok], ["x", "y"])
+    with pytest.raises(FileNotFoundError, match="empty"):
+        replicates.pooled_empty_truth([tmp_path / "empty", ok], ["x", "y"])
     assert not (tmp_path / "empty" / "tables").exists()  # nothing made in a folder that is not a run
 
 
@@ -264,3 +266,27 @@ def test_exclusion_analyses_line_up_across_runs(tmp_path) -> None:
     agree = replicates.verdict_agreement(v).set_index("analysis")
     assert agree.loc["WT without empty-truth cases", "agreement"] == "holds 1, mixed 1"
     assert agree.loc["WT", "agreement"] == "all holds"
+
+
+def test_runs_that_may_share_their_cases_are_not_pooled(seed_runs, tmp_path, capsys) -> None:
+    def rec(**data) -> dict:
+        return {"parameters": {"01_data": {"seed": 0, "shape": [48, 48, 48], "data_dir": "", **data}}}
+
+    labels = ["a", "b"]
+    assert replicates.shared_cases([rec(), rec()], labels) == [("a", "b")]  # same synthetic seed and shape
+    assert replicates.shared_cases([rec(), rec(seed=1)], labels) == []
+    assert replicates.shared_cases([rec(), rec(shape=[64, 64, 64])], labels) == []  # other volumes
+    assert replicates.shared_cases([rec(data_dir="/d", seed=0), rec(data_dir="/d", seed=1)], labels) == [("a", "b")]
+    assert replicates.shared_cases([rec(data_dir="/d"), rec(data_dir="/e")], labels) == []
+    assert replicates.shared_cases([rec(), rec(seed=1), rec()], ["a", "b", "c"]) == [("a", "c")]
+    # a thread-count comparison: the same run twice
+    twin = tmp_path / "twin"
+    shutil.copytree(seed_runs[0], twin)
+    with pytest.raises(ValueError, match="twice"):
+        replicates.pooled_table([seed_runs[0], twin])
+    out = tmp_path / "cmp"
+    assert pipeline.main(["compare", str(seed_runs[0]), str(twin), "--out", str(out)]) == 0
+    assert "no pooled verdicts" in capsys.readouterr().out
+    assert not (out / "pooled_claims_by_region.csv").exists()
+    assert "Not computed: runs seed0 and twin may share their cases" in (out / "comparison.md").read_text()
+    assert "pooled" not in pd.read_csv(out / "agreement.csv").columns
