@@ -618,7 +618,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     try:
         agree = write_comparison(args.runs, args.out, labels=args.labels, pooled=args.pooled)
-    except (FileNotFoundError, ValueError) as exc:
+    except (OSError, ValueError) as exc:
         raise PipelineError(str(exc)) from None
     import pandas as pd
 

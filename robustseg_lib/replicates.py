@@ -19,6 +19,7 @@ run folders, nothing else, and answers two questions:
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ __all__ = [
     "dice_by_run",
     "canonical_analysis",
     "shared_cases",
+    "RESERVED_LABELS",
     "pooled_table",
     "pooled_empty_truth",
     "pooled_claims",
@@ -56,19 +58,32 @@ def _labels(run_dirs: Sequence[str | Path], labels: Sequence[str] | None) -> lis
     dup = sorted({x for x in labels if labels.count(x) > 1})
     if dup or any(not x or "/" in x for x in labels):
         raise ValueError(f"labels: must be distinct, non-empty and without '/', got {labels} (pass labels=...)")
+    taken = sorted(set(labels) & RESERVED_LABELS)
+    if taken:
+        raise ValueError(f"labels: {taken} name columns of the comparison tables; choose other labels")
     return labels
+
+
+#: Column names of the comparison tables, which a run's label (a column of its own) must not repeat.
+RESERVED_LABELS = frozenset(
+    {"run", "region", "model", "attack", "target_policy", "source_model", "eps", "min", "max", "spread", "analysis",
+     "claim", "agreement", "pooled", "stage", "parameter"}
+)  # fmt: skip
 
 
 def read_run(run_dir: str | Path) -> RunRecord:
     """What a finished run folder says about itself: its manifest and its claims.
 
     Args:
-        run_dir: a run folder of ``robustseg reproduce`` (or a committed copy holding ``manifest.json`` and
-            ``tables/``).
+        run_dir: a run folder of ``robustseg reproduce`` (or a committed copy holding ``manifest.json``, ``tables/``
+            and, for the pooled analysis, ``attacks/``).
 
     Returns:
         ``{"path", "profile", "git_sha", "machine", "seeds", "parameters", "stage_seconds", "claims_by_region",
-        "n_cases"}``; ``seeds`` is the set of seeds its stages ran with, ``claims_by_region`` a DataFrame.
+        "n_cases", "case_ids", "has_volumes"}``; ``seeds`` is the set of seeds its stages ran with,
+        ``claims_by_region`` a DataFrame, ``case_ids`` the evaluated cases (``tables/results_02_unet.csv``; empty
+        when absent), ``has_volumes`` whether notebook 01's region volumes (``tables/data_region_volumes.csv``, which
+        the empty-truth analyses need) are there.
 
     Raises:
         FileNotFoundError: the folder, its manifest or its ``tables/claims_by_region.csv`` is missing (named).
@@ -89,6 +104,8 @@ def read_run(run_dir: str | Path) -> RunRecord:
         raise FileNotFoundError(f"{claims_path}: no verdicts by region; rerun notebook 08")
     cbr = pd.read_csv(claims_path)
     params = man.get("parameters", {})
+    res = root / "tables" / "results_02_unet.csv"
+    case_ids = set(pd.read_csv(res, usecols=["case_id"], dtype={"case_id": str})["case_id"]) if res.is_file() else set()
     return {
         "path": str(root),
         "profile": man.get("profile", ""),
@@ -99,6 +116,8 @@ def read_run(run_dir: str | Path) -> RunRecord:
         "stage_seconds": {s: rec.get("seconds") for s, rec in man["stages"].items()},
         "claims_by_region": cbr,
         "n_cases": int(cbr["n_cases"].max()),
+        "case_ids": case_ids,
+        "has_volumes": (root / "tables" / "data_region_volumes.csv").is_file(),
     }
 
 
@@ -135,15 +154,16 @@ def verdict_table(runs: Sequence[RunRecord], labels: Sequence[str]) -> pd.DataFr
         Columns ``run, analysis, claim, verdict, n_cases, n_excluded, n_tests, n_support, n_against, rel_drop``;
         ``analysis`` is :func:`canonical_analysis` of each run's own name. Where some run judges a region without its
         empty-truth cases and another run has no such case, the latter's analysis of the whole region *is* that
-        analysis (nothing to exclude): it is listed under both names, with ``n_excluded`` 0.
+        analysis (nothing to exclude): it is listed under both names, with ``n_excluded`` 0. A run without notebook
+        01's region volumes could not look for such cases and is left out of those analyses.
     """
     cols = ["analysis", "claim", "verdict", "n_cases", "n_excluded", "n_tests", "n_support", "n_against", "rel_drop"]
     tables = [canonical_analysis(r["claims_by_region"]) for r in runs]
     excluded = {a: reg for t in tables for a, reg in zip(t["analysis"], t["region"]) if a != reg}
     frames = []
-    for t, lab in zip(tables, labels):
+    for t, lab, run in zip(tables, labels, runs):
         for analysis, region in excluded.items():
-            if not (t["analysis"] == analysis).any():
+            if run.get("has_volumes", True) and not (t["analysis"] == analysis).any():
                 t = pd.concat([t, t[t["analysis"] == region].assign(analysis=analysis)], ignore_index=True)
         frames.append(t[cols].assign(run=lab))
     return pd.concat(frames, ignore_index=True)[["run", *cols]]
@@ -252,10 +272,11 @@ def verdict_agreement(verdicts: pd.DataFrame, pooled: pd.DataFrame | None = None
 def shared_cases(runs: Sequence[RunRecord], labels: Sequence[str]) -> list[tuple[str, str]]:
     """Pairs of runs whose test cases may be the same cases, which a pooled test would count twice.
 
-    Judged from notebook 01's parameters in the manifests: two runs on the same real data folder (``data_dir``) draw
-    their cases from the same patients; two synthetic runs with the same data seed and shape share every case index
-    both generate (``data.case_seed``), whatever their split. A thread-count or machine comparison of one profile and
-    seed is such a pair: compare it without pooling.
+    Two synthetic runs with the same data seed (notebook 01's ``seed``) generate the same patients for every case
+    index both have (``data.case_seed``), whatever their shape, number of cases or split. Where a run reads real data
+    (``data_dir``), two runs share cases when they read the same folder or when their evaluated case ids overlap (the
+    same data under another path). A thread-count or machine comparison of one profile and seed is such a pair:
+    compare it without pooling.
 
     Args:
         runs: :func:`read_run` records.
@@ -269,9 +290,10 @@ def shared_cases(runs: Sequence[RunRecord], labels: Sequence[str]) -> list[tuple
         for j in range(i + 1, len(runs)):
             a, b = (runs[k]["parameters"].get("01_data", {}) for k in (i, j))
             if a.get("data_dir") or b.get("data_dir"):
-                same = a.get("data_dir") == b.get("data_dir")
+                ids_a, ids_b = runs[i].get("case_ids", set()), runs[j].get("case_ids", set())
+                same = a.get("data_dir") == b.get("data_dir") or bool(ids_a & ids_b)
             else:
-                same = a.get("seed") == b.get("seed") and a.get("shape") == b.get("shape")
+                same = a.get("seed") == b.get("seed")
             if same:
                 pairs.append((labels[i], labels[j]))
     return pairs
@@ -299,13 +321,16 @@ def pooled_table(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = 
     labels = _labels(run_dirs, labels)
     shared = shared_cases([read_run(d) for d in run_dirs], labels)
     if shared:
-        raise ValueError(f"runs {shared} may share their cases (same data folder, or same synthetic data seed and "
-                         "shape): a pooled test would count those cases twice; compare them without pooling")  # fmt: skip
+        raise ValueError(f"runs {shared} may share their cases (same synthetic data seed, or the same real cases): "
+                         "a pooled test would count those cases twice; compare them without pooling")  # fmt: skip
     frames = []
     conditions: set | None = None
     for d, lab in zip(run_dirs, labels):
         if not (Path(d) / "tables").is_dir():  # RunPaths would make it
             raise FileNotFoundError(f"{Path(d) / 'tables'}: no result tables; is {d} a finished run folder?")
+        if not any((Path(d) / "attacks").glob("*.json")):
+            raise FileNotFoundError(f"{Path(d) / 'attacks'}: no attack records (notebooks 03-05), which pooling needs to "
+                                    "tell the paper's attacks apart; copy them with the tables, or compare without pooling")  # fmt: skip
         run = RunPaths(d)
         t = paper_attacks(run, read_results(run))
         keys = [c for c in ("model", "attack", "target_policy", "source_model", "eps", "region") if c in t]
@@ -341,6 +366,9 @@ def pooled_empty_truth(run_dirs: Sequence[str | Path], labels: Sequence[str] | N
         if not (Path(d) / "tables").is_dir():
             raise FileNotFoundError(f"{Path(d) / 'tables'}: no result tables; is {d} a finished run folder?")
         vols = evaluated_region_volumes(RunPaths(d))
+        if vols is None:
+            warnings.warn(f"{d}: no tables/data_region_volumes.csv; its empty-truth cases cannot be excluded from the "
+                          "pooled analyses", UserWarning, stacklevel=2)  # fmt: skip
         for region, ids in (empty_truth_cases(vols) if vols is not None else {}).items():
             out.setdefault(region, []).extend(f"{lab}/{i}" for i in ids)
     return out
@@ -423,8 +451,11 @@ def write_comparison(
     cbr = None
     shared = shared_cases(runs, labels) if pooled else []
     if pooled and not shared:
-        cmp, cbr = pooled_claims(pooled_table(run_dirs, labels), empty_truth=pooled_empty_truth(run_dirs, labels),
-                                 alpha=alpha, n_resamples=n_resamples, seed=seed)  # fmt: skip
+        with warnings.catch_warnings():  # a run without volumes is named in comparison.md instead
+            warnings.simplefilter("ignore", UserWarning)
+            empty = pooled_empty_truth(run_dirs, labels)
+        cmp, cbr = pooled_claims(pooled_table(run_dirs, labels), empty_truth=empty, alpha=alpha,
+                                 n_resamples=n_resamples, seed=seed)  # fmt: skip
         atomic_to_csv(cmp, out / "pooled_comparisons.csv")
         atomic_to_csv(cbr, out / "pooled_claims_by_region.csv")
     agree = verdict_agreement(verdicts, cbr)
@@ -449,15 +480,18 @@ def write_comparison(
     ]  # fmt: skip
     if shared:
         parts += ["## Pooled evidence", "",
-                  f"Not computed: runs {', '.join(f'{a} and {b}' for a, b in shared)} may share their cases (same data "
-                  "folder, or same synthetic data seed and shape), which a pooled test would count twice.", ""]  # fmt: skip
+                  f"Not computed: runs {', '.join(f'{a} and {b}' for a, b in shared)} may share their cases (same "
+                  "synthetic data seed, or the same real cases), which a pooled test would count twice.", ""]  # fmt: skip
     if cbr is not None:
+        no_vols = [lab for r, lab in zip(runs, labels) if not r["has_volumes"]]
         n = int(cbr["n_cases"].max())
         parts += ["## Pooled evidence", "",
                   f"The pooled column judges each claim on the {n} test cases of all runs together, with notebook 08's "
                   "tests and rules; each case is paired within its own run (conditional on each run's models, as a "
                   "run's own tests are). An analysis \"without empty-truth cases\" leaves out every run's evaluated "
-                  "cases that lack the region (`n_excluded`).", "",
+                  "cases that lack the region (`n_excluded`)" + (
+                      f"; runs {', '.join(no_vols)} have no region volumes, so their cases all stay in" if no_vols else "")
+                  + ".", "",
                   _md(cbr[["analysis", "n_cases", "claim", "verdict", "evidence"]]), ""]  # fmt: skip
     atomic_write_text(out / "comparison.md", "\n".join(parts))
     return agree

@@ -111,7 +111,16 @@ def test_unfinished_or_foreign_folders_are_refused_by_name(tmp_path) -> None:
     run = _fake_run(tmp_path / "half", 0, {"C1": ("holds", 3, 3, 0)}, status="failed")
     with pytest.raises(ValueError, match="08_statistics"):
         replicates.read_run(run)
+    partial = _fake_run(tmp_path / "partial", 0, {"C1": ("holds", 3, 3, 0)})
+    man = json.loads((partial / "manifest.json").read_text())
+    del man["stages"]["08_statistics"]  # an --only run that never reached the statistics
+    (partial / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(ValueError, match="08_statistics"):
+        replicates.read_run(partial)
     ok = _fake_run(tmp_path / "ok", 0, {"C1": ("holds", 3, 3, 0)})
+    for bad in (["spread", "b"], ["claim", "b"], ["a", "pooled"]):
+        with pytest.raises(ValueError, match="name columns"):
+            replicates.write_comparison([ok, partial], tmp_path / "out", labels=bad)
     (ok / "tables" / "claims_by_region.csv").unlink()
     with pytest.raises(FileNotFoundError, match="claims_by_region"):
         replicates.read_run(ok)
@@ -142,6 +151,9 @@ def test_cli_compare_writes_the_tables_and_refuses_a_bad_folder(tmp_path, capsys
     assert "| WT | baseline | clean |  | 0.0 | 0.800 | 0.700 | 0.700 | 0.800 | 0.100 |" in md
     assert pipeline.main(["compare", str(a), str(tmp_path / "missing"), "--out", str(out)]) == 2
     assert "missing" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert pipeline.main(["compare", str(a), str(b), "--no-pooled", "--out", str(tmp_path / "file" / "x")]) == 2
+    assert "file" in capsys.readouterr().err
 
 
 # --- reproduce --seed -------------------------------------------------------------------------------------------------
@@ -220,6 +232,26 @@ def test_pooled_tests_pair_each_case_within_its_own_run(seed_runs) -> None:
     assert table["case_id"].str.startswith(tuple(f"seed{i}/" for i in range(4))).all()
 
 
+def test_pooling_needs_the_attack_records_and_says_so(seed_runs, tmp_path) -> None:
+    bare = tmp_path / "bare"
+    shutil.copytree(seed_runs[1], bare)
+    shutil.rmtree(bare / "attacks")
+    with pytest.raises(FileNotFoundError, match="without pooling"):
+        replicates.pooled_table([seed_runs[0], bare])
+    replicates.write_comparison([seed_runs[0], bare], tmp_path / "ok", pooled=False)  # the per-run tables need none
+
+
+def test_a_run_without_region_volumes_is_named(seed_runs, tmp_path) -> None:
+    novol = tmp_path / "novol"
+    shutil.copytree(seed_runs[1], novol)
+    (novol / "tables" / "data_region_volumes.csv").unlink()
+    with pytest.warns(UserWarning, match="data_region_volumes"):
+        empty = replicates.pooled_empty_truth([seed_runs[2], novol])
+    assert all(i.startswith("seed2/") for ids in empty.values() for i in ids) and empty["ET"]
+    replicates.write_comparison([seed_runs[2], novol], tmp_path / "cmp", n_resamples=200)
+    assert "runs novol have no region volumes" in (tmp_path / "cmp" / "comparison.md").read_text()
+
+
 def test_runs_with_other_conditions_are_not_pooled(seed_runs, tmp_path) -> None:
     other = tmp_path / "other"
     shutil.copytree(seed_runs[1], other)
@@ -235,9 +267,12 @@ def test_committed_comparison_is_what_the_code_makes_of_the_committed_runs(seed_
     out = tmp_path / "cmp"
     replicates.write_comparison(seed_runs, out)
     committed = SEEDS / "comparison"
-    for name in ("agreement.csv", "verdicts_by_run.csv", "pooled_claims_by_region.csv"):
+    for name in ("agreement.csv", "verdicts_by_run.csv", "dice_by_run.csv", "pooled_claims_by_region.csv",
+                 "pooled_comparisons.csv", "parameter_differences.csv"):  # fmt: skip
         got, want = pd.read_csv(out / name), pd.read_csv(committed / name)
         pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-9, obj=name)
+    body = lambda f: f.read_text().split("## Parameters that differ", 1)[1]  # noqa: E731  (the runs table names paths)
+    assert body(out / "comparison.md") == body(committed / "comparison.md")
     # per run, the committed verdicts are each run's own claims_by_region (not recomputed here)
     v = pd.read_csv(out / "verdicts_by_run.csv")
     for d in seed_runs:
@@ -254,17 +289,22 @@ def test_committed_comparison_is_what_the_code_makes_of_the_committed_runs(seed_
 def test_exclusion_analyses_line_up_across_runs(tmp_path) -> None:
     a = _fake_run(tmp_path / "a", 0, {"C1": ("holds", 3, 3, 0)})
     b = _fake_run(tmp_path / "b", 1, {"C1": ("holds", 3, 3, 0)})
+    c = _fake_run(tmp_path / "c", 2, {"C1": ("holds", 3, 3, 0)})  # no region volumes: could not look for empties
+    for d in (a, b):
+        (d / "tables" / "data_region_volumes.csv").write_text("case_id,WT,TC,ET\n")
     f = b / "tables" / "claims_by_region.csv"
     t = pd.read_csv(f)
     extra = t.assign(analysis="WT, 4 empty-truth cases excluded", n_cases=10, n_excluded=4, verdict="mixed", n_support=2)
     pd.concat([t, extra]).to_csv(f, index=False)
-    v = replicates.verdict_table([replicates.read_run(a), replicates.read_run(b)], ["a", "b"])
+    v = replicates.verdict_table([replicates.read_run(d) for d in (a, b, c)], ["a", "b", "c"])
+    assert not ((v.run == "c") & (v.analysis == "WT without empty-truth cases")).any()
     ex = v[v.analysis == "WT without empty-truth cases"].set_index("run")
     # run a has no empty-truth case: its whole-region verdict is its verdict without them
     assert ex.loc["a", "verdict"] == "holds" and ex.loc["a", "n_excluded"] == 0 and ex.loc["a", "n_cases"] == 14
     assert ex.loc["b", "verdict"] == "mixed" and ex.loc["b", "n_excluded"] == 4
     agree = replicates.verdict_agreement(v).set_index("analysis")
-    assert agree.loc["WT without empty-truth cases", "agreement"] == "holds 1, mixed 1"
+    assert agree.loc["WT without empty-truth cases", "agreement"] == "holds 1, mixed 1, absent 1"
+    assert agree.loc["WT without empty-truth cases", "c"] == "—"
     assert agree.loc["WT", "agreement"] == "all holds"
 
 
@@ -273,11 +313,13 @@ def test_runs_that_may_share_their_cases_are_not_pooled(seed_runs, tmp_path, cap
         return {"parameters": {"01_data": {"seed": 0, "shape": [48, 48, 48], "data_dir": "", **data}}}
 
     labels = ["a", "b"]
-    assert replicates.shared_cases([rec(), rec()], labels) == [("a", "b")]  # same synthetic seed and shape
+    assert replicates.shared_cases([rec(), rec()], labels) == [("a", "b")]  # same synthetic seed
     assert replicates.shared_cases([rec(), rec(seed=1)], labels) == []
-    assert replicates.shared_cases([rec(), rec(shape=[64, 64, 64])], labels) == []  # other volumes
+    assert replicates.shared_cases([rec(), rec(shape=[64, 64, 64], n_cases=20)], labels) == [("a", "b")]  # same patients
     assert replicates.shared_cases([rec(data_dir="/d", seed=0), rec(data_dir="/d", seed=1)], labels) == [("a", "b")]
     assert replicates.shared_cases([rec(data_dir="/d"), rec(data_dir="/e")], labels) == []
+    moved = [{**rec(data_dir="/d"), "case_ids": {"BraTS2021_00001", "x"}}, {**rec(data_dir="/e"), "case_ids": {"x"}}]
+    assert replicates.shared_cases(moved, labels) == [("a", "b")]  # the same real cases under another path
     assert replicates.shared_cases([rec(), rec(seed=1), rec()], ["a", "b", "c"]) == [("a", "c")]
     # a thread-count comparison: the same run twice
     twin = tmp_path / "twin"
@@ -290,3 +332,19 @@ def test_runs_that_may_share_their_cases_are_not_pooled(seed_runs, tmp_path, cap
     assert not (out / "pooled_claims_by_region.csv").exists()
     assert "Not computed: runs seed0 and twin may share their cases" in (out / "comparison.md").read_text()
     assert "pooled" not in pd.read_csv(out / "agreement.csv").columns
+
+
+def test_cli_seed_reaches_reproduce_and_names_its_folder(monkeypatch, tmp_path, capsys) -> None:
+    seen = {}
+
+    def fake(profile, out, **kw):
+        seen.update(kw, profile=profile, out=out)
+        return {"profile": "smoke", "stages": {}}
+
+    monkeypatch.setattr(pipeline, "reproduce", fake)
+    monkeypatch.chdir(tmp_path)
+    assert pipeline.main(["reproduce", "--profile", "smoke", "--seed", "4"]) == 0
+    assert seen["seed"] == 4 and seen["out"] is None
+    assert "run folder runs/smoke-seed4" in capsys.readouterr().out
+    assert pipeline.main(["reproduce", "--profile", "smoke"]) == 0
+    assert seen["seed"] is None and "run folder runs/smoke " in capsys.readouterr().out
