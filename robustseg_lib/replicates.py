@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from .artefacts import atomic_to_csv, atomic_write_text
+from .stats import is_diagnostic_attack
 
 __all__ = [
     "RunRecord",
@@ -211,8 +212,7 @@ def dice_by_run(run_dirs: Sequence[str | Path], labels: Sequence[str]) -> pd.Dat
         t = pd.read_csv(f, dtype={"target_policy": str, "source_model": str})
         if "target_policy" not in t:
             t["target_policy"] = ""
-        keep = t["source_model"].isna() if "source_model" in t else pd.Series(True, index=t.index)
-        keep &= ~t["attack"].astype(str).str.endswith("_logit_rescaled") & ~t["attack"].astype(str).str.startswith("transfer_")
+        keep = ~t["attack"].astype(str).map(is_diagnostic_attack)
         keep &= (t["attack"] == "clean") | (t["eps"] > 0)  # an attack at eps 0 repeats the clean row
         t = t.loc[keep, keys + ["mean_dice"]].assign(target_policy=lambda x: x["target_policy"].fillna(""))
         t = t.rename(columns={"mean_dice": lab})
@@ -299,6 +299,11 @@ def shared_cases(runs: Sequence[RunRecord], labels: Sequence[str]) -> list[tuple
     return pairs
 
 
+def _check_tables(run_dir: str | Path) -> None:
+    if not (Path(run_dir) / "tables").is_dir():  # checked first: RunPaths would make the folder
+        raise FileNotFoundError(f"{Path(run_dir) / 'tables'}: no result tables; is {run_dir} a finished run folder?")
+
+
 def pooled_table(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = None) -> pd.DataFrame:
     """The paper's per-case results of several runs, stacked, each case id prefixed with its run's label.
 
@@ -326,8 +331,7 @@ def pooled_table(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = 
     frames = []
     conditions: set | None = None
     for d, lab in zip(run_dirs, labels):
-        if not (Path(d) / "tables").is_dir():  # RunPaths would make it
-            raise FileNotFoundError(f"{Path(d) / 'tables'}: no result tables; is {d} a finished run folder?")
+        _check_tables(d)
         if not any((Path(d) / "attacks").glob("*.json")):
             raise FileNotFoundError(f"{Path(d) / 'attacks'}: no attack records (notebooks 03-05), which pooling needs to "
                                     "tell the paper's attacks apart; copy them with the tables, or compare without pooling")  # fmt: skip
@@ -363,8 +367,7 @@ def pooled_empty_truth(run_dirs: Sequence[str | Path], labels: Sequence[str] | N
     labels = _labels(run_dirs, labels)
     out: dict[str, list[str]] = {}
     for d, lab in zip(run_dirs, labels):
-        if not (Path(d) / "tables").is_dir():
-            raise FileNotFoundError(f"{Path(d) / 'tables'}: no result tables; is {d} a finished run folder?")
+        _check_tables(d)
         vols = evaluated_region_volumes(RunPaths(d))
         if vols is None:
             warnings.warn(f"{d}: no tables/data_region_volumes.csv; its empty-truth cases cannot be excluded from the "
@@ -403,14 +406,6 @@ def pooled_claims(
     return cmp, canonical_analysis(cbr)
 
 
-def _md(df: pd.DataFrame) -> str:
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in df.itertuples(index=False):
-        lines.append("| " + " | ".join(str(x).replace("|", "\\|") for x in r) + " |")
-    return "\n".join(lines)
-
-
 def write_comparison(
     run_dirs: Sequence[str | Path],
     out_dir: str | Path,
@@ -436,6 +431,11 @@ def write_comparison(
     Returns:
         The agreement table (:func:`verdict_agreement`).
     """
+    from .report import _md_table  # the report's Markdown tables
+
+    def _md(df: pd.DataFrame) -> str:
+        return _md_table(df, formats={"eps": "g"})
+
     labels = _labels(run_dirs, labels)
     runs = [read_run(d) for d in run_dirs]
     out = Path(out_dir)

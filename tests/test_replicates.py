@@ -148,7 +148,7 @@ def test_cli_compare_writes_the_tables_and_refuses_a_bad_folder(tmp_path, capsys
     assert not (out / "pooled_claims_by_region.csv").exists()
     md = (out / "comparison.md").read_text()
     assert "| WT | C1 | holds (3/3) | mixed (2/3) | holds 1, mixed 1 |" in md
-    assert "| WT | baseline | clean |  | 0.0 | 0.800 | 0.700 | 0.700 | 0.800 | 0.100 |" in md
+    assert "| WT | baseline | clean |  | 0 | 0.800 | 0.700 | 0.700 | 0.800 | 0.100 |" in md
     assert pipeline.main(["compare", str(a), str(tmp_path / "missing"), "--out", str(out)]) == 2
     assert "missing" in capsys.readouterr().err
     (tmp_path / "file").write_text("")
