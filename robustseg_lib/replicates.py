@@ -391,7 +391,8 @@ def pooled_claims(
         table: :func:`pooled_table`.
         empty_truth: :func:`pooled_empty_truth`: each region judged again without those cases, as notebook 08 does.
         alpha: family-wise error rate (Holm).
-        n_resamples: bootstrap resamples (C2's interval).
+        n_resamples: bootstrap resamples (C2's interval; stratified by the table's ``run`` column when it has one, so
+            each resample keeps every run's number of cases).
         seed: bootstrap seed.
 
     Returns:
@@ -400,9 +401,18 @@ def pooled_claims(
     """
     from .stats import claims_by_region, compare
 
+    strata = None
+    if "run" in table.columns:
+        pairs = table[["case_id", "run"]].astype(str).drop_duplicates()
+        if pairs["case_id"].duplicated().any():
+            raise ValueError(
+                "table: a case id appears under several runs; use pooled_table, which prefixes each run's ids"
+            )
+        strata = dict(zip(pairs["case_id"], pairs["run"]))
     t = table.drop(columns=["run"], errors="ignore")
     cmp = compare(t, alpha=alpha)
-    cbr = claims_by_region(t, cmp, empty_truth=empty_truth, alpha=alpha, n_resamples=n_resamples, seed=seed)
+    cbr = claims_by_region(t, cmp, empty_truth=empty_truth, alpha=alpha, n_resamples=n_resamples, seed=seed,
+                           strata=strata)  # fmt: skip
     return cmp, canonical_analysis(cbr)
 
 
@@ -488,8 +498,9 @@ def write_comparison(
         parts += ["## Pooled evidence", "",
                   f"The pooled column judges each claim on the {n} test cases of all runs together, with notebook 08's "
                   "tests and rules; each case is paired within its own run (conditional on each run's models, as a "
-                  "run's own tests are). An analysis \"without empty-truth cases\" leaves out every run's evaluated "
-                  "cases that lack the region (`n_excluded`)" + (
+                  "run's own tests are), and C2's bootstrap resamples cases within each run. An analysis "
+                  "\"without empty-truth cases\" leaves out every run's evaluated cases that lack the region "
+                  "(`n_excluded`)" + (
                       f"; runs {', '.join(no_vols)} have no region volumes, so their cases all stay in" if no_vols else "")
                   + ".", "",
                   _md(cbr[["analysis", "n_cases", "claim", "verdict", "evidence"]]), ""]  # fmt: skip

@@ -394,6 +394,7 @@ def bootstrap_max_relative_drop_ci(
     n_resamples: int = 2000,
     seed: int = 0,
     method: str = "percentile",
+    strata: Sequence[Any] | np.ndarray | None = None,
 ) -> tuple[float, float, float]:
     """Bootstrap CI of the *largest* relative drop over several attacked conditions.
 
@@ -405,11 +406,18 @@ def bootstrap_max_relative_drop_ci(
     maximum of several noisy drops is itself biased upwards when conditions are close; the
     interval describes the sampling variability of that maximum, as reported.
 
+    With ``strata`` (one label per case, e.g. the run a pooled case came from) each
+    resample draws, within every stratum, as many cases as it has, so the composition of
+    the pool is fixed and the between-strata spread of the means does not widen the
+    interval. scipy's bootstrap has no strata, so this resampling is written out here
+    (percentile method only); with a single stratum it is the plain bootstrap above.
+
     Args:
         clean: per-case scores without attack (length ``n``).
         attacked: ``k × n`` per-case scores, one row per attacked condition, cases in the
             same order as ``clean``.
         confidence, n_resamples, seed, method: as in :func:`bootstrap_mean_ci`.
+        strata: ``None`` or ``n`` stratum labels, cases in the same order as ``clean``.
 
     Returns:
         ``(max_drop, lo, hi)``; degenerate samples (single case, or a constant bootstrap
@@ -433,9 +441,27 @@ def bootstrap_max_relative_drop_ci(
         raise ValueError(f"attacked: rows must have the length of clean ({c.size}), got {att.shape[1]}")
     if c.mean() == 0:
         raise ValueError("clean: mean is zero, the relative drop is undefined")
+    groups: list[np.ndarray] = []
+    if strata is not None:
+        lab = pd.Series(np.asarray(strata, dtype=object).ravel())
+        if len(lab) != c.size:
+            raise ValueError(f"strata: expected one label per case ({c.size}), got {len(lab)}")
+        if lab.isna().any():
+            raise ValueError("strata: contains missing labels")
+        groups = [np.asarray(ix, dtype=np.intp) for ix in lab.groupby(lab, sort=True).indices.values()]
+        if len(groups) > 1 and method != "percentile":
+            raise ValueError(f"method: the stratified bootstrap supports 'percentile' only, got {method!r}")
     drop = float(_max_relative_drop(c, *att))
     if c.size == 1 or (np.ptp(c) == 0 and all(np.ptp(a) == 0 for a in att)):
         return drop, drop, drop
+    if len(groups) > 1:
+        rng = np.random.default_rng(seed)
+        # resample indices: within each stratum, n_s draws with replacement from its own n_s cases
+        idx = np.concatenate([g[rng.integers(0, g.size, size=(int(n_resamples), g.size))] for g in groups], axis=1)
+        dist = _max_relative_drop(c[idx], *(a[idx] for a in att), axis=-1)
+        alpha = (1 - confidence) / 2
+        lo, hi = (float(v) for v in np.percentile(dist, [100 * alpha, 100 * (1 - alpha)]))
+        return (drop, lo, hi) if math.isfinite(lo) and math.isfinite(hi) else (drop, drop, drop)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = sst.bootstrap(
@@ -891,7 +917,8 @@ def _case_series(g: pd.DataFrame, metric: str, what: str) -> pd.Series:
 
 
 def _claim_c2(
-    table: pd.DataFrame, *, region: str, metric: str, baseline: str, paper_max_drop: float, n_resamples: int, seed: int
+    table: pd.DataFrame, *, region: str, metric: str, baseline: str, paper_max_drop: float, n_resamples: int, seed: int,
+    strata: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     t = table.loc[(table["region"] == region) & ~table["attack"].astype(str).map(is_diagnostic_attack)]
     tb = t.loc[t["model"] == baseline]
@@ -919,7 +946,14 @@ def _claim_c2(
     cvals = joint["clean"].to_numpy()
     avals = joint.drop(columns="clean").to_numpy().T  # k × n
     drops = np.array([float(_relative_drop(cvals, a)) for a in avals])
-    drop, lo, hi = bootstrap_max_relative_drop_ci(cvals, avals, n_resamples=n_resamples, seed=seed)
+    lab_strata = None
+    if strata is not None:
+        unlisted = [cid for cid in joint.index if cid not in strata]
+        if unlisted:
+            raise ValueError(f"strata: {len(unlisted)} case ids of the table are not listed (e.g. {unlisted[:3]})")
+        lab_strata = [strata[cid] for cid in joint.index]
+    n_strata = len(set(lab_strata)) if lab_strata is not None else 1
+    drop, lo, hi = bootstrap_max_relative_drop_ci(cvals, avals, n_resamples=n_resamples, seed=seed, strata=lab_strata)
     kd_best = conds[int(np.argmax(drops))][0]
     lab = f"{attack_label(kd_best['attack'], kd_best.get('target_policy'))}@{float(kd_best['eps']):g}"
     verdict = "holds" if hi >= paper_max_drop else "not supported"
@@ -934,7 +968,8 @@ def _claim_c2(
     ev = (
         f"largest relative drop of mean {region} {metric}: {100 * drop:.1f} % by {lab} "
         f"(95 % CI of the maximum over {len(conds)} attack × eps conditions, joint paired bootstrap over "
-        f"{len(joint)} cases: {100 * lo:.1f}–{100 * hi:.1f} %); {reach_txt}. Paper: up to {pct:.0f} %."
+        f"{len(joint)} cases{f' within {n_strata} strata' if n_strata > 1 else ''}: {100 * lo:.1f}–{100 * hi:.1f} %); "
+        f"{reach_txt}. Paper: up to {pct:.0f} %."
     )
     return _row("C2", verdict, ev, paper_max_drop, n_tests=len(conds), n_support=int((drops >= paper_max_drop).sum()),
                 rel_drop=drop, rel_drop_ci_lo=lo, rel_drop_ci_hi=hi)  # fmt: skip
@@ -954,6 +989,7 @@ def claims(
     n_resamples: int = 2000,
     seed: int = 0,
     method: str = "auto",
+    strata: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Verdicts on the paper's claims C1–C4 computed from the data (one region).
 
@@ -1000,6 +1036,9 @@ def claims(
         metric: score column.
         n_resamples, seed: bootstrap settings for C2.
         method: Wilcoxon p-value method used when ``comparisons`` is computed here.
+        strata: ``None`` or case id → stratum (e.g. the run each case of a pooled table came
+            from); C2's bootstrap then resamples cases within each stratum
+            (:func:`bootstrap_max_relative_drop_ci`). Every case id of the table must be listed.
 
     Returns:
         DataFrame with columns :data:`CLAIM_COLUMNS`, rows C1..C4.
@@ -1015,6 +1054,8 @@ def claims(
         raise ValueError(f"alpha: must be in (0, 1), got {alpha}")
     if region not in set(table["region"]):
         raise ValueError(f"region: {region!r} not in the table")
+    if strata is not None and not isinstance(strata, Mapping):
+        raise ValueError(f"strata: expected a mapping case id -> stratum, got {type(strata).__name__}")
     if comparisons is None:
         comparisons = compare(table, metric=metric, baseline=baseline, distilled=distilled,
                               advtrain=advtrain, alpha=alpha, method=method)  # fmt: skip
@@ -1050,7 +1091,7 @@ def claims(
 
     # C2
     out.append(_claim_c2(table, region=region, metric=metric, baseline=baseline, paper_max_drop=paper_max_drop,
-                         n_resamples=n_resamples, seed=seed))  # fmt: skip
+                         n_resamples=n_resamples, seed=seed, strata=strata))  # fmt: skip
 
     # C3
     fam = cr.loc[
@@ -1131,6 +1172,7 @@ def claims_by_region(
     n_resamples: int = 2000,
     seed: int = 0,
     method: str = "auto",
+    strata: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Sensitivity of the verdicts: the claims re-judged on every region, and on each region without the
     cases whose ground truth lacks it.
@@ -1149,7 +1191,7 @@ def claims_by_region(
             (:func:`empty_truth_cases`); a region with at least one such case among the table's cases gets
             a second analysis without them ("not tested" when no case is left). Ids are compared as
             strings; a non-empty list sharing no id with the table warns. ``None``: no exclusion analyses.
-        alpha, paper_max_drop, baseline, distilled, advtrain, metric, n_resamples, seed, method: as in
+        alpha, paper_max_drop, baseline, distilled, advtrain, metric, n_resamples, seed, method, strata: as in
             :func:`claims`.
 
     Returns:
@@ -1167,8 +1209,8 @@ def claims_by_region(
             raise ValueError(f"regions: {missing} not in the table (it has {present})")
     if empty_truth is not None and not isinstance(empty_truth, Mapping):
         raise ValueError(f"empty_truth: expected a mapping region -> case ids, got {type(empty_truth).__name__}")
-    kw = dict(alpha=alpha, paper_max_drop=paper_max_drop, baseline=baseline, distilled=distilled,
-              advtrain=advtrain, metric=metric, n_resamples=n_resamples, seed=seed, method=method)  # fmt: skip
+    kw = dict(alpha=alpha, paper_max_drop=paper_max_drop, baseline=baseline, distilled=distilled, advtrain=advtrain,
+              metric=metric, n_resamples=n_resamples, seed=seed, method=method, strata=strata)  # fmt: skip
     if comparisons is None:
         comparisons = compare(table, metric=metric, baseline=baseline, distilled=distilled, advtrain=advtrain,
                               alpha=alpha, method=method)  # fmt: skip

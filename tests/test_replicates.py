@@ -229,6 +229,12 @@ def test_pooled_tests_pair_each_case_within_its_own_run(seed_runs) -> None:
     assert row["pvalue"] == pytest.approx(ref.pvalue, rel=1e-12)
     assert row["mean_a"] - row["mean_b"] == pytest.approx(d.mean(), abs=1e-12)
     assert set(table["run"]) == {"seed0", "seed1", "seed2", "seed3"}
+    # C2's interval resamples within runs (test_stats checks the stratified bootstrap against an exact enumeration)
+    _, cbr = replicates.pooled_claims(table.loc[table.region == "WT"], n_resamples=200)
+    assert "56 cases within 4 strata" in cbr.set_index(["analysis", "claim"]).loc[("WT", "C2"), "evidence"]
+    clash = table.assign(case_id=table["case_id"].str.split("/").str[1])
+    with pytest.raises(ValueError, match="several runs"):
+        replicates.pooled_claims(clash, n_resamples=50)
     assert table["case_id"].str.startswith(tuple(f"seed{i}/" for i in range(4))).all()
 
 

@@ -588,6 +588,48 @@ def test_claim_c2_ci_is_of_the_maximum() -> None:
         S.bootstrap_max_relative_drop_ci(BASE, [[np.nan] * N_CASES])
 
 
+def test_stratified_c2_bootstrap_against_exact_enumeration() -> None:
+    import itertools
+
+    # two strata of two cases: a stratified resample is one of 2² × 2² = 16 equally likely draws, so the exact
+    # bootstrap distribution is enumerable; each atom has mass 1/16 > 2.5 %, so the percentile interval is
+    # [its smallest atom, its largest]. The plain bootstrap (4 draws from all 4 cases) reaches further out.
+    clean = np.array([0.9, 0.8, 0.6, 0.7])
+    att = np.array([[0.3, 0.5, 0.4, 0.1], [0.6, 0.2, 0.3, 0.5]])
+    strata = ["r0", "r0", "r1", "r1"]
+    atoms = []
+    for i in itertools.product([0, 1], repeat=2):
+        for j in itertools.product([2, 3], repeat=2):
+            ix = list(i + j)
+            atoms.append(max(1 - att[k, ix].mean() / clean[ix].mean() for k in range(2)))
+    drop, lo, hi = S.bootstrap_max_relative_drop_ci(clean, att, n_resamples=20000, seed=5, strata=strata)
+    assert drop == pytest.approx(max(1 - a.mean() / clean.mean() for a in att))
+    assert lo == pytest.approx(min(atoms), abs=1e-12) and hi == pytest.approx(max(atoms), abs=1e-12)
+    plain = S.bootstrap_max_relative_drop_ci(clean, att, n_resamples=20000, seed=5)
+    assert plain[1] < min(atoms) - 0.01 or plain[2] > max(atoms) + 0.01
+    # one stratum is the plain bootstrap, bit for bit; cases constant within their strata leave no spread
+    one = S.bootstrap_max_relative_drop_ci(clean, att, seed=2, strata=["x"] * 4)
+    assert one == S.bootstrap_max_relative_drop_ci(clean, att, seed=2)
+    flat = np.array([0.9, 0.9, 0.6, 0.6])
+    d, l, h = S.bootstrap_max_relative_drop_ci(flat, [flat * [0.5, 0.5, 0.8, 0.8]], strata=strata)
+    assert d == pytest.approx(1 - (0.45 + 0.48) / (0.9 + 0.6)) and l == pytest.approx(d) and h == pytest.approx(d)
+    with pytest.raises(ValueError, match="strata: expected one label per case"):
+        S.bootstrap_max_relative_drop_ci(clean, att, strata=["r0"] * 3)
+    with pytest.raises(ValueError, match="percentile"):
+        S.bootstrap_max_relative_drop_ci(clean, att, strata=strata, method="bca")
+    # through claims(): strata by case id; an unlisted case is refused by name
+    conds = {("baseline", "clean", None, 0.0): BASE, ("baseline", "fgsm", None, 0.3): BASE * 0.5 + NOISE}
+    tab = make_table(conds, regions=("WT",))
+    by_case = {f"c{i:02d}": f"run{i % 3}" for i in range(N_CASES)}
+    c2 = S.claims(tab, n_resamples=500, strata=by_case).set_index("claim").loc["C2"]
+    runs = [f"run{i % 3}" for i in range(N_CASES)]
+    want = S.bootstrap_max_relative_drop_ci(BASE, [BASE * 0.5 + NOISE], n_resamples=500, strata=runs)
+    assert (c2["rel_drop"], c2["rel_drop_ci_lo"], c2["rel_drop_ci_hi"]) == pytest.approx(want, abs=1e-12)
+    assert "within 3 strata" in c2["evidence"]
+    with pytest.raises(ValueError, match="not listed"):
+        S.claims(tab, n_resamples=50, strata=dict(list(by_case.items())[1:]))
+
+
 def test_claim_c2_first_eps_reaching_the_paper() -> None:
     # exact multiples of clean: relative drop = 1 − mu for every condition (constant ratios, so
     # the bootstrap distribution of the maximum is a point)
