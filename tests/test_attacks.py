@@ -511,3 +511,146 @@ def test_attack_sweep_targeted_columns() -> None:
         attack_sweep(net, x, y, attack="tifgsm", eps_grid=[0.1], progress=False)
     with pytest.raises(ValueError, match="attack"):
         attack_sweep(net, x, y, attack="pgd", eps_grid=[0.1], progress=False)
+
+
+# ----------------------------------------------------------------------------- found by mutation testing (session 12)
+def test_mask_without_clip_and_per_channel_eps_match_hand_gradient() -> None:
+    """Oracle: hand-written CE gradient; x' = x + eps_c·sign(g) inside the mask, x bit for bit outside
+    (incl. the sign of -0.0), with a per-channel budget and no clip."""
+    net, (x, y) = linear_net(), data()
+    mask = torch.rand(x.shape[0], *x.shape[2:], generator=torch.Generator().manual_seed(4)) > 0.4  # (N, D, H, W)
+    x[:, :, 0, 0, :] = -0.0  # some of these are masked out: they must keep their sign bit
+    m = mask[:, None].expand_as(x)
+    assert (~m[:, :, 0, 0, :]).any() and m.any()
+    eps = (0.1, 0.2, 0.05, 0.3)
+    e = torch.tensor(eps, dtype=torch.float64)[None, :, None, None, None]
+    g = hand_ce_grad(net, x, y)
+    assert g.abs().min() > 1e-9
+    want = torch.where(m, x.double() + e * g.sign(), x.double()).float()
+    adv = fgsm(net, x, y, eps, mask=mask)
+    torch.testing.assert_close(adv, want, rtol=0, atol=1e-6)
+    assert torch.equal(adv[~m], x[~m]) and torch.equal(torch.signbit(adv[~m]), torch.signbit(x[~m]))
+    # iterative attacks honour the mask without a clip too
+    target = make_target(y, "erase")
+    for adv in (ifgsm(net, x, y, eps, 0.07, 3, mask=mask), tifgsm(net, x, target, eps, 0.07, 3, mask=mask)):
+        assert torch.equal(adv[~m], x[~m]) and (adv[m] != x[m]).float().mean() > 0.9
+
+
+def test_fgsm_projection_onto_the_feasible_set_by_hand() -> None:
+    """Oracle: the documented feasible set written out directly: x + eps·sign(g) (hand gradient) clamped to
+    [x − eps, x + eps] ∩ [min(lo, x), max(hi, x)], so a voxel outside the clip range may stay where it is."""
+    net, (x, y) = linear_net(), data()
+    lo, hi = -1.0, 1.2  # many voxels of the N(0, 1.7²) data lie outside, on both sides
+    eps = 0.4
+    g = hand_ce_grad(net, x, y)
+    xd = x.double()
+    want = (xd + eps * g.sign()).clamp(xd - eps, xd + eps)
+    want = torch.minimum(torch.maximum(want, torch.clamp(xd, max=lo)), torch.clamp(xd, min=hi)).float()
+    adv = fgsm(net, x, y, eps, clip=(lo, hi))
+    torch.testing.assert_close(adv, want, rtol=0, atol=1e-6)
+    # both sides have voxels that stay put because the gradient points further out
+    stay_lo, stay_hi = (x < lo) & (g < 0), (x > hi) & (g > 0)
+    assert stay_lo.sum() > 3 and stay_hi.sum() > 3
+    assert torch.equal(adv[stay_lo], x[stay_lo]) and torch.equal(adv[stay_hi], x[stay_hi])
+
+
+def test_random_start_is_uniform_in_the_ball_and_feasible() -> None:
+    """Statistical oracle for PGD's start (iterate k = 0 via the callback): symmetric and spread over
+    [-eps, eps] like a uniform draw, and already projected (masked-out voxels untouched)."""
+    net, (x, y) = conv_net(), data()
+    mask = torch.rand(x.shape[0], *x.shape[2:], generator=torch.Generator().manual_seed(2)) > 0.3
+    m = mask[:, None].expand_as(x)
+    trace: list[torch.Tensor] = []
+    ifgsm(net, x, y, 0.2, 1e-3, 1, mask=mask, random_start=True, generator=torch.Generator().manual_seed(0),
+          callback=lambda k, xk: trace.append(xk) if k == 0 else None)
+    start = (trace[0] - x)[m].double()
+    assert torch.equal(trace[0][~m], x[~m])  # projected before use
+    assert start.numel() > 300 and start.abs().max() <= 0.2
+    assert 0.4 < (start < 0).double().mean() < 0.6  # both signs, like U(-eps, eps)
+    assert 0.4 < (start.abs() > 0.1).double().mean() < 0.6  # |U(-eps, eps)| > eps/2 with probability 1/2
+    assert abs(float(start.mean())) < 0.02
+
+
+def _sweep_case_data() -> tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
+    """3 cases with different brain masks and per-case (N, C) clip ranges (sliced per batch by the sweep)."""
+    net = linear_net(seed=4)
+    x, _ = data(4, (3, 4, 5, 5, 5))
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    mask = torch.rand(3, 5, 5, 5, generator=torch.Generator().manual_seed(7)) > 0.4
+    lo = x.amin(dim=(2, 3, 4)).numpy() + np.array([[0.2], [0.6], [1.0]], dtype=np.float32)  # differs per case
+    hi = x.amax(dim=(2, 3, 4)).numpy() - np.array([[1.0], [0.2], [0.6]], dtype=np.float32)
+    return net, x, y, mask, lo, hi
+
+
+@pytest.mark.parametrize("attack", ["fgsm", "ifgsm", "tifgsm"])
+def test_attack_sweep_examples_equal_direct_attacks(attack: str) -> None:
+    """Oracle: the sweep's kept adversarial images equal one direct call of the attack on all cases with
+    alpha = alpha_frac·eps, the same steps, the target map, and each case's own clip range and mask
+    (batch_size 2 over 3 cases, so the second batch must get case 3's mask and range)."""
+    net, x, y, mask, lo, hi = _sweep_case_data()
+    eps, frac, steps = 0.4, 0.3, 3
+    policy = "erase" if attack == "tifgsm" else None
+    _, _, ex = attack_sweep(net, x, y, attack=attack, eps_grid=[eps], alpha_frac=frac, steps=steps, policy=policy,
+                            clip=(lo, hi), mask=mask, batch_size=2, keep_examples=3, hd95=False, with_percept=False,
+                            progress=False)  # fmt: skip
+    lo_t, hi_t = (torch.from_numpy(v)[..., None, None, None] for v in (lo, hi))  # (N, C, 1, 1, 1)
+    kw = dict(clip=(lo_t, hi_t), mask=mask)
+    if attack == "fgsm":
+        want = fgsm(net, x, y, eps, **kw)
+    elif attack == "ifgsm":
+        want = ifgsm(net, x, y, eps, frac * eps, steps, **kw)
+    else:
+        want = tifgsm(net, x, make_target(y, "erase"), eps, frac * eps, steps, **kw)
+    torch.testing.assert_close(ex[eps]["x_adv"], want, rtol=0, atol=1e-6)
+    with torch.no_grad():
+        assert torch.equal(ex[eps]["pred"], net(want).argmax(1))
+    res, _, _ = attack_sweep(net, x, y, attack=attack, eps_grid=[0.0, eps], steps=steps, policy=policy, hd95=False,
+                             with_percept=False, progress=False)  # fmt: skip
+    assert (res.steps == (1 if attack == "fgsm" else steps)).all()  # FGSM rows record one step
+
+
+def test_attack_sweep_predicts_in_eval_mode_and_restores_train_mode() -> None:
+    """Oracle: the prediction of an eval-mode copy; a train-mode net (BatchNorm batch statistics, dropout)
+    would predict differently, and the caller's train mode must survive the sweep."""
+    net = Mixed().train()
+    x, y = data(6, (2, 4, 5, 5, 5))
+    ref = copy.deepcopy(net).eval()
+    with torch.no_grad():
+        want = ref(x).argmax(1)
+    _, _, ex = attack_sweep(net, x, y, attack="fgsm", eps_grid=[0.0, 0.2], keep_examples=2, hd95=False,
+                            with_percept=False, progress=False)  # fmt: skip
+    assert torch.equal(ex[0.0]["pred"], want)
+    with torch.no_grad():
+        assert torch.equal(ex[0.2]["pred"], ref(ex[0.2]["x_adv"]).argmax(1))
+        assert torch.equal(ex[0.2]["x_adv"], fgsm(ref, x, y, 0.2))
+    assert all(m.training for m in net.modules())
+
+
+def test_output_detached_when_x_requires_grad_outside_no_grad() -> None:
+    """x that is part of a graph (e.g. a differentiable preprocessing), grad mode on: the output is still detached
+    and x's graph is not backpropagated into."""
+    net = conv_net()
+    x0, y = data()
+    w = torch.ones((), requires_grad=True)
+    x = x0 * w  # non-leaf, requires grad
+    target = make_target(y, "erase")
+    for adv in (fgsm(net, x, y, 0.1), ifgsm(net, x, y, 0.1, 0.05, 2), tifgsm(net, x, target, 0.1, 0.05, 2)):
+        assert not adv.requires_grad and adv.grad_fn is None
+        assert not torch.equal(adv, x0)
+    assert w.grad is None
+
+
+def test_rounding_cannot_step_over_the_clip_range() -> None:
+    """Oracle: exact comparison with the bounds. x and per-voxel bounds are small and of mixed sign, where
+    x + (hi − x) rounds above hi (or below lo) for a few % of voxels in float32; eps exceeds the range, so
+    the attack drives nearly every voxel onto a bound."""
+    net, (_, y) = linear_net(), data()
+    g = torch.Generator().manual_seed(5)
+    lo = -torch.rand(SHAPE, generator=g) * 0.3
+    hi = torch.rand(SHAPE, generator=g) * 0.3
+    x = torch.minimum(torch.maximum(lo + (hi - lo) * torch.rand(SHAPE, generator=g), lo), hi)
+    for adv in (fgsm(net, x, y, 0.7, clip=(lo, hi)), ifgsm(net, x, y, 0.7, 0.7, 2, clip=(lo, hi))):
+        assert (adv >= lo).all() and (adv <= hi).all()
+        near = torch.minimum((adv - lo).abs(), (adv - hi).abs()) <= 1e-6
+        assert near.float().mean() > 0.9  # the bounds were reached (where the rounding happens)

@@ -356,3 +356,89 @@ def test_hd95_raises_no_monai_deprecation_warning_from_threads() -> None:
     )
     proc = subprocess.run([sys.executable, "-W", "error::FutureWarning", "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+# ----------------------------------------------------------------------------- found by mutation testing (session 12)
+def test_class_map_rejects_raw_brats_label_4_and_negative_values() -> None:
+    """Raw BraTS files label ET as 4 (not 3); such maps, and negative values, must be refused with a
+    ValueError, not silently re-indexed or crash deeper down."""
+    t = np.zeros((3, 3, 3), int)
+    t[1, 1, 1] = 2
+    for bad in (4, -1):
+        p = t.copy()
+        p[0, 0, 0] = bad
+        for fn in (M.dice_per_region, M.hd95_per_region, M.confusion_matrix):
+            with pytest.raises(ValueError, match="0..3"):
+                fn(p, t)
+            with pytest.raises(ValueError, match="0..3"):
+                fn(t, torch.from_numpy(p))
+
+
+def test_perceptibility_signed_perturbation_and_per_channel_range() -> None:
+    """Hand values: a negative perturbation counts by its magnitude in linf; each channel's PSNR uses its
+    own data_range."""
+    clean = np.zeros((2, 6, 6, 6))
+    adv = clean.copy()
+    adv[0, 0, 0, :4] = -0.2  # 4 voxels, only downwards
+    adv[1, 1, :2, :4] = 0.1  # 8 voxels
+    r0, r1 = M.perceptibility(clean, adv, data_range=[1.0, 4.0])
+    assert r0["linf"] == pytest.approx(0.2) and r1["linf"] == pytest.approx(0.1)
+    assert r0["l2"] == pytest.approx(math.sqrt(4 * 0.04))
+    assert r0["psnr"] == pytest.approx(10 * math.log10(1.0**2 / (4 * 0.04 / 216)))
+    assert r1["psnr"] == pytest.approx(10 * math.log10(4.0**2 / (8 * 0.01 / 216)))
+
+
+def test_perceptibility_uses_each_cases_brain() -> None:
+    """Hand values: case i's data range and PSNR MSE come from brain i, not from case 0's brain."""
+    rng = np.random.default_rng(3)
+    clean = rng.uniform(1, 2, size=(2, 1, 8, 8, 8))
+    brain = np.zeros((2, 8, 8, 8), bool)
+    brain[0, 1:5, 1:5, 1:5] = True  # 64 voxels
+    brain[1, 3:8, 3:8, 3:8] = True  # 125 voxels
+    clean[:, 0, 3, 3, 3], clean[:, 0, 4, 4, 4] = 1.0, 2.0  # in both brains: each brain's range is 1...
+    clean[1, 0, 6, 6, 6] = 5.0  # ... except case 1's, which reaches 5 outside case 0's brain
+    adv = clean.copy()
+    adv[:, 0, 3, 4, 4] += 0.3  # inside both brains
+    r0, r1 = M.perceptibility(clean, adv, brain=brain)
+    assert r0["psnr"] == pytest.approx(10 * math.log10(1.0**2 / (0.09 / 64)))
+    assert r1["psnr"] == pytest.approx(10 * math.log10(4.0**2 / (0.09 / 125)))
+
+
+def test_perceptibility_constant_volume_range_falls_back_to_one() -> None:
+    """Hand value: a constant clean channel has range 0, so data_range 1.0 is used (documented fallback)."""
+    clean = np.full((1, 6, 6, 6), 2.0)
+    adv = clean.copy()
+    adv[0, 0, 0, 0] = 2.5
+    (row,) = M.perceptibility(clean, adv)
+    assert row["psnr"] == pytest.approx(10 * math.log10(1.0 / (0.25 / 216)))
+    assert math.isfinite(row["ssim"]) and row["ssim"] < 1.0
+
+
+@pytest.mark.parametrize("shape, win", [((12, 11, 10), 7), ((5, 6, 7), 5)])
+def test_perceptibility_ssim_equals_monai_ssim_metric(shape: tuple[int, int, int], win: int) -> None:
+    """Oracle: monai.metrics.SSIMMetric (Gaussian kernel, sigma 1.5) called directly with the channel's data range
+    (max - min of the clean channel) and the window shrunk to the smallest odd size that fits."""
+    from monai.metrics import SSIMMetric
+
+    rng = np.random.default_rng(4)
+    clean = rng.normal(0.0, 3.0, size=(2, *shape))  # range ~ 20: far from 1
+    adv = clean + rng.normal(0.0, 0.8, size=clean.shape)
+    rows = M.perceptibility(clean, adv)
+    for ch, row in enumerate(rows):
+        dr = float(clean[ch].max() - clean[ch].min())
+        metric = SSIMMetric(spatial_dims=3, data_range=dr, kernel_type="gaussian", win_size=win, kernel_sigma=1.5)
+        a, c = (torch.from_numpy(v[ch])[None, None].float() for v in (adv, clean))
+        want = float(metric(a, c))
+        assert row["ssim"] == pytest.approx(want, abs=1e-6)
+        assert 0.0 < row["ssim"] < 0.99
+
+
+def test_hd95_is_symmetric_for_under_segmentation() -> None:
+    """Hand value: the prediction is one of the truth's two planes (4 apart). Every predicted voxel lies on the
+    truth (distance 0) but half the truth is 4 from the prediction, so the symmetric HD95 is 4 either way round."""
+    t = np.zeros((8, 6, 6), int)
+    t[1], t[5] = 2, 2
+    p = np.zeros_like(t)
+    p[1] = 2
+    assert M.hd95_per_region(p, t)["WT"] == pytest.approx(4.0)
+    assert M.hd95_per_region(t, p)["WT"] == pytest.approx(4.0)
