@@ -524,3 +524,158 @@ def test_input_gradient_stats_mask_modes_and_grad_context() -> None:
         defenses.input_gradient_stats(net, x, y[:, :2])
     with pytest.raises(ValueError, match="x"):
         defenses.input_gradient_stats(net, x[0], y)
+
+
+# ----------------------------------------------------------------------------- found by mutation testing (session 12)
+def test_distillation_loss_detaches_the_teacher_and_has_the_hand_gradient() -> None:
+    """No gradient reaches teacher logits that require one; the student's gradient is the textbook one: of
+    T² · mean_voxels(−Σ p log softmax(s/T)) it is T·(q − p)/n_voxels (oracle: the formula by hand)."""
+    g = torch.Generator().manual_seed(11)
+    s = torch.randn(2, 3, 2, 2, 2, generator=g).requires_grad_(True)
+    t = torch.randn(2, 3, 2, 2, 2, generator=g).requires_grad_(True)
+    T = 4.0
+    gs, gt = torch.autograd.grad(defenses.distillation_loss(s, t, T), [s, t], allow_unused=True)
+    assert gt is None or not gt.any()
+    q, p = torch.softmax(s.detach() / T, 1), torch.softmax(t.detach() / T, 1)
+    assert torch.allclose(gs, T * (q - p) / (2 * 2 * 2 * 2), atol=1e-7)
+
+
+def test_distillation_objective_runs_the_teacher_in_eval_mode() -> None:
+    """A teacher with dropout handed over in train mode: the objective puts it (every submodule) in eval mode, so its
+    soft labels are deterministic and equal to distillation_loss on the eval-mode teacher's logits."""
+    torch.manual_seed(0)
+    teacher = torch.nn.Sequential(torch.nn.Conv3d(4, 8, 1), torch.nn.Dropout3d(0.5), torch.nn.Conv3d(8, 4, 1)).train()
+    g = torch.Generator().manual_seed(12)
+    x, s = torch.randn(2, 4, 3, 3, 3, generator=g), torch.randn(2, 4, 3, 3, 3, generator=g)
+    y = torch.zeros(2, 3, 3, 3, dtype=torch.long)
+    obj = defenses.DistillationObjective(teacher, 3.0, dice_weight=0.0)
+    assert not any(m.training for m in teacher.modules())
+    v1, v2 = obj(s, x, y), obj(s, x, y)
+    ref_teacher = torch.nn.Sequential(torch.nn.Conv3d(4, 8, 1), torch.nn.Conv3d(8, 4, 1))  # dropout is identity in eval
+    ref_teacher.load_state_dict({"0.weight": teacher[0].weight, "0.bias": teacher[0].bias,
+                                 "1.weight": teacher[2].weight, "1.bias": teacher[2].bias})  # fmt: skip
+    with torch.no_grad():
+        ref = defenses.distillation_loss(s, ref_teacher(x), 3.0)
+    assert torch.equal(v1, v2) and torch.allclose(v1, ref, atol=1e-6)
+
+
+def _tiny_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Conv3d(4, 4, 1)
+
+
+def _tiny_batch(n: int, seed: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 4, 4, 4, 4, generator=g), torch.randint(0, 4, (n, 4, 4, 4), generator=g)
+
+
+def _ks_uniform_p(values: list[float], lo: float, hi: float) -> float:
+    """scipy's one-sample KS test of ``values`` against the uniform distribution on [lo, hi]: its p-value."""
+    from scipy import stats as sst
+
+    assert all(lo <= v <= hi for v in values)
+    return float(sst.kstest(values, "uniform", args=(lo, hi - lo)).pvalue)
+
+
+@pytest.mark.parametrize("n, mix, n_adv", [(2, 0.1, 1), (4, 0.4, 2), (4, 0.6, 2), (4, 0.75, 3), (5, 0.8, 4), (4, 1.0, 4)])
+def test_adversarial_augmenter_replaces_the_nearest_whole_number_of_volumes(n: int, mix: float, n_adv: int) -> None:
+    """mix·B rounded to the nearest integer, at least one (hand values: 0.2 → 1, 1.6 → 2, 2.4 → 2, 3 → 3, 4 → 4):
+    that many volumes are replaced by changed versions, the rest untouched."""
+    net, (x, y) = _tiny_net(), _tiny_batch(n)
+    hook = defenses.AdversarialAugmenter("fgsm", eps_range=(0.1, 0.3), mix=mix)
+    out, _ = hook(net, x, y, torch.Generator().manual_seed(0))
+    assert len(hook.last_index) == len(set(hook.last_index)) == len(hook.last_eps) == n_adv
+    changed = [j for j in range(n) if not torch.equal(out[j], x[j])]
+    assert sorted(changed) == sorted(hook.last_index)
+
+
+def test_adversarial_augmenter_draws_eps_uniformly_and_volumes_at_random() -> None:
+    """Over seeded batches the eps are uniform on eps_range (oracle: scipy's KS test) and the replaced volume is a
+    uniform choice among the batch's positions (scipy's chi-square test of the counts), not always the same one."""
+    net, (x, y) = _tiny_net(), _tiny_batch(8)
+    hook = defenses.AdversarialAugmenter("fgsm", eps_range=(0.1, 0.3), mix=1.0)
+    eps: list[float] = []
+    for s in range(12):
+        hook(net, x, y, torch.Generator().manual_seed(s))
+        eps += hook.last_eps
+    assert _ks_uniform_p(eps, 0.1, 0.3) > 0.01
+    one = defenses.AdversarialAugmenter("fgsm", eps_range=(0.1, 0.3), mix=0.25)
+    counts = [0] * 4
+    for s in range(40):
+        one(net, x[:4], y[:4], torch.Generator().manual_seed(s))
+        counts[one.last_index[0]] += 1
+    from scipy import stats as sst
+
+    assert min(counts) >= 3 and sst.chisquare(counts).pvalue > 0.01
+
+
+def test_adversarial_clip_is_the_brain_range_even_when_the_background_lies_outside_it() -> None:
+    """Brain intensities all in [1, 2] (a crop inside bright tissue), background 0: the clip range is the brain's,
+    so no adversarial brain voxel goes below the brain minimum, although 0 is in the whole crop's range. Checked for
+    the augmenter and the static set (oracle: per-modality min/max over the brain by hand)."""
+    net = _tiny_net()
+    g = torch.Generator().manual_seed(9)
+    x = 1 + torch.rand(3, 4, 4, 4, 4, generator=g)
+    x[:, :, :1] = 0
+    y = torch.randint(0, 4, (3, 4, 4, 4), generator=g)
+    hook = defenses.AdversarialAugmenter("fgsm", eps_range=(0.5, 0.5), mix=1.0)
+    out_hook, _ = hook(net, x, y, torch.Generator().manual_seed(0))
+    out_static, _, _ = defenses.make_static_adversarial_set(net, x, y, eps_range=(0.5, 0.5))
+    for out in (out_hook, out_static):
+        for j in range(3):
+            brain = (x[j] != 0).any(0)
+            lo, hi = x[j][:, brain].amin(1), x[j][:, brain].amax(1)
+            assert (out[j][:, brain] != x[j][:, brain]).any()
+            assert (out[j][:, brain] >= lo[:, None]).all() and (out[j][:, brain] <= hi[:, None]).all()
+
+
+def test_adversarial_augmenter_uses_each_volumes_own_brain_mask() -> None:
+    """Two volumes with different given brain masks (front half, back half) after an intensity shift: each is perturbed
+    inside its own mask only."""
+    net, (x, y) = _tiny_net(), _tiny_batch(2)
+    x = x + 0.07
+    brain = torch.zeros(2, 1, 4, 4, 4, dtype=torch.bool)
+    brain[0, :, :2] = True
+    brain[1, :, 2:] = True
+    hook = defenses.AdversarialAugmenter("fgsm", eps_range=(0.2, 0.3), mix=1.0)
+    out, _ = hook(net, x, y, torch.Generator().manual_seed(0), brain)
+    for j in range(2):
+        b = brain[j, 0]
+        assert torch.equal(out[j][:, ~b], x[j][:, ~b])
+        assert (out[j][:, b] != x[j][:, b]).any()
+
+
+def test_static_adversarial_set_draws_eps_uniformly_and_returns_a_copy_of_the_labels() -> None:
+    """One eps per volume, uniform on eps_range (oracle: scipy's KS test over 100 volumes); the labels returned are
+    a copy: changing them leaves the caller's labels alone."""
+    net, (x, y) = _tiny_net(), _tiny_batch(100)
+    adv, labels, eps = defenses.make_static_adversarial_set(net, x, y, eps_range=(0.1, 0.3), seed=0)
+    assert len(eps) == 100 and _ks_uniform_p(list(eps), 0.1, 0.3) > 0.01
+    y_before = y.clone()
+    labels += 1
+    assert torch.equal(y, y_before)
+
+
+def test_input_gradient_stats_near_zero_counts_values_equal_to_the_threshold() -> None:
+    """frac_near_zero is the fraction with |g| ≤ threshold (documented: ≤). With the threshold set to a value |g|
+    takes, that value counts (oracle: the input gradient by hand with autograd)."""
+    net, (x, y) = _tiny_net(), _tiny_batch(2)
+    xr = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(F.cross_entropy(net(xr), y), xr)
+    a = g.abs().flatten().double()
+    thr = float(a.sort().values[len(a) // 2])  # a value |g| takes
+    want = float((a <= thr).double().mean())
+    stats = defenses.input_gradient_stats(net, x, y, threshold=thr)
+    assert stats["frac_near_zero"] == pytest.approx(want, abs=1e-12)
+    assert defenses.input_gradient_stats(net, x, y, threshold=float(a.max()))["frac_near_zero"] == 1.0
+
+
+def test_output_saturation_counts_a_voxel_if_any_mask_channel_is_set() -> None:
+    """A per-channel input mask: channel 0 covers the 60 brain voxels, channels 1-3 only the two front slices. An output
+    voxel counts when any channel is set, so the fractions are those of the whole brain (hand values at T = 20:
+    18/60 saturated, as in test_output_saturation_fractions_by_hand)."""
+    x, y, brain = _step_data()
+    mask = brain[:, None].repeat(1, 4, 1, 1, 1)
+    mask[:, 1:, 2:] = False
+    stats = defenses.input_gradient_stats(defenses.LogitScale(_step_net(), 20.0), x, y, mask=mask)
+    assert stats["frac_saturated_voxels"] == 18 / 60

@@ -971,3 +971,168 @@ def test_teaching_example_uses_the_exact_test_on_the_non_zero_pairs() -> None:
     assert "paired Wilcoxon p = 0.25." in text
     mw = sst.mannwhitneyu(clean, att, alternative="two-sided").pvalue
     assert f"Unpaired Mann–Whitney p = {mw:.2g};" in text
+
+
+# ----------------------------------------------------------------------------- found by mutation testing (session 12)
+def _d_p0342() -> np.ndarray:
+    """11 small positive differences and one large negative: exact two-sided p = 0.0342 (scipy, below)."""
+    return np.r_[0.01 + 0.001 * np.arange(11), -0.5]
+
+
+def test_compare_significant_is_after_holm() -> None:
+    """Two attacks each with raw p = 0.0342 < 0.05 (oracle: scipy's exact test); Holm over the pair (hand:
+    min(1, 2·p) for both) is 0.068, so neither is significant: `significant` must follow p_holm, not p."""
+    d = _d_p0342()
+    p = sst.wilcoxon(d, method="exact").pvalue
+    assert p == pytest.approx(0.0341796875)
+    conds = {
+        ("baseline", "clean", None, 0.0): BASE,
+        ("baseline", "fgsm", None, 0.2): BASE - d,
+        ("baseline", "ifgsm", None, 0.2): BASE - 1.1 * d,  # same signed ranks, same p
+    }
+    c = S.compare(make_table(conds, regions=("WT",)), method="exact")
+    assert len(c) == 2
+    assert (c["pvalue"] < 0.05).all()
+    np.testing.assert_allclose(c["p_holm"], [2 * p, 2 * p])
+    assert not c["significant"].any()
+
+
+def test_eps_zero_rows_of_an_attack_sweep_are_not_attacked_conditions() -> None:
+    """A sweep's eps grid starts at 0 (profiles: [0.0, 0.1, ...]), so the table holds fgsm@0 rows equal to clean.
+    They are neither the clean condition nor attacked: attack_effect has one test (Holm over m = 1, so
+    p_holm = p, scipy's exact p = 2/2¹²) and C2 counts one condition."""
+    conds = {
+        ("baseline", "clean", None, 0.0): BASE,
+        ("baseline", "fgsm", None, 0.0): BASE,  # eps 0: the clean input
+        ("baseline", "fgsm", None, 0.2): BASE * 0.5,
+    }
+    t = make_table(conds, regions=("WT",))
+    c = S.compare(t, method="exact")
+    ae = c[c.family == "attack_effect"]
+    assert list(ae["eps_b"]) == [0.2]
+    assert ae["p_holm"].iloc[0] == pytest.approx(sst.wilcoxon(BASE - BASE * 0.5, method="exact").pvalue)
+    assert ae["p_holm"].iloc[0] == pytest.approx(2 / 2**12)
+    c2 = S.claims(t, c, n_resamples=200).set_index("claim").loc["C2"]
+    assert c2["n_tests"] == 1 and c2["rel_drop"] == pytest.approx(0.5)
+
+
+def test_claim_c1_takes_each_attack_at_its_largest_eps() -> None:
+    """C1 judges fgsm at its largest eps only. Hand-made: one eps with no effect at all (p = 1), the other with
+    12/12 cases lower (exact p = 2/2¹², Holm ×2 still < 0.05); the verdict follows the largest eps either way."""
+    for small, large, want in ((1.0, 0.5, "holds"), (0.5, 1.0, "not supported")):
+        conds = {
+            ("baseline", "clean", None, 0.0): 1.0,
+            ("baseline", "fgsm", None, 0.1): small,
+            ("baseline", "fgsm", None, 0.3): large,
+        }
+        c1 = S.claims(make_table(conds, regions=("WT",)), n_resamples=50, method="exact").set_index("claim").loc["C1"]
+        assert c1["verdict"] == want and c1["n_tests"] == 1
+        assert "fgsm@0.3" in c1["evidence"]
+
+
+def test_claim_c1_judges_the_baseline_only() -> None:
+    """C1 is about the undefended model: a distilled model attacked at a larger eps, with a significant drop, must
+    not stand in for the baseline's fgsm (no effect at all: p = 1, so 'not supported')."""
+    conds = {
+        ("baseline", "clean", None, 0.0): 1.0,
+        ("baseline", "fgsm", None, 0.2): 1.0,
+        ("distilled", "clean", None, 0.0): 1.0,
+        ("distilled", "fgsm", None, 0.4): 0.5,
+    }
+    c1 = S.claims(make_table(conds, regions=("WT",)), n_resamples=50, method="exact").set_index("claim").loc["C1"]
+    assert c1["verdict"] == "not supported"
+    assert (c1["n_tests"], c1["n_support"], c1["n_against"]) == (1, 0, 0)
+
+
+def test_claim_c2_holds_on_the_ci_upper_bound_not_the_point_estimate() -> None:
+    """Point estimate of the relative drop 60 % < 65 %, but its bootstrap CI reaches 65 %: "holds" (the rule:
+    a drop as large as the paper's is attained within sampling error). Oracle: a plain resampling loop."""
+    r = np.linspace(0.0, 0.8, N_CASES)
+    r = np.r_[r[::2], r[1::2]]  # ratios spread over the cases: a wide interval
+    att = BASE * r
+    drop = 1 - att.mean() / BASE.mean()
+    idx = np.random.default_rng(11).integers(0, N_CASES, (20000, N_CASES))
+    lo_ref, hi_ref = np.percentile(1 - att[idx].mean(1) / BASE[idx].mean(1), [2.5, 97.5])
+    assert drop < 0.62 and hi_ref > 0.7  # well on either side of 65 %
+    conds = {("baseline", "clean", None, 0.0): BASE, ("baseline", "fgsm", None, 0.2): att}
+    c2 = S.claims(make_table(conds, regions=("WT",)), n_resamples=4000).set_index("claim").loc["C2"]
+    assert c2["rel_drop"] == pytest.approx(drop)
+    assert c2["rel_drop_ci_hi"] == pytest.approx(hi_ref, abs=0.02)
+    assert c2["verdict"] == "holds" and c2["n_support"] == 0
+    assert "no attack reaches 65 % at any eps" in c2["evidence"]
+
+
+def test_claim_c2_leaves_out_diagnostic_attacks() -> None:
+    """Transfer and logit-rescaled attacks are diagnostics, not the paper's attacks: with exact multiples of clean
+    (drop = 1 − mu, a point bootstrap distribution) C2 is fgsm's 50 % alone, although the diagnostics drop 90 %+."""
+    conds = {
+        ("baseline", "clean", None, 0.0): BASE,
+        ("baseline", "fgsm", None, 0.2): BASE * 0.5,
+        ("baseline", "transfer_fgsm", None, 0.2): BASE * 0.1,
+        ("baseline", "ifgsm_logit_rescaled", None, 0.2): BASE * 0.05,
+    }
+    c2 = S.claims(make_table(conds, regions=("WT",)), n_resamples=200).set_index("claim").loc["C2"]
+    assert (c2["rel_drop"], c2["rel_drop_ci_lo"], c2["rel_drop_ci_hi"]) == pytest.approx((0.5, 0.5, 0.5))
+    assert c2["n_tests"] == 1 and c2["verdict"] == "not supported"
+
+
+@pytest.mark.parametrize("confidence", [0.95, 0.8])
+def test_stratified_bootstrap_interval_level_against_a_resampling_loop(confidence: float) -> None:
+    """The stratified interval's ends are the (1 ± confidence)/2 percentiles of the resampled maxima. Oracle: a
+    plain loop drawing 6 cases with replacement within each of two strata of 6 (20 000 resamples)."""
+    att = BASE * 0.5 + 5 * NOISE
+    strata = ["a"] * 6 + ["b"] * 6
+    rng = np.random.default_rng(1)
+    idx = np.concatenate([rng.integers(0, 6, (20000, 6)), 6 + rng.integers(0, 6, (20000, 6))], axis=1)
+    q = 100 * (1 - confidence) / 2
+    lo_ref, hi_ref = np.percentile(1 - att[idx].mean(1) / BASE[idx].mean(1), [q, 100 - q])
+    _, lo, hi = S.bootstrap_max_relative_drop_ci(BASE, [att], n_resamples=20000, seed=0, strata=strata,
+                                                 confidence=confidence)  # fmt: skip
+    tol = 0.05 * (hi_ref - lo_ref)  # Monte-Carlo error ≈ 0.5 % of the width; a wrong level moves the ends ≥ 7 %
+    assert lo == pytest.approx(lo_ref, abs=tol) and hi == pytest.approx(hi_ref, abs=tol)
+
+
+def test_bootstrap_mean_ci_uses_the_confidence() -> None:
+    """An 80 % interval is the 10th/90th percentiles of resampled means (oracle: a plain resampling loop), narrower
+    than the 95 % one; summary_table passes its confidence through."""
+    x = BASE
+    idx = np.random.default_rng(4).integers(0, N_CASES, (20000, N_CASES))
+    lo_ref, hi_ref = np.percentile(x[idx].mean(1), [10, 90])
+    _, lo, hi = S.bootstrap_mean_ci(x, confidence=0.8, n_resamples=20000)
+    tol = 0.05 * (hi_ref - lo_ref)
+    assert lo == pytest.approx(lo_ref, abs=tol) and hi == pytest.approx(hi_ref, abs=tol)
+    _, lo95, hi95 = S.bootstrap_mean_ci(x, confidence=0.95, n_resamples=20000)
+    assert lo95 < lo - tol and hi95 > hi + tol
+    s = S.summary_table(make_table({("baseline", "clean", None, 0.0): BASE}, regions=("WT",)), confidence=0.8,
+                        n_resamples=20000)  # fmt: skip
+    assert s["ci_lo"].iloc[0] == pytest.approx(lo_ref, abs=tol) and s["ci_hi"].iloc[0] == pytest.approx(hi_ref, abs=tol)
+
+
+def test_compare_drops_pairs_with_nan_on_either_side() -> None:
+    """A NaN score (e.g. HD95 of an empty prediction) in the attacked condition drops that pair: the test is scipy's
+    on the 11 complete pairs; likewise a NaN on the clean side."""
+    att = BASE * 0.5 + NOISE
+    for side in ("attacked", "clean"):
+        a, b = BASE.copy(), att.copy()
+        (b if side == "attacked" else a)[3] = np.nan
+        conds = {("baseline", "clean", None, 0.0): a, ("baseline", "fgsm", None, 0.2): b}
+        r = S.compare(make_table(conds, regions=("WT",)), method="exact").iloc[0]
+        keep = np.arange(N_CASES) != 3
+        assert r["n"] == N_CASES - 1
+        assert r["pvalue"] == pytest.approx(sst.wilcoxon(BASE[keep], att[keep], method="exact").pvalue)
+        assert r["mean_b"] == pytest.approx(att[keep].mean())
+
+
+def test_claims_by_region_matches_integer_case_ids_as_strings() -> None:
+    """Case ids read as numbers in both the table and the empty-truth list (e.g. both from CSV) are still matched
+    ("ids are compared as strings"): cases 0 and 1 are excluded, 10 remain."""
+    conds = {("baseline", "clean", None, 0.0): BASE, ("baseline", "fgsm", None, 0.2): BASE * 0.5}
+    t = make_table(conds, regions=("ET",))
+    t["case_id"] = t["case_id"].str[1:].astype(int)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        out = S.claims_by_region(t, empty_truth={"ET": [0, 1]}, n_resamples=50, method="exact")
+    assert list(pd.unique(out.analysis)) == ["ET", "ET, 2 empty-truth cases excluded"]
+    assert (out.loc[out.analysis != "ET", "n_cases"] == N_CASES - 2).all()
