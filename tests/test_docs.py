@@ -1,0 +1,251 @@
+"""The documentation quotes the committed results, and its links resolve.
+
+The README's results section is what most users read; these tests recompute each number and verdict it quotes from
+the committed per-case tables (``docs/results/...``) with plain pandas, so a rerun that changes a table without the
+README, or an edit of the README that no table supports, fails here. Relative links in every Markdown file and
+notebook must point at files (and headings) that exist.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TEACHING = ROOT / "docs" / "results" / "teaching-cpu" / "tables"
+SEEDS = ROOT / "docs" / "results" / "teaching-seeds" / "comparison"
+PROXY = ROOT / "docs" / "results" / "training-length-cpu" / "s12_s96_e100_2000"
+WORDS = {"one": 1, "two": 2, "three": 3, "four": 4}
+
+
+def _readme() -> str:
+    return (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def _find(pattern: str, text: str) -> re.Match[str]:
+    m = re.search(pattern, text)
+    assert m is not None, f"README.md: no sentence matches {pattern!r}; update this test together with the README"
+    return m
+
+
+def _results() -> pd.DataFrame:
+    frames = [pd.read_csv(p) for p in sorted(TEACHING.glob("results_0*.csv"))]
+    return pd.concat(frames, ignore_index=True)
+
+
+def _mean_dice(r: pd.DataFrame, attack: str, eps: float, region: str = "WT", policy: str | None = None) -> float:
+    sel = (r["model"] == "baseline") & (r["attack"] == attack) & (r["region"] == region) & (r["eps"] == eps)
+    if policy is not None:
+        sel &= r["target_policy"] == policy
+    rows = r[sel]
+    assert rows["case_id"].is_unique and len(rows) == 14, f"{attack}@{eps}: expected one row per test case"
+    return float(rows["dice"].mean())
+
+
+def _readme_claim_rows(text: str) -> dict[str, tuple[str, str]]:
+    rows = re.findall(r"^\| (C[1-4]) [^|]*\| \*\*([a-z ]+)\*\*[^|]*\| ([^|]*) \|$", text, re.M)
+    assert [c for c, _, _ in rows] == ["C1", "C2", "C3", "C4"], "README.md: the results table lost a claim row"
+    return {c: (verdict, detail) for c, verdict, detail in rows}
+
+
+def test_readme_verdicts_are_the_committed_teaching_claims() -> None:
+    """Each verdict in the README's results table is ``claims.csv``'s verdict for that claim."""
+    claims = pd.read_csv(TEACHING / "claims.csv").set_index("claim")
+    for claim, (verdict, _) in _readme_claim_rows(_readme()).items():
+        assert verdict == claims.loc[claim, "verdict"], claim
+
+
+def test_readme_c1_dice_values_are_the_per_case_means() -> None:
+    """C1's WT Dice, clean and at eps 1 for the three attacks, are the means of the per-case result rows."""
+    _, detail = _readme_claim_rows(_readme())["C1"]
+    m = _find(r"WT (\d\.\d{3}) → (\d\.\d{3}) / (\d\.\d{3}) / (\d\.\d{3}) \(FGSM / i-FGSM / ti-FGSM at eps 1\)", detail)
+    r = _results()
+    want = [_mean_dice(r, "clean", 0.0), _mean_dice(r, "fgsm", 1.0), _mean_dice(r, "ifgsm", 1.0),
+            _mean_dice(r, "tifgsm", 1.0, policy="erase")]  # fmt: skip
+    assert [float(v) for v in m.groups()] == [round(v, 3) for v in want]
+
+
+def test_readme_c2_drops_and_psnr_are_the_committed_ones() -> None:
+    """C2: the first eps where a paper attack's relative drop of mean WT Dice reaches 65 %, the PSNR range of the
+    three paper attacks there, and the largest drop at eps 0.3 (recomputed from per-case rows and ``drops.csv``)."""
+    _, detail = _readme_claim_rows(_readme())["C2"]
+    m = _find(r"65 % is first reached at eps ([\d.]+) \(PSNR (\d+)–(\d+) dB\); at eps ([\d.]+) the largest drop is (\d+) %",
+              detail)  # fmt: skip
+    r = _results()
+    clean = _mean_dice(r, "clean", 0.0)
+    paper = [("fgsm", None), ("ifgsm", None), ("tifgsm", "erase")]
+    drops = {(a, e): 1 - _mean_dice(r, a, e, policy=p) / clean for a, p in paper for e in (0.1, 0.3, 1.0)}
+    first = min(e for (_, e), d in drops.items() if d >= 0.65)
+    assert float(m.group(1)) == first
+    d = pd.read_csv(TEACHING / "drops.csv")
+    at = d[(d["eps"] == first) & (d["target_policy"].fillna("erase") == "erase")]
+    assert sorted(at["attack"]) == ["fgsm", "ifgsm", "tifgsm"]
+    assert (int(m.group(2)), int(m.group(3))) == (round(at["psnr"].min()), round(at["psnr"].max()))
+    eps_low = float(m.group(4))
+    assert int(m.group(5)) == round(100 * max(v for (_, e), v in drops.items() if e == eps_low))
+
+
+def test_readme_c3_and_c4_counts_are_the_committed_ones() -> None:
+    """C3's "worse in n of k", the masking's saturated-voxel share, and C4's "n of k, closest at p_holm" are those of
+    ``claims.csv``, ``diagnostics_06_distillation.csv`` and ``claims_comparisons.csv``."""
+    rows = _readme_claim_rows(_readme())
+    claims = pd.read_csv(TEACHING / "claims.csv").set_index("claim")
+    m = _find(r"significantly worse in (\d+) of (\d+) attacked conditions, never better", rows["C3"][1])
+    assert (int(m.group(1)), int(m.group(2))) == (claims.loc["C3", "n_against"], claims.loc["C3", "n_tests"])
+    assert claims.loc["C3", "n_support"] == 0
+    sat = pd.read_csv(TEACHING / "diagnostics_06_distillation.csv")
+    m = _find(r"\((\d+) % of voxels saturated\)", rows["C3"][1])
+    assert int(m.group(1)) == round(100 * sat.loc[sat["model"] == "distilled", "frac_saturated_voxels"].max())
+    m = _find(r"(\d+) of (\d+) conditions significantly below clean, the closest at p_holm ([\d.]+)", rows["C4"][1])
+    assert (int(m.group(1)), int(m.group(2))) == (claims.loc["C4", "n_support"], claims.loc["C4", "n_tests"])
+    # the closest of C4's conditions: the largest Holm p among the defenses' attacked-vs-clean comparisons on WT
+    cmp = pd.read_csv(TEACHING / "claims_comparisons.csv")
+    c4 = cmp[(cmp["family"] == "defense_vs_clean") & (cmp["region"] == "WT")
+             & cmp["model_a"].isin(["distilled", "advtrain"])]  # fmt: skip
+    assert len(c4) == claims.loc["C4", "n_tests"]
+    assert float(m.group(3)) == float(f"{c4['p_holm'].max():.2g}")
+
+
+def test_readme_other_regions_are_the_committed_claims_by_region() -> None:
+    """The TC and ET sentence quotes ``claims_by_region.csv``."""
+    m = _find(r"On TC the verdicts are the same except C4, \*\*([a-z ]+)\*\* \((\d+) of (\d+)\); on ET, C3 is "
+              r"\*\*([a-z ]+)\*\* \(never significantly\s+different\) and C4 is ([a-z ]+) \((\d+) of (\d+)\)", _readme())  # fmt: skip
+    cbr = pd.read_csv(TEACHING / "claims_by_region.csv").set_index(["analysis", "claim"])
+    wt, tc = cbr.loc["WT"], cbr.loc["TC"]
+    assert [c for c in ("C1", "C2", "C3") if wt.loc[c, "verdict"] != tc.loc[c, "verdict"]] == []
+    assert (m.group(1), int(m.group(2)), int(m.group(3))) == tuple(tc.loc["C4", ["verdict", "n_support", "n_tests"]])
+    et = cbr.loc["ET"]
+    assert m.group(4) == et.loc["C3", "verdict"] and et.loc["C3", "n_support"] == et.loc["C3", "n_against"] == 0
+    assert (m.group(5), int(m.group(6)), int(m.group(7))) == tuple(et.loc["C4", ["verdict", "n_support", "n_tests"]])
+
+
+def test_readme_seed_paragraph_is_the_committed_comparison() -> None:
+    """The four-seeds paragraph quotes ``verdicts_by_run.csv`` and ``pooled_claims_by_region.csv``."""
+    text = _readme()
+    v = pd.read_csv(SEEDS / "verdicts_by_run.csv")
+    wt = v[v["analysis"] == "WT"]
+    n_runs = wt["run"].nunique()
+    assert WORDS[_find(r"\*\*(\w+) seeds\*\*", text).group(1).lower()] == n_runs
+    for claim in ("C1", "C2"):
+        assert set(wt.loc[wt["claim"] == claim, "verdict"]) == {"holds"}, claim
+    _find(r"C1 and C2 hold in every run", text)
+    c3 = wt.loc[wt["claim"] == "C3", "verdict"].value_counts()
+    m = _find(r"C3 is\s+contradicted in (\w+) and mixed in (\w+)", text)
+    assert (WORDS[m.group(1)], WORDS[m.group(2)]) == (c3.get("contradicted", 0), c3.get("mixed", 0))
+    assert c3.sum() == n_runs
+    c4 = wt[wt["claim"] == "C4"]
+    m = _find(r"C4 holds in (\w+) runs and is mixed \((\d+) of (\d+)\) in (\w+)", text)
+    assert WORDS[m.group(1)] == (c4["verdict"] == "holds").sum()
+    mixed = c4[c4["verdict"] == "mixed"]
+    assert WORDS[m.group(4)] == len(mixed)
+    assert set(zip(mixed["n_support"], mixed["n_tests"])) == {(int(m.group(2)), int(m.group(3)))}
+    pooled = pd.read_csv(SEEDS / "pooled_claims_by_region.csv").set_index(["analysis", "claim"]).loc["WT"]
+    m = _find(r"contradicted on the (\d+) pooled test cases \(worse in (\d+) of (\d+)\)", text)
+    assert pooled.loc["C3", "verdict"] == "contradicted"
+    assert (int(m.group(1)), int(m.group(2)), int(m.group(3))) == (
+        pooled.loc["C3", "n_cases"], pooled.loc["C3", "n_against"], pooled.loc["C3", "n_tests"])
+    m = _find(r"holds on the pooled cases \(all (\d+), closest p_holm ([\de.-]+)\)", text)
+    assert pooled.loc["C4", "verdict"] == "holds" and int(m.group(1)) == pooled.loc["C4", "n_support"]
+    closest = float(_find(r"Closest to clean: .*?\(p_holm=([\de.+-]+)\)", pooled.loc["C4", "evidence"]).group(1))
+    assert float(m.group(2)) == float(f"{closest:.0e}")
+
+
+def test_readme_cpu_proxy_dice_is_the_committed_run() -> None:
+    """The longer CPU training's clean WT / TC / ET Dice are the means of its committed per-case rows."""
+    m = _find(r"clean WT / TC / ET (\d\.\d{3}) / (\d\.\d{3}) / (\d\.\d{3}) \(96³,\s+2000 steps, (\d+) test cases\)",
+              _readme())  # fmt: skip
+    r = pd.read_csv(PROXY / "results_02_unet.csv")
+    means = r[r["attack"] == "clean"].groupby("region")["dice"].mean()
+    assert [float(m.group(i)) for i in (1, 2, 3)] == [round(means[k], 3) for k in ("WT", "TC", "ET")]
+    assert int(m.group(4)) == r["case_id"].nunique()
+
+
+def _md_table_after(text: str, marker: str) -> pd.DataFrame:
+    """The first Markdown table after ``marker`` in ``text``, as strings."""
+    start = text.find(marker)
+    assert start >= 0, f"no {marker!r}; update this test together with the document"
+    lines = []
+    for line in text[start + len(marker):].lstrip("\n").splitlines():
+        if not line.startswith("|"):
+            if lines:
+                break
+            continue
+        lines.append([c.strip() for c in line.strip().strip("|").split("|")])
+    assert len(lines) > 2, f"no table after {marker!r}"
+    return pd.DataFrame(lines[2:], columns=lines[0])
+
+
+def test_results_md_teaching_tables_are_the_committed_run() -> None:
+    """docs/results.md's teaching section: its stage times are the manifest's, its clean and attacked mean Dice tables
+    are the means of the committed per-case rows."""
+    text = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
+    manifest = json.loads((TEACHING.parent / "manifest.json").read_text(encoding="utf-8"))
+    stages = _md_table_after(text, "### Run `teach12`")
+    for _, row in stages.iterrows():
+        if row["stage"].startswith("**"):
+            total = sum(s["seconds"] for s in manifest["stages"].values())
+            assert int(row["seconds"].strip("*")) == round(total)
+        else:
+            assert int(row["seconds"]) == round(manifest["stages"][row["stage"]]["seconds"]), row["stage"]
+            assert row["status"] == manifest["stages"][row["stage"]]["status"]
+    assert set(stages["stage"]) - {"**total**"} == set(manifest["stages"])
+    r = _results()
+    clean = r[r["attack"] == "clean"].groupby(["model", "region"])["dice"].mean()
+    table = _md_table_after(text, "Clean test Dice (mean over cases):")
+    assert set(table["model"]) == set(r["model"])
+    for _, row in table.iterrows():
+        for region in ("WT", "TC", "ET"):
+            assert float(row[region]) == round(clean[(row["model"], region)], 3), (row["model"], region)
+    table = _md_table_after(text, "Mean WT Dice under attack (eps in z-score units):")
+    wt = r[(r["region"] == "WT") & (r["attack"] != "clean") & (r["eps"] > 0)].copy()  # eps 0: the clean replica
+    policy = wt["target_policy"].fillna("")
+    wt["label"] = wt["attack"].where(policy == "", wt["attack"] + "[" + policy + "]")
+    means = wt.groupby(["label", "eps", "model"])["dice"].mean()
+    n_cells = 0
+    for _, row in table.iterrows():
+        for model in table.columns[2:]:
+            key = (row["attack"], float(row["eps"]), model)
+            if row[model]:
+                assert float(row[model]) == round(means[key], 3), key
+                n_cells += 1
+            else:
+                assert key not in means.index, key
+    assert n_cells == len(means), "docs/results.md: the attacked table misses conditions"
+
+
+# ----------------------------------------------------------------------------- links
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _documents() -> list[tuple[Path, str]]:
+    docs = [(p, p.read_text(encoding="utf-8")) for p in sorted(ROOT.rglob("*.md"))
+            if not {".git", "runs", ".ipynb_checkpoints"} & set(p.relative_to(ROOT).parts)]  # fmt: skip
+    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = json.loads(nb.read_text(encoding="utf-8"))["cells"]
+        docs.append((nb, "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")))
+    return docs
+
+
+@pytest.mark.parametrize("path,text", _documents(), ids=lambda v: str(v.relative_to(ROOT)) if isinstance(v, Path) else "")
+def test_relative_links_resolve(path: Path, text: str) -> None:
+    """Every relative link of a Markdown file or notebook points at an existing file, and an anchor at one of that
+    Markdown file's headings."""
+    bad = []
+    for url in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z][a-z0-9+.-]*:", url):  # http:, https:, mailto:
+            continue
+        target, _, anchor = url.partition("#")
+        file = (path.parent / target).resolve() if target else path
+        if not file.exists():
+            bad.append(f"{url} (no such file)")
+        elif anchor and file.suffix == ".md":
+            headings = re.findall(r"^#+\s+(.*)$", file.read_text(encoding="utf-8"), re.M)
+            if anchor not in {_slug(h) for h in headings}:
+                bad.append(f"{url} (no such heading)")
+    assert not bad, f"{path.relative_to(ROOT)}: broken links {bad}"
