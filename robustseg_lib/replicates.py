@@ -43,6 +43,8 @@ __all__ = [
     "pooled_empty_truth",
     "pooled_claims",
     "write_comparison",
+    "run_level_min_p",
+    "runs_for_run_level_test",
 ]
 
 RunRecord = dict[str, Any]
@@ -70,6 +72,43 @@ RESERVED_LABELS = frozenset(
     {"run", "region", "model", "attack", "target_policy", "source_model", "eps", "min", "max", "spread", "analysis",
      "claim", "agreement", "pooled", "stage", "parameter"}
 )  # fmt: skip
+
+
+def run_level_min_p(n_runs: int) -> float:
+    """The smallest two-sided p an exact test with the runs (trainings) as units can reach.
+
+    With ``n`` runs, a sign test or Wilcoxon signed-rank test of one per-run difference (e.g. each run's mean Dice of
+    distillation minus adversarial training) is most significant when all ``n`` differences share a sign:
+    p = 2 · 2⁻ⁿ for both tests (``scipy.stats.binomtest(n, n)``).
+
+    Args:
+        n_runs: number of runs, ≥ 1.
+
+    Returns:
+        The smallest attainable two-sided p.
+    """
+    from scipy.stats import binomtest
+
+    if isinstance(n_runs, bool) or not isinstance(n_runs, int) or n_runs < 1:
+        raise ValueError(f"n_runs: expected an integer ≥ 1, got {n_runs!r}")
+    return float(binomtest(n_runs, n_runs, 0.5).pvalue)
+
+
+def runs_for_run_level_test(alpha: float = 0.05) -> int:
+    """The fewest runs with which a run-level test (:func:`run_level_min_p`) can reach ``p < alpha`` at all.
+
+    Args:
+        alpha: significance level, in (0, 1).
+
+    Returns:
+        The smallest ``n`` with ``run_level_min_p(n) < alpha`` (6 at 0.05, 8 at 0.01).
+    """
+    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
+        raise ValueError(f"alpha: expected a level in (0, 1), got {alpha!r}")
+    n = 1
+    while run_level_min_p(n) >= alpha:
+        n += 1
+    return n
 
 
 def read_run(run_dir: str | Path) -> RunRecord:
@@ -498,7 +537,12 @@ def write_comparison(
         parts += ["## Pooled evidence", "",
                   f"The pooled column judges each claim on the {n} test cases of all runs together, with notebook 08's "
                   "tests and rules; each case is paired within its own run (conditional on each run's models, as a "
-                  "run's own tests are), and C2's bootstrap resamples cases within each run. An analysis "
+                  "run's own tests are), and C2's bootstrap resamples cases within each run. It does not model "
+                  "training-to-training spread: that needs the runs themselves as units, and with "
+                  f"{len(runs)} runs an exact two-sided test over runs cannot go below p = "
+                  f"{run_level_min_p(len(runs)):.3g}; it can reach p < {alpha:g} from "
+                  f"{runs_for_run_level_test(alpha)} runs on. Until then the per-run columns and their agreement are "
+                  "the evidence about that spread. An analysis "
                   "\"without empty-truth cases\" leaves out every run's evaluated cases that lack the region "
                   "(`n_excluded`)" + (
                       f"; runs {', '.join(no_vols)} have no region volumes, so their cases all stay in" if no_vols else "")

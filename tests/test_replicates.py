@@ -255,7 +255,9 @@ def test_a_run_without_region_volumes_is_named(seed_runs, tmp_path) -> None:
         empty = replicates.pooled_empty_truth([seed_runs[2], novol])
     assert all(i.startswith("seed2/") for ids in empty.values() for i in ids) and empty["ET"]
     replicates.write_comparison([seed_runs[2], novol], tmp_path / "cmp", n_resamples=200)
-    assert "runs novol have no region volumes" in (tmp_path / "cmp" / "comparison.md").read_text()
+    text = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "runs novol have no region volumes" in text
+    assert "with 2 runs an exact two-sided test over runs cannot go below p = 0.5;" in text  # 2·2⁻², by hand
 
 
 def test_runs_with_other_conditions_are_not_pooled(seed_runs, tmp_path) -> None:
@@ -354,3 +356,22 @@ def test_cli_seed_reaches_reproduce_and_names_its_folder(monkeypatch, tmp_path, 
     assert "run folder runs/smoke-seed4" in capsys.readouterr().out
     assert pipeline.main(["reproduce", "--profile", "smoke"]) == 0
     assert seen["seed"] is None and "run folder runs/smoke " in capsys.readouterr().out
+
+
+def test_run_level_floor_is_the_exact_all_same_sign_p() -> None:
+    """With n runs as units the smallest two-sided p is 2·2⁻ⁿ (hand value), which scipy's exact signed-rank test
+    gives for n same-signed differences; 6 runs are the fewest that can reach p < 0.05, 8 for p < 0.01."""
+    for n in range(1, 10):
+        assert replicates.run_level_min_p(n) == pytest.approx(min(1.0, 2 * 0.5**n), rel=1e-12)
+    for n in range(2, 10):
+        d = np.arange(1.0, n + 1)  # n distinct positive per-run differences
+        assert sps.wilcoxon(d, method="exact").pvalue == pytest.approx(replicates.run_level_min_p(n), rel=1e-12)
+    assert replicates.runs_for_run_level_test(0.05) == 6  # 2·2⁻⁵ = 0.0625 ≥ 0.05 > 2·2⁻⁶ = 0.03125
+    assert replicates.runs_for_run_level_test(0.01) == 8  # 2·2⁻⁷ = 0.0156 ≥ 0.01 > 2·2⁻⁸ = 0.0078
+    assert replicates.runs_for_run_level_test(0.0625) == 6  # p must be strictly below alpha, as notebook 08's rule
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match="n_runs"):
+            replicates.run_level_min_p(bad)
+    for bad in (0.0, 1.0, "0.05"):
+        with pytest.raises(ValueError, match="alpha"):
+            replicates.runs_for_run_level_test(bad)
