@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -93,3 +95,229 @@ def test_masking_verdict_reads_the_margin_and_names_the_attack():
         v(float("nan"), 0.2)
     with pytest.raises(ValueError, match="margin"):
         v(0.3, 0.2, margin=-0.1)
+
+
+# ----------------------------------------------------------------------------- found by mutation testing (session 13)
+_ONE_PASS = {"name": "unet", "crop": None}
+
+
+def _clip(es: EvalSet, sl: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor]:
+    return es.lo[sl][..., None, None, None], es.hi[sl][..., None, None, None]
+
+
+def _wt_dice(pred: torch.Tensor, truth: torch.Tensor) -> list[float]:
+    from robustseg_lib.metrics import dice_per_region
+
+    return [dice_per_region(p, t)["WT"] for p, t in zip(pred, truth)]
+
+
+def test_attack_spec_forces_fgsm_to_one_step_needs_a_ti_fgsm_policy_and_names_it() -> None:
+    """Hand values: FGSM is one step whatever is asked, ti-FGSM without a target policy is refused, and the name
+    carries the policy (``tifgsm_erase``) only for ti-FGSM."""
+    assert AttackSpec("fgsm", (0.1,), steps=5).steps == 1 and AttackSpec("ifgsm", (0.1,), steps=5).steps == 5
+    with pytest.raises(ValueError, match="policy"):
+        AttackSpec("tifgsm", (0.1,))
+    with pytest.raises(ValueError, match="eps_grid"):
+        AttackSpec("fgsm", (0.1, -0.1))
+    assert AttackSpec("tifgsm", (0.1,), policy="erase").name == "tifgsm_erase" and AttackSpec("ifgsm", (0.1,)).name == "ifgsm"
+
+
+def test_load_split_returns_the_rows_of_that_split_for_every_array(tmp_path) -> None:
+    """A hand-written prepared.npz with splits train/test/train: the train EvalSet holds rows 0 and 2 of every
+    array (labels as int64, lo/hi/std float32), the test one row 1 (oracle: numpy indexing)."""
+    from robustseg_lib.artefacts import RunPaths
+
+    rng = np.random.default_rng(0)
+    n, sp = 3, (4, 4, 4)
+    arrays = {
+        "images": rng.normal(size=(n, 4, *sp)).astype(np.float32), "labels": rng.integers(0, 4, (n, *sp)).astype(np.uint8),
+        "brain": rng.random((n, *sp)) < 0.7, "case_ids": np.array(["a", "b", "c"]), "split": np.array(["train", "test", "train"]),
+        "lo": rng.normal(size=(n, 4)), "hi": rng.normal(size=(n, 4)) + 3, "mean": rng.normal(size=(n, 4)), "std": rng.random((n, 4)) + 1,
+    }
+    run = RunPaths(tmp_path / "run")
+    run.prepared.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(run.prepared, **arrays)
+    for split, rows in (("train", [0, 2]), ("test", [1])):
+        es = evaluation.load_split(run, split)
+        assert es.case_ids == [str(arrays["case_ids"][r]) for r in rows]
+        assert es.labels.dtype == torch.int64 and es.brain.dtype == torch.bool
+        for k in ("images", "labels", "brain", "lo", "hi", "std"):
+            want = arrays[k][rows]
+            got = getattr(es, k).numpy()
+            assert got.shape == want.shape and np.array_equal(got, want.astype(got.dtype)), (split, k)
+        assert es.lo.dtype == es.hi.dtype == es.std.dtype == torch.float32
+
+
+def test_wrap_model_and_predict_set_slide_with_the_spec_overlap() -> None:
+    """The wrapped model, and predict_set's class maps, are MONAI's gaussian sliding_window_inference with the spec's
+    overlap (0.5, not the 0.25 default, on a side where the two place different windows; oracle: MONAI called directly)."""
+    from monai.inferers import sliding_window_inference
+
+    net = _net().eval()
+    x = torch.randn(1, 4, 20, 8, 8, generator=torch.Generator().manual_seed(0))
+    spec = {"name": "unet", "crop": [8, 8, 8], "overlap": 0.5}
+    model = evaluation.wrap_model(net, spec, x.shape[2:])
+    with torch.no_grad():
+        want = sliding_window_inference(x, (8, 8, 8), 2, net, overlap=0.5, mode="gaussian")
+        other = sliding_window_inference(x, (8, 8, 8), 2, net, overlap=0.25, mode="gaussian")
+        got = model(x)
+    assert not torch.allclose(want, other)
+    assert torch.allclose(got, want, atol=1e-6)
+    es = EvalSet(x, torch.zeros(1, 20, 8, 8, dtype=torch.long), torch.ones(1, 20, 8, 8, dtype=torch.bool), x.amin((2, 3, 4)),
+                 x.amax((2, 3, 4)), torch.ones(1, 4), ["a"])
+    assert torch.equal(evaluation.predict_set(net, es, spec), want.argmax(1))
+
+
+def test_load_train_config_drops_keys_trainconfig_does_not_know(tmp_path) -> None:
+    """A record written with an extra key (an older or newer version) loads into TrainConfig's fields only, and the
+    recorded best epoch/score are stored under their own names (oracle: the written values)."""
+    from types import SimpleNamespace
+
+    from robustseg_lib.artefacts import RunPaths, read_json
+    from robustseg_lib.training import TrainConfig
+
+    run = RunPaths(tmp_path / "run")
+    run.models.mkdir(parents=True, exist_ok=True)
+    evaluation.save_train_config(run, "m", {"epochs": 3, "lr": 0.01, "retired_option": 1},
+                                 SimpleNamespace(best_epoch=2, best_score=0.75, seconds=9.5))
+    assert evaluation.load_train_config(run, "m") == {"epochs": 3, "lr": 0.01}
+    assert TrainConfig(**evaluation.load_train_config(run, "m")).epochs == 3
+    blob = read_json(run.models / "m.train.json")
+    assert (blob["best_epoch"], blob["best_score"], blob["seconds"]) == (2, 0.75, 9.5)
+
+
+def test_attack_example_is_that_case_attacked_inside_its_brain_and_clip_range() -> None:
+    """attack_example(case_index=2): the image is case 2, the adversarial volume is attacks.fgsm of case 2 with its
+    brain mask and intensity range (oracle: fgsm called directly), unchanged outside the brain, inside [lo, hi], and
+    the predictions are the net's argmax of the clean and adversarial volumes."""
+    from robustseg_lib import attacks
+
+    es, net = _eval_set(3), _net().eval()
+    ex = evaluation.attack_example(net, es, AttackSpec("fgsm", (0.1, 0.5)), 0.5, _ONE_PASS, case_index=2)
+    sl = slice(2, 3)
+    want = attacks.fgsm(net, es.images[sl], es.labels[sl], 0.5, clip=_clip(es, sl), mask=es.brain[sl, None])
+    assert torch.equal(ex["image"], es.images[2]) and torch.equal(ex["truth"], es.labels[2])
+    assert torch.equal(ex["adv"], want[0])
+    outside = ~es.brain[2]
+    assert torch.equal(ex["adv"][:, outside], es.images[2][:, outside]) and not torch.equal(ex["adv"], es.images[2])
+    assert (ex["adv"] <= _clip(es)[1][2]).all() and (ex["adv"] >= _clip(es)[0][2]).all()
+    assert (ex["adv"] - es.images[2]).abs().amax() > 0.49  # the full budget was used somewhere
+    with torch.no_grad():
+        assert torch.equal(ex["pred_clean"], net(es.images[sl]).argmax(1)[0]) and torch.equal(ex["pred_adv"], net(want).argmax(1)[0])
+
+
+def test_attack_table_runs_the_spec_alpha_steps_mask_and_clip() -> None:
+    """attack_table's Dice at eps 0.3 of i-FGSM with alpha_frac 0.5 and 2 steps equals that of attacks.ifgsm run by
+    hand with alpha 0.15, the brain mask and the per-case clip (oracle: the attack and the metrics called directly)."""
+    from robustseg_lib import attacks
+
+    es, net = _eval_set(3), _net().eval()
+    spec_a = AttackSpec("ifgsm", (0.0, 0.3), steps=2, alpha_frac=0.5)
+    res, _ = evaluation.attack_table(net, es, spec_a, "m", _ONE_PASS, percept=False)
+    got = res[(res.eps == 0.3) & (res.region == "WT")].sort_values("case_id")["dice"].tolist()
+    adv = attacks.ifgsm(net, es.images, es.labels, 0.3, 0.15, 2, clip=_clip(es), mask=es.brain[:, None])
+    with torch.no_grad():
+        want = _wt_dice(net(adv).argmax(1), es.labels)
+        other = _wt_dice(net(attacks.ifgsm(net, es.images, es.labels, 0.3, 0.075, 2)).argmax(1), es.labels)
+    assert got == pytest.approx(want, abs=1e-12) and other != pytest.approx(want, abs=1e-12)
+
+
+def test_evaluate_under_attacks_has_clean_rows_and_only_the_largest_eps() -> None:
+    """Clean rows (attack "clean", eps 0) hold the Dice of the net's own argmax; largest_eps_only keeps each attack's
+    largest eps only (oracle: metrics.dice_per_region, and max of the grid)."""
+    es, net = _eval_set(2), _net().eval()
+    res, _ = evaluation.evaluate_under_attacks(net, es, [AttackSpec("fgsm", (0.0, 0.1, 0.3))], "m", _ONE_PASS, largest_eps_only=True)
+    assert sorted(res.attack.unique()) == ["clean", "fgsm"] and sorted(res[res.attack == "fgsm"].eps.unique()) == [0.3]
+    clean = res[(res.attack == "clean") & (res.region == "WT")].sort_values("case_id")
+    with torch.no_grad():
+        assert clean.dice.tolist() == pytest.approx(_wt_dice(net(es.images).argmax(1), es.labels), abs=1e-12)
+    assert (clean.eps == 0).all()
+
+
+def test_iteration_curve_matches_a_hand_loop_over_the_attack_iterates() -> None:
+    """Each row's Dice is that of the net's argmax on i-FGSM's k-th iterate with alpha = alpha_frac·eps, the brain
+    mask and the clip (oracle: attacks.ifgsm's callback and metrics.dice_per_region); FGSM is refused."""
+    from robustseg_lib import attacks
+    from robustseg_lib.metrics import dice_per_region
+
+    es, net = _eval_set(3), _net().eval()
+    spec_a = AttackSpec("ifgsm", (0.4,), steps=3, alpha_frac=0.25)
+    curve = evaluation.iteration_curve(net, es, spec_a, 0.4, _ONE_PASS, batch_size=2)
+    iterates: list[tuple[int, torch.Tensor]] = []
+    attacks.ifgsm(net, es.images, es.labels, 0.4, 0.1, 3, clip=_clip(es), mask=es.brain[:, None],
+                  callback=lambda k, xk: iterates.append((k, xk.detach())))
+    for k, xk in iterates:
+        with torch.no_grad():
+            pred = net(xk).argmax(1)
+        for i, cid in enumerate(es.case_ids):
+            for region, d in dice_per_region(pred[i], es.labels[i]).items():
+                row = curve[(curve.case_id == cid) & (curve.iteration == k) & (curve.region == region)]
+                assert row.dice.tolist() == [pytest.approx(d, abs=1e-12)], (k, cid, region)
+    with pytest.raises(ValueError, match="iterative"):
+        evaluation.iteration_curve(net, es, AttackSpec("fgsm", (0.4,)), 0.4, _ONE_PASS)
+
+
+def test_masking_diagnostics_transfer_rescaled_and_summary_by_hand() -> None:
+    """(a) transfer rows: FGSM crafted on the source, scored on the defended net; (b) rescaled rows: FGSM on the
+    defended logits × rescale, scored on the defended net (oracle: attacks.fgsm and the metrics called directly);
+    summary: dice_direct is the mean WT Dice of the given direct rows at the largest eps only, and the verdict reads
+    (direct, transfer, rescaled) in that order."""
+    from robustseg_lib import attacks
+    from robustseg_lib.models import LogitScale
+
+    es, eps = _eval_set(3), 0.5
+    source = _net().eval()
+    torch.manual_seed(7)
+    inner = torch.nn.Sequential(torch.nn.Conv3d(4, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(8, 4, 1)).eval()
+    defended = LogitScale(inner, 30.0)
+    direct = pd.DataFrame({"case_id": ["c0", "c0", "c1", "c1", "c0", "c1"], "model": "d", "attack": "fgsm",
+                           "eps": [eps, eps, eps, eps, 0.25, 0.25], "region": ["WT", "TC", "WT", "TC", "WT", "WT"],
+                           "dice": [0.9, 0.1, 0.7, 0.1, 0.2, 0.2]})
+    results, summary = evaluation.masking_diagnostics(defended, es, [AttackSpec("fgsm", (0.25, eps))], "d", _ONE_PASS,
+                                                      source=source, rescale=1 / 30, direct=direct)
+    assert sorted(results.attack.unique()) == ["fgsm_logit_rescaled", "transfer_fgsm"]
+    clip, mask = _clip(es), es.brain[:, None]
+    with torch.no_grad():
+        transfer = _wt_dice(defended(attacks.fgsm(source, es.images, es.labels, eps, clip=clip, mask=mask)).argmax(1), es.labels)
+        rescaled = _wt_dice(defended(attacks.fgsm(LogitScale(defended, 1 / 30), es.images, es.labels, eps, clip=clip, mask=mask)).argmax(1), es.labels)
+        on_defended = _wt_dice(defended(attacks.fgsm(defended, es.images, es.labels, eps, clip=clip, mask=mask)).argmax(1), es.labels)
+        on_source = _wt_dice(source(attacks.fgsm(source, es.images, es.labels, eps, clip=clip, mask=mask)).argmax(1), es.labels)
+    assert transfer != pytest.approx(on_defended) and transfer != pytest.approx(on_source)  # the roles matter here
+    assert rescaled != pytest.approx(on_defended)
+    for name, want in (("transfer_fgsm", transfer), ("fgsm_logit_rescaled", rescaled)):
+        got = results[(results.attack == name) & (results.eps == eps) & (results.region == "WT")].sort_values("case_id")
+        assert got.dice.tolist() == pytest.approx(want, abs=1e-12), name
+    row = summary.iloc[0]
+    assert row["eps"] == eps and row["dice_direct"] == pytest.approx(0.8, abs=1e-12)
+    assert row["dice_transfer"] == pytest.approx(np.mean(transfer)) and row["dice_logit_rescaled"] == pytest.approx(np.mean(rescaled))
+    assert row["verdict"] == evaluation.masking_verdict(0.8, np.mean(transfer), np.mean(rescaled))
+    assert row["verdict"] != evaluation.masking_verdict(np.mean(transfer), 0.8, np.mean(rescaled))
+
+
+def test_masking_verdict_margin_and_ties_are_strict() -> None:
+    """Docstring: masking only when a diagnostic is *more than* the margin below the direct attack (exactly the margin
+    is not), and "stronger" means strictly lower (a tie is no sign). Hand values exact in binary."""
+    v = evaluation.masking_verdict
+    assert v(0.5, 0.25, margin=0.25).startswith("no clear sign of gradient masking")
+    assert v(0.5, 0.2, margin=0.25).startswith("gradient masking")
+    assert v(0.5, 0.5, 0.5).startswith("no sign of gradient masking")
+    assert v(0.5, 0.5, margin=0.0).startswith("no sign of gradient masking") and v(0.5, 0.25, margin=0.0).startswith("gradient masking")
+
+
+def test_paper_attacks_keeps_the_recorded_ti_fgsm_policy_only_and_read_results_filters_models(tmp_path) -> None:
+    """paper_attacks drops ti-FGSM rows of policies not recorded in attacks/*.json and keeps every other attack;
+    read_results(models=[...]) keeps those models' rows, with case ids read as strings (oracle: hand tables)."""
+    from robustseg_lib.artefacts import RunPaths
+
+    run = RunPaths(tmp_path / "run")
+    for spec_a in (AttackSpec("fgsm", (0.1,)), AttackSpec("tifgsm", (0.1,), policy="erase")):
+        evaluation.save_attack_spec(run, spec_a)
+    table = pd.DataFrame({"attack": ["clean", "fgsm", "tifgsm", "tifgsm", "transfer_fgsm"],
+                          "target_policy": [None, None, "erase", "grow", None], "dice": [1.0, 0.5, 0.4, 0.3, 0.6]})
+    assert evaluation.paper_attacks(run, table).dice.tolist() == [1.0, 0.5, 0.4, 0.6]
+    run.tables.mkdir(parents=True, exist_ok=True)
+    for m in ("a", "b", "c"):
+        pd.DataFrame({"case_id": ["007", "010"], "model": m, "dice": [0.1, 0.2]}).to_csv(run.tables / f"results_{m}.csv", index=False)
+    df = evaluation.read_results(run, models=["a", "c"])
+    assert df.model.tolist() == ["a", "a", "c", "c"] and df.case_id.tolist() == ["007", "010"] * 2
+    assert len(evaluation.read_results(run)) == 6

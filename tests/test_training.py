@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from robustseg_lib import models
-from robustseg_lib.training import TrainConfig, dice_ce_objective, train
+from robustseg_lib.training import Objective, TrainConfig, dice_ce_objective, train
 
 
 def _blob_data(n: int = 6, size: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -540,3 +540,297 @@ def test_history_loss_is_the_mean_of_the_epochs_step_losses() -> None:
     res = train(_tiny(), x, y, TrainConfig(epochs=2, batch_size=2, steps_per_epoch=3, crop=(12, 12, 12), seed=2), objective=objective, progress=False)
     assert len(seen) == 6
     assert res.history["loss"].tolist() == [float(np.mean(seen[:3])), float(np.mean(seen[3:]))]
+
+
+# ----------------------------------------------------------------------------- found by mutation testing (session 13)
+def _cube_data(n: int = 4, size: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """n tiny (4, size³) volumes, case i's channel 0 holding the constant i + 1 (so a batch tells which cases it
+    holds), classes 0..3 at random."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 4, size, size, size, generator=g)
+    x[:, 0] = torch.arange(1, n + 1, dtype=torch.float32)[:, None, None, None]
+    return x, torch.randint(0, 4, (n, size, size, size), generator=g)
+
+
+def _conv() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Conv3d(4, 4, 1)
+
+
+class _Probe(torch.nn.Module):
+    """Identity that records ``self.training`` at every forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(self.training)
+        return x
+
+
+def test_train_config_refuses_degenerate_values_and_accepts_the_boundaries() -> None:
+    """Docstring ranges, by hand: warmup_frac in [0, 1), lr and temperature > 0, batch_size >= 1, steps_per_epoch
+    >= 1 or None (0 must not silently mean "the default"); the closed ends (warm-up 0, pos_fraction 0 and 1,
+    weight decay 0, overlap 0) are valid."""
+    for bad, name in (({"warmup_frac": 1.0}, "warmup_frac"), ({"batch_size": 0}, "batch_size"),
+                      ({"steps_per_epoch": 0}, "steps_per_epoch"), ({"lr": 0.0}, "lr"),
+                      ({"temperature": 0.0}, "temperature"), ({"crop": (8, 0, 8)}, "crop")):
+        with pytest.raises(ValueError, match=name):
+            TrainConfig(**bad)
+    for ok in ({"warmup_frac": 0.0}, {"pos_fraction": 0.0}, {"pos_fraction": 1.0}, {"weight_decay": 0.0}, {"sw_overlap": 0.0}):
+        TrainConfig(**ok)
+
+
+def test_lr_schedule_is_linear_warmup_then_cosine_by_hand() -> None:
+    """One step per epoch, 15 steps, warmup_frac 0.1: warm-up round(1.5) = 2 steps, so the history's lr (after s
+    steps) is 0.1 + 0.9 s / 2 for s < 2, then 0.001 + 0.999 · ½(1 + cos(π (s − 2) / 13)); literal values at
+    s = 1 (0.55), 2 (1) and 15 (0.001), all times the peak lr."""
+    x, y = _cube_data(1)
+    cfg = TrainConfig(epochs=15, batch_size=1, steps_per_epoch=1, lr=0.01, warmup_frac=0.1, augment=False, seed=0)
+    lr = train(_conv(), x, y, cfg, progress=False).history["lr"].to_numpy()
+    hand = [0.1 + 0.9 * s / 2 if s < 2 else 0.001 + 0.999 * 0.5 * (1 + np.cos(np.pi * (s - 2) / 13)) for s in range(1, 16)]
+    np.testing.assert_allclose(lr, 0.01 * np.array(hand), rtol=1e-12)
+    np.testing.assert_allclose(lr[[0, 1, 14]], [0.0055, 0.01, 0.00001], rtol=1e-12)
+
+
+def test_each_epoch_is_a_fresh_permutation_in_ceil_n_over_b_steps() -> None:
+    """Without steps_per_epoch an epoch is ceil(5 / 2) = 3 steps; the batches (cases read off channel 0, no
+    augmentation) cover every case once per epoch, wrap around with the next permutation for the sixth slot, and
+    the order changes from epoch to epoch (oracle: counting)."""
+    x, y = _cube_data(5)
+    seen: list[list[int]] = []
+
+    def objective(logits: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        seen.append([int(v) for v in xb[:, 0, 0, 0, 0].round()])
+        return logits.float().square().mean()
+
+    res = train(_conv(), x, y, TrainConfig(epochs=3, batch_size=2, augment=False, seed=4), objective=objective, progress=False)
+    assert len(res.history) == 3 and len(seen) == 9 and all(len(b) == 2 for b in seen)
+    epochs = [sum(seen[3 * e : 3 * e + 3], []) for e in range(3)]
+    for order in epochs:
+        assert sorted(order[:5]) == [1, 2, 3, 4, 5]
+    assert len({tuple(o[:5]) for o in epochs}) > 1
+
+
+def test_monai_augmentation_differs_between_the_steps_of_an_epoch() -> None:
+    """One case, one sample per step, flips and intensity jitter: the eight augmented batches of an epoch must not
+    all be the same (each step draws its own seed); rerunning repeats them exactly (oracle: comparison)."""
+    x, y = _cube_data(1, size=6)
+
+    def run() -> list[torch.Tensor]:
+        seen: list[torch.Tensor] = []
+
+        def objective(logits: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+            seen.append(xb.detach().clone())
+            return logits.float().square().mean()
+
+        train(_conv(), x, y, TrainConfig(epochs=1, batch_size=1, steps_per_epoch=8, augment_backend="monai", seed=1),
+              objective=objective, progress=False)
+        return seen
+
+    a, b = run(), run()
+    assert len({a_.numpy().tobytes() for a_ in a}) > 4
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+
+
+def test_sample_seeds_do_not_collide_across_epochs_steps_and_samples() -> None:
+    """Every (epoch, step, sample) of a run, special streams included, gets its own seed: epoch 1 step 2 must not
+    reuse epoch 2 step 1's augmentation (oracle: counting distinct values)."""
+    from robustseg_lib.training import _sample_seed
+
+    keys = [(e, s, i) for e in range(6) for s in range(-2, 6) for i in range(-2, 4)]
+    assert len({_sample_seed(3, e, s, i) for e, s, i in keys}) == len(keys)
+
+
+def test_hook_generator_is_fresh_each_step_and_repeatable() -> None:
+    """The hook's generator is seeded per (seed, epoch, step): its first draw differs at every step of every epoch
+    and is the same on a rerun (oracle: counting and comparison)."""
+    x, y = _cube_data(2)
+
+    def run() -> list[float]:
+        draws: list[float] = []
+
+        def hook(net: torch.nn.Module, xb: torch.Tensor, yb: torch.Tensor, gen: torch.Generator, brain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            draws.append(float(torch.rand(1, generator=gen)))
+            return xb, yb
+
+        train(_conv(), x, y, TrainConfig(epochs=2, batch_size=1, steps_per_epoch=3, augment=False), batch_hook=hook, progress=False)
+        return draws
+
+    a = run()
+    assert len(a) == 6 and len(set(a)) == 6 and run() == a
+
+
+def test_every_training_forward_is_in_train_mode_and_the_result_in_eval_mode() -> None:
+    """A net handed over in eval mode, and a hook that leaves it in eval mode (as an attack would), must still
+    see train mode at each training forward; the returned net is in eval mode (oracle: a probe layer)."""
+    x, y = _cube_data(2)
+    probe = _Probe()
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(probe, torch.nn.Conv3d(4, 4, 1)).eval()
+
+    def hook(net_: torch.nn.Module, xb: torch.Tensor, yb: torch.Tensor, gen: torch.Generator, brain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        net_.eval()
+        return xb, yb
+
+    train(net, x, y, TrainConfig(epochs=2, batch_size=1, steps_per_epoch=2, augment=False), batch_hook=hook, progress=False)
+    assert probe.seen == [True] * 4
+    train(net.eval(), x, y, TrainConfig(epochs=2, batch_size=1, steps_per_epoch=2, augment=False),
+          val_images=x, val_labels=y, progress=False)  # validation (eval mode) after epoch 1, then epoch 2 trains
+    assert probe.seen[4:] == [True, True, False, False, True, True, False, False]  # 2 steps, then 2 cases validated
+    assert not net.training and not probe.training
+
+
+def _pooled_wt_tc_et(pred: torch.Tensor, truth: torch.Tensor) -> float:
+    """Pooled Dice over all voxels of all cases, averaged over WT/TC/ET (hand formula, numpy)."""
+    out = []
+    for vals in ((1, 2, 3), (1, 3), (3,)):
+        pm, tm = np.isin(pred.numpy(), vals), np.isin(truth.numpy(), vals)
+        out.append(1.0 if pm.sum() + tm.sum() == 0 else 2 * (pm & tm).sum() / (pm.sum() + tm.sum()))
+    return float(np.mean(out))
+
+
+def test_best_epoch_weights_are_returned_when_training_gets_worse() -> None:
+    """Epoch 1 descends, later epochs ascend the loss: the returned net must hold epoch 1's weights (oracle: the
+    same run stopped after epoch 1), and its validation Dice (hand pooled formula) must be the best score."""
+    x, y = _blob_data(4, size=16, seed=2)
+    cfg = TrainConfig(epochs=3, batch_size=2, steps_per_epoch=3, lr=3e-2, seed=0)
+    base = dice_ce_objective()
+
+    def make_objective() -> Objective:
+        calls = [0]
+
+        def objective(logits: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+            calls[0] += 1
+            loss = base(logits, xb, yb)
+            return loss if calls[0] <= 3 else -loss
+
+        return objective
+
+    net = _tiny()
+    res = train(net, x, y, cfg, val_images=x[:2], val_labels=y[:2], objective=make_objective(), progress=False)
+    assert res.best_epoch == 1 and res.history["val_score"].iloc[-1] < res.best_score
+    stopped = _tiny()
+    train(stopped, x, y, cfg, val_images=x[:2], val_labels=y[:2], objective=make_objective(), progress=False, stop_after_epoch=1)
+    for (k, a), b in zip(net.state_dict().items(), stopped.state_dict().values()):
+        assert torch.equal(a, b), k
+    with torch.no_grad():
+        pred = net.eval()(x[:2]).argmax(1)
+    assert res.best_score == pytest.approx(_pooled_wt_tc_et(pred, y[:2]), abs=1e-12)
+
+
+def test_later_epochs_win_ties_and_unvalidated_epochs_never_win() -> None:
+    """lr 1e-12: the predictions never change, so every validated epoch scores the same and the last one must be
+    kept (docstring: later epochs win ties); with val_every = 2 over 3 epochs, epochs 2 and 3 are validated (the
+    last always) and epoch 1, not validated, carries no score and cannot be chosen."""
+    x, y = _cube_data(2)
+    res = train(_conv(), x, y, TrainConfig(epochs=3, batch_size=1, lr=1e-12, augment=False), val_images=x, val_labels=y, progress=False)
+    assert res.history["val_score"].nunique() == 1 and res.best_epoch == 3
+    res = train(_conv(), x, y, TrainConfig(epochs=3, batch_size=1, lr=1e-12, augment=False, val_every=2),
+                val_images=x, val_labels=y, progress=False)
+    assert res.history["val_score"].isna().tolist() == [True, False, False]
+    assert res.best_epoch == 3 and res.best_score == res.history["val_score"].iloc[-1]
+
+
+def test_without_validation_the_best_score_is_nan_and_the_last_epoch_is_kept() -> None:
+    """Docstring of TrainResult: best_score is NaN without validation data; the last epoch's weights are kept."""
+    x, y = _cube_data(2)
+    res = train(_conv(), x, y, TrainConfig(epochs=2, batch_size=1, augment=False), progress=False)
+    assert np.isnan(res.best_score) and res.best_epoch == 2
+
+
+def test_validation_uses_the_configured_sliding_window_overlap() -> None:
+    """val_WT/TC/ET are per-case means of Dice of MONAI's sliding_window_inference with the config's overlap
+    (0.5 here, not the default 0.25), and val_mean is the mean of those three (oracle: MONAI and the metrics)."""
+    from monai.inferers import sliding_window_inference
+
+    from robustseg_lib.metrics import dice_per_region
+
+    x, y = _blob_data(2, size=16, seed=3)
+    net = _tiny()
+    cfg = TrainConfig(epochs=1, batch_size=2, steps_per_epoch=1, crop=(8, 8, 8), sw_overlap=0.5, seed=0)
+    row = train(net, x, y, cfg, val_images=x, val_labels=y, progress=False).history.iloc[-1]
+    with torch.no_grad():
+        pred = sliding_window_inference(x, (8, 8, 8), 2, net.eval(), overlap=0.5, mode="gaussian").argmax(1)
+        other = sliding_window_inference(x, (8, 8, 8), 2, net.eval(), overlap=0.25, mode="gaussian").argmax(1)
+    assert not torch.equal(pred, other)  # the overlap matters here
+    want = {r: np.mean([dice_per_region(pred[i], y[i])[r] for i in range(2)]) for r in ("WT", "TC", "ET")}
+    for r, v in want.items():
+        assert row[f"val_{r}"] == pytest.approx(v, abs=1e-12)
+    assert row["val_mean"] == pytest.approx(np.mean(list(want.values())), abs=1e-12)
+
+
+def test_train_checks_its_data_and_accepts_a_crop_the_size_of_the_volume() -> None:
+    """val_images without val_labels, and float class maps, are refused with a ValueError; a crop equal to the
+    volume is allowed (only a larger one is refused)."""
+    x, y = _cube_data(2)
+    cfg = TrainConfig(epochs=1, batch_size=1, augment=False)
+    with pytest.raises(ValueError, match="give both"):
+        train(_conv(), x, y, cfg, val_images=x, progress=False)
+    with pytest.raises(ValueError, match="integer class map"):
+        train(_conv(), x, y.float(), cfg, progress=False)
+    res = train(_conv(), x, y, TrainConfig(epochs=1, batch_size=1, crop=(4, 4, 4), augment=False), progress=False)
+    assert len(res.history) == 1
+
+
+def test_resume_restores_the_torch_rng_for_dropout(tmp_path) -> None:
+    """A net with dropout draws from the global torch RNG: resuming after epoch 1 in a "new process" (another global
+    seed) must end with the weights of the uninterrupted run (oracle: that run)."""
+    x, y = _cube_data(2)
+    cfg = TrainConfig(epochs=2, batch_size=1, steps_per_epoch=2, augment=False)
+
+    def net() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Conv3d(4, 8, 1), torch.nn.Dropout3d(0.5), torch.nn.Conv3d(8, 4, 1))
+
+    torch.manual_seed(1)
+    ref = net()
+    train(ref, x, y, cfg, ckpt_dir=tmp_path / "a", progress=False)
+    torch.manual_seed(1)
+    part = net()
+    train(part, x, y, cfg, ckpt_dir=tmp_path / "b", progress=False, stop_after_epoch=1)
+    torch.manual_seed(999)
+    resumed = net()
+    assert train(resumed, x, y, cfg, ckpt_dir=tmp_path / "b", progress=False).resumed_from == 1
+    for (k, a), b in zip(ref.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+@pytest.mark.parametrize("backend", ["monai", "tensor"])
+def test_pos_fraction_one_and_zero_pick_tumour_and_background_centres(backend: str) -> None:
+    """1-voxel crops are their centres: pos_fraction 1 must always give tumour and 0 always background, with both
+    backends; the one tumour voxel sits at the far corner, which a crop must be able to reach (oracle: definition)."""
+    from robustseg_lib import training as T
+
+    img, lab = torch.rand(1, 4, 5, 4, 3) + 1.0, torch.zeros(1, 5, 4, 3, dtype=torch.long)
+    lab[0, 4, 3, 2] = 3
+    for pos, tumour in ((1.0, True), (0.0, False)):
+        cfg = TrainConfig(crop=(1, 1, 1), pos_fraction=pos, augment=False)
+        b = T.TensorBatcher(lab, cfg)
+        for s in range(30):
+            _, yb, _ = T._batch(img, lab, [0], T._augmenter(cfg), 0, 1, s) if backend == "monai" else b(img, lab, [0], 0, 1, s)
+            assert (yb.item() == 3) == tumour
+
+
+def test_tensor_intensity_jitter_is_a_scale_and_a_shift_of_either_sign_within_0_1() -> None:
+    """Channel 0 zero, channel 1 one: after the jitter channel 0 holds the shift t and channel 1 s + t. Each is
+    applied with p = 0.5, |s − 1| ≤ 0.1 and |t| ≤ 0.1, of either sign (oracle: the recipe of RandScaleIntensityd(0.1)
+    and RandShiftIntensityd(0.1))."""
+    from robustseg_lib.training import TensorBatcher
+
+    img = torch.zeros(1, 2, 4, 4, 4)
+    img[:, 1] = 1.0
+    lab = torch.zeros(1, 4, 4, 4, dtype=torch.long)
+    b = TensorBatcher(lab, TrainConfig(augment=True))
+    shifts, scales = [], []
+    for s in range(200):
+        xb, _, _ = b(img, lab, [0], seed=0, epoch=1, step=s)
+        t = float(xb[0, 0, 0, 0, 0])
+        assert float(xb[0, 0].max() - xb[0, 0].min()) == 0.0
+        shifts.append(t)
+        scales.append(float(xb[0, 1, 0, 0, 0]) - t)
+    shifts_, scales_ = np.array(shifts), np.array(scales)
+    assert np.abs(shifts_).max() <= 0.1 and np.abs(scales_ - 1).max() <= 0.1 + 1e-6
+    assert 0.35 < np.mean(shifts_ == 0) < 0.65 and 0.35 < np.mean(np.abs(scales_ - 1) < 1e-6) < 0.65
+    assert (shifts_ > 0).any() and (shifts_ < 0).any() and (scales_ > 1).any() and (scales_ < 1).any()
