@@ -1064,3 +1064,104 @@ def test_data_workers_do_not_import_monai() -> None:
     code = "import sys, robustseg_lib.data; print('monai' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
+
+
+# ----------------------------------------------------------------------------- found by mutation testing (session 13)
+def test_the_core_takes_the_net_row_exactly_when_the_tumour_does_not_enhance(monkeypatch) -> None:
+    """The contrast table as a controlled input: tripling the ``net`` row (scalars, so the same random draws) brightens
+    the label-1 core of a non-enhancing case (seed 5 at 24³) on every modality and leaves the voxels away from the
+    tumour as they were, and changes nothing at all in an enhancing case (seed 0), whose core is necrotic (``ncr`` row)."""
+    from scipy import ndimage as ndi
+
+    shape = (24, 24, 24)
+    base = {s: S.generate_case(s, shape, distractors=False) for s in (5, 0)}
+    assert not base[5].info["enhancing"] and base[0].info["enhancing"]
+    monkeypatch.setitem(S.BASE_CONTRAST, "net", tuple(3.0 * v for v in S.BASE_CONTRAST["net"]))
+    for seed, b in base.items():
+        c = S.generate_case(seed, shape, distractors=False)
+        np.testing.assert_array_equal(c.label, b.label)
+        if b.info["enhancing"]:
+            np.testing.assert_array_equal(c.image, b.image)
+            continue
+        core = b.label == 1
+        assert core.sum() >= 10
+        assert np.all(c.image[:, core].mean(1) > 1.5 * b.image[:, core].mean(1)), (c.image[:, core].mean(1), b.image[:, core].mean(1))
+        away = ~ndi.binary_dilation(b.label > 0, iterations=3)
+        np.testing.assert_allclose(c.image[:, away], b.image[:, away], rtol=1e-3, atol=1e-3)
+
+
+def test_healthy_white_matter_is_near_1000_on_every_modality(seed_cases) -> None:
+    """Raw-scanner-like scale on each modality, not only T1: every channel is divided by its white-matter contrast
+    before its gain (800–1200), so healthy white matter (tissue fraction > 0.9, label 0) has a median of 1000 within
+    the gain, bias field (~±15 %) and texture on T1, T1c, T2 and FLAIR alike (T2's WM contrast is 0.45: without the
+    division it sat near 450)."""
+    for case in seed_cases:
+        wm = (case.tissues["wm"] > 0.9) & (case.label == 0) & (case.image[0] > 0)
+        med = np.median(case.image[:, wm], axis=1)
+        assert np.all((med > 650) & (med < 1450)), (case.info["seed"], med.round())
+
+
+def test_tissue_maps_are_fractions_of_the_brain(seed_cases) -> None:
+    """``tissues`` are healthy-tissue fractions of the brain (CSF = mask − GM − WM, brain = mask ≥ 0.5): each in
+    [0, 1], summing to at most 1 everywhere, to at least 0.5 in the brain and to 1 (± 2 %) two voxels inside its edge,
+    where the mask is full, and zero outside it. The skull strip is checked against them: every modality is positive
+    exactly where the tissue fractions are, zero elsewhere (also in the soft mask's rim, mask < 0.5)."""
+    from scipy import ndimage as ndi
+
+    for case in seed_cases:
+        brain = case.image[0] > 0
+        t = np.stack([case.tissues[k] for k in ("wm", "gm", "csf")])
+        total = t.sum(0)
+        assert t.min() >= 0 and t.max() <= 1 and total.max() <= 1 + 1e-5, case.info["seed"]
+        np.testing.assert_array_equal(case.image > 0, np.broadcast_to(total > 0, case.image.shape))
+        assert total[brain].min() >= 0.5, case.info["seed"]
+        assert total[ndi.binary_erosion(brain, iterations=2)].min() >= 0.98, case.info["seed"]
+
+
+def test_info_records_the_request_and_consistent_variant_flags(seed_cases) -> None:
+    """``info`` names the seed and shape asked for (seed_cases: seeds 0–19 at 40³, in order), and an incomplete rim is
+    only ever flagged on an enhancing tumour (a non-enhancing one has no rim to open)."""
+    assert [c.info["seed"] for c in seed_cases] == list(range(20))
+    assert all(tuple(c.info["shape"]) == (40, 40, 40) for c in seed_cases)
+    assert all(c.info["enhancing"] for c in seed_cases if c.info["incomplete_rim"])
+
+
+def test_noise_is_rician(monkeypatch) -> None:
+    """Rician noise (module docstring): magnitude of signal plus complex Gaussian noise. With grey matter and CSF
+    given zero FLAIR signal (contrast table as a controlled input), their voxels hold noise alone, which must be
+    Rayleigh-distributed: mean² / mean(x²) = π/4 (hand value; a Gaussian clipped at a floor gives about 0.32) and
+    never at the floor (oracle: the Rayleigh moments)."""
+    for tissue in ("gm", "csf"):
+        monkeypatch.setitem(S.BASE_CONTRAST, tissue, S.BASE_CONTRAST[tissue][:3] + (0.0,))
+    for seed in range(3):
+        case = S.generate_case(seed, (32, 32, 32), distractors=False)
+        noise_only = (case.image[3] > 0) & (case.label == 0) & (case.tissues["wm"] < 1e-3)
+        x = case.image[3][noise_only].astype(np.float64)
+        assert len(x) >= 20, seed
+        assert 0.65 < x.mean() ** 2 / (x**2).mean() < 0.92, (seed, x.mean() ** 2 / (x**2).mean())
+        assert np.sum(x == x.min()) == 1, seed
+
+
+def test_the_recorded_centre_lies_in_the_core(seed_cases) -> None:
+    """``info["centre_vox"]`` is the tumour centre in the output grid's voxel coordinates: the point where the lesion's
+    distance field is 0, inside the innermost shell (core radius ≥ 1.2 voxels), so the nearest voxel is labelled 1
+    (NCR, or NET in a non-enhancing tumour) in every case (oracle: the label array; before a change of box
+    coordinates it was ET or background in 4 of these 20)."""
+    for case in seed_cases:
+        centre = tuple(np.round(case.info["centre_vox"]).astype(int))
+        assert case.label[centre] == 1, (case.info["seed"], case.label[centre])
+
+
+def test_distractors_are_not_painted_inside_the_tumour() -> None:
+    """Look-alikes are healthy tissue: their weight fades with the soft tumour mask, so inside the tumour (labelled
+    voxels one voxel in from its edge) the image with distractors equals the one without to 3 % (measured: ≤ 1 %;
+    painted over the tumour: 10 % and 54 %), while at the tumour's border they do show (seeds 3 and 4 at 40³: their
+    white-matter hyperintensities or vessels fall on the tumour)."""
+    from scipy import ndimage as ndi
+
+    for seed in (3, 4):
+        a, b = S.generate_case(seed, (40, 40, 40)), S.generate_case(seed, (40, 40, 40), distractors=False)
+        rel = np.abs(a.image - b.image) / np.maximum(b.image, 1e-6)
+        assert rel[:, a.label > 0].max() > 0.05, seed  # not vacuous: a distractor reaches the tumour's border
+        inner = ndi.binary_erosion(a.label > 0)
+        assert rel[:, inner].max() < 0.03, (seed, rel[:, inner].max())

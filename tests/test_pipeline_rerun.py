@@ -286,3 +286,228 @@ def test_seed_everything_refuses_a_bool() -> None:
 
     with pytest.raises(ValueError, match="seed"):
         seed_everything(True)
+
+
+# ----------------------------------------------------------------------------- found by mutation testing (session 13)
+def _bookkeeping_chain(root: Path, monkeypatch, *, no_seed: tuple[str, ...] = (), notebooks: dict | None = None):
+    """Stub notebooks (a parameters cell: run_dir, device, seed unless the stage is in ``no_seed``, x: int, lr: float,
+    data_dir: str) and a papermill whose ``execute_notebook`` records (stage, parameters) and writes the output
+    notebook, or raises what ``fail[stage]`` holds: the pipeline's bookkeeping without a kernel (a run takes ~0.2 s)."""
+    import papermill
+
+    nb_dir = root / "nb"
+    nb_dir.mkdir(parents=True)
+    for stage, fname in STAGES.items():
+        seed = "" if stage in no_seed else "seed: int = 0\n"
+        params = new_code_cell(f'run_dir: str = "."\ndevice: str = "auto"\n{seed}x: int = 1\nlr: float = 0.5\ndata_dir: str = ""')
+        params.metadata["tags"] = ["parameters"]
+        nb = new_notebook(cells=[params, new_code_cell(f"print({stage!r})")])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, nb_dir / fname)
+    (nb_dir / "stub.yaml").write_text(yaml.safe_dump({"description": "stub", "common": {"x": 1},
+                                                       "notebooks": notebooks or {}}))  # fmt: skip
+    calls: list[tuple[str, dict]] = []
+    fail: dict[str, BaseException] = {}
+
+    def execute_notebook(src, dst, parameters=None, **kwargs):
+        stage = Path(src).stem
+        calls.append((stage, dict(parameters)))
+        if stage in fail:
+            raise fail[stage]
+        Path(dst).write_text("{}")
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute_notebook)
+
+    def run(out: Path, **kw) -> list[str]:
+        del calls[:]
+        pipeline.reproduce(str(nb_dir / "stub.yaml"), out, device=kw.pop("device", "cpu"), notebook_dir=nb_dir,
+                           log=lambda _: None, **kw)  # fmt: skip
+        return [s for s, _ in calls]
+
+    return nb_dir, run, calls, fail
+
+
+def test_float_parameters_get_floats_and_int_parameters_refuse_booleans(tmp_path) -> None:
+    """Coercion by the notebook's declared type (02_unet declares ``lr: float``, ``epochs: int``): an integer given
+    for a float becomes a float, equal in value (so ``lr=1`` and ``lr=1.0`` are one request); YAML's ``true`` is a
+    bool, which Python counts as an int but the parameter refuses, from --set and from a profile alike."""
+    for got in (pipeline.parse_overrides(["unet.lr=1"])["02_unet"]["lr"],
+                pipeline.check_parameter("02_unet", "lr", 2)):
+        assert type(got) is float and got in (1.0, 2.0)
+    prof = tmp_path / "p.yaml"
+    prof.write_text("notebooks:\n  02_unet:\n    lr: 1\n")
+    assert type(pipeline.stage_parameters(pipeline.load_profile(str(prof)))["02_unet"]["lr"]) is float
+    with pytest.raises(PipelineError, match=r"epochs = True: expected an integer"):
+        pipeline.parse_overrides(["unet.epochs=true"])
+    prof.write_text("notebooks:\n  02_unet:\n    epochs: yes\n")
+    with pytest.raises(PipelineError, match=r"epochs = True: expected an integer"):
+        pipeline.stage_parameters(pipeline.load_profile(str(prof)))
+
+
+def test_every_stage_gets_the_device_and_the_resolved_run_folder(tmp_path, monkeypatch) -> None:
+    """What each notebook is run with: its own parameters plus ``device`` as asked and ``run_dir`` as the absolute
+    run folder (oracle: the arguments handed to papermill, compared with the request)."""
+    _, run, calls, _ = _bookkeeping_chain(tmp_path, monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    assert run(Path("rel_run"), device="cpu") == list(STAGES)
+    for stage, params in calls:
+        assert params["device"] == "cpu" and params["run_dir"] == str((tmp_path / "rel_run").resolve()), stage
+    run(tmp_path / "other", device="cuda")
+    assert {p["device"] for _, p in calls} == {"cuda"}
+
+
+def test_set_wins_over_the_profiles_own_value(tmp_path, monkeypatch) -> None:
+    """Precedence common < notebook section < --set: the profile gives 02 x = 5, --set unet.x=7 is what 02 runs with,
+    and 03 keeps the common x = 1."""
+    _, run, calls, _ = _bookkeeping_chain(tmp_path, monkeypatch, notebooks={"02_unet": {"x": 5}})
+    run(tmp_path / "run", sets=["unet.x=7"])
+    got = dict(calls)
+    assert got["02_unet"]["x"] == 7 and got["03_fgsm"]["x"] == 1
+    run(tmp_path / "run2")
+    assert dict(calls)["02_unet"]["x"] == 5
+
+
+def test_force_reruns_up_to_date_stages_and_trains_afresh(tmp_path, monkeypatch) -> None:
+    """--force: every stage runs again although its fingerprint matches, and a stage whose manifest record says it
+    was killed (status running, same request) clears its checkpoints instead of resuming them."""
+    _, run, _, _ = _bookkeeping_chain(tmp_path, monkeypatch)
+    out = tmp_path / "run"
+    assert run(out) == list(STAGES)
+    assert run(out) == []
+    assert run(out, force=True) == list(STAGES)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["stages"]["02_unet"]["status"] = "running"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    ckpt = out / "models" / "baseline_ckpt"
+    ckpt.mkdir(parents=True)
+    assert run(out, only=["data", "unet"], force=True) == ["01_data", "02_unet"]
+    rec = json.loads((out / "manifest.json").read_text())["stages"]["02_unet"]
+    assert not ckpt.exists() and rec["resumed_checkpoints"] is False and rec["cleared_checkpoints"] == ["baseline_ckpt"]
+
+
+def test_a_deleted_executed_notebook_reruns_its_stage_only(tmp_path, monkeypatch) -> None:
+    """A stage counts as done only while its executed notebook is there (module docstring): delete 03's and a rerun
+    redoes 03 alone (its fingerprint, hence every later one, is unchanged)."""
+    _, run, _, _ = _bookkeeping_chain(tmp_path, monkeypatch)
+    out = tmp_path / "run"
+    run(out)
+    (out / "notebooks" / STAGES["03_fgsm"]).unlink()
+    assert run(out) == ["03_fgsm"]
+
+
+def test_an_edited_code_cell_reruns_its_stage_and_what_follows(tmp_path, monkeypatch) -> None:
+    """The notebook's code is part of the fingerprint, its Markdown is not: a changed code cell in 04 reruns 04-08,
+    a new Markdown cell in 02 reruns nothing."""
+    nb_dir, run, _, _ = _bookkeeping_chain(tmp_path, monkeypatch)
+    out = tmp_path / "run"
+    run(out)
+    nb = nbformat.read(nb_dir / STAGES["02_unet"], as_version=4)
+    nb.cells.append(nbformat.v4.new_markdown_cell("A note for the reader."))
+    nbformat.write(nb, nb_dir / STAGES["02_unet"])
+    assert run(out) == []
+    nb = nbformat.read(nb_dir / STAGES["04_ifgsm"], as_version=4)
+    nb.cells[1].source += "\nprint('changed')"
+    nbformat.write(nb, nb_dir / STAGES["04_ifgsm"])
+    assert run(out) == list(STAGES)[3:]
+
+
+def test_seed_goes_only_to_notebooks_that_declare_it(tmp_path, monkeypatch) -> None:
+    """``--seed`` sets the seed of the stages that have one; a notebook without a ``seed`` parameter is not handed one
+    (papermill would inject it regardless) and the manifest's ``seeds`` lists only the others."""
+    _, run, calls, _ = _bookkeeping_chain(tmp_path, monkeypatch, no_seed=("08_statistics",))
+    run(tmp_path / "run", seed=5)
+    got = dict(calls)
+    assert "seed" not in got["08_statistics"] and all(got[s]["seed"] == 5 for s in list(STAGES)[:-1])
+    man = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert man["seeds"] == {s: 5 for s in list(STAGES)[:-1]}
+
+
+def test_an_interrupted_stage_is_recorded_and_resumes_its_checkpoints(tmp_path, monkeypatch) -> None:
+    """Ctrl-C in 02: the exception propagates, the manifest says 02 was ``interrupted`` (not failed, not done), and the
+    rerun of the same request resumes its checkpoints instead of clearing them."""
+    _, run, _, fail = _bookkeeping_chain(tmp_path, monkeypatch)
+    out = tmp_path / "run"
+    fail["02_unet"] = KeyboardInterrupt()
+    with pytest.raises(KeyboardInterrupt):
+        run(out)
+    assert json.loads((out / "manifest.json").read_text())["stages"]["02_unet"]["status"] == "interrupted"
+    (out / "models" / "baseline_ckpt").mkdir(parents=True)
+    del fail["02_unet"]
+    assert run(out) == list(STAGES)[1:]
+    assert (out / "models" / "baseline_ckpt").is_dir()
+    assert json.loads((out / "manifest.json").read_text())["stages"]["02_unet"]["resumed_checkpoints"] is True
+
+
+def test_data_dir_is_resolved_and_a_relative_one_is_read_from_the_notebook_folder(tmp_path, monkeypatch) -> None:
+    """--data-dir relative to the caller's folder reaches notebook 01 as an absolute path (the notebooks run in the
+    notebook folder); a relative ``data.data_dir`` from --set is signed where the notebooks will read it, the notebook
+    folder (oracle: data_dir_signature of that folder)."""
+    nb_dir, run, calls, _ = _bookkeeping_chain(tmp_path, monkeypatch)
+    (tmp_path / "here" / "brats").mkdir(parents=True)
+    (tmp_path / "here" / "brats" / "c1_t1.nii.gz").write_bytes(b"t1")
+    monkeypatch.chdir(tmp_path / "here")
+    run(tmp_path / "run", data_dir="brats", only=["data"])
+    assert dict(calls)["01_data"]["data_dir"] == str(tmp_path / "here" / "brats")
+    (nb_dir / "cases").mkdir()
+    (nb_dir / "cases" / "c2_t1.nii.gz").write_bytes(b"t1 of another case")
+    sig = pipeline._data_signature({"data_dir": "cases"}, nb_dir)
+    assert sig == pipeline.data_dir_signature(nb_dir / "cases")
+
+
+def test_data_dir_signature_sees_sub_second_mtimes(tmp_path) -> None:
+    """The signature uses modification times in nanoseconds (its docstring): a file touched 1 µs later, same size and
+    bytes, changes it (a same-second rewrite by a tool would otherwise go unnoticed)."""
+    (tmp_path / "a.nii.gz").write_bytes(b"voxels")
+    st = (tmp_path / "a.nii.gz").stat()
+    base = (st.st_mtime_ns // 10**9) * 10**9 + 1000  # inside one second: 1 s resolution cannot tell them apart
+    os.utime(tmp_path / "a.nii.gz", ns=(st.st_atime_ns, base))
+    if (tmp_path / "a.nii.gz").stat().st_mtime_ns != base:
+        pytest.skip("this file system keeps no sub-second modification times")
+    sig = pipeline.data_dir_signature(tmp_path)
+    os.utime(tmp_path / "a.nii.gz", ns=(st.st_atime_ns, base + 1000))
+    assert pipeline.data_dir_signature(tmp_path) != sig
+
+
+def test_cli_hands_every_option_to_reproduce(monkeypatch, tmp_path, capsys) -> None:
+    """``robustseg reproduce`` passes each option through unchanged: every repeated --set in order, all --only stages,
+    --force, --device, --data-dir and --out (oracle: the argv written by hand)."""
+    seen: dict = {}
+
+    def fake(profile, out, **kw):
+        seen.update(kw, profile=profile, out=out)
+        return {"profile": "smoke", "stages": {}}
+
+    monkeypatch.setattr(pipeline, "reproduce", fake)
+    argv = ["reproduce", "--profile", "smoke", "--out", str(tmp_path / "r"), "--set", "unet.epochs=1", "--set",
+            "fgsm.eps_grid=[0]", "--only", "data", "unet", "--force", "--device", "cpu", "--data-dir", "d"]
+    assert pipeline.main(argv) == 0
+    assert seen == {"profile": "smoke", "out": str(tmp_path / "r"), "sets": ["unet.epochs=1", "fgsm.eps_grid=[0]"],
+                    "only": ["data", "unet"], "force": True, "device": "cpu", "data_dir": "d", "seed": None}
+    assert pipeline.main(["reproduce", "--profile", "smoke"]) == 0
+    assert seen["force"] is False and seen["sets"] == [] and seen["only"] == []
+
+
+def test_a_common_key_goes_only_to_the_notebooks_that_declare_it(tmp_path) -> None:
+    """``common`` is shared by the notebooks that have the parameter: ``layout`` (01_data's only) reaches 01 alone,
+    ``seed`` (every notebook's) reaches all eight; no notebook is handed a parameter it does not declare."""
+    prof = tmp_path / "p.yaml"
+    prof.write_text("common:\n  layout: msd\n  seed: 3\nnotebooks: {}\n")
+    merged = pipeline.stage_parameters(pipeline.load_profile(str(prof)))
+    assert merged["01_data"] == {"layout": "msd", "seed": 3}
+    assert all(merged[s] == {"seed": 3} for s in list(STAGES)[1:])
+
+
+def test_a_killed_run_of_another_request_is_not_resumed(tmp_path, monkeypatch) -> None:
+    """Resuming needs the same request: 02 interrupted while running with x = 1 leaves checkpoints that a rerun with
+    x = 3 must not continue from (they belong to another training): cleared, ``resumed_checkpoints`` False."""
+    _, run, _, fail = _bookkeeping_chain(tmp_path, monkeypatch)
+    out = tmp_path / "run"
+    fail["02_unet"] = KeyboardInterrupt()
+    with pytest.raises(KeyboardInterrupt):
+        run(out)
+    (out / "models" / "baseline_ckpt").mkdir(parents=True)
+    del fail["02_unet"]
+    assert run(out, sets=["unet.x=3"]) == list(STAGES)[1:]
+    rec = json.loads((out / "manifest.json").read_text())["stages"]["02_unet"]
+    assert not (out / "models" / "baseline_ckpt").exists()
+    assert rec["resumed_checkpoints"] is False and rec["cleared_checkpoints"] == ["baseline_ckpt"]

@@ -1,0 +1,125 @@
+"""Tests of robustseg_lib.artefacts (atomic writes, the run-folder layout) and of reading checkpoints back.
+
+Oracles: the file system seen directly (os.listdir, stat, zipfile, gzip magic bytes), hand-written file contents, and
+the run-folder layout as the RunPaths docstring and docs/design.md document it.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from robustseg_lib import artefacts as A
+
+
+# ----------------------------------------------------------------------------- found by mutation testing (session 13)
+def test_atomic_path_writes_a_hidden_sibling_and_renames_it_only_at_the_end(tmp_path) -> None:
+    """The temporary file is a hidden file in the target's own folder (a rename within one file system is atomic;
+    the loaders skip hidden names) with the target's full suffix (``.nii.gz``: writers choose the format from it); the
+    target appears only when the block ends, holding what was written."""
+    target = tmp_path / "sub" / "case.nii.gz"
+    with A.atomic_path(target) as tmp:
+        assert tmp.parent == target.parent and tmp.name.startswith(".case.nii.gz.") and tmp.name.endswith(".nii.gz")
+        tmp.write_bytes(b"payload")
+        assert not target.exists()
+    assert target.read_bytes() == b"payload" and os.listdir(target.parent) == ["case.nii.gz"]
+
+
+def test_a_failed_write_leaves_the_old_target_and_no_temporary_file(tmp_path) -> None:
+    """An exception inside the block: the error propagates, the previous file is untouched and nothing else is left
+    in the folder (oracle: os.listdir)."""
+    target = tmp_path / "table.csv"
+    target.write_text("old\n")
+    with pytest.raises(RuntimeError, match="killed"):
+        with A.atomic_path(target) as tmp:
+            tmp.write_text("half of the new")
+            raise RuntimeError("killed mid-write")
+    assert target.read_text() == "old\n" and os.listdir(tmp_path) == ["table.csv"]
+
+
+def test_an_empty_write_still_replaces_the_target(tmp_path) -> None:
+    """Writing zero bytes is a write: the target exists afterwards and is empty, also over a non-empty old file."""
+    assert A.atomic_write_bytes(tmp_path / "a.bin", b"").read_bytes() == b""
+    (tmp_path / "b.txt").write_text("old")
+    A.atomic_write_text(tmp_path / "b.txt", "")
+    assert (tmp_path / "b.txt").read_text() == ""
+
+
+def test_atomic_write_json_text_is_sorted_and_numpy_and_paths_are_plain(tmp_path) -> None:
+    """The exact text (hand-written): keys sorted at every level, numpy integers as JSON integers, numpy floats as
+    numbers, arrays as lists, paths as their full string; a trailing newline."""
+    obj = {"b": np.int64(3), "a": {"z": np.float32(0.5), "y": np.arange(2)}, "p": Path("/runs/x/data")}
+    A.atomic_write_json(tmp_path / "m.json", obj)
+    want = '{\n  "a": {\n    "y": [\n      0,\n      1\n    ],\n    "z": 0.5\n  },\n  "b": 3,\n  "p": "/runs/x/data"\n}\n'
+    assert (tmp_path / "m.json").read_text() == want
+    with pytest.raises(TypeError, match="not JSON serialisable: object"):
+        A.atomic_write_json(tmp_path / "bad.json", {"o": object()})
+    assert not (tmp_path / "bad.json").exists()
+
+
+def test_atomic_save_npz_compresses_only_when_asked(tmp_path) -> None:
+    """``compressed=False`` stores the members (what the memory-mapped loader needs), ``True`` deflates them (oracle:
+    zipfile's compress_type); both read back equal with allow_pickle=False."""
+    a = np.arange(1000, dtype=np.float32).reshape(10, 100)
+    for compressed, method in ((False, zipfile.ZIP_STORED), (True, zipfile.ZIP_DEFLATED)):
+        path = A.atomic_save_npz(tmp_path / f"c{compressed}.npz", compressed=compressed, a=a)
+        with zipfile.ZipFile(path) as z:
+            assert [i.compress_type for i in z.infolist()] == [method]
+        with np.load(path, allow_pickle=False) as npz:
+            np.testing.assert_array_equal(npz["a"], a)
+
+
+def test_atomic_to_csv_writes_no_index(tmp_path) -> None:
+    """Tidy tables are written without the DataFrame index (hand-written file text)."""
+    df = pd.DataFrame({"case_id": ["c0", "c1"], "dice": [0.5, 1.0]}, index=[7, 9])
+    assert A.atomic_to_csv(df, tmp_path / "t.csv").read_text() == "case_id,dice\nc0,0.5\nc1,1.0\n"
+
+
+def test_run_paths_follow_the_documented_layout(tmp_path) -> None:
+    """``runs/<profile>/``: data/ (raw/ NIfTI and prepared.npz), models/<name>.pt, tables/<name>.csv,
+    figures/<name>.png, notebooks/, report/, manifest.json at the top (paths written by hand)."""
+    run = A.RunPaths(tmp_path / "run")
+    root = tmp_path / "run"
+    assert run.raw_data == root / "data" / "raw" and run.prepared == root / "data" / "prepared.npz"
+    assert run.checkpoint("baseline") == root / "models" / "baseline.pt"
+    assert run.table("results_03_fgsm") == root / "tables" / "results_03_fgsm.csv"
+    assert run.figure("f") == root / "figures" / "f.png" and run.manifest == root / "manifest.json"
+    assert run.notebooks == root / "notebooks" and run.report == root / "report"
+    assert all((root / d).is_dir() for d in ("data", "models", "tables", "figures", "notebooks", "report"))
+
+
+_UNPICKLED: list[str] = []
+
+
+def _record_unpickling(what: str) -> str:
+    _UNPICKLED.append(what)
+    return what
+
+
+class _Payload:
+    """An object whose unpickling runs a function: what a malicious checkpoint would carry."""
+
+    def __reduce__(self):
+        return (_record_unpickling, ("code ran",))
+
+
+def test_load_model_refuses_a_checkpoint_with_a_pickled_object(tmp_path) -> None:
+    """Security: checkpoints are read with ``weights_only=True``, so a file whose pickle calls a function (a
+    stand-in for arbitrary code) is refused as unreadable and the function never runs (oracle: the function's own
+    record of being called; torch.load with weights_only=False does call it, checked last)."""
+    from robustseg_lib import models
+
+    path = tmp_path / "evil.pt"
+    torch.save({"spec": {"name": "unet"}, "state_dict": {}, "extra": _Payload()}, path)
+    _UNPICKLED.clear()
+    with pytest.raises(ValueError, match="cannot read checkpoint"):
+        models.load_model(path)
+    assert _UNPICKLED == []
+    torch.load(path, weights_only=False)  # the payload is live: unpickling it does run the function
+    assert _UNPICKLED == ["code ran"]
