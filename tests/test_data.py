@@ -1165,3 +1165,226 @@ def test_distractors_are_not_painted_inside_the_tumour() -> None:
         assert rel[:, a.label > 0].max() > 0.05, seed  # not vacuous: a distractor reaches the tumour's border
         inner = ndi.binary_erosion(a.label > 0)
         assert rel[:, inner].max() < 0.03, (seed, rel[:, inner].max())
+
+
+def test_converters_refuse_non_integer_float_labels() -> None:
+    """Float labels are accepted only when integral: 1.5 is no label value of any convention and must be refused,
+    not truncated to 1 (oracle: the documented contract, "any value not in the table raises")."""
+    np.testing.assert_array_equal(D.to_classes(np.array([0.0, 1.0, 4.0])), [0, 1, 3])
+    for fn in (D.to_classes, D.msd_to_brats, D.brats2023_to_brats):
+        with pytest.raises(ValueError, match="non-integer"):
+            fn(np.array([0.0, 1.5]))
+
+
+def test_seg_file_with_non_integer_values_is_an_error_naming_it(tmp_path) -> None:
+    """A seg file holding 1.5 (e.g. an interpolated mask) is refused with its name, not read as NCR 1."""
+    folder = _brats_case_files(tmp_path)
+    seg = np.zeros((5, 5, 5), np.float32)
+    seg[0, 0, 0] = 1.5
+    _nii(folder / "BraTS2021_00001_seg.nii.gz", seg)
+    with pytest.raises(ValueError, match=r"_seg\.nii\.gz: label file has non-integer values"):
+        D.load_case(D.list_cases(tmp_path)[0])
+
+
+def test_nifti_scaling_slope_and_intercept_are_applied(tmp_path) -> None:
+    """NIfTI stores value = scl_slope * stored + scl_inter; a BraTS file written as int16 with slope 2 and
+    intercept -1 must come back as 2 * stored - 1 (oracle: that formula by hand on the stored integers)."""
+    folder = _brats_case_files(tmp_path)
+    stored = np.arange(125, dtype=np.int16).reshape(5, 5, 5)
+    scaled = nib.Nifti1Image(stored, np.eye(4))
+    scaled.header.set_slope_inter(2.0, -1.0)
+    path = folder / "BraTS2021_00001_t1.nii.gz"
+    nib.save(scaled, str(path))
+    np.testing.assert_array_equal(np.asarray(nib.load(str(path)).dataobj.get_unscaled()), stored)  # really stored so
+    img, _, _ = D.load_case(D.list_cases(tmp_path)[0])
+    np.testing.assert_array_equal(img[0], 2.0 * stored.astype(np.float32) - 1.0)
+    np.testing.assert_array_equal(img[1], 2.0)  # the other modalities as written (t1ce = 2)
+
+
+def test_seg_of_another_shape_is_an_error(tmp_path) -> None:
+    """A seg file on another grid size (same affine) is refused, naming it, instead of returning a label that
+    does not match the image."""
+    folder = _brats_case_files(tmp_path)
+    _nii(folder / "BraTS2021_00001_seg.nii.gz", np.zeros((5, 5, 6), np.uint8))
+    with pytest.raises(ValueError, match=r"_seg\.nii\.gz: label shape \(5, 5, 6\) differs"):
+        D.load_case(D.list_cases(tmp_path)[0])
+
+
+def test_msd_dataset_json_with_brats2023_names_and_five_modalities(tmp_path) -> None:
+    """dataset.json may name the channels as BraTS 2023 does (T1N, T1C, T2W, T2F): T2F is FLAIR, not T2
+    (oracle: constant channels written in a permuted order); a 5-channel "modality" is refused."""
+    order = ("t2", "flair", "t1", "t1ce")
+    _write_constant_case(tmp_path, "msd", msd_order=order)
+    meta = json.loads((tmp_path / "dataset.json").read_text())
+    names23 = {"t1": "T1N", "t1ce": "T1C", "t2": "T2W", "flair": "T2F"}
+    meta["modality"] = {str(i): names23[m] for i, m in enumerate(order)}
+    (tmp_path / "dataset.json").write_text(json.dumps(meta))
+    img, _, _ = D.load_case(D.list_cases(tmp_path)[0])
+    _assert_constant_channels(img, "BraTS 2023 names in dataset.json")
+    meta["modality"] = {**{str(i): _MSD_NAMES[m] for i, m in enumerate(order)}, "4": "ADC"}
+    (tmp_path / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="does not name FLAIR, T1w, T1gd and T2w"):
+        D.list_cases(tmp_path)
+
+
+def test_mixed_brats_layouts_are_refused(tmp_path) -> None:
+    """A folder holding both BraTS 2018-21 and BraTS 2023 case folders is an error (their labels differ)."""
+    _brats_folder(tmp_path / "BraTS2021_00001")
+    sfx = {"t1": "-t1n", "t1ce": "-t1c", "t2": "-t2w", "flair": "-t2f"}
+    _brats_folder(tmp_path / "BraTS-GLI-00001-000", suffixes=sfx)
+    with pytest.raises(ValueError, match=r"mixed layouts \['brats2021', 'brats2023'\]"):
+        D.list_cases(tmp_path)
+
+
+def test_case_seeds_of_different_dataset_seeds_never_collide() -> None:
+    """Another dataset seed gives other patients (replicates.py relies on it): no case seed is shared between
+    seeds 0..4 for 1000 cases each (oracle: a plain set of all the (seed, index) case seeds)."""
+    seeds = [D.case_seed(s, i) for s in range(5) for i in range(1000)]
+    assert len(set(seeds)) == len(seeds)
+
+
+def _hand_zscore(image: np.ndarray, brain: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """z-score of each modality over the brain voxels by plain numpy; zero outside the brain."""
+    mean = np.array([image[c][brain].mean(dtype=np.float64) for c in range(4)])
+    std = np.array([image[c][brain].std(dtype=np.float64) for c in range(4)])
+    z = (image - mean[:, None, None, None]) / std[:, None, None, None] * brain
+    return z, mean, std
+
+
+def test_preprocess_crops_the_brain_box_and_centres_it_exactly() -> None:
+    """Oracle by hand: brain = ANY modality > 0 (one voxel is bright on FLAIR only); the 3x4x5 brain box of a 7x8x9
+    grid is z-scored over its brain voxels (numpy) and padded by one voxel on every side into 5x6x7 (MONAI's
+    centred pad); classes = the BraTS label with 4 -> 3."""
+    rng = np.random.default_rng(3)
+    image = np.zeros((4, 7, 8, 9), np.float32)
+    image[:, 1:4, 2:6, 3:8] = rng.uniform(1.0, 5.0, (4, 3, 4, 5))
+    image[:, 1, 2, 3] = 0.0
+    image[:, 2, 3, 3] = [0.0, 0.0, 0.0, 6.0]  # FLAIR only: still brain
+    image[:, 3, 5, 7] = [0.0, 0.0, 0.0, 6.0]  # a corner of the box: FLAIR only
+    label = np.zeros((7, 8, 9), np.uint8)
+    label[2, 2:6, 3:8] = rng.choice(np.array([0, 1, 2, 4], np.uint8), (4, 5))
+    out = D.preprocess_case(image, label, (5, 6, 7))
+    box = image[:, 1:4, 2:6, 3:8]
+    brain = np.any(box > 0, axis=0)
+    assert brain.sum() == 3 * 4 * 5 - 1
+    z, mean, std = _hand_zscore(box, brain)
+    pad = ((1, 1), (1, 1), (1, 1))
+    assert not out["resized"]
+    np.testing.assert_array_equal(out["bbox"], [[1, 2, 3], [4, 6, 8]])
+    np.testing.assert_array_equal(out["brain"], np.pad(brain, pad))
+    np.testing.assert_allclose(out["image"], np.pad(z, ((0, 0), *pad)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out["mean"], mean, rtol=1e-6)
+    np.testing.assert_allclose(out["std"], std, rtol=1e-5)
+    lut = np.array([0, 1, 2, 0, 3], np.uint8)
+    np.testing.assert_array_equal(out["classes"], np.pad(lut[label[1:4, 2:6, 3:8]], pad))
+
+
+def test_preprocess_constant_modality_gives_zeros_not_nan() -> None:
+    """A modality constant over the brain (std 0) z-scores to 0 there, finite, with its std floored at
+    1e-6 * |mean| (documented floor; oracle: the definition by hand)."""
+    image = np.zeros((4, 4, 4, 4), np.float32)
+    image[:, 1:3, 1:3, 1:3] = np.arange(8, dtype=np.float32).reshape(2, 2, 2) + 1.0
+    image[2, 1:3, 1:3, 1:3] = 5.0  # T2 constant
+    out = D.preprocess_case(image, None, (2, 2, 2))
+    assert np.all(np.isfinite(out["image"])) and np.all(out["image"][2] == 0.0)
+    assert out["std"][2] == pytest.approx(5e-6) and out["lo"][2] == 0.0 and out["hi"][2] == 0.0
+    np.testing.assert_allclose(out["image"][0].ravel(), (np.arange(8) - 3.5) / np.arange(8).std(), rtol=1e-5)
+
+
+def test_preprocess_resize_keeps_the_aspect_and_uses_block_means() -> None:
+    """An 8x4x4 brain box into a 4x4x4 grid: scaled by 1/2 on every axis (the aspect is kept) to 4x2x2, then padded
+    by one voxel in y and z. Oracle by hand: the image is the mean of each 2x2x2 block of the z-scored, zeroed
+    background image ("area"), the classes and brain are nearest samples (voxel 2i+1 of each block, torch's
+    nearest-exact), so no class appears that the block does not hold."""
+    rng = np.random.default_rng(4)
+    image = rng.uniform(1.0, 5.0, (4, 8, 4, 4)).astype(np.float32)
+    for v in [(0, 0, 0), (2, 2, 2), (4, 0, 2), (6, 2, 0), (1, 1, 1)]:  # non-brain voxels inside the box
+        image[(slice(None), *v)] = 0.0
+    label = rng.choice(np.array([0, 1, 2, 4], np.uint8), (8, 4, 4))
+    label[label == 2] = 4  # classes 0, 1 and 3 only: averaging neighbours would invent 2
+    out = D.preprocess_case(image, label, (4, 4, 4))
+    brain = np.any(image > 0, axis=0)
+    z, _, _ = _hand_zscore(image, brain)
+    blocks = z.reshape(4, 4, 2, 2, 2, 2, 2).mean(axis=(2, 4, 6))
+    pick = (slice(1, None, 2),) * 3
+    br = brain[pick]
+    assert br.any() and not br.all()  # voxel (1, 1, 1) is sampled: one block is not brain
+    pad = ((0, 0), (1, 1), (1, 1))
+    assert out["resized"]
+    np.testing.assert_array_equal(out["brain"], np.pad(br, pad))
+    np.testing.assert_array_equal(out["classes"], np.pad(np.array([0, 1, 2, 0, 3], np.uint8)[label][pick], pad))
+    assert 2 not in out["classes"]
+    np.testing.assert_allclose(out["image"], np.pad(blocks * br, ((0, 0), *pad)), rtol=1e-5, atol=1e-5)
+
+
+def test_split_fraction_rules_by_hand() -> None:
+    """Hand counts: a zero val fraction gives no val case, a zero train fraction is refused, and train keeps a case
+    even when rounding gives val and test everything (n = 2, fractions 0.1 / 0.45 / 0.45)."""
+    ids = [f"c{i}" for i in range(10)]
+    assert pd.Series(D.split_cases(ids, (0.5, 0.0, 0.5))).value_counts().to_dict() == {"train": 5, "test": 5}
+    with pytest.raises(ValueError, match="fractions"):
+        D.split_cases(ids, (0.0, 0.5, 0.5))
+    small = D.split_cases(["a", "b"], (0.1, 0.45, 0.45))
+    assert sorted(small.values()) == ["test", "train"]
+
+
+def test_prepare_dataset_and_prepare_synthetic_use_their_seed_and_fractions(tmp_path) -> None:
+    """The split stored in prepared.npz is split_cases(case ids, fractions, seed) of the arguments given (its own
+    contract, tested above by hand): two seeds give two different stored splits; prepare_synthetic's fractions
+    (0.5, 0, 0.5) of 2 cases give 1 train, 1 test (hand count: round(0.5 * 2) = 1 test case)."""
+    ids = [f"BraTS2021_{i:05d}" for i in range(5)]
+    seg = np.zeros((6, 5, 4), np.uint8)
+    seg[0] = 1
+    for cid in ids:
+        _brats_folder(tmp_path / "raw" / cid, seg=seg)
+    fr = (0.4, 0.2, 0.4)
+    got = {}
+    for seed in (1, 2):
+        p = D.load_prepared(D.prepare_dataset(tmp_path / "raw", tmp_path / f"p{seed}.npz", (6, 5, 4), fractions=fr,
+                                              seed=seed, progress=False))
+        got[seed] = dict(zip(p["case_ids"].tolist(), p["split"].tolist()))
+        assert got[seed] == D.split_cases(ids, fr, seed)
+    assert got[1] != got[2]
+    s = D.load_prepared(D.prepare_synthetic(tmp_path / "s.npz", 2, shape=(16, 16, 16), work_shape=(8, 8, 8),
+                                            fractions=(0.5, 0.0, 0.5), progress=False))
+    assert sorted(s["split"].tolist()) == ["test", "train"]  # the default fractions would give 2 train
+
+
+def _prepared_arrays(n: int = 2) -> dict[str, np.ndarray]:
+    """A minimal valid prepared dict, built by hand."""
+    sp = (2, 2, 2)
+    return {"images": np.zeros((n, 4, *sp), np.float32), "labels": np.zeros((n, *sp), np.uint8),
+            "brain": np.ones((n, *sp), bool), "case_ids": np.asarray([f"c{i}" for i in range(n)]),
+            "split": np.asarray(["train", "test"][:n]), **{k: np.zeros((n, 4), np.float32) for k in ("lo", "hi", "mean", "std")}}
+
+
+def test_load_prepared_refuses_raw_labels_and_unknown_splits(tmp_path) -> None:
+    """A cache with BraTS label 4 (not a class map) or a split name outside train/val/test is refused, naming it."""
+    ok = _prepared_arrays()
+    np.savez(tmp_path / "ok.npz", **ok)
+    assert D.load_prepared(tmp_path / "ok.npz")["split"].tolist() == ["train", "test"]
+    lab = {**ok, "labels": ok["labels"].copy()}
+    lab["labels"][0, 0, 0, 0] = 4
+    np.savez(tmp_path / "lab.npz", **lab)
+    with pytest.raises(ValueError, match=r"lab\.npz: 'labels' must be class maps 0\.\.3, max is 4"):
+        D.load_prepared(tmp_path / "lab.npz")
+    np.savez(tmp_path / "split.npz", **{**ok, "split": np.asarray(["train", "dev"])})
+    with pytest.raises(ValueError, match=r"split\.npz: 'split' has values \['dev'\]"):
+        D.load_prepared(tmp_path / "split.npz")
+
+
+def test_cases_found_one_level_down_are_sorted_by_id(tmp_path) -> None:
+    """Cases under HGG/ and LGG/ come back sorted by id across both folders (documented: "sorted by id"), here an
+    LGG case sorting before the HGG ones (oracle: sorted() of the hand-chosen ids)."""
+    for sub, cid in (("HGG", "Brats18_TCIA02_300_1"), ("HGG", "Brats18_TCIA01_131_1"), ("LGG", "Brats18_2013_0_1")):
+        _brats_folder(tmp_path / sub / cid)
+    ids = [c.case_id for c in D.list_cases(tmp_path)]
+    assert ids == sorted(ids) == ["Brats18_2013_0_1", "Brats18_TCIA01_131_1", "Brats18_TCIA02_300_1"]
+
+
+def test_case_ids_follow_the_real_datasets_numbering() -> None:
+    """MSD Task01 numbers its cases from BRATS_001 (the Case docstring's examples: BraTS2021_00000,
+    BraTS-GLI-00000-000, BRATS_001); the writers' ids follow that, hand-written here."""
+    assert D.case_ids_for("msd", 3) == ["BRATS_001", "BRATS_002", "BRATS_003"]
+    assert D.case_ids_for("brats2021", 2) == ["BraTS2021_00000", "BraTS2021_00001"]
+    assert D.case_ids_for("brats2023", 1) == ["BraTS-GLI-00000-000"]

@@ -375,3 +375,63 @@ def test_run_level_floor_is_the_exact_all_same_sign_p() -> None:
     for bad in (0.0, 1.0, "0.05"):
         with pytest.raises(ValueError, match="alpha"):
             replicates.runs_for_run_level_test(bad)
+
+
+# ----------------------------------------------------------------------------- found by mutation testing (session 13)
+def test_labels_with_a_slash_are_refused(tmp_path) -> None:
+    """A label holding '/' would make the pooled ids "<label>/<case id>" ambiguous: refused before anything is read."""
+    with pytest.raises(ValueError, match="without '/'"):
+        replicates.write_comparison([tmp_path / "a", tmp_path / "b"], tmp_path / "out", labels=["x/y", "z"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_read_run_counts_the_cases_of_the_whole_region(tmp_path) -> None:
+    """n_cases is the run's number of test cases (14, hand-written), not that of an analysis without its 4
+    empty-truth cases (10)."""
+    run = _fake_run(tmp_path / "r", 0, {"C1": ("holds", 3, 3, 0)})
+    f = run / "tables" / "claims_by_region.csv"
+    t = pd.read_csv(f)
+    extra = t.assign(analysis="WT, 4 empty-truth cases excluded", n_cases=10, n_excluded=4)
+    pd.concat([t, extra]).to_csv(f, index=False)
+    assert replicates.read_run(run)["n_cases"] == 14
+
+
+def test_parameter_differences_include_stages_and_keys_of_later_runs_only() -> None:
+    """Hand-made records: a stage or a parameter only the second run has is a difference, shown as '—' where
+    absent; an explicit null differs from an absent key."""
+    a = {"parameters": {"01_data": {"seed": 0}}}
+    b = {"parameters": {"01_data": {"seed": 0, "extra": None}, "09_new": {"x": 1}}}
+    d = replicates.parameter_differences([a, b], ["a", "b"])
+    assert d.values.tolist() == [["01_data", "extra", "—", "None"], ["09_new", "x", "—", "1"]]
+
+
+def test_pooled_claims_pass_alpha_and_seed_on(seed_runs) -> None:
+    """pooled_claims at alpha 0.01 and bootstrap seed 7 is stats.compare and stats.claims_by_region called directly
+    with those arguments and strata = the run prefix of each case id (split here); seed 0 gives another interval,
+    so the seed is seen."""
+    from robustseg_lib import stats
+
+    table = replicates.pooled_table(seed_runs)
+    wt = table.loc[table.region == "WT"]
+    cmp, cbr = replicates.pooled_claims(wt, alpha=0.01, n_resamples=100, seed=7)
+    t = wt.drop(columns=["run"])
+    strata = {c: c.split("/")[0] for c in t["case_id"]}
+    ref_cmp = stats.compare(t, alpha=0.01)
+    pd.testing.assert_frame_equal(cmp, ref_cmp)
+    ref = stats.claims_by_region(t, ref_cmp, alpha=0.01, n_resamples=100, seed=7, strata=strata)
+    pd.testing.assert_frame_equal(cbr.drop(columns="analysis"), ref.drop(columns="analysis"))
+    seed0 = stats.claims_by_region(t, ref_cmp, alpha=0.01, n_resamples=100, seed=0, strata=strata)
+    assert not seed0["rel_drop_ci_lo"].equals(ref["rel_drop_ci_lo"])
+    assert not ref_cmp["hl_ci_lo"].equals(stats.compare(t)["hl_ci_lo"])
+
+
+def test_a_run_lacking_a_condition_is_not_pooled(seed_runs, tmp_path) -> None:
+    """A run without one of the other runs' conditions (its fgsm at eps 1 removed) cannot be paired in every
+    condition: refused, naming what it lacks."""
+    short = tmp_path / "short"
+    shutil.copytree(seed_runs[1], short)
+    f = short / "tables" / "results_03_fgsm.csv"
+    t = pd.read_csv(f)
+    t[t.eps != 1.0].to_csv(f, index=False)
+    with pytest.raises(ValueError, match=r"short: its conditions differ.*extra e\.g\. \[\], lacking e\.g\. \[\("):
+        replicates.pooled_table([seed_runs[0], short])
