@@ -224,8 +224,9 @@ def _slug(heading: str) -> str:
 
 
 def _documents() -> list[tuple[Path, str]]:
-    docs = [(p, p.read_text(encoding="utf-8")) for p in sorted(ROOT.rglob("*.md"))
-            if not {".git", "runs", ".ipynb_checkpoints"} & set(p.relative_to(ROOT).parts)]  # fmt: skip
+    docs = [(p, p.read_text(encoding="utf-8")) for p in sorted(ROOT.rglob("*.md"))  # ours: not caches, runs, envs
+            if not any(part.startswith(".") or part in ("runs", "build") or part.endswith(".egg-info")
+                       for part in p.relative_to(ROOT).parts[:-1])]  # fmt: skip
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
         cells = json.loads(nb.read_text(encoding="utf-8"))["cells"]
         docs.append((nb, "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")))
