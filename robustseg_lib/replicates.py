@@ -111,6 +111,18 @@ def runs_for_run_level_test(alpha: float = 0.05) -> int:
     return n
 
 
+def _run_level_note(n_runs: int, alpha: float) -> str:
+    """comparison.md's sentence on what the runs, as units, can and cannot show."""
+    floor, need = run_level_min_p(n_runs), runs_for_run_level_test(alpha)
+    head = ("It does not model training-to-training spread: that needs the runs themselves as units, and with "
+            f"{n_runs} runs an exact two-sided test over runs ")  # fmt: skip
+    if n_runs < need:
+        return (head + f"cannot go below p = {floor:.3g}; it can reach p < {alpha:g} from {need} runs on. Until then "
+                "the per-run columns and their agreement are the evidence about that spread.")  # fmt: skip
+    return (head + f"can reach p = {floor:.3g} < {alpha:g} (a sign test of one per-run difference, not computed "
+            "here); the per-run columns and their agreement show that spread.")  # fmt: skip
+
+
 def read_run(run_dir: str | Path) -> RunRecord:
     """What a finished run folder says about itself: its manifest and its claims.
 
@@ -537,12 +549,8 @@ def write_comparison(
         parts += ["## Pooled evidence", "",
                   f"The pooled column judges each claim on the {n} test cases of all runs together, with notebook 08's "
                   "tests and rules; each case is paired within its own run (conditional on each run's models, as a "
-                  "run's own tests are), and C2's bootstrap resamples cases within each run. It does not model "
-                  "training-to-training spread: that needs the runs themselves as units, and with "
-                  f"{len(runs)} runs an exact two-sided test over runs cannot go below p = "
-                  f"{run_level_min_p(len(runs)):.3g}; it can reach p < {alpha:g} from "
-                  f"{runs_for_run_level_test(alpha)} runs on. Until then the per-run columns and their agreement are "
-                  "the evidence about that spread. An analysis "
+                  "run's own tests are), and C2's bootstrap resamples cases within each run. "
+                  + _run_level_note(len(runs), alpha) + " An analysis "
                   "\"without empty-truth cases\" leaves out every run's evaluated cases that lack the region "
                   "(`n_excluded`)" + (
                       f"; runs {', '.join(no_vols)} have no region volumes, so their cases all stay in" if no_vols else "")

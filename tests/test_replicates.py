@@ -375,6 +375,10 @@ def test_run_level_floor_is_the_exact_all_same_sign_p() -> None:
     for bad in (0.0, 1.0, "0.05"):
         with pytest.raises(ValueError, match="alpha"):
             replicates.runs_for_run_level_test(bad)
+    few, enough = replicates._run_level_note(5, 0.05), replicates._run_level_note(6, 0.05)
+    assert "with 5 runs an exact two-sided test over runs cannot go below p = 0.0625; it can reach p < 0.05 from 6" in few
+    assert "with 6 runs an exact two-sided test over runs can reach p = 0.0312 < 0.05" in enough
+    assert "cannot" not in enough and "Until then" not in enough
 
 
 # ----------------------------------------------------------------------------- found by mutation testing (session 13)
