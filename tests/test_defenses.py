@@ -479,21 +479,11 @@ def test_saturation_shows_in_a_unet_where_input_gradients_do_not() -> None:
     assert 0.1 < fracs[0] < fracs[1] < fracs[2]
 
 
-class _ModeProbe(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[bool] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.seen.append(self.training)
-        return x
-
-
-def test_input_gradient_stats_mask_modes_and_grad_context() -> None:
+def test_input_gradient_stats_mask_modes_and_grad_context(mode_probe) -> None:
     """An (N, D, H, W) mask with N == C selects whole cases (not channels); every submodule's mode is restored
     and eval mode is used; it works under no_grad; bad arguments are named."""
     torch.manual_seed(7)
-    probe = _ModeProbe()
+    probe = mode_probe
     net = torch.nn.Sequential(torch.nn.Conv3d(4, 4, 3, padding=1), torch.nn.Dropout(0.5), probe)
     net.train()
     net[1].eval()  # mixed modes

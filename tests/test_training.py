@@ -557,18 +557,6 @@ def _conv() -> torch.nn.Module:
     return torch.nn.Conv3d(4, 4, 1)
 
 
-class _Probe(torch.nn.Module):
-    """Identity that records ``self.training`` at every forward."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[bool] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.seen.append(self.training)
-        return x
-
-
 def test_train_config_refuses_degenerate_values_and_accepts_the_boundaries() -> None:
     """Docstring ranges, by hand: warmup_frac in [0, 1), lr and temperature > 0, batch_size >= 1, steps_per_epoch
     >= 1 or None (0 must not silently mean "the default"); the closed ends (warm-up 0, pos_fraction 0 and 1,
@@ -662,11 +650,11 @@ def test_hook_generator_is_fresh_each_step_and_repeatable() -> None:
     assert len(a) == 6 and len(set(a)) == 6 and run() == a
 
 
-def test_every_training_forward_is_in_train_mode_and_the_result_in_eval_mode() -> None:
+def test_every_training_forward_is_in_train_mode_and_the_result_in_eval_mode(mode_probe) -> None:
     """A net handed over in eval mode, and a hook that leaves it in eval mode (as an attack would), must still
     see train mode at each training forward; the returned net is in eval mode (oracle: a probe layer)."""
     x, y = _cube_data(2)
-    probe = _Probe()
+    probe = mode_probe
     torch.manual_seed(0)
     net = torch.nn.Sequential(probe, torch.nn.Conv3d(4, 4, 1)).eval()
 
