@@ -605,11 +605,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=None, help="seed of every stage, replacing the profile's (a replicate: other "
                    "cases, initialisation and draws); default run folder runs/<profile>-seed<N>")
     sub.add_parser("stages", help="list the stages and their parameters")
-    c = sub.add_parser("compare", help="the verdicts of finished runs side by side (e.g. seeds), and pooled")
+    c = sub.add_parser("compare", help="the verdicts of finished runs side by side (e.g. seeds), pooled, and with the runs as units")
     c.add_argument("runs", nargs="+", metavar="RUN", help="finished run folders (at least two)")
     c.add_argument("--out", default="runs/comparison", help="where to write the tables and comparison.md (default: runs/comparison)")
     c.add_argument("--labels", nargs="+", default=None, help="one name per run (default: the folder names)")
-    c.add_argument("--no-pooled", dest="pooled", action="store_false", help="skip the claims on the pooled cases")
+    c.add_argument("--no-pooled", dest="pooled", action="store_false", help="skip the claims on the pooled cases and with the runs as units")
     return p
 
 

@@ -12,6 +12,10 @@ run folders, nothing else, and answers two questions:
   conditions *within* a case of a run (the same run's models), so pooling adds test cases and power. Like each run's
   own test it is conditional on the trained models (the cases of one run share its networks; training-to-training
   spread is not modelled): read it beside the per-run agreement.
+- **Run level** (:func:`run_level_claims`): the same tests and rules again, with the *runs* as the units: each run's
+  mean Dice per condition (:func:`run_level_table`) is one paired observation. This is the test that does model
+  training-to-training (and data-draw) spread, at the price of few units: it can only decide from
+  :func:`runs_for_run_level_test` runs on, more under Holm (:func:`run_level_min_p`).
 
 :func:`write_comparison` writes the tables and a Markdown summary (``robustseg compare RUN RUN ...``).
 """
@@ -20,7 +24,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +49,8 @@ __all__ = [
     "write_comparison",
     "run_level_min_p",
     "runs_for_run_level_test",
+    "run_level_table",
+    "run_level_claims",
 ]
 
 RunRecord = dict[str, Any]
@@ -94,33 +100,62 @@ def run_level_min_p(n_runs: int) -> float:
     return float(binomtest(n_runs, n_runs, 0.5).pvalue)
 
 
-def runs_for_run_level_test(alpha: float = 0.05) -> int:
+def runs_for_run_level_test(alpha: float = 0.05, family_size: int = 1) -> int:
     """The fewest runs with which a run-level test (:func:`run_level_min_p`) can reach ``p < alpha`` at all.
 
     Args:
         alpha: significance level, in (0, 1).
+        family_size: tests in the test's Holm family (the smallest p is multiplied by it), ≥ 1.
 
     Returns:
-        The smallest ``n`` with ``run_level_min_p(n) < alpha`` (6 at 0.05, 8 at 0.01).
+        The smallest ``n`` with ``family_size · run_level_min_p(n) < alpha`` (6 at 0.05 and 8 at 0.01 for one test;
+        11 for a family of 36 at 0.05).
     """
     if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
         raise ValueError(f"alpha: expected a level in (0, 1), got {alpha!r}")
+    if isinstance(family_size, bool) or not isinstance(family_size, int) or family_size < 1:
+        raise ValueError(f"family_size: expected an integer ≥ 1, got {family_size!r}")
     n = 1
-    while run_level_min_p(n) >= alpha:
+    while family_size * run_level_min_p(n) >= alpha:
         n += 1
     return n
 
 
-def _run_level_note(n_runs: int, alpha: float) -> str:
-    """comparison.md's sentence on what the runs, as units, can and cannot show."""
+def _run_level_note(n_runs: int, alpha: float, computed: bool = True) -> str:
+    """comparison.md's sentence, in the pooled section, on what the runs, as units, can and cannot show
+    (``computed``: whether the run-level section follows)."""
     floor, need = run_level_min_p(n_runs), runs_for_run_level_test(alpha)
     head = ("It does not model training-to-training spread: that needs the runs themselves as units, and with "
             f"{n_runs} runs an exact two-sided test over runs ")  # fmt: skip
     if n_runs < need:
         return (head + f"cannot go below p = {floor:.3g}; it can reach p < {alpha:g} from {need} runs on. Until then "
                 "the per-run columns and their agreement are the evidence about that spread.")  # fmt: skip
-    return (head + f"can reach p = {floor:.3g} < {alpha:g} (a sign test of one per-run difference, not computed "
-            "here); the per-run columns and their agreement show that spread.")  # fmt: skip
+    where = "the run-level column (below) is that test" if computed else "that test was not run (run_level=False)"
+    return head + f"can reach p = {floor:.3g} < {alpha:g}: {where}."
+
+
+#: The comparison families the claims read (C1, C3, C4), whose sizes set what a run-level test can reach.
+_CLAIM_FAMILIES = ("attack_effect", "distill_vs_advtrain", "defense_vs_clean")
+
+
+def _run_level_reach(n_runs: int, comparisons: pd.DataFrame, alpha: float) -> str:
+    """comparison.md's sentence on which run-level families can reach significance with ``n_runs`` runs."""
+    fam = comparisons[comparisons["family"].isin(_CLAIM_FAMILIES)]
+    sizes = fam.groupby(["family", "region"]).size()
+    lo, hi = int(sizes.min()), int(sizes.max())
+    floor = run_level_min_p(n_runs)
+    txt = (f"With {n_runs} runs no two-sided p can go below {floor:.3g} (every run's difference of one sign), and Holm "
+           f"multiplies the smallest p of a family by its size ({lo}–{hi} tests in the families C1, C3 and C4 read), so "
+           f"the smallest reachable p_holm is {min(1.0, lo * floor):.3g}–{min(1.0, hi * floor):.3g}. ")  # fmt: skip
+    if hi * floor < alpha:
+        return txt + f"Every family can reach p_holm < {alpha:g}."
+    need = runs_for_run_level_test(alpha, hi)
+    if lo * floor >= alpha:
+        return txt + (f"No run-level test can reach p_holm < {alpha:g}: its \"not supported\" verdicts say that the runs "
+                      f"are too few, not that the effects are absent. Every family can from {need} runs on.")  # fmt: skip
+    short = "; ".join(f"{f}, {n} tests" for f, n in sizes[sizes * floor >= alpha].groupby(level=0).max().items())
+    return txt + (f"The largest families cannot reach p_holm < {alpha:g} ({short}), so a \"not supported\" "
+                  f"there says that the runs are too few; every family can from {need} runs on.")  # fmt: skip
 
 
 def read_run(run_dir: str | Path) -> RunRecord:
@@ -277,18 +312,21 @@ def dice_by_run(run_dirs: Sequence[str | Path], labels: Sequence[str]) -> pd.Dat
     return out.sort_values(["region", "_m", "model", "_a", "target_policy", "eps"]).drop(columns=["_a", "_m"]).reset_index(drop=True)
 
 
-def verdict_agreement(verdicts: pd.DataFrame, pooled: pd.DataFrame | None = None) -> pd.DataFrame:
+def verdict_agreement(
+    verdicts: pd.DataFrame, pooled: pd.DataFrame | None = None, run_level: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """The verdicts side by side, with how often each was reached.
 
     Args:
         verdicts: :func:`verdict_table`.
         pooled: :func:`pooled_claims` (optional): adds a ``pooled`` column.
+        run_level: :func:`run_level_claims` (optional): adds a ``run_level`` column.
 
     Returns:
         One row per ``analysis``/``claim`` (analyses in first-seen order), one column per run holding
         ``verdict (n_support/n_tests)``, with ``, k against`` when tests are significant the other way (C2:
         ``verdict (max drop %)``), then ``agreement``: ``"all <verdict>"`` or
-        ``"<verdict> k, <verdict> m"`` (most frequent first), then ``pooled`` when given.
+        ``"<verdict> k, <verdict> m"`` (most frequent first), then ``pooled`` and ``run_level`` when given.
     """
 
     def cell(r: pd.Series) -> str:
@@ -314,9 +352,10 @@ def verdict_agreement(verdicts: pd.DataFrame, pooled: pd.DataFrame | None = None
             row["agreement"] = ", ".join(parts + ([f"absent {missing}"] if missing else []))
         rows.append(row)
     out = pd.DataFrame(rows, columns=["analysis", "claim", *runs, "agreement"])
-    if pooled is not None:
-        p = pooled.assign(cell=pooled.apply(cell, axis=1)).set_index(["analysis", "claim"])["cell"]
-        out["pooled"] = [p.get((a, c), "—") for a, c in zip(out["analysis"], out["claim"])]
+    for name, extra in (("pooled", pooled), ("run_level", run_level)):
+        if extra is not None:
+            p = extra.assign(cell=extra.apply(cell, axis=1)).set_index(["analysis", "claim"])["cell"]
+            out[name] = [p.get((a, c), "—") for a, c in zip(out["analysis"], out["claim"])]
     return out
 
 
@@ -428,6 +467,94 @@ def pooled_empty_truth(run_dirs: Sequence[str | Path], labels: Sequence[str] | N
     return out
 
 
+_CONDITION_KEYS = ("model", "attack", "target_policy", "source_model", "eps", "region")
+
+
+def run_level_table(
+    table: pd.DataFrame, *, exclude: Mapping[str, Collection[str]] | None = None, metric: str = "dice"
+) -> pd.DataFrame:
+    """Each run's mean score per condition, as a tidy table whose "cases" are the runs.
+
+    Args:
+        table: :func:`pooled_table` (needs its ``run`` column).
+        exclude: ``region → pooled case ids`` left out of that region's means (e.g. :func:`pooled_empty_truth`); the
+            other regions keep every case.
+        metric: the score to average.
+
+    Returns:
+        Columns ``case_id`` (the run's label), the condition keys the table has (``model, attack, target_policy,
+        source_model, eps, region``), ``metric`` (the mean over the run's cases of that condition) and ``n_cases``
+        (how many cases that mean is over). A run with no case left in a region has no rows there.
+
+    Raises:
+        ValueError: no ``run`` or ``metric`` column, or ``exclude`` is not a mapping.
+    """
+    if not isinstance(table, pd.DataFrame) or "run" not in table.columns or metric not in table.columns:
+        raise ValueError(f"table: expected a pooled table with 'run' and {metric!r} columns (pooled_table)")
+    if exclude is not None and not isinstance(exclude, Mapping):
+        raise ValueError(f"exclude: expected a mapping region -> case ids, got {type(exclude).__name__}")
+    t = table
+    for region, ids in (exclude or {}).items():
+        drop = (t["region"] == region) & t["case_id"].astype(str).isin(set(map(str, ids)))
+        t = t.loc[~drop]
+    keys = [c for c in _CONDITION_KEYS if c in t.columns]
+    g = t.groupby(["run", *keys], dropna=False, sort=False)[metric]
+    out = g.agg(["mean", "size"]).reset_index().rename(columns={"run": "case_id", "mean": metric, "size": "n_cases"})
+    return out[["case_id", *keys, metric, "n_cases"]]
+
+
+def run_level_claims(
+    table: pd.DataFrame,
+    *,
+    empty_truth: dict[str, list[str]] | None = None,
+    alpha: float = 0.05,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The claims judged with the runs as the units: notebook 08's tests and rules on :func:`run_level_table`.
+
+    Each run contributes one paired observation per comparison (its mean Dice under the two conditions), so a
+    Wilcoxon test here asks whether the effect has the same sign from training to training (and data draw to data
+    draw), not only from case to case. With ``n`` runs no p can go below :func:`run_level_min_p` ``(n)``, times the
+    family size under Holm; C2's interval resamples runs.
+
+    Args:
+        table: :func:`pooled_table`.
+        empty_truth: :func:`pooled_empty_truth`: each region with such cases is judged again on run means without them.
+        alpha: family-wise error rate (Holm).
+        n_resamples, seed: C2's bootstrap over runs.
+
+    Returns:
+        ``(comparisons, claims_by_region)`` as :func:`pooled_claims` returns them; ``n_cases`` counts runs and
+        ``n_excluded`` the pooled cases left out.
+    """
+    from .stats import claims, compare
+
+    if empty_truth is not None and not isinstance(empty_truth, Mapping):
+        raise ValueError(f"empty_truth: expected a mapping region -> case ids, got {type(empty_truth).__name__}")
+    units = run_level_table(table)
+    cmp = compare(units, alpha=alpha)
+    present = list(pd.unique(units["region"]))
+    regions = [r for r in ("WT", "TC", "ET") if r in present] + [r for r in present if r not in ("WT", "TC", "ET")]
+    frames = []
+    for r in regions:
+        n_runs = int(units.loc[units["region"] == r, "case_id"].nunique())
+        cl = claims(units, cmp, region=r, alpha=alpha, n_resamples=n_resamples, seed=seed)
+        frames.append(cl.assign(analysis=str(r), region=r, n_cases=n_runs, n_excluded=0))
+        ids = set(map(str, (empty_truth or {}).get(r, ()))) & set(table.loc[table["region"] == r, "case_id"].astype(str))
+        if not ids:
+            continue
+        sub = run_level_table(table.loc[table["region"] == r], exclude={r: ids})
+        scmp = compare(sub, alpha=alpha)
+        cl = claims(sub, scmp, region=r, alpha=alpha, n_resamples=n_resamples, seed=seed)
+        frames.append(cl.assign(analysis=f"{r} without empty-truth cases", region=r,
+                                n_cases=int(sub["case_id"].nunique()), n_excluded=len(ids)))  # fmt: skip
+    from .stats import CLAIM_COLUMNS, SENSITIVITY_COLUMNS
+
+    cbr = pd.concat(frames, ignore_index=True)
+    return cmp, cbr[[*SENSITIVITY_COLUMNS, *CLAIM_COLUMNS]]
+
+
 def pooled_claims(
     table: pd.DataFrame,
     *,
@@ -473,6 +600,7 @@ def write_comparison(
     *,
     labels: Sequence[str] | None = None,
     pooled: bool = True,
+    run_level: bool = True,
     alpha: float = 0.05,
     n_resamples: int = 2000,
     seed: int = 0,
@@ -482,11 +610,14 @@ def write_comparison(
     Args:
         run_dirs: finished run folders (at least two), e.g. the same profile at seeds 0, 1, 2, 3.
         out_dir: where to write ``runs.csv``, ``parameter_differences.csv``, ``verdicts_by_run.csv``,
-            ``agreement.csv``, ``dice_by_run.csv``, with ``pooled``: ``pooled_comparisons.csv`` and ``pooled_claims_by_region.csv``, and
-            ``comparison.md`` (each written atomically).
+            ``agreement.csv``, ``dice_by_run.csv``, with ``pooled``: ``pooled_comparisons.csv`` and
+            ``pooled_claims_by_region.csv``, with ``run_level`` too: ``run_level_table.csv``,
+            ``run_level_comparisons.csv`` and ``run_level_claims_by_region.csv``, and ``comparison.md`` (each
+            written atomically).
         labels: one name per run (default: the folder names).
         pooled: also judge the claims on the pooled cases (:func:`pooled_claims`); skipped, with a note in
             ``comparison.md``, when runs may share their cases (:func:`shared_cases`).
+        run_level: with ``pooled``, also judge the claims with the runs as units (:func:`run_level_claims`).
         alpha, n_resamples, seed: as in :func:`pooled_claims`.
 
     Returns:
@@ -509,17 +640,22 @@ def write_comparison(
     diffs = parameter_differences(runs, labels)
     verdicts = verdict_table(runs, labels)
     dice = dice_by_run(run_dirs, labels)
-    cbr = None
+    cbr = rl = rl_cmp = None
     shared = shared_cases(runs, labels) if pooled else []
     if pooled and not shared:
         with warnings.catch_warnings():  # a run without volumes is named in comparison.md instead
             warnings.simplefilter("ignore", UserWarning)
             empty = pooled_empty_truth(run_dirs, labels)
-        cmp, cbr = pooled_claims(pooled_table(run_dirs, labels), empty_truth=empty, alpha=alpha,
-                                 n_resamples=n_resamples, seed=seed)  # fmt: skip
+        table = pooled_table(run_dirs, labels)
+        cmp, cbr = pooled_claims(table, empty_truth=empty, alpha=alpha, n_resamples=n_resamples, seed=seed)
         atomic_to_csv(cmp, out / "pooled_comparisons.csv")
         atomic_to_csv(cbr, out / "pooled_claims_by_region.csv")
-    agree = verdict_agreement(verdicts, cbr)
+        if run_level:
+            rl_cmp, rl = run_level_claims(table, empty_truth=empty, alpha=alpha, n_resamples=n_resamples, seed=seed)
+            atomic_to_csv(run_level_table(table), out / "run_level_table.csv")
+            atomic_to_csv(rl_cmp, out / "run_level_comparisons.csv")
+            atomic_to_csv(rl, out / "run_level_claims_by_region.csv")
+    agree = verdict_agreement(verdicts, cbr, rl)
     atomic_to_csv(info, out / "runs.csv")
     atomic_to_csv(diffs, out / "parameter_differences.csv")
     atomic_to_csv(verdicts, out / "verdicts_by_run.csv")
@@ -550,11 +686,20 @@ def write_comparison(
                   f"The pooled column judges each claim on the {n} test cases of all runs together, with notebook 08's "
                   "tests and rules; each case is paired within its own run (conditional on each run's models, as a "
                   "run's own tests are), and C2's bootstrap resamples cases within each run. "
-                  + _run_level_note(len(runs), alpha) + " An analysis "
+                  + _run_level_note(len(runs), alpha, rl is not None) + " An analysis "
                   "\"without empty-truth cases\" leaves out every run's evaluated cases that lack the region "
                   "(`n_excluded`)" + (
                       f"; runs {', '.join(no_vols)} have no region volumes, so their cases all stay in" if no_vols else "")
                   + ".", "",
                   _md(cbr[["analysis", "n_cases", "claim", "verdict", "evidence"]]), ""]  # fmt: skip
+    if rl is not None and rl_cmp is not None:
+        parts += ["## Run-level evidence", "",
+                  f"The run_level column judges each claim with the {len(runs)} runs as the units: each run's mean "
+                  "Dice per condition (`run_level_table.csv`) is one paired observation, under notebook 08's tests and "
+                  "rules (Holm within family × region; C2's bootstrap resamples runs). Unlike the pooled test it "
+                  "models the spread from training to training and from data draw to data draw. "
+                  + _run_level_reach(len(runs), rl_cmp, alpha) + " (In the evidence below, a \"case\" is a run.)", "",
+                  _md(rl[["analysis", "n_cases", "claim", "verdict", "evidence"]].rename(columns={"n_cases": "n_runs"})),
+                  ""]  # fmt: skip
     atomic_write_text(out / "comparison.md", "\n".join(parts))
     return agree

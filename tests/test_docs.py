@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TEACHING = ROOT / "docs" / "results" / "teaching-cpu" / "tables"
 SEEDS = ROOT / "docs" / "results" / "teaching-seeds" / "comparison"
 PROXY = ROOT / "docs" / "results" / "training-length-cpu" / "s12_s96_e100_2000"
-WORDS = {"one": 1, "two": 2, "three": 3, "four": 4}
+WORDS = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve".split())}
 
 
 def _readme() -> str:
@@ -124,8 +125,9 @@ def test_readme_other_regions_are_the_committed_claims_by_region() -> None:
 
 
 def test_readme_seed_paragraph_is_the_committed_comparison() -> None:
-    """The four-seeds paragraph quotes ``verdicts_by_run.csv`` and ``pooled_claims_by_region.csv``."""
-    text = _readme()
+    """The seeds paragraph quotes ``verdicts_by_run.csv``, ``pooled_claims_by_region.csv``, the run-level tables and
+    every run's gradient-masking diagnostics."""
+    text = " ".join(_readme().split())  # the paragraph's line breaks fall anywhere
     v = pd.read_csv(SEEDS / "verdicts_by_run.csv")
     wt = v[v["analysis"] == "WT"]
     n_runs = wt["run"].nunique()
@@ -133,16 +135,24 @@ def test_readme_seed_paragraph_is_the_committed_comparison() -> None:
     for claim in ("C1", "C2"):
         assert set(wt.loc[wt["claim"] == claim, "verdict"]) == {"holds"}, claim
     _find(r"C1 and C2 hold in every run", text)
-    c3 = wt.loc[wt["claim"] == "C3", "verdict"].value_counts()
-    m = _find(r"C3 is\s+contradicted in (\w+) and mixed in (\w+)", text)
-    assert (WORDS[m.group(1)], WORDS[m.group(2)]) == (c3.get("contradicted", 0), c3.get("mixed", 0))
-    assert c3.sum() == n_runs
+    c3 = wt[wt["claim"] == "C3"]
+    m = _find(r"C3 is contradicted in (\w+) and mixed in (\w+) \(better in one condition each, ti-FGSM erase at eps 1, "
+              r"where both defenses are at WT Dice ([\d.]+) or below\)", text)  # fmt: skip
+    counts = c3["verdict"].value_counts()
+    assert (WORDS[m.group(1)], WORDS[m.group(2)]) == (counts.get("contradicted", 0), counts.get("mixed", 0))
+    assert counts.sum() == n_runs
+    mixed_runs = list(c3.loc[c3["verdict"] == "mixed", "run"])
+    assert (c3.loc[c3["verdict"] == "mixed", "n_support"] == 1).all()
+    dice = pd.read_csv(SEEDS / "dice_by_run.csv", dtype={"target_policy": str})
+    at = dice[(dice["region"] == "WT") & (dice["attack"] == "tifgsm") & (dice["target_policy"] == "erase")
+              & (dice["eps"] == 1.0) & dice["model"].isin(["distilled", "advtrain"])]  # fmt: skip
+    assert len(at) == 2 and (at[mixed_runs] <= float(m.group(3))).all().all()
     c4 = wt[wt["claim"] == "C4"]
-    m = _find(r"C4 holds in (\w+) runs and is mixed \((\d+) of (\d+)\) in (\w+)", text)
+    m = _find(r"C4 holds in (\w+) runs and is mixed \((\d+) to (\d+) of (\d+)\) in (\w+)", text)
     assert WORDS[m.group(1)] == (c4["verdict"] == "holds").sum()
     mixed = c4[c4["verdict"] == "mixed"]
-    assert WORDS[m.group(4)] == len(mixed)
-    assert set(zip(mixed["n_support"], mixed["n_tests"])) == {(int(m.group(2)), int(m.group(3)))}
+    assert WORDS[m.group(5)] == len(mixed) and set(mixed["n_tests"]) == {int(m.group(4))}
+    assert (mixed["n_support"].min(), mixed["n_support"].max()) == (int(m.group(2)), int(m.group(3)))
     pooled = pd.read_csv(SEEDS / "pooled_claims_by_region.csv").set_index(["analysis", "claim"]).loc["WT"]
     m = _find(r"contradicted on the (\d+) pooled test cases \(worse in (\d+) of (\d+)\)", text)
     assert pooled.loc["C3", "verdict"] == "contradicted"
@@ -152,6 +162,38 @@ def test_readme_seed_paragraph_is_the_committed_comparison() -> None:
     assert pooled.loc["C4", "verdict"] == "holds" and int(m.group(1)) == pooled.loc["C4", "n_support"]
     closest = float(_find(r"Closest to clean: .*?\(p_holm=([\de.+-]+)\)", pooled.loc["C4", "evidence"]).group(1))
     assert float(m.group(2)) == float(f"{closest:.0e}")
+    # with the runs as the units
+    rl = pd.read_csv(SEEDS / "run_level_claims_by_region.csv").set_index(["analysis", "claim"]).loc["WT"]
+    m = _find(r"C1 and C2 hold and C3 is contradicted \(worse in (\d+) of (\d+)\), but C4 is mixed, (\d+) of (\d+): "
+              r"under ti-FGSM erase at eps 0.1 adversarial training is above the clean baseline in (\d+) of the (\d+) "
+              r"runs \(p_holm ([\d.]+)\)", text)  # fmt: skip
+    assert rl.loc["C1", "verdict"] == rl.loc["C2", "verdict"] == "holds" and rl.loc["C3", "verdict"] == "contradicted"
+    assert (int(m.group(1)), int(m.group(2))) == (rl.loc["C3", "n_against"], rl.loc["C3", "n_tests"])
+    assert rl.loc["C4", "verdict"] == "mixed"
+    assert (int(m.group(3)), int(m.group(4))) == (rl.loc["C4", "n_support"], rl.loc["C4", "n_tests"])
+    units = pd.read_csv(SEEDS / "run_level_table.csv", dtype={"target_policy": str})
+    u = units[units["region"] == "WT"]
+    adv = u[(u["model"] == "advtrain") & (u["attack"] == "tifgsm") & (u["target_policy"] == "erase") & (u["eps"] == 0.1)]
+    clean = u[(u["model"] == "baseline") & (u["attack"] == "clean")]
+    above = adv.set_index("case_id")["dice"] - clean.set_index("case_id")["dice"]
+    assert (int(m.group(5)), int(m.group(6))) == ((above > 0).sum(), n_runs)
+    rc = pd.read_csv(SEEDS / "run_level_comparisons.csv", dtype={"target_policy_a": str})
+    row = rc[(rc["region"] == "WT") & (rc["family"] == "defense_vs_clean") & (rc["model_a"] == "advtrain")
+             & (rc["attack_a"] == "tifgsm") & (rc["target_policy_a"] == "erase") & (rc["eps_a"] == 0.1)]  # fmt: skip
+    assert len(row) == 1 and float(m.group(7)) == round(float(row["p_holm"].iloc[0]), 2)
+    # gradient masking, from every run's notebook-06 diagnostics at eps 1
+    runs = pd.read_csv(SEEDS / "runs.csv")
+    diag = pd.concat([pd.read_csv(ROOT / p / "tables" / "diagnostics_06_distillation.csv").assign(run=r)
+                      for r, p in zip(runs["run"], runs["path"])])  # fmt: skip
+    diag = diag[diag["eps"] == 1.0]
+    gain = diag["dice_direct"] - diag["dice_logit_rescaled"]
+    m = _find(r"beats the direct attack in all (\d+) checks \(by at least 0.05 WT Dice in (\d+)\), with (\d+)–(\d+) % "
+              r"of voxels saturated: .*?the diagnostic's verdict in (\d+) of the (\d+) seeds", text)  # fmt: skip
+    assert int(m.group(1)) == len(diag) == (gain > 0).sum() and int(m.group(2)) == (gain >= 0.05).sum()
+    sat = 100 * diag["frac_saturated_voxels"]
+    assert (int(m.group(3)), int(m.group(4))) == (round(sat.min()), round(sat.max()))
+    flagged = diag[diag["verdict"].str.startswith("gradient masking")]["run"].nunique()
+    assert (int(m.group(5)), int(m.group(6))) == (flagged, n_runs)
 
 
 def test_readme_cpu_proxy_dice_is_the_committed_run() -> None:
@@ -215,6 +257,51 @@ def test_results_md_teaching_tables_are_the_committed_run() -> None:
             else:
                 assert key not in means.index, key
     assert n_cells == len(means), "docs/results.md: the attacked table misses conditions"
+
+
+def test_results_md_twelve_seed_table_is_the_committed_comparison() -> None:
+    """docs/results.md's twelve-seed table: the clean Dice range, the per-run counts and the pooled and run-level
+    verdicts with their numbers, each recomputed from the committed comparison tables."""
+    text = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
+    t = _md_table_after(text, "### Twelve seeds: the claims with the runs as the units").set_index("WT (headline)")
+    runs = pd.read_csv(SEEDS / "runs.csv")
+    n = len(runs)
+    assert list(t.columns) == [f"per run, {n} seeds", f"pooled, {runs['test_cases'].sum()} cases", f"run level, {n} runs"]
+    dice = pd.read_csv(SEEDS / "dice_by_run.csv", dtype={"target_policy": str})
+    clean = dice[(dice["region"] == "WT") & (dice["model"] == "baseline") & (dice["attack"] == "clean")].iloc[0]
+    assert t.loc["clean baseline Dice"].iloc[0] == f"{clean['min']:.3f}–{clean['max']:.3f}"
+    units = pd.read_csv(SEEDS / "run_level_table.csv")
+    rl_clean = units[(units["region"] == "WT") & (units["model"] == "baseline") & (units["attack"] == "clean")]["dice"]
+    pooled_tab = pd.read_csv(SEEDS / "pooled_comparisons.csv")
+    pc = pooled_tab[(pooled_tab["region"] == "WT") & (pooled_tab["family"] == "attack_effect")
+                    & (pooled_tab["model_a"] == "baseline")]["mean_a"].iloc[0]  # fmt: skip
+    assert t.loc["clean baseline Dice"].iloc[1] == f"{pc:.3f}" and t.loc["clean baseline Dice"].iloc[2] == f"{rl_clean.mean():.3f}"
+    v = pd.read_csv(SEEDS / "verdicts_by_run.csv")
+    wt = v[v["analysis"] == "WT"].set_index(["claim", "run"])
+    c4 = wt.loc["C4"]
+    m = re.fullmatch(r"holds (\d+), mixed (\d+) \((\d+)–(\d+)\)", t.loc["C4 (significantly below clean, of 18)"].iloc[0])
+    assert m and (int(m.group(1)), int(m.group(2))) == ((c4["verdict"] == "holds").sum(), (c4["verdict"] == "mixed").sum())
+    mixed = c4[c4["verdict"] == "mixed"]["n_support"]
+    assert (int(m.group(3)), int(m.group(4))) == (mixed.min(), mixed.max())
+    c3 = wt.loc["C3"]
+    m = re.fullmatch(r"contradicted (\d+), mixed (\d+) \(1 better, (\d+)–(\d+) worse\)",
+                     t.loc["C3 (distilled better, of 9)"].iloc[0])  # fmt: skip
+    assert m and (int(m.group(1)), int(m.group(2))) == ((c3["verdict"] == "contradicted").sum(), (c3["verdict"] == "mixed").sum())
+    mixed = c3[c3["verdict"] == "mixed"]
+    assert (mixed["n_support"] == 1).all() and (int(m.group(3)), int(m.group(4))) == (mixed["n_against"].min(), mixed["n_against"].max())
+    for col, f in ((1, "pooled_claims_by_region.csv"), (2, "run_level_claims_by_region.csv")):
+        cl = pd.read_csv(SEEDS / f).set_index(["analysis", "claim"]).loc["WT"]
+        cell = t.loc["C3 (distilled better, of 9)"].iloc[col]
+        assert cell.strip("*").startswith(cl.loc["C3", "verdict"])
+        assert f"(0 better, {cl.loc['C3', 'n_against']} worse)" in cell and cl.loc["C3", "n_support"] == 0
+        cell = t.loc["C4 (significantly below clean, of 18)"].iloc[col]
+        assert cell.strip("*").startswith(cl.loc["C4", "verdict"]) and f"({cl.loc['C4', 'n_support']}" in cell
+        assert t.loc["C1"].iloc[col].strip("*").startswith(cl.loc["C1", "verdict"])
+        drop = f"{100 * cl.loc['C2', 'rel_drop']:.1f} %, CI {100 * cl.loc['C2', 'rel_drop_ci_lo']:.1f}–"
+        assert drop in t.loc["C2 (largest drop)"].iloc[col]
+    rc = pd.read_csv(SEEDS / "run_level_comparisons.csv", dtype={"target_policy_a": str})
+    fam = rc[(rc["region"] == "WT") & (rc["family"] == "attack_effect") & (rc["model_a"] == "baseline") & (rc["eps_b"] == 1.0)]
+    assert f"p_holm {fam['p_holm'].max():.3f} each" in t.loc["C1"].iloc[2] and fam["p_holm"].nunique() == 1
 
 
 # ----------------------------------------------------------------------------- links

@@ -20,7 +20,9 @@ from robustseg_lib.stats import CLAIM_COLUMNS, SENSITIVITY_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = ROOT / "docs" / "results" / "teaching-seeds"
-COMMITTED_RUNS = [ROOT / "docs" / "results" / "teaching-cpu", *sorted(SEEDS.glob("seed*"))]
+#: The committed teaching run (seed 0) and its replicates, in seed order (seed2 before seed10).
+COMMITTED_RUNS = [ROOT / "docs" / "results" / "teaching-cpu",
+                  *sorted(SEEDS.glob("seed*"), key=lambda d: int(d.name.removeprefix("seed")))]  # fmt: skip
 
 
 def _fake_run(root: Path, seed: int, verdicts: dict[str, tuple[str, int, int, int]], *, epochs: int = 15,
@@ -195,11 +197,12 @@ def _stub_notebooks(nb_dir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def seed_runs(tmp_path_factory) -> list[Path]:
-    """Copies of the committed runs (seed 0 = the teaching run, seeds 1-3), so nothing is made under docs/."""
-    assert len(COMMITTED_RUNS) == 4, COMMITTED_RUNS
+    """Copies of the first four committed runs (seed 0 = the teaching run, seeds 1-3), so nothing is made under
+    docs/."""
+    assert [d.name for d in COMMITTED_RUNS[1:4]] == ["seed1", "seed2", "seed3"], COMMITTED_RUNS
     root = tmp_path_factory.mktemp("seeds")
     out = []
-    for d, lab in zip(COMMITTED_RUNS, ("seed0", "seed1", "seed2", "seed3")):
+    for d, lab in zip(COMMITTED_RUNS[:4], ("seed0", "seed1", "seed2", "seed3")):
         dst = root / lab
         for sub in ("tables", "attacks"):
             shutil.copytree(d / sub, dst / sub)
@@ -271,19 +274,35 @@ def test_runs_with_other_conditions_are_not_pooled(seed_runs, tmp_path) -> None:
         replicates.pooled_table([seed_runs[0], other])
 
 
-def test_committed_comparison_is_what_the_code_makes_of_the_committed_runs(seed_runs, tmp_path) -> None:
+@pytest.fixture(scope="module")
+def all_runs(tmp_path_factory) -> list[Path]:
+    """Copies of every committed run (the teaching run as seed0, then seed1, seed2, ...), as the committed
+    comparison labels them."""
+    root = tmp_path_factory.mktemp("allseeds")
+    out = []
+    for d in COMMITTED_RUNS:
+        dst = root / ("seed0" if d.name == "teaching-cpu" else d.name)
+        for sub in ("tables", "attacks"):
+            shutil.copytree(d / sub, dst / sub)
+        shutil.copy(d / "manifest.json", dst / "manifest.json")
+        out.append(dst)
+    return out
+
+
+def test_committed_comparison_is_what_the_code_makes_of_the_committed_runs(all_runs, tmp_path) -> None:
     out = tmp_path / "cmp"
-    replicates.write_comparison(seed_runs, out)
+    replicates.write_comparison(all_runs, out)
     committed = SEEDS / "comparison"
     for name in ("agreement.csv", "verdicts_by_run.csv", "dice_by_run.csv", "pooled_claims_by_region.csv",
-                 "pooled_comparisons.csv", "parameter_differences.csv"):  # fmt: skip
+                 "pooled_comparisons.csv", "parameter_differences.csv", "run_level_table.csv",
+                 "run_level_comparisons.csv", "run_level_claims_by_region.csv"):  # fmt: skip
         got, want = pd.read_csv(out / name), pd.read_csv(committed / name)
         pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-9, obj=name)
     body = lambda f: f.read_text().split("## Parameters that differ", 1)[1]  # noqa: E731  (the runs table names paths)
     assert body(out / "comparison.md") == body(committed / "comparison.md")
     # per run, the committed verdicts are each run's own claims_by_region (not recomputed here)
     v = pd.read_csv(out / "verdicts_by_run.csv")
-    for d in seed_runs:
+    for d in all_runs:
         own = replicates.canonical_analysis(pd.read_csv(d / "tables" / "claims_by_region.csv"))
         mine = v[v.run == d.name].merge(own, on=["analysis", "claim"], how="left", suffixes=("", "_own"))
         listed = mine["verdict_own"].notna()
@@ -377,8 +396,9 @@ def test_run_level_floor_is_the_exact_all_same_sign_p() -> None:
             replicates.runs_for_run_level_test(bad)
     few, enough = replicates._run_level_note(5, 0.05), replicates._run_level_note(6, 0.05)
     assert "with 5 runs an exact two-sided test over runs cannot go below p = 0.0625; it can reach p < 0.05 from 6" in few
-    assert "with 6 runs an exact two-sided test over runs can reach p = 0.0312 < 0.05" in enough
+    assert "with 6 runs an exact two-sided test over runs can reach p = 0.0312 < 0.05: the run-level column" in enough
     assert "cannot" not in enough and "Until then" not in enough
+    assert replicates._run_level_note(6, 0.05, computed=False).endswith("that test was not run (run_level=False).")
 
 
 # ----------------------------------------------------------------------------- found by mutation testing (session 13)
@@ -439,3 +459,161 @@ def test_a_run_lacking_a_condition_is_not_pooled(seed_runs, tmp_path) -> None:
     t[t.eps != 1.0].to_csv(f, index=False)
     with pytest.raises(ValueError, match=r"short: its conditions differ.*extra e\.g\. \[\], lacking e\.g\. \[\("):
         replicates.pooled_table([seed_runs[0], short])
+
+
+# ----------------------------------------------------------------------------- the runs as units (session 14)
+def test_run_level_table_is_each_runs_mean_per_condition() -> None:
+    """Hand-made pooled table, 2 runs x 3 cases: the means are written out by hand (not medians: 0.6, not 0.7);
+    excluding one ET case of run a changes a's ET means only."""
+    clean = {"a": (0.9, 0.7, 0.2), "b": (0.6, 0.8, 0.4)}
+    fgsm = {"a": (0.4, 0.2, 0.0), "b": (0.1, 0.3, 0.2)}
+    rows = []
+    for run in ("a", "b"):
+        for i, cid in enumerate(("c1", "c2", "c3")):
+            for region in ("WT", "ET"):
+                for attack, eps, vals in (("clean", 0.0, clean), ("fgsm", 1.0, fgsm)):
+                    rows.append({"case_id": f"{run}/{cid}", "model": "baseline", "attack": attack, "eps": eps,
+                                 "region": region, "dice": vals[run][i], "hd95": 1.0, "run": run})  # fmt: skip
+    t = pd.DataFrame(rows)
+    assert list(replicates.run_level_table(t).columns) == ["case_id", "model", "attack", "eps", "region", "dice", "n_cases"]
+    u = replicates.run_level_table(t).set_index(["case_id", "attack", "region"])
+    assert u.loc[("a", "clean", "WT"), "dice"] == pytest.approx(0.6)  # (0.9 + 0.7 + 0.2) / 3
+    assert u.loc[("a", "fgsm", "ET"), "dice"] == pytest.approx(0.2)  # (0.4 + 0.2 + 0.0) / 3
+    assert u.loc[("b", "clean", "ET"), "dice"] == pytest.approx(0.6) and u.loc[("b", "fgsm", "WT"), "dice"] == pytest.approx(0.2)
+    assert (u["n_cases"] == 3).all() and len(u) == 8
+    x = replicates.run_level_table(t, exclude={"ET": ["a/c1"]}).set_index(["case_id", "attack", "region"])
+    assert x.loc[("a", "clean", "ET"), "dice"] == pytest.approx(0.45) and x.loc[("a", "clean", "ET"), "n_cases"] == 2
+    assert x.loc[("a", "fgsm", "ET"), "dice"] == pytest.approx(0.1)
+    assert x.loc[("a", "clean", "WT"), "dice"] == pytest.approx(0.6) and x.loc[("b", "clean", "ET"), "dice"] == pytest.approx(0.6)
+    with pytest.raises(ValueError, match="'run'"):
+        replicates.run_level_table(t.drop(columns="run"))
+    with pytest.raises(ValueError, match="exclude"):
+        replicates.run_level_table(t, exclude=["a/c1"])
+
+
+def _units_table(n_runs: int, *, flip_run: int | None = None) -> pd.DataFrame:
+    """A pooled table of n_runs runs x 2 cases in which every run's means say what the paper says: attacks lower the
+    baseline, the student is above adversarial training under attack and both defenses stay below clean. The
+    per-run effects differ in size (so that no two runs tie, and scipy's exact test applies); ``flip_run`` reverses
+    C3 in that run."""
+    rows = []
+    for r in range(n_runs):
+        k = 0.001 * (r + 1)  # run-specific effect sizes
+        for c in range(2):
+            base = 0.80 + 0.01 * c + 0.002 * r
+            def add(model, attack, eps, dice):  # noqa: E306
+                rows.append({"case_id": f"r{r}/c{c}", "model": model, "attack": attack, "eps": eps, "region": "WT",
+                             "dice": dice, "run": f"r{r}"})  # fmt: skip
+            gap = -(0.05 + 2 * k) if r == flip_run else 0.05 + 2 * k
+            for m, offset in (("baseline", 0.0), ("distilled", 0.01 + 0.0003 * r), ("advtrain", 0.01 + 0.0005 * r)):
+                add(m, "clean", 0.0, base - offset)
+            for eps in (0.5, 1.0):
+                add("baseline", "fgsm", eps, base - 0.3 * eps - k)
+                add("advtrain", "fgsm", eps, base - 0.2 * eps - 0.1 - k)
+                add("distilled", "fgsm", eps, base - 0.2 * eps - 0.1 - k + gap)
+    return pd.DataFrame(rows)
+
+
+def test_run_level_claims_are_wilcoxon_tests_over_run_means() -> None:
+    """12 runs whose means all agree: each run-level p is scipy's exact signed-rank p of the 12 per-run mean
+    differences (computed here with numpy), 2·2⁻¹² = 0.000488 (hand value); Holm multiplies it by the family's size;
+    C1, C3 and C4 hold. With 5 of those runs nothing can pass (2·2⁻⁵ = 0.0625 ≥ 0.05 before Holm): C1, C3 and C4
+    are 'not supported'. The run with the largest C3 effect reversed leaves C3 significant in no test at 12 runs."""
+    t = _units_table(12)
+    cmp, cbr = replicates.run_level_claims(t, n_resamples=200)
+    v = cbr.set_index("claim")
+    assert v.loc["C1", "verdict"] == v.loc["C3", "verdict"] == v.loc["C4", "verdict"] == "holds"
+    assert (cbr["n_cases"] == 12).all() and (cbr["analysis"] == "WT").all()
+    # the oracle: per-run means straight from the rows
+    g = t.groupby(["run", "model", "attack", "eps"])["dice"].mean()
+    runs = [f"r{r}" for r in range(12)]
+    clean = np.array([g[(r, "baseline", "clean", 0.0)] for r in runs])
+    att = np.array([g[(r, "baseline", "fgsm", 1.0)] for r in runs])
+    row = cmp[(cmp.family == "attack_effect") & (cmp.model_a == "baseline") & (cmp.eps_b == 1.0)].iloc[0]
+    assert row["n"] == 12
+    assert row["pvalue"] == pytest.approx(sps.wilcoxon(clean - att, method="exact").pvalue, rel=1e-12)
+    assert row["pvalue"] == pytest.approx(2 * 0.5**12, rel=1e-12)
+    n_family = int(((cmp.family == "attack_effect") & (cmp.region == "WT")).sum())
+    assert n_family == 6  # 3 models x 2 eps
+    assert row["p_holm"] == pytest.approx(n_family * 2 * 0.5**12, rel=1e-12)
+    # C2 on run means: 1 - mean(attacked)/mean(clean), the largest over the conditions (fgsm at eps 1)
+    assert v.loc["C2", "rel_drop"] == pytest.approx(1 - att.mean() / clean.mean(), rel=1e-12)
+    _, few = replicates.run_level_claims(t[t["run"].isin(runs[:5])], n_resamples=200)
+    f = few.set_index("claim")
+    assert [f.loc[c, "verdict"] for c in ("C1", "C3", "C4")] == ["not supported"] * 3
+    # alpha and the bootstrap seed reach the tests: at alpha 0.001 no p_holm (0.0029 for C1) passes
+    scmp, strict = replicates.run_level_claims(t, alpha=0.001, n_resamples=200)
+    assert strict.set_index("claim").loc["C1", "verdict"] == "not supported"
+    assert not scmp["significant"].any() and cmp["significant"].any()
+    _, other = replicates.run_level_claims(t, n_resamples=200, seed=7)
+    assert other.set_index("claim").loc["C2", "rel_drop_ci_lo"] != v.loc["C2", "rel_drop_ci_lo"]
+    # run 11, the largest C3 effect, reversed: W- = 12, and 70 of the 2¹² sign patterns have W- ≤ 12 (the subsets of
+    # 1..12 summing to at most 12, counted by hand), so p = 2·70/4096 = 0.034, and Holm over the 3 C3 tests: 0.10
+    fcmp, flipped = replicates.run_level_claims(_units_table(12, flip_run=11), n_resamples=200)
+    fl = flipped.set_index("claim")
+    c3 = fcmp[(fcmp.family == "distill_vs_advtrain") & (fcmp.eps_a == 1.0)].iloc[0]
+    assert c3["pvalue"] == pytest.approx(2 * 70 / 4096, rel=1e-12)
+    assert fl.loc["C1", "verdict"] == "holds" and fl.loc["C3", "verdict"] == "not supported"
+
+
+def test_run_level_claims_judge_each_region_again_without_its_empty_truth_cases() -> None:
+    """The exclusion analysis averages each run over its remaining cases: with one case of every run excluded, the
+    run means are the other case's values (the oracle), and the analysis is named as the pooled one is."""
+    t = _units_table(6)
+    empty = {"WT": [f"r{r}/c0" for r in range(6)]}
+    cmp, cbr = replicates.run_level_claims(t, empty_truth=empty, n_resamples=100)
+    assert list(cbr["analysis"].unique()) == ["WT", "WT without empty-truth cases"]
+    ex = cbr[cbr["analysis"] == "WT without empty-truth cases"].set_index("claim")
+    assert (ex["n_excluded"] == 6).all() and (ex["n_cases"] == 6).all()
+    c1 = t[t.case_id.str.endswith("/c1") & (t.model == "baseline")]
+    clean = c1[c1.attack == "clean"].set_index("run")["dice"]
+    att = c1[(c1.attack == "fgsm") & (c1.eps == 1.0)].set_index("run")["dice"]
+    assert ex.loc["C2", "rel_drop"] == pytest.approx(1 - att.mean() / clean.mean(), rel=1e-12)
+    whole = cbr[cbr["analysis"] == "WT"].set_index("claim")
+    assert whole.loc["C2", "rel_drop"] != pytest.approx(ex.loc["C2", "rel_drop"], rel=1e-9)
+    with pytest.raises(ValueError, match="empty_truth"):
+        replicates.run_level_claims(t, empty_truth=[("WT", "r0/c0")])
+
+
+def test_run_level_reach_sentences_follow_the_family_sizes() -> None:
+    """Hand values: families of 10, 24 and 36 tests. 4 runs: 0.125 x 10 = 1.25, capped at 1, so nothing can pass and
+    every family can from 11 runs on (36·2·2⁻¹¹ = 0.035 < 0.05 ≤ 36·2·2⁻¹⁰ = 0.070); 10 runs: 10 x 0.00195 = 0.0195
+    and 24 x 0.00195 = 0.047 can, 36 x 0.00195 = 0.0703 cannot; 12 runs: 36 x 0.000488 = 0.0176, all can."""
+    fam = pd.DataFrame({"family": ["distill_vs_advtrain"] * 10 + ["defense_vs_clean"] * 24 + ["attack_effect"] * 36
+                        + ["defense_vs_baseline"] * 50, "region": "WT"})  # fmt: skip
+    assert replicates.runs_for_run_level_test(0.05, 36) == 11 and replicates.runs_for_run_level_test(0.05, 24) == 10
+    s4 = replicates._run_level_reach(4, fam, 0.05)
+    assert "no two-sided p can go below 0.125" in s4 and "(10–36 tests" in s4
+    assert "smallest reachable p_holm is 1–1." in s4
+    assert "No run-level test can reach p_holm < 0.05" in s4 and "Every family can from 11 runs on." in s4
+    s10 = replicates._run_level_reach(10, fam, 0.05)
+    assert "p_holm is 0.0195–0.0703." in s10
+    assert "The largest families cannot reach p_holm < 0.05 (attack_effect, 36 tests)" in s10 and "from 11 runs on" in s10
+    s12 = replicates._run_level_reach(12, fam, 0.05)
+    assert s12.endswith("p_holm is 0.00488–0.0176. Every family can reach p_holm < 0.05.")
+    with pytest.raises(ValueError, match="family_size"):
+        replicates.runs_for_run_level_test(0.05, 0)
+
+
+def test_write_comparison_adds_the_run_level_column_and_section(seed_runs, tmp_path) -> None:
+    """The run_level column of agreement.csv is run_level_claims of the pooled table (called here directly);
+    comparison.md says that 4 runs cannot reach significance; --no-pooled writes neither."""
+    out = tmp_path / "cmp"
+    agree = replicates.write_comparison(seed_runs, out, n_resamples=100)
+    table = replicates.pooled_table(seed_runs)
+    empty = replicates.pooled_empty_truth(seed_runs)
+    _, rl = replicates.run_level_claims(table, empty_truth=empty, n_resamples=100)
+    pd.testing.assert_frame_equal(pd.read_csv(out / "run_level_claims_by_region.csv"), rl, check_exact=False, rtol=1e-12)
+    cell = agree.set_index(["analysis", "claim"]).loc[("WT", "C1"), "run_level"]
+    assert cell == "not supported (0/3)"
+    text = (out / "comparison.md").read_text()
+    assert "## Run-level evidence" in text and "No run-level test can reach p_holm < 0.05" in text
+    assert 'a "case" is a run' in text
+    assert "the run-level column (below)" not in text  # 4 < 6 runs: the pooled section says what they cannot show
+    u = pd.read_csv(out / "run_level_table.csv")
+    assert set(u["case_id"]) == {"seed0", "seed1", "seed2", "seed3"} and (u["n_cases"] == 14).all()
+    bare = replicates.write_comparison(seed_runs, tmp_path / "nopool", pooled=False)
+    assert "run_level" not in bare.columns and not (tmp_path / "nopool" / "run_level_claims_by_region.csv").exists()
+    replicates.write_comparison(seed_runs, tmp_path / "norl", run_level=False, n_resamples=50)
+    assert not (tmp_path / "norl" / "run_level_table.csv").exists()
+    assert "## Run-level evidence" not in (tmp_path / "norl" / "comparison.md").read_text()

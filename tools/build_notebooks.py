@@ -1045,7 +1045,10 @@ print(path)
 3. One run is one draw of the data, the training and the attacks. From a terminal, replicate the experiment
    (`robustseg reproduce --seed 1`, then `--seed 2`: each about 7 min on 2 cores) and compare the verdicts
    (`robustseg compare runs/teaching runs/teaching-seed1 runs/teaching-seed2`). Which verdicts survive every seed?
-   `comparison.md` also judges the claims on all runs' cases pooled: what does the extra power change?
+   `comparison.md` also judges the claims on all runs' cases pooled: what does the extra power change? And with
+   the runs as the units: why can three runs decide nothing there, and how many would C1 need
+   (`replicates.runs_for_run_level_test`)? The committed twelve-seed comparison is in
+   `docs/results/teaching-seeds/comparison/`.
 """
         ),
     ]
