@@ -528,7 +528,7 @@ def run_level_claims(
         ``(comparisons, claims_by_region)`` as :func:`pooled_claims` returns them; ``n_cases`` counts runs and
         ``n_excluded`` the pooled cases left out.
     """
-    from .stats import claims, compare
+    from .stats import CLAIM_COLUMNS, SENSITIVITY_COLUMNS, claims, compare
 
     if empty_truth is not None and not isinstance(empty_truth, Mapping):
         raise ValueError(f"empty_truth: expected a mapping region -> case ids, got {type(empty_truth).__name__}")
@@ -549,8 +549,6 @@ def run_level_claims(
         cl = claims(sub, scmp, region=r, alpha=alpha, n_resamples=n_resamples, seed=seed)
         frames.append(cl.assign(analysis=f"{r} without empty-truth cases", region=r,
                                 n_cases=int(sub["case_id"].nunique()), n_excluded=len(ids)))  # fmt: skip
-    from .stats import CLAIM_COLUMNS, SENSITIVITY_COLUMNS
-
     cbr = pd.concat(frames, ignore_index=True)
     return cmp, cbr[[*SENSITIVITY_COLUMNS, *CLAIM_COLUMNS]]
 
