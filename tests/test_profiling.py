@@ -46,3 +46,66 @@ def test_busy_fraction_on_real_profiler_events_cpu() -> None:
     assert busy_fraction_of_events(events, torch.autograd.DeviceType.CUDA, span) == 0.0
     frac_none, wall = device_busy_fraction(lambda: a.sum(), "cpu")
     assert frac_none is None and wall >= 0
+
+
+# ----------------------------------------------------------------------------- found by mutation testing (session 14)
+def test_interval_union_accepts_zero_length_intervals() -> None:
+    """start == end is allowed (the docstring's start <= end): hand, [1, 1] adds 0 and [2, 3] adds 1."""
+    assert interval_union([(1, 1), (2, 3)]) == 1.0
+
+
+def test_busy_fraction_clips_overshoot_and_refuses_nan_window() -> None:
+    """A kernel interval 10 µs longer than the window (profiler clock overshoot) gives 1.0, not 1.1;
+    a NaN window is not > 0 and is refused."""
+    cuda = torch.autograd.DeviceType.CUDA
+    assert busy_fraction_of_events([_Ev(0, 110, cuda)], cuda, 100.0) == 1.0
+    with pytest.raises(ValueError, match="wall_us"):
+        busy_fraction_of_events([_Ev(0, 1, cuda)], cuda, float("nan"))
+
+
+def test_device_busy_fraction_other_devices_are_only_timed() -> None:
+    """Every device but CUDA (here 'meta') gets no busy fraction, only the wall time; the workload runs once."""
+    calls = []
+    frac, wall = device_busy_fraction(lambda: calls.append(1), "meta")
+    assert frac is None and wall >= 0 and calls == [1]
+
+
+def test_device_busy_fraction_cuda_path_with_a_fake_profiler(monkeypatch) -> None:
+    """The CUDA path without a GPU: torch.cuda.synchronize and torch.profiler.profile are replaced by fakes. The
+    fake profiler reports one CUDA kernel lasting half of the workload's own duration (measured inside it), so the
+    fraction must be that duration / 2 / the returned wall (both in s; at most 0.5, never clipped): microseconds
+    over seconds × 10⁶. The clock stops only after a synchronize that follows the workload."""
+    import time
+
+    import torch.profiler
+
+    calls: list[str] = []
+
+    class _Prof:
+        def __init__(self, activities) -> None:
+            assert torch.profiler.ProfilerActivity.CUDA in activities
+
+        def __enter__(self):
+            calls.append("enter")
+            return self
+
+        def __exit__(self, *exc) -> None:
+            calls.append("exit")
+
+        def events(self) -> list:
+            half_us = 0.5 * busy[0] * 1e6
+            return [_Ev(0.0, half_us, torch.autograd.DeviceType.CUDA), _Ev(0.0, 1e12, torch.autograd.DeviceType.CPU)]
+
+    busy: list[float] = []
+
+    def work() -> None:
+        calls.append("fn")
+        t = time.perf_counter()
+        time.sleep(0.01)
+        busy.append(time.perf_counter() - t)
+
+    monkeypatch.setattr(torch.profiler, "profile", _Prof)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda dev=None: calls.append("sync"))
+    frac, wall = device_busy_fraction(work, "cuda")
+    assert calls == ["sync", "enter", "fn", "sync", "exit"]
+    assert 0 < busy[0] <= wall and frac == pytest.approx(0.5 * busy[0] / wall)

@@ -1136,3 +1136,325 @@ def test_claims_by_region_matches_integer_case_ids_as_strings() -> None:
         out = S.claims_by_region(t, empty_truth={"ET": [0, 1]}, n_resamples=50, method="exact")
     assert list(pd.unique(out.analysis)) == ["ET", "ET, 2 empty-truth cases excluded"]
     assert (out.loc[out.analysis != "ET", "n_cases"] == N_CASES - 2).all()
+
+
+# ----------------------------------------------------------------------------- found by mutation testing (session 14)
+def _kp_rows(spec: list[tuple[str, str, float]]) -> pd.DataFrame:
+    """One WT row per (model, attack, eps), in the given order (key_pairs reads conditions only)."""
+    return pd.DataFrame([{"case_id": "c0", "model": m, "attack": a, "eps": e, "region": "WT", "dice": 0.5}
+                         for m, a, e in spec])
+
+
+def test_key_pairs_picks_the_strongest_ifgsm_and_pairs_the_defenses_by_hand() -> None:
+    """key_pairs by hand: clean vs the baseline's largest i-FGSM eps (0.3, not 0.1); distilled vs adversarially
+    trained at the *distilled* model's largest eps (0.2, not advtrain's 0.4), distilled first."""
+    from robustseg_lib import report as R
+
+    t = _kp_rows([("baseline", "clean", 0.0), ("baseline", "ifgsm", 0.1), ("baseline", "ifgsm", 0.3),
+                  ("distilled", "ifgsm", 0.2), ("advtrain", "ifgsm", 0.2), ("advtrain", "ifgsm", 0.4)])
+    assert R.key_pairs(t) == [
+        ({"model": "baseline", "attack": "clean", "eps": 0.0}, {"model": "baseline", "attack": "ifgsm", "eps": 0.3}),
+        ({"model": "distilled", "attack": "ifgsm", "eps": 0.2}, {"model": "advtrain", "attack": "ifgsm", "eps": 0.2}),
+    ]
+    # only one of the two defenses: no defense pair
+    only_distilled = t[t.model != "advtrain"]
+    assert R.key_pairs(only_distilled) == [R.key_pairs(t)[0]]
+
+
+def test_key_pairs_without_ifgsm_takes_the_first_non_diagnostic_attack() -> None:
+    """Without i-FGSM the first attack that is neither clean nor diagnostic (transfer_*, *_logit_rescaled) is used
+    (hand: fgsm at its largest eps 0.2); the diagnostic rows come first in the table and have larger eps."""
+    from robustseg_lib import report as R
+
+    t = _kp_rows([("baseline", "clean", 0.0), ("baseline", "transfer_fgsm", 0.5), ("baseline", "fgsm_logit_rescaled", 0.6),
+                  ("baseline", "fgsm", 0.2), ("baseline", "fgsm", 0.1)])
+    assert R.key_pairs(t) == [
+        ({"model": "baseline", "attack": "clean", "eps": 0.0}, {"model": "baseline", "attack": "fgsm", "eps": 0.2}),
+    ]
+    assert R.key_pairs(t[t.attack.isin(["clean", "transfer_fgsm", "fgsm"])])[0][1]["attack"] == "fgsm"
+    assert R.key_pairs(t[t.attack.isin(["clean", "fgsm_logit_rescaled", "fgsm"])])[0][1]["attack"] == "fgsm"
+    assert R.key_pairs(_kp_rows([("baseline", "clean", 0.0)])) == []
+
+
+def test_key_pairs_ignores_eps_zero_rows_of_an_attack() -> None:
+    """An eps grid that starts at 0 gives ifgsm@0 rows, which are the clean input: with the baseline measured at
+    eps 0 only there is no clean-vs-attack pair (hand), only the defenses' pair at 0.2."""
+    from robustseg_lib import report as R
+
+    t = _kp_rows([("baseline", "clean", 0.0), ("baseline", "ifgsm", 0.0),
+                  ("distilled", "ifgsm", 0.0), ("distilled", "ifgsm", 0.2), ("advtrain", "ifgsm", 0.2)])
+    assert R.key_pairs(t) == [
+        ({"model": "distilled", "attack": "ifgsm", "eps": 0.2}, {"model": "advtrain", "attack": "ifgsm", "eps": 0.2}),
+    ]
+
+
+def test_teaching_example_numbers_by_hand() -> None:
+    """teaching_example on three WT cases (the minimum it accepts), with a TC region of other values beside it:
+    clean [0.8, 0.7, 0.6], attacked [0.5, 0.7, 0.65]. Hand: SDs 0.100 / 0.104, differences [0.3, 0, -0.05] with mean
+    0.083, positive in 1 of 3; Mann–Whitney from scipy; the paired test on the two non-zero pairs: p = 1 (exact,
+    2·P(T⁺ ≥ 2) of {0, 1, 2, 3} equally likely). The comparison table is hand-made: 3 WT comparisons at α = 0.1,
+    2 with raw p < 0.1 and 1 after Holm; 0.3 false positives expected."""
+    from robustseg_lib import report as R
+
+    wt = {"clean": [0.8, 0.7, 0.6], "ifgsm": [0.5, 0.7, 0.65]}
+    tc = {"clean": [0.3, 0.2, 0.9], "ifgsm": [0.1, 0.4, 0.4]}
+    t = pd.DataFrame([{"case_id": f"c{i}", "model": "baseline", "attack": atk, "eps": 0.0 if atk == "clean" else 0.3,
+                       "region": reg, "dice": vals[atk][i]}
+                      for reg, vals in (("WT", wt), ("TC", tc)) for atk in ("clean", "ifgsm") for i in range(3)])
+    cmp_ = pd.DataFrame({"region": ["WT", "WT", "WT", "TC"], "pvalue": [0.01, 0.03, 0.2, 0.001],
+                         "p_holm": [0.03, 0.12, 0.2, 0.001]})
+    text = R.teaching_example(t, cmp_, region="WT", alpha=0.1)
+    mw = sst.mannwhitneyu(wt["clean"], wt["ifgsm"], alternative="two-sided").pvalue
+    assert (
+        "**Pairing.** WT Dice, baseline clean vs baseline ifgsm ε=0.3, 3 cases: the between-case standard deviation is "
+        "0.100 / 0.104, but the per-case differences have mean 0.083 and are positive in 1 of 3 cases. "
+        f"Unpaired Mann–Whitney p = {mw:.2g}; paired Wilcoxon p = 1."
+    ) in text
+    assert "This run makes 3 comparisons on WT. With raw p < 0.1, 2 look significant; " in text
+    assert "after Holm's correction within each family, 1 remain. At α = 0.1, about 0.3 false positives" in text
+    # two cases are too few for the pairing paragraph
+    two = t[t.case_id != "c2"]
+    assert "**Pairing.**" not in R.teaching_example(two, cmp_, region="WT", alpha=0.1)
+
+
+def test_md_table_cells_by_hand() -> None:
+    """_md_table, expected text written out: NaN prints as an empty cell, float32 cells get the float format,
+    per-column formats override the default, '|' inside a cell cannot split it, one separator per column."""
+    from robustseg_lib import report as R
+
+    df = pd.DataFrame({"name": ["a|b", "c"], "x": [0.12345, float("nan")],
+                       "y": np.array([1.5, 2.25], dtype=np.float32), "p": [0.000123, 0.5]})
+    assert R._md_table(df, formats={"p": ".2g"}) == (
+        "| name | x | y | p |\n"
+        "|---|---|---|---|\n"
+        "| a/b | 0.123 | 1.500 | 0.00012 |\n"
+        "| c |  | 2.250 | 0.5 |"
+    )
+
+
+def test_comparison_view_labels_both_sides_and_prints_the_estimate_without_interval() -> None:
+    """_comparison_view on a hand-made two-row table: the a side's target policy labels it too
+    (tifgsm[erase]); an estimate without interval (n_nonzero too small) prints alone, a missing one as an
+    empty cell, never 'nan'; counts print as integers; source_model_a is shown."""
+    from robustseg_lib import report as R
+
+    c = pd.DataFrame({
+        "family": ["x", "x"], "region": ["WT", "WT"],
+        "model_a": ["distilled", "distilled"], "attack_a": ["tifgsm", "fgsm"], "target_policy_a": ["erase", None],
+        "source_model_a": ["baseline", "baseline"], "eps_a": [0.2, 0.2],
+        "model_b": ["advtrain", "advtrain"], "attack_b": ["tifgsm", "fgsm"], "target_policy_b": ["erase", None],
+        "eps_b": [0.2, 0.2], "n": [12.0, 12.0], "n_nonzero": [4.0, 0.0],
+        "hl_estimate": [0.0125, float("nan")], "hl_ci_lo": [float("nan")] * 2, "hl_ci_hi": [float("nan")] * 2,
+        "pvalue": [0.125, float("nan")], "p_holm": [0.25, float("nan")],
+    })
+    v = R._comparison_view(c)
+    assert list(v.columns) == ["family", "model_a", "attack_a", "source_model_a", "eps_a", "model_b", "attack_b", "eps_b",
+                               "n", "n_nonzero", "hl_estimate [CI]", "pvalue", "p_holm"]
+    assert list(v["attack_a"]) == ["tifgsm[erase]", "fgsm"] and list(v["attack_b"]) == ["tifgsm[erase]", "fgsm"]
+    assert list(v["hl_estimate [CI]"]) == ["0.013", ""]
+    rows = R._md_table(v, formats=R._P_FORMATS).splitlines()[2:]
+    assert rows[0] == "| x | distilled | tifgsm[erase] | baseline | 0.200 | advtrain | tifgsm[erase] | 0.200 | 12 | 4 | 0.013 | 0.12 | 0.25 |"
+    assert rows[1] == "| x | distilled | fgsm | baseline | 0.200 | advtrain | fgsm | 0.200 | 12 | 0 |  |  |  |"
+
+
+def test_sensitivity_view_by_hand() -> None:
+    """_sensitivity_view on a hand-made claims_by_region table: rows in the table's order (WT, TC, ET; not sorted),
+    cases from n_cases, 'verdict (support/tests)', C2 with its drop in %, without it when the drop is NaN, and a bare
+    verdict when nothing was tested."""
+    from robustseg_lib import report as R
+
+    rows = []
+    for analysis, n in (("WT", 12), ("TC", 11), ("ET", 9)):
+        rows += [
+            {"analysis": analysis, "n_cases": n, "claim": "C1", "verdict": "holds", "n_tests": 3, "n_support": 2, "rel_drop": np.nan},
+            {"analysis": analysis, "n_cases": n, "claim": "C2", "verdict": "holds" if analysis == "WT" else "not tested",
+             "n_tests": 0, "n_support": 0, "rel_drop": 0.704 if analysis == "WT" else np.nan},
+            {"analysis": analysis, "n_cases": n, "claim": "C3", "verdict": "not tested", "n_tests": 0, "n_support": 0, "rel_drop": np.nan},
+        ]
+    v = R._sensitivity_view(pd.DataFrame(rows))
+    assert list(v["analysis"]) == ["WT", "TC", "ET"] and list(v["cases"]) == [12, 11, 9]
+    assert list(v["C1"]) == ["holds (2/3)"] * 3
+    assert list(v["C2"]) == ["holds (70 %)", "not tested", "not tested"]
+    assert list(v["C3"]) == ["not tested"] * 3
+
+
+def _hand_report_inputs(region: str = "TC") -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Hand-made summary (two regions, a target_policy column), comparisons and claims for write_report."""
+    summary = pd.DataFrame({"model": ["baseline", "baseline", "baseline"], "attack": ["clean", "tifgsm", "clean"],
+                            "target_policy": [None, "erase", None], "eps": [0.0, 0.2, 0.0], "region": [region, region, "XX"],
+                            "n": [12, 12, 12], "mean_dice": [0.8, 0.4, 0.5], "ci_lo": [0.7, 0.3, 0.45], "ci_hi": [0.9, 0.55, 0.55]})
+    comparisons = pd.DataFrame({"family": ["attack_effect"], "region": [region], "model_a": ["baseline"], "attack_a": ["clean"],
+                                "eps_a": [0.0], "model_b": ["baseline"], "attack_b": ["fgsm"], "eps_b": [0.2], "n": [12],
+                                "pvalue": [0.0004], "p_holm": [0.0004]})
+    claims = pd.DataFrame({"claim": ["C1"], "statement": ["attacks hurt"], "verdict": ["holds"], "evidence": ["1/1 tests"],
+                           "n_tests": [1]})
+    return summary, comparisons, claims
+
+
+def test_write_report_contents_by_hand(tmp_path) -> None:
+    """write_report on hand-made tables and run folder (region TC): every table written as CSV, the headline table on
+    TC only with 'mean [lo, hi]' and the target policy, the header from the manifest (profile, device, short sha
+    with +dirty, machine summary), the claims' evidence, the empty-truth note, figures given and found copied and all
+    listed, diagnostics copied with their verdict column, stage seconds in .1f and a finished report stage shown
+    as done."""
+    import json
+
+    import matplotlib.pyplot as plt
+
+    from robustseg_lib import report as R
+    from robustseg_lib.artefacts import RunPaths
+
+    run = RunPaths(tmp_path / "run")
+    run.root.mkdir()
+    run.manifest.write_text(json.dumps({
+        "profile": "handmade", "device": "cpu", "git_sha": "3949eed96d863797381880a506703ba8651cfee8+dirty",
+        "machine": {"summary": "Some CPU (x86_64), 1 torch thread, no GPU"},
+        "stages": {"01_data": {"status": "done", "seconds": 12.0}, "08_statistics": {"status": "done", "seconds": 3.5}},
+    }))
+    fig_a, fig_b = plt.figure(), plt.figure()
+    fig_b.savefig(run.figures / "found.png")
+    plt.close(fig_b)
+    found_bytes = (run.figures / "found.png").read_bytes()
+    pd.DataFrame({"verdict": ["masked"], "model": ["distilled"], "attack": ["fgsm"], "eps": [0.2], "other": [1],
+                  "dice_direct": [0.9]}).to_csv(run.tables / "diagnostics_06_distillation.csv", index=False)
+    pd.DataFrame({"case_id": ["c0", "c1"], "WT": [5, 4], "TC": [0, 2], "ET": [0, 0]}).to_csv(run.tables / "data_region_volumes.csv", index=False)
+    pd.DataFrame({"case_id": ["c0", "c1"], "dice": [0.5, 0.6]}).to_csv(run.tables / "results_02_unet.csv", index=False)
+    summary, comparisons, claims = _hand_report_inputs("TC")
+    path = R.write_report(run, summary=summary, comparisons=comparisons, claims=claims, region="TC", figures={"given": fig_a})
+    plt.close(fig_a)
+    text = path.read_text()
+    for name, df in (("summary", summary), ("comparisons", comparisons), ("claims", claims)):
+        assert len(pd.read_csv(run.report / f"{name}.csv")) == len(df)
+    assert "profile `handmade` · device `cpu` · git `3949eed96d+dirty` · machine: Some CPU (x86_64), 1 torch thread, no GPU" in text
+    header, rows = _md_rows(text, "| claim |")
+    assert header == ["claim", "statement", "verdict", "evidence"] and rows == [["C1", "attacks hurt", "holds", "1/1 tests"]]
+    assert "## Mean TC Dice with 95 % bootstrap CI" in text
+    header, rows = _md_rows(text, "| model | attack | target_policy |")
+    assert header == ["model", "attack", "target_policy", "eps", "n", "mean [95% CI]"]
+    assert [r[-1] for r in rows] == ["0.800 [0.700, 0.900]", "0.400 [0.300, 0.550]"]
+    assert "(of 2): WT 0, TC 1, ET 2" in text
+    assert (run.report / "given.png").is_file() and (run.report / "found.png").read_bytes() == found_bytes
+    assert "![given.png](given.png)" in text and "![found.png](found.png)" in text
+    assert (run.report / "diagnostics_06_distillation.csv").is_file()
+    assert "## Gradient-masking diagnostics" in text
+    header, rows = _md_rows(text, "| model | attack | eps | dice_direct")
+    assert header == ["model", "attack", "eps", "dice_direct", "verdict"] and rows == [["distilled", "fgsm", "0.200", "0.900", "masked"]]
+    _, st = _md_rows(text, "| stage | status")
+    assert st == [["01_data", "done", "12.0"], ["08_statistics", "done", "3.5"]]
+
+
+def test_write_report_without_diagnostics_and_with_bad_tables(tmp_path) -> None:
+    """No diagnostics table in the run: no diagnostics section; each of the three required tables is checked by
+    name (a string instead of a DataFrame raises ValueError naming it)."""
+    from robustseg_lib import report as R
+    from robustseg_lib.artefacts import RunPaths
+
+    summary, comparisons, claims = _hand_report_inputs("WT")
+    run = RunPaths(tmp_path / "run")
+    text = R.write_report(run, summary=summary, comparisons=comparisons, claims=claims).read_text()
+    assert "Gradient-masking" not in text and "## Stages" not in text
+    for name in ("summary", "comparisons", "claims"):
+        kw = {"summary": summary, "comparisons": comparisons, "claims": claims, name: "nope"}
+        with pytest.raises(ValueError, match=f"^{name}: expected a pandas DataFrame"):
+            R.write_report(run, **kw)
+
+
+def test_report_empty_truth_note_needs_a_region_column(tmp_path) -> None:
+    """A volumes table without any region column (nothing to count): no note, rather than a sentence listing no
+    region."""
+    from robustseg_lib import report as R
+    from robustseg_lib.artefacts import RunPaths
+
+    run = RunPaths(tmp_path / "run")
+    pd.DataFrame({"case_id": ["c0", "c1"], "NCR": [3, 0]}).to_csv(run.tables / "data_region_volumes.csv", index=False)
+    pd.DataFrame({"case_id": ["c0", "c1"], "dice": [0.5, 0.6]}).to_csv(run.tables / "results_02_unet.csv", index=False)
+    assert R.empty_truth_note(run) == ""
+
+
+def _viz_table() -> pd.DataFrame:
+    """Three cases; WT values by hand, TC all 0.1 (a region that must not leak into a WT figure)."""
+    wt = {
+        ("baseline", "clean", None, 0.0): [0.8, 0.7, 0.9],
+        ("baseline", "fgsm", None, 0.1): [0.6, 0.5, 0.7],
+        ("baseline", "fgsm", None, 0.2): [0.4, 0.3, 0.2],
+        ("baseline", "tifgsm", "erase", 0.2): [0.5, 0.5, 0.5],
+        ("baseline", "transfer_fgsm", None, 0.2): [0.7, 0.7, 0.7],
+        ("advtrain", "clean", None, 0.0): [0.7, 0.7, 0.7],
+        ("advtrain", "fgsm", None, 0.1): [0.65, 0.65, 0.65],
+        ("advtrain", "fgsm", None, 0.2): [0.6, 0.6, 0.6],
+    }
+    return pd.DataFrame([{"case_id": f"c{i}", "model": m, "attack": a, "target_policy": p, "eps": e, "region": r,
+                          "dice": v[i] if r == "WT" else 0.1}
+                         for (m, a, p, e), v in wt.items() for r in ("WT", "TC") for i in range(3)])
+
+
+def test_robustness_curves_by_hand() -> None:
+    """plot_robustness_curves on a hand-made table: the baseline's fgsm curve is the WT means by hand (0.8, 0.6,
+    0.3 at eps 0, 0.1, 0.2; TC left out); the tifgsm panel draws only the model attacked there (no advtrain,
+    colours from seaborn's palette as the function assigns them, models sorted); only the last panel keeps the
+    legend; the y label names the region; ``attacks`` chooses the panels; a table of clean rows only gets one
+    'clean' panel; an absent region is refused."""
+    import matplotlib.colors as mcolors
+
+    t = _viz_table()
+    fig = V.plot_robustness_curves(t, region="WT", n_boot=20)
+    axes = fig.get_axes()
+    assert [ax.get_title() for ax in axes] == ["fgsm", "tifgsm[erase]"]
+    colours = dict(zip(["advtrain", "baseline"], sns.color_palette(n_colors=2)))
+
+    def drawn(ax, model: str) -> list:
+        return [ln for ln in ax.lines if len(ln.get_xdata()) and mcolors.same_color(ln.get_color(), colours[model])]
+
+    base = drawn(axes[0], "baseline")
+    assert len(base) == 1
+    np.testing.assert_allclose(base[0].get_xdata(), [0.0, 0.1, 0.2])
+    np.testing.assert_allclose(base[0].get_ydata(), [0.8, 0.6, 0.3])
+    assert drawn(axes[1], "baseline") and not drawn(axes[1], "advtrain")
+    assert axes[0].get_legend() is None and axes[-1].get_legend() is not None
+    assert axes[0].get_ylabel() == "mean dice (WT)"
+    assert [ax.get_title() for ax in V.plot_robustness_curves(t, region="WT", attacks=["fgsm"], n_boot=20).get_axes()] == ["fgsm"]
+    only_clean = V.plot_robustness_curves(t[t.attack == "clean"], region="WT", n_boot=20)
+    assert [ax.get_title() for ax in only_clean.get_axes()] == ["clean"]
+    with pytest.raises(ValueError, match="region: no rows for 'ET'"):
+        V.plot_robustness_curves(t, region="ET")
+    with pytest.raises(ValueError, match="missing columns"):
+        V.plot_robustness_curves(t.drop(columns=["eps"]))
+
+
+def test_paired_plot_by_hand() -> None:
+    """plot_paired on four WT cases (a TC region beside them): clean [0.8, 0.7, 0.6, 0.5] vs ifgsm
+    [0.5, 0.7, 0.4, 0.3], the ifgsm eps stored as 0.1 + 0.2 and asked for as 0.3, target_policy None asked for as
+    None. Hand: 3 cases drop (red lines), 1 unchanged (blue); n = 4; every non-zero difference a − b is positive, so
+    the rank-biserial r = +1.00; the conditions are labelled '0' and '0.3'; a condition matching nothing is named."""
+    import matplotlib.colors as mcolors
+
+    vals = {"clean": ([0.8, 0.7, 0.6, 0.5], 0.0), "ifgsm": ([0.5, 0.7, 0.4, 0.3], 0.1 + 0.2)}
+    t = pd.DataFrame([{"case_id": f"c{i}", "model": "baseline", "attack": a, "target_policy": None, "eps": e, "region": r,
+                       "dice": v[i] if r == "WT" else 0.2}
+                      for a, (v, e) in vals.items() for r in ("WT", "TC") for i in range(4)])
+    a = {"model": "baseline", "attack": "clean", "eps": 0.0}
+    b = {"model": "baseline", "attack": "ifgsm", "target_policy": None, "eps": 0.3}
+    ax = V.plot_paired(t, a, b, "WT").get_axes()[0]
+    pairs = [ln for ln in ax.lines if list(ln.get_xdata()) == [0, 1]]
+    assert sum(mcolors.same_color(ln.get_color(), "#d62728") for ln in pairs) == 3
+    assert sum(mcolors.same_color(ln.get_color(), "#1f77b4") for ln in pairs) == 1
+    assert ax.get_title().startswith("WT dice: n=4, Wilcoxon raw p=") and ax.get_title().endswith(", r=+1.00")
+    assert [x.get_text() for x in ax.get_xticklabels()] == ["baseline, clean, 0", "baseline, ifgsm, None, 0.3"]
+    with pytest.raises(ValueError, match="^b: no rows match"):
+        V.plot_paired(t, a, {"model": "nobody"}, "WT")
+
+
+def test_claims_figure_colours_the_verdict_column() -> None:
+    """plot_claims: each verdict cell gets its colour from the table in viz_stats (hex values copied here), an
+    unknown verdict white, and the other columns are not coloured; a table without 'evidence' is refused."""
+    import matplotlib.colors as mcolors
+
+    cl = pd.DataFrame({"claim": ["C1", "C2", "C3"], "statement": ["s1", "s2", "s3"],
+                       "verdict": ["holds", "contradicted", "something else"], "evidence": ["e1", "e2", "e3"]})
+    cells = V.plot_claims(cl).get_axes()[0].tables[0].get_celld()
+    assert mcolors.same_color(cells[1, 2].get_facecolor(), "#c7e9c0")
+    assert mcolors.same_color(cells[2, 2].get_facecolor(), "#fcbba1")
+    assert mcolors.same_color(cells[3, 2].get_facecolor(), "white")
+    assert all(mcolors.same_color(cells[r, c].get_facecolor(), "white") for r in (1, 2, 3) for c in (0, 1, 3))
+    with pytest.raises(ValueError, match=r"missing columns \['evidence'\]"):
+        V.plot_claims(cl.drop(columns=["evidence"]))
