@@ -427,7 +427,7 @@ def pooled_table(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = 
                                     "tell the paper's attacks apart; copy them with the tables, or compare without pooling")  # fmt: skip
         run = RunPaths(d)
         t = paper_attacks(run, read_results(run))
-        keys = [c for c in ("model", "attack", "target_policy", "source_model", "eps", "region") if c in t]
+        keys = [c for c in _CONDITION_KEYS if c in t]
         conds = set(t[keys].astype(str).itertuples(index=False, name=None))
         if conditions is None:
             conditions, first = conds, lab
@@ -528,29 +528,22 @@ def run_level_claims(
         ``(comparisons, claims_by_region)`` as :func:`pooled_claims` returns them; ``n_cases`` counts runs and
         ``n_excluded`` the pooled cases left out.
     """
-    from .stats import CLAIM_COLUMNS, SENSITIVITY_COLUMNS, claims, compare
+    from .stats import claims_by_region, compare
 
     if empty_truth is not None and not isinstance(empty_truth, Mapping):
         raise ValueError(f"empty_truth: expected a mapping region -> case ids, got {type(empty_truth).__name__}")
+    kw = dict(alpha=alpha, n_resamples=n_resamples, seed=seed)
     units = run_level_table(table)
     cmp = compare(units, alpha=alpha)
-    present = list(pd.unique(units["region"]))
-    regions = [r for r in ("WT", "TC", "ET") if r in present] + [r for r in present if r not in ("WT", "TC", "ET")]
-    frames = []
-    for r in regions:
-        n_runs = int(units.loc[units["region"] == r, "case_id"].nunique())
-        cl = claims(units, cmp, region=r, alpha=alpha, n_resamples=n_resamples, seed=seed)
-        frames.append(cl.assign(analysis=str(r), region=r, n_cases=n_runs, n_excluded=0))
+    frames = [claims_by_region(units, cmp, **kw)]  # every region on all cases; n_cases counts the runs
+    for r in pd.unique(frames[0]["region"]):
+        # the exclusion happens before averaging, so it cannot be claims_by_region's own (which drops units)
         ids = set(map(str, (empty_truth or {}).get(r, ()))) & set(table.loc[table["region"] == r, "case_id"].astype(str))
-        if not ids:
-            continue
-        sub = run_level_table(table.loc[table["region"] == r], exclude={r: ids})
-        scmp = compare(sub, alpha=alpha)
-        cl = claims(sub, scmp, region=r, alpha=alpha, n_resamples=n_resamples, seed=seed)
-        frames.append(cl.assign(analysis=f"{r} without empty-truth cases", region=r,
-                                n_cases=int(sub["case_id"].nunique()), n_excluded=len(ids)))  # fmt: skip
-    cbr = pd.concat(frames, ignore_index=True)
-    return cmp, cbr[[*SENSITIVITY_COLUMNS, *CLAIM_COLUMNS]]
+        if ids:
+            sub = run_level_table(table.loc[table["region"] == r], exclude={r: ids})
+            frames.append(claims_by_region(sub, regions=[r], **kw).assign(
+                analysis=f"{r} without empty-truth cases", n_excluded=len(ids)))  # fmt: skip
+    return cmp, pd.concat(frames, ignore_index=True)
 
 
 def pooled_claims(
