@@ -624,7 +624,10 @@ def _compare(args: argparse.Namespace) -> int:
 
     with pd.option_context("display.max_colwidth", 40, "display.width", 200):
         print(agree.to_string(index=False))
-    if args.pooled and "pooled" not in agree.columns:
+    if args.pooled and "pooled" not in agree.columns and "run_level" in agree.columns:
+        print("\n(no pooled verdicts: every run evaluated the same test cases; the run_level column judges the claims "
+              "over the trainings)")
+    elif args.pooled and "pooled" not in agree.columns:
         print("\n(no pooled verdicts: some runs may share their cases; comparison.md names them)")
     print(f"\nComparison: {Path(args.out) / 'comparison.md'}")
     return 0

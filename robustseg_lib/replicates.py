@@ -17,6 +17,12 @@ run folders, nothing else, and answers two questions:
   training-to-training (and data-draw) spread, at the price of few units: it can only decide from
   :func:`runs_for_run_level_test` runs on, more under Holm (:func:`run_level_min_p`).
 
+Which of these a set of runs allows is :func:`replicate_design`: ``--seed N`` alone redraws the synthetic cases too
+(*independent* runs: pooled and run level); ``--seed N --set data.seed=0`` keeps the profile's cases and split and
+redraws the training and the attacks only (*training replicates* on one test set: run level, where the spread across
+runs is then training spread alone, and :func:`case_mean_claims`, the cases as units with each case's Dice averaged
+over the trainings; pooling would count every case once per run).
+
 :func:`write_comparison` writes the tables and a Markdown summary (``robustseg compare RUN RUN ...``).
 """
 
@@ -42,6 +48,7 @@ __all__ = [
     "dice_by_run",
     "canonical_analysis",
     "shared_cases",
+    "replicate_design",
     "RESERVED_LABELS",
     "pooled_table",
     "pooled_empty_truth",
@@ -51,6 +58,9 @@ __all__ = [
     "runs_for_run_level_test",
     "run_level_table",
     "run_level_claims",
+    "run_level_spread",
+    "case_mean_table",
+    "case_mean_claims",
 ]
 
 RunRecord = dict[str, Any]
@@ -313,7 +323,10 @@ def dice_by_run(run_dirs: Sequence[str | Path], labels: Sequence[str]) -> pd.Dat
 
 
 def verdict_agreement(
-    verdicts: pd.DataFrame, pooled: pd.DataFrame | None = None, run_level: pd.DataFrame | None = None
+    verdicts: pd.DataFrame,
+    pooled: pd.DataFrame | None = None,
+    run_level: pd.DataFrame | None = None,
+    case_mean: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The verdicts side by side, with how often each was reached.
 
@@ -321,12 +334,14 @@ def verdict_agreement(
         verdicts: :func:`verdict_table`.
         pooled: :func:`pooled_claims` (optional): adds a ``pooled`` column.
         run_level: :func:`run_level_claims` (optional): adds a ``run_level`` column.
+        case_mean: :func:`case_mean_claims` (optional): adds a ``case_mean`` column.
 
     Returns:
         One row per ``analysis``/``claim`` (analyses in first-seen order), one column per run holding
         ``verdict (n_support/n_tests)``, with ``, k against`` when tests are significant the other way (C2:
         ``verdict (max drop %)``), then ``agreement``: ``"all <verdict>"`` or
-        ``"<verdict> k, <verdict> m"`` (most frequent first), then ``pooled`` and ``run_level`` when given.
+        ``"<verdict> k, <verdict> m"`` (most frequent first), then ``pooled``, ``run_level`` and ``case_mean``
+        when given.
     """
 
     def cell(r: pd.Series) -> str:
@@ -352,7 +367,7 @@ def verdict_agreement(
             row["agreement"] = ", ".join(parts + ([f"absent {missing}"] if missing else []))
         rows.append(row)
     out = pd.DataFrame(rows, columns=["analysis", "claim", *runs, "agreement"])
-    for name, extra in (("pooled", pooled), ("run_level", run_level)):
+    for name, extra in (("pooled", pooled), ("run_level", run_level), ("case_mean", case_mean)):
         if extra is not None:
             p = extra.assign(cell=extra.apply(cell, axis=1)).set_index(["analysis", "claim"])["cell"]
             out[name] = [p.get((a, c), "—") for a, c in zip(out["analysis"], out["claim"])]
@@ -389,6 +404,46 @@ def shared_cases(runs: Sequence[RunRecord], labels: Sequence[str]) -> list[tuple
     return pairs
 
 
+#: :func:`replicate_design`'s answers.
+INDEPENDENT, SAME_TEST_SET, SHARED = "independent", "same test set", "shared"
+
+
+def replicate_design(runs: Sequence[RunRecord], labels: Sequence[str]) -> str:
+    """Which design a set of runs is, and so which cross-run analyses are valid.
+
+    - ``"independent"``: no two runs may share a test case (:func:`shared_cases`; e.g. ``--seed N``): pooled and
+      run-level analyses.
+    - ``"same test set"``: training replicates: every run generated or read its data with the same notebook-01
+      parameters (``workers`` aside), evaluated the same case ids, and no two runs trained with the same seeds
+      in the stages that train or attack (02-07; e.g. ``--seed N --set data.seed=0``). Run level and case means over
+      trainings (:func:`case_mean_claims`), not pooled: the runs' means are over the same cases, so their spread is
+      that of training and of the attacks' draws; a pooled test would count each case once per run.
+    - ``"shared"``: anything else with a shared case (e.g. the same run twice, on other threads): neither.
+
+    Args:
+        runs: :func:`read_run` records (at least two).
+        labels: one name per run.
+
+    Returns:
+        One of ``INDEPENDENT``, ``SAME_TEST_SET``, ``SHARED``.
+    """
+    if not shared_cases(runs, labels):
+        return INDEPENDENT
+
+    def data(r: RunRecord) -> dict:
+        return {k: v for k, v in r["parameters"].get("01_data", {}).items() if k != "workers"}
+
+    def training_seeds(r: RunRecord) -> tuple:  # the stages that train or attack (not the data, not the statistics)
+        params = r["parameters"].items()
+        return tuple(sorted((s, p["seed"]) for s, p in params if s not in ("01_data", "08_statistics") and "seed" in p))
+
+    first = runs[0]
+    same_cases = bool(first.get("case_ids")) and all(
+        data(r) == data(first) and r.get("case_ids") == first["case_ids"] for r in runs[1:])  # fmt: skip
+    distinct_training = len({training_seeds(r) for r in runs}) == len(runs)
+    return SAME_TEST_SET if same_cases and distinct_training else SHARED
+
+
 def _check_tables(run_dir: str | Path) -> None:
     if not (Path(run_dir) / "tables").is_dir():  # checked first: RunPaths would make the folder
         raise FileNotFoundError(f"{Path(run_dir) / 'tables'}: no result tables; is {run_dir} a finished run folder?")
@@ -410,14 +465,20 @@ def pooled_table(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = 
             first run that differs; a pooled paired test needs every condition in every run. Or two runs share their
             cases (:func:`shared_cases`), naming them.
     """
-    from .artefacts import RunPaths
-    from .evaluation import paper_attacks, read_results  # torch: only here, not for the per-run tables
-
     labels = _labels(run_dirs, labels)
     shared = shared_cases([read_run(d) for d in run_dirs], labels)
     if shared:
         raise ValueError(f"runs {shared} may share their cases (same synthetic data seed, or the same real cases): "
                          "a pooled test would count those cases twice; compare them without pooling")  # fmt: skip
+    return _stacked_table(run_dirs, labels)
+
+
+def _stacked_table(run_dirs: Sequence[str | Path], labels: Sequence[str]) -> pd.DataFrame:
+    """:func:`pooled_table` without its check that the runs have their own cases (the run-level analysis of
+    training replicates on one test set averages each run's cases, so it may stack the same cases)."""
+    from .artefacts import RunPaths
+    from .evaluation import paper_attacks, read_results  # torch: only here, not for the per-run tables
+
     frames = []
     conditions: set | None = None
     for d, lab in zip(run_dirs, labels):
@@ -546,6 +607,125 @@ def run_level_claims(
     return cmp, pd.concat(frames, ignore_index=True)
 
 
+def run_level_spread(units: pd.DataFrame, comparisons: pd.DataFrame, *, metric: str = "dice") -> pd.DataFrame:
+    """How much each comparison's paired effect varies from run to run.
+
+    The run-level test asks whether the effect keeps its sign; this says how far it moves. Between a set of
+    independent runs and a set of training replicates on one test set, the ratio of these standard deviations
+    separates the spread that training alone brings from the spread that the data draw adds.
+
+    Args:
+        units: :func:`run_level_table` (its ``case_id`` is the run).
+        comparisons: ``stats.compare`` of ``units`` (e.g. :func:`run_level_claims`' first table).
+        metric: the score column of ``units``.
+
+    Returns:
+        One row per comparison: its ``family``, ``region`` and condition columns (``*_a``, ``*_b``), ``n_runs`` (runs
+        with both conditions), ``mean_diff`` and ``sd_diff`` (mean and standard deviation, ddof 1, over runs of
+        ``a`` − ``b``; NaN below two runs).
+
+    Raises:
+        ValueError: ``units`` lacks ``case_id``/``region``/``metric``, or ``comparisons`` a column it needs.
+    """
+    if not isinstance(units, pd.DataFrame) or not {"case_id", "region", metric} <= set(units.columns):
+        raise ValueError(f"units: expected run_level_table's columns case_id, region and {metric!r}")
+    keys = [c for c in _CONDITION_KEYS if c in units.columns and c != "region"]
+    need = {"family", "region", *(f"{k}{s}" for k in keys for s in ("_a", "_b"))}
+    if not isinstance(comparisons, pd.DataFrame) or not need <= set(comparisons.columns):
+        raise ValueError(f"comparisons: expected stats.compare's columns, lacking {sorted(need - set(comparisons.columns))}")
+
+    def key(df: pd.DataFrame, suffix: str = "") -> pd.Series:  # a condition as one string; NaN and "" alike
+        cols = df[[f"{k}{suffix}" for k in keys]].astype(object)
+        return cols.where(cols.notna(), "").astype(str).agg("|".join, axis=1)
+
+    wide = units.assign(_cond=key(units)).pivot_table(index=["region", "_cond"], columns="case_id", values=metric,
+                                                      aggfunc="first")  # fmt: skip
+    cols = ["family", "region", *(f"{k}{s}" for s in ("_a", "_b") for k in keys)]
+    out = comparisons[cols].copy()
+    rows = []
+    for region, ka, kb in zip(out["region"], key(out, "_a"), key(out, "_b")):
+        d = (wide.loc[(region, ka)] - wide.loc[(region, kb)]).dropna()
+        rows.append((len(d), d.mean() if len(d) else float("nan"), d.std(ddof=1) if len(d) > 1 else float("nan")))
+    out[["n_runs", "mean_diff", "sd_diff"]] = pd.DataFrame(rows, index=out.index)
+    out["n_runs"] = out["n_runs"].astype(int)
+    return out.reset_index(drop=True)
+
+
+def case_mean_table(table: pd.DataFrame, *, metric: str = "dice") -> pd.DataFrame:
+    """Each test case's mean score per condition over training replicates on one test set.
+
+    The other half of :func:`run_level_table`: there a run's cases are averaged and the runs are the units; here a
+    case's runs are averaged and the cases are the units.
+
+    Args:
+        table: the stacked per-case table of runs that evaluated the same cases (``write_comparison`` builds it as
+            :func:`pooled_table` does: ``case_id`` = ``"<run label>/<case id>"``, a ``run`` column).
+        metric: the score to average.
+
+    Returns:
+        Columns ``case_id`` (the case's own id), the condition keys the table has, ``metric`` (the mean over runs)
+        and ``n_runs``.
+
+    Raises:
+        ValueError: no ``run``/``metric`` column, a case id without its run prefix, or a case and condition that
+            not every run has (the runs did not evaluate one test set), named.
+    """
+    if not isinstance(table, pd.DataFrame) or "run" not in table.columns or metric not in table.columns:
+        raise ValueError(f"table: expected a stacked table with 'run' and {metric!r} columns (pooled_table)")
+    ids = table["case_id"].astype(str)
+    prefix = table["run"].astype(str) + "/"
+    bad = ~pd.Series([i.startswith(pre) for i, pre in zip(ids, prefix)], index=table.index, dtype=bool)
+    if bad.any():
+        raise ValueError(f"table: case id {ids[bad].iloc[0]!r} does not start with its run's label "
+                         f"{prefix[bad].iloc[0]!r} (pooled_table names cases so)")  # fmt: skip
+    t = table.assign(case_id=[i[len(pre):] for i, pre in zip(ids, prefix)])
+    keys = [c for c in _CONDITION_KEYS if c in t.columns]
+    g = t.groupby(["case_id", *keys], dropna=False, sort=False)[metric]
+    out = g.agg(["mean", "size"]).reset_index().rename(columns={"mean": metric, "size": "n_runs"})
+    n_runs = table["run"].nunique()
+    short = out[out["n_runs"] != n_runs]
+    if len(short):
+        first = short.iloc[0]
+        raise ValueError(f"table: case {first['case_id']!r} has {first[keys].to_dict()} in {first['n_runs']} of "
+                         f"{n_runs} runs; a mean over trainings needs every run to evaluate the same cases")  # fmt: skip
+    return out[["case_id", *keys, metric, "n_runs"]]
+
+
+def case_mean_claims(
+    table: pd.DataFrame,
+    *,
+    empty_truth: dict[str, list[str]] | None = None,
+    alpha: float = 0.05,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The claims judged on the test cases, each case's Dice averaged over training replicates on one test set.
+
+    With the run-level analysis it brackets the two sources of spread: :func:`run_level_claims` asks whether an
+    effect keeps its sign from training to training (on these cases), this asks whether the training procedure's
+    mean effect keeps it from case to case. Notebook 08's tests and rules on :func:`case_mean_table`.
+
+    Args:
+        table: the stacked table (as for :func:`case_mean_table`).
+        empty_truth: :func:`pooled_empty_truth`: each region judged again without those cases.
+        alpha: family-wise error rate (Holm).
+        n_resamples, seed: C2's bootstrap over cases.
+
+    Returns:
+        ``(comparisons, claims_by_region)`` as :func:`pooled_claims` returns them; ``n_cases`` counts test cases.
+    """
+    from .stats import claims_by_region, compare
+
+    if empty_truth is not None and not isinstance(empty_truth, Mapping):
+        raise ValueError(f"empty_truth: expected a mapping region -> case ids, got {type(empty_truth).__name__}")
+    units = case_mean_table(table)
+    # every run lacks the same cases: its label prefix dropped, each case id once
+    empty = {r: sorted({str(i).split("/", 1)[-1] for i in ids}) for r, ids in (empty_truth or {}).items()}
+    cmp = compare(units, alpha=alpha)
+    cbr = claims_by_region(units, cmp, empty_truth=empty or None, alpha=alpha, n_resamples=n_resamples, seed=seed)
+    return cmp, canonical_analysis(cbr)
+
+
 def pooled_claims(
     table: pd.DataFrame,
     *,
@@ -585,6 +765,26 @@ def pooled_claims(
     return cmp, canonical_analysis(cbr)
 
 
+#: comparison.md's sentence under the runs table, per :func:`replicate_design` answer.
+_DESIGN_SENTENCE = {
+    INDEPENDENT: "Design: independent runs. No two runs share a test case (other synthetic data seeds, or other real "
+                 "cases), so the runs' cases can be pooled and the runs can be units.",
+    SAME_TEST_SET: "Design: training replicates on one test set. All {n} runs evaluated the same {cases} test cases "
+                   "(the same data parameters and case ids) with models trained from other seeds, so the runs can be "
+                   "units but their cases cannot be pooled.",
+    SHARED: "Design: runs that share cases without being training replicates on one test set (e.g. the same run "
+            "twice, or other data parameters over the same cases): per-run verdicts only.",
+}  # fmt: skip
+
+#: The run-level section's sentence on which spread its units carry.
+_RUN_LEVEL_SPREAD = {
+    INDEPENDENT: "Unlike the pooled test it models the spread from training to training and from data draw to data draw.",
+    SAME_TEST_SET: "Every run evaluated the same test cases, so the spread it models is that from training to training "
+                   "(initialisation, batches and the attacks' draws) alone: its verdicts generalise over trainings, for "
+                   "these test cases, not over other cases.",
+}  # fmt: skip
+
+
 def write_comparison(
     run_dirs: Sequence[str | Path],
     out_dir: str | Path,
@@ -603,12 +803,15 @@ def write_comparison(
         out_dir: where to write ``runs.csv``, ``parameter_differences.csv``, ``verdicts_by_run.csv``,
             ``agreement.csv``, ``dice_by_run.csv``, with ``pooled``: ``pooled_comparisons.csv`` and
             ``pooled_claims_by_region.csv``, with ``run_level`` too: ``run_level_table.csv``,
-            ``run_level_comparisons.csv`` and ``run_level_claims_by_region.csv``, and ``comparison.md`` (each
-            written atomically).
+            ``run_level_comparisons.csv``, ``run_level_spread.csv`` and ``run_level_claims_by_region.csv``, for
+            training replicates on one test set also ``case_mean_comparisons.csv`` and
+            ``case_mean_claims_by_region.csv`` (:func:`case_mean_claims`), and ``comparison.md`` (each written
+            atomically).
         labels: one name per run (default: the folder names).
-        pooled: also judge the claims on the pooled cases (:func:`pooled_claims`); skipped, with a note in
-            ``comparison.md``, when runs may share their cases (:func:`shared_cases`).
-        run_level: with ``pooled``, also judge the claims with the runs as units (:func:`run_level_claims`).
+        pooled: also judge the claims on the pooled cases (:func:`pooled_claims`) of independent runs; skipped, with
+            a note in ``comparison.md``, when runs may share their cases (:func:`replicate_design`).
+        run_level: with ``pooled``, also judge the claims with the runs as units (:func:`run_level_claims`), for
+            independent runs and for training replicates on one test set.
         alpha, n_resamples, seed: as in :func:`pooled_claims`.
 
     Returns:
@@ -631,22 +834,29 @@ def write_comparison(
     diffs = parameter_differences(runs, labels)
     verdicts = verdict_table(runs, labels)
     dice = dice_by_run(run_dirs, labels)
-    cbr = rl = rl_cmp = None
-    shared = shared_cases(runs, labels) if pooled else []
-    if pooled and not shared:
+    cbr = rl = rl_cmp = cm = None
+    design = replicate_design(runs, labels)
+    if pooled and design != SHARED:
         with warnings.catch_warnings():  # a run without volumes is named in comparison.md instead
             warnings.simplefilter("ignore", UserWarning)
             empty = pooled_empty_truth(run_dirs, labels)
-        table = pooled_table(run_dirs, labels)
-        cmp, cbr = pooled_claims(table, empty_truth=empty, alpha=alpha, n_resamples=n_resamples, seed=seed)
-        atomic_to_csv(cmp, out / "pooled_comparisons.csv")
-        atomic_to_csv(cbr, out / "pooled_claims_by_region.csv")
+        table = _stacked_table(run_dirs, labels)
+        if design == INDEPENDENT:
+            cmp, cbr = pooled_claims(table, empty_truth=empty, alpha=alpha, n_resamples=n_resamples, seed=seed)
+            atomic_to_csv(cmp, out / "pooled_comparisons.csv")
+            atomic_to_csv(cbr, out / "pooled_claims_by_region.csv")
         if run_level:
             rl_cmp, rl = run_level_claims(table, empty_truth=empty, alpha=alpha, n_resamples=n_resamples, seed=seed)
-            atomic_to_csv(run_level_table(table), out / "run_level_table.csv")
+            units = run_level_table(table)
+            atomic_to_csv(units, out / "run_level_table.csv")
             atomic_to_csv(rl_cmp, out / "run_level_comparisons.csv")
+            atomic_to_csv(run_level_spread(units, rl_cmp), out / "run_level_spread.csv")
             atomic_to_csv(rl, out / "run_level_claims_by_region.csv")
-    agree = verdict_agreement(verdicts, cbr, rl)
+        if design == SAME_TEST_SET:
+            cm_cmp, cm = case_mean_claims(table, empty_truth=empty, alpha=alpha, n_resamples=n_resamples, seed=seed)
+            atomic_to_csv(cm_cmp, out / "case_mean_comparisons.csv")
+            atomic_to_csv(cm, out / "case_mean_claims_by_region.csv")
+    agree = verdict_agreement(verdicts, cbr, rl, cm)
     atomic_to_csv(info, out / "runs.csv")
     atomic_to_csv(diffs, out / "parameter_differences.csv")
     atomic_to_csv(verdicts, out / "verdicts_by_run.csv")
@@ -658,7 +868,7 @@ def write_comparison(
     fmt = top.assign(**{c: top[c].map(lambda v: "—" if pd.isna(v) else f"{v:.3f}") for c in [*labels, "min", "max", "spread"]})
     parts = [
         "# Verdicts across runs", "",
-        "## Runs", "", _md(info), "",
+        "## Runs", "", _md(info), "", _DESIGN_SENTENCE[design].format(n=len(runs), cases=runs[0]["n_cases"]), "",
         "## Parameters that differ", "",
         _md(diffs) if len(diffs) else "None: every stage ran with the same parameters.", "",
         "## Verdicts (`verdict (supporting tests / tests, tests significant the other way)`; C2: the largest relative drop)", "",
@@ -666,10 +876,18 @@ def write_comparison(
         f"## Mean {region} Dice, clean and at each attack's largest eps (every condition and region: `dice_by_run.csv`)", "",
         _md(fmt), "",
     ]  # fmt: skip
-    if shared:
+    if pooled and design == SHARED:
+        shared = shared_cases(runs, labels)
         parts += ["## Pooled evidence", "",
                   f"Not computed: runs {', '.join(f'{a} and {b}' for a, b in shared)} may share their cases (same "
                   "synthetic data seed, or the same real cases), which a pooled test would count twice.", ""]  # fmt: skip
+    elif pooled and design == SAME_TEST_SET:
+        parts += ["## Pooled evidence", "",
+                  f"Not computed: every run evaluated the same test cases, which a pooled test would count {len(runs)} "
+                  "times. Instead, the run-level section judges the claims over the trainings, and the case-level "
+                  "section over the cases with the trainings averaged." if run_level else
+                  f"Not computed: every run evaluated the same test cases, which a pooled test would count {len(runs)} "
+                  "times.", ""]  # fmt: skip
     if cbr is not None:
         no_vols = [lab for r, lab in zip(runs, labels) if not r["has_volumes"]]
         n = int(cbr["n_cases"].max())
@@ -687,10 +905,18 @@ def write_comparison(
         parts += ["## Run-level evidence", "",
                   f"The run_level column judges each claim with the {len(runs)} runs as the units: each run's mean "
                   "Dice per condition (`run_level_table.csv`) is one paired observation, under notebook 08's tests and "
-                  "rules (Holm within family × region; C2's bootstrap resamples runs). Unlike the pooled test it "
-                  "models the spread from training to training and from data draw to data draw. "
+                  "rules (Holm within family × region; C2's bootstrap resamples runs). " + _RUN_LEVEL_SPREAD[design]
+                  + " "
                   + _run_level_reach(len(runs), rl_cmp, alpha) + " (In the evidence below, a \"case\" is a run.)", "",
                   _md(rl[["analysis", "n_cases", "claim", "verdict", "evidence"]].rename(columns={"n_cases": "n_runs"})),
                   ""]  # fmt: skip
+    if cm is not None:
+        parts += ["## Case-level evidence, trainings averaged", "",
+                  f"The case_mean column judges each claim on the {int(cm['n_cases'].max())} test cases, each case's "
+                  f"Dice per condition averaged over the {len(runs)} trainings, under notebook 08's tests and rules "
+                  "(`case_mean_comparisons.csv`). It asks whether the training procedure's mean effect holds from case "
+                  "to case; the run-level column asks whether the effect holds from training to training on these "
+                  "cases. A claim that both support does not rest on one training or on a few cases.", "",
+                  _md(cm[["analysis", "n_cases", "claim", "verdict", "evidence"]]), ""]  # fmt: skip
     atomic_write_text(out / "comparison.md", "\n".join(parts))
     return agree

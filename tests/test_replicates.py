@@ -295,11 +295,17 @@ def test_committed_comparison_is_what_the_code_makes_of_the_committed_runs(all_r
     committed = SEEDS / "comparison"
     for name in ("agreement.csv", "verdicts_by_run.csv", "dice_by_run.csv", "pooled_claims_by_region.csv",
                  "pooled_comparisons.csv", "parameter_differences.csv", "run_level_table.csv",
-                 "run_level_comparisons.csv", "run_level_claims_by_region.csv"):  # fmt: skip
+                 "run_level_comparisons.csv", "run_level_spread.csv", "run_level_claims_by_region.csv"):  # fmt: skip
         got, want = pd.read_csv(out / name), pd.read_csv(committed / name)
         pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-9, obj=name)
     body = lambda f: f.read_text().split("## Parameters that differ", 1)[1]  # noqa: E731  (the runs table names paths)
     assert body(out / "comparison.md") == body(committed / "comparison.md")
+    assert "Design: independent runs." in (out / "comparison.md").read_text()
+    assert not (out / "case_mean_claims_by_region.csv").exists()  # only for training replicates on one test set
+    # the spread's means are the comparisons' own mean_a - mean_b (stats.compare computes those separately)
+    sp, rc = pd.read_csv(out / "run_level_spread.csv"), pd.read_csv(out / "run_level_comparisons.csv")
+    np.testing.assert_allclose(sp["mean_diff"], rc["mean_a"] - rc["mean_b"], rtol=1e-9, atol=1e-12)
+    assert (sp["n_runs"] == len(all_runs)).all()
     # per run, the committed verdicts are each run's own claims_by_region (not recomputed here)
     v = pd.read_csv(out / "verdicts_by_run.csv")
     for d in all_runs:
@@ -617,3 +623,160 @@ def test_write_comparison_adds_the_run_level_column_and_section(seed_runs, tmp_p
     replicates.write_comparison(seed_runs, tmp_path / "norl", run_level=False, n_resamples=50)
     assert not (tmp_path / "norl" / "run_level_table.csv").exists()
     assert "## Run-level evidence" not in (tmp_path / "norl" / "comparison.md").read_text()
+
+
+def test_replicate_design_tells_independent_runs_training_replicates_and_repeats() -> None:
+    """Independent: other data seeds. Same test set: the same data parameters and case ids, other training seeds.
+    Shared: any other overlap (the same seeds twice, other data parameters, other case ids)."""
+    ids = {"BraTS2021_00001", "BraTS2021_00002"}
+
+    def rec(data_seed: int = 0, train_seed: int = 0, case_ids: set | None = None, **data) -> dict:
+        params = {s: {"seed": train_seed} for s in pipeline.STAGES}
+        params["01_data"] = {"seed": data_seed, "n_cases": 48, "shape": [48, 48, 48], "data_dir": "", "workers": 1, **data}
+        return {"parameters": params, "case_ids": ids if case_ids is None else case_ids}
+
+    d = replicates.replicate_design
+    assert d([rec(0, 0), rec(1, 1), rec(2, 2)], ["a", "b", "c"]) == replicates.INDEPENDENT
+    assert d([rec(0, 0), rec(0, 1), rec(0, 2)], ["a", "b", "c"]) == replicates.SAME_TEST_SET
+    assert d([rec(0, 0), rec(0, 1, workers=2)], ["a", "b"]) == replicates.SAME_TEST_SET  # workers: same data
+    assert d([rec(0, 0), rec(0, 0)], ["a", "b"]) == replicates.SHARED  # the same run twice
+    assert d([rec(0, 0), rec(0, 1), rec(0, 1)], ["a", "b", "c"]) == replicates.SHARED  # two of them the same training
+    assert d([rec(0, 0), rec(0, 1, n_cases=40)], ["a", "b"]) == replicates.SHARED  # same patients, another split
+    assert d([rec(0, 0), rec(0, 1, case_ids={"BraTS2021_00001"})], ["a", "b"]) == replicates.SHARED
+    assert d([rec(0, 0), rec(0, 1), rec(1, 2)], ["a", "b", "c"]) == replicates.SHARED  # a mix of both designs
+    assert d([rec(0, 0, case_ids=set()), rec(0, 1, case_ids=set())], ["a", "b"]) == replicates.SHARED  # ids unknown
+    # one training stage's seed is enough to tell two trainings apart; the statistics' seed is not a training
+    b = rec(0, 0)
+    b["parameters"]["07_adversarial_training"]["seed"] = 5
+    assert d([rec(0, 0), b], ["a", "b"]) == replicates.SAME_TEST_SET
+    c = rec(0, 0)
+    c["parameters"]["08_statistics"]["seed"] = 5
+    assert d([rec(0, 0), c], ["a", "b"]) == replicates.SHARED
+
+
+def test_run_level_spread_is_the_sd_over_runs_of_each_paired_difference() -> None:
+    """By hand: clean 0.8/0.7/0.9 and FGSM 0.5/0.5/0.4 over three runs give differences 0.3/0.2/0.5: mean 1/3, SD
+    sqrt(((-1/30)² + (-4/30)² + (5/30)²) / 2) = sqrt(0.07/3); a run lacking a condition pairs on the others."""
+    rows = []
+    for run, clean, fgsm in (("r1", 0.8, 0.5), ("r2", 0.7, 0.5), ("r3", 0.9, 0.4)):
+        rows += [{"case_id": run, "model": "baseline", "attack": "clean", "target_policy": np.nan, "eps": 0.0,
+                  "region": "WT", "dice": clean, "n_cases": 14},
+                 {"case_id": run, "model": "baseline", "attack": "fgsm", "target_policy": np.nan, "eps": 0.1,
+                  "region": "WT", "dice": fgsm, "n_cases": 14}]  # fmt: skip
+    rows += [{"case_id": r, "model": "baseline", "attack": "tifgsm", "target_policy": "erase", "eps": 0.1,
+              "region": "WT", "dice": v, "n_cases": 14} for r, v in (("r1", 0.6), ("r2", 0.3))]  # fmt: skip
+    units = pd.DataFrame(rows)
+    cmp = pd.DataFrame([
+        {"family": "attack_effect", "region": "WT", "model_a": "baseline", "attack_a": "clean", "target_policy_a": "",
+         "eps_a": 0.0, "model_b": "baseline", "attack_b": "fgsm", "target_policy_b": np.nan, "eps_b": 0.1},
+        {"family": "attack_effect", "region": "WT", "model_a": "baseline", "attack_a": "clean", "target_policy_a": np.nan,
+         "eps_a": 0.0, "model_b": "baseline", "attack_b": "tifgsm", "target_policy_b": "erase", "eps_b": 0.1},
+    ])  # fmt: skip
+    sp = replicates.run_level_spread(units, cmp)
+    assert list(sp["n_runs"]) == [3, 2]
+    assert sp.loc[0, "mean_diff"] == pytest.approx(1 / 3) and sp.loc[0, "sd_diff"] == pytest.approx(np.sqrt(0.07 / 3))
+    assert sp.loc[1, "mean_diff"] == pytest.approx(0.3) and sp.loc[1, "sd_diff"] == pytest.approx(np.sqrt(0.02))  # 0.2, 0.4
+    assert list(sp["attack_b"]) == ["fgsm", "tifgsm"]
+    with pytest.raises(ValueError, match="units"):
+        replicates.run_level_spread(units.drop(columns=["dice"]), cmp)
+    with pytest.raises(ValueError, match="eps_b"):
+        replicates.run_level_spread(units, cmp.drop(columns=["eps_b"]))
+
+
+def test_training_replicates_on_one_test_set_are_judged_at_run_level_only(seed_runs, tmp_path, capsys) -> None:
+    """Three copies of the seed-0 run, relabelled as trainings from seeds 0, 1 and 2 on its data: no pooled tables,
+    the run-level ones (each copy's means over the same 14 cases; identical copies, so every spread is 0), and
+    comparison.md's sentences for that design. Another split in one copy makes the design "shared": neither."""
+    runs = []
+    for k in range(3):
+        dst = tmp_path / f"train{k}"
+        shutil.copytree(seed_runs[0], dst)
+        man = json.loads((dst / "manifest.json").read_text())
+        for stage, p in man["parameters"].items():
+            if stage != "01_data":
+                p["seed"] = k
+        (dst / "manifest.json").write_text(json.dumps(man))
+        runs.append(dst)
+    out = tmp_path / "cmp"
+    assert pipeline.main(["compare", *map(str, runs), "--out", str(out)]) == 0
+    assert "every run evaluated the same test cases; the run_level column" in capsys.readouterr().out
+    assert not (out / "pooled_claims_by_region.csv").exists() and not (out / "pooled_comparisons.csv").exists()
+    agree = pd.read_csv(out / "agreement.csv")
+    assert "pooled" not in agree.columns and "run_level" in agree.columns
+    u = pd.read_csv(out / "run_level_table.csv")
+    assert set(u["case_id"]) == {"train0", "train1", "train2"} and (u.loc[u.region == "WT", "n_cases"] == 14).all()
+    sp = pd.read_csv(out / "run_level_spread.csv")
+    assert (sp["n_runs"] == 3).all() and (sp["sd_diff"].abs() < 1e-12).all()
+    text = (out / "comparison.md").read_text()
+    assert "Design: training replicates on one test set. All 3 runs evaluated the same 14 test cases" in text
+    assert "Not computed: every run evaluated the same test cases, which a pooled test would count 3 times." in text
+    assert "the spread it models is that from training to training" in text
+    assert "from data draw to data draw" not in text
+    # the cases as units, each averaged over the three identical trainings: the run's own verdicts
+    assert "## Case-level evidence, trainings averaged" in text and "over the 3 trainings" in text
+    own = replicates.canonical_analysis(pd.read_csv(runs[0] / "tables" / "claims_by_region.csv"))
+    cm = pd.read_csv(out / "case_mean_claims_by_region.csv").set_index(["analysis", "claim"])
+    assert [cm.loc[(a, c), "verdict"] for a, c in zip(own["analysis"], own["claim"])] == list(own["verdict"])
+    assert agree.set_index(["analysis", "claim"]).loc[("WT", "C1"), "case_mean"] == "holds (3/3)"
+    assert (out / "case_mean_comparisons.csv").is_file()
+    man = json.loads((runs[2] / "manifest.json").read_text())
+    man["parameters"]["01_data"]["fractions"] = [0.6, 0.1, 0.3]
+    (runs[2] / "manifest.json").write_text(json.dumps(man))
+    replicates.write_comparison(runs, tmp_path / "mixed")
+    assert not (tmp_path / "mixed" / "run_level_table.csv").exists()
+    assert not (tmp_path / "mixed" / "case_mean_claims_by_region.csv").exists()
+    assert "Design: runs that share cases" in (tmp_path / "mixed" / "comparison.md").read_text()
+
+
+def test_case_mean_table_is_each_cases_mean_over_runs() -> None:
+    """By hand: two runs of two cases; case c1's clean Dice 0.8 and 0.6 average to 0.7. A case missing from one run,
+    or a case id without its run's prefix, is refused by name."""
+    rows = [{"run": r, "case_id": f"{r}/{c}", "model": "baseline", "attack": a, "eps": e, "region": "WT", "dice": v}
+            for r, c, a, e, v in (("r1", "c1", "clean", 0.0, 0.8), ("r2", "c1", "clean", 0.0, 0.6),
+                                  ("r1", "c2", "clean", 0.0, 0.9), ("r2", "c2", "clean", 0.0, 0.7),
+                                  ("r1", "c1", "fgsm", 0.1, 0.2), ("r2", "c1", "fgsm", 0.1, 0.5),
+                                  ("r1", "c2", "fgsm", 0.1, 0.3), ("r2", "c2", "fgsm", 0.1, 0.4))]  # fmt: skip
+    t = pd.DataFrame(rows)
+    u = replicates.case_mean_table(t).set_index(["case_id", "attack"])
+    assert list(u.columns) == ["model", "eps", "region", "dice", "n_runs"]
+    assert u.loc[("c1", "clean"), "dice"] == pytest.approx(0.7) and u.loc[("c2", "clean"), "dice"] == pytest.approx(0.8)
+    assert u.loc[("c1", "fgsm"), "dice"] == pytest.approx(0.35) and u.loc[("c2", "fgsm"), "dice"] == pytest.approx(0.35)
+    assert (u["n_runs"] == 2).all() and len(u) == 4
+    with pytest.raises(ValueError, match="'c2'.*in 1 of 2 runs"):
+        replicates.case_mean_table(t.drop(index=7))
+    with pytest.raises(ValueError, match="'c1' does not start with its run's label 'r1/'"):
+        replicates.case_mean_table(t.assign(case_id=t["case_id"].where(t.index != 0, "c1")))
+    with pytest.raises(ValueError, match="'run'"):
+        replicates.case_mean_table(t.drop(columns=["run"]))
+
+
+def test_case_means_of_identical_trainings_give_the_runs_own_verdicts(seed_runs) -> None:
+    """Averaged over three copies of one run, every case keeps its own Dice, so case_mean_claims must reach the
+    verdicts that the run's own notebook 08 wrote (tables/claims_by_region.csv, made when the run was made), and its
+    comparisons must be notebook 08's per-case tests of the claims (tables/claims_comparisons.csv)."""
+    labels = ["a", "b", "c"]
+    table = replicates._stacked_table([seed_runs[0]] * 3, labels)
+    empty = replicates.pooled_empty_truth([seed_runs[0]] * 3, labels)
+    cmp, cm = replicates.case_mean_claims(table, empty_truth=empty)
+    own = replicates.canonical_analysis(pd.read_csv(seed_runs[0] / "tables" / "claims_by_region.csv"))
+    got = cm.set_index(["analysis", "claim"])
+    for _, r in own.iterrows():
+        g = got.loc[(r["analysis"], r["claim"])]
+        assert (g["verdict"], g["n_tests"], g["n_support"], g["n_against"], g["n_cases"]) == (
+            r["verdict"], r["n_tests"], r["n_support"], r["n_against"], r["n_cases"]), (r["analysis"], r["claim"])
+        if r["claim"] == "C2":
+            assert g["rel_drop"] == pytest.approx(r["rel_drop"], rel=1e-9)
+    assert len(got) == len(own)
+    nb = pd.read_csv(seed_runs[0] / "tables" / "claims_comparisons.csv")  # notebook 08's tests of the paper's attacks
+    key = ["family", "region", "model_a", "attack_a", "eps_a", "model_b", "attack_b", "eps_b"]
+    m = cmp.merge(nb, on=[*key, "target_policy_a", "target_policy_b"], suffixes=("", "_nb"))
+    assert len(m) == len(cmp)
+    np.testing.assert_allclose(m["pvalue"], m["pvalue_nb"], rtol=1e-9)
+    np.testing.assert_allclose(m["p_holm"], m["p_holm_nb"], rtol=1e-9)
+    # a case without ET in every run (pooled ids, one per run) is one case left out of the ET analysis, once
+    case = sorted(table["case_id"].str.split("/").str[1].unique())[0]
+    _, cm = replicates.case_mean_claims(table, empty_truth={"ET": [f"{lab}/{case}" for lab in labels]}, n_resamples=50)
+    ex = cm[cm["analysis"] == "ET without empty-truth cases"]
+    assert len(ex) == 4 and (ex["n_cases"] == 13).all() and (ex["n_excluded"] == 1).all()
+    assert (cm.loc[cm["analysis"] == "ET", "n_cases"] == 14).all()
+
