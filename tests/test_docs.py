@@ -18,6 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 TEACHING = ROOT / "docs" / "results" / "teaching-cpu" / "tables"
 SEEDS = ROOT / "docs" / "results" / "teaching-seeds" / "comparison"
+TRAININGS = ROOT / "docs" / "results" / "teaching-trainings" / "comparison"
 PROXY = ROOT / "docs" / "results" / "training-length-cpu" / "s12_s96_e100_2000"
 WORDS = {w: i for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve".split())}
@@ -302,6 +303,103 @@ def test_results_md_twelve_seed_table_is_the_committed_comparison() -> None:
     rc = pd.read_csv(SEEDS / "run_level_comparisons.csv", dtype={"target_policy_a": str})
     fam = rc[(rc["region"] == "WT") & (rc["family"] == "attack_effect") & (rc["model_a"] == "baseline") & (rc["eps_b"] == 1.0)]
     assert f"p_holm {fam['p_holm'].max():.3f} each" in t.loc["C1"].iloc[2] and fam["p_holm"].nunique() == 1
+
+
+def _spread_ratios(region: str) -> pd.Series:
+    """Per C1/C3/C4 comparison of ``region``: the trainings' standard deviation over runs / the seeds'."""
+    keys = ["family", "region", "model_a", "attack_a", "target_policy_a", "source_model_a", "eps_a", "model_b",
+            "attack_b", "target_policy_b", "source_model_b", "eps_b"]  # fmt: skip
+    fam = ["attack_effect", "distill_vs_advtrain", "defense_vs_clean"]
+    a, b = (pd.read_csv(d / "run_level_spread.csv") for d in (TRAININGS, SEEDS))
+    m = a.merge(b, on=keys, suffixes=("_t", "_s"), validate="one_to_one")
+    m = m[(m["region"] == region) & m["family"].isin(fam)]
+    return m["sd_diff_t"] / m["sd_diff_s"]
+
+
+def _advtrain_weakest_minus_clean(comparison: Path) -> pd.Series:
+    u = pd.read_csv(comparison / "run_level_table.csv", dtype={"target_policy": str})
+    u = u[u["region"] == "WT"]
+    adv = u[(u["model"] == "advtrain") & (u["attack"] == "tifgsm") & (u["target_policy"] == "erase") & (u["eps"] == 0.1)]
+    clean = u[(u["model"] == "baseline") & (u["attack"] == "clean")]
+    return adv.set_index("case_id")["dice"] - clean.set_index("case_id")["dice"]
+
+
+def test_results_md_training_replicates_are_the_committed_comparison() -> None:
+    """docs/results.md's twelve-training table and bullets, and the README's sentence on them, recomputed from the
+    committed comparisons of the trainings and of the seeds."""
+    text = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
+    t = _md_table_after(text, "### Twelve trainings on one test set").set_index("WT (headline)")
+    runs = pd.read_csv(TRAININGS / "runs.csv")
+    n = len(runs)
+    assert n == 12 and list(t.columns) == [f"per run, {n} trainings", f"run level, {n} trainings",
+                                           "cases, trainings averaged", "run level, 12 seeds"]  # fmt: skip
+    dice = pd.read_csv(TRAININGS / "dice_by_run.csv")
+    clean = dice[(dice["region"] == "WT") & (dice["model"] == "baseline") & (dice["attack"] == "clean")].iloc[0]
+    units = pd.read_csv(TRAININGS / "run_level_table.csv")
+    rl_clean = units[(units["region"] == "WT") & (units["model"] == "baseline") & (units["attack"] == "clean")]["dice"]
+    seeds_units = pd.read_csv(SEEDS / "run_level_table.csv")
+    s_clean = seeds_units[(seeds_units["region"] == "WT") & (seeds_units["model"] == "baseline")
+                          & (seeds_units["attack"] == "clean")]["dice"]  # fmt: skip
+    assert list(t.loc["clean baseline Dice"]) == [f"{clean['min']:.3f}–{clean['max']:.3f}", f"{rl_clean.mean():.3f}",
+                                                  f"{rl_clean.mean():.3f}", f"{s_clean.mean():.3f}"]  # fmt: skip
+    v = pd.read_csv(TRAININGS / "verdicts_by_run.csv")
+    wt = v[v["analysis"] == "WT"].set_index(["claim", "run"])
+    for claim in ("C1", "C2"):
+        assert (wt.loc[claim, "verdict"] == "holds").all() and t.loc[claim if claim == "C1" else "C2 (largest drop)"].iloc[0] == f"holds in all {n}"
+    c3 = wt.loc["C3", "verdict"].value_counts()
+    assert t.loc["C3 (distilled better, of 9)"].iloc[0] == f"contradicted {c3['contradicted']}, not supported {c3['not supported']}"
+    c4 = wt.loc["C4"]
+    mixed = c4[c4["verdict"] == "mixed"]["n_support"]
+    assert t.loc["C4 (significantly below clean, of 18)"].iloc[0] == (
+        f"holds {(c4['verdict'] == 'holds').sum()}, mixed {len(mixed)} ({mixed.min()}–{mixed.max()})")
+    for col, f in ((1, TRAININGS / "run_level_claims_by_region.csv"), (2, TRAININGS / "case_mean_claims_by_region.csv"),
+                   (3, SEEDS / "run_level_claims_by_region.csv")):  # fmt: skip
+        cl = pd.read_csv(f).set_index(["analysis", "claim"]).loc["WT"]
+        for row, claim in (("C1", "C1"), ("C2 (largest drop)", "C2"), ("C3 (distilled better, of 9)", "C3"),
+                           ("C4 (significantly below clean, of 18)", "C4")):  # fmt: skip
+            assert t.loc[row].iloc[col].strip("*").startswith(cl.loc[claim, "verdict"]), (col, claim)
+        assert f"(0 better, {cl.loc['C3', 'n_against']} worse)" in t.loc["C3 (distilled better, of 9)"].iloc[col]
+        assert f"({cl.loc['C4', 'n_support']}" in t.loc["C4 (significantly below clean, of 18)"].iloc[col]
+        assert f"{100 * cl.loc['C2', 'rel_drop']:.1f} %" in t.loc["C2 (largest drop)"].iloc[col]
+        if col < 3:
+            assert f"CI {100 * cl.loc['C2', 'rel_drop_ci_lo']:.1f}–{100 * cl.loc['C2', 'rel_drop_ci_hi']:.1f} %" in t.loc["C2 (largest drop)"].iloc[col]
+            closest = float(re.search(r"Closest to clean: .*?\(p_holm=([\d.e-]+)\)", cl.loc["C4", "evidence"]).group(1))
+            assert f"closest p_holm {closest:.3g})" in t.loc["C4 (significantly below clean, of 18)"].iloc[col]
+    # the bullets: the weakest condition in every training, and the spread ratios
+    below = _advtrain_weakest_minus_clean(TRAININGS)
+    above_seeds = _advtrain_weakest_minus_clean(SEEDS)
+    flat = " ".join(text.split())
+    m = re.search(r"is below the clean baseline in all (\d+) trainings here \(by ([\d.]+) to ([\d.]+) WT Dice; ([\d.]+) "
+                  r"against ([\d.]+) over trainings\)\. Its failure over seeds \(above clean in (\d+) of (\d+)\)", flat)  # fmt: skip
+    assert m, "results.md: the C4 bullet of the twelve trainings changed; update this test with it"
+    assert int(m.group(1)) == (below < 0).sum() == n
+    assert (m.group(2), m.group(3)) == (f"{-below.max():.3f}", f"{-below.min():.3f}")
+    adv_mean = float(units[(units["region"] == "WT") & (units["model"] == "advtrain") & (units["attack"] == "tifgsm")
+                           & (units["target_policy"] == "erase") & (units["eps"] == 0.1)]["dice"].mean())  # fmt: skip
+    assert (m.group(4), m.group(5)) == (f"{adv_mean:.3f}", f"{rl_clean.mean():.3f}")
+    assert (int(m.group(6)), int(m.group(7))) == ((above_seeds > 0).sum(), len(above_seeds))
+    m = re.search(r"standard deviation of ([\d.]+) across runs, against ([\d.]+) over seeds", flat)
+    assert m and (m.group(1), m.group(2)) == (f"{rl_clean.std(ddof=1):.4f}", f"{s_clean.std(ddof=1):.4f}")
+    wt_r = _spread_ratios("WT")
+    m = re.search(r"below the seeds' in all (\d+) WT comparisons of C1, C3 and C4, median ratio ([\d.]+), so training "
+                  r"alone brings about a third of the run-to-run variance of the effects \(([\d.]+)² = ([\d.]+)\)", flat)  # fmt: skip
+    assert m and int(m.group(1)) == len(wt_r) == (wt_r < 1).sum()
+    assert m.group(2) == m.group(3) == f"{wt_r.median():.2f}" and m.group(4) == f"{wt_r.median() ** 2:.2f}"
+    tc_r, et_r = _spread_ratios("TC"), _spread_ratios("ET")
+    m = re.search(r"On TC the median ratio is ([\d.]+) \((\d+) of (\d+) below 1\), on ET ([\d.]+)\.", flat)
+    assert m and m.group(1) == f"{tc_r.median():.2f}" and (int(m.group(2)), int(m.group(3))) == ((tc_r < 1).sum(), len(tc_r))
+    assert m.group(4) == f"{et_r.median():.2f}"
+    # the README's sentence
+    readme = " ".join(_readme().split())
+    m = _find(r"at run level C4 then holds, (\d+) of (\d+) \(adversarial training under ti-FGSM erase at eps 0.1 is "
+              r"below clean in all (\d+) trainings\), C1 and C2 hold and C3 is contradicted \(worse in (\d+) of (\d+)\); "
+              r"the trainings' spread of each effect is below the seeds' in all (\d+) WT comparisons \(median ratio of "
+              r"standard deviations ([\d.]+)\)", readme)  # fmt: skip
+    rl = pd.read_csv(TRAININGS / "run_level_claims_by_region.csv").set_index(["analysis", "claim"]).loc["WT"]
+    assert rl.loc["C4", "verdict"] == "holds" and (int(m.group(1)), int(m.group(2))) == (rl.loc["C4", "n_support"], rl.loc["C4", "n_tests"])
+    assert int(m.group(3)) == n and rl.loc["C3", "verdict"] == "contradicted"
+    assert (int(m.group(4)), int(m.group(5))) == (rl.loc["C3", "n_against"], rl.loc["C3", "n_tests"])
+    assert int(m.group(6)) == len(wt_r) and m.group(7) == f"{wt_r.median():.2f}"
 
 
 # ----------------------------------------------------------------------------- links

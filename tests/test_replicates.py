@@ -780,3 +780,33 @@ def test_case_means_of_identical_trainings_give_the_runs_own_verdicts(seed_runs)
     assert len(ex) == 4 and (ex["n_cases"] == 13).all() and (ex["n_excluded"] == 1).all()
     assert (cm.loc[cm["analysis"] == "ET", "n_cases"] == 14).all()
 
+
+TRAININGS = ROOT / "docs" / "results" / "teaching-trainings"
+
+
+def test_committed_training_replicates_are_one_test_set_and_their_comparison_is_the_codes(tmp_path) -> None:
+    """The committed twelve trainings (the teaching run and ``--seed N --set data.seed=0``, N = 1-11): their data are
+    the teaching run's (every notebook-01 region-volume table byte-identical to its), they differ in the seeds of
+    stages 02-08 only, compare finds them training replicates, and the committed comparison is what the code makes of
+    them now."""
+    runs = [ROOT / "docs" / "results" / "teaching-cpu",
+            *sorted(TRAININGS.glob("seed*"), key=lambda d: int(d.name.removeprefix("seed")))]  # fmt: skip
+    assert [d.name for d in runs[1:]] == [f"seed{i}" for i in range(1, 12)]
+    vols = (runs[0] / "tables" / "data_region_volumes.csv").read_bytes()
+    assert all((d / "tables" / "data_region_volumes.csv").read_bytes() == vols for d in runs[1:])
+    labels = [f"seed{i}" for i in range(12)]
+    recs = [replicates.read_run(d) for d in runs]
+    assert replicates.replicate_design(recs, labels) == replicates.SAME_TEST_SET
+    out = tmp_path / "cmp"
+    replicates.write_comparison(runs, out, labels=labels)
+    committed = TRAININGS / "comparison"
+    for name in ("agreement.csv", "verdicts_by_run.csv", "dice_by_run.csv", "parameter_differences.csv",
+                 "run_level_table.csv", "run_level_comparisons.csv", "run_level_spread.csv",
+                 "run_level_claims_by_region.csv", "case_mean_comparisons.csv", "case_mean_claims_by_region.csv"):  # fmt: skip
+        pd.testing.assert_frame_equal(pd.read_csv(out / name), pd.read_csv(committed / name), check_exact=False,
+                                      rtol=1e-9, obj=name)  # fmt: skip
+    body = lambda f: f.read_text().split("## Parameters that differ", 1)[1]  # noqa: E731
+    assert body(out / "comparison.md") == body(committed / "comparison.md")
+    diffs = pd.read_csv(out / "parameter_differences.csv")
+    assert set(diffs["parameter"]) == {"seed"} and "01_data" not in set(diffs["stage"])
+    assert not (out / "pooled_claims_by_region.csv").exists()

@@ -1049,6 +1049,11 @@ print(path)
    the runs as the units: why can three runs decide nothing there, and how many would C1 need
    (`replicates.runs_for_run_level_test`)? The committed twelve-seed comparison is in
    `docs/results/teaching-seeds/comparison/`.
+4. `--seed N` redraws the cases too. Keep them and redraw only the training: `robustseg reproduce --seed 1 --set
+   data.seed=0`. `compare` then finds training replicates on one test set: it does not pool, and judges the claims
+   with the runs as units and on the cases with each case's Dice averaged over the trainings. Compare
+   `run_level_spread.csv` of the committed twelve-training comparison (`docs/results/teaching-trainings/comparison/`)
+   with that of the twelve seeds: how much of the run-to-run spread comes from training alone?
 """
         ),
     ]
