@@ -609,7 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("runs", nargs="+", metavar="RUN", help="finished run folders (at least two)")
     c.add_argument("--out", default="runs/comparison", help="where to write the tables and comparison.md (default: runs/comparison)")
     c.add_argument("--labels", nargs="+", default=None, help="one name per run (default: the folder names)")
-    c.add_argument("--no-pooled", dest="pooled", action="store_false", help="skip the claims on the pooled cases and with the runs as units")
+    c.add_argument("--no-pooled", dest="pooled", action="store_false", help="skip the claims judged across runs (pooled cases, runs as units, case means over trainings)")
     return p
 
 

@@ -3,7 +3,7 @@
 One run of the chain judges the paper's claims on one draw of everything random: the synthetic cases and their
 split, the networks' initialisation and batches, the attacks' random choices. ``robustseg reproduce --seed N`` draws
 all of them afresh (the synthetic cases of seed N are other cases: ``data.case_seed``). This module reads finished
-run folders, nothing else, and answers two questions:
+run folders, nothing else, and judges the claims in these ways:
 
 - **Per run** (:func:`verdict_table`, :func:`verdict_agreement`): the verdicts of every run side by side, and
   whether they agree.

@@ -719,6 +719,9 @@ def test_training_replicates_on_one_test_set_are_judged_at_run_level_only(seed_r
     assert [cm.loc[(a, c), "verdict"] for a, c in zip(own["analysis"], own["claim"])] == list(own["verdict"])
     assert agree.set_index(["analysis", "claim"]).loc[("WT", "C1"), "case_mean"] == "holds (3/3)"
     assert (out / "case_mean_comparisons.csv").is_file()
+    assert pipeline.main(["compare", *map(str, runs), "--out", str(tmp_path / "bare"), "--no-pooled"]) == 0
+    assert not any((tmp_path / "bare").glob("case_mean_*")) and not any((tmp_path / "bare").glob("run_level_*"))
+    assert "Design: training replicates on one test set." in (tmp_path / "bare" / "comparison.md").read_text()
     man = json.loads((runs[2] / "manifest.json").read_text())
     man["parameters"]["01_data"]["fractions"] = [0.6, 0.1, 0.3]
     (runs[2] / "manifest.json").write_text(json.dumps(man))
