@@ -55,6 +55,7 @@ __all__ = [
     "generate_case",
     "make_synthetic_dataset",
     "case_seed",
+    "synthetic_case_seeds",
     "case_ids_for",
     "write_case",
     "write_msd_dataset_json",
@@ -388,6 +389,40 @@ def case_seed(seed: int, index: int) -> int:
     return int(seed) * 100003 + int(index)
 
 
+def _check_case_seeds(case_seeds: Any, n_cases: int) -> list[int]:
+    seeds = list(case_seeds)
+    if len(seeds) != n_cases or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0 for s in seeds):
+        raise ValueError(f"case_seeds must be {n_cases} non-negative ints (one per case), got {_few(seeds)}")
+    return [int(s) for s in seeds]
+
+
+def synthetic_case_seeds(
+    ids: Sequence[str], seed: int, *, train_seed: int | None = None, fractions: Sequence[float] = (0.6, 0.15, 0.25)
+) -> list[int]:
+    """The generator seed of every case of a synthetic set, in ``ids`` order.
+
+    Case ``i`` uses ``case_seed(seed, i)``. With ``train_seed``, the cases that :func:`split_cases` (``fractions``,
+    ``seed``) puts in training or validation use ``case_seed(train_seed, i)`` instead, while the test cases stay
+    ``seed``'s: a replicate on the same test set with other training cases.
+
+    Args:
+        ids: the set's case ids (``case_ids_for``).
+        seed: dataset seed (>= 0), which also draws the split.
+        train_seed: seed of the cases outside the test set (>= 0), or None for ``seed``.
+        fractions: (train, val, test) fractions of the split (only read with ``train_seed``).
+
+    Returns:
+        One seed per case.
+    """
+    if train_seed is not None and (isinstance(train_seed, bool) or not isinstance(train_seed, (int, np.integer))
+                                   or train_seed < 0):  # fmt: skip
+        raise ValueError(f"train_seed must be a non-negative int or None, got {train_seed!r}")
+    if train_seed is None or train_seed == seed:
+        return [case_seed(seed, i) for i in range(len(ids))]
+    split = split_cases(ids, fractions, seed)
+    return [case_seed(seed if split[cid] == "test" else train_seed, i) for i, cid in enumerate(ids)]
+
+
 def case_ids_for(layout: str, n_cases: int) -> list[str]:
     """Case identifiers the writers use for ``n_cases`` cases in ``layout``."""
     if layout == "brats2021":
@@ -514,11 +549,13 @@ def make_synthetic_dataset(
     layout: str = "brats2021",
     workers: int = 1,
     progress: bool = True,
+    case_seeds: Sequence[int] | None = None,
 ) -> list[Path]:
     """Generate ``n_cases`` synthetic cases and write them as NIfTI in a real dataset layout.
 
     Case ``i`` uses seed ``case_seed(seed, i)`` whatever the layout, so the same ``seed`` gives
-    the same arrays in every layout. Files are written atomically.
+    the same arrays in every layout (unless ``case_seeds`` says otherwise). Files are written
+    atomically.
 
     Args:
         root: output folder (created).
@@ -530,6 +567,8 @@ def make_synthetic_dataset(
             machines; capped at :func:`runtime.cpu_budget`); every case has its own seed, so the
             result does not depend on it.
         progress: show a tqdm bar.
+        case_seeds: the generator seed of each case in place of ``case_seed(seed, i)``, e.g. the first
+            ``n_cases`` of :func:`synthetic_case_seeds` for a larger set (other training cases, the same test cases).
 
     Returns:
         Case folders (BraTS layouts) or image files (MSD), in case order.
@@ -537,11 +576,12 @@ def make_synthetic_dataset(
     shape = _check_case_args(n_cases, shape, seed, layout)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+    ids = case_ids_for(layout, int(n_cases))
+    seeds = _check_case_seeds(case_seeds, len(ids)) if case_seeds is not None else [case_seed(seed, i) for i in range(len(ids))]
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     affine = _grid_affine(shape, voxel_size_for_shape(shape))
-    ids = case_ids_for(layout, int(n_cases))
-    jobs = [(str(root), cid, case_seed(seed, i), shape, affine, layout) for i, cid in enumerate(ids)]
+    jobs = [(str(root), cid, s, shape, affine, layout) for cid, s in zip(ids, seeds)]
     out = list(_map_cases(_generate_and_write, jobs, workers, "generate", progress))
     if layout == "msd":
         write_msd_dataset_json(root, ids)
@@ -1043,6 +1083,7 @@ def prepare_synthetic(
     fractions: Sequence[float] = (0.6, 0.15, 0.25),
     workers: int = 1,
     progress: bool = True,
+    case_seeds: Sequence[int] | None = None,
 ) -> Path:
     """Generate synthetic cases and preprocess them in one pass, without writing NIfTI.
 
@@ -1063,6 +1104,8 @@ def prepare_synthetic(
         workers: processes generating and preprocessing cases in parallel (capped at
             :func:`runtime.cpu_budget`); the output does not depend on it.
         progress: show a tqdm progress bar.
+        case_seeds: the generator seed of each case in place of ``case_seed(seed, i)``
+            (:func:`synthetic_case_seeds`); the same with ``make_synthetic_dataset`` as above.
 
     Returns:
         ``Path(out_file)``.
@@ -1073,7 +1116,8 @@ def prepare_synthetic(
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
     ids = case_ids_for(layout, int(n_cases))
     split_cases(ids, fractions, seed)  # validate the fractions before hours of work
-    jobs = [(case_seed(seed, i), shape, work) for i in range(len(ids))]
+    seeds = _check_case_seeds(case_seeds, len(ids)) if case_seeds is not None else [case_seed(seed, i) for i in range(len(ids))]
+    jobs = [(s, shape, work) for s in seeds]
     outs = _map_cases(_generate_and_preprocess, jobs, workers, "generate + prepare", progress)
     return _save_prepared(out_file, ids, outs, work, fractions, seed)
 

@@ -49,6 +49,7 @@ __all__ = [
     "canonical_analysis",
     "shared_cases",
     "replicate_design",
+    "redrawn_training",
     "RESERVED_LABELS",
     "pooled_table",
     "pooled_empty_truth",
@@ -404,6 +405,27 @@ def shared_cases(runs: Sequence[RunRecord], labels: Sequence[str]) -> list[tuple
     return pairs
 
 
+def _training_data_seed(r: RunRecord) -> Any:
+    """The seed of a synthetic run's training and validation cases (notebook 01's ``train_seed``; -1 or absent: the
+    data seed)."""
+    p = r["parameters"].get("01_data", {})
+    train_seed = p.get("train_seed", -1)
+    return p.get("seed") if train_seed in (-1, None) else train_seed
+
+
+def redrawn_training(runs: Sequence[RunRecord]) -> bool:
+    """Whether runs on one test set trained on other draws of the training and validation cases (notebook 01's
+    ``train_seed``), so that their spread holds the training cases' draw as well as the training's.
+
+    Args:
+        runs: :func:`read_run` records.
+
+    Returns:
+        True when two runs' training cases come from different seeds.
+    """
+    return len({_training_data_seed(r) for r in runs}) > 1
+
+
 #: :func:`replicate_design`'s answers.
 INDEPENDENT, SAME_TEST_SET, SHARED = "independent", "same test set", "shared"
 
@@ -414,10 +436,12 @@ def replicate_design(runs: Sequence[RunRecord], labels: Sequence[str]) -> str:
     - ``"independent"``: no two runs may share a test case (:func:`shared_cases`; e.g. ``--seed N``): pooled and
       run-level analyses.
     - ``"same test set"``: training replicates: every run generated or read its data with the same notebook-01
-      parameters (``workers`` aside), evaluated the same case ids, and no two runs trained with the same seeds
-      in the stages that train or attack (02-07; e.g. ``--seed N --set data.seed=0``). Run level and case means over
-      trainings (:func:`case_mean_claims`), not pooled: the runs' means are over the same cases, so their spread is
-      that of training and of the attacks' draws; a pooled test would count each case once per run.
+      parameters (``workers`` and ``train_seed`` aside), evaluated the same case ids, and no two runs trained with
+      the same seeds in the stages that train or attack (02-07) on the same training cases (e.g. ``--seed N --set
+      data.seed=0``, or with ``--set data.train_seed=N`` too: other training cases, :func:`redrawn_training`). Run
+      level and case means over trainings (:func:`case_mean_claims`), not pooled: the runs' means are over the same
+      cases, so their spread is that of training and of the attacks' draws (and of the training cases' draw where
+      they were redrawn); a pooled test would count each case once per run.
     - ``"shared"``: anything else with a shared case (e.g. the same run twice, on other threads): neither.
 
     Args:
@@ -430,12 +454,13 @@ def replicate_design(runs: Sequence[RunRecord], labels: Sequence[str]) -> str:
     if not shared_cases(runs, labels):
         return INDEPENDENT
 
-    def data(r: RunRecord) -> dict:
-        return {k: v for k, v in r["parameters"].get("01_data", {}).items() if k != "workers"}
+    def data(r: RunRecord) -> dict:  # the test cases' parameters
+        return {k: v for k, v in r["parameters"].get("01_data", {}).items() if k not in ("workers", "train_seed")}
 
-    def training_seeds(r: RunRecord) -> tuple:  # the stages that train or attack (not the data, not the statistics)
+    def training_seeds(r: RunRecord) -> tuple:  # the stages that train or attack (not the statistics), and their data
         params = r["parameters"].items()
-        return tuple(sorted((s, p["seed"]) for s, p in params if s not in ("01_data", "08_statistics") and "seed" in p))
+        stages = tuple(sorted((s, p["seed"]) for s, p in params if s not in ("01_data", "08_statistics") and "seed" in p))
+        return stages, _training_data_seed(r)
 
     first = runs[0]
     same_cases = bool(first.get("case_ids")) and all(
@@ -770,8 +795,8 @@ _DESIGN_SENTENCE = {
     INDEPENDENT: "Design: independent runs. No two runs share a test case (other synthetic data seeds, or other real "
                  "cases), so the runs' cases can be pooled and the runs can be units.",
     SAME_TEST_SET: "Design: training replicates on one test set. All {n} runs evaluated the same {cases} test cases "
-                   "(the same data parameters and case ids) with models trained from other seeds, so the runs can be "
-                   "units but their cases cannot be pooled.",
+                   "(the same data parameters and case ids) with models trained from other seeds{redrawn}, so the runs "
+                   "can be units but their cases cannot be pooled.",
     SHARED: "Design: runs that share cases without being training replicates on one test set (e.g. the same run "
             "twice, or other data parameters over the same cases): per-run verdicts only.",
 }  # fmt: skip
@@ -780,8 +805,8 @@ _DESIGN_SENTENCE = {
 _RUN_LEVEL_SPREAD = {
     INDEPENDENT: "Unlike the pooled test it models the spread from training to training and from data draw to data draw.",
     SAME_TEST_SET: "Every run evaluated the same test cases, so the spread it models is that from training to training "
-                   "(initialisation, batches and the attacks' draws) alone: its verdicts generalise over trainings, for "
-                   "these test cases, not over other cases.",
+                   "(initialisation, batches and the attacks' draws{redrawn}) alone: its verdicts generalise over "
+                   "trainings, for these test cases, not over other cases.",
 }  # fmt: skip
 
 
@@ -836,6 +861,9 @@ def write_comparison(
     dice = dice_by_run(run_dirs, labels)
     cbr = rl = rl_cmp = cm = None
     design = replicate_design(runs, labels)
+    redrawn = (" on their own draws of the training and validation cases (notebook 01's `train_seed`)",
+               ", and the draw of the training and validation cases") if design == SAME_TEST_SET and redrawn_training(
+                   runs) else ("", "")  # fmt: skip
     if pooled and design != SHARED:
         with warnings.catch_warnings():  # a run without volumes is named in comparison.md instead
             warnings.simplefilter("ignore", UserWarning)
@@ -868,7 +896,7 @@ def write_comparison(
     fmt = top.assign(**{c: top[c].map(lambda v: "—" if pd.isna(v) else f"{v:.3f}") for c in [*labels, "min", "max", "spread"]})
     parts = [
         "# Verdicts across runs", "",
-        "## Runs", "", _md(info), "", _DESIGN_SENTENCE[design].format(n=len(runs), cases=runs[0]["n_cases"]), "",
+        "## Runs", "", _md(info), "", _DESIGN_SENTENCE[design].format(n=len(runs), cases=runs[0]["n_cases"], redrawn=redrawn[0]), "",
         "## Parameters that differ", "",
         _md(diffs) if len(diffs) else "None: every stage ran with the same parameters.", "",
         "## Verdicts (`verdict (supporting tests / tests, tests significant the other way)`; C2: the largest relative drop)", "",
@@ -905,7 +933,7 @@ def write_comparison(
         parts += ["## Run-level evidence", "",
                   f"The run_level column judges each claim with the {len(runs)} runs as the units: each run's mean "
                   "Dice per condition (`run_level_table.csv`) is one paired observation, under notebook 08's tests and "
-                  "rules (Holm within family × region; C2's bootstrap resamples runs). " + _RUN_LEVEL_SPREAD[design]
+                  "rules (Holm within family × region; C2's bootstrap resamples runs). " + _RUN_LEVEL_SPREAD[design].format(redrawn=redrawn[1])
                   + " "
                   + _run_level_reach(len(runs), rl_cmp, alpha) + " (In the evidence below, a \"case\" is a run.)", "",
                   _md(rl[["analysis", "n_cases", "claim", "verdict", "evidence"]].rename(columns={"n_cases": "n_runs"})),

@@ -160,16 +160,27 @@ def test_failing_cell_is_named_and_partial_notebook_kept(tmp_path: Path, capfd) 
 
 
 def test_data_notebook_with_another_parameter_set(tmp_path: Path) -> None:
-    """01_data under papermill with a second parameter set (MSD layout, another grid and seed)."""
-    sets = ["data.layout=msd", "data.shape=[40, 40, 40]", "data.work_shape=[32, 32, 32]", "data.n_cases=6", "data.seed=3"]
+    """01_data under papermill with a second parameter set (MSD layout, another grid and seed, the training cases
+    redrawn): the test cases are those of data seed 3, the others those of seed 5 (oracle: each seed's own set)."""
+    sets = ["data.layout=msd", "data.shape=[40, 40, 40]", "data.work_shape=[32, 32, 32]", "data.n_cases=6", "data.seed=3",
+            "data.train_seed=5"]
     pipeline.reproduce("smoke", tmp_path, device="cpu", sets=sets, only=["data"], log=lambda s: None)
     assert _errors(tmp_path / "notebooks" / "01_data.ipynb") == []
-    from robustseg_lib.data import list_cases, load_prepared
+    import numpy as np
+
+    from robustseg_lib.data import list_cases, load_prepared, prepare_synthetic
 
     assert list_cases(tmp_path / "data" / "raw")[0].layout == "msd"
     prep = load_prepared(tmp_path / "data" / "prepared.npz")
     assert prep["images"].shape == (6, 4, 32, 32, 32)
     assert (tmp_path / "tables" / "data_threshold_baseline.csv").is_file()
+    fr = json.loads((tmp_path / "manifest.json").read_text())["parameters"]["01_data"]["fractions"]
+    own = {s: load_prepared(prepare_synthetic(tmp_path / f"own{s}.npz", 6, shape=(40, 40, 40), work_shape=(32, 32, 32),
+                                              seed=s, layout="msd", fractions=tuple(fr), progress=False)) for s in (3, 5)}
+    assert prep["split"].tolist() == own[3]["split"].tolist() and "test" in prep["split"].tolist()
+    for i, part in enumerate(prep["split"]):
+        src = own[3] if part == "test" else own[5]
+        assert np.array_equal(prep["labels"][i], src["labels"][i]) and np.array_equal(prep["images"][i], src["images"][i])
 
 
 def test_distillation_notebook_plain_parametrisation(smoke_run: Path, tmp_path: Path) -> None:

@@ -1350,6 +1350,44 @@ def test_prepare_dataset_and_prepare_synthetic_use_their_seed_and_fractions(tmp_
     assert sorted(s["split"].tolist()) == ["test", "train"]  # the default fractions would give 2 train
 
 
+def test_synthetic_case_seeds_redraw_only_the_cases_outside_the_test_set(tmp_path) -> None:
+    """By hand: case i of seed 3 uses 3 * 100003 + i = 300009 + i; with train_seed 7 the training and validation
+    cases of split_cases(ids, fractions, 3) use 700021 + i instead and the test cases keep 300009 + i. Through both
+    writers, the redrawn set's test cases are the arrays of the seed-3 set and its other cases those of the seed-7
+    set at the same index, with the seed-3 split."""
+    ids = D.case_ids_for("brats2021", 4)
+    fr = (0.5, 0.0, 0.5)
+    split = D.split_cases(ids, fr, 3)
+    assert sorted(split.values()) == ["test", "test", "train", "train"]
+    seeds = D.synthetic_case_seeds(ids, 3, train_seed=7, fractions=fr)
+    assert seeds == [300009 + i if split[c] == "test" else 700021 + i for i, c in enumerate(ids)]
+    assert D.synthetic_case_seeds(ids, 3) == D.synthetic_case_seeds(ids, 3, train_seed=3) == [300009 + i for i in range(4)]
+    for bad in (-1, True, "7", 1.5):
+        with pytest.raises(ValueError, match="train_seed"):
+            D.synthetic_case_seeds(ids, 3, train_seed=bad)
+    kw = {"shape": (16, 16, 16), "progress": False}
+    redrawn = D.load_prepared(D.prepare_synthetic(tmp_path / "r.npz", 4, work_shape=(8, 8, 8), seed=3, fractions=fr,
+                                                  case_seeds=seeds, **kw))
+    own = {s: D.load_prepared(D.prepare_synthetic(tmp_path / f"{s}.npz", 4, work_shape=(8, 8, 8), seed=s,
+                                                  fractions=fr, **kw)) for s in (3, 7)}
+    assert redrawn["split"].tolist() == own[3]["split"].tolist() == [split[c] for c in ids]
+    for i, c in enumerate(ids):
+        src = own[3] if split[c] == "test" else own[7]
+        assert np.array_equal(redrawn["images"][i], src["images"][i]) and np.array_equal(redrawn["labels"][i], src["labels"][i])
+    assert not np.array_equal(redrawn["labels"], own[3]["labels"])  # the training cases did change
+    D.make_synthetic_dataset(tmp_path / "raw", 4, seed=3, case_seeds=seeds, **kw)
+    nifti = D.load_prepared(D.prepare_dataset(tmp_path / "raw", tmp_path / "n.npz", (8, 8, 8), fractions=fr, seed=3,
+                                              progress=False))
+    for k in D.PREPARED_KEYS:
+        assert np.array_equal(nifti[k], redrawn[k]), k
+    for bad in ([1, 2, 3], [1, 2, 3, -4], [1, 2, 3, True]):
+        with pytest.raises(ValueError, match="case_seeds must be 4 non-negative ints"):
+            D.make_synthetic_dataset(tmp_path / "bad", 4, case_seeds=bad, **kw)
+        with pytest.raises(ValueError, match="case_seeds must be 4 non-negative ints"):
+            D.prepare_synthetic(tmp_path / "bad.npz", 4, work_shape=(8, 8, 8), case_seeds=bad, **kw)
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.npz").exists()
+
+
 def _prepared_arrays(n: int = 2) -> dict[str, np.ndarray]:
     """A minimal valid prepared dict, built by hand."""
     sp = (2, 2, 2)

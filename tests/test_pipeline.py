@@ -194,6 +194,13 @@ def test_enumerated_parameters_are_checked_up_front() -> None:
         pipeline.stage_parameters(teaching, pipeline.parse_overrides(["tifgsm.extra_policies=[erase]"]))
     with pytest.raises(PipelineError, match=r"repeats the main policy 'et_to_ncr'"):  # the default extra_policies
         pipeline.stage_parameters(teaching, pipeline.parse_overrides(["tifgsm.policy=et_to_ncr"]))
+    with pytest.raises(PipelineError, match=r"01_data.train_seed = -2: expected -1 \(the data seed\) or a seed >= 0"):
+        pipeline.stage_parameters(teaching, pipeline.parse_overrides(["data.train_seed=-2"]))
+    with pytest.raises(PipelineError, match=r"train_seed = 3: only synthetic data can be redrawn, not data_dir /x/brats"):
+        pipeline.stage_parameters(teaching, pipeline.parse_overrides(["data.train_seed=3", "data.data_dir=/x/brats"]))
+    for ts in ("-1", "0", "3"):
+        assert pipeline.stage_parameters(teaching, pipeline.parse_overrides([f"data.train_seed={ts}"]))["01_data"]["train_seed"] == int(ts)
+    assert pipeline.stage_parameters(teaching, pipeline.parse_overrides(["data.train_seed=-1", "data.data_dir=/x/brats"]))
     ok = pipeline.stage_parameters(teaching, pipeline.parse_overrides(["tifgsm.policy=et_to_ncr", "tifgsm.extra_policies=[erase]"]))
     assert ok["05_tifgsm"]["policy"] == "et_to_ncr" and ok["05_tifgsm"]["extra_policies"] == ["erase"]
     got = pipeline.parse_overrides(["adversarial_training.label_source=predicted", "tifgsm.extra_policies=[]",

@@ -630,8 +630,8 @@ def test_replicate_design_tells_independent_runs_training_replicates_and_repeats
     Shared: any other overlap (the same seeds twice, other data parameters, other case ids)."""
     ids = {"BraTS2021_00001", "BraTS2021_00002"}
 
-    def rec(data_seed: int = 0, train_seed: int = 0, case_ids: set | None = None, **data) -> dict:
-        params = {s: {"seed": train_seed} for s in pipeline.STAGES}
+    def rec(data_seed: int = 0, stage_seed: int = 0, case_ids: set | None = None, **data) -> dict:
+        params = {s: {"seed": stage_seed} for s in pipeline.STAGES}
         params["01_data"] = {"seed": data_seed, "n_cases": 48, "shape": [48, 48, 48], "data_dir": "", "workers": 1, **data}
         return {"parameters": params, "case_ids": ids if case_ids is None else case_ids}
 
@@ -652,6 +652,17 @@ def test_replicate_design_tells_independent_runs_training_replicates_and_repeats
     c = rec(0, 0)
     c["parameters"]["08_statistics"]["seed"] = 5
     assert d([rec(0, 0), c], ["a", "b"]) == replicates.SHARED
+    # other training cases (train_seed) on the same test cases: still one test set, and a training of its own even
+    # with the same stage seeds; -1 and the data seed itself both mean "not redrawn", as does an older run's absent key
+    assert d([rec(0, 0), rec(0, 1, train_seed=1), rec(0, 2, train_seed=2)], ["a", "b", "c"]) == replicates.SAME_TEST_SET
+    assert d([rec(0, 0, train_seed=-1), rec(0, 0, train_seed=3)], ["a", "b"]) == replicates.SAME_TEST_SET
+    assert d([rec(0, 0, train_seed=3), rec(0, 0, train_seed=3)], ["a", "b"]) == replicates.SHARED
+    assert d([rec(0, 0), rec(0, 0, train_seed=-1)], ["a", "b"]) == replicates.SHARED
+    assert d([rec(4, 0, train_seed=4), rec(4, 0, train_seed=-1)], ["a", "b"]) == replicates.SHARED
+    assert d([rec(0, 0, train_seed=3), rec(0, 1, train_seed=3, n_cases=40)], ["a", "b"]) == replicates.SHARED
+    r = replicates.redrawn_training
+    assert r([rec(0, 0), rec(0, 1, train_seed=1)]) and r([rec(0, 0, train_seed=2), rec(0, 1, train_seed=1)])
+    assert not r([rec(0, 0), rec(0, 1)]) and not r([rec(0, 0, train_seed=0), rec(0, 1, train_seed=-1)])
 
 
 def test_run_level_spread_is_the_sd_over_runs_of_each_paired_difference() -> None:
@@ -722,6 +733,17 @@ def test_training_replicates_on_one_test_set_are_judged_at_run_level_only(seed_r
     assert pipeline.main(["compare", *map(str, runs), "--out", str(tmp_path / "bare"), "--no-pooled"]) == 0
     assert not any((tmp_path / "bare").glob("case_mean_*")) and not any((tmp_path / "bare").glob("run_level_*"))
     assert "Design: training replicates on one test set." in (tmp_path / "bare" / "comparison.md").read_text()
+    assert "own draws of the training" not in text and "the draw of the training and validation" not in text
+    for k, run in enumerate(runs):  # other training cases (notebook 01's train_seed): the sentences say so
+        man = json.loads((run / "manifest.json").read_text())
+        man["parameters"]["01_data"]["train_seed"] = 10 + k
+        (run / "manifest.json").write_text(json.dumps(man))
+    replicates.write_comparison(runs, tmp_path / "redrawn", n_resamples=50)
+    text = (tmp_path / "redrawn" / "comparison.md").read_text()
+    assert ("with models trained from other seeds on their own draws of the training and validation cases (notebook "
+            "01's `train_seed`), so the runs can be units") in text
+    assert "(initialisation, batches and the attacks' draws, and the draw of the training and validation cases)" in text
+    assert (tmp_path / "redrawn" / "case_mean_claims_by_region.csv").is_file()
     man = json.loads((runs[2] / "manifest.json").read_text())
     man["parameters"]["01_data"]["fractions"] = [0.6, 0.1, 0.3]
     (runs[2] / "manifest.json").write_text(json.dumps(man))

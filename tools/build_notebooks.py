@@ -181,17 +181,24 @@ fractions: list = [0.6, 0.15, 0.25]  # train / val / test split
 workers: int = 1  # processes generating and preparing cases in parallel (BraTS-scale data on many cores; capped at the CPU budget)
 write_nifti: bool = True  # write every synthetic case as NIfTI and prepare from it; False: only case 0 is written, the set is generated and prepared in one pass (identical arrays)
 threshold_cases: int = 0  # cases the threshold check fits on: 0 for all, else a seeded sample (BraTS scale)
+train_seed: int = -1  # synthetic data: seed of the training and validation cases (the test cases stay seed's); -1: seed
 '''
         ),
         *RESOLVE,
         md("## Get the data\nEither generate the synthetic set in the chosen layout or list a real folder. Both go through `data.list_cases`, which detects the layout. With `write_nifti = False` only case 0 is written here (the next section reads it); the whole set is generated with its preprocessing below."),
         code(
             """
+if train_seed < -1:
+    raise ValueError(f"train_seed = {train_seed}: expected -1 (the data seed) or a seed >= 0")
+redraw = None if train_seed == -1 else train_seed  # other training cases, the same test cases
 if data_dir:
+    if redraw is not None:
+        raise ValueError(f"train_seed = {train_seed}: only synthetic data can be redrawn; leave it at -1 with data_dir")
     source = data_dir
 else:
+    seeds = data.synthetic_case_seeds(data.case_ids_for(layout, n_cases), seed, train_seed=redraw, fractions=fractions)
     data.make_synthetic_dataset(run.raw_data, n_cases if write_nifti else 1, shape=tuple(shape), seed=seed,
-                                layout=layout, workers=workers)
+                                layout=layout, workers=workers, case_seeds=seeds[:n_cases if write_nifti else 1])
     source = run.raw_data
 cases = data.list_cases(source)
 print(f"{len(cases)} cases in {source} (layout {cases[0].layout})")
@@ -233,7 +240,7 @@ if data_dir or write_nifti:
     data.prepare_dataset(cases, run.prepared, tuple(work_shape), fractions=tuple(fractions), seed=seed, workers=workers)
 else:  # same arrays as writing NIfTI and preparing from it, without the round trip
     data.prepare_synthetic(run.prepared, n_cases, shape=tuple(shape), work_shape=tuple(work_shape), seed=seed,
-                           layout=layout, fractions=tuple(fractions), workers=workers)
+                           layout=layout, fractions=tuple(fractions), workers=workers, case_seeds=seeds)
 prep = data.load_prepared(run.prepared, mmap_images=True)  # images read on demand (22 GB at BraTS scale)
 split = pd.Series(prep["split"]).value_counts().rename("cases")
 display(split.to_frame())
