@@ -389,7 +389,10 @@ def case_seed(seed: int, index: int) -> int:
     return int(seed) * 100003 + int(index)
 
 
-def _check_case_seeds(case_seeds: Any, n_cases: int) -> list[int]:
+def _case_seeds(case_seeds: Any, n_cases: int, seed: int) -> list[int]:
+    """The writers' ``case_seeds`` checked, or ``case_seed(seed, i)`` for each case when it is None."""
+    if case_seeds is None:
+        return [case_seed(seed, i) for i in range(n_cases)]
     seeds = list(case_seeds)
     if len(seeds) != n_cases or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0 for s in seeds):
         raise ValueError(f"case_seeds must be {n_cases} non-negative ints (one per case), got {_few(seeds)}")
@@ -577,7 +580,7 @@ def make_synthetic_dataset(
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
     ids = case_ids_for(layout, int(n_cases))
-    seeds = _check_case_seeds(case_seeds, len(ids)) if case_seeds is not None else [case_seed(seed, i) for i in range(len(ids))]
+    seeds = _case_seeds(case_seeds, len(ids), seed)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     affine = _grid_affine(shape, voxel_size_for_shape(shape))
@@ -1116,7 +1119,7 @@ def prepare_synthetic(
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
     ids = case_ids_for(layout, int(n_cases))
     split_cases(ids, fractions, seed)  # validate the fractions before hours of work
-    seeds = _check_case_seeds(case_seeds, len(ids)) if case_seeds is not None else [case_seed(seed, i) for i in range(len(ids))]
+    seeds = _case_seeds(case_seeds, len(ids), seed)
     jobs = [(s, shape, work) for s in seeds]
     outs = _map_cases(_generate_and_preprocess, jobs, workers, "generate + prepare", progress)
     return _save_prepared(out_file, ids, outs, work, fractions, seed)

@@ -1380,7 +1380,7 @@ def test_synthetic_case_seeds_redraw_only_the_cases_outside_the_test_set(tmp_pat
                                               progress=False))
     for k in D.PREPARED_KEYS:
         assert np.array_equal(nifti[k], redrawn[k]), k
-    for bad in ([1, 2, 3], [1, 2, 3, -4], [1, 2, 3, True]):
+    for bad in ([1, 2, 3], [1, 2, 3, 4, 5], [1, 2, 3, -4], [1, 2, 3, True]):
         with pytest.raises(ValueError, match="case_seeds must be 4 non-negative ints"):
             D.make_synthetic_dataset(tmp_path / "bad", 4, case_seeds=bad, **kw)
         with pytest.raises(ValueError, match="case_seeds must be 4 non-negative ints"):
