@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TEACHING = ROOT / "docs" / "results" / "teaching-cpu" / "tables"
 SEEDS = ROOT / "docs" / "results" / "teaching-seeds" / "comparison"
 TRAININGS = ROOT / "docs" / "results" / "teaching-trainings" / "comparison"
+REDRAWN = ROOT / "docs" / "results" / "teaching-redrawn" / "comparison"
 PROXY = ROOT / "docs" / "results" / "training-length-cpu" / "s12_s96_e100_2000"
 WORDS = {w: i for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve".split())}
@@ -305,12 +306,13 @@ def test_results_md_twelve_seed_table_is_the_committed_comparison() -> None:
     assert f"p_holm {fam['p_holm'].max():.3f} each" in t.loc["C1"].iloc[2] and fam["p_holm"].nunique() == 1
 
 
-def _spread_ratios(region: str) -> pd.Series:
-    """Per C1/C3/C4 comparison of ``region``: the trainings' standard deviation over runs / the seeds'."""
+def _spread_ratios(region: str, num: Path = TRAININGS, den: Path = SEEDS) -> pd.Series:
+    """Per C1/C3/C4 comparison of ``region``: one design's standard deviation over runs / another's (by default the
+    trainings' / the seeds')."""
     keys = ["family", "region", "model_a", "attack_a", "target_policy_a", "source_model_a", "eps_a", "model_b",
             "attack_b", "target_policy_b", "source_model_b", "eps_b"]  # fmt: skip
     fam = ["attack_effect", "distill_vs_advtrain", "defense_vs_clean"]
-    a, b = (pd.read_csv(d / "run_level_spread.csv") for d in (TRAININGS, SEEDS))
+    a, b = (pd.read_csv(d / "run_level_spread.csv") for d in (num, den))
     m = a.merge(b, on=keys, suffixes=("_t", "_s"), validate="one_to_one")
     m = m[(m["region"] == region) & m["family"].isin(fam)]
     return m["sd_diff_t"] / m["sd_diff_s"]
@@ -435,3 +437,96 @@ def test_relative_links_resolve(path: Path, text: str) -> None:
             if anchor not in {_slug(h) for h in headings}:
                 bad.append(f"{url} (no such heading)")
     assert not bad, f"{path.relative_to(ROOT)}: broken links {bad}"
+
+
+def test_results_md_redrawn_training_cases_are_the_committed_comparison() -> None:
+    """docs/results.md's table and bullets on twelve trainings with redrawn training cases, and the README's sentence
+    on them, recomputed from the committed comparisons of the three designs (redrawn, trainings, seeds)."""
+    text = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
+    t = _md_table_after(text, "### Twelve trainings on redrawn training cases").set_index("WT (headline)")
+    n = len(pd.read_csv(REDRAWN / "runs.csv"))
+    assert n == 12 and list(t.columns) == [f"per run, {n} redrawn", f"run level, {n} redrawn", "cases, trainings averaged",
+                                           "run level, 12 trainings", "run level, 12 seeds"]  # fmt: skip
+
+    def clean_units(d: Path) -> pd.Series:
+        u = pd.read_csv(d / "run_level_table.csv")
+        return u[(u["region"] == "WT") & (u["model"] == "baseline") & (u["attack"] == "clean")]["dice"]
+
+    dice = pd.read_csv(REDRAWN / "dice_by_run.csv")
+    clean = dice[(dice["region"] == "WT") & (dice["model"] == "baseline") & (dice["attack"] == "clean")].iloc[0]
+    rl_clean = clean_units(REDRAWN)
+    assert list(t.loc["clean baseline Dice"]) == [f"{clean['min']:.3f}–{clean['max']:.3f}", f"{rl_clean.mean():.3f}",
+                                                  f"{rl_clean.mean():.3f}", f"{clean_units(TRAININGS).mean():.3f}",
+                                                  f"{clean_units(SEEDS).mean():.3f}"]  # fmt: skip
+    wt = pd.read_csv(REDRAWN / "verdicts_by_run.csv").query("analysis == 'WT'").set_index(["claim", "run"])
+    for claim, row in (("C1", "C1"), ("C2", "C2 (largest drop)"), ("C3", "C3 (distilled better, of 9)")):
+        verdicts = wt.loc[claim, "verdict"].unique()
+        assert len(verdicts) == 1 and t.loc[row].iloc[0] == f"{verdicts[0]} in all {n}"
+    c4 = wt.loc["C4"]
+    mixed = c4[c4["verdict"] == "mixed"]
+    assert set(mixed["n_support"]) == {16} and t.loc["C4 (significantly below clean, of 18)"].iloc[0] == (
+        f"holds {(c4['verdict'] == 'holds').sum()}, mixed {len(mixed)} (16 each)")
+    rows = (("C1", "C1"), ("C2 (largest drop)", "C2"), ("C3 (distilled better, of 9)", "C3"),
+            ("C4 (significantly below clean, of 18)", "C4"))  # fmt: skip
+    for col, f in ((1, REDRAWN / "run_level_claims_by_region.csv"), (2, REDRAWN / "case_mean_claims_by_region.csv"),
+                   (3, TRAININGS / "run_level_claims_by_region.csv"), (4, SEEDS / "run_level_claims_by_region.csv")):  # fmt: skip
+        cl = pd.read_csv(f).set_index(["analysis", "claim"]).loc["WT"]
+        for row, claim in rows:
+            assert t.loc[row].iloc[col].strip("*").startswith(cl.loc[claim, "verdict"]), (col, claim)
+        assert f"(0 better, {cl.loc['C3', 'n_against']} worse)" in t.loc["C3 (distilled better, of 9)"].iloc[col]
+        assert f"({cl.loc['C4', 'n_support']}" in t.loc["C4 (significantly below clean, of 18)"].iloc[col]
+        assert f"{100 * cl.loc['C2', 'rel_drop']:.1f} %" in t.loc["C2 (largest drop)"].iloc[col]
+        if col < 3:
+            assert f"CI {100 * cl.loc['C2', 'rel_drop_ci_lo']:.1f}–{100 * cl.loc['C2', 'rel_drop_ci_hi']:.1f} %" in t.loc["C2 (largest drop)"].iloc[col]
+            closest = float(re.search(r"Closest to clean: .*?\(p_holm=([\d.e-]+)\)", cl.loc["C4", "evidence"]).group(1))
+            assert f"closest p_holm {closest:.3g})" in t.loc["C4 (significantly below clean, of 18)"].iloc[col]
+    rc = pd.read_csv(REDRAWN / "run_level_comparisons.csv", dtype={"target_policy_a": str})
+    fam = rc[(rc["region"] == "WT") & (rc["family"] == "attack_effect") & (rc["model_a"] == "baseline") & (rc["eps_b"] == 1.0)]
+    assert fam["p_holm"].nunique() == 1 and f"(p_holm {fam['p_holm'].iloc[0]:.3f} each)" in t.loc["C1"].iloc[1]
+    # the bullets
+    flat = " ".join(text.split())
+    below, above_seeds = _advtrain_weakest_minus_clean(REDRAWN), _advtrain_weakest_minus_clean(SEEDS)
+    m = re.search(r"is below the clean baseline in all (\d+) runs here \(by ([\d.]+) to ([\d.]+) WT Dice; ([\d.]+) against "
+                  r"([\d.]+) over runs\), as in all (\d+) trainings on the teaching run's training cases\. Over seeds it "
+                  r"was above clean in (\d+) of (\d+)", flat)  # fmt: skip
+    assert m, "results.md: the C4 bullet of the redrawn training cases changed; update this test with it"
+    assert int(m.group(1)) == (below < 0).sum() == n and (m.group(2), m.group(3)) == (f"{-below.max():.3f}", f"{-below.min():.3f}")
+    u = pd.read_csv(REDRAWN / "run_level_table.csv", dtype={"target_policy": str})
+    adv = u[(u["region"] == "WT") & (u["model"] == "advtrain") & (u["attack"] == "tifgsm") & (u["target_policy"] == "erase")
+            & (u["eps"] == 0.1)]["dice"]  # fmt: skip
+    assert (m.group(4), m.group(5)) == (f"{adv.mean():.3f}", f"{rl_clean.mean():.3f}")
+    assert int(m.group(6)) == (_advtrain_weakest_minus_clean(TRAININGS) < 0).sum() == 12
+    assert (int(m.group(7)), int(m.group(8))) == ((above_seeds > 0).sum(), len(above_seeds))
+    vs_t, vs_s = _spread_ratios("WT", REDRAWN, TRAININGS), _spread_ratios("WT", REDRAWN, SEEDS)
+    m = re.search(r"over the (\d+) WT comparisons of C1, C3 and C4, a median ([\d.]+) times the trainings' \(above it in "
+                  r"(\d+) of (\d+)\) and ([\d.]+) times the seeds' \(below it in (\d+) of (\d+)\)", flat)  # fmt: skip
+    assert m and int(m.group(1)) == len(vs_t) == len(vs_s) == int(m.group(4)) == int(m.group(7))
+    assert (m.group(2), int(m.group(3))) == (f"{vs_t.median():.2f}", (vs_t > 1).sum())
+    assert (m.group(5), int(m.group(6))) == (f"{vs_s.median():.2f}", (vs_s < 1).sum())
+
+    def shares(region: str) -> list[str]:  # median shares of the seeds' variance: training, training cases, test cases
+        tr, rd = _spread_ratios(region, TRAININGS, SEEDS) ** 2, _spread_ratios(region, REDRAWN, SEEDS) ** 2
+        assert (tr.index == rd.index).all()
+        return [f"{x.median():.2f}" for x in (tr, rd - tr, 1 - rd)]
+
+    m = re.search(r"medians over the comparisons\): training ([\d.]+), redrawing the training cases another ([\d.]+), and "
+                  r"the test cases' draw the remaining ([\d.]+),", flat)  # fmt: skip
+    assert m and list(m.groups()) == shares("WT")
+    m = re.search(r"On TC the shares are ([\d.]+), ([\d.]+) and ([\d.]+); on ET ([\d.]+), ([\d.]+) and ([\d.]+),", flat)
+    assert m and list(m.groups()) == shares("TC") + shares("ET")
+    m = re.search(r"C4 holds in (\d+) of (\d+) \((\d+) of 12 trainings, (\d+) of 12 seeds\)", flat)
+    seeds_v = pd.read_csv(SEEDS / "verdicts_by_run.csv").query("analysis == 'WT' and claim == 'C4'")
+    train_v = pd.read_csv(TRAININGS / "verdicts_by_run.csv").query("analysis == 'WT' and claim == 'C4'")
+    assert m and (int(m.group(1)), int(m.group(2))) == ((c4["verdict"] == "holds").sum(), n)
+    assert (int(m.group(3)), int(m.group(4))) == ((train_v["verdict"] == "holds").sum(), (seeds_v["verdict"] == "holds").sum())
+    for run in mixed.index:
+        evidence = pd.read_csv(REDRAWN.parent / run / "tables" / "claims_by_region.csv").query(
+            "analysis == 'WT' and claim == 'C4'")["evidence"].iloc[0]
+        assert "Largest offender: advtrain tifgsm[erase]@0.1" in evidence, run
+    # the README's sentence
+    readme = " ".join(_readme().split())
+    m = _find(r"keep C4 at (\d+) of (\d+) \(below clean in all (\d+) runs\), .*?median shares of the seeds' variance: "
+              r"training ([\d.]+), training cases ([\d.]+), test cases ([\d.]+);", readme)  # fmt: skip
+    rl = pd.read_csv(REDRAWN / "run_level_claims_by_region.csv").set_index(["analysis", "claim"]).loc["WT"]
+    assert rl.loc["C4", "verdict"] == "holds" and (int(m.group(1)), int(m.group(2))) == (rl.loc["C4", "n_support"], rl.loc["C4", "n_tests"])
+    assert int(m.group(3)) == (below < 0).sum() and [m.group(i) for i in (4, 5, 6)] == shares("WT")

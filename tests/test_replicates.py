@@ -835,3 +835,42 @@ def test_committed_training_replicates_are_one_test_set_and_their_comparison_is_
     diffs = pd.read_csv(out / "parameter_differences.csv")
     assert set(diffs["parameter"]) == {"seed"} and "01_data" not in set(diffs["stage"])
     assert not (out / "pooled_claims_by_region.csv").exists()
+
+
+REDRAWN = ROOT / "docs" / "results" / "teaching-redrawn"
+
+
+def test_committed_redrawn_training_replicates_keep_the_test_cases_and_their_comparison_is_the_codes(tmp_path) -> None:
+    """The committed twelve trainings on redrawn training cases (the teaching run and ``--seed N --set data.seed=0
+    --set data.train_seed=N``, N = 1-11): every run's test cases have the teaching run's region volumes row for row,
+    its training and validation cases do not, the runs differ in the training seeds and notebook 01's ``train_seed``
+    only, compare finds them training replicates on redrawn training cases, and the committed comparison is what the
+    code makes of them now."""
+    runs = [ROOT / "docs" / "results" / "teaching-cpu",
+            *sorted(REDRAWN.glob("seed*"), key=lambda d: int(d.name.removeprefix("seed")))]  # fmt: skip
+    assert [d.name for d in runs[1:]] == [f"seed{i}" for i in range(1, 12)]
+    labels = [f"seed{i}" for i in range(12)]
+    recs = [replicates.read_run(d) for d in runs]
+    test_ids = sorted(recs[0]["case_ids"])
+    assert len(test_ids) == 14 and all(sorted(r["case_ids"]) == test_ids for r in recs[1:])
+    vols = [pd.read_csv(d / "tables" / "data_region_volumes.csv").set_index("case_id") for d in runs]
+    others = vols[0].index.difference(test_ids)
+    assert len(others) == 34
+    for d, v in zip(runs[1:], vols[1:]):
+        pd.testing.assert_frame_equal(v.loc[test_ids], vols[0].loc[test_ids], obj=d.name)
+        assert (v.loc[others] != vols[0].loc[others]).any(axis=1).all(), d.name  # every other case redrawn
+    assert replicates.replicate_design(recs, labels) == replicates.SAME_TEST_SET and replicates.redrawn_training(recs)
+    out = tmp_path / "cmp"
+    replicates.write_comparison(runs, out, labels=labels)
+    committed = REDRAWN / "comparison"
+    for name in ("agreement.csv", "verdicts_by_run.csv", "dice_by_run.csv", "parameter_differences.csv",
+                 "run_level_table.csv", "run_level_comparisons.csv", "run_level_spread.csv",
+                 "run_level_claims_by_region.csv", "case_mean_comparisons.csv", "case_mean_claims_by_region.csv"):  # fmt: skip
+        pd.testing.assert_frame_equal(pd.read_csv(out / name), pd.read_csv(committed / name), check_exact=False,
+                                      rtol=1e-9, obj=name)  # fmt: skip
+    body = lambda f: f.read_text().split("## Parameters that differ", 1)[1]  # noqa: E731
+    assert body(out / "comparison.md") == body(committed / "comparison.md")
+    assert "on their own draws of the training and validation cases" in (committed / "comparison.md").read_text()
+    diffs = pd.read_csv(out / "parameter_differences.csv")
+    assert set(diffs["parameter"]) == {"seed", "train_seed"}
+    assert set(diffs.loc[diffs["stage"] == "01_data", "parameter"]) == {"train_seed"}

@@ -1061,6 +1061,11 @@ print(path)
    with the runs as units and on the cases with each case's Dice averaged over the trainings. Compare
    `run_level_spread.csv` of the committed twelve-training comparison (`docs/results/teaching-trainings/comparison/`)
    with that of the twelve seeds: how much of the run-to-run spread comes from training alone?
+5. The seeds' extra spread comes with the data draw: other training cases *and* other test cases. Add
+   `--set data.train_seed=1` to exercise 4's command to redraw the training and validation cases but keep the test
+   cases. With the committed twelve such runs (`docs/results/teaching-redrawn/comparison/`) between the trainings and
+   the seeds, which part of the data draw carries the spread: the cases a model learns from, or the cases it is
+   judged on?
 """
         ),
     ]
