@@ -326,6 +326,23 @@ def _advtrain_weakest_minus_clean(comparison: Path) -> pd.Series:
     return adv.set_index("case_id")["dice"] - clean.set_index("case_id")["dice"]
 
 
+def _check_design_columns(t: pd.DataFrame, columns: list[tuple[Path, bool]]) -> None:
+    """A replicate-design table's claim rows: column k + 1 (after the per-run column) quotes the WT verdicts of
+    ``columns[k]``'s claims table, with C2's interval and C4's closest p_holm where its flag says the cell has them."""
+    for col, (f, detailed) in enumerate(columns, start=1):
+        cl = pd.read_csv(f).set_index(["analysis", "claim"]).loc["WT"]
+        for row, claim in (("C1", "C1"), ("C2 (largest drop)", "C2"), ("C3 (distilled better, of 9)", "C3"),
+                           ("C4 (significantly below clean, of 18)", "C4")):  # fmt: skip
+            assert t.loc[row].iloc[col].strip("*").startswith(cl.loc[claim, "verdict"]), (f, claim)
+        assert f"(0 better, {cl.loc['C3', 'n_against']} worse)" in t.loc["C3 (distilled better, of 9)"].iloc[col]
+        assert f"({cl.loc['C4', 'n_support']}" in t.loc["C4 (significantly below clean, of 18)"].iloc[col]
+        assert f"{100 * cl.loc['C2', 'rel_drop']:.1f} %" in t.loc["C2 (largest drop)"].iloc[col]
+        if detailed:
+            assert f"CI {100 * cl.loc['C2', 'rel_drop_ci_lo']:.1f}–{100 * cl.loc['C2', 'rel_drop_ci_hi']:.1f} %" in t.loc["C2 (largest drop)"].iloc[col]
+            closest = float(re.search(r"Closest to clean: .*?\(p_holm=([\d.e-]+)\)", cl.loc["C4", "evidence"]).group(1))
+            assert f"closest p_holm {closest:.3g})" in t.loc["C4 (significantly below clean, of 18)"].iloc[col]
+
+
 def test_results_md_training_replicates_are_the_committed_comparison() -> None:
     """docs/results.md's twelve-training table and bullets, and the README's sentence on them, recomputed from the
     committed comparisons of the trainings and of the seeds."""
@@ -354,19 +371,9 @@ def test_results_md_training_replicates_are_the_committed_comparison() -> None:
     mixed = c4[c4["verdict"] == "mixed"]["n_support"]
     assert t.loc["C4 (significantly below clean, of 18)"].iloc[0] == (
         f"holds {(c4['verdict'] == 'holds').sum()}, mixed {len(mixed)} ({mixed.min()}–{mixed.max()})")
-    for col, f in ((1, TRAININGS / "run_level_claims_by_region.csv"), (2, TRAININGS / "case_mean_claims_by_region.csv"),
-                   (3, SEEDS / "run_level_claims_by_region.csv")):  # fmt: skip
-        cl = pd.read_csv(f).set_index(["analysis", "claim"]).loc["WT"]
-        for row, claim in (("C1", "C1"), ("C2 (largest drop)", "C2"), ("C3 (distilled better, of 9)", "C3"),
-                           ("C4 (significantly below clean, of 18)", "C4")):  # fmt: skip
-            assert t.loc[row].iloc[col].strip("*").startswith(cl.loc[claim, "verdict"]), (col, claim)
-        assert f"(0 better, {cl.loc['C3', 'n_against']} worse)" in t.loc["C3 (distilled better, of 9)"].iloc[col]
-        assert f"({cl.loc['C4', 'n_support']}" in t.loc["C4 (significantly below clean, of 18)"].iloc[col]
-        assert f"{100 * cl.loc['C2', 'rel_drop']:.1f} %" in t.loc["C2 (largest drop)"].iloc[col]
-        if col < 3:
-            assert f"CI {100 * cl.loc['C2', 'rel_drop_ci_lo']:.1f}–{100 * cl.loc['C2', 'rel_drop_ci_hi']:.1f} %" in t.loc["C2 (largest drop)"].iloc[col]
-            closest = float(re.search(r"Closest to clean: .*?\(p_holm=([\d.e-]+)\)", cl.loc["C4", "evidence"]).group(1))
-            assert f"closest p_holm {closest:.3g})" in t.loc["C4 (significantly below clean, of 18)"].iloc[col]
+    _check_design_columns(t, [(TRAININGS / "run_level_claims_by_region.csv", True),
+                              (TRAININGS / "case_mean_claims_by_region.csv", True),
+                              (SEEDS / "run_level_claims_by_region.csv", False)])  # fmt: skip
     # the bullets: the weakest condition in every training, and the spread ratios
     below = _advtrain_weakest_minus_clean(TRAININGS)
     above_seeds = _advtrain_weakest_minus_clean(SEEDS)
@@ -466,20 +473,10 @@ def test_results_md_redrawn_training_cases_are_the_committed_comparison() -> Non
     mixed = c4[c4["verdict"] == "mixed"]
     assert set(mixed["n_support"]) == {16} and t.loc["C4 (significantly below clean, of 18)"].iloc[0] == (
         f"holds {(c4['verdict'] == 'holds').sum()}, mixed {len(mixed)} (16 each)")
-    rows = (("C1", "C1"), ("C2 (largest drop)", "C2"), ("C3 (distilled better, of 9)", "C3"),
-            ("C4 (significantly below clean, of 18)", "C4"))  # fmt: skip
-    for col, f in ((1, REDRAWN / "run_level_claims_by_region.csv"), (2, REDRAWN / "case_mean_claims_by_region.csv"),
-                   (3, TRAININGS / "run_level_claims_by_region.csv"), (4, SEEDS / "run_level_claims_by_region.csv")):  # fmt: skip
-        cl = pd.read_csv(f).set_index(["analysis", "claim"]).loc["WT"]
-        for row, claim in rows:
-            assert t.loc[row].iloc[col].strip("*").startswith(cl.loc[claim, "verdict"]), (col, claim)
-        assert f"(0 better, {cl.loc['C3', 'n_against']} worse)" in t.loc["C3 (distilled better, of 9)"].iloc[col]
-        assert f"({cl.loc['C4', 'n_support']}" in t.loc["C4 (significantly below clean, of 18)"].iloc[col]
-        assert f"{100 * cl.loc['C2', 'rel_drop']:.1f} %" in t.loc["C2 (largest drop)"].iloc[col]
-        if col < 3:
-            assert f"CI {100 * cl.loc['C2', 'rel_drop_ci_lo']:.1f}–{100 * cl.loc['C2', 'rel_drop_ci_hi']:.1f} %" in t.loc["C2 (largest drop)"].iloc[col]
-            closest = float(re.search(r"Closest to clean: .*?\(p_holm=([\d.e-]+)\)", cl.loc["C4", "evidence"]).group(1))
-            assert f"closest p_holm {closest:.3g})" in t.loc["C4 (significantly below clean, of 18)"].iloc[col]
+    _check_design_columns(t, [(REDRAWN / "run_level_claims_by_region.csv", True),
+                              (REDRAWN / "case_mean_claims_by_region.csv", True),
+                              (TRAININGS / "run_level_claims_by_region.csv", False),
+                              (SEEDS / "run_level_claims_by_region.csv", False)])  # fmt: skip
     rc = pd.read_csv(REDRAWN / "run_level_comparisons.csv", dtype={"target_policy_a": str})
     fam = rc[(rc["region"] == "WT") & (rc["family"] == "attack_effect") & (rc["model_a"] == "baseline") & (rc["eps_b"] == 1.0)]
     assert fam["p_holm"].nunique() == 1 and f"(p_holm {fam['p_holm'].iloc[0]:.3f} each)" in t.loc["C1"].iloc[1]

@@ -809,22 +809,18 @@ def test_case_means_of_identical_trainings_give_the_runs_own_verdicts(seed_runs)
 TRAININGS = ROOT / "docs" / "results" / "teaching-trainings"
 
 
-def test_committed_training_replicates_are_one_test_set_and_their_comparison_is_the_codes(tmp_path) -> None:
-    """The committed twelve trainings (the teaching run and ``--seed N --set data.seed=0``, N = 1-11): their data are
-    the teaching run's (every notebook-01 region-volume table byte-identical to its), they differ in the seeds of
-    stages 02-08 only, compare finds them training replicates, and the committed comparison is what the code makes of
-    them now."""
+def _teaching_and_replicates(folder: Path) -> list[Path]:
+    """The committed teaching run (N = 0) and a design's committed replicates seed1...seed11 of ``folder``, in order."""
     runs = [ROOT / "docs" / "results" / "teaching-cpu",
-            *sorted(TRAININGS.glob("seed*"), key=lambda d: int(d.name.removeprefix("seed")))]  # fmt: skip
+            *sorted(folder.glob("seed*"), key=lambda d: int(d.name.removeprefix("seed")))]  # fmt: skip
     assert [d.name for d in runs[1:]] == [f"seed{i}" for i in range(1, 12)]
-    vols = (runs[0] / "tables" / "data_region_volumes.csv").read_bytes()
-    assert all((d / "tables" / "data_region_volumes.csv").read_bytes() == vols for d in runs[1:])
-    labels = [f"seed{i}" for i in range(12)]
-    recs = [replicates.read_run(d) for d in runs]
-    assert replicates.replicate_design(recs, labels) == replicates.SAME_TEST_SET
-    out = tmp_path / "cmp"
+    return runs
+
+
+def _recomputes_committed_comparison(runs: list[Path], labels: list[str], committed: Path, out: Path) -> Path:
+    """Compare ``runs`` into ``out`` and assert that every table over runs, and comparison.md below its runs table
+    (paths and times differ), equal the committed ones; returns ``out``."""
     replicates.write_comparison(runs, out, labels=labels)
-    committed = TRAININGS / "comparison"
     for name in ("agreement.csv", "verdicts_by_run.csv", "dice_by_run.csv", "parameter_differences.csv",
                  "run_level_table.csv", "run_level_comparisons.csv", "run_level_spread.csv",
                  "run_level_claims_by_region.csv", "case_mean_comparisons.csv", "case_mean_claims_by_region.csv"):  # fmt: skip
@@ -832,6 +828,21 @@ def test_committed_training_replicates_are_one_test_set_and_their_comparison_is_
                                       rtol=1e-9, obj=name)  # fmt: skip
     body = lambda f: f.read_text().split("## Parameters that differ", 1)[1]  # noqa: E731
     assert body(out / "comparison.md") == body(committed / "comparison.md")
+    return out
+
+
+def test_committed_training_replicates_are_one_test_set_and_their_comparison_is_the_codes(tmp_path) -> None:
+    """The committed twelve trainings (the teaching run and ``--seed N --set data.seed=0``, N = 1-11): their data are
+    the teaching run's (every notebook-01 region-volume table byte-identical to its), they differ in the seeds of
+    stages 02-08 only, compare finds them training replicates, and the committed comparison is what the code makes of
+    them now."""
+    runs = _teaching_and_replicates(TRAININGS)
+    vols = (runs[0] / "tables" / "data_region_volumes.csv").read_bytes()
+    assert all((d / "tables" / "data_region_volumes.csv").read_bytes() == vols for d in runs[1:])
+    labels = [f"seed{i}" for i in range(12)]
+    recs = [replicates.read_run(d) for d in runs]
+    assert replicates.replicate_design(recs, labels) == replicates.SAME_TEST_SET
+    out = _recomputes_committed_comparison(runs, labels, TRAININGS / "comparison", tmp_path / "cmp")
     diffs = pd.read_csv(out / "parameter_differences.csv")
     assert set(diffs["parameter"]) == {"seed"} and "01_data" not in set(diffs["stage"])
     assert not (out / "pooled_claims_by_region.csv").exists()
@@ -846,9 +857,7 @@ def test_committed_redrawn_training_replicates_keep_the_test_cases_and_their_com
     its training and validation cases do not, the runs differ in the training seeds and notebook 01's ``train_seed``
     only, compare finds them training replicates on redrawn training cases, and the committed comparison is what the
     code makes of them now."""
-    runs = [ROOT / "docs" / "results" / "teaching-cpu",
-            *sorted(REDRAWN.glob("seed*"), key=lambda d: int(d.name.removeprefix("seed")))]  # fmt: skip
-    assert [d.name for d in runs[1:]] == [f"seed{i}" for i in range(1, 12)]
+    runs = _teaching_and_replicates(REDRAWN)
     labels = [f"seed{i}" for i in range(12)]
     recs = [replicates.read_run(d) for d in runs]
     test_ids = sorted(recs[0]["case_ids"])
@@ -860,17 +869,8 @@ def test_committed_redrawn_training_replicates_keep_the_test_cases_and_their_com
         pd.testing.assert_frame_equal(v.loc[test_ids], vols[0].loc[test_ids], obj=d.name)
         assert (v.loc[others] != vols[0].loc[others]).any(axis=1).all(), d.name  # every other case redrawn
     assert replicates.replicate_design(recs, labels) == replicates.SAME_TEST_SET and replicates.redrawn_training(recs)
-    out = tmp_path / "cmp"
-    replicates.write_comparison(runs, out, labels=labels)
-    committed = REDRAWN / "comparison"
-    for name in ("agreement.csv", "verdicts_by_run.csv", "dice_by_run.csv", "parameter_differences.csv",
-                 "run_level_table.csv", "run_level_comparisons.csv", "run_level_spread.csv",
-                 "run_level_claims_by_region.csv", "case_mean_comparisons.csv", "case_mean_claims_by_region.csv"):  # fmt: skip
-        pd.testing.assert_frame_equal(pd.read_csv(out / name), pd.read_csv(committed / name), check_exact=False,
-                                      rtol=1e-9, obj=name)  # fmt: skip
-    body = lambda f: f.read_text().split("## Parameters that differ", 1)[1]  # noqa: E731
-    assert body(out / "comparison.md") == body(committed / "comparison.md")
-    assert "on their own draws of the training and validation cases" in (committed / "comparison.md").read_text()
+    out = _recomputes_committed_comparison(runs, labels, REDRAWN / "comparison", tmp_path / "cmp")
+    assert "on their own draws of the training and validation cases" in (REDRAWN / "comparison" / "comparison.md").read_text()
     diffs = pd.read_csv(out / "parameter_differences.csv")
     assert set(diffs["parameter"]) == {"seed", "train_seed"}
     assert set(diffs.loc[diffs["stage"] == "01_data", "parameter"]) == {"train_seed"}
