@@ -635,7 +635,7 @@ def _compare(args: argparse.Namespace) -> int:
         print("\n(no pooled verdicts: every run evaluated the same test cases; the run_level column judges the claims "
               "over the trainings)")
     elif args.pooled and "pooled" not in agree.columns:
-        print("\n(no pooled verdicts: some runs may share their cases; comparison.md names them)")
+        print("\n(no pooled verdicts: some runs may share patients; comparison.md names them and their roles)")
     print(f"\nComparison: {Path(args.out) / 'comparison.md'}")
     return 0
 

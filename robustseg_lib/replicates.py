@@ -48,6 +48,7 @@ __all__ = [
     "dice_by_run",
     "canonical_analysis",
     "shared_cases",
+    "case_overlaps",
     "replicate_design",
     "redrawn_training",
     "RESERVED_LABELS",
@@ -178,10 +179,11 @@ def read_run(run_dir: str | Path) -> RunRecord:
 
     Returns:
         ``{"path", "profile", "git_sha", "machine", "seeds", "parameters", "stage_seconds", "claims_by_region",
-        "n_cases", "case_ids", "has_volumes"}``; ``seeds`` is the set of seeds its stages ran with,
+        "n_cases", "case_ids", "has_volumes", "data_case_ids"}``; ``seeds`` is the set of seeds its stages ran with,
         ``claims_by_region`` a DataFrame, ``case_ids`` the evaluated cases (``tables/results_02_unet.csv``; empty
         when absent), ``has_volumes`` whether notebook 01's region volumes (``tables/data_region_volumes.csv``, which
-        the empty-truth analyses need) are there.
+        the empty-truth analyses need) are there, ``data_case_ids`` every case of the run's data (those volumes'
+        ids; empty when absent).
 
     Raises:
         FileNotFoundError: the folder, its manifest or its ``tables/claims_by_region.csv`` is missing (named).
@@ -204,6 +206,8 @@ def read_run(run_dir: str | Path) -> RunRecord:
     params = man.get("parameters", {})
     res = root / "tables" / "results_02_unet.csv"
     case_ids = set(pd.read_csv(res, usecols=["case_id"], dtype={"case_id": str})["case_id"]) if res.is_file() else set()
+    vols = root / "tables" / "data_region_volumes.csv"
+    data_ids = set(pd.read_csv(vols, usecols=["case_id"], dtype={"case_id": str})["case_id"]) if vols.is_file() else set()
     return {
         "path": str(root),
         "profile": man.get("profile", ""),
@@ -215,7 +219,8 @@ def read_run(run_dir: str | Path) -> RunRecord:
         "claims_by_region": cbr,
         "n_cases": int(cbr["n_cases"].max()),
         "case_ids": case_ids,
-        "has_volumes": (root / "tables" / "data_region_volumes.csv").is_file(),
+        "has_volumes": vols.is_file(),
+        "data_case_ids": data_ids,
     }
 
 
@@ -375,34 +380,78 @@ def verdict_agreement(
     return out
 
 
-def shared_cases(runs: Sequence[RunRecord], labels: Sequence[str]) -> list[tuple[str, str]]:
-    """Pairs of runs whose test cases may be the same cases, which a pooled test would count twice.
+def case_overlaps(runs: Sequence[RunRecord], labels: Sequence[str]) -> list[tuple[str, str, str]]:
+    """Pairs of runs that may hold the same patients, and in which role: what makes runs not independent.
 
-    Two synthetic runs with the same data seed (notebook 01's ``seed``) generate the same patients for every case
-    index both have (``data.case_seed``), whatever their shape, number of cases or split. Where a run reads real data
-    (``data_dir``), two runs share cases when they read the same folder or when their evaluated case ids overlap (the
-    same data under another path). A thread-count or machine comparison of one profile and seed is such a pair:
-    compare it without pooling.
+    A synthetic patient is its generator seed: case ``i`` of data seed ``s`` is ``case_seed(s, i)`` whatever the
+    shape, number of cases or split, and with notebook 01's ``train_seed`` the training and validation cases are drawn
+    from that seed instead (:func:`data.synthetic_case_seeds`). Two synthetic runs may share test patients when their
+    data seeds are equal; one run's training or validation cases may be another's test patients when its training seed
+    is the other's data seed; and two runs may train on the same patients when their training seeds are equal. The
+    test is by seed, not by case index: for sets of tens of cases the indices overlap all but surely. A real patient
+    is its case id: two runs read the same cases when they read the same folder or their evaluated ids overlap (the
+    same data under another path), and a run's training and validation ids are those of its region volumes
+    (``tables/data_region_volumes.csv``) outside its evaluated ids.
 
     Args:
         runs: :func:`read_run` records.
         labels: one name per run.
 
     Returns:
-        ``[(label_a, label_b), ...]``, empty when every run has its own cases.
+        ``[(label_a, label_b, what), ...]``, one entry per pair, ``what`` the first of ``"the same folder"``,
+        ``"test cases"``, ``"<a>'s training cases are <b>'s test cases"`` (either way round) and ``"training
+        cases"`` that holds; empty when no two runs may share a patient.
     """
-    pairs = []
+    out = []
     for i in range(len(runs)):
         for j in range(i + 1, len(runs)):
-            a, b = (runs[k]["parameters"].get("01_data", {}) for k in (i, j))
-            if a.get("data_dir") or b.get("data_dir"):
-                ids_a, ids_b = runs[i].get("case_ids", set()), runs[j].get("case_ids", set())
-                same = a.get("data_dir") == b.get("data_dir") or bool(ids_a & ids_b)
-            else:
-                same = a.get("seed") == b.get("seed")
-            if same:
-                pairs.append((labels[i], labels[j]))
-    return pairs
+            what = _overlap(runs[i], runs[j], labels[i], labels[j])
+            if what:
+                out.append((labels[i], labels[j], what))
+    return out
+
+
+def _overlap(ra: RunRecord, rb: RunRecord, la: str, lb: str) -> str:
+    """:func:`case_overlaps` for one pair: what the two runs may share, or "" when nothing."""
+    a, b = (r["parameters"].get("01_data", {}) for r in (ra, rb))
+    if bool(a.get("data_dir")) != bool(b.get("data_dir")):
+        return ""  # a synthetic patient is nobody's real patient, whatever the ids
+    if a.get("data_dir"):
+        if a.get("data_dir") == b.get("data_dir"):
+            return "the same folder"
+        test_a, test_b = ra.get("case_ids", set()), rb.get("case_ids", set())
+        train_a, train_b = ra.get("data_case_ids", set()) - test_a, rb.get("data_case_ids", set()) - test_b
+    else:  # one synthetic patient per generator seed: compare the seeds of the test and the training cases
+        test_a, test_b = {a.get("seed")}, {b.get("seed")}
+        train_a, train_b = {_training_data_seed(ra)}, {_training_data_seed(rb)}
+    if test_a & test_b:
+        return "test cases"
+    if train_a & test_b:
+        return f"{la}'s training cases are {lb}'s test cases"
+    if test_a & train_b:
+        return f"{lb}'s training cases are {la}'s test cases"
+    return "training cases" if train_a & train_b else ""
+
+
+def shared_cases(runs: Sequence[RunRecord], labels: Sequence[str]) -> list[tuple[str, str]]:
+    """Pairs of runs that may share a patient (:func:`case_overlaps`), which makes them not independent: a pooled
+    test would count a shared test case twice, and a model trained on another run's test patients, or two runs
+    trained on the same patients, tie the runs together. A thread-count or machine comparison of one profile and
+    seed is such a pair: compare it without pooling.
+
+    Args:
+        runs: :func:`read_run` records.
+        labels: one name per run.
+
+    Returns:
+        ``[(label_a, label_b), ...]``, empty when every run has its own patients.
+    """
+    return [(la, lb) for la, lb, _ in case_overlaps(runs, labels)]
+
+
+def _shared_text(runs: Sequence[RunRecord], labels: Sequence[str]) -> str:
+    """The pairs of :func:`case_overlaps` in words, for the error and the report."""
+    return "; ".join(f"{la} and {lb} ({what})" for la, lb, what in case_overlaps(runs, labels))
 
 
 def _training_data_seed(r: RunRecord) -> Any:
@@ -433,8 +482,8 @@ INDEPENDENT, SAME_TEST_SET, SHARED = "independent", "same test set", "shared"
 def replicate_design(runs: Sequence[RunRecord], labels: Sequence[str]) -> str:
     """Which design a set of runs is, and so which cross-run analyses are valid.
 
-    - ``"independent"``: no two runs may share a test case (:func:`shared_cases`; e.g. ``--seed N``): pooled and
-      run-level analyses.
+    - ``"independent"``: no two runs may share a patient, among their test or their training cases
+      (:func:`shared_cases`; e.g. ``--seed N``): pooled and run-level analyses.
     - ``"same test set"``: training replicates: every run generated or read its data with the same notebook-01
       parameters (``workers`` and ``train_seed`` aside), evaluated the same case ids, and no two runs trained with
       the same seeds in the stages that train or attack (02-07) on the same training cases (e.g. ``--seed N --set
@@ -491,10 +540,11 @@ def pooled_table(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = 
             cases (:func:`shared_cases`), naming them.
     """
     labels = _labels(run_dirs, labels)
-    shared = shared_cases([read_run(d) for d in run_dirs], labels)
-    if shared:
-        raise ValueError(f"runs {shared} may share their cases (same synthetic data seed, or the same real cases): "
-                         "a pooled test would count those cases twice; compare them without pooling")  # fmt: skip
+    runs = [read_run(d) for d in run_dirs]
+    if shared_cases(runs, labels):
+        raise ValueError(f"runs may share patients: {_shared_text(runs, labels)}; a pooled test would count a shared "
+                         "test case twice, and runs that share patients are not independent; compare them without "
+                         "pooling")  # fmt: skip
     return _stacked_table(run_dirs, labels)
 
 
@@ -792,8 +842,9 @@ def pooled_claims(
 
 #: comparison.md's sentence under the runs table, per :func:`replicate_design` answer.
 _DESIGN_SENTENCE = {
-    INDEPENDENT: "Design: independent runs. No two runs share a test case (other synthetic data seeds, or other real "
-                 "cases), so the runs' cases can be pooled and the runs can be units.",
+    INDEPENDENT: "Design: independent runs. No two runs share a patient, among their test or their training cases "
+                 "(other synthetic data seeds, or other real cases), so the runs' cases can be pooled and the runs "
+                 "can be units.",
     SAME_TEST_SET: "Design: training replicates on one test set. All {n} runs evaluated the same {cases} test cases "
                    "(the same data parameters and case ids) with models trained from other seeds{redrawn}, so the runs "
                    "can be units but their cases cannot be pooled.",
@@ -834,7 +885,7 @@ def write_comparison(
             atomically).
         labels: one name per run (default: the folder names).
         pooled: also judge the claims on the pooled cases (:func:`pooled_claims`) of independent runs; skipped, with
-            a note in ``comparison.md``, when runs may share their cases (:func:`replicate_design`).
+            a note in ``comparison.md``, when runs may share patients (:func:`case_overlaps`, :func:`replicate_design`).
         run_level: with ``pooled``, also judge the claims with the runs as units (:func:`run_level_claims`), for
             independent runs and for training replicates on one test set.
         alpha, n_resamples, seed: as in :func:`pooled_claims`.
@@ -905,10 +956,9 @@ def write_comparison(
         _md(fmt), "",
     ]  # fmt: skip
     if pooled and design == SHARED:
-        shared = shared_cases(runs, labels)
         parts += ["## Pooled evidence", "",
-                  f"Not computed: runs {', '.join(f'{a} and {b}' for a, b in shared)} may share their cases (same "
-                  "synthetic data seed, or the same real cases), which a pooled test would count twice.", ""]  # fmt: skip
+                  f"Not computed: runs may share patients ({_shared_text(runs, labels)}). A pooled test would count a "
+                  "shared test case twice, and runs that share patients are not independent.", ""]  # fmt: skip
     elif pooled and design == SAME_TEST_SET:
         parts += ["## Pooled evidence", "",
                   f"Not computed: every run evaluated the same test cases, which a pooled test would count {len(runs)} "

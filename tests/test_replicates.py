@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from robustseg_lib import pipeline, replicates
+from robustseg_lib import data, pipeline, replicates
 from robustseg_lib.stats import CLAIM_COLUMNS, SENSITIVITY_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -363,8 +363,88 @@ def test_runs_that_may_share_their_cases_are_not_pooled(seed_runs, tmp_path, cap
     assert pipeline.main(["compare", str(seed_runs[0]), str(twin), "--out", str(out)]) == 0
     assert "no pooled verdicts" in capsys.readouterr().out
     assert not (out / "pooled_claims_by_region.csv").exists()
-    assert "Not computed: runs seed0 and twin may share their cases" in (out / "comparison.md").read_text()
+    assert "Not computed: runs may share patients (seed0 and twin (test cases))" in (out / "comparison.md").read_text()
     assert "pooled" not in pd.read_csv(out / "agreement.csv").columns
+
+
+def _patients(n_cases: int, seed: int, train_seed: int, fractions=(0.55, 0.15, 0.3)) -> tuple[set, set]:
+    """Oracle: a synthetic run's test and training-and-validation patients, one generator seed per case, straight
+    from the writers' seeds and the split."""
+    ids = data.case_ids_for("brats2021", n_cases)
+    seeds = data.synthetic_case_seeds(ids, seed, train_seed=None if train_seed == -1 else train_seed, fractions=fractions)
+    split = data.split_cases(ids, fractions, seed)
+    test = {s for s, c in zip(seeds, ids) if split[c] == "test"}
+    return test, set(seeds) - test
+
+
+def test_case_overlaps_are_the_patients_that_two_synthetic_runs_share() -> None:
+    """For every pair of (data seed, train_seed) runs over a grid, an overlap is reported exactly when the two runs'
+    patients (the writers' generator seeds) meet, and its role is the one the patient sets show."""
+    def rec(seed: int, train_seed: int) -> dict:
+        return {"parameters": {"01_data": {"seed": seed, "train_seed": train_seed, "data_dir": "", "n_cases": 48}}}
+
+    grid = [(s, t) for s in (0, 1, 2) for t in (-1, 0, 1, 2, 5)]
+    seen = set()
+    for a in grid:
+        for b in grid:
+            got = replicates.case_overlaps([rec(*a), rec(*b)], ["a", "b"])
+            (test_a, train_a), (test_b, train_b) = _patients(48, *a), _patients(48, *b)
+            want = ("test cases" if test_a & test_b else "a's training cases are b's test cases" if train_a & test_b
+                    else "b's training cases are a's test cases" if test_a & train_b
+                    else "training cases" if train_a & train_b else None)  # fmt: skip
+            assert got == ([("a", "b", want)] if want else []), (a, b)
+            seen.add(want)
+    assert seen == {"test cases", "a's training cases are b's test cases", "b's training cases are a's test cases",
+                    "training cases", None}  # fmt: skip
+    assert replicates.shared_cases([rec(0, 5), rec(1, -1), rec(5, -1)], ["x", "y", "z"]) == [("x", "z")]
+
+
+def test_case_overlaps_of_real_runs_use_the_case_ids_and_their_roles() -> None:
+    """Real data: the same folder; evaluated ids in common; one run's other ids (its region volumes' ids outside its
+    test cases) among the other's test ids; other ids in common. A synthetic run shares no patient with a real one."""
+    def rec(data_dir: str, test: set, others: set = frozenset(), seed: int = 0) -> dict:
+        return {"parameters": {"01_data": {"seed": seed, "data_dir": data_dir}}, "case_ids": set(test),
+                "data_case_ids": set(test) | set(others)}
+
+    o = replicates.case_overlaps
+    assert o([rec("/d", {"x"}), rec("/d", {"y"}, seed=1)], ["a", "b"]) == [("a", "b", "the same folder")]
+    assert o([rec("/d", {"x", "y"}), rec("/e", {"y"})], ["a", "b"]) == [("a", "b", "test cases")]
+    assert o([rec("/d", {"x"}, {"y"}), rec("/e", {"y"}, {"z"})], ["a", "b"]) == [
+        ("a", "b", "a's training cases are b's test cases")]
+    assert o([rec("/d", {"y"}, {"z"}), rec("/e", {"x"}, {"y"})], ["a", "b"]) == [
+        ("a", "b", "b's training cases are a's test cases")]
+    assert o([rec("/d", {"x"}, {"z"}), rec("/e", {"y"}, {"z"})], ["a", "b"]) == [("a", "b", "training cases")]
+    assert o([rec("/d", {"x"}, {"z"}), rec("/e", {"y"}, {"w"})], ["a", "b"]) == []
+    synthetic = {"parameters": {"01_data": {"seed": 0, "data_dir": ""}}, "case_ids": {"x"}, "data_case_ids": {"x"}}
+    assert o([rec("/d", {"x"}), synthetic], ["a", "b"]) == []
+
+
+def test_a_run_trained_on_another_runs_test_patients_is_not_pooled(tmp_path) -> None:
+    """The committed runs hold such pairs: seed N of the redrawn trainings (data seed 0, train_seed N) trained on
+    several of the 14 test patients of seed N of the independent seeds (data seed N). The oracle is notebook 01's
+    region volumes: those cases are row for row the same. Before session 17, compare pooled such a pair as
+    independent runs; results.md quotes how many test patients each redrawn run learnt."""
+    learnt = []
+    for n in range(1, 12):
+        a, b = REDRAWN / f"seed{n}", SEEDS / f"seed{n}"
+        ra, rb = replicates.read_run(a), replicates.read_run(b)
+        assert len(ra["data_case_ids"]) == 48 and ra["case_ids"] < ra["data_case_ids"]
+        va, vb = (pd.read_csv(d / "tables" / "data_region_volumes.csv").set_index("case_id") for d in (a, b))
+        same = set(va.index[(va == vb.loc[va.index]).all(axis=1)])
+        learnt.append(len(same & (ra["data_case_ids"] - ra["case_ids"]) & rb["case_ids"]))
+        assert learnt[-1] > 0 and not same & ra["case_ids"], n  # trained on some; no test patient in common
+        assert replicates.case_overlaps([ra, rb], ["r", "s"]) == [("r", "s", "r's training cases are s's test cases")]
+        assert replicates.replicate_design([ra, rb], ["r", "s"]) == replicates.SHARED
+    a, b = REDRAWN / "seed5", SEEDS / "seed5"
+    with pytest.raises(ValueError, match="r5's training cases are s5's test cases"):
+        replicates.pooled_table([a, b], labels=["r5", "s5"])
+    replicates.write_comparison([a, b], tmp_path / "cmp", labels=["r5", "s5"])
+    text = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "Not computed: runs may share patients (r5 and s5 (r5's training cases are s5's test cases))" in text
+    assert not (tmp_path / "cmp" / "pooled_claims_by_region.csv").exists()
+    results = " ".join((ROOT / "docs" / "results.md").read_text().split())
+    assert (f"redrawn run N trained on {min(learnt)} to {max(learnt)} of the 14 test patients of seed N "
+            f"({learnt[4]} for N = 5;") in results, learnt  # fmt: skip
 
 
 def test_cli_seed_reaches_reproduce_and_names_its_folder(monkeypatch, tmp_path, capsys) -> None:
