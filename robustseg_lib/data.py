@@ -71,6 +71,9 @@ __all__ = [
     "brats2024_to_brats",
     "preprocess_case",
     "split_cases",
+    "BOOT_SEP",
+    "bootstrap_cases",
+    "original_case_id",
     "prepare_dataset",
     "prepare_synthetic",
     "load_prepared",
@@ -996,6 +999,61 @@ def _load_and_preprocess(job: tuple[Case, tuple[int, int, int]]) -> dict[str, np
     return preprocess_case(img, lab, shape)
 
 
+#: Separator of a bootstrap copy's number in its case id: ``BraTS2021_00007~2`` is the second copy of that case.
+BOOT_SEP = "~"
+
+
+def original_case_id(case_id: str) -> str:
+    """The case id without a bootstrap copy's number (:data:`BOOT_SEP`): ``"BraTS2021_00007~2"`` -> ``"BraTS2021_00007"``."""
+    return str(case_id).split(BOOT_SEP, 1)[0]
+
+
+def bootstrap_cases(case_ids: Sequence[str], split: dict[str, str], seed: int) -> list[tuple[int, str]]:
+    """A bootstrap of a set's training and validation cases, the test cases kept: the real-data analogue of drawing
+    other training cases (notebook 01's ``train_seed``).
+
+    Position ``i`` keeps its part of the split. A test position keeps its own case; the training positions draw their
+    cases with replacement from the training cases, the validation positions from the validation cases, so no case
+    moves between parts and none leaks into the test set. A case drawn more than once gets its copy number in its id
+    (``<id>~2``, ``<id>~3``; :data:`BOOT_SEP`), so ids stay unique.
+
+    Args:
+        case_ids: the set's unique case ids, in row order (none may contain ``~``).
+        split: ``{case_id: "train" | "val" | "test"}`` (:func:`split_cases`).
+        seed: bootstrap seed (>= 0).
+
+    Returns:
+        ``[(source position, new case id), ...]``, one per position, in ``case_ids`` order.
+
+    Raises:
+        ValueError: a bad seed, a repeated id or one with ``~`` (named), or an id missing from ``split`` (named).
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    ids = [str(c) for c in case_ids]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"case_ids must be unique, got repeats {_few(sorted({c for c in ids if ids.count(c) > 1}))}")
+    bad = [c for c in ids if BOOT_SEP in c]
+    if bad:
+        raise ValueError(f"case ids may not contain {BOOT_SEP!r} (it marks bootstrap copies): {_few(bad)}")
+    missing = [c for c in ids if split.get(c) not in ("train", "val", "test")]
+    if missing:
+        raise ValueError(f"split has no part (train, val, test) for cases {_few(missing)}")
+    rng = np.random.default_rng(int(seed))
+    source = list(range(len(ids)))
+    for part in ("train", "val"):  # train first, then val: the draws of one seed are fixed in this order
+        pos = [i for i, c in enumerate(ids) if split[c] == part]
+        if pos:
+            for i, j in zip(pos, sorted(rng.choice(pos, size=len(pos), replace=True).tolist())):
+                source[i] = j
+    seen: dict[int, int] = {}
+    out = []
+    for j in source:
+        seen[j] = seen.get(j, 0) + 1
+        out.append((j, ids[j] if seen[j] == 1 else f"{ids[j]}{BOOT_SEP}{seen[j]}"))
+    return out
+
+
 def prepare_dataset(
     root_or_cases: str | Path | Sequence[Case],
     out_file: str | Path,
@@ -1005,6 +1063,7 @@ def prepare_dataset(
     seed: int = 0,
     workers: int = 1,
     progress: bool = True,
+    train_seed: int | None = None,
 ) -> Path:
     """Load, preprocess and split every labelled case; write ``prepared.npz`` atomically.
 
@@ -1014,6 +1073,10 @@ def prepare_dataset(
         shape: working grid.
         fractions: (train, val, test) fractions for ``split_cases``.
         seed: split seed.
+        train_seed: with a seed other than ``seed``, the training and validation cases are a bootstrap of themselves
+            (:func:`bootstrap_cases`; the test cases and the split stay ``seed``'s): other training data for a real
+            set, which cannot draw new patients. A case drawn twice is preprocessed twice (the same arrays). None (or
+            ``seed``): every case once.
         workers: processes loading and preprocessing cases in parallel (BraTS scale: about
             2 s per case on one core; capped at :func:`runtime.cpu_budget`); the output does not
             depend on it.
@@ -1033,6 +1096,9 @@ def prepare_dataset(
     shape = _check_shape(shape, 1, "shape")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+    if train_seed is not None and (isinstance(train_seed, bool) or not isinstance(train_seed, (int, np.integer))
+                                   or train_seed < 0):  # fmt: skip
+        raise ValueError(f"train_seed must be a non-negative int or None, got {train_seed!r}")
     labelled = [c for c in cases if ("seg" in c.paths or "label" in c.paths)]
     if len(labelled) < len(cases):
         unlabelled = [c.case_id for c in cases if not ("seg" in c.paths or "label" in c.paths)]
@@ -1040,13 +1106,21 @@ def prepare_dataset(
                       stacklevel=2)
     if not labelled:
         raise ValueError("prepare_dataset: no labelled cases")
+    ids = [c.case_id for c in labelled]
+    parts = None
+    if train_seed is not None and train_seed != seed:
+        split = split_cases(ids, fractions, seed)
+        rows = bootstrap_cases(ids, split, train_seed)
+        labelled, parts = [labelled[j] for j, _ in rows], [split[c] for c in ids]
+        ids = [cid for _, cid in rows]
     outs = _map_cases(_load_and_preprocess, [(case, shape) for case in labelled], workers, "prepare", progress)
-    return _save_prepared(out_file, [c.case_id for c in labelled], outs, shape, fractions, seed)
+    return _save_prepared(out_file, ids, outs, shape, fractions, seed, parts)
 
 
 def _save_prepared(out_file: str | Path, ids: list[str], outs: Iterator[dict[str, Any]], shape: tuple[int, ...],
-                   fractions: Sequence[float], seed: int) -> Path:
-    """Stack the preprocessed cases ``outs`` (in ``ids`` order), split them, write the npz atomically."""
+                   fractions: Sequence[float], seed: int, parts: list[str] | None = None) -> Path:
+    """Stack the preprocessed cases ``outs`` (in ``ids`` order), split them (``parts``: the split, one part per
+    row, instead of :func:`split_cases`), write the npz atomically."""
     n = len(ids)
     images = np.zeros((n, 4, *shape), np.float32)
     labels = np.zeros((n, *shape), np.uint8)
@@ -1056,14 +1130,16 @@ def _save_prepared(out_file: str | Path, ids: list[str], outs: Iterator[dict[str
         images[i], labels[i], brain[i] = out["image"], out["classes"], out["brain"]
         for k in stats:
             stats[k][i] = out[k]
-    split = split_cases(ids, fractions, seed)
+    if parts is None:
+        split = split_cases(ids, fractions, seed)
+        parts = [split[c] for c in ids]
     return atomic_save_npz(
         out_file,
         images=images,
         labels=labels,
         brain=brain,
         case_ids=np.asarray(ids, dtype=str),
-        split=np.asarray([split[c] for c in ids], dtype=str),
+        split=np.asarray(parts, dtype=str),
         **stats,
     )
 

@@ -196,13 +196,8 @@ def _check_together(stage: str, params: dict[str, Any], declared: dict[str, Any]
         if value["policy"] in value["extra_policies"]:
             raise PipelineError(f"05_tifgsm.extra_policies = {value['extra_policies']!r} repeats the main policy "
                                 f"{value['policy']!r} (its rows would be written twice)")
-    if stage == "01_data" and "train_seed" in params:  # notebook 01 refuses these too, when run by hand
-        train_seed = params["train_seed"]
-        if train_seed < -1:
-            raise PipelineError(f"01_data.train_seed = {train_seed}: expected -1 (the data seed) or a seed >= 0")
-        if train_seed != -1 and params.get("data_dir"):
-            raise PipelineError(f"01_data.train_seed = {train_seed}: only synthetic data can be redrawn, not data_dir "
-                                f"{params['data_dir']}; leave train_seed at -1")
+    if stage == "01_data" and params.get("train_seed", -1) < -1:  # notebook 01 refuses it too, when run by hand
+        raise PipelineError(f"01_data.train_seed = {params['train_seed']}: expected -1 (the data seed) or a seed >= 0")
 
 
 def notebook_parameter_types(stage: str, notebook_dir: Path = NOTEBOOK_DIR) -> dict[str, str]:

@@ -183,7 +183,7 @@ def read_run(run_dir: str | Path) -> RunRecord:
         ``claims_by_region`` a DataFrame, ``case_ids`` the evaluated cases (``tables/results_02_unet.csv``; empty
         when absent), ``has_volumes`` whether notebook 01's region volumes (``tables/data_region_volumes.csv``, which
         the empty-truth analyses need) are there, ``data_case_ids`` every case of the run's data (those volumes'
-        ids; empty when absent).
+        ids, a bootstrap copy's id as its case's; empty when absent).
 
     Raises:
         FileNotFoundError: the folder, its manifest or its ``tables/claims_by_region.csv`` is missing (named).
@@ -207,7 +207,11 @@ def read_run(run_dir: str | Path) -> RunRecord:
     res = root / "tables" / "results_02_unet.csv"
     case_ids = set(pd.read_csv(res, usecols=["case_id"], dtype={"case_id": str})["case_id"]) if res.is_file() else set()
     vols = root / "tables" / "data_region_volumes.csv"
-    data_ids = set(pd.read_csv(vols, usecols=["case_id"], dtype={"case_id": str})["case_id"]) if vols.is_file() else set()
+    data_ids: set[str] = set()
+    if vols.is_file():
+        from .data import original_case_id  # torch: only for this, not for the verdict tables
+
+        data_ids = set(pd.read_csv(vols, usecols=["case_id"], dtype={"case_id": str})["case_id"].map(original_case_id))
     return {
         "path": str(root),
         "profile": man.get("profile", ""),
@@ -455,8 +459,8 @@ def _shared_text(runs: Sequence[RunRecord], labels: Sequence[str]) -> str:
 
 
 def _training_data_seed(r: RunRecord) -> Any:
-    """The seed of a synthetic run's training and validation cases (notebook 01's ``train_seed``; -1 or absent: the
-    data seed)."""
+    """The seed of a run's training and validation cases (notebook 01's ``train_seed``: synthetic data draws them
+    from it, real data bootstraps its own with it; -1 or absent: the data seed, which is no redraw)."""
     p = r["parameters"].get("01_data", {})
     train_seed = p.get("train_seed", -1)
     return p.get("seed") if train_seed in (-1, None) else train_seed

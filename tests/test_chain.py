@@ -183,6 +183,39 @@ def test_data_notebook_with_another_parameter_set(tmp_path: Path) -> None:
         assert np.array_equal(prep["labels"][i], src["labels"][i]) and np.array_equal(prep["images"][i], src["images"][i])
 
 
+def test_data_notebook_bootstraps_real_training_cases(tmp_path: Path) -> None:
+    """01_data under papermill on a real-layout folder (BraTS 2023, written by our writer) with train_seed: the
+    split and the test cases are those of the plain preparation, and every other row is the plain preparation's row
+    of the case its id names (oracle: data.prepare_dataset without train_seed); the notebook says how many distinct
+    cases each part kept, and the region-volume table carries the copies' ids."""
+    import numpy as np
+
+    from robustseg_lib import data
+
+    raw = tmp_path / "real"
+    data.make_synthetic_dataset(raw, 8, shape=(32, 32, 32), seed=4, layout="brats2023", progress=False)
+    run = tmp_path / "run"
+    pipeline.reproduce("smoke", run, data_dir=str(raw), device="cpu", sets=["data.train_seed=2"], only=["data"],
+                       log=lambda s: None)  # fmt: skip
+    assert _errors(run / "notebooks" / "01_data.ipynb") == []
+    p = json.loads((run / "manifest.json").read_text())["parameters"]["01_data"]
+    assert p["train_seed"] == 2 and p["data_dir"] == str(raw)
+    prep = data.load_prepared(run / "data" / "prepared.npz")
+    plain = data.load_prepared(data.prepare_dataset(raw, tmp_path / "plain.npz", tuple(p["work_shape"]),
+                                                    fractions=tuple(p["fractions"]), seed=p["seed"], progress=False))
+    assert prep["split"].tolist() == plain["split"].tolist()
+    row = {c: i for i, c in enumerate(plain["case_ids"].tolist())}
+    for i, (cid, part) in enumerate(zip(prep["case_ids"].tolist(), prep["split"].tolist())):
+        j = row[data.original_case_id(cid)]
+        assert (j == i) if part == "test" else plain["split"][j] == part, cid
+        assert np.array_equal(prep["images"][i], plain["images"][j]) and np.array_equal(prep["labels"][i], plain["labels"][j])
+    assert prep["case_ids"].tolist() != plain["case_ids"].tolist()  # seed 2 draws a case twice here
+    text = (run / "notebooks" / "01_data.ipynb").read_text()
+    assert "bootstrap of the training and validation cases, distinct cases per part" in text
+    vols = pd.read_csv(run / "tables" / "data_region_volumes.csv", dtype={"case_id": str})
+    assert vols["case_id"].tolist() == prep["case_ids"].tolist()
+
+
 def test_distillation_notebook_plain_parametrisation(smoke_run: Path, tmp_path: Path) -> None:
     """06 with output_scaling=False trains plain networks at T (a teacher and a student per temperature);
     the default run deploys the output-scaled student as LogitScale(net, T)."""

@@ -1388,6 +1388,72 @@ def test_synthetic_case_seeds_redraw_only_the_cases_outside_the_test_set(tmp_pat
     assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.npz").exists()
 
 
+def test_bootstrap_cases_resample_training_and_validation_within_their_parts() -> None:
+    """By hand on 10 ids: test positions keep their case; every training position holds a training case and every
+    validation position a validation case; the second and third copies of a case are <id>~2 and <id>~3; one seed
+    gives one draw. Oracle of the draw's spread: over 400 training cases about 1 - (1 - 1/400)^400 = 63.3 % are
+    distinct (standard deviation about 1.2 points; we allow 4)."""
+    ids = [f"c{i}" for i in range(10)]
+    split = dict(zip(ids, ["train"] * 5 + ["val"] * 2 + ["test"] * 3))
+    rows = D.bootstrap_cases(ids, split, 4)
+    assert len(rows) == 10 and rows == D.bootstrap_cases(ids, split, 4)
+    assert rows[7:] == [(7, "c7"), (8, "c8"), (9, "c9")]
+    for i, (j, cid) in enumerate(rows):
+        assert split[ids[j]] == split[ids[i]] and D.original_case_id(cid) == ids[j]
+    new_ids = [cid for _, cid in rows]
+    assert len(set(new_ids)) == 10
+    for j in set(j for j, _ in rows):
+        copies = [cid for k, cid in rows if k == j]
+        assert copies == [ids[j]] + [f"{ids[j]}~{k}" for k in range(2, len(copies) + 1)]
+    assert any(D.bootstrap_cases(ids, split, s) != D.bootstrap_cases(ids, split, 4) for s in range(5, 10))
+    big = [f"b{i}" for i in range(900)]
+    big_split = {c: "train" if i < 400 else "val" if i < 800 else "test" for i, c in enumerate(big)}
+    big_rows = D.bootstrap_cases(big, big_split, 0)
+    for part in (slice(0, 400), slice(400, 800)):  # each part is resampled, validation too
+        distinct = len({j for j, _ in big_rows[part]}) / 400
+        assert abs(distinct - (1 - (1 - 1 / 400) ** 400)) < 0.04, (part, distinct)
+    assert D.original_case_id("BraTS2021_00007~2") == "BraTS2021_00007" == D.original_case_id("BraTS2021_00007")
+    for bad_ids, bad_split, seed, msg in (
+        (ids, split, -1, "seed must be a non-negative int"),
+        (ids, split, True, "seed must be a non-negative int"),
+        (ids + ["c0"], split, 0, "repeats c0"),
+        (["a~1"], {"a~1": "train"}, 0, "may not contain '~'.*a~1"),
+        (ids, {**split, "c3": "holdout"}, 0, "no part .* for cases c3"),
+    ):
+        with pytest.raises(ValueError, match=msg):
+            D.bootstrap_cases(bad_ids, bad_split, seed)
+
+
+def test_prepare_dataset_bootstraps_real_training_cases_and_keeps_the_test_cases(tmp_path) -> None:
+    """Real data cannot draw new patients: with train_seed, prepare_dataset (a BraTS 2021 folder written by our
+    writer) keeps the split and the test rows of the plain preparation, and every other row is, array for array, the
+    plain preparation's row of the case its id names (the oracle), from the same part; train_seed equal to the split
+    seed, or None, is the plain preparation."""
+    fr = (0.5, 0.2, 0.3)
+    D.make_synthetic_dataset(tmp_path / "raw", 10, shape=(16, 16, 16), seed=2, progress=False)
+    prep = lambda name, **kw: D.load_prepared(D.prepare_dataset(  # noqa: E731
+        tmp_path / "raw", tmp_path / name, (8, 8, 8), fractions=fr, seed=1, progress=False, **kw))
+    plain, boot = prep("plain.npz"), prep("boot.npz", train_seed=6)
+    assert boot["split"].tolist() == plain["split"].tolist()
+    row = {c: i for i, c in enumerate(plain["case_ids"].tolist())}
+    rows = D.bootstrap_cases(plain["case_ids"].tolist(), dict(zip(plain["case_ids"], plain["split"])), 6)
+    assert boot["case_ids"].tolist() == [cid for _, cid in rows]
+    for i, cid in enumerate(boot["case_ids"].tolist()):
+        j = row[D.original_case_id(cid)]
+        assert plain["split"][j] == boot["split"][i] and (plain["split"][i] != "test" or j == i), cid
+        for k in D.PREPARED_KEYS:
+            if k not in ("case_ids", "split"):
+                assert np.array_equal(boot[k][i], plain[k][j]), (cid, k)
+    others = [c for c, s in zip(boot["case_ids"], boot["split"]) if s != "test"]
+    assert any("~" in c for c in others)  # seed 6 draws some case twice: the set did change
+    for same in (None, 1):
+        again = prep(f"same{same}.npz", train_seed=same)
+        assert all(np.array_equal(again[k], plain[k]) for k in D.PREPARED_KEYS)
+    with pytest.raises(ValueError, match="train_seed must be a non-negative int or None"):
+        prep("bad.npz", train_seed=-1)
+    assert not (tmp_path / "bad.npz").exists()
+
+
 def _prepared_arrays(n: int = 2) -> dict[str, np.ndarray]:
     """A minimal valid prepared dict, built by hand."""
     sp = (2, 2, 2)

@@ -196,8 +196,8 @@ def test_enumerated_parameters_are_checked_up_front() -> None:
         pipeline.stage_parameters(teaching, pipeline.parse_overrides(["tifgsm.policy=et_to_ncr"]))
     with pytest.raises(PipelineError, match=r"01_data.train_seed = -2: expected -1 \(the data seed\) or a seed >= 0"):
         pipeline.stage_parameters(teaching, pipeline.parse_overrides(["data.train_seed=-2"]))
-    with pytest.raises(PipelineError, match=r"train_seed = 3: only synthetic data can be redrawn, not data_dir /x/brats"):
-        pipeline.stage_parameters(teaching, pipeline.parse_overrides(["data.train_seed=3", "data.data_dir=/x/brats"]))
+    real = pipeline.stage_parameters(teaching, pipeline.parse_overrides(["data.train_seed=3", "data.data_dir=/x/brats"]))
+    assert real["01_data"]["train_seed"] == 3  # real data: a bootstrap of its training cases (notebook 01)
     for ts in ("-1", "0", "3"):
         assert pipeline.stage_parameters(teaching, pipeline.parse_overrides([f"data.train_seed={ts}"]))["01_data"]["train_seed"] == int(ts)
     assert pipeline.stage_parameters(teaching, pipeline.parse_overrides(["data.train_seed=-1", "data.data_dir=/x/brats"]))

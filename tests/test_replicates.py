@@ -419,6 +419,24 @@ def test_case_overlaps_of_real_runs_use_the_case_ids_and_their_roles() -> None:
     assert o([rec("/d", {"x"}), synthetic], ["a", "b"]) == []
 
 
+def test_read_run_counts_a_bootstrap_copy_as_its_case(tmp_path) -> None:
+    """A real run with train_seed holds bootstrap copies (<id>~2) in its region volumes; read_run's data ids are the
+    cases themselves, so the copy of a case still meets that case among another run's test cases."""
+    run = tmp_path / "boot"
+    shutil.copytree(COMMITTED_RUNS[0] / "tables", run / "tables")
+    shutil.copy(COMMITTED_RUNS[0] / "manifest.json", run / "manifest.json")
+    vols = pd.read_csv(run / "tables" / "data_region_volumes.csv", dtype={"case_id": str})
+    test = set(pd.read_csv(run / "tables" / "results_02_unet.csv", dtype={"case_id": str})["case_id"])
+    other = sorted(set(vols["case_id"]) - test)
+    vols.loc[vols["case_id"] == other[1], "case_id"] = other[0] + "~2"  # other[1] not drawn, other[0] twice
+    vols.to_csv(run / "tables" / "data_region_volumes.csv", index=False)
+    r = replicates.read_run(run)
+    assert r["data_case_ids"] == set(vols["case_id"]) - {other[0] + "~2"} and other[1] not in r["data_case_ids"]
+    r["parameters"] = {**r["parameters"], "01_data": {**r["parameters"]["01_data"], "data_dir": "/d"}}
+    b = {"parameters": {"01_data": {"seed": 0, "data_dir": "/e"}}, "case_ids": {other[0]}, "data_case_ids": {other[0]}}
+    assert replicates.case_overlaps([r, b], ["a", "b"]) == [("a", "b", "a's training cases are b's test cases")]
+
+
 def test_a_run_trained_on_another_runs_test_patients_is_not_pooled(tmp_path) -> None:
     """The committed runs hold such pairs: seed N of the redrawn trainings (data seed 0, train_seed N) trained on
     several of the 14 test patients of seed N of the independent seeds (data seed N). The oracle is notebook 01's
@@ -740,6 +758,9 @@ def test_replicate_design_tells_independent_runs_training_replicates_and_repeats
     assert d([rec(0, 0), rec(0, 0, train_seed=-1)], ["a", "b"]) == replicates.SHARED
     assert d([rec(4, 0, train_seed=4), rec(4, 0, train_seed=-1)], ["a", "b"]) == replicates.SHARED
     assert d([rec(0, 0, train_seed=3), rec(0, 1, train_seed=3, n_cases=40)], ["a", "b"]) == replicates.SHARED
+    # real data: train_seed bootstraps the same folder's training cases; the same test cases, a training of its own
+    assert d([rec(0, 0, data_dir="/d"), rec(0, 0, data_dir="/d", train_seed=3)], ["a", "b"]) == replicates.SAME_TEST_SET
+    assert d([rec(0, 0, data_dir="/d"), rec(0, 0, data_dir="/d", train_seed=0)], ["a", "b"]) == replicates.SHARED
     r = replicates.redrawn_training
     assert r([rec(0, 0), rec(0, 1, train_seed=1)]) and r([rec(0, 0, train_seed=2), rec(0, 1, train_seed=1)])
     assert not r([rec(0, 0), rec(0, 1)]) and not r([rec(0, 0, train_seed=0), rec(0, 1, train_seed=-1)])

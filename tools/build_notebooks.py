@@ -181,7 +181,7 @@ fractions: list = [0.6, 0.15, 0.25]  # train / val / test split
 workers: int = 1  # processes generating and preparing cases in parallel (BraTS-scale data on many cores; capped at the CPU budget)
 write_nifti: bool = True  # write every synthetic case as NIfTI and prepare from it; False: only case 0 is written, the set is generated and prepared in one pass (identical arrays)
 threshold_cases: int = 0  # cases the threshold check fits on: 0 for all, else a seeded sample (BraTS scale)
-train_seed: int = -1  # synthetic data: seed of the training and validation cases (the test cases stay seed's); -1: seed
+train_seed: int = -1  # other training and validation cases, the same test cases: synthetic data draws them from this seed, data_dir resamples its own (bootstrap); -1: seed
 '''
         ),
         *RESOLVE,
@@ -192,8 +192,6 @@ if train_seed < -1:
     raise ValueError(f"train_seed = {train_seed}: expected -1 (the data seed) or a seed >= 0")
 redraw = None if train_seed == -1 else train_seed  # other training cases, the same test cases
 if data_dir:
-    if redraw is not None:
-        raise ValueError(f"train_seed = {train_seed}: only synthetic data can be redrawn; leave it at -1 with data_dir")
     source = data_dir
 else:
     seeds = data.synthetic_case_seeds(data.case_ids_for(layout, n_cases), seed, train_seed=redraw, fractions=fractions)
@@ -236,14 +234,19 @@ plt.show()
         md("## Preprocess: crop to the brain, z-score each modality over the brain, pad to the working shape, split\nEverything later reads `prepared.npz`: attack budgets are in these z-score units."),
         code(
             """
-if data_dir or write_nifti:
-    data.prepare_dataset(cases, run.prepared, tuple(work_shape), fractions=tuple(fractions), seed=seed, workers=workers)
+if data_dir or write_nifti:  # real data with train_seed: a bootstrap of its training and validation cases
+    data.prepare_dataset(cases, run.prepared, tuple(work_shape), fractions=tuple(fractions), seed=seed, workers=workers,
+                         train_seed=redraw if data_dir else None)
 else:  # same arrays as writing NIfTI and preparing from it, without the round trip
     data.prepare_synthetic(run.prepared, n_cases, shape=tuple(shape), work_shape=tuple(work_shape), seed=seed,
                            layout=layout, fractions=tuple(fractions), workers=workers, case_seeds=seeds)
 prep = data.load_prepared(run.prepared, mmap_images=True)  # images read on demand (22 GB at BraTS scale)
 split = pd.Series(prep["split"]).value_counts().rename("cases")
 display(split.to_frame())
+if data_dir and redraw not in (None, seed):
+    boot = pd.DataFrame({"case": [data.original_case_id(c) for c in prep["case_ids"]], "part": prep["split"]})
+    print("bootstrap of the training and validation cases, distinct cases per part:",
+          boot.groupby("part")["case"].nunique().to_dict())
 print("std of raw intensities (what one z-unit means), mean over cases:", {m: round(float(v), 1) for m, v in zip(data.MODALITIES, prep["std"].mean(0))})
 """
         ),
