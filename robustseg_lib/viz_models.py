@@ -60,9 +60,13 @@ def plot_history(history: pd.DataFrame) -> plt.Figure:
     a.set(xlabel="epoch", ylabel="training loss", title="loss")
     for r in ("WT", "TC", "ET"):
         if f"val_{r}" in history:
-            b.plot(history["epoch"], history[f"val_{r}"], marker="o", ms=3, label=r)
+            v = history[["epoch", f"val_{r}"]].dropna()  # validated every few epochs: one line through those epochs
+            b.plot(v["epoch"], v[f"val_{r}"], marker="o", ms=3, label=r)
     b.set(xlabel="epoch", ylabel="validation Dice", ylim=(0, 1), title="validation Dice")
-    b.legend()
+    if b.lines:
+        b.legend()
+    else:  # trained without validation cases
+        b.text(0.5, 0.5, "no validation", ha="center", va="center", transform=b.transAxes)
     fig.tight_layout()
     return fig
 
