@@ -395,7 +395,9 @@ def case_overlaps(runs: Sequence[RunRecord], labels: Sequence[str]) -> list[tupl
     test is by seed, not by case index: for sets of tens of cases the indices overlap all but surely. A real patient
     is its case id: two runs read the same cases when they read the same folder or their evaluated ids overlap (the
     same data under another path), and a run's training and validation ids are those of its region volumes
-    (``tables/data_region_volumes.csv``) outside its evaluated ids.
+    (``tables/data_region_volumes.csv``) outside its evaluated ids. A real run and a synthetic one are compared by
+    case ids too, since a folder may hold the synthetic cases our writers wrote (so a real BraTS folder and a
+    synthetic set in its layout look shared: compare such runs without pooling anyway).
 
     Args:
         runs: :func:`read_run` records.
@@ -418,9 +420,7 @@ def case_overlaps(runs: Sequence[RunRecord], labels: Sequence[str]) -> list[tupl
 def _overlap(ra: RunRecord, rb: RunRecord, la: str, lb: str) -> str:
     """:func:`case_overlaps` for one pair: what the two runs may share, or "" when nothing."""
     a, b = (r["parameters"].get("01_data", {}) for r in (ra, rb))
-    if bool(a.get("data_dir")) != bool(b.get("data_dir")):
-        return ""  # a synthetic patient is nobody's real patient, whatever the ids
-    if a.get("data_dir"):
+    if a.get("data_dir") or b.get("data_dir"):  # by case ids, a synthetic run's too: a folder may hold our writers' cases
         if a.get("data_dir") == b.get("data_dir"):
             return "the same folder"
         test_a, test_b = ra.get("case_ids", set()), rb.get("case_ids", set())

@@ -401,7 +401,8 @@ def test_case_overlaps_are_the_patients_that_two_synthetic_runs_share() -> None:
 
 def test_case_overlaps_of_real_runs_use_the_case_ids_and_their_roles() -> None:
     """Real data: the same folder; evaluated ids in common; one run's other ids (its region volumes' ids outside its
-    test cases) among the other's test ids; other ids in common. A synthetic run shares no patient with a real one."""
+    test cases) among the other's test ids; other ids in common. A synthetic run is compared with a real one by ids
+    too: the folder may be our writers' synthetic cases (as the committed bootstrap runs' folder is)."""
     def rec(data_dir: str, test: set, others: set = frozenset(), seed: int = 0) -> dict:
         return {"parameters": {"01_data": {"seed": seed, "data_dir": data_dir}}, "case_ids": set(test),
                 "data_case_ids": set(test) | set(others)}
@@ -415,8 +416,10 @@ def test_case_overlaps_of_real_runs_use_the_case_ids_and_their_roles() -> None:
         ("a", "b", "b's training cases are a's test cases")]
     assert o([rec("/d", {"x"}, {"z"}), rec("/e", {"y"}, {"z"})], ["a", "b"]) == [("a", "b", "training cases")]
     assert o([rec("/d", {"x"}, {"z"}), rec("/e", {"y"}, {"w"})], ["a", "b"]) == []
-    synthetic = {"parameters": {"01_data": {"seed": 0, "data_dir": ""}}, "case_ids": {"x"}, "data_case_ids": {"x"}}
-    assert o([rec("/d", {"x"}), synthetic], ["a", "b"]) == []
+    synthetic = {"parameters": {"01_data": {"seed": 0, "data_dir": ""}}, "case_ids": {"x"}, "data_case_ids": {"x", "y"}}
+    assert o([rec("/d", {"x"}), synthetic], ["a", "b"]) == [("a", "b", "test cases")]
+    assert o([rec("/d", {"z"}, {"y"}), synthetic], ["a", "b"]) == [("a", "b", "training cases")]
+    assert o([rec("/d", {"z"}, {"w"}), synthetic], ["a", "b"]) == []
 
 
 def test_read_run_counts_a_bootstrap_copy_as_its_case(tmp_path) -> None:
