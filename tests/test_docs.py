@@ -527,3 +527,79 @@ def test_results_md_redrawn_training_cases_are_the_committed_comparison() -> Non
     rl = pd.read_csv(REDRAWN / "run_level_claims_by_region.csv").set_index(["analysis", "claim"]).loc["WT"]
     assert rl.loc["C4", "verdict"] == "holds" and (int(m.group(1)), int(m.group(2))) == (rl.loc["C4", "n_support"], rl.loc["C4", "n_tests"])
     assert int(m.group(3)) == (below < 0).sum() and [m.group(i) for i in (4, 5, 6)] == shares("WT")
+
+
+BOOT = ROOT / "docs" / "results" / "teaching-bootstrap"
+
+
+def test_results_md_bootstrap_replicates_are_the_committed_comparisons() -> None:
+    """docs/results.md's table and bullets on the bootstrap replicates, recomputed from the committed comparisons of
+    the bootstrap runs and of the redrawn runs and the trainings with the same stage seeds."""
+    text = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
+    marker = "### Bootstrap replicates of the training cases"
+    t = _md_table_after(text, marker).set_index("WT (headline)")
+    k = len(pd.read_csv(BOOT / "comparison" / "runs.csv"))
+    cmp = {"boot": BOOT / "comparison", "redrawn": BOOT / "redrawn-same-seeds", "trainings": BOOT / "trainings-same-seeds"}
+    assert list(t.columns) == [f"per run, {k} bootstrap", f"cases, {k} bootstrap averaged",
+                               f"cases, {k} redrawn averaged", f"cases, {k} trainings averaged"]  # fmt: skip
+
+    def clean_units(d: Path) -> pd.Series:
+        u = pd.read_csv(d / "run_level_table.csv")
+        return u[(u["region"] == "WT") & (u["model"] == "baseline") & (u["attack"] == "clean")]["dice"]
+
+    cu = {name: clean_units(d) for name, d in cmp.items()}
+    assert list(t.loc["clean baseline Dice"]) == [f"{cu['boot'].min():.3f}–{cu['boot'].max():.3f}",
+                                                  *(f"{cu[n].mean():.3f}" for n in cmp)]  # fmt: skip
+    wt = pd.read_csv(cmp["boot"] / "verdicts_by_run.csv").query("analysis == 'WT'").set_index(["claim", "run"])
+    for claim, row in (("C1", "C1"), ("C2", "C2 (largest drop)"), ("C3", "C3 (distilled better, of 9)"),
+                       ("C4", "C4 (significantly below clean, of 18)")):  # fmt: skip
+        counts = wt.loc[claim, "verdict"].value_counts()
+        want = f"{counts.index[0]} in all {k}" if len(counts) == 1 else ", ".join(f"{v} {c}" for v, c in counts.items())
+        assert t.loc[row].iloc[0] == want, (claim, counts.to_dict())
+    for col, name in enumerate(cmp, start=1):
+        cl = pd.read_csv(cmp[name] / "case_mean_claims_by_region.csv").set_index(["analysis", "claim"]).loc["WT"]
+        for row, claim in (("C1", "C1"), ("C2 (largest drop)", "C2"), ("C3 (distilled better, of 9)", "C3"),
+                           ("C4 (significantly below clean, of 18)", "C4")):  # fmt: skip
+            assert t.loc[row].iloc[col].strip("*").startswith(cl.loc[claim, "verdict"]), (name, claim)
+        assert f"{100 * cl.loc['C2', 'rel_drop']:.1f} %" in t.loc["C2 (largest drop)"].iloc[col]
+        assert f"(0 better, {cl.loc['C3', 'n_against']} worse)" in t.loc["C3 (distilled better, of 9)"].iloc[col]
+        assert f"({cl.loc['C4', 'n_support']})" in t.loc["C4 (significantly below clean, of 18)"].iloc[col]
+    section = text[text.find(marker):]
+    flat = " ".join(section[: section.find("\n### ", 10)].split())
+    m = re.search(r"for N = 1 to (\d+) ", flat)
+    assert m and int(m.group(1)) == k
+    # the bullets: distinct training cases, spread ratios per region, the C4 condition closest to clean
+    distinct = []
+    for run in sorted(BOOT.glob("seed*"), key=lambda d: int(d.name.removeprefix("seed"))):
+        vols = pd.read_csv(run / "tables" / "data_region_volumes.csv", dtype={"case_id": str})
+        test = set(pd.read_csv(run / "tables" / "results_02_unet.csv", dtype={"case_id": str})["case_id"])
+        others = [c.split("~")[0] for c in vols["case_id"] if c.split("~")[0] not in test]
+        distinct.append((len(set(others)), len(others)))
+    m = re.search(r"learns from (\d+) to (\d+) distinct cases of its (\d+) training and validation rows, so it trains "
+                  r"on less \(though the lowest run, ([\d.]+), had (\d+) and the run with (\d+) reached ([\d.]+):", flat)  # fmt: skip
+    assert m and (int(m.group(1)), int(m.group(2)), int(m.group(3))) == (
+        min(d[0] for d in distinct), max(d[0] for d in distinct), distinct[0][1])
+    by_run = dict(zip(pd.read_csv(cmp["boot"] / "runs.csv")["run"], cu["boot"].to_numpy()))
+    n_distinct = {f"seed{i}": d[0] for i, d in enumerate(distinct, start=1)}
+    low = min(by_run, key=by_run.get)
+    fewest = min(n_distinct, key=n_distinct.get)
+    assert (m.group(4), int(m.group(5))) == (f"{by_run[low]:.3f}", n_distinct[low])
+    assert (int(m.group(6)), m.group(7)) == (n_distinct[fewest], f"{by_run[fewest]:.3f}")
+    for region in ("WT", "TC", "ET"):
+        vs_r = _spread_ratios(region, cmp["boot"], cmp["redrawn"])
+        vs_t = _spread_ratios(region, cmp["boot"], cmp["trainings"])
+        m = re.search(region + r": a median ([\d.]+) times the redrawn runs' \(above in (\d+) of (\d+)\) and ([\d.]+) "
+                      r"times the trainings' \(above in (\d+)\)", flat)  # fmt: skip
+        assert m, region
+        assert (m.group(1), int(m.group(2)), int(m.group(3))) == (f"{vs_r.median():.2f}", (vs_r > 1).sum(), len(vs_r)), region
+        assert (m.group(4), int(m.group(5))) == (f"{vs_t.median():.2f}", (vs_t > 1).sum()), region
+    medians = [_spread_ratios(r, cmp["boot"], cmp["redrawn"]).median() for r in ("WT", "TC", "ET")]
+    design = " ".join((ROOT / "docs" / "design.md").read_text(encoding="utf-8").split())
+    m = re.search(r"the bootstrap gave the verdicts of new patients, a clean WT Dice ([\d.]+) lower, and a run-to-run "
+                  r"spread ([\d.]+)–([\d.]+) times theirs", design)  # fmt: skip
+    assert m and m.groups() == (f"{cu['redrawn'].mean() - cu['boot'].mean():.3f}", f"{min(medians):.2f}",
+                                f"{max(medians):.2f}")  # fmt: skip
+    below = _advtrain_weakest_minus_clean(cmp["boot"])
+    m = re.search(r"is below the clean baseline in (\d+) of (\d+) bootstrap runs \(by ([\d.]+) to ([\d.]+) WT Dice\)", flat)
+    assert m and (int(m.group(1)), int(m.group(2))) == ((below < 0).sum(), k)
+    assert (m.group(3), m.group(4)) == (f"{-below[below < 0].max():.3f}", f"{-below.min():.3f}")

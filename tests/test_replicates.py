@@ -978,3 +978,41 @@ def test_committed_redrawn_training_replicates_keep_the_test_cases_and_their_com
     diffs = pd.read_csv(out / "parameter_differences.csv")
     assert set(diffs["parameter"]) == {"seed", "train_seed"}
     assert set(diffs.loc[diffs["stage"] == "01_data", "parameter"]) == {"train_seed"}
+
+
+BOOTSTRAP = ROOT / "docs" / "results" / "teaching-bootstrap"
+
+
+def test_committed_bootstrap_replicates_resample_the_teaching_cases_and_their_comparisons_are_the_codes(tmp_path) -> None:
+    """The committed bootstrap replicates (the teaching run's 48 synthetic cases written as a BraTS 2021 folder and
+    read as real data, ``--seed N --set data.seed=0 --set data.train_seed=N --data-dir FOLDER``): every run's test
+    cases have the teaching run's region volumes row for row, every other row is the teaching run's row of the case its
+    id names, from the same part, and some case is drawn twice; compare finds training replicates on one test set,
+    and the three committed comparisons (bootstrap, and the redrawn runs and the trainings with the same stage seeds)
+    are what the code makes of the committed runs now."""
+    runs = sorted((d for d in BOOTSTRAP.glob("seed*")), key=lambda d: int(d.name.removeprefix("seed")))
+    k = len(runs)
+    assert k >= 6 and [d.name for d in runs] == [f"seed{i}" for i in range(1, k + 1)]
+    teaching = COMMITTED_RUNS[0]
+    ref = pd.read_csv(teaching / "tables" / "data_region_volumes.csv", dtype={"case_id": str}).set_index("case_id")
+    ids = data.case_ids_for("brats2021", 48)
+    fr = json.loads((teaching / "manifest.json").read_text())["parameters"]["01_data"]["fractions"]
+    split = data.split_cases(ids, fr, 0)
+    recs = [replicates.read_run(d) for d in runs]
+    for d, r in zip(runs, recs):
+        p = r["parameters"]["01_data"]
+        assert p["data_dir"] and p["seed"] == 0 and p["train_seed"] == int(d.name.removeprefix("seed")), d.name
+        vols = pd.read_csv(d / "tables" / "data_region_volumes.csv", dtype={"case_id": str})
+        assert len(vols) == 48 and vols["case_id"].str.contains("~").any(), d.name  # some case drawn twice
+        for i, row in vols.iterrows():
+            orig = data.original_case_id(row["case_id"])
+            assert split[orig] == split[ids[i]] and (split[ids[i]] != "test" or orig == ids[i]), (d.name, i)
+            assert (row.drop("case_id") == ref.loc[orig]).all(), (d.name, row["case_id"])
+        assert r["case_ids"] == {c for c in ids if split[c] == "test"}
+    labels = [f"seed{i}" for i in range(1, k + 1)]
+    assert replicates.replicate_design(recs, labels) == replicates.SAME_TEST_SET and replicates.redrawn_training(recs)
+    # the bootstrap runs read a folder of the teaching cases: compare does not take them for independent of the teaching run
+    assert replicates.case_overlaps([recs[0], replicates.read_run(teaching)], ["b", "t"])[0][2] == "test cases"
+    _recomputes_committed_comparison(runs, labels, BOOTSTRAP / "comparison", tmp_path / "boot")
+    for folder, name in ((REDRAWN, "redrawn-same-seeds"), (TRAININGS, "trainings-same-seeds")):
+        _recomputes_committed_comparison([folder / lab for lab in labels], labels, BOOTSTRAP / name, tmp_path / name)
