@@ -402,6 +402,13 @@ def _case_seeds(case_seeds: Any, n_cases: int, seed: int) -> list[int]:
     return [int(s) for s in seeds]
 
 
+def _check_train_seed(train_seed: Any) -> None:
+    """``train_seed`` of :func:`synthetic_case_seeds` and :func:`prepare_dataset`: None or an int >= 0."""
+    if train_seed is not None and (isinstance(train_seed, bool) or not isinstance(train_seed, (int, np.integer))
+                                   or train_seed < 0):  # fmt: skip
+        raise ValueError(f"train_seed must be a non-negative int or None, got {train_seed!r}")
+
+
 def synthetic_case_seeds(
     ids: Sequence[str], seed: int, *, train_seed: int | None = None, fractions: Sequence[float] = (0.6, 0.15, 0.25)
 ) -> list[int]:
@@ -420,9 +427,7 @@ def synthetic_case_seeds(
     Returns:
         One seed per case.
     """
-    if train_seed is not None and (isinstance(train_seed, bool) or not isinstance(train_seed, (int, np.integer))
-                                   or train_seed < 0):  # fmt: skip
-        raise ValueError(f"train_seed must be a non-negative int or None, got {train_seed!r}")
+    _check_train_seed(train_seed)
     if train_seed is None or train_seed == seed:
         return [case_seed(seed, i) for i in range(len(ids))]
     split = split_cases(ids, fractions, seed)
@@ -1096,9 +1101,7 @@ def prepare_dataset(
     shape = _check_shape(shape, 1, "shape")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
-    if train_seed is not None and (isinstance(train_seed, bool) or not isinstance(train_seed, (int, np.integer))
-                                   or train_seed < 0):  # fmt: skip
-        raise ValueError(f"train_seed must be a non-negative int or None, got {train_seed!r}")
+    _check_train_seed(train_seed)
     labelled = [c for c in cases if ("seg" in c.paths or "label" in c.paths)]
     if len(labelled) < len(cases):
         unlabelled = [c.case_id for c in cases if not ("seg" in c.paths or "label" in c.paths)]

@@ -453,9 +453,9 @@ def shared_cases(runs: Sequence[RunRecord], labels: Sequence[str]) -> list[tuple
     return [(la, lb) for la, lb, _ in case_overlaps(runs, labels)]
 
 
-def _shared_text(runs: Sequence[RunRecord], labels: Sequence[str]) -> str:
+def _shared_text(overlaps: list[tuple[str, str, str]]) -> str:
     """The pairs of :func:`case_overlaps` in words, for the error and the report."""
-    return "; ".join(f"{la} and {lb} ({what})" for la, lb, what in case_overlaps(runs, labels))
+    return "; ".join(f"{la} and {lb} ({what})" for la, lb, what in overlaps)
 
 
 def _training_data_seed(r: RunRecord) -> Any:
@@ -544,9 +544,9 @@ def pooled_table(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = 
             cases (:func:`shared_cases`), naming them.
     """
     labels = _labels(run_dirs, labels)
-    runs = [read_run(d) for d in run_dirs]
-    if shared_cases(runs, labels):
-        raise ValueError(f"runs may share patients: {_shared_text(runs, labels)}; a pooled test would count a shared "
+    overlaps = case_overlaps([read_run(d) for d in run_dirs], labels)
+    if overlaps:
+        raise ValueError(f"runs may share patients: {_shared_text(overlaps)}; a pooled test would count a shared "
                          "test case twice, and runs that share patients are not independent; compare them without "
                          "pooling")  # fmt: skip
     return _stacked_table(run_dirs, labels)
@@ -961,7 +961,7 @@ def write_comparison(
     ]  # fmt: skip
     if pooled and design == SHARED:
         parts += ["## Pooled evidence", "",
-                  f"Not computed: runs may share patients ({_shared_text(runs, labels)}). A pooled test would count a "
+                  f"Not computed: runs may share patients ({_shared_text(case_overlaps(runs, labels))}). A pooled test would count a "
                   "shared test case twice, and runs that share patients are not independent.", ""]  # fmt: skip
     elif pooled and design == SAME_TEST_SET:
         parts += ["## Pooled evidence", "",
