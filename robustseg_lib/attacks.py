@@ -59,6 +59,8 @@ import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
 from torch import nn
 
+from .checks import check_int
+
 __all__ = [
     "fgsm",
     "ifgsm",
@@ -198,12 +200,6 @@ def _per_channel(value: Budget, name: str, x: torch.Tensor) -> tuple[torch.Tenso
         raise ValueError(f"{name} must be finite and >= 0, got {v.tolist()}")
     exact = v.reshape(_channel_shape(x)).to(x.device)
     return _round_toward(exact.to(x.dtype), exact, down=True), exact
-
-
-def _check_steps(steps: int) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    return int(steps)
 
 
 def _check_mask(mask: torch.Tensor | np.ndarray | None, x: torch.Tensor) -> torch.Tensor | None:
@@ -409,7 +405,7 @@ def _prepare(
     y = _check_labels(labels, x, labels_name)
     eps_t, _ = _per_channel(eps, "eps", x)
     alpha_t = eps_t if alpha is None else _per_channel(alpha, "alpha", x)[0]
-    steps = _check_steps(steps)
+    steps = check_int(steps, "steps", minimum=1)
     _check_callable(loss_fn, "loss_fn")
     _check_callable(callback, "callback")
     return x.detach(), y, eps_t, alpha_t, steps, _check_clip(clip, x), _check_mask(mask, x)
@@ -727,7 +723,7 @@ def attack_sweep(
         raise ValueError(f"eps_grid must be non-empty finite values >= 0, got {list(eps_grid)}")
     if not alpha_frac > 0:
         raise ValueError(f"alpha_frac must be > 0, got {alpha_frac}")
-    steps = _check_steps(steps)
+    steps = check_int(steps, "steps", minimum=1)
     if isinstance(batch_size, bool) or int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
     _check_callable(predict_fn, "predict_fn")

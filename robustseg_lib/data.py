@@ -40,6 +40,7 @@ import torch
 from tqdm import tqdm  # text bars: no ipywidgets needed, and papermill keeps them readable
 
 from .artefacts import atomic_path, atomic_save_npz, atomic_write_json
+from .checks import check_int
 from .runtime import cpu_budget
 from .synthetic import _check_shape, generate_case, make_synthetic_case, voxel_size_for_shape
 
@@ -378,10 +379,8 @@ class Case:
 
 
 def _check_case_args(n_cases: Any, shape: Any, seed: Any, layout: Any) -> tuple[int, int, int]:
-    if isinstance(n_cases, bool) or not isinstance(n_cases, (int, np.integer)) or n_cases < 1:
-        raise ValueError(f"n_cases must be an int >= 1, got {n_cases!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    check_int(n_cases, "n_cases", minimum=1)
+    check_int(seed, "seed")
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     return _check_shape(shape)  # the generator's own rule: 3 integers >= MIN_SIDE
@@ -402,13 +401,6 @@ def _case_seeds(case_seeds: Any, n_cases: int, seed: int) -> list[int]:
     return [int(s) for s in seeds]
 
 
-def _check_train_seed(train_seed: Any) -> None:
-    """``train_seed`` of :func:`synthetic_case_seeds` and :func:`prepare_dataset`: None or an int >= 0."""
-    if train_seed is not None and (isinstance(train_seed, bool) or not isinstance(train_seed, (int, np.integer))
-                                   or train_seed < 0):  # fmt: skip
-        raise ValueError(f"train_seed must be a non-negative int or None, got {train_seed!r}")
-
-
 def synthetic_case_seeds(
     ids: Sequence[str], seed: int, *, train_seed: int | None = None, fractions: Sequence[float] = (0.6, 0.15, 0.25)
 ) -> list[int]:
@@ -427,7 +419,7 @@ def synthetic_case_seeds(
     Returns:
         One seed per case.
     """
-    _check_train_seed(train_seed)
+    check_int(train_seed, "train_seed", none_ok=True)
     if train_seed is None or train_seed == seed:
         return [case_seed(seed, i) for i in range(len(ids))]
     split = split_cases(ids, fractions, seed)
@@ -585,8 +577,7 @@ def make_synthetic_dataset(
         Case folders (BraTS layouts) or image files (MSD), in case order.
     """
     shape = _check_case_args(n_cases, shape, seed, layout)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+    check_int(workers, "workers", minimum=1)
     ids = case_ids_for(layout, int(n_cases))
     seeds = _case_seeds(case_seeds, len(ids), seed)
     root = Path(root)
@@ -1033,8 +1024,7 @@ def bootstrap_cases(case_ids: Sequence[str], split: dict[str, str], seed: int) -
     Raises:
         ValueError: a bad seed, a repeated id or one with ``~`` (named), or an id missing from ``split`` (named).
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    check_int(seed, "seed")
     ids = [str(c) for c in case_ids]
     if len(set(ids)) != len(ids):
         raise ValueError(f"case_ids must be unique, got repeats {_few(sorted({c for c in ids if ids.count(c) > 1}))}")
@@ -1099,9 +1089,8 @@ def prepare_dataset(
         if not cases or not all(isinstance(c, Case) for c in cases):
             raise ValueError("root_or_cases must be a dataset folder or a non-empty list of Case")
     shape = _check_shape(shape, 1, "shape")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
-    _check_train_seed(train_seed)
+    check_int(workers, "workers", minimum=1)
+    check_int(train_seed, "train_seed", none_ok=True)
     labelled = [c for c in cases if ("seg" in c.paths or "label" in c.paths)]
     if len(labelled) < len(cases):
         unlabelled = [c.case_id for c in cases if not ("seg" in c.paths or "label" in c.paths)]
@@ -1194,8 +1183,7 @@ def prepare_synthetic(
     """
     shape = _check_case_args(n_cases, shape, seed, layout)
     work = _check_shape(work_shape, 1, "work_shape")  # the working grid only resamples: any positive size
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+    check_int(workers, "workers", minimum=1)
     ids = case_ids_for(layout, int(n_cases))
     split_cases(ids, fractions, seed)  # validate the fractions before hours of work
     seeds = _case_seeds(case_seeds, len(ids), seed)
@@ -1371,8 +1359,7 @@ def threshold_baseline(images: np.ndarray, classes: np.ndarray, brain: np.ndarra
         raise ValueError(f"images must be (N, 4, X, Y, Z), got {images.shape}")
     if classes.shape != (images.shape[0], *images.shape[2:]) or brain.shape != classes.shape:
         raise ValueError(f"classes {classes.shape} and brain {brain.shape} must be (N, X, Y, Z) matching images {images.shape}")
-    if max_cases is not None and (isinstance(max_cases, bool) or not isinstance(max_cases, (int, np.integer)) or max_cases < 1):
-        raise ValueError(f"max_cases must be None or an int >= 1, got {max_cases!r}")
+    check_int(max_cases, "max_cases", minimum=1, none_ok=True)
     if max_cases is not None and images.shape[0] > max_cases:
         keep = np.sort(np.random.default_rng(0).choice(images.shape[0], int(max_cases), replace=False))
         images, classes, brain = images[keep], classes[keep], brain[keep]

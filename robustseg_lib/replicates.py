@@ -37,6 +37,7 @@ from typing import Any
 import pandas as pd
 
 from .artefacts import atomic_to_csv, atomic_write_text
+from .checks import check_int
 from .stats import is_diagnostic_attack
 
 __all__ = [
@@ -107,8 +108,7 @@ def run_level_min_p(n_runs: int) -> float:
     """
     from scipy.stats import binomtest
 
-    if isinstance(n_runs, bool) or not isinstance(n_runs, int) or n_runs < 1:
-        raise ValueError(f"n_runs: expected an integer ≥ 1, got {n_runs!r}")
+    check_int(n_runs, "n_runs", minimum=1)
     return float(binomtest(n_runs, n_runs, 0.5).pvalue)
 
 
@@ -125,8 +125,7 @@ def runs_for_run_level_test(alpha: float = 0.05, family_size: int = 1) -> int:
     """
     if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
         raise ValueError(f"alpha: expected a level in (0, 1), got {alpha!r}")
-    if isinstance(family_size, bool) or not isinstance(family_size, int) or family_size < 1:
-        raise ValueError(f"family_size: expected an integer ≥ 1, got {family_size!r}")
+    check_int(family_size, "family_size", minimum=1)
     n = 1
     while family_size * run_level_min_p(n) >= alpha:
         n += 1

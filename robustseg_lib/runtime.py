@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .artefacts import RunPaths
+from .checks import check_int
 
 __all__ = ["seed_everything", "git_sha", "package_versions", "print_config", "setup_run", "cpu_budget", "cgroup_cpu_limit", "limit_threads", "machine_info", "resolve_device", "short_sha"]
 
@@ -30,8 +31,7 @@ def seed_everything(seed: int) -> None:
     Args:
         seed: the run's seed.
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    check_int(seed, "seed")
     random.seed(int(seed))
     np.random.seed(int(seed) % 2**32)
     torch.manual_seed(int(seed))
@@ -180,8 +180,7 @@ def limit_threads(budget: int | None = None) -> int:
     Returns:
         torch's thread count afterwards.
     """
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
-        raise ValueError(f"budget must be an int >= 1 or None, got {budget!r}")
+    check_int(budget, "budget", minimum=1, none_ok=True)
     if os.environ.get("OMP_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS"):
         return torch.get_num_threads()
     budget = cpu_budget() if budget is None else budget

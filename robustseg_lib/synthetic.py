@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage as ndi
 
+from .checks import check_int
+
 __all__ = [
     "SyntheticCase",
     "generate_case",
@@ -308,8 +310,7 @@ def generate_case(seed: int, shape: tuple[int, int, int] = (96, 96, 96), *, dist
     Returns:
         A :class:`SyntheticCase`; same seed, shape and ``distractors`` give identical arrays.
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    check_int(seed, "seed")
     if not isinstance(distractors, (bool, np.bool_)):
         raise ValueError(f"distractors must be a bool, got {distractors!r}")
     shape = _check_shape(shape)

@@ -1,0 +1,50 @@
+"""checks.check_int: the one integer rule of the library's arguments, against a hand-written table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from robustseg_lib import attacks, data, replicates, runtime, synthetic
+from robustseg_lib.checks import check_int
+
+
+@pytest.mark.parametrize(("value", "kw", "expected"), [
+    (0, {}, 0), (7, {}, 7), (np.int64(3), {}, 3), (np.uint8(2), {"minimum": 2}, 2), (1, {"minimum": 1}, 1),
+    (None, {"none_ok": True}, None), (5, {"minimum": 1, "none_ok": True}, 5),
+])
+def test_check_int_accepts_ints_at_or_above_the_minimum(value, kw, expected) -> None:
+    out = check_int(value, "k", **kw)
+    assert out == expected and (out is None or type(out) is int)  # numpy ints come back as Python ints
+
+
+@pytest.mark.parametrize(("value", "kw", "message"), [
+    (-1, {}, "k must be a non-negative int, got -1"),
+    (True, {}, "k must be a non-negative int, got True"),
+    (np.bool_(True), {}, "k must be a non-negative int, got "),
+    (2.0, {}, "k must be a non-negative int, got 2.0"),
+    ("3", {}, "k must be a non-negative int, got '3'"),
+    (None, {}, "k must be a non-negative int, got None"),
+    (0, {"minimum": 1}, "k must be an int >= 1, got 0"),
+    (-3, {"none_ok": True}, "k must be a non-negative int or None, got -3"),
+    (0, {"minimum": 1, "none_ok": True}, "k must be an int >= 1 or None, got 0"),
+])
+def test_check_int_refuses_with_a_message_that_names_the_parameter(value, kw, message) -> None:
+    with pytest.raises(ValueError) as err:
+        check_int(value, "k", **kw)
+    assert str(err.value).startswith(message)
+
+
+@pytest.mark.parametrize(("call", "name"), [
+    (lambda: runtime.seed_everything(True), "seed must be a non-negative int"),
+    (lambda: synthetic.generate_case(-1, (24, 24, 24)), "seed must be a non-negative int"),
+    (lambda: data.bootstrap_cases(["a"], {"a": "test"}, 1.0), "seed must be a non-negative int"),
+    (lambda: data.prepare_synthetic("x.npz", 2, workers=0), "workers must be an int >= 1"),
+    (lambda: data.prepare_synthetic("x.npz", 0), "n_cases must be an int >= 1"),
+    (lambda: replicates.run_level_min_p(0), "n_runs must be an int >= 1"),
+    (lambda: runtime.limit_threads(False), "budget must be an int >= 1 or None"),
+])
+def test_the_library_uses_it(call, name) -> None:
+    """The public functions that take counts and seeds refuse through check_int (its message, the parameter named)."""
+    with pytest.raises(ValueError, match=name):
+        call()
