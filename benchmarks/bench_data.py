@@ -14,6 +14,10 @@ after notebook 01 wrote it): reading every image and selecting the split, as not
 before, against memory-mapping the images (``load_prepared(..., mmap_images=True)``, what
 ``evaluation.load_split`` does) and reading only the split. Peak allocation is tracemalloc's
 (numpy reports its buffers to it; mapped pages are not allocations).
+
+A third table times ``prepare_dataset`` on a folder of ``--bootstrap-cases`` cases at the teaching grid (48³) with
+and without ``train_seed`` (the bootstrap of the training and validation cases, notebook 01 on real data): a case
+drawn more than once is loaded and preprocessed once, so the bootstrap costs its distinct cases, not its rows.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-full", action="store_true", help="skip the 240x240x155 BraTS grid")
     ap.add_argument("--split-cases", type=int, default=40, help="cases of the split-loading file (0: skip)")
+    ap.add_argument("--bootstrap-cases", type=int, default=48, help="cases of the bootstrap folder (0: skip)")
     args = ap.parse_args()
 
     D.make_synthetic_case(0, (64, 64, 64))  # warm-up: template load + cache
@@ -81,6 +86,7 @@ def main() -> None:
             rows.append(("threshold baseline", g, w, f"{(time.perf_counter() - t0) / args.repeats:.2f}"))
             if shape == (240, 240, 155) and args.split_cases > 0:
                 split_rows = _split_loading(Path(tmp), prep, args.split_cases)
+        boot_rows = _bootstrap(Path(tmp), args.bootstrap_cases) if args.bootstrap_cases > 0 else []
     print(f"machine: {platform.machine()}, Python {platform.python_version()}, numpy {np.__version__}, "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
     print()
@@ -94,6 +100,28 @@ def main() -> None:
         print("|---|---|---|---|")
         for r in split_rows:
             print("| " + " | ".join(r) + " |")
+    if boot_rows:
+        print()
+        print("| prepare_dataset, 48³ folder | rows | cases loaded | seconds | s / row |")
+        print("|---|---|---|---|---|")
+        for r in boot_rows:
+            print("| " + " | ".join(r) + " |")
+
+
+def _bootstrap(tmp: Path, n: int) -> list[tuple[str, ...]]:
+    """Time prepare_dataset on an n-case 48³ folder: every case once, then a bootstrap of its training cases."""
+    root = tmp / "boot"
+    D.make_synthetic_dataset(root, n, shape=(48, 48, 48), seed=0, progress=False)
+    out = []
+    for label, train_seed in (("every case once", None), ("bootstrap (train_seed=1)", 1)):
+        t0 = time.perf_counter()
+        prep = D.load_prepared(D.prepare_dataset(root, tmp / "boot.npz", (48, 48, 48), fractions=(0.55, 0.15, 0.3),
+                                                 seed=0, train_seed=train_seed, progress=False))
+        dt = time.perf_counter() - t0
+        ids = prep["case_ids"].tolist()
+        loaded = len({D.original_case_id(c) for c in ids})
+        out.append((label, str(len(ids)), str(loaded), f"{dt:.2f}", f"{dt / len(ids):.3f}"))
+    return out
 
 
 def _split_loading(tmp: Path, prep: dict, n: int) -> list[tuple[str, ...]]:

@@ -1070,8 +1070,8 @@ def prepare_dataset(
         seed: split seed.
         train_seed: with a seed other than ``seed``, the training and validation cases are a bootstrap of themselves
             (:func:`bootstrap_cases`; the test cases and the split stay ``seed``'s): other training data for a real
-            set, which cannot draw new patients. A case drawn twice is preprocessed twice (the same arrays). None (or
-            ``seed``): every case once.
+            set, which cannot draw new patients. A case drawn more than once is loaded and preprocessed once and its
+            arrays copied to each of its rows. None (or ``seed``): every case once.
         workers: processes loading and preprocessing cases in parallel (BraTS scale: about
             2 s per case on one core; capped at :func:`runtime.cpu_budget`); the output does not
             depend on it.
@@ -1099,29 +1099,34 @@ def prepare_dataset(
     if not labelled:
         raise ValueError("prepare_dataset: no labelled cases")
     ids = [c.case_id for c in labelled]
-    parts = None
+    parts, fill = None, None
     if train_seed is not None and train_seed != seed:
         split = split_cases(ids, fractions, seed)
         rows = bootstrap_cases(ids, split, train_seed)
-        labelled, parts = [labelled[j] for j, _ in rows], [split[c] for c in ids]
-        ids = [cid for _, cid in rows]
+        parts = [split[c] for c in ids]
+        # each source case once (about a third of a bootstrap's training rows repeat one), copied to all its rows
+        sources = list(dict.fromkeys(j for j, _ in rows))
+        fill = [[i for i, (j, _) in enumerate(rows) if j == k] for k in sources]
+        labelled, ids = [labelled[k] for k in sources], [cid for _, cid in rows]
     outs = _map_cases(_load_and_preprocess, [(case, shape) for case in labelled], workers, "prepare", progress)
-    return _save_prepared(out_file, ids, outs, shape, fractions, seed, parts)
+    return _save_prepared(out_file, ids, outs, shape, fractions, seed, parts, fill)
 
 
 def _save_prepared(out_file: str | Path, ids: list[str], outs: Iterator[dict[str, Any]], shape: tuple[int, ...],
-                   fractions: Sequence[float], seed: int, parts: list[str] | None = None) -> Path:
-    """Stack the preprocessed cases ``outs`` (in ``ids`` order), split them (``parts``: the split, one part per
-    row, instead of :func:`split_cases`), write the npz atomically."""
+                   fractions: Sequence[float], seed: int, parts: list[str] | None = None,
+                   fill: list[list[int]] | None = None) -> Path:
+    """Stack the preprocessed cases ``outs`` (in ``ids`` order, or output ``k`` into rows ``fill[k]``), split them
+    (``parts``: the split, one part per row, instead of :func:`split_cases`), write the npz atomically."""
     n = len(ids)
     images = np.zeros((n, 4, *shape), np.float32)
     labels = np.zeros((n, *shape), np.uint8)
     brain = np.zeros((n, *shape), bool)
     stats = {k: np.zeros((n, 4), np.float32) for k in ("lo", "hi", "mean", "std")}
-    for i, out in enumerate(outs):
-        images[i], labels[i], brain[i] = out["image"], out["classes"], out["brain"]
-        for k in stats:
-            stats[k][i] = out[k]
+    for k, out in enumerate(outs):
+        for i in fill[k] if fill is not None else [k]:
+            images[i], labels[i], brain[i] = out["image"], out["classes"], out["brain"]
+            for key in stats:
+                stats[key][i] = out[key]
     if parts is None:
         split = split_cases(ids, fractions, seed)
         parts = [split[c] for c in ids]

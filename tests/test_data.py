@@ -1424,11 +1424,11 @@ def test_bootstrap_cases_resample_training_and_validation_within_their_parts() -
             D.bootstrap_cases(bad_ids, bad_split, seed)
 
 
-def test_prepare_dataset_bootstraps_real_training_cases_and_keeps_the_test_cases(tmp_path) -> None:
+def test_prepare_dataset_bootstraps_real_training_cases_and_keeps_the_test_cases(tmp_path, monkeypatch) -> None:
     """Real data cannot draw new patients: with train_seed, prepare_dataset (a BraTS 2021 folder written by our
     writer) keeps the split and the test rows of the plain preparation, and every other row is, array for array, the
-    plain preparation's row of the case its id names (the oracle), from the same part; train_seed equal to the split
-    seed, or None, is the plain preparation."""
+    plain preparation's row of the case its id names (the oracle), from the same part, and a case drawn twice is
+    loaded once; train_seed equal to the split seed, or None, is the plain preparation."""
     fr = (0.5, 0.2, 0.3)
     D.make_synthetic_dataset(tmp_path / "raw", 10, shape=(16, 16, 16), seed=2, progress=False)
     prep = lambda name, **kw: D.load_prepared(D.prepare_dataset(  # noqa: E731
@@ -1446,6 +1446,15 @@ def test_prepare_dataset_bootstraps_real_training_cases_and_keeps_the_test_cases
                 assert np.array_equal(boot[k][i], plain[k][j]), (cid, k)
     others = [c for c, s in zip(boot["case_ids"], boot["split"]) if s != "test"]
     assert any("~" in c for c in others)  # seed 6 draws some case twice: the set did change
+    loaded: list[str] = []
+    real_load = D.load_case
+    monkeypatch.setattr(D, "load_case", lambda case: loaded.append(case.case_id) or real_load(case))
+    again = prep("boot_again.npz", train_seed=6)
+    assert all(np.array_equal(again[k], boot[k]) for k in D.PREPARED_KEYS)
+    # a case drawn twice is loaded once: one load per distinct source case, each case at most once
+    assert sorted(loaded) == sorted({D.original_case_id(c) for c in boot["case_ids"].tolist()})
+    assert len(loaded) < len(boot["case_ids"])
+    monkeypatch.undo()
     for same in (None, 1):
         again = prep(f"same{same}.npz", train_seed=same)
         assert all(np.array_equal(again[k], plain[k]) for k in D.PREPARED_KEYS)
