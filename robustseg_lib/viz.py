@@ -58,7 +58,7 @@ def plot_case_planes(image: np.ndarray, classes: np.ndarray, *, title: str | Non
         sl[p] = int(centre[p])
         return vol[tuple(sl)].T  # rows = second remaining axis, shown with origin lower
 
-    fig, axes = plt.subplots(3, 5, figsize=(12.5, 7.5), squeeze=False)
+    fig, axes = plt.subplots(3, 5, figsize=(12.5, 7.5), squeeze=False, layout="constrained")
     for p, pname in enumerate(_PLANES):
         for m, mod in enumerate(_MODALITIES):
             vol = image[m]
@@ -83,10 +83,9 @@ def plot_case_planes(image: np.ndarray, classes: np.ndarray, *, title: str | Non
         ax.set_xticks([])
         ax.set_yticks([])
     handles = [Patch(color=c, label=n) for n, c in CLASS_COLORS.items()]
-    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, frameon=False)  # its own strip (constrained)
     if title:
         fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
     return fig
 
 

@@ -40,8 +40,10 @@ def _show(ax: plt.Axes, img: np.ndarray, lab: np.ndarray | None, title: str, cma
 def _class_legend(fig: plt.Figure) -> None:
     """Colour key of the label overlays below the panels (NCR, ED, ET as in ``LABEL_CMAP``)."""
     handles = [Patch(color=LABEL_CMAP.colors[i], label=name) for i, name in enumerate(("NCR", "ED", "ET"), start=1)]
-    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False, fontsize=9)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    # constrained layout sizes the strip to the key ("outside"), where a fixed tight_layout rect was too short for
+    # small figures (one case, one model) and the key overlapped the panels' titles
+    fig.set_layout_engine("constrained")
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, frameon=False, fontsize=9)
 
 
 def plot_history(history: pd.DataFrame) -> plt.Figure:

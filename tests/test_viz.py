@@ -133,6 +133,9 @@ def test_case_planes_titles_labels_and_key() -> None:
     assert [t.get_text() for t in leg.get_texts()] == ["NCR", "ED", "ET"]
     assert [mcolors.to_hex(h.get_facecolor()) for h in leg.legend_handles] == ["#e41a1c", "#4daf4a", "#ffd92f"]
     assert viz.plot_case_planes(img, cls).get_suptitle() == ""  # no title given: none drawn
+    fig.canvas.draw()  # the key has a strip of its own, below every panel and its labels
+    r = fig.canvas.get_renderer()
+    assert 0 <= leg.get_window_extent(r).y0 and leg.get_window_extent(r).y1 <= min(ax.get_tightbbox(r).y0 for ax in fig.axes)
 
 
 def test_case_planes_accepts_the_alpha_bounds_and_rejects_bad_inputs() -> None:

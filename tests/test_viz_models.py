@@ -55,6 +55,33 @@ def test_attack_example_and_gallery_carry_the_key() -> None:
     plt.close(fig)
 
 
+def _key_clear_of_the_panels(fig: plt.Figure) -> bool:
+    """Drawn, the colour key lies inside the figure and below every panel with its title (pixel boxes)."""
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    (leg,) = fig.legends
+    key = leg.get_window_extent(r)
+    lowest = min(ax.get_tightbbox(r).y0 for ax in fig.axes if ax.get_visible())
+    return key.y0 >= 0 and key.y1 <= lowest
+
+
+def test_the_key_never_covers_a_panel_at_any_figure_size() -> None:
+    """One case and one model (the smallest figure, 5.2 × 2.6 in) up to three cases and a gallery: the key keeps a
+    strip of its own. A fixed 5 % strip (tight_layout's rect) was too short for the smallest figures."""
+    img, lab = _case(np.random.default_rng(3))
+    for n, models in ((1, 1), (1, 3), (3, 2)):
+        fig = VM.plot_predictions(np.repeat(img[None], n, 0), np.repeat(lab[None], n, 0),
+                                  {f"m{k}": np.repeat(lab[None], n, 0) for k in range(models)})
+        assert _key_clear_of_the_panels(fig), (n, models)
+        plt.close(fig)
+    fig = VM.plot_attack_example(img, img + 0.1, lab, lab, lab, title="FGSM eps 0.1")
+    assert _key_clear_of_the_panels(fig)
+    plt.close(fig)
+    fig = VM.plot_gallery({"image": img, "truth": lab, "case_id": "c", "panels": {("baseline", "clean"): lab}})
+    assert _key_clear_of_the_panels(fig)
+    plt.close(fig)
+
+
 def test_bad_inputs_are_named() -> None:
     img, lab = _case(np.random.default_rng(2))
     with pytest.raises(ValueError, match="images must be"):
