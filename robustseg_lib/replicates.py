@@ -211,11 +211,13 @@ def read_run(run_dir: str | Path) -> RunRecord:
         from .data import original_case_id  # torch: only for this, not for the verdict tables
 
         data_ids = set(pd.read_csv(vols, usecols=["case_id"], dtype={"case_id": str})["case_id"].map(original_case_id))
+    from .runtime import machine_summary  # torch, as above
+
     return {
         "path": str(root),
         "profile": man.get("profile", ""),
         "git_sha": man.get("git_sha", ""),
-        "machine": (man.get("machine") or {}).get("summary", ""),
+        "machine": machine_summary(man.get("machine") or {}),
         "seeds": sorted({p["seed"] for p in params.values() if "seed" in p}),
         "parameters": params,
         "stage_seconds": {s: rec.get("seconds") for s, rec in man["stages"].items()},

@@ -16,7 +16,7 @@ import torch
 from .artefacts import RunPaths
 from .checks import check_int
 
-__all__ = ["seed_everything", "git_sha", "package_versions", "print_config", "setup_run", "cpu_budget", "cgroup_cpu_limit", "limit_threads", "machine_info", "resolve_device", "short_sha"]
+__all__ = ["seed_everything", "git_sha", "package_versions", "print_config", "setup_run", "cpu_budget", "cgroup_cpu_limit", "limit_threads", "machine_info", "machine_summary", "resolve_device", "short_sha"]
 
 _PACKAGES = ("robustseg", "torch", "monai", "numpy", "scipy", "pandas", "nibabel", "nilearn", "papermill", "matplotlib", "seaborn")
 
@@ -190,13 +190,40 @@ def limit_threads(budget: int | None = None) -> int:
 
 
 def _cpu_model() -> str:
+    """The first CPU's model name from /proc/cpuinfo, with its family and model numbers where the file gives them
+    ("AMD EPYC" alone names several generations whose kernels round differently: docs/results.md); else what
+    :mod:`platform` knows."""
+    fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            if not line.strip() and fields:
+                break  # the first processor's block only
+            key, sep, value = line.partition(":")
+            if sep:
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if fields.get("cpu family") and fields.get("model"):
+        name += f", family {fields['cpu family']} model {fields['model']}"
+    return name
+
+
+def machine_summary(info: dict) -> str:
+    """One line naming what a run's numbers depend on: CPU, architecture, torch's CPU kernels, torch threads, GPU.
+
+    Args:
+        info: a :func:`machine_info` dict (a manifest's ``machine``); older manifests without ``cpu_capability``
+            or ``torch_threads`` keep their stored ``summary``.
+
+    Returns:
+        e.g. ``"AMD EPYC, family 25 model 1 (x86_64, AVX2), 2 torch threads, no GPU"``.
+    """
+    if not info.get("cpu_capability") or not info.get("torch_threads"):
+        return str(info.get("summary", ""))
+    n = info["torch_threads"]
+    return (f"{info.get('cpu', '?')} ({info.get('machine', '?')}, {info['cpu_capability']}), {n} torch "
+            f"thread{'s' if n != 1 else ''}, " + (info.get("gpu") or "no GPU"))
 
 
 def machine_info() -> dict:
@@ -224,7 +251,7 @@ def machine_info() -> dict:
         "torch_threads": threads,
         "gpu": gpu,
     }
-    info["summary"] = f"{info['cpu']} ({info['machine']}), {threads} torch thread{'s' if threads != 1 else ''}, " + (gpu or "no GPU")
+    info["summary"] = machine_summary(info)
     return info
 
 

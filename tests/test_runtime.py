@@ -320,12 +320,16 @@ def test_limit_threads_respects_mkl_num_threads(monkeypatch, restore_threads) ->
 
 
 def test_cpu_model_reads_the_model_name_line(monkeypatch, tmp_path: Path) -> None:
-    """From a hand-written /proc/cpuinfo: the 'model name' value, not the 'model' number line above it."""
+    """From a hand-written /proc/cpuinfo of two processors: the first one's 'model name' value with its family and
+    model numbers (the 'model' line is the number, not the name); without those lines, the name alone."""
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 85\n"
-                    "model name\t: Intel(R) Xeon(R) CPU @ 2.00GHz\nstepping\t: 7\n")
+                    "model name\t: Intel(R) Xeon(R) CPU @ 2.00GHz\nstepping\t: 7\n\n"
+                    "processor\t: 1\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC\n\n")
     monkeypatch.setattr(runtime, "Path", lambda p: info if str(p) == "/proc/cpuinfo" else Path(p))
-    assert runtime._cpu_model() == "Intel(R) Xeon(R) CPU @ 2.00GHz"
+    assert runtime._cpu_model() == "Intel(R) Xeon(R) CPU @ 2.00GHz, family 6 model 85"
+    info.write_text("processor\t: 0\nmodel name\t: AMD EPYC\n")
+    assert runtime._cpu_model() == "AMD EPYC"
 
 
 def _machine(monkeypatch: pytest.MonkeyPatch, *, quota: float | None, affinity: int, threads: int, gpu: str | None = None) -> dict:
@@ -338,6 +342,7 @@ def _machine(monkeypatch: pytest.MonkeyPatch, *, quota: float | None, affinity: 
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu is not None)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: gpu)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     torch.set_num_threads(threads)
     return runtime.machine_info()
 
@@ -352,10 +357,16 @@ def test_machine_info_by_hand(monkeypatch, restore_threads) -> None:
     assert {k: m[k] for k in ("cgroup_cpu_quota", "cpu_budget", "torch_threads", "visible_cores", "gpu", "cpu")} == {
         "cgroup_cpu_quota": 1.5, "cpu_budget": 1, "torch_threads": 1, "visible_cores": 64, "gpu": None, "cpu": "Test CPU"}
     assert torch.get_num_threads() == 1
-    assert m["summary"] == f"Test CPU ({platform.machine()}), 1 torch thread, no GPU"
+    assert m["summary"] == f"Test CPU ({platform.machine()}, AVX512), 1 torch thread, no GPU"
     m = _machine(monkeypatch, quota=None, affinity=2, threads=2, gpu="Fake GPU 80GB")
     assert m["cgroup_cpu_quota"] is None and m["cpu_budget"] == 2 and m["gpu"] == "Fake GPU 80GB"
-    assert m["summary"] == f"Test CPU ({platform.machine()}), 2 torch threads, Fake GPU 80GB"
+    assert m["summary"] == f"Test CPU ({platform.machine()}, AVX512), 2 torch threads, Fake GPU 80GB"
+    assert runtime.machine_summary(m) == m["summary"]
+    # a manifest written before the summary named the kernels keeps its own line; one with the fields gets them
+    old = {"cpu": "AMD EPYC", "machine": "x86_64", "summary": "AMD EPYC (x86_64), 2 torch threads, no GPU"}
+    assert runtime.machine_summary(old) == old["summary"] and runtime.machine_summary({}) == ""
+    assert runtime.machine_summary({**old, "cpu_capability": "AVX2", "torch_threads": 2, "gpu": None}) == (
+        "AMD EPYC (x86_64, AVX2), 2 torch threads, no GPU")
 
 
 def test_git_sha_outside_a_repository_is_unknown(tmp_path) -> None:
