@@ -205,6 +205,14 @@ def hodges_lehmann_ci(
     return est, float(walsh[c]), float(walsh[m - c - 1])
 
 
+def _signed_rank_sum(d: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Wilcoxon's T⁺ along ``axis`` (sum of the average ranks of ``|d|`` where ``d > 0``; ``d`` without zeros): the
+    statistic of ``scipy.stats.wilcoxon``'s permutation branch, for whole arrays of sign patterns at once."""
+    d = np.moveaxis(np.asarray(d, dtype=np.float64), axis, -1)
+    ranks = sst.rankdata(np.abs(d), method="average", axis=-1)
+    return np.sum((d > 0).astype(np.float64) * ranks, axis=-1)
+
+
 def paired_wilcoxon(
     a: Sequence[float] | np.ndarray,
     b: Sequence[float] | np.ndarray,
@@ -228,10 +236,12 @@ def paired_wilcoxon(
     P-value method (scipy's ``method``), applied to the ``n`` ranked differences:
     ``"auto"`` (scipy's default) is the exact signed-rank distribution for n ≤ 50 without
     ties (e.g. 2/2¹⁰ for 10 non-zero differences of one sign, whatever the number of zero
-    differences), an exhaustive sign-flip permutation test for n ≤ 13 with tied |differences|
-    (correct but slow: ~1 s per call on a CPU, because scipy evaluates the statistic row by
-    row), and the normal approximation (no continuity correction) otherwise. ``"exact"`` is
-    fast and conservative with ties; ``"asymptotic"`` is fast but rough for small n.
+    differences), an exhaustive sign-flip permutation test for n ≤ 13 with tied |differences|,
+    and the normal approximation (no continuity correction) otherwise. ``"exact"`` is
+    fast and conservative with ties; ``"asymptotic"`` is fast but rough for small n. The
+    permutation test is scipy's ``permutation_test`` over the same 2ⁿ sign flips and the same
+    statistic as ``wilcoxon``'s, called here with the statistic vectorised (:func:`_signed_rank_sum`):
+    ``wilcoxon`` evaluates it one sign pattern at a time, about 1 s per call on a CPU.
 
     Args:
         a, b: paired samples of equal length (no NaN/inf).
@@ -265,11 +275,19 @@ def paired_wilcoxon(
         warnings.simplefilter("ignore", UserWarning)
         if zero_method == "wilcox":
             # drop zeros here so that scipy picks exact/permutation/normal on the non-zero count
-            res = sst.wilcoxon(d[d != 0], zero_method="wilcox", alternative=alternative, method=method)
+            dn = d[d != 0]
+            res = sst.wilcoxon(dn, zero_method="wilcox", alternative=alternative,
+                               method="exact" if method == "auto" and dn.size <= 13 else method)
+            stat, pvalue = res.statistic, res.pvalue
+            if method == "auto" and dn.size <= 13 and np.unique(np.abs(dn)).size < dn.size:
+                # ties: what scipy's "auto" does (2ⁿ sign flips, n_resamples 9999 > 2¹³), statistic vectorised
+                pvalue = sst.permutation_test((dn,), _signed_rank_sum, permutation_type="samples", vectorized=True,
+                                              n_resamples=9999, alternative=alternative).pvalue
         else:
             res = sst.wilcoxon(x, y, zero_method=zero_method, alternative=alternative, method=method)
+            stat, pvalue = res.statistic, res.pvalue
     n = nonzero if zero_method == "wilcox" else int(x.size)
-    return WilcoxonResult(float(res.statistic), float(res.pvalue), n, median_diff, float(effect))
+    return WilcoxonResult(float(stat), float(pvalue), n, median_diff, float(effect))
 
 
 # ----------------------------------------------------------------------------- Holm

@@ -100,6 +100,30 @@ def test_paired_wilcoxon_ties_and_zeros_hand_example() -> None:
     assert wp.n == 6
 
 
+def test_paired_wilcoxon_tied_small_samples_are_scipys_permutation_test() -> None:
+    """Ties among ≤ 13 non-zero differences: scipy's "auto" runs an exhaustive sign-flip permutation test (slowly);
+    ours runs the same test with the statistic vectorised. Oracle: scipy.stats.wilcoxon itself, p-value and statistic
+    equal to the last bit, for each alternative, on samples with ties of all sizes, zeros, and one sign only; the
+    hand example of 4 tied differences has the exact p of its 16 sign patterns."""
+    rng = np.random.default_rng(7)
+    samples = [np.array([1, 2, 1, 3, -2, 2, 1], float), np.array([0.5, 0.5, 0.5, 0.25]), -np.array([1.0, 1.0, 2.0])]
+    samples += [rng.choice([-0.3, -0.1, 0.1, 0.2, 0.3, 0.5], size=n) for n in (2, 5, 8, 10, 11)]
+    for d in samples:
+        dz = np.concatenate([d, [0.0, 0.0]])  # zeros are dropped first, as before
+        for alt in ("two-sided", "greater", "less"):
+            ours = S.paired_wilcoxon(dz, np.zeros_like(dz), alternative=alt)
+            ref = sst.wilcoxon(d, alternative=alt)  # no zeros: scipy's own auto choice on the same n
+            assert (ours.pvalue, ours.statistic) == (ref.pvalue, ref.statistic), (d, alt)
+            assert ours.n == d.size
+    # by hand: d = [1, 1, 2, -2] has average ranks [1.5, 1.5, 3.5, 3.5] and T+ = 6.5; the null is T+ over the 16 sign
+    # patterns of |d|, and the two-sided p twice the smaller tail
+    d = np.array([1.0, 1.0, 2.0, -2.0])
+    patterns = np.array(np.meshgrid(*[[-1, 1]] * 4)).reshape(4, -1).T * np.abs(d)
+    tplus = np.array([sum(r for r, v in zip([1.5, 1.5, 3.5, 3.5], row) if v > 0) for row in patterns])
+    want = min(1.0, 2 * min(np.mean(tplus >= 6.5), np.mean(tplus <= 6.5)))
+    assert S.paired_wilcoxon(d, np.zeros(4)).pvalue == pytest.approx(want)
+
+
 def test_paired_wilcoxon_degenerate_and_validation() -> None:
     x = [0.5, 0.6, 0.7]
     w = S.paired_wilcoxon(x, x)
