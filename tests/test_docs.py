@@ -596,3 +596,75 @@ def test_results_md_bootstrap_replicates_are_the_committed_comparisons() -> None
     m = re.search(r"is below the clean baseline in (\d+) of (\d+) bootstrap runs \(by ([\d.]+) to ([\d.]+) WT Dice\)", flat)
     assert m and (int(m.group(1)), int(m.group(2))) == ((below < 0).sum(), k)
     assert (m.group(3), m.group(4)) == (f"{-below[below < 0].max():.3f}", f"{-below.min():.3f}")
+
+
+def test_results_md_real_avx2_run_is_the_committed_one() -> None:
+    """docs/results.md's paragraph on the teaching run of a real AVX2 CPU (session 18): stage times from its manifest,
+    the moves of the mean Dice against the committed AVX-512 run and the forced-AVX2 run recomputed from their summary
+    tables, and the verdicts and counts from the committed comparison and claims."""
+    avx2 = ROOT / "docs" / "results" / "teaching-avx2-cpu"
+    flat = " ".join((ROOT / "docs" / "results.md").read_text(encoding="utf-8").split())
+    start = flat.find("**Session 18, on a real AVX2 CPU.**")
+    assert start >= 0
+    para = flat[start: flat.find("**Session 13, on the new data", start)]
+    man = json.loads((avx2 / "manifest.json").read_text())
+    assert man["machine"]["cpu_capability"] == "AVX2" and man["machine"]["torch_threads"] == 2
+    secs = {s: rec["seconds"] for s, rec in man["stages"].items()}
+    m = re.search(r"at git (\w+), took [\d ]+min [\d ]+s wall \((\d+) s of stages: 01 (\d+) s, 02 (\d+), 03 (\d+), "
+                  r"04 (\d+), 05 (\d+), 06 (\d+), 07 (\d+), 08 (\d+)\)", para)  # fmt: skip
+    assert m and man["git_sha"].startswith(m.group(1))
+    assert [int(v) for v in m.groups()[1:]] == [round(sum(secs.values())), *(round(v) for v in secs.values())]
+    assert ((avx2 / "tables" / "data_region_volumes.csv").read_bytes()
+            == (TEACHING / "data_region_volumes.csv").read_bytes())  # fmt: skip
+    keys = ["model", "attack", "target_policy", "source_model", "eps", "region"]
+
+    def mean_dice(path: Path) -> pd.Series:
+        return pd.read_csv(path).fillna({"target_policy": "", "source_model": ""}).set_index(keys)["mean_dice"]
+
+    ours = mean_dice(avx2 / "tables" / "summary.csv")
+    for other, pattern in (
+        (TEACHING / "summary.csv", r"over the (\d+) rows per region of the summary, the mean Dice moved by a median of "
+                                   r"([\d.]+) \(WT\), ([\d.]+) \(TC\) and ([\d.]+) \(ET\), at most ([\d.]+), ([\d.]+) and ([\d.]+);"),
+        (ROOT / "docs" / "results" / "teaching-avx2-kernels" / "summary.csv",
+         r"against that one the medians are ([\d.]+), ([\d.]+) and ([\d.]+) and the largest moves ([\d.]+), ([\d.]+) and "
+         r"([\d.]+)\."),
+    ):  # fmt: skip
+        theirs = mean_dice(other)
+        assert ours.index.sort_values().equals(theirs.index.sort_values())
+        moved = (ours - theirs).abs()
+        by = [moved.xs(r, level="region") for r in ("WT", "TC", "ET")]
+        m = re.search(pattern, para)
+        assert m, pattern
+        got = list(m.groups())
+        if len(got) == 7:
+            assert int(got.pop(0)) == len(by[0]) == len(by[1]) == len(by[2])
+        assert got == [f"{b.median():.3f}" for b in by] + [f"{b.max():.3f}" for b in by]
+    clean = ours.loc[("baseline", "clean", "", "", 0.0, "WT")]
+    assert f"clean baseline WT {clean:.3f} in both" in para
+    assert f"{mean_dice(TEACHING / 'summary.csv').loc[('baseline', 'clean', '', '', 0.0, 'WT')]:.3f}" == f"{clean:.3f}"
+    v = pd.read_csv(avx2 / "comparison-with-avx512" / "verdicts_by_run.csv").set_index(["run", "analysis", "claim"])
+    wt = {c: v.loc[("avx2", "WT", c), "verdict"] for c in ("C1", "C2", "C3", "C4")}
+    assert all(v.loc[("avx512", "WT", c), "verdict"] == wt[c] for c in wt)  # every WT verdict the committed run's
+    m = re.search(r"C1 (\w+), C2 (\w+) \((\d+) %\), C3 (\w+) \(distillation significantly below adversarial training in "
+                  r"(\d+) of (\d+) attacked conditions against (\d+), above in none\), C4 (\w+) \((\d+) of (\d+); closest "
+                  r"p_holm ([\d.]+) against ([\d.]+)\)", para)  # fmt: skip
+    assert m
+    c3 = {r: v.loc[(r, "WT", "C3")] for r in ("avx2", "avx512")}
+    c4 = v.loc[("avx2", "WT", "C4")]
+    assert [m.group(i) for i in (1, 2, 4, 8)] == [wt["C1"], wt["C2"], wt["C3"], wt["C4"]]
+    assert int(m.group(3)) == round(100 * v.loc[("avx2", "WT", "C2"), "rel_drop"])
+    assert (int(m.group(5)), int(m.group(6)), int(m.group(7))) == (c3["avx2"]["n_against"], c3["avx2"]["n_tests"],
+                                                                   c3["avx512"]["n_against"])  # fmt: skip
+    assert c3["avx2"]["n_support"] == 0 and (int(m.group(9)), int(m.group(10))) == (c4["n_support"], c4["n_tests"])
+    closest = [re.search(r"Closest to clean: .*?\(p_holm=([\d.e-]+)\)",  # as the claims print them
+                         pd.read_csv(d / "claims.csv").set_index("claim").loc["C4", "evidence"]).group(1)
+               for d in (avx2 / "tables", TEACHING)]  # fmt: skip
+    assert [m.group(11), m.group(12)] == closest
+    for region in ("TC", "ET"):
+        c4r = {r: v.loc[(r, region, "C4")] for r in ("avx2", "avx512")}
+        assert f"C4 mixed, {c4r['avx2']['n_support']} of 18 against {c4r['avx512']['n_support']}" in para or (
+            f"C4 stays mixed ({c4r['avx2']['n_support']} of 18 against {c4r['avx512']['n_support']})" in para), region
+        assert c4r["avx2"]["verdict"] == c4r["avx512"]["verdict"] == "mixed"
+    assert v.loc[("avx2", "TC", "C3"), "verdict"] == v.loc[("avx512", "TC", "C3"), "verdict"]
+    assert (v.loc[("avx2", "ET", "C3"), "verdict"], v.loc[("avx512", "ET", "C3"), "verdict"]) == ("contradicted",
+                                                                                                  "not supported")
