@@ -89,22 +89,16 @@ def main() -> None:
         boot_rows = _bootstrap(Path(tmp), args.bootstrap_cases) if args.bootstrap_cases > 0 else []
     print(f"machine: {platform.machine()}, Python {platform.python_version()}, numpy {np.__version__}, "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
-    print()
-    print("| step | grid | working grid | s / case |")
-    print("|---|---|---|---|")
-    for r in rows:
-        print("| " + " | ".join(r) + " |")
-    if split_rows:
+    _table(["step", "grid", "working grid", "s / case"], rows)
+    _table(["load one split of prepared.npz", "cases in file → split", "seconds", "peak allocation"], split_rows)
+    _table(["prepare_dataset, 48³ folder", "rows", "cases loaded", "seconds", "s / row"], boot_rows)
+
+
+def _table(header: list[str], rows: list[tuple[str, ...]]) -> None:
+    """Print a Markdown table after a blank line; nothing when there are no rows."""
+    if rows:
         print()
-        print("| load one split of prepared.npz | cases in file → split | seconds | peak allocation |")
-        print("|---|---|---|---|")
-        for r in split_rows:
-            print("| " + " | ".join(r) + " |")
-    if boot_rows:
-        print()
-        print("| prepare_dataset, 48³ folder | rows | cases loaded | seconds | s / row |")
-        print("|---|---|---|---|---|")
-        for r in boot_rows:
+        for r in (header, ["---"] * len(header), *rows):
             print("| " + " | ".join(r) + " |")
 
 
