@@ -11,7 +11,7 @@ def check_int(value: Any, name: str, *, minimum: int = 0, none_ok: bool = False)
     """``value`` as a Python int, or a ValueError that names the parameter.
 
     Bools are refused although Python counts them as ints (``seed=True`` is a mistake, not seed 1), and so are floats,
-    even whole ones (``epochs=2.0`` usually means a config typed by hand wrongly).
+    even whole ones (``seed=2.0`` is a value computed or typed as a float, not a seed).
 
     Args:
         value: what the caller passed.

@@ -1105,9 +1105,10 @@ def prepare_dataset(
         rows = bootstrap_cases(ids, split, train_seed)
         parts = [split[c] for c in ids]
         # each source case once (about a third of a bootstrap's training rows repeat one), copied to all its rows
-        sources = list(dict.fromkeys(j for j, _ in rows))
-        fill = [[i for i, (j, _) in enumerate(rows) if j == k] for k in sources]
-        labelled, ids = [labelled[k] for k in sources], [cid for _, cid in rows]
+        rows_of: dict[int, list[int]] = {}
+        for i, (j, _) in enumerate(rows):
+            rows_of.setdefault(j, []).append(i)
+        labelled, ids, fill = [labelled[j] for j in rows_of], [cid for _, cid in rows], list(rows_of.values())
     outs = _map_cases(_load_and_preprocess, [(case, shape) for case in labelled], workers, "prepare", progress)
     return _save_prepared(out_file, ids, outs, shape, fractions, seed, parts, fill)
 

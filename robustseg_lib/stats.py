@@ -241,7 +241,7 @@ def paired_wilcoxon(
     fast and conservative with ties; ``"asymptotic"`` is fast but rough for small n. The
     permutation test is scipy's ``permutation_test`` over the same 2ⁿ sign flips and the same
     statistic as ``wilcoxon``'s, called here with the statistic vectorised (:func:`_signed_rank_sum`):
-    ``wilcoxon`` evaluates it one sign pattern at a time, about 1 s per call on a CPU.
+    ``wilcoxon`` evaluates it one sign pattern at a time (1.6 s a call for 13 pairs; docs/benchmarks.md).
 
     Args:
         a, b: paired samples of equal length (no NaN/inf).
@@ -276,11 +276,11 @@ def paired_wilcoxon(
         if zero_method == "wilcox":
             # drop zeros here so that scipy picks exact/permutation/normal on the non-zero count
             dn = d[d != 0]
+            tied_small = method == "auto" and dn.size <= 13 and np.unique(np.abs(dn)).size < dn.size
             res = sst.wilcoxon(dn, zero_method="wilcox", alternative=alternative,
-                               method="exact" if method == "auto" and dn.size <= 13 else method)
+                               method="exact" if tied_small else method)  # when tied_small: for the statistic only
             stat, pvalue = res.statistic, res.pvalue
-            if method == "auto" and dn.size <= 13 and np.unique(np.abs(dn)).size < dn.size:
-                # ties: what scipy's "auto" does (2ⁿ sign flips, n_resamples 9999 > 2¹³), statistic vectorised
+            if tied_small:  # what scipy's "auto" does (2ⁿ sign flips, n_resamples 9999 > 2¹³), statistic vectorised
                 pvalue = sst.permutation_test((dn,), _signed_rank_sum, permutation_type="samples", vectorized=True,
                                               n_resamples=9999, alternative=alternative).pvalue
         else:
