@@ -560,8 +560,7 @@ class SlidingWindowModel(nn.Module):
         roi = tuple(int(r) for r in roi_size)
         if not roi or any(r < 1 for r in roi):
             raise ValueError(f"roi_size must be positive ints, got {roi_size!r}")
-        if isinstance(sw_batch_size, bool) or int(sw_batch_size) < 1:
-            raise ValueError(f"sw_batch_size must be >= 1, got {sw_batch_size!r}")
+        sw_batch_size = check_int(sw_batch_size, "sw_batch_size", minimum=1)
         if not 0 <= overlap < 1:
             raise ValueError(f"overlap must be in [0, 1), got {overlap}")
         if mode not in ("gaussian", "constant"):
@@ -724,8 +723,7 @@ def attack_sweep(
     if not alpha_frac > 0:
         raise ValueError(f"alpha_frac must be > 0, got {alpha_frac}")
     steps = check_int(steps, "steps", minimum=1)
-    if isinstance(batch_size, bool) or int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
     _check_callable(predict_fn, "predict_fn")
     images_t = torch.as_tensor(images)
     labels_t = torch.as_tensor(labels)
@@ -748,8 +746,7 @@ def attack_sweep(
     dev = _model_device(model, images_t.device)
     if metric_workers is None:
         metric_workers = 0 if dev.type == "cpu" else min(8, max(1, cpu_budget() - 2))
-    if isinstance(metric_workers, bool) or int(metric_workers) < 0:
-        raise ValueError(f"metric_workers must be >= 0 or None, got {metric_workers!r}")
+    metric_workers = check_int(metric_workers, "metric_workers")
     predict = predict_fn if predict_fn is not None else model
     attack_steps = 1 if attack == "fgsm" else steps
     results = _Ordered(int(metric_workers))

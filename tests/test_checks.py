@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from robustseg_lib import attacks, data, replicates, runtime, synthetic
 from robustseg_lib.checks import check_int
@@ -35,6 +36,15 @@ def test_check_int_refuses_with_a_message_that_names_the_parameter(value, kw, me
     assert str(err.value).startswith(message)
 
 
+_NET = torch.nn.Conv3d(4, 4, 1)
+
+
+def _sweep(**kw):
+    """attack_sweep on two 4-channel 4³ cases, with one argument changed."""
+    x, y = torch.zeros(2, 4, 4, 4, 4), torch.zeros(2, 4, 4, 4, dtype=torch.long)
+    return attacks.attack_sweep(_NET, x, y, attack="ifgsm", eps_grid=[0.0], progress=False, hd95=False, **kw)
+
+
 @pytest.mark.parametrize(("call", "name"), [
     (lambda: runtime.seed_everything(True), "seed must be a non-negative int"),
     (lambda: synthetic.generate_case(-1, (24, 24, 24)), "seed must be a non-negative int"),
@@ -43,6 +53,11 @@ def test_check_int_refuses_with_a_message_that_names_the_parameter(value, kw, me
     (lambda: data.prepare_synthetic("x.npz", 0), "n_cases must be an int >= 1"),
     (lambda: replicates.run_level_min_p(0), "n_runs must be an int >= 1"),
     (lambda: runtime.limit_threads(False), "budget must be an int >= 1 or None"),
+    (lambda: attacks.SlidingWindowModel(_NET, (4, 4, 4), sw_batch_size=1.5), "sw_batch_size must be an int >= 1"),
+    (lambda: _sweep(batch_size=2.5), "batch_size must be an int >= 1"),  # int(2.5) once passed, then range() failed
+    (lambda: _sweep(batch_size=0), "batch_size must be an int >= 1"),
+    (lambda: _sweep(metric_workers=-1), "metric_workers must be a non-negative int"),
+    (lambda: _sweep(steps=2.0), "steps must be an int >= 1"),
 ])
 def test_the_library_uses_it(call, name) -> None:
     """The public functions that take counts and seeds refuse through check_int (its message, the parameter named)."""
