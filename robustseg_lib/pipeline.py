@@ -42,6 +42,7 @@ __all__ = [
     "data_dir_signature",
     "reproduce",
     "default_run_dir",
+    "stale_stages",
     "main",
 ]
 
@@ -419,6 +420,41 @@ def _failed_cell(nb_path: Path) -> str:
     return "unknown cell"
 
 
+def stale_stages(manifest: dict[str, Any]) -> list[str]:
+    """The stages of a run that are not ``done`` for its last request, in chain order.
+
+    Args:
+        manifest: a run's ``manifest.json``.
+
+    Returns:
+        Stage names whose status is not ``done`` (``stale`` after an ``--only`` call changed a stage before them,
+        ``failed``, ``running``, ``interrupted``) or that never ran.
+    """
+    return [s for s in STAGES if manifest.get("stages", {}).get(s, {}).get("status") != "done"]
+
+
+def _refuse_other_data(root: Path, manifest: dict[str, Any], data_params: dict[str, Any]) -> None:
+    """Refuse a request that would replace a default run folder's finished run with a run on other data.
+
+    ``runs/<profile>-seed<N>`` is the default of ``--seed N`` with or without ``--set data.seed=...`` or
+    ``data.train_seed=...``: without this check the second command would rerun every stage in the first one's folder
+    and replace that replicate without a word. Other changes (a later stage's parameters, the code) rerun in place
+    as before.
+    """
+    rec = manifest.get("stages", {}).get("01_data", {})
+    before = rec.get("parameters")
+    if rec.get("status") != "done" or before is None or before == data_params:
+        return
+    diff = ", ".join(
+        f"{k}: {before.get(k, '(unset)')!r} -> {data_params.get(k, '(unset)')!r}"
+        for k in sorted(set(before) | set(data_params)) if before.get(k) != data_params.get(k)
+    )
+    raise PipelineError(
+        f"{root} holds a run on other data (01_data {diff}); this request would replace every stage of it. "
+        f"Pass --out DIR to run it beside that one, or --out {root} to replace it"
+    )
+
+
 def default_run_dir(profile_name: str, seed: int | None = None) -> Path:
     """The run folder ``reproduce`` writes when ``--out`` is not given: ``runs/<profile>``, or ``runs/<profile>-seed<N>``
     for a ``--seed`` replicate (so that it does not overwrite the profile's own run)."""
@@ -478,16 +514,19 @@ def reproduce(
         overrides.setdefault("01_data", {})["data_dir"] = str(Path(data_dir).resolve())
     params = stage_parameters(prof, overrides, notebook_dir)
     run = RunPaths(Path(out) if out else default_run_dir(prof["name"], seed))
-    run.root.mkdir(parents=True, exist_ok=True)
     selected = [stage_name(s) for s in only] if only else list(STAGES)
     manifest: dict[str, Any] = {}
     if run.manifest.is_file():
         manifest = json.loads(run.manifest.read_text())
+    if out is None:  # a default folder is shared by every command of one profile and seed: never replace its data silently
+        _refuse_other_data(run.root, manifest, params["01_data"])
+    run.root.mkdir(parents=True, exist_ok=True)
     manifest.update(
         profile=prof["name"], profile_path=prof["path"], parameters=params, git_sha=git_sha(), versions=package_versions(),
         seeds={s: p["seed"] for s, p in params.items() if "seed" in p}, device=device, machine=machine_info(),
     )
     manifest.setdefault("stages", {})
+    manifest["started_last_call"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     upstream = ""
     stale: list[str] = []  # stages before the current one whose outputs do not match this request
     kcfg = kernel_config()
@@ -497,10 +536,18 @@ def reproduce(
         upstream = fp
         dst = run.notebooks / STAGES[stage]
         rec = manifest["stages"].get(stage, {})
-        up_to_date = rec.get("status") == "done" and rec.get("fingerprint") == fp and dst.is_file()
+        # "stale": done, then an --only call reran a stage before it; its outputs still match its own fingerprint
+        up_to_date = rec.get("status") in ("done", "stale") and rec.get("fingerprint") == fp and dst.is_file()
+        if up_to_date and rec.get("status") == "stale":  # this request is again the one it was made for
+            rec["status"] = "done"
+            rec.pop("stale_because", None)
         if stage not in selected:
             if not up_to_date:
                 stale.append(stage)
+                if rec.get("status") == "done":  # made for another request (an upstream stage or its own parameters)
+                    rec.update(status="stale", stale_because=(
+                        f"made with other parameters, code or data than the call of {manifest['started_last_call']}"
+                        f" (--only {' '.join(selected)}); rerun it"))
             continue
         if stale:  # every stage reads what the stages before it wrote
             raise PipelineError(
@@ -655,6 +702,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     run = RunPaths(args.out or default_run_dir(manifest["profile"], args.seed))
     total = sum(s.get("seconds", 0) for s in manifest["stages"].values())
+    behind = stale_stages(manifest) if args.only else []
+    if behind:  # an --only call: what it did not rerun is not this request's
+        print(f"\nDone: {', '.join(stage_name(s) for s in args.only)}; run folder {run.root}. Not up to date for this "
+              f"request: {', '.join(behind)} (rerun without --only); the claims table is not printed")
+        return 0
     print(f"\nAll stages done; run folder {run.root} (stage time {total:.0f} s)")
     _print_claims(run, profile=load_profile(args.profile))
     return 0

@@ -195,9 +195,10 @@ def read_run(run_dir: str | Path) -> RunRecord:
     if not man_path.is_file():
         raise FileNotFoundError(f"{man_path}: no manifest; is {root} a run folder of `robustseg reproduce`?")
     man = json.loads(man_path.read_text(encoding="utf-8"))
-    unfinished = [s for s, rec in man.get("stages", {}).items() if rec.get("status") != "done"]
+    unfinished = [f"{s} ({rec.get('status')})" for s, rec in man.get("stages", {}).items() if rec.get("status") != "done"]
     if unfinished or "08_statistics" not in man.get("stages", {}):
-        raise ValueError(f"{root}: the chain has not finished (stages not done: {unfinished or ['08_statistics']})")
+        raise ValueError(f"{root}: the chain has not finished for its last request (stages not done: "
+                         f"{', '.join(unfinished or ['08_statistics'])}); rerun it without --only")
     claims_path = root / "tables" / "claims_by_region.csv"
     if not claims_path.is_file():
         raise FileNotFoundError(f"{claims_path}: no verdicts by region; rerun notebook 08")

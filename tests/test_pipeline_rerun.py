@@ -16,7 +16,7 @@ import pytest
 import yaml
 from nbformat.v4 import new_code_cell, new_notebook
 
-from robustseg_lib import pipeline
+from robustseg_lib import pipeline, replicates
 from robustseg_lib.artefacts import atomic_write_text
 from robustseg_lib.pipeline import STAGES, PipelineError
 
@@ -511,3 +511,53 @@ def test_a_killed_run_of_another_request_is_not_resumed(tmp_path, monkeypatch) -
     rec = json.loads((out / "manifest.json").read_text())["stages"]["02_unet"]
     assert not (out / "models" / "baseline_ckpt").exists()
     assert rec["resumed_checkpoints"] is False and rec["cleared_checkpoints"] == ["baseline_ckpt"]
+
+
+def test_only_on_an_earlier_stage_marks_the_later_ones_stale(stubs, done_run, tmp_path) -> None:
+    """``--only unet --set unet.x=5`` reruns 02 alone: 03-08 were made from the old 02, so they are ``stale`` (not
+    ``done``), ``compare`` refuses the run, and they are ``done`` again once the request is the one they were made for."""
+    run = _copy(done_run, tmp_path)
+    assert _ran(_run(stubs, run, only=["unet"], sets=["unet.x=5"])) == ["02_unet"]
+    man = json.loads((run / "manifest.json").read_text())
+    assert [s for s in STAGES if man["stages"][s]["status"] == "stale"] == list(STAGES)[2:]
+    assert pipeline.stale_stages(man) == list(STAGES)[2:]
+    assert "--only 02_unet" in man["stages"]["03_fgsm"]["stale_because"]
+    with pytest.raises(ValueError, match=r"stages not done: 03_fgsm \(stale\), 04_ifgsm \(stale\)"):
+        replicates.read_run(run)
+    # back to the request 03-08 were made for: 02 reruns, they are up to date again without running
+    assert _ran(_run(stubs, run, only=["unet"])) == ["02_unet"]
+    man = json.loads((run / "manifest.json").read_text())
+    assert pipeline.stale_stages(man) == [] and "stale_because" not in man["stages"]["03_fgsm"]
+    # a stale stage reruns in a full call of the new request
+    _run(stubs, run, only=["unet"], sets=["unet.x=5"])
+    assert _ran(_run(stubs, run, sets=["unet.x=5"])) == list(STAGES)[2:]
+    assert pipeline.stale_stages(json.loads((run / "manifest.json").read_text())) == []
+
+
+def test_the_default_folder_refuses_a_run_on_other_data(stubs, tmp_path, monkeypatch) -> None:
+    """``--seed 1`` then ``--seed 1 --set data.seed=0`` share the default folder ``runs/<profile>-seed1``: the second
+    would replace the first replicate, so it is refused (nothing runs) unless ``--out`` names a folder; a change to a
+    later stage still reruns in place."""
+    monkeypatch.chdir(tmp_path)
+    assert _ran(_run(stubs, None, seed=1)) == list(STAGES)
+    folder = tmp_path / "runs" / "stub-seed1"
+    log = (folder / "log.txt").read_text()
+    with pytest.raises(PipelineError, match=r"runs/stub-seed1 holds a run on other data \(01_data seed: 1 -> 0\)"):
+        _run(stubs, None, seed=1, sets=["data.seed=0"])
+    assert (folder / "log.txt").read_text() == log  # nothing ran
+    assert _ran(_run(stubs, None, seed=1, sets=["fgsm.x=2"])) == list(STAGES)[2:]
+    assert _ran(_run(stubs, Path("runs/stub-seed1"), seed=1, sets=["data.seed=0"])) == list(STAGES)
+
+
+def test_cli_after_only_names_the_stale_stages_and_prints_no_claims(monkeypatch, tmp_path, capsys) -> None:
+    """After an ``--only`` call that left later stages stale the CLI says which, and does not print the old claims
+    table as if this run had measured it."""
+    out = tmp_path / "r"
+    (out / "tables").mkdir(parents=True)
+    (out / "tables" / "claims.csv").write_text("claim,verdict,evidence\nC1,holds,an earlier request\n")
+    stages = {s: {"status": "done" if i < 2 else "stale"} for i, s in enumerate(STAGES)}
+    monkeypatch.setattr(pipeline, "reproduce", lambda profile, out, **kw: {"profile": "smoke", "stages": stages})
+    assert pipeline.main(["reproduce", "--profile", "smoke", "--out", str(out), "--only", "unet"]) == 0
+    text = capsys.readouterr().out
+    assert "Not up to date for this request: 03_fgsm, 04_ifgsm" in text and "an earlier request" not in text
+    assert "All stages done" not in text

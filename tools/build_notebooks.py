@@ -1060,15 +1060,17 @@ print(path)
    (`replicates.runs_for_run_level_test`)? The committed twelve-seed comparison is in
    `docs/results/teaching-seeds/comparison/`.
 4. `--seed N` redraws the cases too. Keep them and redraw only the training: `robustseg reproduce --seed 1 --set
-   data.seed=0`. `compare` then finds training replicates on one test set: it does not pool, and judges the claims
-   with the runs as units and on the cases with each case's Dice averaged over the trainings. Compare
-   `run_level_spread.csv` of the committed twelve-training comparison (`docs/results/teaching-trainings/comparison/`)
-   with that of the twelve seeds: how much of the run-to-run spread comes from training alone?
+   data.seed=0 --out runs/teaching-training1` (a folder of its own: the default one, `runs/teaching-seed1`, holds
+   exercise 3's run and refuses a run on other data). `compare` then finds training replicates on one test set: it
+   does not pool, and judges the claims with the runs as units and on the cases with each case's Dice averaged over
+   the trainings. Compare `run_level_spread.csv` of the committed twelve-training comparison
+   (`docs/results/teaching-trainings/comparison/`) with that of the twelve seeds: how much of the run-to-run spread
+   comes from training alone?
 5. The seeds' extra spread comes with the data draw: other training cases *and* other test cases. Add
-   `--set data.train_seed=1` to exercise 4's command to redraw the training and validation cases but keep the test
-   cases. With the committed twelve such runs (`docs/results/teaching-redrawn/comparison/`) between the trainings and
-   the seeds, which part of the data draw carries the spread: the cases a model learns from, or the cases it is
-   judged on?
+   `--set data.train_seed=1` to exercise 4's command, with `--out runs/teaching-redrawn1`, to redraw the training and
+   validation cases but keep the test cases. With the committed twelve such runs
+   (`docs/results/teaching-redrawn/comparison/`) between the trainings and the seeds, which part of the data draw
+   carries the spread: the cases a model learns from, or the cases it is judged on?
 """
         ),
     ]
