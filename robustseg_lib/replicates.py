@@ -69,6 +69,15 @@ __all__ = [
 RunRecord = dict[str, Any]
 
 
+#: Every file :func:`write_comparison` may write (its output folder is cleared of these names, and only these).
+COMPARISON_FILES = (
+    "runs.csv", "parameter_differences.csv", "verdicts_by_run.csv", "agreement.csv", "dice_by_run.csv",
+    "pooled_comparisons.csv", "pooled_claims_by_region.csv", "run_level_table.csv", "run_level_comparisons.csv",
+    "run_level_spread.csv", "run_level_claims_by_region.csv", "case_mean_comparisons.csv",
+    "case_mean_claims_by_region.csv", "comparison.md",
+)  # fmt: skip
+
+
 def _labels(run_dirs: Sequence[str | Path], labels: Sequence[str] | None) -> list[str]:
     if isinstance(run_dirs, (str, Path)) or len(run_dirs) < 2:
         raise ValueError(f"run_dirs: need at least two run folders, got {run_dirs!r}")
@@ -79,7 +88,8 @@ def _labels(run_dirs: Sequence[str | Path], labels: Sequence[str] | None) -> lis
         raise ValueError(f"labels: {len(labels)} labels for {len(run_dirs)} run folders")
     dup = sorted({x for x in labels if labels.count(x) > 1})
     if dup or any(not x or "/" in x for x in labels):
-        raise ValueError(f"labels: must be distinct, non-empty and without '/', got {labels} (pass labels=...)")
+        raise ValueError(f"labels: must be distinct, non-empty and without '/', got {labels} "
+                         "(pass labels=..., or --labels to robustseg compare)")
     taken = sorted(set(labels) & RESERVED_LABELS)
     if taken:
         raise ValueError(f"labels: {taken} name columns of the comparison tables; choose other labels")
@@ -888,7 +898,9 @@ def write_comparison(
             ``run_level_comparisons.csv``, ``run_level_spread.csv`` and ``run_level_claims_by_region.csv``, for
             training replicates on one test set also ``case_mean_comparisons.csv`` and
             ``case_mean_claims_by_region.csv`` (:func:`case_mean_claims`), and ``comparison.md`` (each written
-            atomically).
+            atomically). Files of these names that this comparison does not write (an earlier comparison's, into the
+            same folder) are removed, so that every table beside ``comparison.md`` is this comparison's; nothing
+            else in the folder is touched.
         labels: one name per run (default: the folder names).
         pooled: also judge the claims on the pooled cases (:func:`pooled_claims`) of independent runs; skipped, with
             a note in ``comparison.md``, when runs may share patients (:func:`case_overlaps`, :func:`replicate_design`).
@@ -908,6 +920,8 @@ def write_comparison(
     runs = [read_run(d) for d in run_dirs]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for name in COMPARISON_FILES:  # an earlier comparison's tables would sit beside this one's comparison.md
+        (out / name).unlink(missing_ok=True)
     info = pd.DataFrame(
         [{"run": lab, "path": r["path"], "profile": r["profile"], "seeds": " ".join(map(str, r["seeds"])),
           "git_sha": r["git_sha"][:10], "machine": r["machine"], "test_cases": r["n_cases"],

@@ -724,6 +724,12 @@ def test_write_comparison_adds_the_run_level_column_and_section(seed_runs, tmp_p
     replicates.write_comparison(seed_runs, tmp_path / "norl", run_level=False, n_resamples=50)
     assert not (tmp_path / "norl" / "run_level_table.csv").exists()
     assert "## Run-level evidence" not in (tmp_path / "norl" / "comparison.md").read_text()
+    # the same folder again, without the pooled analyses: the earlier comparison's pooled and run-level tables go,
+    # a file of the user's stays
+    assert {p.name for p in out.iterdir()} <= set(replicates.COMPARISON_FILES)  # every file it writes is listed
+    (out / "notes.txt").write_text("mine")
+    replicates.write_comparison(seed_runs, out, pooled=False)
+    assert sorted(p.name for p in out.iterdir()) == sorted({p.name for p in (tmp_path / "nopool").iterdir()} | {"notes.txt"})
 
 
 def test_replicate_design_tells_independent_runs_training_replicates_and_repeats() -> None:
