@@ -198,8 +198,23 @@ class AttackSpec:
 
 
 def save_attack_spec(run: RunPaths, spec: AttackSpec) -> Path:
-    """Record an attack's settings under ``attacks/<name>.json`` (read back by the defense notebooks)."""
-    return atomic_write_json(run.root / "attacks" / f"{spec.name}.json", asdict(spec))
+    """Record an attack's settings under ``attacks/<name>.json`` (read back by the defense notebooks and notebook 08).
+
+    A run holds one record per attack: an earlier record of the same attack under another name (notebook 05 rerun
+    with another ti-FGSM ``policy``) is removed, or notebooks 06-08 would replay and judge both policies.
+
+    Args:
+        run: run folder.
+        spec: the attack as run.
+
+    Returns:
+        The record's path.
+    """
+    path = atomic_write_json(run.root / "attacks" / f"{spec.name}.json", asdict(spec))
+    for other in sorted(path.parent.glob("*.json")):
+        if other != path and read_json(other).get("attack") == spec.attack:
+            other.unlink()
+    return path
 
 
 def load_attack_specs(run: RunPaths, names: Sequence[str] | None = None) -> list[AttackSpec]:

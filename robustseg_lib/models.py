@@ -170,6 +170,11 @@ def _plain(obj: Any) -> Any:
     return str(obj)
 
 
+#: The notebook that writes each model of the chain, for the message when its file is missing.
+_TRAINED_BY = {"baseline": "notebook 02_unet", "distilled": "notebook 06_distillation",
+               "advtrain": "notebook 07_adversarial_training"}
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
     """Load a model written by :func:`save_model` (``weights_only=True``; no unpickling).
 
@@ -183,7 +188,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint (run the notebook that trains it first)")
+        by = _TRAINED_BY.get(path.stem.removesuffix("_static"), "the notebook that trains it")
+        raise FileNotFoundError(f"{path}: no such checkpoint (run {by} first, or `robustseg reproduce`)")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt or not a checkpoint

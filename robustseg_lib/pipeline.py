@@ -91,6 +91,9 @@ def load_profile(name_or_path: str) -> dict[str, Any]:
     path = Path(name_or_path)
     if not path.suffix and not path.is_file() and "/" not in str(name_or_path):  # a name, not a path
         path = PROFILE_DIR / f"{name_or_path}.yaml"
+    if not PROFILE_DIR.is_dir():  # a plain `pip install .` copies the library, not the notebooks and profiles
+        raise PipelineError(f"{NOTEBOOK_DIR}: no notebooks here; robustseg reproduce runs the notebooks of a "
+                            "repository checkout: clone it and install it with `python3 -m pip install -e .`")
     if not path.is_file():
         known = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
         raise PipelineError(f"profile {name_or_path!r} not found ({path}); known: {', '.join(known)}")

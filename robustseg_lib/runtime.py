@@ -308,6 +308,10 @@ def print_config(device: str | torch.device | None = None) -> None:
 
     Fits torch's threads to the CPU budget first (through :func:`machine_info`, as ``setup_run`` does),
     so the count printed is the one the notebook computes with.
+
+    Args:
+        device: the device the notebook will use; None (the Setup cell, which runs before the parameters cell) prints
+            what ``"auto"`` would pick, labelled ``auto device`` since the parameters may choose another.
     """
     info = machine_info()
     for k, v in package_versions().items():
@@ -316,7 +320,7 @@ def print_config(device: str | torch.device | None = None) -> None:
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else info["cpu"]
     quota = info["cgroup_cpu_quota"]
     limit = f" (cgroup CPU quota {quota:g})" if quota is not None else ""
-    print(f"{'device':>11}: {dev} ({name}); torch threads: {info['torch_threads']}; cores: {info['visible_cores']}; "
+    print(f"{'device' if device is not None else 'auto device':>11}: {dev} ({name}); torch threads: {info['torch_threads']}; cores: {info['visible_cores']}; "
           f"CPU budget: {info['cpu_budget']}{limit}")
     print(f"{'git':>11}: {git_sha()}")
 

@@ -96,6 +96,7 @@ def plot_intensity_distributions(
     *,
     max_voxels: int = 4000,
     seed: int = 0,
+    unit: str = "z-score",
 ) -> Figure:
     """Distribution of each modality's intensity per class (healthy brain, NCR, ED, ET).
 
@@ -105,6 +106,7 @@ def plot_intensity_distributions(
         brain: boolean brain masks of the same shape as ``classes``.
         max_voxels: voxels sampled per class (for speed; sampling is seeded).
         seed: sampling seed.
+        unit: what the intensities are, for the y label (``"z-score"`` after preprocessing; e.g. ``"raw"``).
 
     Returns:
         A Figure with one violin panel per modality.
@@ -151,6 +153,6 @@ def plot_intensity_distributions(
         ax.set_title(mod)
         ax.set_xlabel("")
         ax.tick_params(axis="x", rotation=30)
-    axes[0, 0].set_ylabel("intensity")
+    axes[0, 0].set_ylabel(f"intensity ({unit})")
     fig.tight_layout()
     return fig

@@ -125,15 +125,19 @@ def plot_attack_example(
     delta = adv - image
     m = float(np.abs(delta).max()) or 1.0
     fig, axes = plt.subplots(2, 4, figsize=(11, 5.6))
-    _show(axes[0, 0], image[_FLAIR, :, :, z], None, "clean FLAIR")
-    _show(axes[0, 1], adv[_FLAIR, :, :, z], None, "adversarial FLAIR")
+    # one grey window per modality for the clean and the adversarial slice (imshow would stretch each panel to its
+    # own range, and a changed contrast would hide or fake a visible difference)
+    win = {c: dict(vmin=float(min(image[c, :, :, z].min(), adv[c, :, :, z].min())),
+                   vmax=float(max(image[c, :, :, z].max(), adv[c, :, :, z].max()))) for c in (_FLAIR, _T1CE)}
+    _show(axes[0, 0], image[_FLAIR, :, :, z], None, "clean FLAIR", **win[_FLAIR])
+    _show(axes[0, 1], adv[_FLAIR, :, :, z], None, "adversarial FLAIR", **win[_FLAIR])
     vmax = m / amplify if amplify else m
     _show(axes[0, 2], delta[_FLAIR, :, :, z], None, f"perturbation FLAIR (±{m:.2f})", cmap="seismic", vmin=-vmax, vmax=vmax)
     _show(axes[0, 3], delta[_T1CE, :, :, z], None, "perturbation T1c", cmap="seismic", vmin=-vmax, vmax=vmax)
-    _show(axes[1, 0], image[_T1CE, :, :, z], truth[:, :, z], "truth")
-    _show(axes[1, 1], image[_T1CE, :, :, z], pc[:, :, z], "prediction, clean")
-    _show(axes[1, 2], adv[_T1CE, :, :, z], pa[:, :, z], "prediction, attacked")
-    _show(axes[1, 3], adv[_T1CE, :, :, z], None, "adversarial T1c")
+    _show(axes[1, 0], image[_T1CE, :, :, z], truth[:, :, z], "truth", **win[_T1CE])
+    _show(axes[1, 1], image[_T1CE, :, :, z], pc[:, :, z], "prediction, clean", **win[_T1CE])
+    _show(axes[1, 2], adv[_T1CE, :, :, z], pa[:, :, z], "prediction, attacked", **win[_T1CE])
+    _show(axes[1, 3], adv[_T1CE, :, :, z], None, "adversarial T1c", **win[_T1CE])
     fig.suptitle(title)
     _class_legend(fig)
     return fig

@@ -1,12 +1,14 @@
 """Statistics figures: robustness curves, paired per-case plots and the claims table.
 
 Every function returns a :class:`matplotlib.figure.Figure` built without pyplot's global state
-(no ``plt.show``; nothing accumulates across calls). Save with
-``robustseg_lib.artefacts.atomic_savefig``; in Jupyter the returned figure displays inline.
+(nothing accumulates across calls). Save with ``robustseg_lib.artefacts.atomic_savefig``. In Jupyter the figure
+displays when it is a cell's last value or is passed to ``IPython.display.display`` (it renders itself as PNG);
+``plt.show()`` does not show it, since pyplot does not know it.
 """
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,6 +20,20 @@ from matplotlib import MatplotlibDeprecationWarning
 from matplotlib.figure import Figure
 
 from .stats import attack_label, is_diagnostic_attack, paired_wilcoxon
+
+
+class _Figure(Figure):
+    """A Figure that renders itself for Jupyter.
+
+    matplotlib-inline registers its PNG printer for figures only once ``%matplotlib inline`` has run (0.2: not on
+    import), so a Figure made without pyplot otherwise displays as ``<Figure size ...>``: ``_repr_png_`` is what
+    IPython asks every object for.
+    """
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+        return buf.getvalue()
 
 __all__ = ["plot_robustness_curves", "plot_paired", "plot_claims"]
 
@@ -58,7 +74,9 @@ def plot_robustness_curves(
     """Mean ``metric`` vs eps per model, one panel per attack, with 95 % bootstrap CI bands.
 
     Each model's clean rows are drawn at eps = 0 in every panel so the curves start from clean
-    performance. Targeted attacks are split by ``target_policy`` (``tifgsm[erase]``).
+    performance; an attack's own eps = 0 rows of such a model (the same predictions) are left out, so that each case
+    counts once there and the band at eps 0 is not narrowed by duplicates. Targeted attacks are split by
+    ``target_policy`` (``tifgsm[erase]``).
 
     Args:
         table: tidy result table.
@@ -85,11 +103,12 @@ def plot_robustness_curves(
         labels = ["clean"]
     hue_order = sorted(t["model"].unique())
     palette = dict(zip(hue_order, sns.color_palette(n_colors=len(hue_order))))
-    fig = Figure(figsize=(4.2 * len(labels), 3.6), layout="constrained")
+    fig = _Figure(figsize=(4.2 * len(labels), 3.6), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(labels), sharey=True, squeeze=False)[0])
     for ax, lab in zip(axes, labels):
         sub = att.loc[att["attack_label"] == lab]
         models = set(sub["model"]) if not sub.empty else set(clean["model"])
+        sub = sub.loc[~((sub["eps"].astype(float) == 0) & sub["model"].isin(set(clean["model"])))]  # clean stands for it
         data = pd.concat([clean.loc[clean["model"].isin(models)], sub], ignore_index=True)
         data = data.assign(eps=data["eps"].astype(float))
         # a model measured at fewer budgets than the panel's grid (e.g. the comparison temperatures, clean and the
@@ -171,7 +190,7 @@ def plot_paired(
     long = pd.DataFrame(
         {"condition": [la] * len(j) + [lb] * len(j), metric: np.r_[j[f"{metric}_a"], j[f"{metric}_b"]]}
     )
-    fig = Figure(figsize=(5.0, 4.2), layout="constrained")
+    fig = _Figure(figsize=(5.0, 4.2), layout="constrained")
     ax = fig.subplots()
     for ya, yb in zip(j[f"{metric}_a"], j[f"{metric}_b"]):
         colour = "#d62728" if yb < ya else "#1f77b4"
@@ -211,7 +230,7 @@ def plot_claims(claims_table: pd.DataFrame, *, wrap: int = 70) -> Figure:
         ev = textwrap.fill(str(r["evidence"]), wrap)
         cells.append([r["claim"], st, r["verdict"], ev])
         heights.append(max(st.count("\n"), ev.count("\n")) + 1)
-    fig = Figure(figsize=(14, 0.6 + 0.28 * sum(heights) + 0.3 * len(cells)), layout="constrained")
+    fig = _Figure(figsize=(14, 0.6 + 0.28 * sum(heights) + 0.3 * len(cells)), layout="constrained")
     ax = fig.subplots()
     ax.axis("off")
     tab = ax.table(cellText=cells, colLabels=["claim", "statement", "verdict", "evidence"],

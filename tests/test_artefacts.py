@@ -123,3 +123,15 @@ def test_load_model_refuses_a_checkpoint_with_a_pickled_object(tmp_path) -> None
     assert _UNPICKLED == []
     torch.load(path, weights_only=False)  # the payload is live: unpickling it does run the function
     assert _UNPICKLED == ["code ran"]
+
+
+@pytest.mark.parametrize(("stem", "by"), [
+    ("baseline", "run notebook 02_unet first"), ("distilled", "run notebook 06_distillation first"),
+    ("advtrain_static", "run notebook 07_adversarial_training first"), ("mine", "run the notebook that trains it first"),
+])
+def test_a_missing_model_names_the_notebook_that_writes_it(tmp_path, stem, by) -> None:
+    """A student who opens a later notebook first is told which notebook to run (the chain's models by name)."""
+    from robustseg_lib import models
+
+    with pytest.raises(FileNotFoundError, match=f"{stem}.pt: no such checkpoint \\({by}, or `robustseg reproduce`\\)"):
+        models.load_model(tmp_path / f"{stem}.pt")

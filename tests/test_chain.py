@@ -109,6 +109,19 @@ def test_smoke_chain_writes_every_artefact(smoke_run: Path) -> None:
     assert machine["summary"] in report
 
 
+def test_every_saved_figure_is_shown(smoke_run: Path) -> None:
+    """A cell that saves a figure also shows it (once; a loop once per figure): the statistics figures are built
+    without pyplot, where ``plt.show()`` shows nothing, and students read the notebooks, not the PNG files."""
+    for fname in STAGES.values():
+        nb = json.loads((smoke_run / "notebooks" / fname).read_text())
+        for c in nb["cells"]:
+            src = "".join(c["source"]) if c["cell_type"] == "code" else ""
+            if "atomic_savefig(" not in src:
+                continue
+            shown = sum("image/png" in o.get("data", {}) for o in c.get("outputs", []))
+            assert shown >= 1 if "for " in src else shown == 1, (fname, src[:200], shown)
+
+
 def test_rerun_skips_up_to_date_stages(smoke_run: Path) -> None:
     lines: list[str] = []
     pipeline.reproduce("smoke", smoke_run, device="cpu", log=lines.append)

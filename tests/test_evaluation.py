@@ -315,6 +315,10 @@ def test_paper_attacks_keeps_the_recorded_ti_fgsm_policy_only_and_read_results_f
     table = pd.DataFrame({"attack": ["clean", "fgsm", "tifgsm", "tifgsm", "transfer_fgsm"],
                           "target_policy": [None, None, "erase", "grow", None], "dice": [1.0, 0.5, 0.4, 0.3, 0.6]})
     assert evaluation.paper_attacks(run, table).dice.tolist() == [1.0, 0.5, 0.4, 0.6]
+    # notebook 05 rerun with another policy: its record replaces the earlier one, and only its rows are the paper's
+    evaluation.save_attack_spec(run, AttackSpec("tifgsm", (0.1,), policy="grow"))
+    assert [s.name for s in evaluation.load_attack_specs(run)] == ["fgsm", "tifgsm_grow"]
+    assert evaluation.paper_attacks(run, table).dice.tolist() == [1.0, 0.5, 0.3, 0.6]
     run.tables.mkdir(parents=True, exist_ok=True)
     for m in ("a", "b", "c"):
         pd.DataFrame({"case_id": ["007", "010"], "model": m, "dice": [0.1, 0.2]}).to_csv(run.tables / f"results_{m}.csv", index=False)

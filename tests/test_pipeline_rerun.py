@@ -561,3 +561,12 @@ def test_cli_after_only_names_the_stale_stages_and_prints_no_claims(monkeypatch,
     text = capsys.readouterr().out
     assert "Not up to date for this request: 03_fgsm, 04_ifgsm" in text and "an earlier request" not in text
     assert "All stages done" not in text
+
+
+def test_an_install_without_the_notebooks_says_to_install_a_checkout(tmp_path, monkeypatch) -> None:
+    """After a plain ``pip install .`` the package's folder has no notebooks: the CLI says how to install instead of
+    listing no known profiles."""
+    monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", tmp_path / "notebooks")
+    monkeypatch.setattr(pipeline, "PROFILE_DIR", tmp_path / "notebooks" / "profiles")
+    with pytest.raises(PipelineError, match=r"no notebooks here; .* `python3 -m pip install -e \.`"):
+        pipeline.load_profile("teaching")

@@ -411,6 +411,10 @@ def test_print_config_by_hand(monkeypatch, capsys) -> None:
         "     device: cpu (Test CPU); torch threads: 3; cores: 8; CPU budget: 1 (cgroup CPU quota 1.5)",
         "        git: abc123",
     ]
+    # the Setup cell runs before the parameters cell: what "auto" would pick, not called the notebook's device
+    runtime.print_config()
+    assert capsys.readouterr().out.splitlines()[1] == (
+        "auto device: cuda (Fake GPU); torch threads: 3; cores: 8; CPU budget: 1 (cgroup CPU quota 1.5)")
 
 
 def test_setup_run_seeds_creates_and_sets_up_cuda(monkeypatch, tmp_path, restore_threads, restore_torch_flags) -> None:

@@ -231,7 +231,7 @@ def test_violins_use_the_brain_voxels_of_each_class_from_the_right_modality(monk
         for k, coll in enumerate(ax.collections):
             y = coll.get_paths()[0].vertices[:, 1]
             assert 10 * m + k - 1e-9 <= y.min() and y.max() < 10 * m + k + 0.5
-    assert axes[0].get_ylabel() == "intensity"
+    assert axes[0].get_ylabel() == "intensity (z-score)"
     assert all(ax.get_xlabel() == "" for ax in axes)
     # one shared intensity axis
     assert all(axes[0].get_shared_y_axes().joined(axes[0], ax) for ax in axes[1:])
@@ -249,6 +249,8 @@ def test_violin_colours_follow_the_class_palette() -> None:
         assert [t.get_text() for t in ax.get_xticklabels()] == ["healthy brain", "NCR", "ED", "ET"]
         got = [np.asarray(c.get_facecolor())[0, :3] for c in ax.collections]
         assert [int(np.argmin(((ref - g) ** 2).sum(1))) for g in got] == [0, 1, 2, 3]
+    assert fig.axes[0].get_ylabel() == "intensity (z-score)"  # what the preprocessed images are
+    assert viz.plot_intensity_distributions(images, cls, brain, unit="raw").axes[0].get_ylabel() == "intensity (raw)"
 
 
 def test_violins_sample_at_most_max_voxels_per_class_without_replacement_and_repeatably(monkeypatch) -> None:
@@ -318,3 +320,35 @@ def test_violins_reject_bad_inputs() -> None:
         viz.plot_intensity_distributions(images, cls, brain, max_voxels=0)
     fig = viz.plot_intensity_distributions(images, cls, brain, max_voxels=1)
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["healthy brain", "NCR", "ED"]
+
+
+def test_robustness_curve_counts_each_case_once_at_eps_0() -> None:
+    """A model's clean rows are its eps-0 point; the attack's own eps-0 rows (the same predictions in a real table)
+    are left out, or each case would count twice there and the band would be about sqrt(2) too narrow. Oracle: the
+    attack's eps-0 rows are given other values here, so the plotted mean shows which rows were used (clean mean 0.8
+    by hand; 0.45 if both were pooled)."""
+    import pandas as pd
+
+    from robustseg_lib.viz_stats import plot_robustness_curves
+
+    rows = [("clean", 0.0, [0.9, 0.8, 0.7]), ("fgsm", 0.0, [0.1, 0.1, 0.1]), ("fgsm", 0.1, [0.5, 0.4, 0.3])]
+    t = pd.DataFrame([{"case_id": f"c{i}", "model": "baseline", "attack": a, "eps": e, "region": "WT", "dice": v[i]}
+                      for a, e, v in rows for i in range(3)])
+    line = [ln for ln in plot_robustness_curves(t, n_boot=20).get_axes()[0].lines if len(ln.get_xdata())][0]
+    np.testing.assert_allclose(line.get_xdata(), [0.0, 0.1])
+    np.testing.assert_allclose(line.get_ydata(), [0.8, 0.4])
+
+
+def test_statistics_figures_render_themselves_for_jupyter() -> None:
+    """viz_stats figures are built without pyplot, so the inline backend's display hook does not know them, and
+    matplotlib-inline registers its PNG printer only after ``%matplotlib inline``: IPython's own formatter (the
+    oracle, as a kernel runs it) must still find a PNG, or ``display(fig)`` shows ``<Figure size ...>``."""
+    import pandas as pd
+    from IPython.core.formatters import DisplayFormatter
+
+    from robustseg_lib.viz_stats import plot_robustness_curves
+
+    t = pd.DataFrame([{"case_id": f"c{i}", "model": "baseline", "attack": a, "eps": e, "region": "WT", "dice": d}
+                      for a, e, d in (("clean", 0.0, 0.9), ("fgsm", 0.1, 0.5)) for i in range(3)])
+    data, _ = DisplayFormatter().format(plot_robustness_curves(t, n_boot=10))
+    assert data["image/png"][:8] == b"\x89PNG\r\n\x1a\n"

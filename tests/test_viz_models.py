@@ -245,6 +245,11 @@ def test_attack_example_panels_and_perturbation_window() -> None:
         np.testing.assert_allclose(axes[0, c].images[0].get_clim(), (-0.3, 0.3), rtol=1e-6)
         assert axes[0, c].images[0].get_cmap().name == "seismic"
     assert axes[0, 0].images[0].get_cmap().name == "gray"
+    # clean and adversarial slices share one grey window per modality: the joint range of both slices, by numpy
+    for mod, cells in ((3, [(0, 0), (0, 1)]), (1, [(1, 0), (1, 1), (1, 2), (1, 3)])):
+        both = np.stack([img[mod, :, :, z], adv[mod, :, :, z]])
+        for r, c in cells:
+            np.testing.assert_allclose(axes[r, c].images[0].get_clim(), (both.min(), both.max()), rtol=1e-6)
     assert fig.get_suptitle() == "case x"
     plt.close(fig)
     fig = VM.plot_attack_example(img, adv, lab, pc, pa, amplify=4.0)

@@ -428,7 +428,7 @@ atomic_to_csv(percept, run.table("percept_@STAGE@"))
 display(results.pivot_table(index="eps", columns="region", values="dice", aggfunc="mean"))
 fig = plot_robustness_curves(results)
 atomic_savefig(fig, run.figure("@STAGE@_dice_vs_eps"))
-plt.show()
+display(fig)  # a statistics figure is built without pyplot, so plt.show() would not show it
 """.replace("@STAGE@", stage)
         ),
         md("## Would a radiologist see it? Perceptibility per modality\nL∞ is the budget; L2 and PSNR are computed over the brain voxels, SSIM (MONAI) over the whole volume, each against the clean image."),
@@ -499,7 +499,7 @@ with torch.no_grad():
         ],
         "FGSM takes one step, so its damage grows slowly with eps.\n"
         "Exercises that change results later notebooks read are best tried on a copy of the run (`cp -r runs/teaching runs/mine`, then `run_dir = \"../runs/mine\"`).\n"
-        "1. In the hand-made cell, change the loss to Dice loss (`loss_fn=lambda logits, y: monai.losses.DiceLoss(to_onehot_y=True, softmax=True)(logits, y[:, None])`): is it stronger?\n"
+        "1. In the hand-made cell, change the loss to Dice loss (`from monai.losses import DiceLoss`, then `loss_fn=lambda logits, y: DiceLoss(to_onehot_y=True, softmax=True)(logits, y[:, None])`): is it stronger?\n"
         "2. Attack only one modality at a time (per-modality eps, e.g. `[0, 0, 0, eps_hand]` for FLAIR): which one is the model most sensitive to?",
     )
 
@@ -603,7 +603,7 @@ atomic_to_csv(results, run.table("results_@STAGE@"))
 both = pd.concat([evaluation.read_results(run, models=["baseline"]), results], ignore_index=True)
 fig = plot_robustness_curves(both)
 atomic_savefig(fig, run.figure("@STAGE@_robustness"))
-plt.show()
+display(fig)  # built without pyplot: plt.show() would not show it
 display(both[both.region == "WT"].pivot_table(index=["attack", "eps"], columns="model", values="dice", aggfunc="mean"))
 """
     ),
@@ -664,6 +664,7 @@ consequences, both checked by the unit tests:
         code(
             """
 base, spec = models.load_model(run.checkpoint("baseline"), device=dev)
+evaluation.load_attack_specs(run)  # notebooks 03-05's records: missing ones fail here, not after the training
 train_set, val_set, test_set = (evaluation.load_split(run, s) for s in ("train", "val", "test"))
 train_x, train_y = evaluation.resident(train_set, dev)
 train_spec = evaluation.load_train_config(run, "baseline")
@@ -830,6 +831,7 @@ perturbation; either way the network is still trained towards the true labels.
         code(
             """
 base, spec = models.load_model(run.checkpoint("baseline"), device=dev)
+evaluation.load_attack_specs(run)  # notebooks 03-05's records: missing ones fail here, not after the training
 train_set, val_set, test_set = (evaluation.load_split(run, s) for s in ("train", "val", "test"))
 train_x, train_y = evaluation.resident(train_set, dev)
 train_spec = evaluation.load_train_config(run, "baseline")
@@ -946,7 +948,7 @@ display(summary[summary.region == region])
 main = table[~table.attack.str.startswith("transfer_") & ~table.attack.str.endswith("_logit_rescaled")]
 fig = plot_robustness_curves(main, region=region)
 atomic_savefig(fig, run.figure("08_robustness_curves"))
-plt.show()
+display(fig)  # built without pyplot: plt.show() would not show it
 """
         ),
         md(
@@ -986,7 +988,7 @@ display(Markdown(report.teaching_example(table, cmp, region=region, alpha=alpha)
 for i, (a, b) in enumerate(report.key_pairs(table)):
     fig = plot_paired(table, a, b, region=region)
     atomic_savefig(fig, run.figure(f"08_paired_{i}"))
-    plt.show()
+    display(fig)
 """
         ),
         md("## The paper's claims, re-measured"),
