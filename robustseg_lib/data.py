@@ -1350,7 +1350,8 @@ def threshold_baseline(images: np.ndarray, classes: np.ndarray, brain: np.ndarra
         images: float ``(N, 4, X, Y, Z)`` (e.g. prepared z-scored images).
         classes: class maps ``(N, X, Y, Z)`` in 0..3.
         brain: bool ``(N, X, Y, Z)``.
-        n_thresholds: number of candidate thresholds per modality.
+        n_thresholds: number of candidate quantiles per modality (an int >= 4): half spread evenly over 0..1, a
+            quarter in each tail (geometric from 1e-4 to 0.5), so 4 is the least that puts one in each part.
         max_cases: fit and score on at most this many cases, a seeded sample
             (``np.sort(np.random.default_rng(0).choice(N, max_cases, replace=False))``);
             None uses all. The search costs about 0.3 s per 144×176×144 case on one core, so
@@ -1365,6 +1366,7 @@ def threshold_baseline(images: np.ndarray, classes: np.ndarray, brain: np.ndarra
         raise ValueError(f"images must be (N, 4, X, Y, Z), got {images.shape}")
     if classes.shape != (images.shape[0], *images.shape[2:]) or brain.shape != classes.shape:
         raise ValueError(f"classes {classes.shape} and brain {brain.shape} must be (N, X, Y, Z) matching images {images.shape}")
+    check_int(n_thresholds, "n_thresholds", minimum=4)
     check_int(max_cases, "max_cases", minimum=1, none_ok=True)
     if max_cases is not None and images.shape[0] > max_cases:
         keep = np.sort(np.random.default_rng(0).choice(images.shape[0], int(max_cases), replace=False))

@@ -1015,6 +1015,23 @@ def test_threshold_baseline_max_cases_fits_on_the_documented_sample():
             D.threshold_baseline(images, classes, brain, max_cases=bad)
 
 
+def test_threshold_baseline_n_thresholds_is_checked() -> None:
+    """n_thresholds is an int >= 4 (half the quantiles spread over 0..1, a quarter in each tail): 0 and 1 left no
+    quantile at all (numpy's argmax of an empty sequence), 3 only the minimum, 2.5 and True are not counts. At 4 the
+    quantiles are 0, 1e-4, 0.9999 and 1; by hand, FLAIR 10 on WT and 0 elsewhere gives thresholds 0 and 10 (and their
+    midpoint 5), and "> 0" is the first perfect one."""
+    images = np.zeros((2, 4, 6, 6, 6), np.float32)
+    classes = np.zeros((2, 6, 6, 6), np.uint8)
+    classes[:, :2] = 2
+    images[:, 3][classes > 0] = 10.0
+    brain = np.ones((2, 6, 6, 6), bool)
+    wt = D.threshold_baseline(images, classes, brain, n_thresholds=4).set_index("region").loc["WT"]
+    assert (wt["modality"], wt["direction"], wt["threshold"], wt["dice_mean"]) == ("flair", ">", 0.0, 1.0)
+    for bad in (0, 1, 3, 2.5, True, None, "256"):
+        with pytest.raises(ValueError, match=r"n_thresholds must be an int >= 4"):
+            D.threshold_baseline(images, classes, brain, n_thresholds=bad)
+
+
 def test_region_volumes_hand_built():
     lab = _hand_label()
     df = D.region_volumes(lab, case_ids=["a"])
