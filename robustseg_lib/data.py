@@ -418,7 +418,11 @@ def synthetic_case_seeds(
 
     Returns:
         One seed per case.
+
+    Raises:
+        ValueError: ``seed`` or ``train_seed`` not a non-negative int (``seed=1.5`` is not seed 1).
     """
+    check_int(seed, "seed")
     check_int(train_seed, "train_seed", none_ok=True)
     if train_seed is None or train_seed == seed:
         return [case_seed(seed, i) for i in range(len(ids))]
@@ -570,8 +574,10 @@ def make_synthetic_dataset(
             machines; capped at :func:`runtime.cpu_budget`); every case has its own seed, so the
             result does not depend on it.
         progress: show a tqdm bar.
-        case_seeds: the generator seed of each case in place of ``case_seed(seed, i)``, e.g. the first
-            ``n_cases`` of :func:`synthetic_case_seeds` for a larger set (other training cases, the same test cases).
+        case_seeds: the generator seed of each case in place of ``case_seed(seed, i)``, e.g.
+            :func:`synthetic_case_seeds` of this set's ids (other training cases, the same test cases). The first
+            ``n_cases`` seeds of a larger set are not a smaller copy of its split: a set of ``n_cases`` cases is split
+            with its own permutation (:func:`split_cases`), so its test cases are not the larger set's.
 
     Returns:
         Case folders (BraTS layouts) or image files (MSD), in case order.

@@ -1382,6 +1382,9 @@ def test_synthetic_case_seeds_redraw_only_the_cases_outside_the_test_set(tmp_pat
     for bad in (-1, True, "7", 1.5):
         with pytest.raises(ValueError, match="train_seed"):
             D.synthetic_case_seeds(ids, 3, train_seed=bad)
+    for bad in (-1, True, 1.5, None):  # seed=1.5 used to give seed 1's cases (int() in case_seed)
+        with pytest.raises(ValueError, match=r"^seed must be a non-negative int"):
+            D.synthetic_case_seeds(ids, bad)
     kw = {"shape": (16, 16, 16), "progress": False}
     redrawn = D.load_prepared(D.prepare_synthetic(tmp_path / "r.npz", 4, work_shape=(8, 8, 8), seed=3, fractions=fr,
                                                   case_seeds=seeds, **kw))
