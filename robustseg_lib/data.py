@@ -71,6 +71,7 @@ __all__ = [
     "brats_to_brats2023",
     "brats2024_to_brats",
     "preprocess_case",
+    "patient_id",
     "split_cases",
     "BOOT_SEP",
     "bootstrap_cases",
@@ -956,27 +957,72 @@ def preprocess_case(image: np.ndarray, label: np.ndarray | None, shape: tuple[in
     }
 
 
+#: A BraTS 2023/2024 case id, ``BraTS-<sub-challenge>-<subject>-<timepoint>``: group 1 is the patient.
+_BRATS_PATIENT = re.compile(r"^(BraTS-[A-Za-z]+-\d+)-\d+$")
+
+
+def patient_id(case_id: str) -> str:
+    """The patient a case belongs to, for splitting by patient.
+
+    BraTS 2023/2024 ids are ``BraTS-<SUB>-<5-digit subject>-<3-digit timepoint>`` (GLI, MEN, MET, SSA, PED, ...):
+    ``BraTS-GLI-02073-100`` and ``BraTS-GLI-02073-101`` are two scans of patient ``BraTS-GLI-02073``. Every other
+    id (BraTS 2018-2021, MSD, the synthetic writers') names one patient, so it is its own patient. A bootstrap
+    copy's id (``<id>~2``) is its own patient too: pass it through :func:`original_case_id` first.
+
+    Args:
+        case_id: a case id.
+
+    Returns:
+        ``BraTS-<SUB>-<subject>`` for a BraTS 2023/2024 id, else ``case_id`` itself.
+    """
+    cid = str(case_id)
+    m = _BRATS_PATIENT.match(cid)
+    return m.group(1) if m else cid
+
+
+def _check_fractions(fractions: Any) -> np.ndarray:
+    """(train, val, test) fractions as a float64 array of 3, or a ValueError naming them."""
+    try:
+        fr = np.asarray(fractions, dtype=np.float64)
+    except (TypeError, ValueError):
+        fr = np.full(1, np.nan)
+    if fr.shape != (3,) or not np.all(np.isfinite(fr)) or np.any(fr < 0) or not np.isclose(fr.sum(), 1.0, atol=1e-6) \
+            or fr[0] <= 0:
+        raise ValueError(f"fractions must be 3 non-negative numbers (train > 0) summing to 1, got {fractions!r}")
+    return fr
+
+
 def split_cases(case_ids: Sequence[str], fractions: Sequence[float] = (0.6, 0.15, 0.25), seed: int = 0) -> dict[str, str]:
-    """Deterministic train/val/test split.
+    """Deterministic train/val/test split by patient: all cases of one patient (:func:`patient_id`) share a part.
+
+    The patients are ordered by their smallest case id and permuted with ``np.random.default_rng(seed)``; the first
+    ``n_test`` of the permutation are test patients, the next ``n_val`` validation, the rest training. When every
+    patient has one case (BraTS 2018-2021, MSD, the synthetic sets) this is the per-case split of earlier versions,
+    case for case.
 
     Args:
         case_ids: unique case ids (order does not matter: they are sorted first).
-        fractions: (train, val, test) fractions, non-negative, summing to 1.
-        seed: permutation seed.
+        fractions: (train, val, test) fractions of the patients, non-negative, summing to 1.
+        seed: permutation seed (>= 0).
 
     Returns:
-        ``{case_id: "train" | "val" | "test"}``; with n >= 3 cases every split whose fraction
-        is > 0 gets at least one case (train always does).
+        ``{case_id: "train" | "val" | "test"}``; with n >= 3 patients every split whose fraction
+        is > 0 gets at least one patient (train always does).
+
+    Raises:
+        ValueError: empty or repeated ids (named), bad fractions, or a seed that is not a non-negative int.
     """
     ids = [str(c) for c in case_ids]
     if not ids:
         raise ValueError("case_ids must not be empty")
     if len(set(ids)) != len(ids):
-        raise ValueError("case_ids must be unique")
-    fr = np.asarray(fractions, dtype=np.float64)
-    if fr.shape != (3,) or np.any(fr < 0) or not np.isclose(fr.sum(), 1.0, atol=1e-6) or fr[0] <= 0:
-        raise ValueError(f"fractions must be 3 non-negative numbers (train > 0) summing to 1, got {tuple(fractions)}")
-    n = len(ids)
+        raise ValueError(f"case_ids must be unique, got repeats {_few(sorted({c for c in ids if ids.count(c) > 1}))}")
+    fr = _check_fractions(fractions)
+    check_int(seed, "seed")
+    srt = sorted(ids)
+    patient = {c: patient_id(c) for c in srt}
+    patients = list(dict.fromkeys(patient[c] for c in srt))  # ordered by their smallest case id
+    n = len(patients)
     n_val, n_test = int(round(fr[1] * n)), int(round(fr[2] * n))
     if n >= 3:
         n_val = max(n_val, 1) if fr[1] > 0 else 0
@@ -986,12 +1032,11 @@ def split_cases(case_ids: Sequence[str], fractions: Sequence[float] = (0.6, 0.15
             n_val -= 1
         else:
             n_test -= 1
-    order = np.random.default_rng(seed).permutation(n)
-    srt = sorted(ids)
-    out = {}
+    order = np.random.default_rng(int(seed)).permutation(n)
+    part = {}
     for rank, k in enumerate(order):
-        out[srt[k]] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
-    return {cid: out[cid] for cid in ids}
+        part[patients[k]] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+    return {cid: part[patient[cid]] for cid in ids}
 
 
 def _load_and_preprocess(job: tuple[Case, tuple[int, int, int]]) -> dict[str, np.ndarray]:
@@ -1016,7 +1061,8 @@ def bootstrap_cases(case_ids: Sequence[str], split: dict[str, str], seed: int) -
 
     Position ``i`` keeps its part of the split. A test position keeps its own case; the training positions draw their
     cases with replacement from the training cases, the validation positions from the validation cases, so no case
-    moves between parts and none leaks into the test set. A case drawn more than once gets its copy number in its id
+    moves between parts and none leaks into the test set; with :func:`split_cases`'s parts, which keep a patient's
+    cases together, no patient does either. A case drawn more than once gets its copy number in its id
     (``<id>~2``, ``<id>~3``; :data:`BOOT_SEP`), so ids stay unique.
 
     Args:

@@ -1345,6 +1345,76 @@ def test_split_fraction_rules_by_hand() -> None:
     assert sorted(small.values()) == ["test", "train"]
 
 
+def test_split_of_one_case_per_patient_is_the_per_case_split_of_before() -> None:
+    """With one case per patient the patient-level split is the per-case split of earlier versions, case for case
+    (every committed run): oracle dicts copied from split_cases before it split by patient (git 6166f66)."""
+    ids = ["BraTS2021_00000", "BraTS2021_00001", "BraTS2021_00002", "BraTS2021_00003", "BRATS_001", "BRATS_002",
+           "BRATS_003", "BraTS-GLI-00000-000", "BraTS-GLI-00002-000", "BraTS-GLI-02073-100", "BraTS-MEN-00010-000",
+           "BraTS-PED-00011-001"]
+    before = {
+        (0, (0.6, 0.15, 0.25)): {
+            "BRATS_001": "train", "BRATS_002": "train", "BRATS_003": "test", "BraTS-GLI-00000-000": "train",
+            "BraTS-GLI-00002-000": "val", "BraTS-GLI-02073-100": "val", "BraTS-MEN-00010-000": "train",
+            "BraTS-PED-00011-001": "test", "BraTS2021_00000": "train", "BraTS2021_00001": "test",
+            "BraTS2021_00002": "train", "BraTS2021_00003": "train"},
+        (3, (0.5, 0.2, 0.3)): {
+            "BRATS_001": "val", "BRATS_002": "val", "BRATS_003": "test", "BraTS-GLI-00000-000": "train",
+            "BraTS-GLI-00002-000": "train", "BraTS-GLI-02073-100": "train", "BraTS-MEN-00010-000": "train",
+            "BraTS-PED-00011-001": "test", "BraTS2021_00000": "train", "BraTS2021_00001": "train",
+            "BraTS2021_00002": "test", "BraTS2021_00003": "test"},
+    }
+    for (seed, fr), want in before.items():
+        assert D.split_cases(ids, fr, seed) == want
+        assert D.split_cases(list(reversed(ids)), fr, seed) == want
+    # the writers' 48-case sets at the default fractions and seed 0, one letter per case in id order (r train, v val,
+    # t test), the same in every layout
+    want48 = "rttvtrvrrrttrrrrvrtttttrrrrrvrvrrrtrvrrrrrrtvrrr"
+    for layout in D.LAYOUTS:
+        ids48 = D.case_ids_for(layout, 48)
+        split = D.split_cases(ids48, (0.6, 0.15, 0.25), 0)
+        assert "".join({"train": "r", "val": "v", "test": "t"}[split[c]] for c in ids48) == want48, layout
+
+
+def test_split_keeps_every_patients_timepoints_in_one_part() -> None:
+    """BraTS 2023/2024 ids BraTS-<SUB>-<subject>-<timepoint>: the scans of one patient never straddle two parts, and
+    the part sizes count patients (hand count: 10 patients at 0.6 / 0.2 / 0.2 give 6 / 2 / 2 patients). Oracle: the
+    patient of each id written by hand."""
+    patients = {
+        "BraTS-GLI-02073": ["BraTS-GLI-02073-100", "BraTS-GLI-02073-101", "BraTS-GLI-02073-102"],
+        "BraTS-GLI-00005": ["BraTS-GLI-00005-000", "BraTS-GLI-00005-001"],
+        "BraTS-MEN-00010": ["BraTS-MEN-00010-000", "BraTS-MEN-00010-001"],
+        "BraTS-MET-00100": ["BraTS-MET-00100-000", "BraTS-MET-00100-001"],
+        "BraTS-SSA-00020": ["BraTS-SSA-00020-000", "BraTS-SSA-00020-001"],
+        "BraTS-PED-00030": ["BraTS-PED-00030-000", "BraTS-PED-00030-001"],
+        "BraTS-GLI-00006": ["BraTS-GLI-00006-000"],
+        "BraTS2021_00001": ["BraTS2021_00001"],
+        "BRATS_001": ["BRATS_001"],
+        "BraTS-GLI-00007-000x": ["BraTS-GLI-00007-000x"],  # not a BraTS 2023 id: its own patient
+    }
+    ids = [c for cases in patients.values() for c in cases]
+    for seed in range(20):
+        split = D.split_cases(ids, (0.6, 0.2, 0.2), seed)
+        part = {}
+        for pat, cases in patients.items():
+            parts = {split[c] for c in cases}
+            assert len(parts) == 1, (seed, pat, parts)
+            part[pat] = parts.pop()
+        assert sorted(pd.Series(part).value_counts().items()) == [("test", 2), ("train", 6), ("val", 2)], seed
+    for pat, cases in patients.items():
+        assert all(D.patient_id(c) == pat for c in cases), pat
+
+
+def test_split_cases_checks_its_seed_and_fractions() -> None:
+    """seed=None gave a random split, -1 numpy's own message, 2.5 a TypeError: each a ValueError naming seed."""
+    ids = [f"c{i}" for i in range(6)]
+    for bad in (None, -1, 2.5, True, "0"):
+        with pytest.raises(ValueError, match=r"^seed must be a non-negative int"):
+            D.split_cases(ids, seed=bad)
+    for bad in ((0.6, 0.4), (0.6, 0.3, 0.3), (0.6, float("nan"), 0.4), ("a", "b", "c"), None):
+        with pytest.raises(ValueError, match=r"^fractions must be 3 non-negative numbers"):
+            D.split_cases(ids, fractions=bad)
+
+
 def test_prepare_dataset_and_prepare_synthetic_use_their_seed_and_fractions(tmp_path) -> None:
     """The split stored in prepared.npz is split_cases(case ids, fractions, seed) of the arguments given (its own
     contract, tested above by hand): two seeds give two different stored splits; prepare_synthetic's fractions
