@@ -1131,9 +1131,13 @@ def prepare_dataset(
 
     Returns:
         ``Path(out_file)``. Cases without a label file are skipped with a warning naming them.
-    """
-    from tqdm import tqdm  # text bars: no ipywidgets needed, and papermill keeps them readable
 
+    Raises:
+        ValueError: bad ``fractions``, ``seed``, ``train_seed``, ``workers`` or ``shape`` (named), all checked before
+            any case is loaded; no labelled case.
+    """
+    fractions = tuple(_check_fractions(fractions))  # split_cases's rule, checked before hours of loading
+    check_int(seed, "seed")
     if isinstance(root_or_cases, (str, os.PathLike)):
         cases = list_cases(root_or_cases)
     else:

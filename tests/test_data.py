@@ -1437,6 +1437,21 @@ def test_prepare_dataset_and_prepare_synthetic_use_their_seed_and_fractions(tmp_
     assert sorted(s["split"].tolist()) == ["test", "train"]  # the default fractions would give 2 train
 
 
+def test_prepare_dataset_refuses_a_bad_seed_or_fractions_before_loading(datasets, tmp_path, monkeypatch) -> None:
+    """The split's seed and fractions are checked before any case is loaded (they were read only when the split was
+    drawn, after every case: seed=-1 then failed in numpy, seed=2.5 with a TypeError), naming the parameter."""
+    loaded: list[str] = []
+    monkeypatch.setattr(D, "load_case", lambda case: loaded.append(case.case_id))
+    for kw, msg in [({"seed": -1}, r"^seed must be a non-negative int"), ({"seed": 2.5}, r"^seed must be"),
+                    ({"seed": True}, r"^seed must be"), ({"seed": None}, r"^seed must be"),
+                    ({"fractions": (0.5, 0.5, 0.5)}, r"^fractions must be"), ({"fractions": (0.0, 0.5, 0.5)}, r"^fractions"),
+                    ({"fractions": (0.6, 0.4)}, r"^fractions must be")]:
+        with pytest.raises(ValueError, match=msg):
+            D.prepare_dataset(datasets["brats2021"], tmp_path / "p.npz", (8, 8, 8), progress=False, **kw)
+        assert loaded == [], kw
+    assert not (tmp_path / "p.npz").exists()
+
+
 def test_synthetic_case_seeds_redraw_only_the_cases_outside_the_test_set(tmp_path) -> None:
     """By hand: case i of seed 3 uses 3 * 100003 + i = 300009 + i; with train_seed 7 the training and validation
     cases of split_cases(ids, fractions, 3) use 700021 + i instead and the test cases keep 300009 + i. Through both
