@@ -457,31 +457,44 @@ def write_case(root: str | Path, case_id: str, image: np.ndarray, label: np.ndar
     Returns:
         The case folder (BraTS layouts) or the image file (MSD). MSD's dataset.json is
         written by ``make_synthetic_dataset`` (or ``write_msd_dataset_json``).
+
+    Raises:
+        ValueError: an unknown layout, an image not ``(4, X, Y, Z)``, or a label of another shape or with values
+            outside {0, 1, 2, 4} (named with the case), all checked before any file is written.
     """
     root = Path(root)
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 4 or image.shape[0] != len(MODALITIES):
         raise ValueError(f"image must be (4, X, Y, Z), got {image.shape}")
-    if label is not None and tuple(label.shape) != image.shape[1:]:
-        raise ValueError(f"label shape {label.shape} differs from image {image.shape[1:]}")
+    lab = None
+    if label is not None:
+        label = np.asarray(label)
+        if label.shape != image.shape[1:]:
+            raise ValueError(f"label shape {label.shape} differs from image {image.shape[1:]}")
+        # the layout's own values, converted (and so checked) before anything is written: no half-written case
+        convert = {"brats2021": lambda a: _remap(a, {0: 0, 1: 1, 2: 2, 4: 4}, "label", "BraTS 2018-21"),
+                   "brats2023": brats_to_brats2023, "msd": brats_to_msd}[layout]
+        try:
+            lab = convert(label)
+        except ValueError as exc:
+            raise ValueError(f"case {case_id}: {exc} (write_case takes BraTS 2018-21 labels; nothing written)") from exc
     if layout in _BRATS_FILES:
         files = _BRATS_FILES[layout]
         folder = root / case_id
         for c, mod in enumerate(MODALITIES):
             _save_nifti(folder / f"{case_id}{files[mod]}.nii.gz", image[c], affine)
-        if label is not None:
-            lab = label.astype(np.uint8) if layout == "brats2021" else brats_to_brats2023(label.astype(np.uint8))
+        if lab is not None:
             _save_nifti(folder / f"{case_id}{files['seg']}.nii.gz", lab, affine)
         return folder
-    if layout == "msd":
-        order = [MODALITIES.index(m) for m in _MSD_CHANNELS]
-        data4 = np.ascontiguousarray(np.moveaxis(image[order], 0, -1))
-        img_path = root / "imagesTr" / f"{case_id}.nii.gz"
-        _save_nifti(img_path, data4, affine)
-        if label is not None:
-            _save_nifti(root / "labelsTr" / f"{case_id}.nii.gz", brats_to_msd(label.astype(np.uint8)), affine)
-        return img_path
-    raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    order = [MODALITIES.index(m) for m in _MSD_CHANNELS]
+    data4 = np.ascontiguousarray(np.moveaxis(image[order], 0, -1))
+    img_path = root / "imagesTr" / f"{case_id}.nii.gz"
+    _save_nifti(img_path, data4, affine)
+    if lab is not None:
+        _save_nifti(root / "labelsTr" / f"{case_id}.nii.gz", lab, affine)
+    return img_path
 
 
 def write_msd_dataset_json(root: str | Path, case_ids: Sequence[str], *, labelled: bool = True) -> Path:

@@ -462,6 +462,31 @@ def test_channel_semantics_after_loading(datasets, layout):
     assert flair[csf_like].mean() < flair[healthy].mean()
 
 
+@pytest.mark.parametrize("layout", D.LAYOUTS)
+def test_write_case_refuses_a_bad_label_before_writing_anything(tmp_path, layout) -> None:
+    """write_case takes BraTS 2018-21 labels {0, 1, 2, 4} in every layout: 3 (unused there), 260 (wrapped to 4 by
+    uint8) and 1.5 are refused naming the case, and no file is left behind (brats2021 wrote them unchecked; brats2023
+    and msd refused 3 only after writing the modality files). A good label round-trips (oracle: the hand label)."""
+    image = np.ones((4, 6, 6, 6), np.float32)
+    (cid,) = D.case_ids_for(layout, 1)
+    root = tmp_path / "root"
+    for bad_value in (3, 260, 1.5):
+        label = _hand_label().astype(np.float64 if bad_value == 1.5 else np.int32)
+        label[0, 0, 0] = bad_value
+        with pytest.raises(ValueError) as err:
+            D.write_case(root, cid, image, label, np.eye(4), layout)
+        assert not root.exists() or not any(root.rglob("*")), (layout, bad_value, sorted(root.rglob("*")))
+        assert str(err.value).startswith(f"case {cid}: label has ") and "nothing written" in str(err.value), err.value
+    with pytest.raises(ValueError, match="layout"):
+        D.write_case(root, cid, image, _hand_label(), np.eye(4), "nnunet")
+    assert not root.exists() or not any(root.rglob("*"))
+    D.write_case(tmp_path / "ok", cid, image, _hand_label(), np.eye(4), layout)
+    if layout == "msd":
+        D.write_msd_dataset_json(tmp_path / "ok", [cid])
+    _, lab, _ = D.load_case(D.list_cases(tmp_path / "ok")[0])
+    np.testing.assert_array_equal(lab, _hand_label())
+
+
 def test_make_synthetic_dataset_validates(tmp_path):
     with pytest.raises(ValueError, match="n_cases"):
         D.make_synthetic_dataset(tmp_path, 0)
