@@ -28,6 +28,7 @@ import json
 import os
 import re
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -682,6 +683,37 @@ def _brats_case(folder: Path, layout: str) -> Case:
     return Case(cid, layout, paths)
 
 
+def _msd_channels(meta_path: Path, modality: Any) -> tuple[int, ...]:
+    """The 4-D image's channel index of each of ``MODALITIES``, from dataset.json's ``"modality"``.
+
+    Raises:
+        ValueError naming the file: not an object, keys that are not integers, names other than the four
+        modalities, or channel indices other than exactly 0..3.
+    """
+    if not isinstance(modality, dict):
+        raise ValueError(f"{meta_path}: 'modality' must be an object {{channel index: name}}, got {modality!r}")
+    names: dict[int, str] = {}
+    for k, v in modality.items():
+        try:
+            names[int(k)] = str(v).strip().lower()
+        except ValueError:
+            raise ValueError(f"{meta_path}: 'modality' keys must be channel indices 0..3, got {k!r} in {modality}") from None
+    mods = {_MSD_NAME_TO_MOD.get(n): k for k, n in names.items()}
+    if set(MODALITIES) - set(mods) or len(names) != 4 or len(modality) != 4:
+        raise ValueError(f"{meta_path}: 'modality' {modality} does not name FLAIR, T1w, T1gd and T2w")
+    if sorted(names) != [0, 1, 2, 3]:
+        raise ValueError(f"{meta_path}: 'modality' channel indices must be exactly 0..3 (the 4-D image's channels, "
+                         f"0-based), got {sorted(names)} in {modality}")
+    return tuple(mods[m] for m in MODALITIES)
+
+
+def _msd_entry_path(meta_path: Path, key: str, value: Any, entry: Any) -> Path:
+    """``root / value`` for an ``image``/``label`` path of dataset.json, or a ValueError naming the file and entry."""
+    if not isinstance(value, str) or not _NII.match(Path(value).name):
+        raise ValueError(f"{meta_path}: '{key}' must name a .nii or .nii.gz file, got {value!r} in {entry!r}")
+    return meta_path.parent / value
+
+
 def _msd_cases(root: Path) -> list[Case]:
     meta_path = root / "dataset.json"
     channels = tuple(_MSD_CHANNELS.index(m) for m in MODALITIES)
@@ -691,21 +723,28 @@ def _msd_cases(root: Path) -> list[Case]:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"{meta_path}: not valid JSON ({exc})") from exc
+        if not isinstance(meta, dict):
+            raise ValueError(f"{meta_path}: expected a JSON object (MSD dataset.json), got a {type(meta).__name__}")
         if "modality" in meta:
-            names = {int(k): str(v).strip().lower() for k, v in meta["modality"].items()}
-            mods = {_MSD_NAME_TO_MOD.get(n): k for k, n in names.items()}
-            if set(MODALITIES) - set(mods) or len(names) != 4:
-                raise ValueError(f"{meta_path}: 'modality' {meta['modality']} does not name FLAIR, T1w, T1gd and T2w")
-            channels = tuple(mods[m] for m in MODALITIES)
+            channels = _msd_channels(meta_path, meta["modality"])
+        for key in ("training", "test"):
+            if not isinstance(meta.get(key, []), list):
+                raise ValueError(f"{meta_path}: '{key}' must be a list, got {type(meta[key]).__name__}")
         for e in meta.get("training", []):
             if not isinstance(e, dict) or "image" not in e:
                 raise ValueError(f"{meta_path}: 'training' entries need an 'image' key, got {e!r}")
-            entries.append((root / e["image"], root / e["label"] if e.get("label") else None))
+            lab = _msd_entry_path(meta_path, "label", e["label"], e) if e.get("label") else None
+            entries.append((_msd_entry_path(meta_path, "image", e["image"], e), lab))
         for e in meta.get("test", []):
-            img = e["image"] if isinstance(e, dict) else e
-            entries.append((root / img, None))
+            if isinstance(e, dict) and "image" not in e:
+                raise ValueError(f"{meta_path}: 'test' entries are image paths or objects with an 'image' key, got {e!r}")
+            entries.append((_msd_entry_path(meta_path, "image", e["image"] if isinstance(e, dict) else e, e), None))
         if not entries:
             raise ValueError(f"{meta_path}: no 'training' or 'test' entries")
+        stems = Counter(_NII.match(img.name).group("stem") for img, _ in entries)  # type: ignore[union-attr]
+        repeated = sorted(c for c, k in stems.items() if k > 1)
+        if repeated:
+            raise ValueError(f"{meta_path}: case(s) listed more than once in 'training'/'test': {_few(repeated)}")
     else:
         images = root / "imagesTr"
         for stem, p in _nii_files(images).items():

@@ -1269,6 +1269,43 @@ def test_msd_dataset_json_with_brats2023_names_and_five_modalities(tmp_path) -> 
         D.list_cases(tmp_path)
 
 
+def _malformed_msd_jsons() -> list[tuple[str, object, str]]:
+    """(what, dataset.json content, expected message) for each malformed file (each failed with an error that named
+    no file, or only later at load)."""
+    good = {"modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
+            "training": [{"image": "./imagesTr/BRATS_042.nii.gz", "label": "./labelsTr/BRATS_042.nii.gz"}], "test": []}
+    return [
+        ("1-based channels", {**good, "modality": {"1": "FLAIR", "2": "T1w", "3": "t1gd", "4": "T2w"}},
+         r"channel indices must be exactly 0\.\.3.*got \[1, 2, 3, 4\]"),
+        ("modality as a list", {**good, "modality": ["FLAIR", "T1w", "t1gd", "T2w"]},
+         r"'modality' must be an object"),
+        ("non-integer keys", {**good, "modality": {"a": "FLAIR", "b": "T1w", "c": "t1gd", "d": "T2w"}},
+         r"'modality' keys must be channel indices 0\.\.3, got 'a'"),
+        ("a list as the root", [good], r"expected a JSON object \(MSD dataset\.json\), got a list"),
+        ("a test entry without image", {**good, "test": [{"file": "./imagesTs/BRATS_485.nii.gz"}]},
+         r"'test' entries are image paths or objects with an 'image' key"),
+        ("a training entry twice", {**good, "training": good["training"] * 2},
+         r"listed more than once in 'training'/'test': BRATS_042"),
+        ("a training case again under test", {**good, "test": ["./imagesTr/BRATS_042.nii.gz"]},
+         r"listed more than once in 'training'/'test': BRATS_042"),
+        ("training not a list", {**good, "training": {"image": "./imagesTr/BRATS_042.nii.gz"}},
+         r"'training' must be a list, got dict"),
+        ("an image that is not NIfTI", {**good, "training": [{"image": "./imagesTr/BRATS_042.txt"}]},
+         r"'image' must name a \.nii or \.nii\.gz file, got './imagesTr/BRATS_042\.txt'"),
+        ("a label that is not a path", {**good, "training": [{"image": "./imagesTr/BRATS_042.nii.gz", "label": 3}]},
+         r"'label' must name a \.nii or \.nii\.gz file, got 3"),
+    ]
+
+
+@pytest.mark.parametrize("what, meta, msg", _malformed_msd_jsons(), ids=[w for w, _, _ in _malformed_msd_jsons()])
+def test_malformed_msd_dataset_json_is_refused_naming_the_file(tmp_path, what, meta, msg) -> None:
+    """Each malformed dataset.json is a ValueError naming the file and the problem, when the folder is listed."""
+    _write_constant_case(tmp_path, "msd")
+    (tmp_path / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "dataset.json")) + ": .*" + msg):
+        D.list_cases(tmp_path)
+
+
 def test_mixed_brats_layouts_are_refused(tmp_path) -> None:
     """A folder holding both BraTS 2018-21 and BraTS 2023 case folders is an error (their labels differ)."""
     _brats_folder(tmp_path / "BraTS2021_00001")
