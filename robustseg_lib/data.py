@@ -795,7 +795,7 @@ def list_cases(root: str | Path) -> list[Case]:
     """List the cases of a dataset folder, detecting its layout.
 
     BraTS case folders are looked for directly under ``root``; when there are none, one level
-    further down, in every sub-folder together: the BraTS 2018/2019 training data hold them under
+    further down, in every sub-folder together (case folders at both levels are an error): the BraTS 2018/2019 training data hold them under
     ``HGG/`` and ``LGG/``, the BraTS 2024 GLI release under ``training_data*/``, the Kaggle BraTS
     2020 copy under an outer folder. Warnings name the folders holding NIfTI files named like no
     modality (skipped), cases whose seg file is found under another name, and ``brats2023``-layout
@@ -813,7 +813,8 @@ def list_cases(root: str | Path) -> list[Case]:
         TypeError: ``root`` is not a path.
         FileNotFoundError: missing folder or a missing modality file (named).
         ValueError: empty/unrecognised folder (naming the sub-folders searched), a case id found
-            twice (naming both folders), or mixed layouts.
+            twice (naming both folders), mixed layouts, or case folders both directly under ``root`` and one
+            level down (ambiguous: naming a few of each).
     """
     if not isinstance(root, (str, os.PathLike)):
         raise TypeError(f"root must be a dataset folder (str or Path), got {type(root).__name__}")
@@ -823,6 +824,17 @@ def list_cases(root: str | Path) -> list[Case]:
     if (root / "dataset.json").is_file() or (root / "imagesTr").is_dir():
         return _msd_cases(root)
     cases, unrecognised = _scan_case_folders(root)
+    if cases:  # case folders here and others one level down (HGG/ next to cases): which set was meant is unclear
+        direct = {c.paths[MODALITIES[0]].parent for c in cases}
+        nested = [case for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                                         and p not in direct)
+                  for case in sorted(q for q in sub.iterdir() if q.is_dir() and not q.name.startswith("."))
+                  if _detect_brats_layout(case) is not None]
+        if nested:
+            raise ValueError(
+                f"{root}: ambiguous: it holds case folders ({_few(sorted(p.name for p in direct), 3)}) and sub-folders "
+                f"holding case folders one level down ({_few([os.path.relpath(p, root) for p in nested], 3)}); "
+                "pass a folder whose cases are all at one level (move them, or pass the sub-folder meant)")
     searched: list[Path] = []
     if not cases:  # HGG/ + LGG/, training_data*/ or an outer folder: one level down, all sub-folders together
         searched = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))

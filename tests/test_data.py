@@ -1662,6 +1662,22 @@ def test_cases_found_one_level_down_are_sorted_by_id(tmp_path) -> None:
     assert ids == sorted(ids) == ["Brats18_2013_0_1", "Brats18_TCIA01_131_1", "Brats18_TCIA02_300_1"]
 
 
+def test_case_folders_at_two_levels_are_ambiguous(tmp_path) -> None:
+    """A root holding case folders and a sub-folder of case folders (a case next to HGG/) is refused, naming the root
+    and a few of each, instead of listing the first level only; a non-case sub-folder without cases is still fine."""
+    root = tmp_path / "data"
+    _brats_folder(root / "BraTS2021_00001")
+    (root / "docs").mkdir()
+    (root / "docs" / "notes").mkdir()
+    assert [c.case_id for c in D.list_cases(root)] == ["BraTS2021_00001"]
+    _brats_folder(root / "LGG" / "BraTS2021_00002")
+    _brats_folder(root / "LGG" / "BraTS2021_00003")
+    with pytest.raises(ValueError, match=re.escape(str(root)) + r": ambiguous: it holds case folders \(BraTS2021_00001\) "
+                                         r"and sub-folders holding case folders one level down \(LGG/BraTS2021_00002, "
+                                         r"LGG/BraTS2021_00003\)"):
+        D.list_cases(root)
+
+
 def test_case_ids_follow_the_real_datasets_numbering() -> None:
     """MSD Task01 numbers its cases from BRATS_001 (the Case docstring's examples: BraTS2021_00000,
     BraTS-GLI-00000-000, BRATS_001); the writers' ids follow that, hand-written here."""
