@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -579,8 +580,13 @@ def make_synthetic_dataset(
     the same arrays in every layout (unless ``case_seeds`` says otherwise). Files are written
     atomically.
 
+    ``root`` holds exactly this set afterwards: a hidden marker file, ``.robustseg_synthetic.json`` (layout, shape,
+    seed, n_cases, case_seeds and whether the set is complete; ``list_cases`` ignores it), is written first, and a
+    folder holding that marker is emptied before writing, so a rerun with fewer cases, another seed or another layout
+    leaves no stale case behind. A non-empty folder without the marker is not ours and is refused, untouched.
+
     Args:
-        root: output folder (created).
+        root: output folder (created): new, empty, or a set written here before.
         n_cases: number of cases (>= 1).
         shape: grid (X, Y, Z); voxel size ``voxel_size_for_shape(shape)`` mm.
         seed: dataset seed (>= 0).
@@ -596,19 +602,62 @@ def make_synthetic_dataset(
 
     Returns:
         Case folders (BraTS layouts) or image files (MSD), in case order.
+
+    Raises:
+        ValueError: bad arguments (named), ``root`` not a folder, or ``root`` holding files without the marker
+            (named; nothing is deleted or written).
     """
     shape = _check_case_args(n_cases, shape, seed, layout)
     check_int(workers, "workers", minimum=1)
     ids = case_ids_for(layout, int(n_cases))
     seeds = _case_seeds(case_seeds, len(ids), seed)
     root = Path(root)
+    _clear_synthetic_root(root)
     root.mkdir(parents=True, exist_ok=True)
+    record = {"writer": "robustseg_lib.data.make_synthetic_dataset", "layout": layout, "shape": list(shape),
+              "seed": int(seed), "n_cases": len(ids), "case_seeds": seeds}
+    marker = root / _SYNTHETIC_MARKER
+    atomic_write_json(marker, {**record, "complete": False})  # first: a killed run leaves a folder we may clear
     affine = _grid_affine(shape, voxel_size_for_shape(shape))
     jobs = [(str(root), cid, s, shape, affine, layout) for cid, s in zip(ids, seeds)]
     out = list(_map_cases(_generate_and_write, jobs, workers, "generate", progress))
     if layout == "msd":
         write_msd_dataset_json(root, ids)
+    atomic_write_json(marker, {**record, "complete": True})
     return out
+
+
+#: The marker make_synthetic_dataset writes into its root: the set's parameters, and the sign that the folder's
+#: contents are its own to replace.
+_SYNTHETIC_MARKER = ".robustseg_synthetic.json"
+
+
+def _clear_synthetic_root(root: Path) -> None:
+    """Empty ``root`` for a new synthetic set when it holds a set written by :func:`make_synthetic_dataset` (its
+    marker); leave a missing or empty folder alone; refuse, deleting nothing, a folder holding anything else.
+
+    The marker is not deleted (the new set's marker replaces it), so a run killed while clearing can be cleared again.
+    """
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise ValueError(f"{root}: not a folder (make_synthetic_dataset writes a dataset folder there)")
+    contents = sorted(root.iterdir())
+    if not contents:
+        return
+    marker = root / _SYNTHETIC_MARKER
+    if not marker.is_file():
+        raise ValueError(
+            f"{root}: the folder is not empty ({_few([p.name for p in contents], 3)}) and holds no {_SYNTHETIC_MARKER}, "
+            "so make_synthetic_dataset did not write it: refusing to write synthetic cases there or to delete anything. "
+            "Pass a new or empty folder (a set written before this marker existed: delete it by hand)")
+    for p in contents:
+        if p == marker:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
 
 
 _NII = re.compile(r"^(?P<stem>.+)\.nii(\.gz)?$")

@@ -487,6 +487,65 @@ def test_write_case_refuses_a_bad_label_before_writing_anything(tmp_path, layout
     np.testing.assert_array_equal(lab, _hand_label())
 
 
+def _tree(root: Path) -> dict[str, bytes | None]:
+    """Every path under ``root`` (relative) with a file's bytes, None for a folder."""
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
+
+
+def test_make_synthetic_dataset_replaces_its_own_earlier_set(tmp_path) -> None:
+    """A second set written into the same folder replaces the first: seed 0 with 3 cases, then seed 1 with 2 cases,
+    lists exactly 2 cases holding seed 1's arrays (oracle: the generator called with case seeds 1 * 100003 + i, by
+    hand); an MSD set then a BraTS 2021 set lists the BraTS 2021 cases. The marker records the set and is not a case."""
+    import warnings
+
+    root, shape = tmp_path / "raw", (16, 16, 16)
+    D.make_synthetic_dataset(root, 3, shape=shape, seed=0, progress=False)
+    D.make_synthetic_dataset(root, 2, shape=shape, seed=1, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the marker file is neither a case nor an unrecognised folder
+        cases = D.list_cases(root)
+    assert [c.case_id for c in cases] == ["BraTS2021_00000", "BraTS2021_00001"]
+    for i, case in enumerate(cases):
+        img, lab, _ = D.load_case(case)
+        want_img, want_lab = D.make_synthetic_case(100003 + i, shape)
+        assert np.array_equal(img, want_img) and np.array_equal(lab, want_lab), i
+    marker = json.loads((root / ".robustseg_synthetic.json").read_text())
+    assert {k: marker[k] for k in ("layout", "shape", "seed", "n_cases", "case_seeds", "complete")} == {
+        "layout": "brats2021", "shape": [16, 16, 16], "seed": 1, "n_cases": 2, "case_seeds": [100003, 100004],
+        "complete": True}
+    other = tmp_path / "other"
+    D.make_synthetic_dataset(other, 2, shape=shape, seed=0, layout="msd", progress=False)
+    D.make_synthetic_dataset(other, 1, shape=shape, seed=0, layout="brats2021", progress=False)
+    (case,) = D.list_cases(other)
+    assert (case.case_id, case.layout) == ("BraTS2021_00000", "brats2021")
+    assert sorted(p.name for p in other.iterdir()) == [".robustseg_synthetic.json", "BraTS2021_00000"]
+
+
+def test_make_synthetic_dataset_refuses_a_folder_it_did_not_write(tmp_path) -> None:
+    """A non-empty folder without the marker (real data, notes, a set written before the marker) is refused, naming
+    it, and left exactly as it was; an existing empty folder is used."""
+    root = tmp_path / "mine"
+    _brats_folder(root / "BraTS2021_00007")
+    (root / "notes.txt").write_text("keep me")
+    before = _tree(root)
+    with pytest.raises(ValueError, match=re.escape(str(root)) + r": the folder is not empty \(BraTS2021_00007, "
+                                                                 r"notes\.txt\) and holds no \.robustseg_synthetic\.json"):
+        D.make_synthetic_dataset(root, 1, shape=(16, 16, 16), progress=False)
+    assert _tree(root) == before
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    (hidden / ".keep").write_text("")
+    with pytest.raises(ValueError, match=re.escape(str(hidden)) + ": the folder is not empty"):
+        D.make_synthetic_dataset(hidden, 1, shape=(16, 16, 16), progress=False)
+    assert _tree(hidden) == {".keep": b""}
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="not a folder"):
+        D.make_synthetic_dataset(tmp_path / "file", 1, shape=(16, 16, 16), progress=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert len(D.make_synthetic_dataset(empty, 1, shape=(16, 16, 16), progress=False)) == 1
+
+
 def test_make_synthetic_dataset_validates(tmp_path):
     with pytest.raises(ValueError, match="n_cases"):
         D.make_synthetic_dataset(tmp_path, 0)
