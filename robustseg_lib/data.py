@@ -648,9 +648,10 @@ def _clear_synthetic_root(root: Path) -> None:
     marker = root / _SYNTHETIC_MARKER
     if not marker.is_file():
         raise ValueError(
-            f"{root}: the folder is not empty ({_few([p.name for p in contents], 3)}) and holds no {_SYNTHETIC_MARKER}, "
-            "so make_synthetic_dataset did not write it: refusing to write synthetic cases there or to delete anything. "
-            "Pass a new or empty folder (a set written before this marker existed: delete it by hand)")
+            f"{root}: the folder is not empty ({_few([p.name for p in contents], 3)}) and holds no "
+            f"{_SYNTHETIC_MARKER}, so make_synthetic_dataset did not write it: refusing to write synthetic cases "
+            "there or to delete anything. Pass a new or empty folder (a set written before this marker existed: "
+            "delete it by hand)")
     for p in contents:
         if p == marker:
             continue
@@ -746,7 +747,8 @@ def _msd_channels(meta_path: Path, modality: Any) -> tuple[int, ...]:
         try:
             names[int(k)] = str(v).strip().lower()
         except ValueError:
-            raise ValueError(f"{meta_path}: 'modality' keys must be channel indices 0..3, got {k!r} in {modality}") from None
+            raise ValueError(f"{meta_path}: 'modality' keys must be channel indices 0..3, got {k!r} in "
+                             f"{modality}") from None
     mods = {_MSD_NAME_TO_MOD.get(n): k for k, n in names.items()}
     if set(MODALITIES) - set(mods) or len(names) != 4 or len(modality) != 4:
         raise ValueError(f"{meta_path}: 'modality' {modality} does not name FLAIR, T1w, T1gd and T2w")
@@ -786,7 +788,8 @@ def _msd_cases(root: Path) -> list[Case]:
             entries.append((_msd_entry_path(meta_path, "image", e["image"], e), lab))
         for e in meta.get("test", []):
             if isinstance(e, dict) and "image" not in e:
-                raise ValueError(f"{meta_path}: 'test' entries are image paths or objects with an 'image' key, got {e!r}")
+                raise ValueError(f"{meta_path}: 'test' entries are image paths or objects with an 'image' key, "
+                                 f"got {e!r}")
             entries.append((_msd_entry_path(meta_path, "image", e["image"] if isinstance(e, dict) else e, e), None))
         if not entries:
             raise ValueError(f"{meta_path}: no 'training' or 'test' entries")
@@ -844,11 +847,12 @@ def list_cases(root: str | Path) -> list[Case]:
     """List the cases of a dataset folder, detecting its layout.
 
     BraTS case folders are looked for directly under ``root``; when there are none, one level
-    further down, in every sub-folder together (case folders at both levels are an error): the BraTS 2018/2019 training data hold them under
-    ``HGG/`` and ``LGG/``, the BraTS 2024 GLI release under ``training_data*/``, the Kaggle BraTS
-    2020 copy under an outer folder. Warnings name the folders holding NIfTI files named like no
-    modality (skipped), cases whose seg file is found under another name, and ``brats2023``-layout
-    cases that are not BraTS-GLI (their labels are read as GLI labels, checked only for GLI).
+    further down, in every sub-folder together (case folders at both levels are an error): the
+    BraTS 2018/2019 training data hold them under ``HGG/`` and ``LGG/``, the BraTS 2024 GLI release
+    under ``training_data*/``, the Kaggle BraTS 2020 copy under an outer folder. Warnings name the
+    folders holding NIfTI files named like no modality (skipped), cases whose seg file is found
+    under another name, and ``brats2023``-layout cases that are not BraTS-GLI (their labels are
+    read as GLI labels, checked only for GLI).
 
     Args:
         root: a BraTS 2018–21 or 2023/2024 folder (one sub-folder per case, possibly grouped one
@@ -1129,7 +1133,8 @@ def split_cases(case_ids: Sequence[str], fractions: Sequence[float] = (0.6, 0.15
     if not ids:
         raise ValueError("case_ids must not be empty")
     if len(set(ids)) != len(ids):
-        raise ValueError(f"case_ids must be unique, got repeats {_few(sorted({c for c in ids if ids.count(c) > 1}))}")
+        repeats = sorted(c for c, k in Counter(ids).items() if k > 1)
+        raise ValueError(f"case_ids must be unique, got repeats {_few(repeats)}")
     fr = _check_fractions(fractions)
     check_int(seed, "seed")
     srt = sorted(ids)
