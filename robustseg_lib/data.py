@@ -27,7 +27,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +73,7 @@ __all__ = [
     "brats_to_brats2023",
     "brats2024_to_brats",
     "preprocess_case",
+    "patient_id",
     "split_cases",
     "BOOT_SEP",
     "bootstrap_cases",
@@ -418,7 +421,11 @@ def synthetic_case_seeds(
 
     Returns:
         One seed per case.
+
+    Raises:
+        ValueError: ``seed`` or ``train_seed`` not a non-negative int (``seed=1.5`` is not seed 1).
     """
+    check_int(seed, "seed")
     check_int(train_seed, "train_seed", none_ok=True)
     if train_seed is None or train_seed == seed:
         return [case_seed(seed, i) for i in range(len(ids))]
@@ -452,31 +459,44 @@ def write_case(root: str | Path, case_id: str, image: np.ndarray, label: np.ndar
     Returns:
         The case folder (BraTS layouts) or the image file (MSD). MSD's dataset.json is
         written by ``make_synthetic_dataset`` (or ``write_msd_dataset_json``).
+
+    Raises:
+        ValueError: an unknown layout, an image not ``(4, X, Y, Z)``, or a label of another shape or with values
+            outside {0, 1, 2, 4} (named with the case), all checked before any file is written.
     """
     root = Path(root)
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 4 or image.shape[0] != len(MODALITIES):
         raise ValueError(f"image must be (4, X, Y, Z), got {image.shape}")
-    if label is not None and tuple(label.shape) != image.shape[1:]:
-        raise ValueError(f"label shape {label.shape} differs from image {image.shape[1:]}")
+    lab = None
+    if label is not None:
+        label = np.asarray(label)
+        if label.shape != image.shape[1:]:
+            raise ValueError(f"label shape {label.shape} differs from image {image.shape[1:]}")
+        # the layout's own values, converted (and so checked) before anything is written: no half-written case
+        convert = {"brats2021": lambda a: _remap(a, {0: 0, 1: 1, 2: 2, 4: 4}, "label", "BraTS 2018-21"),
+                   "brats2023": brats_to_brats2023, "msd": brats_to_msd}[layout]
+        try:
+            lab = convert(label)
+        except ValueError as exc:
+            raise ValueError(f"case {case_id}: {exc} (write_case takes BraTS 2018-21 labels; nothing written)") from exc
     if layout in _BRATS_FILES:
         files = _BRATS_FILES[layout]
         folder = root / case_id
         for c, mod in enumerate(MODALITIES):
             _save_nifti(folder / f"{case_id}{files[mod]}.nii.gz", image[c], affine)
-        if label is not None:
-            lab = label.astype(np.uint8) if layout == "brats2021" else brats_to_brats2023(label.astype(np.uint8))
+        if lab is not None:
             _save_nifti(folder / f"{case_id}{files['seg']}.nii.gz", lab, affine)
         return folder
-    if layout == "msd":
-        order = [MODALITIES.index(m) for m in _MSD_CHANNELS]
-        data4 = np.ascontiguousarray(np.moveaxis(image[order], 0, -1))
-        img_path = root / "imagesTr" / f"{case_id}.nii.gz"
-        _save_nifti(img_path, data4, affine)
-        if label is not None:
-            _save_nifti(root / "labelsTr" / f"{case_id}.nii.gz", brats_to_msd(label.astype(np.uint8)), affine)
-        return img_path
-    raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    order = [MODALITIES.index(m) for m in _MSD_CHANNELS]
+    data4 = np.ascontiguousarray(np.moveaxis(image[order], 0, -1))
+    img_path = root / "imagesTr" / f"{case_id}.nii.gz"
+    _save_nifti(img_path, data4, affine)
+    if lab is not None:
+        _save_nifti(root / "labelsTr" / f"{case_id}.nii.gz", lab, affine)
+    return img_path
 
 
 def write_msd_dataset_json(root: str | Path, case_ids: Sequence[str], *, labelled: bool = True) -> Path:
@@ -560,8 +580,13 @@ def make_synthetic_dataset(
     the same arrays in every layout (unless ``case_seeds`` says otherwise). Files are written
     atomically.
 
+    ``root`` holds exactly this set afterwards: a hidden marker file, ``.robustseg_synthetic.json`` (layout, shape,
+    seed, n_cases, case_seeds and whether the set is complete; ``list_cases`` ignores it), is written first, and a
+    folder holding that marker is emptied before writing, so a rerun with fewer cases, another seed or another layout
+    leaves no stale case behind. A non-empty folder without the marker is not ours and is refused, untouched.
+
     Args:
-        root: output folder (created).
+        root: output folder (created): new, empty, or a set written here before.
         n_cases: number of cases (>= 1).
         shape: grid (X, Y, Z); voxel size ``voxel_size_for_shape(shape)`` mm.
         seed: dataset seed (>= 0).
@@ -570,24 +595,70 @@ def make_synthetic_dataset(
             machines; capped at :func:`runtime.cpu_budget`); every case has its own seed, so the
             result does not depend on it.
         progress: show a tqdm bar.
-        case_seeds: the generator seed of each case in place of ``case_seed(seed, i)``, e.g. the first
-            ``n_cases`` of :func:`synthetic_case_seeds` for a larger set (other training cases, the same test cases).
+        case_seeds: the generator seed of each case in place of ``case_seed(seed, i)``, e.g.
+            :func:`synthetic_case_seeds` of this set's ids (other training cases, the same test cases). The first
+            ``n_cases`` seeds of a larger set are not a smaller copy of its split: a set of ``n_cases`` cases is split
+            with its own permutation (:func:`split_cases`), so its test cases are not the larger set's.
 
     Returns:
         Case folders (BraTS layouts) or image files (MSD), in case order.
+
+    Raises:
+        ValueError: bad arguments (named), ``root`` not a folder, or ``root`` holding files without the marker
+            (named; nothing is deleted or written).
     """
     shape = _check_case_args(n_cases, shape, seed, layout)
     check_int(workers, "workers", minimum=1)
     ids = case_ids_for(layout, int(n_cases))
     seeds = _case_seeds(case_seeds, len(ids), seed)
     root = Path(root)
+    _clear_synthetic_root(root)
     root.mkdir(parents=True, exist_ok=True)
+    record = {"writer": "robustseg_lib.data.make_synthetic_dataset", "layout": layout, "shape": list(shape),
+              "seed": int(seed), "n_cases": len(ids), "case_seeds": seeds}
+    marker = root / _SYNTHETIC_MARKER
+    atomic_write_json(marker, {**record, "complete": False})  # first: a killed run leaves a folder we may clear
     affine = _grid_affine(shape, voxel_size_for_shape(shape))
     jobs = [(str(root), cid, s, shape, affine, layout) for cid, s in zip(ids, seeds)]
     out = list(_map_cases(_generate_and_write, jobs, workers, "generate", progress))
     if layout == "msd":
         write_msd_dataset_json(root, ids)
+    atomic_write_json(marker, {**record, "complete": True})
     return out
+
+
+#: The marker make_synthetic_dataset writes into its root: the set's parameters, and the sign that the folder's
+#: contents are its own to replace.
+_SYNTHETIC_MARKER = ".robustseg_synthetic.json"
+
+
+def _clear_synthetic_root(root: Path) -> None:
+    """Empty ``root`` for a new synthetic set when it holds a set written by :func:`make_synthetic_dataset` (its
+    marker); leave a missing or empty folder alone; refuse, deleting nothing, a folder holding anything else.
+
+    The marker is not deleted (the new set's marker replaces it), so a run killed while clearing can be cleared again.
+    """
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise ValueError(f"{root}: not a folder (make_synthetic_dataset writes a dataset folder there)")
+    contents = sorted(root.iterdir())
+    if not contents:
+        return
+    marker = root / _SYNTHETIC_MARKER
+    if not marker.is_file():
+        raise ValueError(
+            f"{root}: the folder is not empty ({_few([p.name for p in contents], 3)}) and holds no "
+            f"{_SYNTHETIC_MARKER}, so make_synthetic_dataset did not write it: refusing to write synthetic cases "
+            "there or to delete anything. Pass a new or empty folder (a set written before this marker existed: "
+            "delete it by hand)")
+    for p in contents:
+        if p == marker:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
 
 
 _NII = re.compile(r"^(?P<stem>.+)\.nii(\.gz)?$")
@@ -662,6 +733,38 @@ def _brats_case(folder: Path, layout: str) -> Case:
     return Case(cid, layout, paths)
 
 
+def _msd_channels(meta_path: Path, modality: Any) -> tuple[int, ...]:
+    """The 4-D image's channel index of each of ``MODALITIES``, from dataset.json's ``"modality"``.
+
+    Raises:
+        ValueError naming the file: not an object, keys that are not integers, names other than the four
+        modalities, or channel indices other than exactly 0..3.
+    """
+    if not isinstance(modality, dict):
+        raise ValueError(f"{meta_path}: 'modality' must be an object {{channel index: name}}, got {modality!r}")
+    names: dict[int, str] = {}
+    for k, v in modality.items():
+        try:
+            names[int(k)] = str(v).strip().lower()
+        except ValueError:
+            raise ValueError(f"{meta_path}: 'modality' keys must be channel indices 0..3, got {k!r} in "
+                             f"{modality}") from None
+    mods = {_MSD_NAME_TO_MOD.get(n): k for k, n in names.items()}
+    if set(MODALITIES) - set(mods) or len(names) != 4 or len(modality) != 4:
+        raise ValueError(f"{meta_path}: 'modality' {modality} does not name FLAIR, T1w, T1gd and T2w")
+    if sorted(names) != [0, 1, 2, 3]:
+        raise ValueError(f"{meta_path}: 'modality' channel indices must be exactly 0..3 (the 4-D image's channels, "
+                         f"0-based), got {sorted(names)} in {modality}")
+    return tuple(mods[m] for m in MODALITIES)
+
+
+def _msd_entry_path(meta_path: Path, key: str, value: Any, entry: Any) -> Path:
+    """``root / value`` for an ``image``/``label`` path of dataset.json, or a ValueError naming the file and entry."""
+    if not isinstance(value, str) or not _NII.match(Path(value).name):
+        raise ValueError(f"{meta_path}: '{key}' must name a .nii or .nii.gz file, got {value!r} in {entry!r}")
+    return meta_path.parent / value
+
+
 def _msd_cases(root: Path) -> list[Case]:
     meta_path = root / "dataset.json"
     channels = tuple(_MSD_CHANNELS.index(m) for m in MODALITIES)
@@ -671,21 +774,29 @@ def _msd_cases(root: Path) -> list[Case]:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"{meta_path}: not valid JSON ({exc})") from exc
+        if not isinstance(meta, dict):
+            raise ValueError(f"{meta_path}: expected a JSON object (MSD dataset.json), got a {type(meta).__name__}")
         if "modality" in meta:
-            names = {int(k): str(v).strip().lower() for k, v in meta["modality"].items()}
-            mods = {_MSD_NAME_TO_MOD.get(n): k for k, n in names.items()}
-            if set(MODALITIES) - set(mods) or len(names) != 4:
-                raise ValueError(f"{meta_path}: 'modality' {meta['modality']} does not name FLAIR, T1w, T1gd and T2w")
-            channels = tuple(mods[m] for m in MODALITIES)
+            channels = _msd_channels(meta_path, meta["modality"])
+        for key in ("training", "test"):
+            if not isinstance(meta.get(key, []), list):
+                raise ValueError(f"{meta_path}: '{key}' must be a list, got {type(meta[key]).__name__}")
         for e in meta.get("training", []):
             if not isinstance(e, dict) or "image" not in e:
                 raise ValueError(f"{meta_path}: 'training' entries need an 'image' key, got {e!r}")
-            entries.append((root / e["image"], root / e["label"] if e.get("label") else None))
+            lab = _msd_entry_path(meta_path, "label", e["label"], e) if e.get("label") else None
+            entries.append((_msd_entry_path(meta_path, "image", e["image"], e), lab))
         for e in meta.get("test", []):
-            img = e["image"] if isinstance(e, dict) else e
-            entries.append((root / img, None))
+            if isinstance(e, dict) and "image" not in e:
+                raise ValueError(f"{meta_path}: 'test' entries are image paths or objects with an 'image' key, "
+                                 f"got {e!r}")
+            entries.append((_msd_entry_path(meta_path, "image", e["image"] if isinstance(e, dict) else e, e), None))
         if not entries:
             raise ValueError(f"{meta_path}: no 'training' or 'test' entries")
+        stems = Counter(_NII.match(img.name).group("stem") for img, _ in entries)  # type: ignore[union-attr]
+        repeated = sorted(c for c, k in stems.items() if k > 1)
+        if repeated:
+            raise ValueError(f"{meta_path}: case(s) listed more than once in 'training'/'test': {_few(repeated)}")
     else:
         images = root / "imagesTr"
         for stem, p in _nii_files(images).items():
@@ -736,11 +847,12 @@ def list_cases(root: str | Path) -> list[Case]:
     """List the cases of a dataset folder, detecting its layout.
 
     BraTS case folders are looked for directly under ``root``; when there are none, one level
-    further down, in every sub-folder together: the BraTS 2018/2019 training data hold them under
-    ``HGG/`` and ``LGG/``, the BraTS 2024 GLI release under ``training_data*/``, the Kaggle BraTS
-    2020 copy under an outer folder. Warnings name the folders holding NIfTI files named like no
-    modality (skipped), cases whose seg file is found under another name, and ``brats2023``-layout
-    cases that are not BraTS-GLI (their labels are read as GLI labels, checked only for GLI).
+    further down, in every sub-folder together (case folders at both levels are an error): the
+    BraTS 2018/2019 training data hold them under ``HGG/`` and ``LGG/``, the BraTS 2024 GLI release
+    under ``training_data*/``, the Kaggle BraTS 2020 copy under an outer folder. Warnings name the
+    folders holding NIfTI files named like no modality (skipped), cases whose seg file is found
+    under another name, and ``brats2023``-layout cases that are not BraTS-GLI (their labels are
+    read as GLI labels, checked only for GLI).
 
     Args:
         root: a BraTS 2018–21 or 2023/2024 folder (one sub-folder per case, possibly grouped one
@@ -754,7 +866,8 @@ def list_cases(root: str | Path) -> list[Case]:
         TypeError: ``root`` is not a path.
         FileNotFoundError: missing folder or a missing modality file (named).
         ValueError: empty/unrecognised folder (naming the sub-folders searched), a case id found
-            twice (naming both folders), or mixed layouts.
+            twice (naming both folders), mixed layouts, or case folders both directly under ``root`` and one
+            level down (ambiguous: naming a few of each).
     """
     if not isinstance(root, (str, os.PathLike)):
         raise TypeError(f"root must be a dataset folder (str or Path), got {type(root).__name__}")
@@ -764,6 +877,17 @@ def list_cases(root: str | Path) -> list[Case]:
     if (root / "dataset.json").is_file() or (root / "imagesTr").is_dir():
         return _msd_cases(root)
     cases, unrecognised = _scan_case_folders(root)
+    if cases:  # case folders here and others one level down (HGG/ next to cases): which set was meant is unclear
+        direct = {c.paths[MODALITIES[0]].parent for c in cases}
+        nested = [case for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                                         and p not in direct)
+                  for case in sorted(q for q in sub.iterdir() if q.is_dir() and not q.name.startswith("."))
+                  if _detect_brats_layout(case) is not None]
+        if nested:
+            raise ValueError(
+                f"{root}: ambiguous: it holds case folders ({_few(sorted(p.name for p in direct), 3)}) and sub-folders "
+                f"holding case folders one level down ({_few([os.path.relpath(p, root) for p in nested], 3)}); "
+                "pass a folder whose cases are all at one level (move them, or pass the sub-folder meant)")
     searched: list[Path] = []
     if not cases:  # HGG/ + LGG/, training_data*/ or an outer folder: one level down, all sub-folders together
         searched = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -950,27 +1074,73 @@ def preprocess_case(image: np.ndarray, label: np.ndarray | None, shape: tuple[in
     }
 
 
+#: A BraTS 2023/2024 case id, ``BraTS-<sub-challenge>-<subject>-<timepoint>``: group 1 is the patient.
+_BRATS_PATIENT = re.compile(r"^(BraTS-[A-Za-z]+-\d+)-\d+$")
+
+
+def patient_id(case_id: str) -> str:
+    """The patient a case belongs to, for splitting by patient.
+
+    BraTS 2023/2024 ids are ``BraTS-<SUB>-<5-digit subject>-<3-digit timepoint>`` (GLI, MEN, MET, SSA, PED, ...):
+    ``BraTS-GLI-02073-100`` and ``BraTS-GLI-02073-101`` are two scans of patient ``BraTS-GLI-02073``. Every other
+    id (BraTS 2018-2021, MSD, the synthetic writers') names one patient, so it is its own patient. A bootstrap
+    copy's id (``<id>~2``) is its own patient too: pass it through :func:`original_case_id` first.
+
+    Args:
+        case_id: a case id.
+
+    Returns:
+        ``BraTS-<SUB>-<subject>`` for a BraTS 2023/2024 id, else ``case_id`` itself.
+    """
+    cid = str(case_id)
+    m = _BRATS_PATIENT.match(cid)
+    return m.group(1) if m else cid
+
+
+def _check_fractions(fractions: Any) -> np.ndarray:
+    """(train, val, test) fractions as a float64 array of 3, or a ValueError naming them."""
+    try:
+        fr = np.asarray(fractions, dtype=np.float64)
+    except (TypeError, ValueError):
+        fr = np.full(1, np.nan)
+    if fr.shape != (3,) or not np.all(np.isfinite(fr)) or np.any(fr < 0) or not np.isclose(fr.sum(), 1.0, atol=1e-6) \
+            or fr[0] <= 0:
+        raise ValueError(f"fractions must be 3 non-negative numbers (train > 0) summing to 1, got {fractions!r}")
+    return fr
+
+
 def split_cases(case_ids: Sequence[str], fractions: Sequence[float] = (0.6, 0.15, 0.25), seed: int = 0) -> dict[str, str]:
-    """Deterministic train/val/test split.
+    """Deterministic train/val/test split by patient: all cases of one patient (:func:`patient_id`) share a part.
+
+    The patients are ordered by their smallest case id and permuted with ``np.random.default_rng(seed)``; the first
+    ``n_test`` of the permutation are test patients, the next ``n_val`` validation, the rest training. When every
+    patient has one case (BraTS 2018-2021, MSD, the synthetic sets) this is the per-case split of earlier versions,
+    case for case.
 
     Args:
         case_ids: unique case ids (order does not matter: they are sorted first).
-        fractions: (train, val, test) fractions, non-negative, summing to 1.
-        seed: permutation seed.
+        fractions: (train, val, test) fractions of the patients, non-negative, summing to 1.
+        seed: permutation seed (>= 0).
 
     Returns:
-        ``{case_id: "train" | "val" | "test"}``; with n >= 3 cases every split whose fraction
-        is > 0 gets at least one case (train always does).
+        ``{case_id: "train" | "val" | "test"}``; with n >= 3 patients every split whose fraction
+        is > 0 gets at least one patient (train always does).
+
+    Raises:
+        ValueError: empty or repeated ids (named), bad fractions, or a seed that is not a non-negative int.
     """
     ids = [str(c) for c in case_ids]
     if not ids:
         raise ValueError("case_ids must not be empty")
     if len(set(ids)) != len(ids):
-        raise ValueError("case_ids must be unique")
-    fr = np.asarray(fractions, dtype=np.float64)
-    if fr.shape != (3,) or np.any(fr < 0) or not np.isclose(fr.sum(), 1.0, atol=1e-6) or fr[0] <= 0:
-        raise ValueError(f"fractions must be 3 non-negative numbers (train > 0) summing to 1, got {tuple(fractions)}")
-    n = len(ids)
+        repeats = sorted(c for c, k in Counter(ids).items() if k > 1)
+        raise ValueError(f"case_ids must be unique, got repeats {_few(repeats)}")
+    fr = _check_fractions(fractions)
+    check_int(seed, "seed")
+    srt = sorted(ids)
+    patient = {c: patient_id(c) for c in srt}
+    patients = list(dict.fromkeys(patient[c] for c in srt))  # ordered by their smallest case id
+    n = len(patients)
     n_val, n_test = int(round(fr[1] * n)), int(round(fr[2] * n))
     if n >= 3:
         n_val = max(n_val, 1) if fr[1] > 0 else 0
@@ -980,12 +1150,11 @@ def split_cases(case_ids: Sequence[str], fractions: Sequence[float] = (0.6, 0.15
             n_val -= 1
         else:
             n_test -= 1
-    order = np.random.default_rng(seed).permutation(n)
-    srt = sorted(ids)
-    out = {}
+    order = np.random.default_rng(int(seed)).permutation(n)
+    part = {}
     for rank, k in enumerate(order):
-        out[srt[k]] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
-    return {cid: out[cid] for cid in ids}
+        part[patients[k]] = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+    return {cid: part[patient[cid]] for cid in ids}
 
 
 def _load_and_preprocess(job: tuple[Case, tuple[int, int, int]]) -> dict[str, np.ndarray]:
@@ -1010,7 +1179,8 @@ def bootstrap_cases(case_ids: Sequence[str], split: dict[str, str], seed: int) -
 
     Position ``i`` keeps its part of the split. A test position keeps its own case; the training positions draw their
     cases with replacement from the training cases, the validation positions from the validation cases, so no case
-    moves between parts and none leaks into the test set. A case drawn more than once gets its copy number in its id
+    moves between parts and none leaks into the test set; with :func:`split_cases`'s parts, which keep a patient's
+    cases together, no patient does either. A case drawn more than once gets its copy number in its id
     (``<id>~2``, ``<id>~3``; :data:`BOOT_SEP`), so ids stay unique.
 
     Args:
@@ -1079,9 +1249,13 @@ def prepare_dataset(
 
     Returns:
         ``Path(out_file)``. Cases without a label file are skipped with a warning naming them.
-    """
-    from tqdm import tqdm  # text bars: no ipywidgets needed, and papermill keeps them readable
 
+    Raises:
+        ValueError: bad ``fractions``, ``seed``, ``train_seed``, ``workers`` or ``shape`` (named), all checked before
+            any case is loaded; no labelled case.
+    """
+    fractions = tuple(_check_fractions(fractions))  # split_cases's rule, checked before hours of loading
+    check_int(seed, "seed")
     if isinstance(root_or_cases, (str, os.PathLike)):
         cases = list_cases(root_or_cases)
     else:
@@ -1350,7 +1524,8 @@ def threshold_baseline(images: np.ndarray, classes: np.ndarray, brain: np.ndarra
         images: float ``(N, 4, X, Y, Z)`` (e.g. prepared z-scored images).
         classes: class maps ``(N, X, Y, Z)`` in 0..3.
         brain: bool ``(N, X, Y, Z)``.
-        n_thresholds: number of candidate thresholds per modality.
+        n_thresholds: number of candidate quantiles per modality (an int >= 4): half spread evenly over 0..1, a
+            quarter in each tail (geometric from 1e-4 to 0.5), so 4 is the least that puts one in each part.
         max_cases: fit and score on at most this many cases, a seeded sample
             (``np.sort(np.random.default_rng(0).choice(N, max_cases, replace=False))``);
             None uses all. The search costs about 0.3 s per 144×176×144 case on one core, so
@@ -1365,6 +1540,7 @@ def threshold_baseline(images: np.ndarray, classes: np.ndarray, brain: np.ndarra
         raise ValueError(f"images must be (N, 4, X, Y, Z), got {images.shape}")
     if classes.shape != (images.shape[0], *images.shape[2:]) or brain.shape != classes.shape:
         raise ValueError(f"classes {classes.shape} and brain {brain.shape} must be (N, X, Y, Z) matching images {images.shape}")
+    check_int(n_thresholds, "n_thresholds", minimum=4)
     check_int(max_cases, "max_cases", minimum=1, none_ok=True)
     if max_cases is not None and images.shape[0] > max_cases:
         keep = np.sort(np.random.default_rng(0).choice(images.shape[0], int(max_cases), replace=False))

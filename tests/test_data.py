@@ -462,6 +462,90 @@ def test_channel_semantics_after_loading(datasets, layout):
     assert flair[csf_like].mean() < flair[healthy].mean()
 
 
+@pytest.mark.parametrize("layout", D.LAYOUTS)
+def test_write_case_refuses_a_bad_label_before_writing_anything(tmp_path, layout) -> None:
+    """write_case takes BraTS 2018-21 labels {0, 1, 2, 4} in every layout: 3 (unused there), 260 (wrapped to 4 by
+    uint8) and 1.5 are refused naming the case, and no file is left behind (brats2021 wrote them unchecked; brats2023
+    and msd refused 3 only after writing the modality files). A good label round-trips (oracle: the hand label)."""
+    image = np.ones((4, 6, 6, 6), np.float32)
+    (cid,) = D.case_ids_for(layout, 1)
+    root = tmp_path / "root"
+    for bad_value in (3, 260, 1.5):
+        label = _hand_label().astype(np.float64 if bad_value == 1.5 else np.int32)
+        label[0, 0, 0] = bad_value
+        with pytest.raises(ValueError) as err:
+            D.write_case(root, cid, image, label, np.eye(4), layout)
+        assert not root.exists() or not any(root.rglob("*")), (layout, bad_value, sorted(root.rglob("*")))
+        assert str(err.value).startswith(f"case {cid}: label has ") and "nothing written" in str(err.value), err.value
+    with pytest.raises(ValueError, match="layout"):
+        D.write_case(root, cid, image, _hand_label(), np.eye(4), "nnunet")
+    assert not root.exists() or not any(root.rglob("*"))
+    D.write_case(tmp_path / "ok", cid, image, _hand_label(), np.eye(4), layout)
+    if layout == "msd":
+        D.write_msd_dataset_json(tmp_path / "ok", [cid])
+    _, lab, _ = D.load_case(D.list_cases(tmp_path / "ok")[0])
+    np.testing.assert_array_equal(lab, _hand_label())
+
+
+def _tree(root: Path) -> dict[str, bytes | None]:
+    """Every path under ``root`` (relative) with a file's bytes, None for a folder."""
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
+
+
+def test_make_synthetic_dataset_replaces_its_own_earlier_set(tmp_path) -> None:
+    """A second set written into the same folder replaces the first: seed 0 with 3 cases, then seed 1 with 2 cases,
+    lists exactly 2 cases holding seed 1's arrays (oracle: the generator called with case seeds 1 * 100003 + i, by
+    hand); an MSD set then a BraTS 2021 set lists the BraTS 2021 cases. The marker records the set and is not a case."""
+    import warnings
+
+    root, shape = tmp_path / "raw", (16, 16, 16)
+    D.make_synthetic_dataset(root, 3, shape=shape, seed=0, progress=False)
+    D.make_synthetic_dataset(root, 2, shape=shape, seed=1, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the marker file is neither a case nor an unrecognised folder
+        cases = D.list_cases(root)
+    assert [c.case_id for c in cases] == ["BraTS2021_00000", "BraTS2021_00001"]
+    for i, case in enumerate(cases):
+        img, lab, _ = D.load_case(case)
+        want_img, want_lab = D.make_synthetic_case(100003 + i, shape)
+        assert np.array_equal(img, want_img) and np.array_equal(lab, want_lab), i
+    marker = json.loads((root / ".robustseg_synthetic.json").read_text())
+    assert {k: marker[k] for k in ("layout", "shape", "seed", "n_cases", "case_seeds", "complete")} == {
+        "layout": "brats2021", "shape": [16, 16, 16], "seed": 1, "n_cases": 2, "case_seeds": [100003, 100004],
+        "complete": True}
+    other = tmp_path / "other"
+    D.make_synthetic_dataset(other, 2, shape=shape, seed=0, layout="msd", progress=False)
+    D.make_synthetic_dataset(other, 1, shape=shape, seed=0, layout="brats2021", progress=False)
+    (case,) = D.list_cases(other)
+    assert (case.case_id, case.layout) == ("BraTS2021_00000", "brats2021")
+    assert sorted(p.name for p in other.iterdir()) == [".robustseg_synthetic.json", "BraTS2021_00000"]
+
+
+def test_make_synthetic_dataset_refuses_a_folder_it_did_not_write(tmp_path) -> None:
+    """A non-empty folder without the marker (real data, notes, a set written before the marker) is refused, naming
+    it, and left exactly as it was; an existing empty folder is used."""
+    root = tmp_path / "mine"
+    _brats_folder(root / "BraTS2021_00007")
+    (root / "notes.txt").write_text("keep me")
+    before = _tree(root)
+    with pytest.raises(ValueError, match=re.escape(str(root)) + r": the folder is not empty \(BraTS2021_00007, "
+                                                                 r"notes\.txt\) and holds no \.robustseg_synthetic\.json"):
+        D.make_synthetic_dataset(root, 1, shape=(16, 16, 16), progress=False)
+    assert _tree(root) == before
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    (hidden / ".keep").write_text("")
+    with pytest.raises(ValueError, match=re.escape(str(hidden)) + ": the folder is not empty"):
+        D.make_synthetic_dataset(hidden, 1, shape=(16, 16, 16), progress=False)
+    assert _tree(hidden) == {".keep": b""}
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="not a folder"):
+        D.make_synthetic_dataset(tmp_path / "file", 1, shape=(16, 16, 16), progress=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert len(D.make_synthetic_dataset(empty, 1, shape=(16, 16, 16), progress=False)) == 1
+
+
 def test_make_synthetic_dataset_validates(tmp_path):
     with pytest.raises(ValueError, match="n_cases"):
         D.make_synthetic_dataset(tmp_path, 0)
@@ -1015,6 +1099,23 @@ def test_threshold_baseline_max_cases_fits_on_the_documented_sample():
             D.threshold_baseline(images, classes, brain, max_cases=bad)
 
 
+def test_threshold_baseline_n_thresholds_is_checked() -> None:
+    """n_thresholds is an int >= 4 (half the quantiles spread over 0..1, a quarter in each tail): 0 and 1 left no
+    quantile at all (numpy's argmax of an empty sequence), 3 only the minimum, 2.5 and True are not counts. At 4 the
+    quantiles are 0, 1e-4, 0.9999 and 1; by hand, FLAIR 10 on WT and 0 elsewhere gives thresholds 0 and 10 (and their
+    midpoint 5), and "> 0" is the first perfect one."""
+    images = np.zeros((2, 4, 6, 6, 6), np.float32)
+    classes = np.zeros((2, 6, 6, 6), np.uint8)
+    classes[:, :2] = 2
+    images[:, 3][classes > 0] = 10.0
+    brain = np.ones((2, 6, 6, 6), bool)
+    wt = D.threshold_baseline(images, classes, brain, n_thresholds=4).set_index("region").loc["WT"]
+    assert (wt["modality"], wt["direction"], wt["threshold"], wt["dice_mean"]) == ("flair", ">", 0.0, 1.0)
+    for bad in (0, 1, 3, 2.5, True, None, "256"):
+        with pytest.raises(ValueError, match=r"n_thresholds must be an int >= 4"):
+            D.threshold_baseline(images, classes, brain, n_thresholds=bad)
+
+
 def test_region_volumes_hand_built():
     lab = _hand_label()
     df = D.region_volumes(lab, case_ids=["a"])
@@ -1227,6 +1328,43 @@ def test_msd_dataset_json_with_brats2023_names_and_five_modalities(tmp_path) -> 
         D.list_cases(tmp_path)
 
 
+def _malformed_msd_jsons() -> list[tuple[str, object, str]]:
+    """(what, dataset.json content, expected message) for each malformed file (each failed with an error that named
+    no file, or only later at load)."""
+    good = {"modality": {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"},
+            "training": [{"image": "./imagesTr/BRATS_042.nii.gz", "label": "./labelsTr/BRATS_042.nii.gz"}], "test": []}
+    return [
+        ("1-based channels", {**good, "modality": {"1": "FLAIR", "2": "T1w", "3": "t1gd", "4": "T2w"}},
+         r"channel indices must be exactly 0\.\.3.*got \[1, 2, 3, 4\]"),
+        ("modality as a list", {**good, "modality": ["FLAIR", "T1w", "t1gd", "T2w"]},
+         r"'modality' must be an object"),
+        ("non-integer keys", {**good, "modality": {"a": "FLAIR", "b": "T1w", "c": "t1gd", "d": "T2w"}},
+         r"'modality' keys must be channel indices 0\.\.3, got 'a'"),
+        ("a list as the root", [good], r"expected a JSON object \(MSD dataset\.json\), got a list"),
+        ("a test entry without image", {**good, "test": [{"file": "./imagesTs/BRATS_485.nii.gz"}]},
+         r"'test' entries are image paths or objects with an 'image' key"),
+        ("a training entry twice", {**good, "training": good["training"] * 2},
+         r"listed more than once in 'training'/'test': BRATS_042"),
+        ("a training case again under test", {**good, "test": ["./imagesTr/BRATS_042.nii.gz"]},
+         r"listed more than once in 'training'/'test': BRATS_042"),
+        ("training not a list", {**good, "training": {"image": "./imagesTr/BRATS_042.nii.gz"}},
+         r"'training' must be a list, got dict"),
+        ("an image that is not NIfTI", {**good, "training": [{"image": "./imagesTr/BRATS_042.txt"}]},
+         r"'image' must name a \.nii or \.nii\.gz file, got './imagesTr/BRATS_042\.txt'"),
+        ("a label that is not a path", {**good, "training": [{"image": "./imagesTr/BRATS_042.nii.gz", "label": 3}]},
+         r"'label' must name a \.nii or \.nii\.gz file, got 3"),
+    ]
+
+
+@pytest.mark.parametrize("what, meta, msg", _malformed_msd_jsons(), ids=[w for w, _, _ in _malformed_msd_jsons()])
+def test_malformed_msd_dataset_json_is_refused_naming_the_file(tmp_path, what, meta, msg) -> None:
+    """Each malformed dataset.json is a ValueError naming the file and the problem, when the folder is listed."""
+    _write_constant_case(tmp_path, "msd")
+    (tmp_path / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "dataset.json")) + ": .*" + msg):
+        D.list_cases(tmp_path)
+
+
 def test_mixed_brats_layouts_are_refused(tmp_path) -> None:
     """A folder holding both BraTS 2018-21 and BraTS 2023 case folders is an error (their labels differ)."""
     _brats_folder(tmp_path / "BraTS2021_00001")
@@ -1328,6 +1466,76 @@ def test_split_fraction_rules_by_hand() -> None:
     assert sorted(small.values()) == ["test", "train"]
 
 
+def test_split_of_one_case_per_patient_is_the_per_case_split_of_before() -> None:
+    """With one case per patient the patient-level split is the per-case split of earlier versions, case for case
+    (every committed run): oracle dicts copied from split_cases before it split by patient (git 6166f66)."""
+    ids = ["BraTS2021_00000", "BraTS2021_00001", "BraTS2021_00002", "BraTS2021_00003", "BRATS_001", "BRATS_002",
+           "BRATS_003", "BraTS-GLI-00000-000", "BraTS-GLI-00002-000", "BraTS-GLI-02073-100", "BraTS-MEN-00010-000",
+           "BraTS-PED-00011-001"]
+    before = {
+        (0, (0.6, 0.15, 0.25)): {
+            "BRATS_001": "train", "BRATS_002": "train", "BRATS_003": "test", "BraTS-GLI-00000-000": "train",
+            "BraTS-GLI-00002-000": "val", "BraTS-GLI-02073-100": "val", "BraTS-MEN-00010-000": "train",
+            "BraTS-PED-00011-001": "test", "BraTS2021_00000": "train", "BraTS2021_00001": "test",
+            "BraTS2021_00002": "train", "BraTS2021_00003": "train"},
+        (3, (0.5, 0.2, 0.3)): {
+            "BRATS_001": "val", "BRATS_002": "val", "BRATS_003": "test", "BraTS-GLI-00000-000": "train",
+            "BraTS-GLI-00002-000": "train", "BraTS-GLI-02073-100": "train", "BraTS-MEN-00010-000": "train",
+            "BraTS-PED-00011-001": "test", "BraTS2021_00000": "train", "BraTS2021_00001": "train",
+            "BraTS2021_00002": "test", "BraTS2021_00003": "test"},
+    }
+    for (seed, fr), want in before.items():
+        assert D.split_cases(ids, fr, seed) == want
+        assert D.split_cases(list(reversed(ids)), fr, seed) == want
+    # the writers' 48-case sets at the default fractions and seed 0, one letter per case in id order (r train, v val,
+    # t test), the same in every layout
+    want48 = "rttvtrvrrrttrrrrvrtttttrrrrrvrvrrrtrvrrrrrrtvrrr"
+    for layout in D.LAYOUTS:
+        ids48 = D.case_ids_for(layout, 48)
+        split = D.split_cases(ids48, (0.6, 0.15, 0.25), 0)
+        assert "".join({"train": "r", "val": "v", "test": "t"}[split[c]] for c in ids48) == want48, layout
+
+
+def test_split_keeps_every_patients_timepoints_in_one_part() -> None:
+    """BraTS 2023/2024 ids BraTS-<SUB>-<subject>-<timepoint>: the scans of one patient never straddle two parts, and
+    the part sizes count patients (hand count: 10 patients at 0.6 / 0.2 / 0.2 give 6 / 2 / 2 patients). Oracle: the
+    patient of each id written by hand."""
+    patients = {
+        "BraTS-GLI-02073": ["BraTS-GLI-02073-100", "BraTS-GLI-02073-101", "BraTS-GLI-02073-102"],
+        "BraTS-GLI-00005": ["BraTS-GLI-00005-000", "BraTS-GLI-00005-001"],
+        "BraTS-MEN-00010": ["BraTS-MEN-00010-000", "BraTS-MEN-00010-001"],
+        "BraTS-MET-00100": ["BraTS-MET-00100-000", "BraTS-MET-00100-001"],
+        "BraTS-SSA-00020": ["BraTS-SSA-00020-000", "BraTS-SSA-00020-001"],
+        "BraTS-PED-00030": ["BraTS-PED-00030-000", "BraTS-PED-00030-001"],
+        "BraTS-GLI-00006": ["BraTS-GLI-00006-000"],
+        "BraTS2021_00001": ["BraTS2021_00001"],
+        "BRATS_001": ["BRATS_001"],
+        "BraTS-GLI-00007-000x": ["BraTS-GLI-00007-000x"],  # not a BraTS 2023 id: its own patient
+    }
+    ids = [c for cases in patients.values() for c in cases]
+    for seed in range(20):
+        split = D.split_cases(ids, (0.6, 0.2, 0.2), seed)
+        part = {}
+        for pat, cases in patients.items():
+            parts = {split[c] for c in cases}
+            assert len(parts) == 1, (seed, pat, parts)
+            part[pat] = parts.pop()
+        assert sorted(pd.Series(part).value_counts().items()) == [("test", 2), ("train", 6), ("val", 2)], seed
+    for pat, cases in patients.items():
+        assert all(D.patient_id(c) == pat for c in cases), pat
+
+
+def test_split_cases_checks_its_seed_and_fractions() -> None:
+    """seed=None gave a random split, -1 numpy's own message, 2.5 a TypeError: each a ValueError naming seed."""
+    ids = [f"c{i}" for i in range(6)]
+    for bad in (None, -1, 2.5, True, "0"):
+        with pytest.raises(ValueError, match=r"^seed must be a non-negative int"):
+            D.split_cases(ids, seed=bad)
+    for bad in ((0.6, 0.4), (0.6, 0.3, 0.3), (0.6, float("nan"), 0.4), ("a", "b", "c"), None):
+        with pytest.raises(ValueError, match=r"^fractions must be 3 non-negative numbers"):
+            D.split_cases(ids, fractions=bad)
+
+
 def test_prepare_dataset_and_prepare_synthetic_use_their_seed_and_fractions(tmp_path) -> None:
     """The split stored in prepared.npz is split_cases(case ids, fractions, seed) of the arguments given (its own
     contract, tested above by hand): two seeds give two different stored splits; prepare_synthetic's fractions
@@ -1350,6 +1558,21 @@ def test_prepare_dataset_and_prepare_synthetic_use_their_seed_and_fractions(tmp_
     assert sorted(s["split"].tolist()) == ["test", "train"]  # the default fractions would give 2 train
 
 
+def test_prepare_dataset_refuses_a_bad_seed_or_fractions_before_loading(datasets, tmp_path, monkeypatch) -> None:
+    """The split's seed and fractions are checked before any case is loaded (they were read only when the split was
+    drawn, after every case: seed=-1 then failed in numpy, seed=2.5 with a TypeError), naming the parameter."""
+    loaded: list[str] = []
+    monkeypatch.setattr(D, "load_case", lambda case: loaded.append(case.case_id))
+    for kw, msg in [({"seed": -1}, r"^seed must be a non-negative int"), ({"seed": 2.5}, r"^seed must be"),
+                    ({"seed": True}, r"^seed must be"), ({"seed": None}, r"^seed must be"),
+                    ({"fractions": (0.5, 0.5, 0.5)}, r"^fractions must be"), ({"fractions": (0.0, 0.5, 0.5)}, r"^fractions"),
+                    ({"fractions": (0.6, 0.4)}, r"^fractions must be")]:
+        with pytest.raises(ValueError, match=msg):
+            D.prepare_dataset(datasets["brats2021"], tmp_path / "p.npz", (8, 8, 8), progress=False, **kw)
+        assert loaded == [], kw
+    assert not (tmp_path / "p.npz").exists()
+
+
 def test_synthetic_case_seeds_redraw_only_the_cases_outside_the_test_set(tmp_path) -> None:
     """By hand: case i of seed 3 uses 3 * 100003 + i = 300009 + i; with train_seed 7 the training and validation
     cases of split_cases(ids, fractions, 3) use 700021 + i instead and the test cases keep 300009 + i. Through both
@@ -1365,6 +1588,9 @@ def test_synthetic_case_seeds_redraw_only_the_cases_outside_the_test_set(tmp_pat
     for bad in (-1, True, "7", 1.5):
         with pytest.raises(ValueError, match="train_seed"):
             D.synthetic_case_seeds(ids, 3, train_seed=bad)
+    for bad in (-1, True, 1.5, None):  # seed=1.5 used to give seed 1's cases (int() in case_seed)
+        with pytest.raises(ValueError, match=r"^seed must be a non-negative int"):
+            D.synthetic_case_seeds(ids, bad)
     kw = {"shape": (16, 16, 16), "progress": False}
     redrawn = D.load_prepared(D.prepare_synthetic(tmp_path / "r.npz", 4, work_shape=(8, 8, 8), seed=3, fractions=fr,
                                                   case_seeds=seeds, **kw))
@@ -1493,6 +1719,22 @@ def test_cases_found_one_level_down_are_sorted_by_id(tmp_path) -> None:
         _brats_folder(tmp_path / sub / cid)
     ids = [c.case_id for c in D.list_cases(tmp_path)]
     assert ids == sorted(ids) == ["Brats18_2013_0_1", "Brats18_TCIA01_131_1", "Brats18_TCIA02_300_1"]
+
+
+def test_case_folders_at_two_levels_are_ambiguous(tmp_path) -> None:
+    """A root holding case folders and a sub-folder of case folders (a case next to HGG/) is refused, naming the root
+    and a few of each, instead of listing the first level only; a non-case sub-folder without cases is still fine."""
+    root = tmp_path / "data"
+    _brats_folder(root / "BraTS2021_00001")
+    (root / "docs").mkdir()
+    (root / "docs" / "notes").mkdir()
+    assert [c.case_id for c in D.list_cases(root)] == ["BraTS2021_00001"]
+    _brats_folder(root / "LGG" / "BraTS2021_00002")
+    _brats_folder(root / "LGG" / "BraTS2021_00003")
+    with pytest.raises(ValueError, match=re.escape(str(root)) + r": ambiguous: it holds case folders \(BraTS2021_00001\) "
+                                         r"and sub-folders holding case folders one level down \(LGG/BraTS2021_00002, "
+                                         r"LGG/BraTS2021_00003\)"):
+        D.list_cases(root)
 
 
 def test_case_ids_follow_the_real_datasets_numbering() -> None:
