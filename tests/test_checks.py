@@ -1,4 +1,4 @@
-"""checks.check_int: the one integer rule of the library's arguments, against a hand-written table."""
+"""checks.check_int and checks.check_float: the integer and real rules of the library's arguments, against hand-written tables."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from robustseg_lib import attacks, data, replicates, runtime, synthetic
-from robustseg_lib.checks import check_int
+from robustseg_lib.checks import check_float, check_int
 
 
 @pytest.mark.parametrize(("value", "kw", "expected"), [
@@ -33,6 +33,34 @@ def test_check_int_accepts_ints_at_or_above_the_minimum(value, kw, expected) -> 
 def test_check_int_refuses_with_a_message_that_names_the_parameter(value, kw, message) -> None:
     with pytest.raises(ValueError) as err:
         check_int(value, "k", **kw)
+    assert str(err.value).startswith(message)
+
+
+@pytest.mark.parametrize(("value", "kw", "expected"), [
+    (0.5, {}, 0.5), (-2.0, {}, -2.0), (3, {}, 3.0), (np.float64(0.25), {}, 0.25), (np.float32(0.5), {}, 0.5),
+    (np.int64(2), {"minimum": 0, "strict": True}, 2.0), (0.0, {"minimum": 0}, 0.0), (1e-300, {"minimum": 0, "strict": True}, 1e-300),
+])
+def test_check_float_accepts_finite_reals_as_python_floats(value, kw, expected) -> None:
+    out = check_float(value, "f", **kw)
+    assert out == expected and type(out) is float  # numpy floats come back as Python floats (weights_only-loadable)
+
+
+@pytest.mark.parametrize(("value", "kw", "message"), [
+    (float("nan"), {}, "f must be a finite number, got nan"),
+    (float("inf"), {}, "f must be a finite number, got inf"),
+    (np.float64("-inf"), {"minimum": 0}, "f must be a finite number >= 0, got "),
+    (True, {}, "f must be a finite number, got True"),
+    (np.bool_(False), {}, "f must be a finite number, got "),
+    ("0.5", {}, "f must be a finite number, got '0.5'"),
+    (None, {}, "f must be a finite number, got None"),
+    (torch.tensor(0.5), {}, "f must be a finite number, got tensor(0.5000)"),
+    (-0.1, {"minimum": 0}, "f must be a finite number >= 0, got -0.1"),
+    (0.0, {"minimum": 0, "strict": True}, "f must be a finite number > 0, got 0.0"),
+    (0.5, {"minimum": 1, "strict": True}, "f must be a finite number > 1, got 0.5"),
+])
+def test_check_float_refuses_with_a_message_that_names_the_parameter(value, kw, message) -> None:
+    with pytest.raises(ValueError) as err:
+        check_float(value, "f", **kw)
     assert str(err.value).startswith(message)
 
 
