@@ -59,7 +59,7 @@ import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
 from torch import nn
 
-from .checks import check_int
+from .checks import check_float, check_int
 
 __all__ = [
     "fgsm",
@@ -461,7 +461,12 @@ def ifgsm(
 
     Args:
         model, x, y, eps, loss_fn, clip, mask: as in :func:`fgsm`.
-        alpha: step size, a float or one value per channel.
+        alpha: step size, a float or one value per channel, finite and >= 0. A channel with
+            alpha = 0 and eps > 0 never moves from its start: that is allowed on purpose, since
+            with ``random_start`` it samples uniform noise in the eps ball (a random-perturbation
+            control), and a per-channel alpha proportional to a per-channel eps is 0 wherever
+            that eps is. Callers that derive alpha from a fraction of eps
+            (:func:`attack_sweep`, the defenses) refuse a fraction <= 0 instead.
         steps: number of iterations (>= 1).
         random_start: start from a uniform point of the eps ball (then projected), drawn
             with ``generator`` (the global RNG when None) on the generator's device.
@@ -674,7 +679,8 @@ def attack_sweep(
         labels: ``(N, D, H, W)`` int class maps.
         attack: ``"fgsm"``, ``"ifgsm"`` or ``"tifgsm"``.
         eps_grid: scalar budgets (z-score units), >= 0.
-        alpha_frac: i-FGSM / ti-FGSM step as a fraction of eps.
+        alpha_frac: i-FGSM / ti-FGSM step as a fraction of eps, finite and > 0 (0 would return
+            the clean images at every eps; checked for FGSM too).
         steps: iterations of the iterative attacks.
         policy: target policy (required for ``"tifgsm"``), see :data:`TARGET_POLICIES`.
         clip: ``(lo, hi)``: floats, per-channel values, per-case ``(N, C)`` arrays or
@@ -720,8 +726,7 @@ def attack_sweep(
     grid = [float(e) for e in eps_grid]
     if not grid or any(not math.isfinite(e) or e < 0 for e in grid):
         raise ValueError(f"eps_grid must be non-empty finite values >= 0, got {list(eps_grid)}")
-    if not alpha_frac > 0:
-        raise ValueError(f"alpha_frac must be > 0, got {alpha_frac}")
+    alpha_frac = check_float(alpha_frac, "alpha_frac", minimum=0, strict=True)
     steps = check_int(steps, "steps", minimum=1)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     _check_callable(predict_fn, "predict_fn")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from robustseg_lib import attacks, data, replicates, runtime, synthetic
+from robustseg_lib import attacks, data, defenses, replicates, runtime, synthetic
 from robustseg_lib.checks import check_float, check_int
 
 
@@ -86,8 +86,12 @@ def _sweep(**kw):
     (lambda: _sweep(batch_size=0), "batch_size must be an int >= 1"),
     (lambda: _sweep(metric_workers=-1), "metric_workers must be a non-negative int"),
     (lambda: _sweep(steps=2.0), "steps must be an int >= 1"),
+    (lambda: _sweep(alpha_frac=float("inf")), "alpha_frac must be a finite number > 0"),  # `inf > 0` once passed
+    (lambda: defenses.AdversarialAugmenter(alpha_frac=0.0), "alpha_frac must be a finite number > 0"),
+    (lambda: defenses.AdversarialAugmenter(steps=2.5), "steps must be an int >= 1"),
 ])
 def test_the_library_uses_it(call, name) -> None:
-    """The public functions that take counts and seeds refuse through check_int (its message, the parameter named)."""
+    """The public functions that take counts, seeds and real-valued settings refuse through check_int or check_float (their
+    message, the parameter named)."""
     with pytest.raises(ValueError, match=name):
         call()
