@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from robustseg_lib import attacks, data, defenses, replicates, runtime, synthetic
+from robustseg_lib import attacks, data, defenses, replicates, runtime, synthetic, training
 from robustseg_lib.checks import check_float, check_int
 
 
@@ -89,6 +89,8 @@ def _sweep(**kw):
     (lambda: _sweep(alpha_frac=float("inf")), "alpha_frac must be a finite number > 0"),  # `inf > 0` once passed
     (lambda: defenses.AdversarialAugmenter(alpha_frac=0.0), "alpha_frac must be a finite number > 0"),
     (lambda: defenses.AdversarialAugmenter(steps=2.5), "steps must be an int >= 1"),
+    (lambda: training.TrainConfig(epochs=2.5), "epochs must be an int >= 1"),
+    (lambda: training.TrainConfig(lr=float("inf")), "lr must be a finite number > 0"),
 ])
 def test_the_library_uses_it(call, name) -> None:
     """The public functions that take counts, seeds and real-valued settings refuse through check_int or check_float (their
