@@ -897,3 +897,41 @@ def test_train_config_refuses_non_finite_and_mistyped_values_naming_the_field(ba
     with pytest.raises(ValueError) as err:
         TrainConfig(**bad)
     assert str(err.value).startswith(message)
+
+
+def test_save_model_stores_numpy_values_as_plain_python_and_loads_back(tmp_path) -> None:
+    """np.float64 passed through as a float subclass (then weights_only loading failed); other numpy scalars and
+    arrays were stored as strings ([np.int64(8)] -> ['8'], np.array([8, 16]) -> '[ 8 16]'), so load_model failed later.
+    Oracle: the spec written with Python literals."""
+    net = _tiny()
+    spec = {"name": np.str_("unet"), "kwargs": {"channels": [np.int64(8), np.int64(16)], "strides": np.array([2]),
+                                                "num_res_units": np.int32(0)},
+            "crop": np.array([16, 16, 16]), "overlap": np.float64(0.25), "inference": np.str_("sliding"), "flag": np.bool_(True),
+            "grid": np.array([[1.5, 2.0]]), "nothing": None}
+    expected = {"name": "unet", "kwargs": {"channels": [8, 16], "strides": [2], "num_res_units": 0}, "crop": [16, 16, 16],
+                "overlap": 0.25, "inference": "sliding", "flag": True, "grid": [[1.5, 2.0]], "nothing": None}
+    path = models.save_model(models.LogitScale(net, np.float64(2.0)), tmp_path / "np.pt", spec)
+    blob = torch.load(path, weights_only=True)  # no numpy object left to unpickle
+
+    def types(v):
+        return {k: types(w) for k, w in v.items()} if isinstance(v, dict) else [types(w) for w in v] if isinstance(v, list) else type(v)
+
+    assert types(blob["spec"]) == types({**expected, "logit_scale": 2.0})
+    loaded, spec2 = models.load_model(path)
+    assert spec2 == {**expected, "logit_scale": 2.0}
+    x = torch.randn(1, 4, 16, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), 2.0 * net.eval()(x))
+
+
+@pytest.mark.parametrize(("spec", "where"), [
+    ({"kwargs": {"act": object()}}, r"spec\['kwargs'\]\['act'\] must be a plain value"),
+    ({"crop": [16, 16, torch.tensor(16)]}, r"spec\['crop'\]\[2\] must be a plain value"),
+    ({"path": __import__("pathlib").Path("x")}, r"spec\['path'\] must be a plain value"),
+    ({"kwargs": {1: 2}}, r"spec\['kwargs'\] has a key 1"),
+])
+def test_save_model_refuses_values_it_cannot_store_naming_the_key(tmp_path, spec: dict, where: str) -> None:
+    """Anything else used to be stored as str(value), and the model failed to rebuild later."""
+    with pytest.raises(ValueError, match=where):
+        models.save_model(_tiny(), tmp_path / "x.pt", {"name": "unet", **spec})
+    assert not (tmp_path / "x.pt").exists()
