@@ -386,6 +386,17 @@ def _run(
     return _finalize(x, delta, eps, clip, inside)
 
 
+def _no_attack_callbacks(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, steps: int, callback: Callback | None) -> None:
+    """The callbacks of an attack with eps = 0, whose iterate never moves: ``callback(k, copy of x)`` for
+    ``k = 0..steps``, as :func:`_run` calls them, under ``torch.no_grad()`` with the model in eval mode (every
+    ``training`` flag restored afterwards); the model itself is not run."""
+    if callback is None:
+        return
+    with torch.no_grad(), _eval_mode(model):
+        for k in range(steps + 1):
+            callback(k, x.clone())
+
+
 def _prepare(
     model: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
@@ -473,7 +484,8 @@ def ifgsm(
         generator: ``torch.Generator`` for the random start (deterministic).
         callback: ``callback(k, x_k)`` called with the (projected, detached) iterate for
             ``k = 0`` (the start) through ``steps``, e.g. to record Dice vs iteration; it
-            runs under ``torch.no_grad()`` with the model still in eval mode.
+            runs under ``torch.no_grad()`` with the model still in eval mode (at eps = 0 too,
+            where it gets ``steps + 1`` copies of ``x``).
 
     Returns:
         The adversarial images, detached, same dtype/device as x.
@@ -484,9 +496,7 @@ def ifgsm(
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     if not eps_t.any():
-        if callback is not None:
-            for k in range(steps + 1):
-                callback(k, x.clone())
+        _no_attack_callbacks(model, x, steps, callback)
         return x.clone()
     start = None
     if random_start:
@@ -524,9 +534,7 @@ def tifgsm(
     """
     x, t, eps_t, alpha_t, steps, clip_t, mask_t = _prepare(model, x, target, "target", eps, alpha, steps, loss_fn, clip, mask, callback)
     if not eps_t.any():
-        if callback is not None:
-            for k in range(steps + 1):
-                callback(k, x.clone())
+        _no_attack_callbacks(model, x, steps, callback)
         return x.clone()
     return _run(model, x, t, eps_t, -alpha_t, steps, loss_fn=loss_fn, clip=clip_t, mask=mask_t, callback=callback)
 
