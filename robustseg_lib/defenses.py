@@ -114,6 +114,10 @@ class DistillationObjective:
     baseline inside ``LogitScale(baseline, T)``). Call ``.train()`` and ``requires_grad_(True)``
     on it again before fine-tuning it later.
 
+    :func:`robustseg_lib.training.train` calls :meth:`to` with its training device, so the teacher
+    runs where the student's batches are (moved in place, like the student; still frozen). Outside
+    ``train``, put the teacher on the batches' device yourself, or call :meth:`to`.
+
     Args:
         teacher: the teacher network (trained at temperature T); frozen in place, see above.
         temperature: T used for both teacher soft labels and student training.
@@ -142,6 +146,18 @@ class DistillationObjective:
         self.scale_by_t2 = bool(scale_by_t2)
         self._hard = dice_ce_objective(1.0)
         self._dice = DiceLoss(softmax=False, soft_label=True, smooth_nr=1e-5, smooth_dr=1e-5)
+
+    def to(self, device: str | torch.device) -> DistillationObjective:
+        """Move the teacher to ``device`` in place (it stays in eval mode with its parameters frozen).
+
+        Args:
+            device: where the training batches are, e.g. ``torch.device("cuda")``.
+
+        Returns:
+            This objective.
+        """
+        self.teacher.to(device)
+        return self
 
     def __call__(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

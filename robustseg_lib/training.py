@@ -435,7 +435,9 @@ def train(
         val_images, val_labels: validation set (whole volumes) for per-epoch Dice and
             best-checkpoint selection; without them the last epoch is kept.
         objective: ``objective(logits, x, y) -> loss``; default :func:`dice_ce_objective`
-            at ``config.temperature``.
+            at ``config.temperature``. One with a ``to`` method (an ``nn.Module``, or a
+            :class:`robustseg_lib.defenses.DistillationObjective`, which moves its teacher) is
+            moved to the training device first, in place like ``net``.
         batch_hook: ``hook(net, x, y, generator, brain) -> (x, y)`` applied to each batch
             (adversarial training); ``brain`` is the batch's brain mask, see the module docstring.
         ckpt_dir: where ``last.pt`` (full state, every epoch) and ``best.pt`` go; an
@@ -463,6 +465,9 @@ def train(
     dev = resolve_device(device)
     net.to(dev)
     objective = objective or dice_ce_objective(config.temperature)
+    move = getattr(objective, "to", None)
+    if callable(move):  # e.g. a DistillationObjective's teacher: it must see the batches where the student does
+        move(dev)
     n = len(train_images)
     spe = config.steps_per_epoch or math.ceil(n / config.batch_size)
     total = config.epochs * spe

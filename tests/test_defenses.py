@@ -772,3 +772,38 @@ def test_nan_weights_are_refused_not_read_as_zero(bad: float) -> None:
     for T in (float("nan"), float("inf"), 0.0):
         with pytest.raises(ValueError, match="^temperature must be a finite number > 0"):
             defenses.DistillationObjective(teacher, T)
+
+
+def test_train_moves_the_teacher_to_the_training_device_and_leaves_it_frozen() -> None:
+    """train() puts a DistillationObjective's teacher on its device (here the CPU; on a GPU machine a CPU teacher
+    would otherwise meet CUDA batches): the move is asked for with the training device, and the teacher stays in
+    eval mode with its weights and frozen flags as they were."""
+    import copy
+
+    from robustseg_lib.training import TrainConfig, train
+
+    class Recorder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(3)
+            self.conv = torch.nn.Conv3d(4, 4, 1)
+            self.moved_to: list[torch.device] = []
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x)
+
+        def to(self, *args, **kwargs):  # type: ignore[override]
+            self.moved_to.append(torch.device(args[0]) if args else kwargs["device"])
+            return super().to(*args, **kwargs)
+
+    teacher = Recorder()
+    obj = defenses.DistillationObjective(teacher, 2.0, dice_weight=0.0)
+    before = copy.deepcopy(teacher.state_dict())
+    x, y = _tiny_batch(2)
+    train(_tiny_net(), x, y, TrainConfig(epochs=1, batch_size=2, augment=False), objective=obj, device="cpu", progress=False)
+    assert teacher.moved_to == [torch.device("cpu")]
+    assert all(p.device == torch.device("cpu") for p in teacher.parameters())
+    assert not any(m.training for m in teacher.modules()) and not any(p.requires_grad for p in teacher.parameters())
+    for k, v in teacher.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert obj.to("cpu") is obj
