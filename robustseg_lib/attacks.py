@@ -59,7 +59,7 @@ import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
 from torch import nn
 
-from .checks import check_int
+from .checks import check_float, check_int
 
 __all__ = [
     "fgsm",
@@ -386,6 +386,17 @@ def _run(
     return _finalize(x, delta, eps, clip, inside)
 
 
+def _no_attack_callbacks(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, steps: int, callback: Callback | None) -> None:
+    """The callbacks of an attack with eps = 0, whose iterate never moves: ``callback(k, copy of x)`` for
+    ``k = 0..steps``, as :func:`_run` calls them, under ``torch.no_grad()`` with the model in eval mode (every
+    ``training`` flag restored afterwards); the model itself is not run."""
+    if callback is None:
+        return
+    with torch.no_grad(), _eval_mode(model):
+        for k in range(steps + 1):
+            callback(k, x.clone())
+
+
 def _prepare(
     model: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
@@ -461,14 +472,20 @@ def ifgsm(
 
     Args:
         model, x, y, eps, loss_fn, clip, mask: as in :func:`fgsm`.
-        alpha: step size, a float or one value per channel.
+        alpha: step size, a float or one value per channel, finite and >= 0. A channel with
+            alpha = 0 and eps > 0 never moves from its start: that is allowed on purpose, since
+            with ``random_start`` it samples uniform noise in the eps ball (a random-perturbation
+            control), and a per-channel alpha proportional to a per-channel eps is 0 wherever
+            that eps is. Callers that derive alpha from a fraction of eps
+            (:func:`attack_sweep`, the defenses) refuse a fraction <= 0 instead.
         steps: number of iterations (>= 1).
         random_start: start from a uniform point of the eps ball (then projected), drawn
             with ``generator`` (the global RNG when None) on the generator's device.
         generator: ``torch.Generator`` for the random start (deterministic).
         callback: ``callback(k, x_k)`` called with the (projected, detached) iterate for
             ``k = 0`` (the start) through ``steps``, e.g. to record Dice vs iteration; it
-            runs under ``torch.no_grad()`` with the model still in eval mode.
+            runs under ``torch.no_grad()`` with the model still in eval mode (at eps = 0 too,
+            where it gets ``steps + 1`` copies of ``x``).
 
     Returns:
         The adversarial images, detached, same dtype/device as x.
@@ -479,9 +496,7 @@ def ifgsm(
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     if not eps_t.any():
-        if callback is not None:
-            for k in range(steps + 1):
-                callback(k, x.clone())
+        _no_attack_callbacks(model, x, steps, callback)
         return x.clone()
     start = None
     if random_start:
@@ -519,9 +534,7 @@ def tifgsm(
     """
     x, t, eps_t, alpha_t, steps, clip_t, mask_t = _prepare(model, x, target, "target", eps, alpha, steps, loss_fn, clip, mask, callback)
     if not eps_t.any():
-        if callback is not None:
-            for k in range(steps + 1):
-                callback(k, x.clone())
+        _no_attack_callbacks(model, x, steps, callback)
         return x.clone()
     return _run(model, x, t, eps_t, -alpha_t, steps, loss_fn=loss_fn, clip=clip_t, mask=mask_t, callback=callback)
 
@@ -674,7 +687,8 @@ def attack_sweep(
         labels: ``(N, D, H, W)`` int class maps.
         attack: ``"fgsm"``, ``"ifgsm"`` or ``"tifgsm"``.
         eps_grid: scalar budgets (z-score units), >= 0.
-        alpha_frac: i-FGSM / ti-FGSM step as a fraction of eps.
+        alpha_frac: i-FGSM / ti-FGSM step as a fraction of eps, finite and > 0 (0 would return
+            the clean images at every eps; checked for FGSM too).
         steps: iterations of the iterative attacks.
         policy: target policy (required for ``"tifgsm"``), see :data:`TARGET_POLICIES`.
         clip: ``(lo, hi)``: floats, per-channel values, per-case ``(N, C)`` arrays or
@@ -720,8 +734,7 @@ def attack_sweep(
     grid = [float(e) for e in eps_grid]
     if not grid or any(not math.isfinite(e) or e < 0 for e in grid):
         raise ValueError(f"eps_grid must be non-empty finite values >= 0, got {list(eps_grid)}")
-    if not alpha_frac > 0:
-        raise ValueError(f"alpha_frac must be > 0, got {alpha_frac}")
+    alpha_frac = check_float(alpha_frac, "alpha_frac", minimum=0, strict=True)
     steps = check_int(steps, "steps", minimum=1)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     _check_callable(predict_fn, "predict_fn")

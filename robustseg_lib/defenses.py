@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .checks import check_float, check_int
 from .models import LogitScale
 from .training import dice_ce_objective
 
@@ -56,7 +57,8 @@ def distillation_loss(
         teacher_logits: same shape; detached inside.
         temperature: T > 0.
         hard_labels: ``(N, ...)`` int class maps for the optional hard term.
-        hard_weight: weight w ≥ 0 of the hard term (0 = pure soft labels, Papernot).
+        hard_weight: weight w ≥ 0 of the hard term (0 = pure soft labels, Papernot); finite (NaN is refused,
+            not read as 0).
         scale_by_t2: multiply the soft term by T² (and take the hard term at T = 1);
             False: no T², hard term on ``student_logits / T``.
 
@@ -67,10 +69,8 @@ def distillation_loss(
         raise ValueError(f"student_logits {tuple(student_logits.shape)} and teacher_logits {tuple(teacher_logits.shape)} differ")
     if student_logits.ndim < 2:
         raise ValueError("logits must be (N, C, ...)")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if hard_weight < 0:
-        raise ValueError(f"hard_weight must be >= 0, got {hard_weight}")
+    temperature = check_float(temperature, "temperature", minimum=0, strict=True)
+    hard_weight = check_float(hard_weight, "hard_weight", minimum=0)
     if hard_weight > 0 and hard_labels is None:
         raise ValueError("hard_weight > 0 needs hard_labels")
     p = F.softmax(teacher_logits.detach().float() / temperature, dim=1)
@@ -114,6 +114,10 @@ class DistillationObjective:
     baseline inside ``LogitScale(baseline, T)``). Call ``.train()`` and ``requires_grad_(True)``
     on it again before fine-tuning it later.
 
+    :func:`robustseg_lib.training.train` calls :meth:`to` with its training device, so the teacher
+    runs where the student's batches are (moved in place, like the student; still frozen). Outside
+    ``train``, put the teacher on the batches' device yourself, or call :meth:`to`.
+
     Args:
         teacher: the teacher network (trained at temperature T); frozen in place, see above.
         temperature: T used for both teacher soft labels and student training.
@@ -133,21 +137,27 @@ class DistillationObjective:
     ) -> None:
         from monai.losses import DiceLoss
 
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        if hard_weight < 0:
-            raise ValueError(f"hard_weight must be >= 0, got {hard_weight}")
-        if dice_weight < 0:
-            raise ValueError(f"dice_weight must be >= 0, got {dice_weight}")
+        self.temperature = check_float(temperature, "temperature", minimum=0, strict=True)
+        self.hard_weight = check_float(hard_weight, "hard_weight", minimum=0)  # NaN refused: `NaN > 0` would silently drop the term
+        self.dice_weight = check_float(dice_weight, "dice_weight", minimum=0)
         self.teacher = teacher.eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
-        self.temperature = float(temperature)
-        self.hard_weight = float(hard_weight)
-        self.dice_weight = float(dice_weight)
         self.scale_by_t2 = bool(scale_by_t2)
         self._hard = dice_ce_objective(1.0)
         self._dice = DiceLoss(softmax=False, soft_label=True, smooth_nr=1e-5, smooth_dr=1e-5)
+
+    def to(self, device: str | torch.device) -> DistillationObjective:
+        """Move the teacher to ``device`` in place (it stays in eval mode with its parameters frozen).
+
+        Args:
+            device: where the training batches are, e.g. ``torch.device("cuda")``.
+
+        Returns:
+            This objective.
+        """
+        self.teacher.to(device)
+        return self
 
     def __call__(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -172,6 +182,23 @@ def _check_label_source(label_source: Any) -> str:
     if not isinstance(label_source, str) or label_source not in LABEL_SOURCES:
         raise ValueError(f"label_source must be 'truth' or 'predicted', got {label_source!r}")
     return label_source
+
+
+def _check_eps_range(eps_range: Any) -> tuple[float, float]:
+    """``eps_range`` as ``(lo, hi)`` plain floats, or a ValueError naming the parameter.
+
+    A pair (not a string) of finite reals, bools refused, with ``0 <= lo <= hi``."""
+    bad = ValueError(f"eps_range must be a pair (lo, hi) of finite numbers with 0 <= lo <= hi, got {eps_range!r}")
+    try:
+        values = [] if isinstance(eps_range, (str, bytes)) else list(eps_range)  # a float is not iterable: TypeError
+        if len(values) != 2:
+            raise bad
+        lo, hi = (check_float(v, "eps_range", minimum=0) for v in values)
+    except (TypeError, ValueError):
+        raise bad from None
+    if lo > hi:
+        raise bad
+    return lo, hi
 
 
 def _attack_labels(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, label_source: str) -> torch.Tensor:
@@ -230,10 +257,11 @@ class AdversarialAugmenter:
 
     Args:
         attack: ``"fgsm"``, ``"ifgsm"`` or ``"mixed"`` (each adversarial volume picks one at random).
-        eps_range: ``(lo, hi)`` in z-score units.
+        eps_range: ``(lo, hi)`` in z-score units, finite, ``0 <= lo <= hi``.
         mix: fraction of the batch that gets an adversarial copy, in (0, 1].
-        steps: i-FGSM iterations.
-        alpha_frac: i-FGSM step size as a fraction of eps.
+        steps: i-FGSM iterations, an int >= 1.
+        alpha_frac: i-FGSM step size as a fraction of eps, finite and > 0 (checked whatever the
+            attack, as :func:`robustseg_lib.attacks.attack_sweep` does).
         label_source: ``"truth"`` (the paper) or ``"predicted"`` (Kurakin et al.): the labels
             the attack ascends.
     """
@@ -250,14 +278,14 @@ class AdversarialAugmenter:
         self.label_source = _check_label_source(label_source)
         if attack not in ADV_ATTACKS:
             raise ValueError(f"attack must be 'fgsm', 'ifgsm' or 'mixed', got {attack!r}")
-        lo, hi = (float(v) for v in eps_range)
-        if not 0 <= lo <= hi:
-            raise ValueError(f"eps_range must satisfy 0 <= lo <= hi, got {eps_range}")
-        if not 0 < mix <= 1:
+        self.eps_range = _check_eps_range(eps_range)
+        self.mix = check_float(mix, "mix", minimum=0, strict=True)
+        if self.mix > 1:
             raise ValueError(f"mix must be in (0, 1], got {mix}")
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
-        self.attack, self.eps_range, self.mix, self.steps, self.alpha_frac = attack, (lo, hi), float(mix), int(steps), float(alpha_frac)
+        self.steps = check_int(steps, "steps", minimum=1)
+        # alpha_frac = 0 would make every i-FGSM example the clean volume: adversarial training silently clean
+        self.alpha_frac = check_float(alpha_frac, "alpha_frac", minimum=0, strict=True)
+        self.attack = attack
         self.last_eps: list[float] = []
         self.last_index: list[int] = []
 
@@ -334,8 +362,8 @@ def make_static_adversarial_set(
         images: ``(N, 4, D, H, W)`` z-scored volumes (zero outside the brain).
         labels: ``(N, D, H, W)`` class maps.
         attack: ``"fgsm"`` or ``"ifgsm"``.
-        eps_range: ``(lo, hi)``, eps drawn uniformly per volume.
-        steps, alpha_frac: i-FGSM settings.
+        eps_range: ``(lo, hi)``, eps drawn uniformly per volume; finite, ``0 <= lo <= hi``.
+        steps, alpha_frac: i-FGSM settings (an int >= 1; a finite number > 0, checked whatever the attack).
         seed: seed of the eps draws.
         spec: the model spec (``crop``, ``overlap``, ``inference``), as for prediction.
         roi_size: without ``spec``, the sliding-window size (``wrap_model``'s default overlap
@@ -355,12 +383,10 @@ def make_static_adversarial_set(
         raise ValueError(f"images must be a (N, C, D, H, W) tensor, got {getattr(images, 'shape', type(images).__name__)}")
     if not isinstance(labels, torch.Tensor) or tuple(labels.shape) != (images.shape[0], *images.shape[2:]):
         raise ValueError(f"labels must be a (N, D, H, W) tensor matching images {tuple(images.shape)}, got {getattr(labels, 'shape', type(labels).__name__)}")
-    try:
-        lo_e, hi_e = (float(v) for v in eps_range)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"eps_range must be a pair (lo, hi), got {eps_range!r}") from e
-    if not 0 <= lo_e <= hi_e:
-        raise ValueError(f"eps_range must satisfy 0 <= lo <= hi, got {eps_range}")
+    lo_e, hi_e = _check_eps_range(eps_range)
+    steps = check_int(steps, "steps", minimum=1)
+    alpha_frac = check_float(alpha_frac, "alpha_frac", minimum=0, strict=True)
+    seed = check_int(seed, "seed")
     if spec is not None and roi_size is not None:
         raise ValueError("give spec or roi_size, not both (spec carries the crop and the overlap)")
     if spec is None:

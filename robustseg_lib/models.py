@@ -6,6 +6,7 @@ from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 from monai.networks.nets import BasicUNet, DynUNet, UNet
@@ -139,7 +140,8 @@ def save_model(net: torch.nn.Module, path: str | Path, spec: dict[str, Any]) -> 
     Args:
         net: the network.
         path: target ``.pt`` file.
-        spec: ``{"name": ..., "kwargs": {...}, ...}`` made of plain Python types. A
+        spec: ``{"name": ..., "kwargs": {...}, ...}`` made of plain Python types (numpy scalars and
+            arrays are stored as their Python values and lists; anything else is a ValueError). A
             :class:`LogitScale` network is stored as its inner network plus ``"logit_scale"``
             (the product of nested factors) in the spec, which :func:`load_model` restores;
             any ``logit_scale`` already in ``spec`` is replaced by the network's own.
@@ -159,15 +161,47 @@ def save_model(net: torch.nn.Module, path: str | Path, spec: dict[str, Any]) -> 
     return atomic_torch_save({"spec": _plain(spec), "state_dict": state}, path)
 
 
-def _plain(obj: Any) -> Any:
-    """Tuples → lists etc. so the spec loads under ``weights_only=True``."""
+def _plain(obj: Any, key: str = "spec") -> Any:
+    """The spec as plain JSON-like Python values, so it loads under ``weights_only=True``.
+
+    Tuples become lists, numpy scalars their Python value (``np.int64(8)`` → ``8``; ``np.float64`` too, which
+    would pass as a float but is pickled as a numpy object) and numpy arrays nested lists; dicts and lists are
+    walked through.
+
+    Args:
+        obj: the value.
+        key: where it sits in the spec (``spec['kwargs']['channels'][0]``), for the message.
+
+    Returns:
+        The plain value.
+
+    Raises:
+        ValueError: naming the key, for a dict key that is not a str or a value that is none of None, bool, int,
+            float, str, list, tuple, dict or a numpy scalar or array (it used to be stored as ``str(value)``,
+            which :func:`load_model` then failed on).
+    """
+    if isinstance(obj, np.ndarray):
+        obj = obj.tolist()
+    elif isinstance(obj, np.generic):
+        obj = obj.item()
     if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
+        out = {}
+        for k, v in obj.items():
+            if not isinstance(k, str):
+                raise ValueError(f"{key} has a key {k!r} of type {type(k).__name__}; spec keys must be str")
+            out[str.__str__(k)] = _plain(v, f"{key}[{str.__str__(k)!r}]")
+        return out
     if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return [_plain(v, f"{key}[{i}]") for i, v in enumerate(obj)]
+    if obj is None or isinstance(obj, bool):
         return obj
-    return str(obj)
+    if isinstance(obj, int):  # int(), float(), str.__str__(): subclasses (IntEnum...) as their plain value
+        return int(obj)
+    if isinstance(obj, float):
+        return float(obj)
+    if isinstance(obj, str):
+        return str.__str__(obj)
+    raise ValueError(f"{key} must be a plain value (None, bool, int, float, str, list, dict or numpy), got {type(obj).__name__}: {obj!r}")
 
 
 #: The notebook that writes each model of the chain, for the message when its file is missing.

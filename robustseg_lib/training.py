@@ -37,6 +37,7 @@ from monai.transforms import Compose, RandCropByPosNegLabeld, RandFlipd, RandSca
 from tqdm import tqdm  # text bars: no ipywidgets needed, and papermill keeps them readable
 
 from .artefacts import atomic_torch_save
+from .checks import check_float, check_int
 from .models import INFERENCE_MODES, predict_classes, resolve_device
 
 __all__ = ["TrainConfig", "TrainResult", "TensorBatcher", "train", "dice_ce_objective", "Objective", "BatchHook", "AUGMENT_BACKENDS"]
@@ -94,42 +95,46 @@ class TrainConfig:
     augment_backend: str = "auto"
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "seed", "val_every"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise ValueError(f"{name} must be an int, got {v!r}")
-        if self.steps_per_epoch is not None and (isinstance(self.steps_per_epoch, bool) or not isinstance(self.steps_per_epoch, (int, np.integer))):
-            raise ValueError(f"steps_per_epoch must be an int or None, got {self.steps_per_epoch!r}")
-        if self.seed < 0:
-            raise ValueError(f"seed must be >= 0, got {self.seed}")
-        if self.val_every < 1:
-            raise ValueError(f"val_every must be >= 1, got {self.val_every}")
-        if not 0 <= self.warmup_frac < 1:
+        """Check every field and store it as a plain Python value (numpy scalars become ints, floats, bools and
+        strs): the config goes into ``last.pt``, which ``torch.load(weights_only=True)`` refuses to read back
+        if it holds numpy objects, and an unreadable checkpoint means a resume from scratch."""
+        self.epochs = check_int(self.epochs, "epochs", minimum=1)  # type: ignore[assignment]
+        self.batch_size = check_int(self.batch_size, "batch_size", minimum=1)  # type: ignore[assignment]
+        self.steps_per_epoch = check_int(self.steps_per_epoch, "steps_per_epoch", minimum=1, none_ok=True)
+        self.seed = check_int(self.seed, "seed")  # type: ignore[assignment]
+        self.val_every = check_int(self.val_every, "val_every", minimum=1)  # type: ignore[assignment]
+        self.lr = check_float(self.lr, "lr", minimum=0, strict=True)
+        self.weight_decay = check_float(self.weight_decay, "weight_decay", minimum=0)
+        self.temperature = check_float(self.temperature, "temperature", minimum=0, strict=True)
+        self.warmup_frac = check_float(self.warmup_frac, "warmup_frac", minimum=0)
+        if not self.warmup_frac < 1:
             raise ValueError(f"warmup_frac must be in [0, 1), got {self.warmup_frac}")
-        if not self.weight_decay >= 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if not 0 <= self.sw_overlap < 1:
+        self.sw_overlap = check_float(self.sw_overlap, "sw_overlap", minimum=0)
+        if not self.sw_overlap < 1:
             raise ValueError(f"sw_overlap must be in [0, 1), got {self.sw_overlap}")
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
-            raise ValueError(f"steps_per_epoch must be >= 1 or None, got {self.steps_per_epoch}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if not 0 <= self.pos_fraction <= 1:
+        self.pos_fraction = check_float(self.pos_fraction, "pos_fraction", minimum=0)
+        if not self.pos_fraction <= 1:
             raise ValueError(f"pos_fraction must be in [0, 1], got {self.pos_fraction}")
-        if self.augment_backend not in AUGMENT_BACKENDS:
+        for name in ("augment", "amp"):
+            v = getattr(self, name)
+            if not isinstance(v, (bool, np.bool_)):
+                raise ValueError(f"{name} must be a bool, got {v!r}")
+            setattr(self, name, bool(v))
+        if not isinstance(self.augment_backend, str) or self.augment_backend not in AUGMENT_BACKENDS:
             raise ValueError(f"augment_backend must be one of {AUGMENT_BACKENDS}, got {self.augment_backend!r}")
-        if self.inference not in INFERENCE_MODES:
+        self.augment_backend = str(self.augment_backend)
+        if not isinstance(self.inference, str) or self.inference not in INFERENCE_MODES:
             raise ValueError(f"inference must be one of {INFERENCE_MODES}, got {self.inference!r}")
+        self.inference = str(self.inference)
         if self.crop is not None:
-            self.crop = tuple(int(c) for c in self.crop)  # type: ignore[assignment]
-            if len(self.crop) != 3 or min(self.crop) < 1:
-                raise ValueError(f"crop must be three positive ints or None, got {self.crop}")
+            bad = ValueError(f"crop must be three positive ints or None, got {self.crop!r}")
+            try:
+                crop = tuple(check_int(c, "crop", minimum=1) for c in self.crop)
+            except (TypeError, ValueError):
+                raise bad from None
+            if len(crop) != 3:
+                raise bad
+            self.crop = crop  # type: ignore[assignment]
 
 
 @dataclass
@@ -430,7 +435,9 @@ def train(
         val_images, val_labels: validation set (whole volumes) for per-epoch Dice and
             best-checkpoint selection; without them the last epoch is kept.
         objective: ``objective(logits, x, y) -> loss``; default :func:`dice_ce_objective`
-            at ``config.temperature``.
+            at ``config.temperature``. One with a ``to`` method (an ``nn.Module``, or a
+            :class:`robustseg_lib.defenses.DistillationObjective`, which moves its teacher) is
+            moved to the training device first, in place like ``net``.
         batch_hook: ``hook(net, x, y, generator, brain) -> (x, y)`` applied to each batch
             (adversarial training); ``brain`` is the batch's brain mask, see the module docstring.
         ckpt_dir: where ``last.pt`` (full state, every epoch) and ``best.pt`` go; an
@@ -458,6 +465,9 @@ def train(
     dev = resolve_device(device)
     net.to(dev)
     objective = objective or dice_ce_objective(config.temperature)
+    move = getattr(objective, "to", None)
+    if callable(move):  # e.g. a DistillationObjective's teacher: it must see the batches where the student does
+        move(dev)
     n = len(train_images)
     spe = config.steps_per_epoch or math.ceil(n / config.batch_size)
     total = config.epochs * spe

@@ -250,7 +250,13 @@ def test_model_mode_params_and_grads_untouched_and_eval_used() -> None:
         ifgsm(net, x, y, 0.1, 0.05, 2, random_start=True, generator=torch.Generator().manual_seed(0), callback=cb),
         tifgsm(net, x, make_target(y, "erase"), 0.1, 0.05, 2),
     ]
-    assert seen == [(False, False)] * 3  # callbacks: eval mode, no grad
+    # eps = 0 (scalar or every channel) takes a shortcut without running the model: its callbacks get the same
+    # contract, and the shortcut leaves the modes as they were too
+    for eps in (0.0, [0.0] * 4):
+        assert torch.equal(ifgsm(net, x, y, eps, 0.05, 2, callback=cb), x)
+        assert torch.equal(tifgsm(net, x, make_target(y, "erase"), eps, 0.05, 2, callback=cb), x)
+        assert torch.equal(fgsm(net, x, y, eps), x)
+    assert seen == [(False, False)] * (3 + 4 * 3)  # callbacks: eval mode, no grad
     assert {n: m.training for n, m in net.named_modules()} == modes
     assert {n: p.requires_grad for n, p in net.named_parameters()} == flags
     assert torch.equal(net.a.weight.grad, known)

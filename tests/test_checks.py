@@ -1,4 +1,4 @@
-"""checks.check_int: the one integer rule of the library's arguments, against a hand-written table."""
+"""checks.check_int and checks.check_float: the integer and real rules of the library's arguments, against hand-written tables."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from robustseg_lib import attacks, data, replicates, runtime, synthetic
-from robustseg_lib.checks import check_int
+from robustseg_lib import attacks, data, defenses, replicates, runtime, synthetic, training
+from robustseg_lib.checks import check_float, check_int
 
 
 @pytest.mark.parametrize(("value", "kw", "expected"), [
@@ -36,6 +36,34 @@ def test_check_int_refuses_with_a_message_that_names_the_parameter(value, kw, me
     assert str(err.value).startswith(message)
 
 
+@pytest.mark.parametrize(("value", "kw", "expected"), [
+    (0.5, {}, 0.5), (-2.0, {}, -2.0), (3, {}, 3.0), (np.float64(0.25), {}, 0.25), (np.float32(0.5), {}, 0.5),
+    (np.int64(2), {"minimum": 0, "strict": True}, 2.0), (0.0, {"minimum": 0}, 0.0), (1e-300, {"minimum": 0, "strict": True}, 1e-300),
+])
+def test_check_float_accepts_finite_reals_as_python_floats(value, kw, expected) -> None:
+    out = check_float(value, "f", **kw)
+    assert out == expected and type(out) is float  # numpy floats come back as Python floats (weights_only-loadable)
+
+
+@pytest.mark.parametrize(("value", "kw", "message"), [
+    (float("nan"), {}, "f must be a finite number, got nan"),
+    (float("inf"), {}, "f must be a finite number, got inf"),
+    (np.float64("-inf"), {"minimum": 0}, "f must be a finite number >= 0, got "),
+    (True, {}, "f must be a finite number, got True"),
+    (np.bool_(False), {}, "f must be a finite number, got "),
+    ("0.5", {}, "f must be a finite number, got '0.5'"),
+    (None, {}, "f must be a finite number, got None"),
+    (torch.tensor(0.5), {}, "f must be a finite number, got tensor(0.5000)"),
+    (-0.1, {"minimum": 0}, "f must be a finite number >= 0, got -0.1"),
+    (0.0, {"minimum": 0, "strict": True}, "f must be a finite number > 0, got 0.0"),
+    (0.5, {"minimum": 1, "strict": True}, "f must be a finite number > 1, got 0.5"),
+])
+def test_check_float_refuses_with_a_message_that_names_the_parameter(value, kw, message) -> None:
+    with pytest.raises(ValueError) as err:
+        check_float(value, "f", **kw)
+    assert str(err.value).startswith(message)
+
+
 _NET = torch.nn.Conv3d(4, 4, 1)
 
 
@@ -58,8 +86,14 @@ def _sweep(**kw):
     (lambda: _sweep(batch_size=0), "batch_size must be an int >= 1"),
     (lambda: _sweep(metric_workers=-1), "metric_workers must be a non-negative int"),
     (lambda: _sweep(steps=2.0), "steps must be an int >= 1"),
+    (lambda: _sweep(alpha_frac=float("inf")), "alpha_frac must be a finite number > 0"),  # `inf > 0` once passed
+    (lambda: defenses.AdversarialAugmenter(alpha_frac=0.0), "alpha_frac must be a finite number > 0"),
+    (lambda: defenses.AdversarialAugmenter(steps=2.5), "steps must be an int >= 1"),
+    (lambda: training.TrainConfig(epochs=2.5), "epochs must be an int >= 1"),
+    (lambda: training.TrainConfig(lr=float("inf")), "lr must be a finite number > 0"),
 ])
 def test_the_library_uses_it(call, name) -> None:
-    """The public functions that take counts and seeds refuse through check_int (its message, the parameter named)."""
+    """The public functions that take counts, seeds and real-valued settings refuse through check_int or check_float (their
+    message, the parameter named)."""
     with pytest.raises(ValueError, match=name):
         call()

@@ -669,3 +669,141 @@ def test_output_saturation_counts_a_voxel_if_any_mask_channel_is_set() -> None:
     mask[:, 1:, 2:] = False
     stats = defenses.input_gradient_stats(defenses.LogitScale(_step_net(), 20.0), x, y, mask=mask)
     assert stats["frac_saturated_voxels"] == 18 / 60
+
+
+# ----------------------------------------------------------------------------- argument checks (review, session 19)
+class _MustNotRun(torch.nn.Module):
+    """A network whose forward fails: a check that passes it means the argument was refused before any attack ran."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise AssertionError("the attack ran: the argument was not checked up front")
+
+
+_BAD_ALPHA_FRACS = [0, 0.0, -0.5, float("nan"), float("inf"), True, "0.5", None]
+
+
+@pytest.mark.parametrize("alpha_frac", _BAD_ALPHA_FRACS)
+def test_alpha_frac_is_a_finite_positive_number_checked_up_front(alpha_frac) -> None:
+    """attack_sweep's rule (alpha_frac > 0, finite) in both adversarial-training entry points, before any attack:
+    alpha_frac = 0 used to turn i-FGSM training into clean training while last_eps still recorded eps > 0."""
+    x, y = _tiny_batch(2)
+    for attack in ("fgsm", "ifgsm", "mixed"):
+        with pytest.raises(ValueError, match=r"^alpha_frac must be a finite number > 0"):
+            defenses.AdversarialAugmenter(attack, alpha_frac=alpha_frac)
+    for attack in ("fgsm", "ifgsm"):
+        with pytest.raises(ValueError, match=r"^alpha_frac must be a finite number > 0"):
+            defenses.make_static_adversarial_set(_MustNotRun(), x, y, attack=attack, alpha_frac=alpha_frac)
+
+
+def test_alpha_frac_zero_would_have_trained_on_clean_volumes() -> None:
+    """Why alpha_frac = 0 is refused: i-FGSM with alpha = 0 returns the clean volume bit for bit (the oracle: x
+    itself), so every "adversarial" example would be the clean one; a tiny positive fraction is accepted and moves."""
+    from robustseg_lib import attacks
+
+    net, (x, y) = _model(), _batch(1)
+    brain = (x != 0).any(1, keepdim=True)
+    assert torch.equal(attacks.ifgsm(net, x, y, 0.2, 0.0, 3, mask=brain), x)
+    hook = defenses.AdversarialAugmenter("ifgsm", eps_range=(0.2, 0.2), mix=1.0, alpha_frac=1e-3)
+    adv, _ = hook(net, x, y, torch.Generator().manual_seed(0), brain)
+    assert not torch.equal(adv, x)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"eps_range": (0.1, 0.2, 0.3)}, "eps_range must be a pair"),  # was "too many values to unpack"
+    ({"eps_range": 0.3}, "eps_range must be a pair"),  # was "'float' object is not iterable"
+    ({"eps_range": "ab"}, "eps_range must be a pair"),
+    ({"eps_range": (0.1, float("inf"))}, "eps_range must be a pair"),  # was accepted, then failed at the first batch
+    ({"eps_range": (float("nan"), 0.2)}, "eps_range must be a pair"),
+    ({"eps_range": (-0.1, 0.2)}, "eps_range must be a pair"),
+    ({"eps_range": (0.3, 0.1)}, "eps_range must be a pair"),
+    ({"eps_range": (0.1, "0.2")}, "eps_range must be a pair"),
+    ({"steps": "3"}, "steps must be an int >= 1"),  # was a TypeError
+    ({"steps": 2.5}, "steps must be an int >= 1"),  # was silently cut to 2
+    ({"steps": 0}, "steps must be an int >= 1"),
+    ({"steps": True}, "steps must be an int >= 1"),
+    ({"mix": float("nan")}, "mix must be"),
+    ({"mix": "0.5"}, "mix must be"),
+    ({"mix": 1.5}, "mix must be"),
+])
+def test_adversarial_augmenter_refuses_bad_arguments_naming_them(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{message}"):
+        defenses.AdversarialAugmenter("ifgsm", **kwargs)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"eps_range": (0.1, 0.2, 0.3)}, "eps_range must be a pair"),
+    ({"eps_range": 0.3}, "eps_range must be a pair"),
+    ({"eps_range": (0.1, float("inf"))}, "eps_range must be a pair"),  # was drawn, then refused by the attack
+    ({"steps": 2.5}, "steps must be an int >= 1"),  # fgsm ignores steps: it was never checked
+    ({"steps": "3"}, "steps must be an int >= 1"),
+    ({"seed": -1}, "seed must be a non-negative int"),
+])
+def test_static_adversarial_set_refuses_bad_arguments_up_front(kwargs: dict, message: str) -> None:
+    x, y = _tiny_batch(2)
+    with pytest.raises(ValueError, match=f"^{message}"):
+        defenses.make_static_adversarial_set(_MustNotRun(), x, y, attack="fgsm", **kwargs)
+
+
+def test_one_eps_range_rule_accepts_pairs_of_any_kind_as_plain_floats() -> None:
+    import numpy as np
+
+    for pair in ((0.1, 0.3), [0, 1], np.array([0.05, 0.3]), (np.float32(0.25), np.int64(1)), (0.2, 0.2)):
+        hook = defenses.AdversarialAugmenter(eps_range=pair)
+        assert hook.eps_range == (float(pair[0]), float(pair[1])) and all(type(v) is float for v in hook.eps_range)
+    net, (x, y) = _tiny_net(), _tiny_batch(2)
+    _, _, eps = defenses.make_static_adversarial_set(net, x, y, eps_range=np.array([0.2, 0.2]))
+    assert eps.tolist() == [0.2, 0.2]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1.0, True])
+def test_nan_weights_are_refused_not_read_as_zero(bad: float) -> None:
+    """``NaN > 0`` is False, so a NaN hard_weight or dice_weight used to drop its term silently."""
+    teacher = torch.nn.Conv3d(4, 4, 1)
+    for name in ("hard_weight", "dice_weight"):
+        with pytest.raises(ValueError, match=f"^{name} must be a finite number >= 0"):
+            defenses.DistillationObjective(teacher, 2.0, **{name: bad})
+    a = _logits([1.0, 2.0])
+    with pytest.raises(ValueError, match="^hard_weight must be a finite number >= 0"):
+        defenses.distillation_loss(a, a, 2.0, hard_weight=bad, hard_labels=torch.zeros(1, 1, 1, 1, dtype=torch.long))
+    for T in (float("nan"), float("inf"), 0.0):
+        with pytest.raises(ValueError, match="^temperature must be a finite number > 0"):
+            defenses.DistillationObjective(teacher, T)
+
+
+def test_train_moves_the_teacher_to_the_training_device_and_leaves_it_frozen() -> None:
+    """train() puts a DistillationObjective's teacher on its device (here the CPU; on a GPU machine a CPU teacher
+    would otherwise meet CUDA batches): the move is asked for with the training device, and the teacher stays in
+    eval mode with its weights and frozen flags as they were."""
+    import copy
+
+    from robustseg_lib.training import TrainConfig, train
+
+    class Recorder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(3)
+            self.conv = torch.nn.Conv3d(4, 4, 1)
+            self.moved_to: list[torch.device] = []
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x)
+
+        def to(self, *args, **kwargs):  # type: ignore[override]
+            self.moved_to.append(torch.device(args[0]) if args else kwargs["device"])
+            return super().to(*args, **kwargs)
+
+    teacher = Recorder()
+    obj = defenses.DistillationObjective(teacher, 2.0, dice_weight=0.0)
+    before = copy.deepcopy(teacher.state_dict())
+    x, y = _tiny_batch(2)
+    train(_tiny_net(), x, y, TrainConfig(epochs=1, batch_size=2, augment=False), objective=obj, device="cpu", progress=False)
+    assert teacher.moved_to == [torch.device("cpu")]
+    assert all(p.device == torch.device("cpu") for p in teacher.parameters())
+    assert not any(m.training for m in teacher.modules()) and not any(p.requires_grad for p in teacher.parameters())
+    for k, v in teacher.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert obj.to("cpu") is obj

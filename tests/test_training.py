@@ -822,3 +822,116 @@ def test_tensor_intensity_jitter_is_a_scale_and_a_shift_of_either_sign_within_0_
     assert np.abs(shifts_).max() <= 0.1 and np.abs(scales_ - 1).max() <= 0.1 + 1e-6
     assert 0.35 < np.mean(shifts_ == 0) < 0.65 and 0.35 < np.mean(np.abs(scales_ - 1) < 1e-6) < 0.65
     assert (shifts_ > 0).any() and (shifts_ < 0).any() and (scales_ > 1).any() and (scales_ < 1).any()
+
+
+# ----------------------------------------------------------------------------- numpy values (review, session 19)
+def _numpy_config(**kw) -> TrainConfig:
+    """The resume test's config, every field given as a numpy scalar or array (what a sweep over np.arange or a
+    value read out of a pandas frame hands over)."""
+    return TrainConfig(epochs=np.int64(3), batch_size=np.int32(2), steps_per_epoch=np.int64(2), lr=np.float64(3e-3),
+                       weight_decay=np.float32(1e-4), warmup_frac=np.float64(0.1), crop=np.array([12, 12, 12]),
+                       pos_fraction=np.float64(0.5), temperature=np.float64(1.0), augment=np.bool_(True), seed=np.uint8(3),
+                       sw_overlap=np.float64(0.25), inference=np.str_("sliding"), amp=np.bool_(True), val_every=np.int64(1),
+                       augment_backend=np.str_("auto"), **kw)
+
+
+def _literal_config() -> TrainConfig:
+    """The same config in Python literals (weight_decay: the float nearest float32's 1e-4, which is what numpy gave)."""
+    return TrainConfig(epochs=3, batch_size=2, steps_per_epoch=2, lr=3e-3, weight_decay=float(np.float32(1e-4)), crop=(12, 12, 12), seed=3)
+
+
+def test_train_config_stores_numpy_values_as_plain_python() -> None:
+    cfg = _numpy_config()
+    plain = {k: type(v) for k, v in dataclasses.asdict(cfg).items()}
+    assert plain == {"epochs": int, "batch_size": int, "steps_per_epoch": int, "lr": float, "weight_decay": float,
+                     "warmup_frac": float, "crop": tuple, "pos_fraction": float, "temperature": float, "augment": bool,
+                     "seed": int, "sw_overlap": float, "inference": str, "amp": bool, "val_every": int, "augment_backend": str}
+    assert all(type(c) is int for c in cfg.crop)  # type: ignore[union-attr]
+    assert cfg == _literal_config()  # the same values
+
+
+def test_a_numpy_config_resumes_from_its_checkpoint(tmp_path, capsys) -> None:
+    """A config built from numpy scalars went into last.pt as numpy objects; torch.load(weights_only=True) refused
+    them, so every restart printed "unreadable checkpoint" and trained from scratch. Oracle: the uninterrupted run
+    with the same config written in Python literals, bit for bit."""
+    x, y = _blob_data(4)
+    ref = _tiny()
+    train(ref, x, y, _literal_config(), val_images=x[:2], val_labels=y[:2], progress=False)
+
+    cfg = _numpy_config()
+    r1 = train(_tiny(), x, y, cfg, val_images=x[:2], val_labels=y[:2], ckpt_dir=tmp_path, progress=False, stop_after_epoch=1)
+    assert r1.extra.get("stopped")
+    state = torch.load(tmp_path / "last.pt", weights_only=True)  # readable without unpickling
+    assert state["config"]["crop"] == [12, 12, 12] and type(state["config"]["lr"]) is float
+    torch.manual_seed(12345)
+    resumed = _tiny()
+    r2 = train(resumed, x, y, _numpy_config(), val_images=x[:2], val_labels=y[:2], ckpt_dir=tmp_path, progress=False)
+    assert r2.resumed_from == 1
+    assert "unreadable checkpoint" not in capsys.readouterr().out
+    for (k, a), b in zip(ref.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+@pytest.mark.parametrize(("bad", "message"), [
+    ({"lr": float("inf")}, "lr must be a finite number > 0"),
+    ({"lr": float("nan")}, "lr must be a finite number > 0"),
+    ({"lr": "3e-3"}, "lr must be a finite number > 0"),
+    ({"weight_decay": float("inf")}, "weight_decay must be a finite number >= 0"),
+    ({"temperature": float("inf")}, "temperature must be a finite number > 0"),
+    ({"temperature": True}, "temperature must be a finite number > 0"),
+    ({"warmup_frac": float("nan")}, "warmup_frac must be a finite number >= 0"),
+    ({"pos_fraction": 1.5}, "pos_fraction must be in [0, 1]"),
+    ({"sw_overlap": float("nan")}, "sw_overlap must be a finite number >= 0"),
+    ({"epochs": np.float64(2.0)}, "epochs must be an int >= 1"),
+    ({"batch_size": np.int64(0)}, "batch_size must be an int >= 1"),
+    ({"steps_per_epoch": 1.5}, "steps_per_epoch must be an int >= 1 or None"),
+    ({"seed": np.int64(-1)}, "seed must be a non-negative int"),
+    ({"augment": "no"}, "augment must be a bool"),
+    ({"amp": 1}, "amp must be a bool"),
+    ({"crop": (8.5, 8, 8)}, "crop must be three positive ints or None"),  # int() used to cut it to 8
+    ({"crop": 8}, "crop must be three positive ints or None"),
+    ({"inference": 3}, "inference must be one of"),
+    ({"augment_backend": ["monai"]}, "augment_backend must be one of"),
+])
+def test_train_config_refuses_non_finite_and_mistyped_values_naming_the_field(bad: dict, message: str) -> None:
+    with pytest.raises(ValueError) as err:
+        TrainConfig(**bad)
+    assert str(err.value).startswith(message)
+
+
+def test_save_model_stores_numpy_values_as_plain_python_and_loads_back(tmp_path) -> None:
+    """np.float64 passed through as a float subclass (then weights_only loading failed); other numpy scalars and
+    arrays were stored as strings ([np.int64(8)] -> ['8'], np.array([8, 16]) -> '[ 8 16]'), so load_model failed later.
+    Oracle: the spec written with Python literals."""
+    net = _tiny()
+    spec = {"name": np.str_("unet"), "kwargs": {"channels": [np.int64(8), np.int64(16)], "strides": np.array([2]),
+                                                "num_res_units": np.int32(0)},
+            "crop": np.array([16, 16, 16]), "overlap": np.float64(0.25), "inference": np.str_("sliding"), "flag": np.bool_(True),
+            "grid": np.array([[1.5, 2.0]]), "nothing": None}
+    expected = {"name": "unet", "kwargs": {"channels": [8, 16], "strides": [2], "num_res_units": 0}, "crop": [16, 16, 16],
+                "overlap": 0.25, "inference": "sliding", "flag": True, "grid": [[1.5, 2.0]], "nothing": None}
+    path = models.save_model(models.LogitScale(net, np.float64(2.0)), tmp_path / "np.pt", spec)
+    blob = torch.load(path, weights_only=True)  # no numpy object left to unpickle
+
+    def types(v):
+        return {k: types(w) for k, w in v.items()} if isinstance(v, dict) else [types(w) for w in v] if isinstance(v, list) else type(v)
+
+    assert types(blob["spec"]) == types({**expected, "logit_scale": 2.0})
+    loaded, spec2 = models.load_model(path)
+    assert spec2 == {**expected, "logit_scale": 2.0}
+    x = torch.randn(1, 4, 16, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), 2.0 * net.eval()(x))
+
+
+@pytest.mark.parametrize(("spec", "where"), [
+    ({"kwargs": {"act": object()}}, r"spec\['kwargs'\]\['act'\] must be a plain value"),
+    ({"crop": [16, 16, torch.tensor(16)]}, r"spec\['crop'\]\[2\] must be a plain value"),
+    ({"path": __import__("pathlib").Path("x")}, r"spec\['path'\] must be a plain value"),
+    ({"kwargs": {1: 2}}, r"spec\['kwargs'\] has a key 1"),
+])
+def test_save_model_refuses_values_it_cannot_store_naming_the_key(tmp_path, spec: dict, where: str) -> None:
+    """Anything else used to be stored as str(value), and the model failed to rebuild later."""
+    with pytest.raises(ValueError, match=where):
+        models.save_model(_tiny(), tmp_path / "x.pt", {"name": "unet", **spec})
+    assert not (tmp_path / "x.pt").exists()
