@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import warnings
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,11 +37,13 @@ __all__ = [
     "claims",
     "claims_by_region",
     "empty_truth_cases",
+    "check_claim_metric",
     "COMPARE_COLUMNS",
     "CLAIM_COLUMNS",
     "CLAIM_RULES_MD",
     "SENSITIVITY_COLUMNS",
     "VERDICTS",
+    "LOWER_IS_BETTER_METRICS",
 ]
 
 #: Optional columns that are part of a condition's identity when present in the table.
@@ -841,6 +844,9 @@ _STATEMENTS = {
 #: The verdict vocabulary of :func:`claims`.
 VERDICTS = ("holds", "mixed", "not supported", "contradicted", "not tested")
 
+#: Score columns where lower is better (distances): the claims are about an overlap score and refuse them.
+LOWER_IS_BETTER_METRICS = ("hd95",)
+
 #: The decision rules of :func:`claims` as Markdown (written into the report as "Decision rules").
 CLAIM_RULES_MD = """\
 Each claim is judged on one region from the paired Wilcoxon signed-rank tests of `stats.compare` (cases paired
@@ -857,6 +863,11 @@ by `case_id`).
   supports and at least one is against; **not supported** = no test supports and none is against; **mixed** =
   otherwise (some but not all tests support); **not tested** = the models or attacks needed are absent.
   `n_tests`, `n_support` and `n_against` count the tests.
+- Diagnostic attacks (transfer attacks `transfer_*` and logit-rescaled attacks `*_logit_rescaled`) are never
+  evidence for or against a claim: their tests are left out even from a comparison table computed with them (whose
+  Holm correction still counts them: conservative).
+- The claims are about Dice, an overlap score where higher is better; distance metrics where lower is better
+  (HD95) are refused rather than judged with the directions reversed.
 - **C1** (all attacks significantly reduce Dice): one test per attack on the undefended model (a targeted attack
   once per target policy) at that attack's largest ε: clean vs attacked (`attack_effect` family). Claimed
   direction: clean > attacked.
@@ -906,6 +917,46 @@ def _count_verdict(n_tests: int, n_support: int, n_against: int) -> str:
     if n_support == 0:
         return "contradicted" if n_against > 0 else "not supported"
     return "mixed"
+
+
+def _not_diagnostic(fam: pd.DataFrame, *cols: str) -> pd.DataFrame:
+    """Rows of a comparison table whose attack columns ``cols`` hold no diagnostic attack (:func:`is_diagnostic_attack`)."""
+    keep = np.ones(len(fam), dtype=bool)
+    for c in cols:
+        keep &= ~fam[c].astype(str).map(is_diagnostic_attack).to_numpy(dtype=bool)
+    return fam.loc[keep]
+
+
+def check_claim_metric(metric: Any) -> str:
+    """Refuse a score column the claims cannot be judged on.
+
+    The claims' directions (an attack *lowers* the score, distillation is *above* adversarial training, a defense
+    stays *below* clean) and C2's relative drop ``1 − mean(attacked)/mean(clean)`` assume an overlap score where
+    higher is better, such as Dice. On a distance where lower is better (HD95) every verdict would be reversed, so
+    such a metric is refused rather than judged.
+
+    Args:
+        metric: name of the score column.
+
+    Returns:
+        ``metric`` unchanged.
+
+    Raises:
+        ValueError: ``metric`` is not a non-empty string, or is a lower-is-better metric
+            (:data:`LOWER_IS_BETTER_METRICS`, ``hd`` followed by digits or nothing, a name containing
+            ``hausdorff`` or ``distance``, or ``asd``/``assd``/``masd``/``msd``).
+    """
+    if not isinstance(metric, str) or not metric:
+        raise ValueError(f"metric: expected the name of a score column, got {metric!r}")
+    m = metric.lower()
+    distance = (m in LOWER_IS_BETTER_METRICS or re.fullmatch(r"hd\d*", m) is not None or "hausdorff" in m
+                or "distance" in m or m in ("asd", "assd", "masd", "msd"))  # fmt: skip
+    if distance:
+        raise ValueError(
+            f"metric: {metric!r} is a distance where lower is better; the claims are about an overlap score where "
+            "higher is better (Dice): their directions and C2's relative drop would be reversed"
+        )
+    return metric
 
 
 def _direction(fam: pd.DataFrame) -> np.ndarray:
@@ -1022,6 +1073,8 @@ def claims(
     - Count-based claims C1, C3, C4: ``holds`` = every test supports; ``contradicted`` = none
       supports and at least one is against; ``not supported`` = none supports and none is
       against; ``mixed`` = otherwise (some, not all, support).
+    - Diagnostic attacks (:func:`is_diagnostic_attack`) are left out of every claim, also when
+      ``comparisons`` was computed with ``include_diagnostics=True``.
     - **C1** all attacks significantly reduce Dice: for ``baseline``, one test per attack (per
       ``target_policy`` for targeted attacks) at its largest eps, from the ``attack_effect``
       family (a = clean, b = attacked); claimed direction a > b.
@@ -1051,7 +1104,8 @@ def claims(
         alpha: significance level.
         paper_max_drop: the paper's maximum relative Dice drop (0.65).
         baseline, distilled, advtrain: model names.
-        metric: score column.
+        metric: score column: an overlap score where higher is better (Dice); distances
+            (``"hd95"``) are refused (:func:`check_claim_metric`).
         n_resamples, seed: bootstrap settings for C2.
         method: Wilcoxon p-value method used when ``comparisons`` is computed here.
         strata: ``None`` or case id → stratum (e.g. the run each case of a pooled table came
@@ -1062,9 +1116,11 @@ def claims(
         DataFrame with columns :data:`CLAIM_COLUMNS`, rows C1..C4.
 
     Raises:
-        ValueError: bad arguments, missing columns, or a baseline condition (clean or
-            attacked) with duplicate ``case_id`` rows or several clean conditions.
+        ValueError: bad arguments (``metric`` a lower-is-better distance), missing columns, or a
+            baseline condition (clean or attacked) with duplicate ``case_id`` rows or several clean
+            conditions.
     """
+    check_claim_metric(metric)
     _check_table(table, metric)
     if not (0 < paper_max_drop):
         raise ValueError(f"paper_max_drop: must be positive, got {paper_max_drop}")
@@ -1079,7 +1135,8 @@ def claims(
                               advtrain=advtrain, alpha=alpha, method=method)  # fmt: skip
     if not isinstance(comparisons, pd.DataFrame):
         raise ValueError(f"comparisons: expected a pandas DataFrame, got {type(comparisons).__name__}")
-    need = ("family", "region", "model_a", "model_b", "attack_b", "eps_a", "eps_b", "p_holm", "mean_a", "mean_b")
+    need = ("family", "region", "model_a", "model_b", "attack_a", "attack_b", "eps_a", "eps_b", "p_holm", "mean_a",
+            "mean_b")  # fmt: skip
     missing = [c for c in need if c not in comparisons.columns]
     if missing:
         raise ValueError(f"comparisons: missing columns {missing}")
@@ -1088,7 +1145,7 @@ def claims(
     how = f"{region} {metric}, Holm α={alpha:g}, direction from signed ranks"
 
     # C1
-    fam = cr.loc[(cr["family"] == "attack_effect") & (cr["model_a"] == baseline)].copy()
+    fam = _not_diagnostic(cr.loc[(cr["family"] == "attack_effect") & (cr["model_a"] == baseline)], "attack_b").copy()
     if fam.empty:
         out.append(_row("C1", "not tested", f"no attacked rows for {baseline!r}.", paper_max_drop))
     else:
@@ -1112,10 +1169,10 @@ def claims(
                          n_resamples=n_resamples, seed=seed, strata=strata))  # fmt: skip
 
     # C3
-    fam = cr.loc[
+    fam = _not_diagnostic(cr.loc[
         (cr["family"] == "distill_vs_advtrain") & (cr["model_a"] == distilled) & (cr["model_b"] == advtrain)
         & (cr["eps_a"].astype(float) > 0)
-    ]  # fmt: skip
+    ], "attack_a", "attack_b")  # fmt: skip
     if fam.empty:
         out.append(_row("C3", "not tested", f"need attacked rows for both {distilled!r} and {advtrain!r}.", paper_max_drop))
     else:
@@ -1128,9 +1185,9 @@ def claims(
         ))  # fmt: skip
 
     # C4
-    fam = cr.loc[
+    fam = _not_diagnostic(cr.loc[
         (cr["family"] == "defense_vs_clean") & cr["model_a"].isin([distilled, advtrain]) & (cr["model_b"] == baseline)
-    ]
+    ], "attack_a")
     if fam.empty:
         out.append(_row("C4", "not tested", f"need {distilled!r} or {advtrain!r} under attack and clean {baseline!r}.", paper_max_drop))
     else:
@@ -1215,7 +1272,12 @@ def claims_by_region(
     Returns:
         DataFrame with columns :data:`SENSITIVITY_COLUMNS` + :data:`CLAIM_COLUMNS`: four rows (C1–C4)
         per analysis; ``analysis`` is the region, or e.g. ``"ET, 3 empty-truth cases excluded"``.
+
+    Raises:
+        ValueError: as :func:`claims` (a lower-is-better ``metric`` such as ``"hd95"`` included), or ``regions`` not in
+            the table.
     """
+    check_claim_metric(metric)
     _check_table(table, metric)
     present = list(pd.unique(table["region"]))
     if regions is None:

@@ -710,8 +710,72 @@ def test_claims_not_tested() -> None:
         S.claims(make_table(only_base), pd.DataFrame({"family": []}))
 
 
+def _cmp_row(family: str, a: tuple, b: tuple, p_holm: float, effect: float, means: tuple[float, float]) -> dict:
+    """One hand-made row of a comparison table: ``a``/``b`` = (model, attack, target_policy, eps)."""
+    row = {"family": family, "region": "WT", "p_holm": p_holm, "effect_size": effect, "mean_a": means[0], "mean_b": means[1]}
+    for s, (m, att, pol, eps) in (("a", a), ("b", b)):
+        row.update({f"model_{s}": m, f"attack_{s}": att, f"target_policy_{s}": pol, f"eps_{s}": eps})
+    return row
+
+
+def test_claims_leave_out_diagnostic_attacks_in_c1_c3_c4() -> None:
+    """A comparison table computed with diagnostics (transfer and logit-rescaled attacks) must not count them: in this
+    hand-made table every diagnostic row is significant against its claim (or not significant), every paper-attack
+    row supports it. Expected, counting paper attacks only: C1 holds 3/3, C3 holds 1/1, C4 holds 2/2 (counting the
+    diagnostics: C1 mixed 3/5, C3 mixed 1/2, C4 mixed 2/4)."""
+    clean, cl_d, cl_a = ("baseline", "clean", None, 0.0), ("distilled", "clean", None, 0.0), ("advtrain", "clean", None, 0.0)
+    sup, ag, ns = (0.001, +1.0), (0.001, -1.0), (0.4, 0.2)  # (p_holm, effect): significant a > b, a < b, neither
+    rows = [
+        _cmp_row("attack_effect", clean, ("baseline", "fgsm", None, 0.2), *sup, (0.8, 0.4)),
+        _cmp_row("attack_effect", clean, ("baseline", "ifgsm", None, 0.2), *sup, (0.8, 0.2)),
+        _cmp_row("attack_effect", clean, ("baseline", "tifgsm", "erase", 0.2), *sup, (0.8, 0.1)),
+        _cmp_row("attack_effect", clean, ("baseline", "transfer_fgsm", None, 0.4), *ag, (0.8, 0.9)),
+        _cmp_row("attack_effect", clean, ("baseline", "ifgsm_logit_rescaled", None, 0.4), *ns, (0.8, 0.79)),
+        _cmp_row("distill_vs_advtrain", cl_d, cl_a, *sup, (0.8, 0.7)),  # clean: not a condition under attack
+        _cmp_row("distill_vs_advtrain", ("distilled", "fgsm", None, 0.2), ("advtrain", "fgsm", None, 0.2), *sup, (0.6, 0.5)),
+        _cmp_row("distill_vs_advtrain", ("distilled", "transfer_fgsm", None, 0.2), ("advtrain", "transfer_fgsm", None, 0.2),
+                 *ag, (0.5, 0.6)),
+        _cmp_row("defense_vs_clean", ("distilled", "fgsm", None, 0.2), clean, ag[0], -1.0, (0.6, 0.8)),
+        _cmp_row("defense_vs_clean", ("advtrain", "fgsm", None, 0.2), clean, ag[0], -1.0, (0.5, 0.8)),
+        _cmp_row("defense_vs_clean", ("advtrain", "transfer_ifgsm", None, 0.2), clean, *sup, (0.85, 0.8)),
+        _cmp_row("defense_vs_clean", ("distilled", "fgsm_logit_rescaled", None, 0.2), clean, *ns, (0.81, 0.8)),
+    ]
+    cmp = pd.DataFrame(rows)
+    table = make_table(FULL, regions=("WT",))  # C2 only
+    cl = S.claims(table, cmp, n_resamples=50).set_index("claim")
+    got = {k: (cl.loc[k, "verdict"], cl.loc[k, "n_tests"], cl.loc[k, "n_support"], cl.loc[k, "n_against"]) for k in ("C1", "C3", "C4")}
+    assert got == {"C1": ("holds", 3, 3, 0), "C3": ("holds", 1, 1, 0), "C4": ("holds", 2, 2, 0)}
+    for k in ("C1", "C3", "C4"):
+        assert "transfer" not in cl.loc[k, "evidence"] and "logit" not in cl.loc[k, "evidence"]
+    # through compare(): FULL's baseline transfer_fgsm raises Dice significantly; with the diagnostics in the table
+    # the counts are those without them
+    t = make_table(FULL)
+    cols = ["claim", "verdict", "n_tests", "n_support", "n_against"]
+    with_diag = S.claims(t, S.compare(t, include_diagnostics=True), n_resamples=50)[cols]
+    pd.testing.assert_frame_equal(with_diag, S.claims(t, S.compare(t), n_resamples=50)[cols])
+    assert with_diag.set_index("claim").loc["C1", "n_tests"] == 4
+
+
+def test_claims_refuse_a_lower_is_better_metric() -> None:
+    """HD95 is a distance (lower is better): judging it with Dice's directions would reverse every verdict, so
+    claims and claims_by_region refuse it, naming ``metric``."""
+    t = make_table(FULL, regions=("WT",))
+    with pytest.raises(ValueError, match=r"^metric: 'hd95' is a distance where lower is better.*higher is better"):
+        S.claims(t, n_resamples=50, metric="hd95")
+    with pytest.raises(ValueError, match=r"^metric: 'hd95'"):
+        S.claims_by_region(t, n_resamples=50, metric="hd95")
+    for bad in ("HD95", "hd", "hausdorff95", "mean_surface_distance", "assd"):
+        with pytest.raises(ValueError, match="^metric: .*lower is better"):
+            S.check_claim_metric(bad)
+    with pytest.raises(ValueError, match="^metric: expected the name"):
+        S.check_claim_metric(3)
+    assert S.check_claim_metric("dice") == "dice" and S.check_claim_metric("dice_direct") == "dice_direct"
+    assert S.claims(t, n_resamples=50, metric="dice").set_index("claim").loc["C1", "verdict"] == "holds"
+
+
 def test_claim_rules_documented() -> None:
-    for word in ("holds", "contradicted", "not supported", "mixed", "not tested", "relative", "rank-biserial", "distilled_T1"):
+    for word in ("holds", "contradicted", "not supported", "mixed", "not tested", "relative", "rank-biserial",
+                 "distilled_T1", "Diagnostic attacks", "higher is better"):
         assert word in S.CLAIM_RULES_MD or word.replace("distilled_T1", "T = 1") in S.CLAIM_RULES_MD
         assert word in S.claims.__doc__
     assert "does not hold" not in S.CLAIM_RULES_MD and "does not hold" not in S.claims.__doc__
