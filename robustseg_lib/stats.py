@@ -43,6 +43,7 @@ __all__ = [
     "CLAIM_RULES_MD",
     "SENSITIVITY_COLUMNS",
     "VERDICTS",
+    "PAPER_ATTACKS",
     "LOWER_IS_BETTER_METRICS",
 ]
 
@@ -842,7 +843,10 @@ _STATEMENTS = {
 }
 
 #: The verdict vocabulary of :func:`claims`.
-VERDICTS = ("holds", "mixed", "not supported", "contradicted", "not tested")
+VERDICTS = ("holds", "partly tested", "mixed", "not supported", "contradicted", "not tested")
+
+#: The attacks claim C1 is about ("all three attacks"): FGSM, i-FGSM and targeted i-FGSM, by their ``attack`` names.
+PAPER_ATTACKS = ("fgsm", "ifgsm", "tifgsm")
 
 #: Score columns where lower is better (distances): the claims are about an overlap score and refuse them.
 LOWER_IS_BETTER_METRICS = ("hd95",)
@@ -863,6 +867,11 @@ by `case_id`).
   supports and at least one is against; **not supported** = no test supports and none is against; **mixed** =
   otherwise (some but not all tests support); **not tested** = the models or attacks needed are absent.
   `n_tests`, `n_support` and `n_against` count the tests.
+- **partly tested** (C1 and C4): the claim is about all three attacks (C1) or both defenses (C4), and part of that
+  scope has no test at all (e.g. only FGSM was run, or only the adversarially trained model). When every test present
+  supports, the verdict is **partly tested** instead of holds, since the untested part could not have contradicted
+  it; contradicted, mixed and not supported stand as they are (the tested part is evidence either way). The
+  evidence names what is missing.
 - Diagnostic attacks (transfer attacks `transfer_*` and logit-rescaled attacks `*_logit_rescaled`) are never
   evidence for or against a claim: their tests are left out even from a comparison table computed with them (whose
   Holm correction still counts them: conservative).
@@ -870,7 +879,8 @@ by `case_id`).
   (HD95) are refused rather than judged with the directions reversed.
 - **C1** (all attacks significantly reduce Dice): one test per attack on the undefended model (a targeted attack
   once per target policy) at that attack's largest ε: clean vs attacked (`attack_effect` family). Claimed
-  direction: clean > attacked.
+  direction: clean > attacked. Its scope is the paper's three attacks, FGSM, i-FGSM and ti-FGSM (any target
+  policy): one of them without a test makes it at most partly tested.
 - **C2** (attacks reduce Dice by up to 65 %): the quantity is the **relative** drop of the mean Dice of the
   undefended model, 1 − mean(attacked)/mean(clean), for every attack × ε > 0, on the cases common to the clean
   condition and all those conditions. `rel_drop` is the largest drop over the conditions and
@@ -887,7 +897,8 @@ by `case_id`).
   defenses only (the distilled and the adversarially trained model; other deployments such as a distilled model run
   at T = 1 or T = 5 are not defenses and are left out), each under each attack × ε > 0, vs the clean undefended
   model. Claimed direction: defended under attack < clean. Their `p_holm` is the comparison table's, whose
-  `defense_vs_clean` family may also hold the other deployments (conservative).
+  `defense_vs_clean` family may also hold the other deployments (conservative). Its scope is both defenses: one
+  of them without an attacked condition makes it at most partly tested.
 """
 
 
@@ -908,15 +919,34 @@ def _row(claim: str, verdict: str, evidence: str, paper_max_drop: float, **num: 
     }
 
 
-def _count_verdict(n_tests: int, n_support: int, n_against: int) -> str:
-    """Verdict of a count-based claim (see :data:`CLAIM_RULES_MD`)."""
+def _count_verdict(n_tests: int, n_support: int, n_against: int, missing: Sequence[str] = ()) -> str:
+    """Verdict of a count-based claim (see :data:`CLAIM_RULES_MD`).
+
+    Args:
+        n_tests: tests of the claim present.
+        n_support: tests that support it.
+        n_against: tests significant in the opposite direction.
+        missing: the parts of the claim's scope without any test (attacks of C1, defenses of C4).
+
+    Returns:
+        ``"holds"``, ``"partly tested"`` (every test present supports but ``missing`` is not empty),
+        ``"mixed"``, ``"not supported"``, ``"contradicted"`` or ``"not tested"`` (no test).
+    """
     if n_tests == 0:
         return "not tested"
     if n_support == n_tests:
-        return "holds"
+        return "partly tested" if len(missing) else "holds"
     if n_support == 0:
         return "contradicted" if n_against > 0 else "not supported"
     return "mixed"
+
+
+def _missing_text(missing: Sequence[str], scope: Sequence[str], what: str) -> str:
+    """The evidence sentence naming the untested part of a claim's scope (empty when nothing is missing)."""
+    if not len(missing):
+        return ""
+    return (f" Not tested: {', '.join(missing)} (no {what}; the claim is about "
+            f"{', '.join(scope[:-1])} and {scope[-1]}).")
 
 
 def _not_diagnostic(fam: pd.DataFrame, *cols: str) -> pd.DataFrame:
@@ -1073,11 +1103,14 @@ def claims(
     - Count-based claims C1, C3, C4: ``holds`` = every test supports; ``contradicted`` = none
       supports and at least one is against; ``not supported`` = none supports and none is
       against; ``mixed`` = otherwise (some, not all, support).
+    - ``partly tested`` (C1, C4): every test present supports, but part of the claim's scope has no
+      test (an attack of :data:`PAPER_ATTACKS` for C1, one of the two defenses for C4); the evidence
+      names it. Other verdicts stand when part of the scope is missing.
     - Diagnostic attacks (:func:`is_diagnostic_attack`) are left out of every claim, also when
       ``comparisons`` was computed with ``include_diagnostics=True``.
     - **C1** all attacks significantly reduce Dice: for ``baseline``, one test per attack (per
       ``target_policy`` for targeted attacks) at its largest eps, from the ``attack_effect``
-      family (a = clean, b = attacked); claimed direction a > b.
+      family (a = clean, b = attacked); claimed direction a > b. Scope: :data:`PAPER_ATTACKS`.
     - **C2** Dice reduced by up to ``paper_max_drop``: the *relative* drop of mean Dice
       ``1 − mean(attacked)/mean(clean)`` of ``baseline`` for every attack × eps > 0, on the
       cases common to clean and all those conditions; ``rel_drop`` is the maximum over the
@@ -1093,7 +1126,7 @@ def claims(
     - **C4** every defense stays below clean performance: the ``defense_vs_clean`` tests of
       the paper's defenses only (a = ``distilled`` or ``advtrain`` under attack; other
       deployments such as ``distilled_T1`` are not defenses), b = clean ``baseline``;
-      claimed direction a < b.
+      claimed direction a < b. Scope: both defenses.
     - ``not tested`` when the needed models/attacks are absent.
 
     Args:
@@ -1153,14 +1186,16 @@ def claims(
         fam["_lab"] = [attack_label(a, p) for a, p in zip(fam["attack_b"], pol)]
         top = fam.loc[fam.groupby("_lab")["eps_b"].idxmax()].sort_values("_lab")
         sup, ag = _support_against(top, alpha, +1)
+        missing = [a for a in PAPER_ATTACKS if a not in set(top["attack_b"].astype(str))]
         parts = [
             f"{r['_lab']}@{r['eps_b']:g}: {r['mean_a']:.3f}→{r['mean_b']:.3f} (p_holm={r['p_holm']:.3g})"
             for _, r in top.iterrows()
         ]
         out.append(_row(
-            "C1", _count_verdict(len(top), int(sup.sum()), int(ag.sum())),
+            "C1", _count_verdict(len(top), int(sup.sum()), int(ag.sum()), missing),
             f"{int(sup.sum())}/{len(top)} attacks significantly reduce {region} {metric} at their largest eps, "
-            f"{int(ag.sum())} significantly increase it ({how}): " + "; ".join(parts) + ".",
+            f"{int(ag.sum())} significantly increase it ({how}): " + "; ".join(parts) + "."
+            + _missing_text(missing, PAPER_ATTACKS, f"attacked rows for {baseline!r}"),
             paper_max_drop, n_tests=len(top), n_support=int(sup.sum()), n_against=int(ag.sum()),
         ))  # fmt: skip
 
@@ -1193,6 +1228,7 @@ def claims(
     else:
         sup, ag = _support_against(fam, alpha, -1)
         n_sup, n_ag = int(sup.sum()), int(ag.sum())
+        missing = [m for m in (distilled, advtrain) if m not in set(fam["model_a"])]
         ev = (
             f"{n_sup}/{len(fam)} conditions of {' and '.join(pd.unique(fam['model_a']))} under attack significantly below "
             f"clean {baseline}, {len(fam) - n_sup - n_ag} not significantly different, {n_ag} significantly above ({how})."
@@ -1202,7 +1238,8 @@ def claims(
         worst = rest.loc[(rest["mean_a"] - rest["mean_b"]).idxmax()]
         ev += (f" {'Largest offender' if (~sup).any() else 'Closest to clean'}: {worst['model_a']} {_fmt_cond(worst, 'a')} "
                f"{worst['mean_a']:.3f} vs {worst['mean_b']:.3f} (p_holm={worst['p_holm']:.3g}).")  # fmt: skip
-        out.append(_row("C4", _count_verdict(len(fam), n_sup, n_ag), ev, paper_max_drop,
+        ev += _missing_text(missing, (distilled, advtrain), "attacked condition")
+        out.append(_row("C4", _count_verdict(len(fam), n_sup, n_ag, missing), ev, paper_max_drop,
                         n_tests=len(fam), n_support=n_sup, n_against=n_ag))  # fmt: skip
     return pd.DataFrame(out, columns=CLAIM_COLUMNS)
 

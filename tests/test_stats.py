@@ -550,8 +550,10 @@ def test_claim_c4_strict_and_defenses_only() -> None:
         ("distilled_T1", "fgsm", None, 0.2): 1.2,  # significantly above clean
     }
     cl = S.claims(make_table(conds), n_resamples=300).set_index("claim")
-    assert cl.loc["C4", "verdict"] == "holds" and cl.loc["C4", "n_tests"] == 1
-    assert "distilled_T1" not in cl.loc["C4", "evidence"]
+    # the one defense present supports; the distilled model (the other defense) has no test: partly tested
+    assert cl.loc["C4", "verdict"] == "partly tested" and cl.loc["C4", "n_tests"] == 1
+    assert "distilled_T1" not in cl.loc["C4", "evidence"].split("Not tested")[0]
+    assert "Not tested: distilled" in cl.loc["C4", "evidence"]
 
 
 def test_claims_direction_from_signed_ranks() -> None:
@@ -699,7 +701,8 @@ def test_claims_not_tested() -> None:
     only_base = {("baseline", "clean", None, 0.0): 1.0, ("baseline", "fgsm", None, 0.2): 0.3}
     v = _verdicts(only_base)
     assert v["C3"] == "not tested" and v["C4"] == "not tested"
-    assert v["C1"] == "holds" and v["C2"] == "holds"
+    # FGSM alone reduces Dice significantly, but i-FGSM and ti-FGSM were never run: C1 is about all three
+    assert v["C1"] == "partly tested" and v["C2"] == "holds"
     v = _verdicts({("baseline", "clean", None, 0.0): 1.0})
     assert set(v.values()) == {"not tested"}
     with pytest.raises(ValueError, match="region"):
@@ -708,6 +711,42 @@ def test_claims_not_tested() -> None:
         S.claims(make_table(only_base), alpha=5)
     with pytest.raises(ValueError, match="comparisons: missing"):
         S.claims(make_table(only_base), pd.DataFrame({"family": []}))
+
+
+def test_claims_partly_tested_when_part_of_the_scope_has_no_test() -> None:
+    """C1 is about FGSM, i-FGSM and ti-FGSM, C4 about both defenses: every test present supporting is "partly tested"
+    when part of that scope was never run; other verdicts stand. Hand-made: an attack at mu = 0.5 lowers all 12
+    cases (differences 0.5·BASE − NOISE > 0.29: exact p = 2/2¹², Holm × ≤ 3 < 0.05); mu = 1.0 leaves every case
+    unchanged (p = 1); mu = 1.1 raises all 12 (against)."""
+
+    def c(conds: dict, claim: str) -> pd.Series:
+        return S.claims(make_table(conds, regions=("WT",)), n_resamples=50, method="exact").set_index("claim").loc[claim]
+
+    clean = {("baseline", "clean", None, 0.0): 1.0}
+    two = {**clean, ("baseline", "fgsm", None, 0.2): 0.5, ("baseline", "ifgsm", None, 0.2): 0.5}
+    c1 = c(two, "C1")
+    assert (c1["verdict"], c1["n_tests"], c1["n_support"], c1["n_against"]) == ("partly tested", 2, 2, 0)
+    assert c1["evidence"].endswith("Not tested: tifgsm (no attacked rows for 'baseline'; the claim is about fgsm, "
+                                   "ifgsm and tifgsm).")
+    # the third attack (any target policy) completes the scope
+    c1 = c({**two, ("baseline", "tifgsm", "erase", 0.2): 0.5}, "C1")
+    assert (c1["verdict"], c1["n_tests"], c1["n_support"]) == ("holds", 3, 3) and "Not tested" not in c1["evidence"]
+    # ti-FGSM under two policies is two tests of one attack: FGSM and i-FGSM are still missing
+    c1 = c({**clean, ("baseline", "tifgsm", "erase", 0.2): 0.5, ("baseline", "tifgsm", "et_to_ncr", 0.2): 0.5}, "C1")
+    assert (c1["verdict"], c1["n_tests"]) == ("partly tested", 2) and "Not tested: fgsm, ifgsm (" in c1["evidence"]
+    # a contradiction or a mixed count in the tested part stands
+    c1 = c({**clean, ("baseline", "fgsm", None, 0.2): 1.1, ("baseline", "ifgsm", None, 0.2): 1.0}, "C1")
+    assert (c1["verdict"], c1["n_support"], c1["n_against"]) == ("contradicted", 0, 1) and "Not tested: tifgsm" in c1["evidence"]
+    c1 = c({**clean, ("baseline", "fgsm", None, 0.2): 0.5, ("baseline", "ifgsm", None, 0.2): 1.0}, "C1")
+    assert (c1["verdict"], c1["n_support"]) == ("mixed", 1)
+    # C4: the distilled model alone, 12/12 below clean (0.8·BASE + NOISE − BASE < −0.11): partly tested
+    dist = {**two, ("distilled", "clean", None, 0.0): 0.98, ("distilled", "fgsm", None, 0.2): 0.8}
+    c4 = c(dist, "C4")
+    assert (c4["verdict"], c4["n_tests"], c4["n_support"]) == ("partly tested", 1, 1)
+    assert "Not tested: advtrain (no attacked condition; the claim is about distilled and advtrain)." in c4["evidence"]
+    # both defenses (advtrain 12/12 below clean too): holds
+    c4 = c({**dist, ("advtrain", "clean", None, 0.0): 0.95, ("advtrain", "fgsm", None, 0.2): 0.75}, "C4")
+    assert (c4["verdict"], c4["n_tests"], c4["n_support"]) == ("holds", 2, 2) and "Not tested" not in c4["evidence"]
 
 
 def _cmp_row(family: str, a: tuple, b: tuple, p_holm: float, effect: float, means: tuple[float, float]) -> dict:
@@ -747,6 +786,10 @@ def test_claims_leave_out_diagnostic_attacks_in_c1_c3_c4() -> None:
     assert got == {"C1": ("holds", 3, 3, 0), "C3": ("holds", 1, 1, 0), "C4": ("holds", 2, 2, 0)}
     for k in ("C1", "C3", "C4"):
         assert "transfer" not in cl.loc[k, "evidence"] and "logit" not in cl.loc[k, "evidence"]
+    # a defense tested under diagnostic attacks only has no test: C4 is partly tested
+    no_dist = cmp.drop(index=8)
+    c4 = S.claims(table, no_dist, n_resamples=50).set_index("claim").loc["C4"]
+    assert (c4["verdict"], c4["n_tests"]) == ("partly tested", 1) and "Not tested: distilled" in c4["evidence"]
     # through compare(): FULL's baseline transfer_fgsm raises Dice significantly; with the diagnostics in the table
     # the counts are those without them
     t = make_table(FULL)
@@ -774,8 +817,8 @@ def test_claims_refuse_a_lower_is_better_metric() -> None:
 
 
 def test_claim_rules_documented() -> None:
-    for word in ("holds", "contradicted", "not supported", "mixed", "not tested", "relative", "rank-biserial",
-                 "distilled_T1", "Diagnostic attacks", "higher is better"):
+    for word in ("holds", "partly tested", "contradicted", "not supported", "mixed", "not tested", "relative",
+                 "rank-biserial", "distilled_T1", "Diagnostic attacks", "higher is better"):
         assert word in S.CLAIM_RULES_MD or word.replace("distilled_T1", "T = 1") in S.CLAIM_RULES_MD
         assert word in S.claims.__doc__
     assert "does not hold" not in S.CLAIM_RULES_MD and "does not hold" not in S.claims.__doc__
@@ -1106,8 +1149,9 @@ def test_eps_zero_rows_of_an_attack_sweep_are_not_attacked_conditions() -> None:
 
 def test_claim_c1_takes_each_attack_at_its_largest_eps() -> None:
     """C1 judges fgsm at its largest eps only. Hand-made: one eps with no effect at all (p = 1), the other with
-    12/12 cases lower (exact p = 2/2¹², Holm ×2 still < 0.05); the verdict follows the largest eps either way."""
-    for small, large, want in ((1.0, 0.5, "holds"), (0.5, 1.0, "not supported")):
+    12/12 cases lower (exact p = 2/2¹², Holm ×2 still < 0.05); the verdict follows the largest eps either way
+    (supported: "partly tested", since fgsm is the only one of the three attacks run)."""
+    for small, large, want in ((1.0, 0.5, "partly tested"), (0.5, 1.0, "not supported")):
         conds = {
             ("baseline", "clean", None, 0.0): 1.0,
             ("baseline", "fgsm", None, 0.1): small,
@@ -1537,12 +1581,17 @@ def test_claims_figure_colours_the_verdict_column() -> None:
     unknown verdict white, and the other columns are not coloured; a table without 'evidence' is refused."""
     import matplotlib.colors as mcolors
 
-    cl = pd.DataFrame({"claim": ["C1", "C2", "C3"], "statement": ["s1", "s2", "s3"],
-                       "verdict": ["holds", "contradicted", "something else"], "evidence": ["e1", "e2", "e3"]})
+    cl = pd.DataFrame({"claim": ["C1", "C2", "C3", "C4"], "statement": ["s1", "s2", "s3", "s4"],
+                       "verdict": ["holds", "contradicted", "something else", "partly tested"],
+                       "evidence": ["e1", "e2", "e3", "e4"]})
     cells = V.plot_claims(cl).get_axes()[0].tables[0].get_celld()
     assert mcolors.same_color(cells[1, 2].get_facecolor(), "#c7e9c0")
     assert mcolors.same_color(cells[2, 2].get_facecolor(), "#fcbba1")
     assert mcolors.same_color(cells[3, 2].get_facecolor(), "white")
-    assert all(mcolors.same_color(cells[r, c].get_facecolor(), "white") for r in (1, 2, 3) for c in (0, 1, 3))
+    assert mcolors.same_color(cells[4, 2].get_facecolor(), "#e5f5e0")
+    assert all(mcolors.same_color(cells[r, c].get_facecolor(), "white") for r in (1, 2, 3, 4) for c in (0, 1, 3))
+    # every verdict of the vocabulary has its own colour
+    colours = [V._VERDICT_COLOURS[v] for v in S.VERDICTS]
+    assert len(set(colours)) == len(S.VERDICTS)
     with pytest.raises(ValueError, match=r"missing columns \['evidence'\]"):
         V.plot_claims(cl.drop(columns=["evidence"]))
