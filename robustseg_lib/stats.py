@@ -886,10 +886,12 @@ by `case_id`).
   condition and all those conditions. `rel_drop` is the largest drop over the conditions and
   `rel_drop_ci_lo/hi` its 95 % percentile-bootstrap CI, where each resample draws cases jointly for all
   conditions and takes the maximum inside the resample (the CI of the maximum, not of the condition that won on
-  the observed data). **holds** when the CI upper bound reaches 65 % (a drop as large as the paper's is
-  attained within sampling error); **not supported** otherwise. The evidence also gives the smallest ε at which
-  any attack's relative drop (point estimate) reaches 65 %. `n_tests` = conditions, `n_support` = conditions
-  whose drop reaches 65 %.
+  the observed data). Like the other claims it needs evidence beyond sampling error either way: **holds** when the
+  CI lower bound reaches 65 % (the largest drop is significantly at least the paper's); **contradicted** when the
+  CI upper bound is below 65 % (significantly smaller than the paper's); **not supported** when the CI contains
+  65 %. The evidence also gives the smallest ε at which any attack's relative drop (point estimate) reaches
+  65 %. `n_tests` = conditions, `n_support` = conditions whose drop (point estimate) reaches 65 %; `n_against`
+  is 0 (the verdict rests on the interval, not on a count).
 - **C3** (distillation significantly better than adversarial training): the `distill_vs_advtrain` tests of the
   distilled vs the adversarially trained model under each attack × ε > 0. Claimed direction: distilled > adversarially
   trained.
@@ -1055,7 +1057,9 @@ def _claim_c2(
     drop, lo, hi = bootstrap_max_relative_drop_ci(cvals, avals, n_resamples=n_resamples, seed=seed, strata=lab_strata)
     kd_best = conds[int(np.argmax(drops))][0]
     lab = f"{attack_label(kd_best['attack'], kd_best.get('target_policy'))}@{float(kd_best['eps']):g}"
-    verdict = "holds" if hi >= paper_max_drop else "not supported"
+    # significant evidence either way, as for the count-based claims: the whole interval at or above the paper's drop
+    # holds, the whole interval below it contradicts, an interval containing it decides nothing
+    verdict = "holds" if lo >= paper_max_drop else ("contradicted" if hi < paper_max_drop else "not supported")
     pct = 100 * paper_max_drop
     reach = [(float(kd["eps"]), d, attack_label(kd["attack"], kd.get("target_policy"))) for (kd, _), d in zip(conds, drops) if d >= paper_max_drop]
     if reach:
@@ -1116,8 +1120,9 @@ def claims(
       cases common to clean and all those conditions; ``rel_drop`` is the maximum over the
       conditions and ``rel_drop_ci_lo/hi`` the CI of that maximum from a paired bootstrap that
       resamples cases jointly across all conditions and takes the maximum in each resample
-      (:func:`bootstrap_max_relative_drop_ci`). ``holds`` if the CI upper bound is
-      ≥ ``paper_max_drop``, ``not supported`` otherwise. The evidence names the smallest eps at
+      (:func:`bootstrap_max_relative_drop_ci`). ``holds`` if the CI lower bound is
+      ≥ ``paper_max_drop``, ``contradicted`` if the CI upper bound is < ``paper_max_drop``,
+      ``not supported`` when the CI contains it. The evidence names the smallest eps at
       which any attack's point estimate reaches ``paper_max_drop`` (or says none does).
       ``n_tests`` = conditions, ``n_support`` = conditions whose drop reaches it.
     - **C3** distillation significantly better than adversarial training: the

@@ -479,7 +479,9 @@ def test_claims_contradicted() -> None:
     # every defended-under-attack difference from clean is ≥ 0.04·0.6 − 0.01 > 0: 12/12 positive,
     # exact p = 2/2¹², Holm × 4 -> significant; same for advtrain − distilled (≥ 0.02·0.6 > 0)
     cl = S.claims(make_table(conds), n_resamples=300).set_index("claim")
-    assert dict(cl["verdict"]) == {"C1": "contradicted", "C2": "not supported", "C3": "contradicted", "C4": "contradicted"}
+    # C2: no attack lowers the mean (drops 0 and < 0), so the whole interval is below 65 %
+    assert dict(cl["verdict"]) == {"C1": "contradicted", "C2": "contradicted", "C3": "contradicted", "C4": "contradicted"}
+    assert cl.loc["C2", "rel_drop_ci_hi"] < 0.65
     assert (cl.loc["C1", "n_support"], cl.loc["C1", "n_against"]) == (0, 1)
     assert (cl.loc["C3", "n_support"], cl.loc["C3", "n_against"]) == (0, 2)
     assert (cl.loc["C4", "n_support"], cl.loc["C4", "n_against"]) == (0, 4)
@@ -496,8 +498,10 @@ def test_claims_not_supported() -> None:
     }
     cl = S.claims(make_table(conds), n_resamples=300, method="exact").set_index("claim")
     # the old rules gave C1/C3 "does not hold" without any evidence against, and C4 "holds"
-    # because both means are below clean without significance
-    assert dict(cl["verdict"]) == {"C1": "not supported", "C2": "not supported", "C3": "not supported", "C4": "not supported"}
+    # because both means are below clean without significance. C2 is judged on its interval: fgsm leaves every case
+    # unchanged, a drop of exactly 0 with a point interval, which lies below 65 %: contradicted
+    assert dict(cl["verdict"]) == {"C1": "not supported", "C2": "contradicted", "C3": "not supported", "C4": "not supported"}
+    assert (cl.loc["C2", "rel_drop"], cl.loc["C2", "rel_drop_ci_lo"], cl.loc["C2", "rel_drop_ci_hi"]) == (0, 0, 0)
     assert (cl.loc["C3", "n_support"], cl.loc["C3", "n_against"]) == (0, 0)
 
 
@@ -516,8 +520,8 @@ def test_claims_mixed() -> None:
     }
     cl = S.claims(make_table(conds), n_resamples=300, method="exact").set_index("claim")
     assert cl.loc["C1", "verdict"] == "mixed" and cl.loc["C1", "n_support"] == 1
-    # the old rule called a drop ≥ 65 %/2 with CI < 65 % "mixed"
-    assert cl.loc["C2", "verdict"] == "not supported"
+    # the old rule called a drop ≥ 65 %/2 with CI < 65 % "mixed"; an interval wholly below 65 % contradicts the paper
+    assert cl.loc["C2", "verdict"] == "contradicted"
     assert cl.loc["C2", "rel_drop_ci_hi"] < 0.65 and cl.loc["C2", "rel_drop"] == pytest.approx(1 - (0.5 * BASE + NOISE).mean() / BASE.mean())
     assert "no attack reaches 65 % at any eps" in cl.loc["C2", "evidence"]
     assert cl.loc["C3", "verdict"] == "mixed"
@@ -674,7 +678,7 @@ def test_claim_c2_first_eps_reaching_the_paper() -> None:
     assert "reaches 65 % first at eps 0.1 (ifgsm, 66 %)" in c2["evidence"] and "by ifgsm@0.3" in c2["evidence"]
     conds = {k: (BASE * 0.4 if k[1] != "clean" else v) for k, v in conds.items()}  # 60 % everywhere
     c2 = S.claims(make_table(conds), n_resamples=300).set_index("claim").loc["C2"]
-    assert c2["verdict"] == "not supported" and c2["rel_drop_ci_hi"] == pytest.approx(0.6)
+    assert c2["verdict"] == "contradicted" and c2["rel_drop_ci_hi"] == pytest.approx(0.6)
     assert "no attack reaches 65 % at any eps" in c2["evidence"]
 
 
@@ -1176,22 +1180,80 @@ def test_claim_c1_judges_the_baseline_only() -> None:
     assert (c1["n_tests"], c1["n_support"], c1["n_against"]) == (1, 0, 0)
 
 
-def test_claim_c2_holds_on_the_ci_upper_bound_not_the_point_estimate() -> None:
-    """Point estimate of the relative drop 60 % < 65 %, but its bootstrap CI reaches 65 %: "holds" (the rule:
-    a drop as large as the paper's is attained within sampling error). Oracle: a plain resampling loop."""
-    r = np.linspace(0.0, 0.8, N_CASES)
-    r = np.r_[r[::2], r[1::2]]  # ratios spread over the cases: a wide interval
-    att = BASE * r
-    drop = 1 - att.mean() / BASE.mean()
-    idx = np.random.default_rng(11).integers(0, N_CASES, (20000, N_CASES))
+def _c2_with_oracle(att: np.ndarray, seed: int) -> tuple[pd.Series, float, float]:
+    """C2 of a table with one attacked condition ``att`` (clean = BASE), and the 95 % percentile interval of its
+    relative drop from a plain resampling loop over cases (20 000 resamples)."""
+    idx = np.random.default_rng(seed).integers(0, N_CASES, (20000, N_CASES))
     lo_ref, hi_ref = np.percentile(1 - att[idx].mean(1) / BASE[idx].mean(1), [2.5, 97.5])
-    assert drop < 0.62 and hi_ref > 0.7  # well on either side of 65 %
     conds = {("baseline", "clean", None, 0.0): BASE, ("baseline", "fgsm", None, 0.2): att}
     c2 = S.claims(make_table(conds, regions=("WT",)), n_resamples=4000).set_index("claim").loc["C2"]
-    assert c2["rel_drop"] == pytest.approx(drop)
+    assert c2["rel_drop"] == pytest.approx(1 - att.mean() / BASE.mean())
+    assert c2["rel_drop_ci_lo"] == pytest.approx(lo_ref, abs=0.02)
     assert c2["rel_drop_ci_hi"] == pytest.approx(hi_ref, abs=0.02)
-    assert c2["verdict"] == "holds" and c2["n_support"] == 0
+    return c2, lo_ref, hi_ref
+
+
+def _spread(lo: float, hi: float) -> np.ndarray:
+    """Per-case ratios attacked/clean spread evenly over [lo, hi], interleaved over the cases."""
+    r = np.linspace(lo, hi, N_CASES)
+    return np.r_[r[::2], r[1::2]]
+
+
+def test_claim_c2_holds_only_when_the_whole_interval_reaches_the_paper() -> None:
+    """C2 needs evidence beyond sampling error either way, like the count-based claims: holds when the 95 % CI lower
+    bound reaches 65 %, contradicted when the upper bound is below it, not supported when the interval contains it.
+    Hand-made per-case ratios with a wide interval; oracle: a plain resampling loop."""
+    # a point estimate below 65 % whose interval reaches above it (the old rule, CI upper bound >= 65 %: "holds")
+    c2, lo_ref, hi_ref = _c2_with_oracle(BASE * _spread(0.0, 0.8), seed=11)
+    assert c2["rel_drop"] < 0.62 and lo_ref < 0.55 and hi_ref > 0.7  # well on either side of 65 %
+    assert c2["verdict"] == "not supported" and c2["n_support"] == 0 and c2["n_against"] == 0
     assert "no attack reaches 65 % at any eps" in c2["evidence"]
+    # a point estimate above 65 % whose interval reaches below it (as ET in teaching seed 4: 70 %, CI 60-100 %)
+    c2, lo_ref, hi_ref = _c2_with_oracle(BASE * _spread(0.0, 0.6), seed=12)
+    assert c2["rel_drop"] > 0.68 and lo_ref < 0.62 and hi_ref > 0.75
+    assert c2["verdict"] == "not supported" and c2["n_support"] == 1
+    # the whole interval clearly above 65 %: holds
+    c2, lo_ref, hi_ref = _c2_with_oracle(BASE * _spread(0.05, 0.25), seed=13)
+    assert lo_ref > 0.8
+    assert c2["verdict"] == "holds" and c2["n_support"] == 1
+    # the whole interval clearly below 65 %: contradicted
+    c2, lo_ref, hi_ref = _c2_with_oracle(BASE * _spread(0.45, 0.75), seed=14)
+    assert hi_ref < 0.5
+    assert c2["verdict"] == "contradicted" and (c2["n_support"], c2["n_against"]) == (0, 0)
+    assert "no attack reaches 65 % at any eps" in c2["evidence"]
+
+
+@pytest.mark.parametrize(
+    ("ci", "want"),
+    [
+        ((0.70, 0.65, 0.90), "holds"),  # lower bound exactly at the paper's drop: reaches it
+        ((0.70, 0.6499, 0.90), "not supported"),
+        ((0.60, 0.50, 0.65), "not supported"),  # upper bound exactly at it: not below
+        ((0.60, 0.50, 0.6499), "contradicted"),
+        ((0.65, 0.65, 0.65), "holds"),
+    ],
+)
+def test_claim_c2_verdict_at_the_interval_bounds(monkeypatch, ci: tuple[float, float, float], want: str) -> None:
+    """The rule's edges, with the bootstrap replaced by a fixed (drop, lo, hi): holds iff lo >= 65 %, contradicted
+    iff hi < 65 %, else not supported; the row carries the interval it was judged on."""
+    monkeypatch.setattr(S, "bootstrap_max_relative_drop_ci", lambda *a, **k: ci)
+    conds = {("baseline", "clean", None, 0.0): BASE, ("baseline", "fgsm", None, 0.2): BASE * 0.5}
+    c2 = S.claims(make_table(conds, regions=("WT",)), n_resamples=10).set_index("claim").loc["C2"]
+    assert c2["verdict"] == want
+    assert (c2["rel_drop"], c2["rel_drop_ci_lo"], c2["rel_drop_ci_hi"]) == ci
+
+
+def test_claim_c2_point_intervals_decide_by_the_drop_itself() -> None:
+    """Exact multiples of clean give a point bootstrap distribution (lo = drop = hi): 66 % holds, 64 % is
+    contradicted, whatever the number of cases."""
+    for mu, want in ((0.34, "holds"), (0.36, "contradicted")):
+        for n in (N_CASES, 3):
+            conds = {("baseline", "clean", None, 0.0): BASE, ("baseline", "fgsm", None, 0.2): BASE * mu}
+            t = make_table(conds, regions=("WT",))
+            t = t[t["case_id"].isin([f"c{i:02d}" for i in range(n)])]
+            c2 = S.claims(t, n_resamples=200).set_index("claim").loc["C2"]
+            assert c2["rel_drop_ci_lo"] == pytest.approx(1 - mu) == c2["rel_drop_ci_hi"]
+            assert c2["verdict"] == want, (mu, n)
 
 
 def test_claim_c2_leaves_out_diagnostic_attacks() -> None:
@@ -1205,7 +1267,7 @@ def test_claim_c2_leaves_out_diagnostic_attacks() -> None:
     }
     c2 = S.claims(make_table(conds, regions=("WT",)), n_resamples=200).set_index("claim").loc["C2"]
     assert (c2["rel_drop"], c2["rel_drop_ci_lo"], c2["rel_drop_ci_hi"]) == pytest.approx((0.5, 0.5, 0.5))
-    assert c2["n_tests"] == 1 and c2["verdict"] == "not supported"
+    assert c2["n_tests"] == 1 and c2["verdict"] == "contradicted"  # 50 %, a point interval below 65 %
 
 
 @pytest.mark.parametrize("confidence", [0.95, 0.8])
