@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import warnings
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,11 +37,14 @@ __all__ = [
     "claims",
     "claims_by_region",
     "empty_truth_cases",
+    "check_claim_metric",
     "COMPARE_COLUMNS",
     "CLAIM_COLUMNS",
     "CLAIM_RULES_MD",
     "SENSITIVITY_COLUMNS",
     "VERDICTS",
+    "PAPER_ATTACKS",
+    "LOWER_IS_BETTER_METRICS",
 ]
 
 #: Optional columns that are part of a condition's identity when present in the table.
@@ -839,7 +843,13 @@ _STATEMENTS = {
 }
 
 #: The verdict vocabulary of :func:`claims`.
-VERDICTS = ("holds", "mixed", "not supported", "contradicted", "not tested")
+VERDICTS = ("holds", "partly tested", "mixed", "not supported", "contradicted", "not tested")
+
+#: The attacks claim C1 is about ("all three attacks"): FGSM, i-FGSM and targeted i-FGSM, by their ``attack`` names.
+PAPER_ATTACKS = ("fgsm", "ifgsm", "tifgsm")
+
+#: Score columns where lower is better (distances): the claims are about an overlap score and refuse them.
+LOWER_IS_BETTER_METRICS = ("hd95",)
 
 #: The decision rules of :func:`claims` as Markdown (written into the report as "Decision rules").
 CLAIM_RULES_MD = """\
@@ -857,18 +867,31 @@ by `case_id`).
   supports and at least one is against; **not supported** = no test supports and none is against; **mixed** =
   otherwise (some but not all tests support); **not tested** = the models or attacks needed are absent.
   `n_tests`, `n_support` and `n_against` count the tests.
+- **partly tested** (C1 and C4): the claim is about all three attacks (C1) or both defenses (C4), and part of that
+  scope has no test at all (e.g. only FGSM was run, or only the adversarially trained model). When every test present
+  supports, the verdict is **partly tested** instead of holds, since the untested part could not have contradicted
+  it; contradicted, mixed and not supported stand as they are (the tested part is evidence either way). The
+  evidence names what is missing.
+- Diagnostic attacks (transfer attacks `transfer_*` and logit-rescaled attacks `*_logit_rescaled`) are never
+  evidence for or against a claim: their tests are left out even from a comparison table computed with them (whose
+  Holm correction still counts them: conservative).
+- The claims are about Dice, an overlap score where higher is better; distance metrics where lower is better
+  (HD95) are refused rather than judged with the directions reversed.
 - **C1** (all attacks significantly reduce Dice): one test per attack on the undefended model (a targeted attack
   once per target policy) at that attack's largest ε: clean vs attacked (`attack_effect` family). Claimed
-  direction: clean > attacked.
+  direction: clean > attacked. Its scope is the paper's three attacks, FGSM, i-FGSM and ti-FGSM (any target
+  policy): one of them without a test makes it at most partly tested.
 - **C2** (attacks reduce Dice by up to 65 %): the quantity is the **relative** drop of the mean Dice of the
   undefended model, 1 − mean(attacked)/mean(clean), for every attack × ε > 0, on the cases common to the clean
   condition and all those conditions. `rel_drop` is the largest drop over the conditions and
   `rel_drop_ci_lo/hi` its 95 % percentile-bootstrap CI, where each resample draws cases jointly for all
   conditions and takes the maximum inside the resample (the CI of the maximum, not of the condition that won on
-  the observed data). **holds** when the CI upper bound reaches 65 % (a drop as large as the paper's is
-  attained within sampling error); **not supported** otherwise. The evidence also gives the smallest ε at which
-  any attack's relative drop (point estimate) reaches 65 %. `n_tests` = conditions, `n_support` = conditions
-  whose drop reaches 65 %.
+  the observed data). Like the other claims it needs evidence beyond sampling error either way: **holds** when the
+  CI lower bound reaches 65 % (the largest drop is significantly at least the paper's); **contradicted** when the
+  CI upper bound is below 65 % (significantly smaller than the paper's); **not supported** when the CI contains
+  65 %. The evidence also gives the smallest ε at which any attack's relative drop (point estimate) reaches
+  65 %. `n_tests` = conditions, `n_support` = conditions whose drop (point estimate) reaches 65 %; `n_against`
+  is 0 (the verdict rests on the interval, not on a count).
 - **C3** (distillation significantly better than adversarial training): the `distill_vs_advtrain` tests of the
   distilled vs the adversarially trained model under each attack × ε > 0. Claimed direction: distilled > adversarially
   trained.
@@ -876,7 +899,8 @@ by `case_id`).
   defenses only (the distilled and the adversarially trained model; other deployments such as a distilled model run
   at T = 1 or T = 5 are not defenses and are left out), each under each attack × ε > 0, vs the clean undefended
   model. Claimed direction: defended under attack < clean. Their `p_holm` is the comparison table's, whose
-  `defense_vs_clean` family may also hold the other deployments (conservative).
+  `defense_vs_clean` family may also hold the other deployments (conservative). Its scope is both defenses: one
+  of them without an attacked condition makes it at most partly tested.
 """
 
 
@@ -897,15 +921,74 @@ def _row(claim: str, verdict: str, evidence: str, paper_max_drop: float, **num: 
     }
 
 
-def _count_verdict(n_tests: int, n_support: int, n_against: int) -> str:
-    """Verdict of a count-based claim (see :data:`CLAIM_RULES_MD`)."""
+def _count_verdict(n_tests: int, n_support: int, n_against: int, missing: Sequence[str] = ()) -> str:
+    """Verdict of a count-based claim (see :data:`CLAIM_RULES_MD`).
+
+    Args:
+        n_tests: tests of the claim present.
+        n_support: tests that support it.
+        n_against: tests significant in the opposite direction.
+        missing: the parts of the claim's scope without any test (attacks of C1, defenses of C4).
+
+    Returns:
+        ``"holds"``, ``"partly tested"`` (every test present supports but ``missing`` is not empty),
+        ``"mixed"``, ``"not supported"``, ``"contradicted"`` or ``"not tested"`` (no test).
+    """
     if n_tests == 0:
         return "not tested"
     if n_support == n_tests:
-        return "holds"
+        return "partly tested" if len(missing) else "holds"
     if n_support == 0:
         return "contradicted" if n_against > 0 else "not supported"
     return "mixed"
+
+
+def _missing_text(missing: Sequence[str], scope: Sequence[str], what: str) -> str:
+    """The evidence sentence naming the untested part of a claim's scope (empty when nothing is missing)."""
+    if not len(missing):
+        return ""
+    return (f" Not tested: {', '.join(missing)} (no {what}; the claim is about "
+            f"{', '.join(scope[:-1])} and {scope[-1]}).")
+
+
+def _not_diagnostic(fam: pd.DataFrame, *cols: str) -> pd.DataFrame:
+    """Rows of a comparison table whose attack columns ``cols`` hold no diagnostic attack (:func:`is_diagnostic_attack`)."""
+    keep = np.ones(len(fam), dtype=bool)
+    for c in cols:
+        keep &= ~fam[c].astype(str).map(is_diagnostic_attack).to_numpy(dtype=bool)
+    return fam.loc[keep]
+
+
+def check_claim_metric(metric: Any) -> str:
+    """Refuse a score column the claims cannot be judged on.
+
+    The claims' directions (an attack *lowers* the score, distillation is *above* adversarial training, a defense
+    stays *below* clean) and C2's relative drop ``1 − mean(attacked)/mean(clean)`` assume an overlap score where
+    higher is better, such as Dice. On a distance where lower is better (HD95) every verdict would be reversed, so
+    such a metric is refused rather than judged.
+
+    Args:
+        metric: name of the score column.
+
+    Returns:
+        ``metric`` unchanged.
+
+    Raises:
+        ValueError: ``metric`` is not a non-empty string, or is a lower-is-better metric
+            (:data:`LOWER_IS_BETTER_METRICS`, ``hd`` followed by digits or nothing, a name containing
+            ``hausdorff`` or ``distance``, or ``asd``/``assd``/``masd``/``msd``).
+    """
+    if not isinstance(metric, str) or not metric:
+        raise ValueError(f"metric: expected the name of a score column, got {metric!r}")
+    m = metric.lower()
+    distance = (m in LOWER_IS_BETTER_METRICS or re.fullmatch(r"hd\d*", m) is not None or "hausdorff" in m
+                or "distance" in m or m in ("asd", "assd", "masd", "msd"))  # fmt: skip
+    if distance:
+        raise ValueError(
+            f"metric: {metric!r} is a distance where lower is better; the claims are about an overlap score where "
+            "higher is better (Dice): their directions and C2's relative drop would be reversed"
+        )
+    return metric
 
 
 def _direction(fam: pd.DataFrame) -> np.ndarray:
@@ -974,7 +1057,9 @@ def _claim_c2(
     drop, lo, hi = bootstrap_max_relative_drop_ci(cvals, avals, n_resamples=n_resamples, seed=seed, strata=lab_strata)
     kd_best = conds[int(np.argmax(drops))][0]
     lab = f"{attack_label(kd_best['attack'], kd_best.get('target_policy'))}@{float(kd_best['eps']):g}"
-    verdict = "holds" if hi >= paper_max_drop else "not supported"
+    # significant evidence either way, as for the count-based claims: the whole interval at or above the paper's drop
+    # holds, the whole interval below it contradicts, an interval containing it decides nothing
+    verdict = "holds" if lo >= paper_max_drop else ("contradicted" if hi < paper_max_drop else "not supported")
     pct = 100 * paper_max_drop
     reach = [(float(kd["eps"]), d, attack_label(kd["attack"], kd.get("target_policy"))) for (kd, _), d in zip(conds, drops) if d >= paper_max_drop]
     if reach:
@@ -1022,16 +1107,22 @@ def claims(
     - Count-based claims C1, C3, C4: ``holds`` = every test supports; ``contradicted`` = none
       supports and at least one is against; ``not supported`` = none supports and none is
       against; ``mixed`` = otherwise (some, not all, support).
+    - ``partly tested`` (C1, C4): every test present supports, but part of the claim's scope has no
+      test (an attack of :data:`PAPER_ATTACKS` for C1, one of the two defenses for C4); the evidence
+      names it. Other verdicts stand when part of the scope is missing.
+    - Diagnostic attacks (:func:`is_diagnostic_attack`) are left out of every claim, also when
+      ``comparisons`` was computed with ``include_diagnostics=True``.
     - **C1** all attacks significantly reduce Dice: for ``baseline``, one test per attack (per
       ``target_policy`` for targeted attacks) at its largest eps, from the ``attack_effect``
-      family (a = clean, b = attacked); claimed direction a > b.
+      family (a = clean, b = attacked); claimed direction a > b. Scope: :data:`PAPER_ATTACKS`.
     - **C2** Dice reduced by up to ``paper_max_drop``: the *relative* drop of mean Dice
       ``1 − mean(attacked)/mean(clean)`` of ``baseline`` for every attack × eps > 0, on the
       cases common to clean and all those conditions; ``rel_drop`` is the maximum over the
       conditions and ``rel_drop_ci_lo/hi`` the CI of that maximum from a paired bootstrap that
       resamples cases jointly across all conditions and takes the maximum in each resample
-      (:func:`bootstrap_max_relative_drop_ci`). ``holds`` if the CI upper bound is
-      ≥ ``paper_max_drop``, ``not supported`` otherwise. The evidence names the smallest eps at
+      (:func:`bootstrap_max_relative_drop_ci`). ``holds`` if the CI lower bound is
+      ≥ ``paper_max_drop``, ``contradicted`` if the CI upper bound is < ``paper_max_drop``,
+      ``not supported`` when the CI contains it. The evidence names the smallest eps at
       which any attack's point estimate reaches ``paper_max_drop`` (or says none does).
       ``n_tests`` = conditions, ``n_support`` = conditions whose drop reaches it.
     - **C3** distillation significantly better than adversarial training: the
@@ -1040,7 +1131,7 @@ def claims(
     - **C4** every defense stays below clean performance: the ``defense_vs_clean`` tests of
       the paper's defenses only (a = ``distilled`` or ``advtrain`` under attack; other
       deployments such as ``distilled_T1`` are not defenses), b = clean ``baseline``;
-      claimed direction a < b.
+      claimed direction a < b. Scope: both defenses.
     - ``not tested`` when the needed models/attacks are absent.
 
     Args:
@@ -1051,7 +1142,8 @@ def claims(
         alpha: significance level.
         paper_max_drop: the paper's maximum relative Dice drop (0.65).
         baseline, distilled, advtrain: model names.
-        metric: score column.
+        metric: score column: an overlap score where higher is better (Dice); distances
+            (``"hd95"``) are refused (:func:`check_claim_metric`).
         n_resamples, seed: bootstrap settings for C2.
         method: Wilcoxon p-value method used when ``comparisons`` is computed here.
         strata: ``None`` or case id → stratum (e.g. the run each case of a pooled table came
@@ -1062,9 +1154,11 @@ def claims(
         DataFrame with columns :data:`CLAIM_COLUMNS`, rows C1..C4.
 
     Raises:
-        ValueError: bad arguments, missing columns, or a baseline condition (clean or
-            attacked) with duplicate ``case_id`` rows or several clean conditions.
+        ValueError: bad arguments (``metric`` a lower-is-better distance), missing columns, or a
+            baseline condition (clean or attacked) with duplicate ``case_id`` rows or several clean
+            conditions.
     """
+    check_claim_metric(metric)
     _check_table(table, metric)
     if not (0 < paper_max_drop):
         raise ValueError(f"paper_max_drop: must be positive, got {paper_max_drop}")
@@ -1079,7 +1173,8 @@ def claims(
                               advtrain=advtrain, alpha=alpha, method=method)  # fmt: skip
     if not isinstance(comparisons, pd.DataFrame):
         raise ValueError(f"comparisons: expected a pandas DataFrame, got {type(comparisons).__name__}")
-    need = ("family", "region", "model_a", "model_b", "attack_b", "eps_a", "eps_b", "p_holm", "mean_a", "mean_b")
+    need = ("family", "region", "model_a", "model_b", "attack_a", "attack_b", "eps_a", "eps_b", "p_holm", "mean_a",
+            "mean_b")  # fmt: skip
     missing = [c for c in need if c not in comparisons.columns]
     if missing:
         raise ValueError(f"comparisons: missing columns {missing}")
@@ -1088,7 +1183,7 @@ def claims(
     how = f"{region} {metric}, Holm α={alpha:g}, direction from signed ranks"
 
     # C1
-    fam = cr.loc[(cr["family"] == "attack_effect") & (cr["model_a"] == baseline)].copy()
+    fam = _not_diagnostic(cr.loc[(cr["family"] == "attack_effect") & (cr["model_a"] == baseline)], "attack_b").copy()
     if fam.empty:
         out.append(_row("C1", "not tested", f"no attacked rows for {baseline!r}.", paper_max_drop))
     else:
@@ -1096,14 +1191,16 @@ def claims(
         fam["_lab"] = [attack_label(a, p) for a, p in zip(fam["attack_b"], pol)]
         top = fam.loc[fam.groupby("_lab")["eps_b"].idxmax()].sort_values("_lab")
         sup, ag = _support_against(top, alpha, +1)
+        missing = [a for a in PAPER_ATTACKS if a not in set(top["attack_b"].astype(str))]
         parts = [
             f"{r['_lab']}@{r['eps_b']:g}: {r['mean_a']:.3f}→{r['mean_b']:.3f} (p_holm={r['p_holm']:.3g})"
             for _, r in top.iterrows()
         ]
         out.append(_row(
-            "C1", _count_verdict(len(top), int(sup.sum()), int(ag.sum())),
+            "C1", _count_verdict(len(top), int(sup.sum()), int(ag.sum()), missing),
             f"{int(sup.sum())}/{len(top)} attacks significantly reduce {region} {metric} at their largest eps, "
-            f"{int(ag.sum())} significantly increase it ({how}): " + "; ".join(parts) + ".",
+            f"{int(ag.sum())} significantly increase it ({how}): " + "; ".join(parts) + "."
+            + _missing_text(missing, PAPER_ATTACKS, f"attacked rows for {baseline!r}"),
             paper_max_drop, n_tests=len(top), n_support=int(sup.sum()), n_against=int(ag.sum()),
         ))  # fmt: skip
 
@@ -1112,10 +1209,10 @@ def claims(
                          n_resamples=n_resamples, seed=seed, strata=strata))  # fmt: skip
 
     # C3
-    fam = cr.loc[
+    fam = _not_diagnostic(cr.loc[
         (cr["family"] == "distill_vs_advtrain") & (cr["model_a"] == distilled) & (cr["model_b"] == advtrain)
         & (cr["eps_a"].astype(float) > 0)
-    ]  # fmt: skip
+    ], "attack_a", "attack_b")  # fmt: skip
     if fam.empty:
         out.append(_row("C3", "not tested", f"need attacked rows for both {distilled!r} and {advtrain!r}.", paper_max_drop))
     else:
@@ -1128,14 +1225,15 @@ def claims(
         ))  # fmt: skip
 
     # C4
-    fam = cr.loc[
+    fam = _not_diagnostic(cr.loc[
         (cr["family"] == "defense_vs_clean") & cr["model_a"].isin([distilled, advtrain]) & (cr["model_b"] == baseline)
-    ]
+    ], "attack_a")
     if fam.empty:
         out.append(_row("C4", "not tested", f"need {distilled!r} or {advtrain!r} under attack and clean {baseline!r}.", paper_max_drop))
     else:
         sup, ag = _support_against(fam, alpha, -1)
         n_sup, n_ag = int(sup.sum()), int(ag.sum())
+        missing = [m for m in (distilled, advtrain) if m not in set(fam["model_a"])]
         ev = (
             f"{n_sup}/{len(fam)} conditions of {' and '.join(pd.unique(fam['model_a']))} under attack significantly below "
             f"clean {baseline}, {len(fam) - n_sup - n_ag} not significantly different, {n_ag} significantly above ({how})."
@@ -1145,7 +1243,8 @@ def claims(
         worst = rest.loc[(rest["mean_a"] - rest["mean_b"]).idxmax()]
         ev += (f" {'Largest offender' if (~sup).any() else 'Closest to clean'}: {worst['model_a']} {_fmt_cond(worst, 'a')} "
                f"{worst['mean_a']:.3f} vs {worst['mean_b']:.3f} (p_holm={worst['p_holm']:.3g}).")  # fmt: skip
-        out.append(_row("C4", _count_verdict(len(fam), n_sup, n_ag), ev, paper_max_drop,
+        ev += _missing_text(missing, (distilled, advtrain), "attacked condition")
+        out.append(_row("C4", _count_verdict(len(fam), n_sup, n_ag, missing), ev, paper_max_drop,
                         n_tests=len(fam), n_support=n_sup, n_against=n_ag))  # fmt: skip
     return pd.DataFrame(out, columns=CLAIM_COLUMNS)
 
@@ -1215,7 +1314,12 @@ def claims_by_region(
     Returns:
         DataFrame with columns :data:`SENSITIVITY_COLUMNS` + :data:`CLAIM_COLUMNS`: four rows (C1–C4)
         per analysis; ``analysis`` is the region, or e.g. ``"ET, 3 empty-truth cases excluded"``.
+
+    Raises:
+        ValueError: as :func:`claims` (a lower-is-better ``metric`` such as ``"hd95"`` included), or ``regions`` not in
+            the table.
     """
+    check_claim_metric(metric)
     _check_table(table, metric)
     present = list(pd.unique(table["region"]))
     if regions is None:

@@ -39,6 +39,7 @@ __all__ = ["plot_robustness_curves", "plot_paired", "plot_claims"]
 
 _VERDICT_COLOURS = {
     "holds": "#c7e9c0",
+    "partly tested": "#e5f5e0",  # every test present supports, part of the claim untested: paler than holds
     "contradicted": "#fcbba1",
     "not supported": "#fdd0a2",
     "mixed": "#fee391",

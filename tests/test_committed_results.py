@@ -1,10 +1,11 @@
-"""The committed teaching results (docs/results/teaching-cpu) are what the current statistics code makes of the
-committed per-case tables: a change of the rules or the tests that would move a published number or verdict fails
-here until docs/results is regenerated."""
+"""The committed teaching results (docs/results/teaching-cpu, and teaching seed 4's claims by region) are what the
+current statistics code makes of the committed per-case tables: a change of the rules or the tests that would move a
+published number or verdict fails here until docs/results is regenerated."""
 
 from __future__ import annotations
 
 import io
+import json
 import shutil
 from pathlib import Path
 
@@ -66,3 +67,23 @@ def test_committed_claims_by_region_follow_from_the_committed_tables(run: RunPat
 def test_committed_comparisons_follow_from_the_committed_tables(run: RunPaths, params: dict) -> None:
     cmp = stats.compare(evaluation.read_results(run), alpha=params["alpha"])
     pd.testing.assert_frame_equal(_as_published(cmp), pd.read_csv(COMMITTED / "comparisons.csv"), rtol=1e-12)
+
+
+def test_committed_seed4_claims_by_region_follow_from_its_tables(tmp_path) -> None:
+    """Teaching seed 4 is the committed run whose ET C2 interval contains 65 % (70.4 %, CI 59.6–100 %): its
+    claims_by_region.csv is what notebook 08's code path makes of its per-case tables with its manifest's parameters
+    (the seed comparisons quote each run's own file without recomputing it)."""
+    src = ROOT / "docs" / "results" / "teaching-seeds" / "seed4"
+    for sub in ("tables", "attacks"):
+        shutil.copytree(src / sub, tmp_path / sub)
+    prm = json.loads((src / "manifest.json").read_text())["parameters"]["08_statistics"]
+    run = RunPaths(tmp_path)
+    paper = evaluation.paper_attacks(run, evaluation.read_results(run))
+    cmp_claims = stats.compare(paper, alpha=prm["alpha"])
+    empty = stats.empty_truth_cases(evaluation.evaluated_region_volumes(run))
+    by_region = stats.claims_by_region(paper, cmp_claims, empty_truth=empty, alpha=prm["alpha"],
+                                       n_resamples=prm["n_resamples"], seed=prm["seed"])  # fmt: skip
+    committed = pd.read_csv(src / "tables" / "claims_by_region.csv")
+    pd.testing.assert_frame_equal(_as_published(by_region), committed, rtol=1e-12)
+    et = committed.set_index(["analysis", "claim"]).loc[("ET", "C2")]
+    assert et["verdict"] == "not supported" and et["rel_drop_ci_lo"] < 0.65 <= et["rel_drop"] <= et["rel_drop_ci_hi"]

@@ -306,6 +306,39 @@ def test_results_md_twelve_seed_table_is_the_committed_comparison() -> None:
     assert f"p_holm {fam['p_holm'].max():.3f} each" in t.loc["C1"].iloc[2] and fam["p_holm"].nunique() == 1
 
 
+
+def test_results_md_et_c2_sentence_is_the_committed_comparison() -> None:
+    """docs/results.md's ET C2 bullet of the twelve seeds: the one run where it is not supported, its drop and CI
+    (its own claims_by_region.csv), the other runs' range and the pooled and run-level numbers."""
+    text = " ".join((ROOT / "docs" / "results.md").read_text(encoding="utf-8").split())
+    m = _find(r"\*\*C2 on ET is not supported in seed (\d+)\*\* under session 19's rule .*? its largest ET drop, "
+              r"([\w-]+) at eps ([\d.]+), is ([\d.]+) % with CI ([\d.]+)–([\d.]+) % over (\d+) cases, which contains 65 %\. "
+              r"ET's C2 holds in the other (\d+) runs \((\d+)–(\d+) %\), pooled \(([\d.]+) %, CI ([\d.]+)–([\d.]+) %\) "
+              r"and at run level \(([\d.]+) %, CI ([\d.]+)–([\d.]+) %\); the earlier rule \(the CI's upper bound reaching "
+              r"65 %\) had it hold in all (\d+)\.", text)  # fmt: skip
+    v = pd.read_csv(SEEDS / "verdicts_by_run.csv")
+    et = v[(v["analysis"] == "ET") & (v["claim"] == "C2")].set_index("run")
+    assert list(et.index[et["verdict"] != "holds"]) == [f"seed{m.group(1)}"]
+    assert et.loc[f"seed{m.group(1)}", "verdict"] == "not supported"
+    own = pd.read_csv(ROOT / "docs" / "results" / "teaching-seeds" / f"seed{m.group(1)}" / "tables" / "claims_by_region.csv")
+    r = own.set_index(["analysis", "claim"]).loc[("ET", "C2")]
+    assert f"by {m.group(2).replace('-', '').lower()}@{m.group(3)} " in r["evidence"]
+    assert (m.group(4), m.group(5), m.group(6)) == tuple(f"{100 * r[c]:.1f}" for c in ("rel_drop", "rel_drop_ci_lo", "rel_drop_ci_hi"))
+    assert int(m.group(7)) == r["n_cases"] and r["rel_drop_ci_lo"] < 0.65 <= r["rel_drop_ci_hi"]
+    others = et.drop(index=f"seed{m.group(1)}")
+    assert int(m.group(8)) == len(others) and (others["verdict"] == "holds").all()
+    assert (int(m.group(9)), int(m.group(10))) == (round(100 * others["rel_drop"].min()), round(100 * others["rel_drop"].max()))
+    for first, f in ((11, "pooled_claims_by_region.csv"), (14, "run_level_claims_by_region.csv")):
+        c = pd.read_csv(SEEDS / f).set_index(["analysis", "claim"]).loc[("ET", "C2")]
+        assert c["verdict"] == "holds"
+        got = tuple(m.group(first + k) for k in range(3))
+        assert got == tuple(f"{100 * c[k]:.1f}" for k in ("rel_drop", "rel_drop_ci_lo", "rel_drop_ci_hi")), f
+    # the earlier rule (upper bound >= 65 %) held in every run: each run's own interval reaches 65 %
+    runs = pd.read_csv(SEEDS / "runs.csv").set_index("run")
+    hi = [pd.read_csv(ROOT / runs.loc[run, "path"] / "tables" / "claims_by_region.csv")
+          .set_index(["analysis", "claim"]).loc[("ET", "C2"), "rel_drop_ci_hi"] for run in et.index]  # fmt: skip
+    assert int(m.group(17)) == len(et) == len(runs) and min(hi) >= 0.65
+
 def _spread_ratios(region: str, num: Path = TRAININGS, den: Path = SEEDS) -> pd.Series:
     """Per C1/C3/C4 comparison of ``region``: one design's standard deviation over runs / another's (by default the
     trainings' / the seeds')."""
