@@ -194,6 +194,13 @@ def test_data_notebook_with_another_parameter_set(tmp_path: Path) -> None:
     for i, part in enumerate(prep["split"]):
         src = own[3] if part == "test" else own[5]
         assert np.array_equal(prep["labels"][i], src["labels"][i]) and np.array_equal(prep["images"][i], src["images"][i])
+    # the same run folder again, fewer cases in another layout, over a set that an older version wrote (no marker):
+    # exactly the new cases are listed and prepared
+    (tmp_path / "data" / "raw" / ".robustseg_synthetic.json").unlink()
+    sets = ["data.layout=brats2021", "data.shape=[40, 40, 40]", "data.work_shape=[32, 32, 32]", "data.n_cases=4"]
+    pipeline.reproduce("smoke", tmp_path, device="cpu", sets=sets, only=["data"], log=lambda s: None)
+    assert [c.layout for c in list_cases(tmp_path / "data" / "raw")] == ["brats2021"] * 4
+    assert load_prepared(tmp_path / "data" / "prepared.npz")["images"].shape[0] == 4
 
 
 def test_data_notebook_bootstraps_real_training_cases(tmp_path: Path) -> None:

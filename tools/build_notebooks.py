@@ -167,7 +167,7 @@ def nb01() -> list:
             "**Writes** `data/raw/` (NIfTI), `data/prepared.npz` (z-scored volumes, class maps, split), `tables/data_*.csv`, `figures/data_*.png`.",
         ),
         setup_imports(
-            "from robustseg_lib import data\nfrom robustseg_lib.artefacts import atomic_to_csv, atomic_savefig\nfrom robustseg_lib.viz import plot_case_planes, plot_intensity_distributions"
+            "import shutil\n\nfrom robustseg_lib import data\nfrom robustseg_lib.artefacts import atomic_to_csv, atomic_savefig\nfrom robustseg_lib.viz import plot_case_planes, plot_intensity_distributions"
         ),
         *params(
             "01_data",
@@ -194,6 +194,7 @@ redraw = None if train_seed == -1 else train_seed  # other training cases, the s
 if data_dir:
     source = data_dir
 else:
+    shutil.rmtree(run.raw_data, ignore_errors=True)  # the run's own copy, written whole: no case of an earlier call stays
     seeds = data.synthetic_case_seeds(data.case_ids_for(layout, n_cases), seed, train_seed=redraw, fractions=fractions)
     data.make_synthetic_dataset(run.raw_data, n_cases if write_nifti else 1, shape=tuple(shape), seed=seed,
                                 layout=layout, workers=workers, case_seeds=seeds[:n_cases if write_nifti else 1])
