@@ -406,7 +406,8 @@ def case_overlaps(runs: Sequence[RunRecord], labels: Sequence[str]) -> list[tupl
     is the other's data seed; and two runs may train on the same patients when their training seeds are equal. The
     test is by seed, not by case index: for sets of tens of cases the indices overlap all but surely. A real patient
     is its case id: two runs read the same cases when they read the same folder or their evaluated ids overlap (the
-    same data under another path), and a run's training and validation ids are those of its region volumes
+    same data under another path; ids are compared by patient, :func:`data.patient_id`, so two timepoints of one
+    BraTS 2023/2024 subject count as one patient), and a run's training and validation ids are those of its region volumes
     (``tables/data_region_volumes.csv``) outside its evaluated ids. A real run and a synthetic one are compared by
     case ids too, since a folder may hold the synthetic cases our writers wrote (so a real BraTS folder and a
     synthetic set in its layout look shared: compare such runs without pooling anyway).
@@ -435,8 +436,12 @@ def _overlap(ra: RunRecord, rb: RunRecord, la: str, lb: str) -> str:
     if a.get("data_dir") or b.get("data_dir"):  # by case ids, a synthetic run's too: a folder may hold our writers' cases
         if a.get("data_dir") == b.get("data_dir"):
             return "the same folder"
+        from .data import patient_id  # as in read_run: torch only here
+
         test_a, test_b = ra.get("case_ids", set()), rb.get("case_ids", set())
         train_a, train_b = ra.get("data_case_ids", set()) - test_a, rb.get("data_case_ids", set()) - test_b
+        # by patient: two scans of one BraTS 2023/2024 subject (-000, -001) are the same patient in two runs
+        test_a, test_b, train_a, train_b = ({patient_id(c) for c in ids} for ids in (test_a, test_b, train_a, train_b))
     else:  # one synthetic patient per generator seed: compare the seeds of the test and the training cases
         test_a, test_b = {a.get("seed")}, {b.get("seed")}
         train_a, train_b = {_training_data_seed(ra)}, {_training_data_seed(rb)}

@@ -420,6 +420,12 @@ def test_case_overlaps_of_real_runs_use_the_case_ids_and_their_roles() -> None:
     assert o([rec("/d", {"x"}), synthetic], ["a", "b"]) == [("a", "b", "test cases")]
     assert o([rec("/d", {"z"}, {"y"}), synthetic], ["a", "b"]) == [("a", "b", "training cases")]
     assert o([rec("/d", {"z"}, {"w"}), synthetic], ["a", "b"]) == []
+    # BraTS 2023/2024: two timepoints of one subject are one patient (hand-written ids), other subjects are not
+    assert o([rec("/d", {"BraTS-GLI-00001-000"}), rec("/e", {"BraTS-GLI-00001-001"})], ["a", "b"]) == [
+        ("a", "b", "test cases")]
+    assert o([rec("/d", {"BraTS-GLI-00002-000"}, {"BraTS-GLI-00001-000"}), rec("/e", {"BraTS-GLI-00001-101"})],
+             ["a", "b"]) == [("a", "b", "a's training cases are b's test cases")]
+    assert o([rec("/d", {"BraTS-GLI-00001-000"}), rec("/e", {"BraTS-MEN-00001-000"})], ["a", "b"]) == []
 
 
 def test_read_run_counts_a_bootstrap_copy_as_its_case(tmp_path) -> None:
