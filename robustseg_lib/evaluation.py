@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from .artefacts import RunPaths, atomic_write_json, read_json
+from .checks import check_float, check_int
 
 __all__ = [
     "MASKING_MARGIN",
@@ -188,6 +189,9 @@ class AttackSpec:
             raise ValueError(f"eps_grid must be non-empty and >= 0, got {self.eps_grid}")
         if self.attack == "fgsm":
             object.__setattr__(self, "steps", 1)
+        object.__setattr__(self, "steps", check_int(self.steps, "steps", minimum=1))
+        # as attack_sweep: alpha_frac 0 would leave every iterate at its start (an attack that never moves)
+        object.__setattr__(self, "alpha_frac", check_float(self.alpha_frac, "alpha_frac", minimum=0, strict=True))
         if self.attack == "tifgsm" and not self.policy:
             raise ValueError("tifgsm needs a target policy")
 

@@ -120,6 +120,13 @@ def test_attack_spec_forces_fgsm_to_one_step_needs_a_ti_fgsm_policy_and_names_it
     with pytest.raises(ValueError, match="eps_grid"):
         AttackSpec("fgsm", (0.1, -0.1))
     assert AttackSpec("tifgsm", (0.1,), policy="erase").name == "tifgsm_erase" and AttackSpec("ifgsm", (0.1,)).name == "ifgsm"
+    # a step size of 0 (an attack that never moves) and fractional steps are refused when the spec is made
+    for bad in (0, -0.25, float("nan")):
+        with pytest.raises(ValueError, match="alpha_frac must be a finite number > 0"):
+            AttackSpec("ifgsm", (0.1,), alpha_frac=bad)
+    with pytest.raises(ValueError, match="steps must be an int >= 1"):
+        AttackSpec("ifgsm", (0.1,), steps=2.5)
+    assert type(AttackSpec("ifgsm", (0.1,), alpha_frac=np.float64(0.5)).alpha_frac) is float  # JSON-able record
 
 
 def test_load_split_returns_the_rows_of_that_split_for_every_array(tmp_path) -> None:
