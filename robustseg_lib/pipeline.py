@@ -436,22 +436,23 @@ def stale_stages(manifest: dict[str, Any]) -> list[str]:
     return [s for s in STAGES if manifest.get("stages", {}).get(s, {}).get("status") != "done"]
 
 
-def _refuse_other_data(root: Path, manifest: dict[str, Any], data_params: dict[str, Any]) -> None:
-    """Refuse a request that would replace a default run folder's finished run with a run on other data.
+def _refuse_other_data(root: Path, manifest: dict[str, Any], data_params: dict[str, Any], asked: dict[str, Any]) -> None:
+    """Refuse a request whose own data settings would replace a default run folder's finished run.
 
     ``runs/<profile>-seed<N>`` is the default of ``--seed N`` with or without ``--set data.seed=...`` or
     ``data.train_seed=...``: without this check the second command would rerun every stage in the first one's folder
-    and replace that replicate without a word. Other changes (a later stage's parameters, the code) rerun in place
-    as before.
+    and replace that replicate without a word. Only the data parameters this request sets (``--set data.*``,
+    ``--seed``, ``--data-dir``) count: a profile file changed by an update, a later stage's parameters or the code
+    rerun in place as before.
     """
     rec = manifest.get("stages", {}).get("01_data", {})
     before = rec.get("parameters")
-    if rec.get("status") != "done" or before is None or before == data_params:
+    if rec.get("status") != "done" or before is None:
         return
-    diff = ", ".join(
-        f"{k}: {before.get(k, '(unset)')!r} -> {data_params.get(k, '(unset)')!r}"
-        for k in sorted(set(before) | set(data_params)) if before.get(k) != data_params.get(k)
-    )
+    keys = [k for k in sorted(asked) if before.get(k) != data_params.get(k)]
+    if not keys:
+        return
+    diff = ", ".join(f"{k}: {before.get(k, '(unset)')!r} -> {data_params.get(k, '(unset)')!r}" for k in keys)
     raise PipelineError(
         f"{root} holds a run on other data (01_data {diff}); this request would replace every stage of it. "
         f"Pass --out DIR to run it beside that one, or --out {root} to replace it"
@@ -522,7 +523,7 @@ def reproduce(
     if run.manifest.is_file():
         manifest = json.loads(run.manifest.read_text())
     if out is None:  # a default folder is shared by every command of one profile and seed: never replace its data silently
-        _refuse_other_data(run.root, manifest, params["01_data"])
+        _refuse_other_data(run.root, manifest, params["01_data"], overrides.get("01_data", {}))
     run.root.mkdir(parents=True, exist_ok=True)
     manifest.update(
         profile=prof["name"], profile_path=prof["path"], parameters=params, git_sha=git_sha(), versions=package_versions(),

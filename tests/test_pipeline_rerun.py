@@ -547,6 +547,14 @@ def test_the_default_folder_refuses_a_run_on_other_data(stubs, tmp_path, monkeyp
     assert (folder / "log.txt").read_text() == log  # nothing ran
     assert _ran(_run(stubs, None, seed=1, sets=["fgsm.x=2"])) == list(STAGES)[2:]
     assert _ran(_run(stubs, Path("runs/stub-seed1"), seed=1, sets=["data.seed=0"])) == list(STAGES)
+    # the profile file itself changed (an update): not this request's own setting, so it reruns in place
+    nb_dir, _ = stubs
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "stub.yaml").write_text(yaml.safe_dump({"common": {"seed": 0}, "notebooks": {"data": {"x": 7}}}))
+    lines: list[str] = []
+    pipeline.reproduce(str(tmp_path / "new" / "stub.yaml"), None, device="cpu", notebook_dir=nb_dir, log=lines.append,
+                       seed=1, sets=["data.seed=0"])
+    assert _ran(lines) == list(STAGES)
 
 
 def test_cli_after_only_names_the_stale_stages_and_prints_no_claims(monkeypatch, tmp_path, capsys) -> None:
