@@ -87,3 +87,13 @@ def test_committed_seed4_claims_by_region_follow_from_its_tables(tmp_path) -> No
     pd.testing.assert_frame_equal(_as_published(by_region), committed, rtol=1e-12)
     et = committed.set_index(["analysis", "claim"]).loc[("ET", "C2")]
     assert et["verdict"] == "not supported" and et["rel_drop_ci_lo"] < 0.65 <= et["rel_drop"] <= et["rel_drop_ci_hi"]
+
+
+def test_committed_report_states_the_current_rules_and_the_committed_claims() -> None:
+    """The committed report says what the current code would about the committed results: its decision rules are
+    ``stats.CLAIM_RULES_MD`` (a change of the rules' text fails here until ``python tools/rerender_report.py
+    docs/results/teaching-cpu`` re-renders it) and its claims table carries the committed verdicts."""
+    text = (COMMITTED / "report.md").read_text()
+    assert stats.CLAIM_RULES_MD.strip() in text, "report.md states old decision rules: run tools/rerender_report.py"
+    for row in pd.read_csv(COMMITTED / "claims.csv").itertuples():
+        assert f"| {row.claim} | {row.statement} | {row.verdict} |" in text
