@@ -286,14 +286,20 @@ The run folder now holds the dataset in a real BraTS layout and its preprocessed
 regions nest (ET ⊂ TC ⊂ WT), and a single threshold does not solve the task: the UNet in the next notebook has work to do.
 
 ## Exercises
-1. Set `layout = "msd"` and check with `data.load_case` that you get identical arrays (channel order and labels are converted).
+1. Does the on-disk layout change the data? In a new cell, write the first two cases in two layouts to scratch folders,
+   `data.make_synthetic_dataset(f"/tmp/layout_{lay}", 2, shape=tuple(shape), seed=seed, layout=lay)` for `lay` in
+   `"brats2021"` and `"msd"`, and compare what `data.load_case` returns for each case of `data.list_cases(...)`:
+   identical arrays, since MSD's channel order and labels are converted back (setting the `layout` parameter
+   instead would rewrite this run's data).
 2. Generate one case at BraTS size in a new cell and time it: `%time data.make_synthetic_case(0, shape=(240, 240, 155))`
    (changing the `shape` parameter instead would regenerate all cases and invalidate every later notebook).
 3. Which region does the threshold baseline do best on, and why is TC the hardest for a threshold?
 4. What do the background look-alikes (white-matter hyperintensities, enhancing vessels) cost a threshold? Generate a
    few cases with and without them, `from robustseg_lib import synthetic` then
-   `synthetic.generate_case(seed, (48, 48, 48), distractors=False)` (same seed: only the distractors differ), and run
-   `data.threshold_baseline` on both sets (z-score each case over its brain first, as `prep["images"]` is).
+   `c = synthetic.generate_case(s, (48, 48, 48), distractors=False)` (same seed `s`: only the distractors differ),
+   preprocess each as notebook 01 does, `p = data.preprocess_case(c.image, c.label, (48, 48, 48))` (z-scored
+   `p["image"]`, class map `p["classes"]`, `p["brain"]`), and run `data.threshold_baseline` on both sets, each stacked
+   with `np.stack` (a second or two a case at 48³).
 """
         ),
     ]
@@ -306,7 +312,7 @@ def nb02() -> list:
             "Train the baseline every robustness number is measured against: a MONAI 3D UNet with Dice + cross-entropy, "
             "AdamW with a one-cycle cosine schedule, flips and intensity augmentation, and best-checkpoint selection on "
             "validation Dice. Switch `arch` to try another architecture.\n\n"
-            "**Reads** `data/prepared.npz`. **Writes** `models/baseline.pt`, `tables/results_02_unet.csv`, `tables/history_baseline.csv`, `figures/unet_*.png`.",
+            "**Reads** `data/prepared.npz`. **Writes** `models/baseline.pt` with its training recipe `models/baseline.train.json` (notebooks 06 and 07 train the same way), `tables/results_02_unet.csv`, `tables/history_baseline.csv`, `figures/unet_*.png`.",
         ),
         setup_imports(
             "from robustseg_lib import evaluation, models\nfrom robustseg_lib.training import TrainConfig, train\nfrom robustseg_lib.artefacts import atomic_to_csv, atomic_savefig\nfrom robustseg_lib.viz_models import plot_history, plot_predictions"
@@ -361,7 +367,14 @@ atomic_savefig(fig, run.figure("unet_history"))
 plt.show()
 """
         ),
-        md("## Test-set Dice and HD95 per region\nBraTS policy: a region absent from both truth and prediction scores Dice 1; absent from the truth but predicted scores 0 (HD95: 0, or the image diagonal)."),
+        md(r"""
+## Test-set Dice and HD95 per region
+For a region with predicted voxels $P$ and true voxels $T$ in one case, $\mathrm{Dice} = 2|P \cap T| / (|P| + |T|)$;
+HD95 is the 95th-percentile Hausdorff distance between the two regions' boundaries (symmetric, in voxels). BraTS policy for empty regions: absent
+from both truth and prediction scores Dice 1 and HD95 0; absent from exactly one of them scores Dice 0 and HD95 the
+image diagonal. (The validation score printed above is different: one *pooled* Dice per region over all validation
+voxels, $2\sum TP / (\sum |P| + \sum |T|)$, averaged over the three regions.)
+"""),
         code(
             """
 models.save_model(net, run.checkpoint("baseline"), spec)
@@ -387,6 +400,8 @@ plt.show()
 per-case table (case × model × attack × eps × region) that the statistics notebook reads.
 
 ## Exercises
+Retraining changes `models/baseline.pt`, which every later notebook reads: try these on a copy of the run
+(`cp -r runs/teaching runs/mine`, then `run_dir = "../runs/mine"`).
 1. Set `arch = "basicunet"` and compare the test Dice and the training time.
 2. Halve `epochs`: how much Dice do you lose? A weaker baseline makes attacks look stronger: why?
 3. Set `crop` smaller than the volume, then compare `inference = "sliding"` (windows of the crop) with `"whole"`
@@ -395,6 +410,10 @@ per-case table (case × model × attack × eps × region) that the statistics no
         ),
     ]
 
+
+#: Exercises that rewrite a run's artefacts: try them on a copy of the run.
+COPY_RUN = ("Exercises that change results later notebooks read are best tried on a copy of the run "
+            "(`cp -r runs/teaching runs/mine`, then `run_dir = \"../runs/mine\"`).\n")
 
 ATTACK_PARAMS = '''batch_size: int = 4  # volumes per attack call
 '''
@@ -457,16 +476,18 @@ def nb03() -> list:
     return attack_nb(
         "03_fgsm",
         "The fast gradient sign method (Goodfellow et al., 2015) adapted to dense 3D segmentation: one step of size eps "
-        "in the sign of the gradient of the voxel-averaged cross-entropy, in every voxel of every modality.\n\n"
+        "in the sign of the gradient of the voxel-averaged cross-entropy, in every brain voxel of every modality.\n\n"
         "**Reads** `models/baseline.pt`, `data/prepared.npz`. **Writes** `tables/results_03_fgsm.csv`, `tables/percept_03_fgsm.csv`, `attacks/fgsm.json`, `figures/03_fgsm_*.png`.",
         '''eps_grid: list = [0.0, 0.1, 0.25, 0.5, 1.0]  # L-inf budgets in z-score units
 ''',
         r"""
 ## FGSM on a segmentation network
-For an image $x$ (4 × D × H × W, z-scored) with labels $y$,
-$$x' = \mathrm{clip}\big(x + \epsilon\,\mathrm{sign}\,\nabla_x L(f(x), y)\big),\qquad L = \tfrac{1}{|V|}\sum_{v} \mathrm{CE}(f(x)_v, y_v).$$
+For an image $x$ (4 × D × H × W, z-scored) with labels $y$ and brain mask $M$,
+$$x' = \mathrm{clip}_{[lo,\,hi]}\big(x + \epsilon\, M \odot \mathrm{sign}\,\nabla_x L(f(x), y)\big),\qquad L = \tfrac{1}{|V|}\sum_{v} \mathrm{CE}(f(x)_v, y_v),$$
+with $[lo, hi]$ each volume's per-modality intensity range over its brain.
 Budgets are in **z-score units**: eps = 0.5 moves every brain voxel by half a standard deviation of that modality's
-intensities (the raw size is eps × the per-case std printed in notebook 01).
+intensities, less where the clip stops it and not at all where the gradient is exactly 0 (the raw size is eps × the
+per-case std printed in notebook 01).
 """,
         """
 attack_spec = evaluation.AttackSpec("fgsm", tuple(eps_grid))
@@ -498,9 +519,10 @@ with torch.no_grad():
 """
             ),
         ],
-        "FGSM takes one step, so its damage grows slowly with eps.\n"
-        "Exercises that change results later notebooks read are best tried on a copy of the run (`cp -r runs/teaching runs/mine`, then `run_dir = \"../runs/mine\"`).\n"
-        "1. In the hand-made cell, change the loss to Dice loss (`from monai.losses import DiceLoss`, then `loss_fn=lambda logits, y: DiceLoss(to_onehot_y=True, softmax=True)(logits, y[:, None])`): is it stronger?\n"
+        "FGSM takes a single step along the gradient sign at the clean image, a linearisation of the loss that holds only near it: "
+        "compare its curve with i-FGSM's (notebook 04), which re-linearises at every step, at small and at large eps.\n"
+        + COPY_RUN
+        + "1. In the hand-made cell, change the loss to Dice loss (`from monai.losses import DiceLoss`, then `loss_fn=lambda logits, y: DiceLoss(to_onehot_y=True, softmax=True)(logits, y[:, None])`): is it stronger?\n"
         "2. Attack only one modality at a time (per-modality eps, e.g. `[0, 0, 0, eps_hand]` for FLAIR): which one is the model most sensitive to?",
     )
 
@@ -518,11 +540,14 @@ curve_eps: float = 0.25  # eps of the Dice-vs-iteration curve
 ''',
         r"""
 ## i-FGSM
-$$x_0 = x,\qquad x_{k+1} = \Pi_{B_\infty(x,\epsilon)\,\cap\,[lo, hi]}\Big(x_k + \alpha\,\mathrm{sign}\,\nabla_x L(f(x_k), y)\Big),$$
-with $\alpha$ = `alpha_frac` × eps and `steps` iterations (alpha × steps ≥ eps, so the whole ball can be reached).
+$$x_0 = x,\qquad x_{k+1} = \Pi\Big(x_k + \alpha\,\mathrm{sign}\,\nabla_x L(f(x_k), y)\Big),$$
+where $\Pi$ projects onto the feasible set $B_\infty(x,\epsilon) \cap [lo, hi]$, with $x' = x$ outside the brain (a
+per-voxel clamp), $\alpha$ = `alpha_frac` × eps and `steps` iterations. Only with `alpha_frac` × `steps` ≥ 1 can the
+iterates reach the faces of the eps-ball; the cell below prints it.
 """,
         """
 attack_spec = evaluation.AttackSpec("ifgsm", tuple(eps_grid), steps=steps, alpha_frac=alpha_frac)
+print(f"alpha x steps = {alpha_frac * steps:g} x eps" + ("" if alpha_frac * steps >= 1 else ": the iterates cannot reach the edge of the eps-ball"))
 """,
         [
             md("## Dice vs iteration\nHow many steps does it take? Each point is the mean test Dice after k iterations at `curve_eps`."),
@@ -537,7 +562,7 @@ plt.show()
 """
             ),
         ],
-        "1. Try PGD: in a copy of notebook 03's hand-made cell, `attacks.ifgsm(model, x, y, eps_hand, eps_hand / 4, 10, clip=clip, mask=mask, random_start=True, generator=torch.Generator(device=dev).manual_seed(0))`: stronger or not?\n2. Halve `steps` while doubling `alpha_frac`: what changes?\n3. Compare the PSNR at the eps where Dice halves with FGSM's.",
+        COPY_RUN + "1. Try PGD: in a copy of notebook 03's hand-made cell, `attacks.ifgsm(model, x, y, eps_hand, eps_hand / 4, 10, clip=clip, mask=mask, random_start=True, generator=torch.Generator(device=dev).manual_seed(0))`: stronger or not?\n2. Take half as many steps, each twice as large (halve `steps`, rounding down, and double `alpha_frac`): what changes?\n3. Compare the PSNR at the eps where Dice halves with FGSM's.",
     )
 
 
@@ -557,7 +582,9 @@ extra_policies: list = ["et_to_ncr"]  # further policies evaluated for compariso
         r"""
 ## Targets an attacker would want
 $$x_{k+1} = \Pi\Big(x_k - \alpha\,\mathrm{sign}\,\nabla_x L(f(x_k), t)\Big)$$
-descends the loss towards the target map $t$ = `make_target(y, policy)`:
+descends the loss (the same voxel-averaged cross-entropy, now against $t$) towards the target map
+$t$ = `make_target(y, policy)`, built from the ground truth: the voxels the policy relabels are pulled to their new
+class, every other voxel is held at its true label. The policies:
 """,
         """
 if policy in extra_policies or len(set(extra_policies)) < len(extra_policies):  # their rows would be written twice
@@ -565,6 +592,7 @@ if policy in extra_policies or len(set(extra_policies)) < len(extra_policies):  
 for name, why in attacks.TARGET_POLICIES.items():
     print(f"{name:>10}: {why}")
 attack_spec = evaluation.AttackSpec("tifgsm", tuple(eps_grid), steps=steps, alpha_frac=alpha_frac, policy=policy)
+print(f"alpha x steps = {alpha_frac * steps:g} x eps" + ("" if alpha_frac * steps >= 1 else ": the iterates cannot reach the edge of the eps-ball"))
 """,
         [
             md("## How far does the prediction move towards the target?\n`target_frac`: the fraction of the voxels the policy changes that the model now predicts as the target."),
@@ -590,7 +618,7 @@ if extra:
 """
             ),
         ],
-        "At small eps the *erase* attack may first remove false positives, so WT Dice can even rise: look for it above.\n1. Try `policy = \"ed_to_et\"`: fabricating enhancing tumour changes the apparent grade.\n2. Is a targeted attack cheaper or dearer in PSNR than i-FGSM for the same Dice drop?",
+        "At small eps the *erase* attack may first remove false positives, so WT Dice can even rise: look for it above.\n" + COPY_RUN + "1. Try `policy = \"ed_to_et\"`: fabricating enhancing tumour changes the apparent grade.\n2. Is a targeted attack cheaper or dearer in PSNR than i-FGSM for the same Dice drop?",
     )
 
 
