@@ -647,7 +647,7 @@ def nb06() -> list:
             "labels at temperature T; a student of the same architecture trained at T on those soft labels; the student "
             "deployed at T = 1. Its logits are then ~T times larger and the softmax saturates: at most voxels the float32 loss has (almost) no gradient left, which "
             "is why distillation is also the textbook case of **gradient masking** (Carlini & Wagner, 2016). We measure both.\n\n"
-            "**Reads** `models/baseline.pt`, `data/prepared.npz`, `attacks/*.json`. **Writes** `models/distilled*.pt`, `tables/results_06_distillation.csv`, `tables/diagnostics_06_distillation.csv`, `figures/06_*.png`.",
+            "**Reads** `models/baseline.pt` and `models/baseline.train.json`, `data/prepared.npz`, `attacks/*.json`. **Writes** `models/distilled*.pt`, `tables/results_06_distillation.csv`, `tables/results_06_distillation_diagnostics.csv` (the transfer and logit-rescaled attacks' per-case rows), `tables/diagnostics_06_distillation.csv`, `figures/06_*.png`.",
         ),
         setup_imports(
             "from dataclasses import asdict\n\nfrom robustseg_lib import defenses, evaluation, models\nfrom robustseg_lib.training import TrainConfig, train\nfrom robustseg_lib.artefacts import atomic_to_csv, atomic_savefig\nfrom robustseg_lib.viz_models import plot_gallery\nfrom robustseg_lib.viz_stats import plot_robustness_curves"
@@ -655,8 +655,8 @@ def nb06() -> list:
         *params(
             "06_distillation",
             COMMON_PARAMS
-            + '''temperature: float = 20.0  # distillation temperature T of the deployed student
-compare_temperatures: list = [5.0]  # further deployment temperatures compared (with output_scaling the same student, rescaled)
+            + '''temperature: float = 20.0  # distillation temperature T: teacher and student are trained at T, the student is deployed at temperature 1
+compare_temperatures: list = [5.0]  # further distillation temperatures compared (with output_scaling the same student, logits times T)
 output_scaling: bool = True  # train at T through logits T * f(x), converging like the baseline (False: the plain net at T)
 hard_weight: float = 0.0  # weight of a hard-label Dice+CE term for the student (0 for Papernot)
 epochs: int = 30  # epochs of teacher and student (as the baseline)
@@ -669,17 +669,23 @@ batch_size: int = 4  # volumes per attack call
         md(
             r"""
 ## The distillation loss
-`defenses.distillation_loss` is the soft cross-entropy of Papernot's student, averaged over voxels and scaled by $T^2$
-(Hinton) so the gradient size does not depend on T:
-$$L = T^2\,\frac{1}{|V|}\sum_v -\sum_c p_{v,c}\log q_{v,c},\quad p = \mathrm{softmax}(z^{teacher}/T),\ q = \mathrm{softmax}(z^{student}/T).$$
-The student also gets a soft-label Dice term between $q$ and $p$, as the baseline gets Dice + CE.
+`defenses.distillation_loss` is the soft cross-entropy of Papernot's student, averaged over voxels:
+$$L = s\,\frac{1}{|V|}\sum_v -\sum_c p_{v,c}\log q_{v,c},\quad p = \mathrm{softmax}(z^{teacher}/T),\ q = \mathrm{softmax}(z^{student}/T).$$
+The student also gets a soft-label Dice term between $q$ and $p$, as the baseline gets Dice + CE (and, with
+`hard_weight` > 0, a Dice + CE term against the true labels). The factor $s$ depends on the parametrisation below: for
+a plain student (`output_scaling = False`) $s = T^2$ (Hinton et al., 2015): the soft term's gradient w.r.t. the logits
+is $(q - p)/T$, which shrinks like $1/T^2$ at high T, and $T^2$ keeps its size independent of T. For the
+output-scaled student (the default, logits $z = T f_\theta$) $s = 1$: the gradient w.r.t. $f_\theta$ is $q - p$, with
+no $1/T$ to compensate, and a $T^2$ would only make the cross-entropy outweigh the Dice term 400-fold at T = 20.
 
 ## Training at T without waiting for the logits to grow
 A network trained at T = 20 only becomes confident once its logits are about 20 times larger than a normal
 network's. With the plain parametrisation the optimiser has to grow the last layer's weights twentyfold first: on
-the teaching budget (300 steps) a plain teacher at T = 20 reached a validation score of 0.46 against the baseline's
-0.80, and its student deployed at T = 1 had logits about the baseline's size (mean |logit| 6.5 against 5.3; the
-output-scaled student's are 105) and a clean TC / ET Dice of 0.30 / 0.20 (`output_scaling = False` lets you see it). We therefore train at T through the **output-scaled
+the teaching budget (300 steps), in one measured run ([docs/results.md](../docs/results.md#how-distillation-got-here-tuning-measured-on-the-same-vm-and-data);
+not this run's numbers), a plain teacher at T = 20 reached a validation score of 0.46 against the baseline's 0.80, and
+its student deployed at T = 1 had logits about the baseline's size (mean |logit| 6.5 against 5.3, where the
+output-scaled student's were about 100) and a clean TC / ET Dice of 0.30 / 0.20. `output_scaling = False` reproduces
+the comparison on this run; the cell after the training prints this run's logit sizes. We therefore train at T through the **output-scaled
 parametrisation** $z = T\cdot f_\theta(x)$: the same family of networks (the factor could be folded into the last
 layer), but the loss at T sees $f_\theta(x)$ itself, so training converges exactly like the baseline's. Two
 consequences, both checked by the unit tests:
@@ -687,7 +693,7 @@ consequences, both checked by the unit tests:
 * the teacher at T trained with the baseline's recipe *is* the baseline with its logits multiplied by T (we reuse it);
 * students at different temperatures differ only by that fixed factor, so the comparison temperatures reuse one
   trained student. This is Carlini & Wagner's observation made exact: what distillation changes at deployment is
-  the scale of the logits. Without the $T^2$ factor here, since $f_\theta$'s gradient carries no $1/T$.
+  the scale of the logits.
 """
         ),
         code(
@@ -822,8 +828,8 @@ def nb07() -> list:
             "Adversarial training by data augmentation (Goodfellow et al., 2015): in every training batch a fraction `mix` "
             "of the volumes is replaced by adversarial versions made **on the fly against the current network** (FGSM or i-FGSM, eps drawn from a range), "
             "through the same training function as the baseline. The static variant the paper's wording also allows "
-            "(examples pre-generated once from the baseline and added to the training set) is available with `static = True`.\n\n"
-            "**Reads** `models/baseline.pt`, `data/prepared.npz`, `attacks/*.json`. **Writes** `models/advtrain.pt`, `tables/results_07_adversarial_training.csv`, `figures/07_*.png`.",
+            "(FGSM examples pre-generated once from the baseline and added to the training set) is available with `static = True`.\n\n"
+            "**Reads** `models/baseline.pt` and `models/baseline.train.json`, `data/prepared.npz`, `attacks/*.json`, `models/distilled.pt` when notebook 06 wrote it (gallery). **Writes** `models/advtrain.pt` (and `models/advtrain_static.pt` with `static = True`), `tables/results_07_adversarial_training.csv`, `tables/results_07_adversarial_training_diagnostics.csv` (the transfer attacks' per-case rows), `tables/diagnostics_07_adversarial_training.csv`, `figures/07_*.png`.",
         ),
         setup_imports(
             "from robustseg_lib import defenses, evaluation, models\nfrom robustseg_lib.training import TrainConfig, train\nfrom robustseg_lib.artefacts import atomic_to_csv, atomic_savefig\nfrom robustseg_lib.viz_models import plot_gallery\nfrom robustseg_lib.viz_stats import plot_robustness_curves"
@@ -839,7 +845,7 @@ label_source: str = "truth"  # truth | predicted: labels the examples are made f
 epochs: int = 30  # training epochs
 steps_per_epoch: int = 14  # optimizer steps per epoch
 lr: float = 0.003  # peak learning rate
-static: bool = False  # also train the static variant (pre-generated from the baseline)
+static: bool = False  # also train the static variant (FGSM examples pre-generated from the baseline, whatever adv_attack)
 batch_size: int = 4  # volumes per attack call
 '''
         ),
@@ -848,9 +854,12 @@ batch_size: int = 4  # volumes per attack call
             """
 ## Which variant, and why
 We use **on-the-fly** examples as the main model: examples made against a fixed baseline stop being adversarial for the
-network being trained after a few epochs, so the static variant mostly teaches the model the baseline's blind spots
-(Tramèr et al., 2018 call the mixture "ensemble adversarial training"). The static variant is trained when `static = True`
-and reported under the model name `advtrain_static`.
+network being trained after a few epochs, so the static variant mostly teaches the model the baseline's blind spots.
+(Tramèr et al., 2018 use such transferred examples on purpose: their "ensemble adversarial training" adds examples
+made on several *other*, fixed models to the model's own. The static variant here is the one-source-model case
+without the model's own examples.) The static variant is trained when `static = True`, from FGSM examples (eps drawn
+from `eps_range`, one adversarial copy of each training volume, added to the clean set: `mix` and `adv_attack` do not
+apply), and reported under the model name `advtrain_static`.
 As in the paper, the examples are made from the true labels (`label_source = "truth"`); Kurakin et al. (2017, §4.2)
 recommend the model's own predictions instead (`label_source = "predicted"`, the argmax of the network being attacked),
 because with one-step attacks the true label can "leak" into the example and the model learns to read it from the
@@ -943,7 +952,7 @@ def nb08() -> list:
             "Do the paper's conclusions hold here? This notebook reads **only** the run folder's per-case tables, compares "
             "conditions with paired Wilcoxon signed-rank tests (Holm-corrected), gives bootstrap confidence intervals, and "
             "states for each claim of Liu et al. (2021) whether it holds, computed from the numbers.\n\n"
-            "**Reads** `tables/results_*.csv` (and notebook 01's `tables/data_region_volumes.csv`). **Writes** `tables/summary.csv`, `tables/comparisons.csv`, `tables/claims_comparisons.csv`, `tables/claims.csv`, `tables/claims_by_region.csv`, `tables/drops.csv`, `report/report.md` with its figures.",
+            "**Reads** `tables/results_*.csv`, `tables/percept_*.csv` and `attacks/*.json` (and notebook 01's `tables/data_region_volumes.csv`). **Writes** `tables/summary.csv`, `tables/comparisons.csv`, `tables/claims_comparisons.csv`, `tables/claims.csv`, `tables/claims_by_region.csv`, `tables/drops.csv`, `report/report.md` with its figures.",
         ),
         setup_imports(
             "from robustseg_lib import evaluation, stats, report\nfrom robustseg_lib.artefacts import atomic_to_csv, atomic_savefig\nfrom robustseg_lib.viz_stats import plot_robustness_curves, plot_paired"
@@ -981,17 +990,19 @@ display(fig)  # built without pyplot: plt.show() would not show it
 """
         ),
         md(
-            """
+            r"""
 ## What a paired test is, and why pairing matters here
 Each test case is segmented under both conditions we compare, so the natural unit is the **per-case difference** in
 Dice. Cases differ far more from each other (small vs large tumours) than conditions do; an unpaired test would drown
 the effect in that between-case spread. The Wilcoxon signed-rank test ranks the absolute differences and asks whether
 positive and negative ones are balanced, without assuming normality (Dice is bounded and skewed). Zero differences are
 dropped (Wilcoxon's method), and the matched-pairs rank-biserial correlation says how lopsided the signed ranks are
-(+1: every case better under the first condition). How *large* is the difference? The Hodges–Lehmann estimate
-(`hl_estimate`, the median of all pairwise averages of the non-zero differences) with its confidence interval
-(`hl_ci_lo`, `hl_ci_hi`: the shifts the same test would not reject) answers in Dice units; the interval excludes 0
-exactly when the raw p-value is below α (when no two differences tie).
+(+1: every case that differs is better under the first condition). How *large* is the difference? The Hodges–Lehmann estimate
+(`hl_estimate`, the median of the Walsh averages $(d_i + d_j)/2$, $i \le j$, of the non-zero differences) with its
+$1 - \alpha$ confidence interval (`hl_ci_lo`, `hl_ci_hi`: the shifts the same test would not reject at α) answers in
+Dice units. The interval excludes 0 exactly when the raw p-value is below α as long as the p-value is exact too: no
+two differences tie and at most 50 are non-zero (beyond 50 the p-value is a normal approximation and can disagree
+at the margin). Neither the interval nor the raw p-value is Holm-adjusted.
 """
         ),
         code(
@@ -1030,7 +1041,7 @@ claims = stats.claims(paper_table, cmp_claims, region=region, alpha=alpha, n_res
 atomic_to_csv(claims, run.table("claims"))
 with pd.option_context("display.max_colwidth", None):
     display(claims[["claim", "statement", "verdict", "evidence"]])
-display(Markdown(stats.CLAIM_RULES_MD))
+display(Markdown(stats.CLAIM_RULES_MD.replace("α (0.05)", f"α ({alpha:g})")))  # the rules as judged at this alpha
 """
         ),
         md(
@@ -1080,11 +1091,14 @@ print(path)
         md(
             """
 ## Summary and exercises
-1. The sensitivity table judges every region. Which verdicts change between WT and ET, and why is ET the most
-   fragile region? Set `region = "ET"` to make ET the headline of the report.
-2. How many comparisons survive Holm's correction compared with raw p < 0.05?
+1. The sensitivity table judges every region. Which verdicts change between WT, TC and ET? In the summary table,
+   which region loses the most Dice under each attack, absolutely and relatively? What makes ET's Dice behave
+   differently (small regions; cases without ET, where Dice is all or nothing)? Set `region = "ET"` to make ET the
+   headline of the report.
+2. How many comparisons survive Holm's correction compared with raw p < α? Which family loses the most, and why
+   does the family's size matter?
 3. One run is one draw of the data, the training and the attacks. From a terminal, replicate the experiment
-   (`robustseg reproduce --seed 1`, then `--seed 2`: each about 7 min on 2 cores) and compare the verdicts
+   (`robustseg reproduce --seed 1`, then `--seed 2`: each 7–9 min on 2 cores) and compare the verdicts
    (`robustseg compare runs/teaching runs/teaching-seed1 runs/teaching-seed2`). Which verdicts survive every seed?
    `comparison.md` also judges the claims on all runs' cases pooled: what does the extra power change? And with
    the runs as the units: why can three runs decide nothing there, and how many would C1 need
