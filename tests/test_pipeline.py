@@ -75,6 +75,17 @@ def test_notebooks_are_committed_clean_and_up_to_date() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def test_notebook_08_shows_the_claim_rules_at_its_alpha() -> None:
+    """Notebook 08 writes its own alpha into the displayed decision rules by replacing the text's default; if the rules
+    stop saying "α (0.05)", the replacement would silently show 0.05 whatever alpha the notebook judged at."""
+    from robustseg_lib import stats
+
+    nb = json.loads((NOTEBOOK_DIR / STAGES["08_statistics"]).read_text())
+    src = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    assert 'CLAIM_RULES_MD.replace("α (0.05)", f"α ({alpha:g})")' in src
+    assert stats.CLAIM_RULES_MD.count("α (0.05)") == 1
+
+
 def test_profiles_exist() -> None:
     assert {p.stem for p in PROFILE_DIR.glob("*.yaml")} >= {"smoke", "teaching", "paper"}
     with pytest.raises(PipelineError, match="known: "):

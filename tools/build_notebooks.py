@@ -286,14 +286,20 @@ The run folder now holds the dataset in a real BraTS layout and its preprocessed
 regions nest (ET ⊂ TC ⊂ WT), and a single threshold does not solve the task: the UNet in the next notebook has work to do.
 
 ## Exercises
-1. Set `layout = "msd"` and check with `data.load_case` that you get identical arrays (channel order and labels are converted).
+1. Does the on-disk layout change the data? In a new cell, write the first two cases in two layouts to scratch folders,
+   `data.make_synthetic_dataset(f"/tmp/layout_{lay}", 2, shape=tuple(shape), seed=seed, layout=lay)` for `lay` in
+   `"brats2021"` and `"msd"`, and compare what `data.load_case` returns for each case of `data.list_cases(...)`:
+   identical arrays, since MSD's channel order and labels are converted back (setting the `layout` parameter
+   instead would rewrite this run's data).
 2. Generate one case at BraTS size in a new cell and time it: `%time data.make_synthetic_case(0, shape=(240, 240, 155))`
    (changing the `shape` parameter instead would regenerate all cases and invalidate every later notebook).
 3. Which region does the threshold baseline do best on, and why is TC the hardest for a threshold?
 4. What do the background look-alikes (white-matter hyperintensities, enhancing vessels) cost a threshold? Generate a
    few cases with and without them, `from robustseg_lib import synthetic` then
-   `synthetic.generate_case(seed, (48, 48, 48), distractors=False)` (same seed: only the distractors differ), and run
-   `data.threshold_baseline` on both sets (z-score each case over its brain first, as `prep["images"]` is).
+   `c = synthetic.generate_case(s, (48, 48, 48), distractors=False)` (same seed `s`: only the distractors differ),
+   preprocess each as notebook 01 does, `p = data.preprocess_case(c.image, c.label, (48, 48, 48))` (z-scored
+   `p["image"]`, class map `p["classes"]`, `p["brain"]`), and run `data.threshold_baseline` on both sets, each stacked
+   with `np.stack` (a second or two a case at 48³).
 """
         ),
     ]
@@ -306,7 +312,7 @@ def nb02() -> list:
             "Train the baseline every robustness number is measured against: a MONAI 3D UNet with Dice + cross-entropy, "
             "AdamW with a one-cycle cosine schedule, flips and intensity augmentation, and best-checkpoint selection on "
             "validation Dice. Switch `arch` to try another architecture.\n\n"
-            "**Reads** `data/prepared.npz`. **Writes** `models/baseline.pt`, `tables/results_02_unet.csv`, `tables/history_baseline.csv`, `figures/unet_*.png`.",
+            "**Reads** `data/prepared.npz`. **Writes** `models/baseline.pt` with its training recipe `models/baseline.train.json` (notebooks 06 and 07 train the same way), `tables/results_02_unet.csv`, `tables/history_baseline.csv`, `figures/unet_*.png`.",
         ),
         setup_imports(
             "from robustseg_lib import evaluation, models\nfrom robustseg_lib.training import TrainConfig, train\nfrom robustseg_lib.artefacts import atomic_to_csv, atomic_savefig\nfrom robustseg_lib.viz_models import plot_history, plot_predictions"
@@ -361,7 +367,14 @@ atomic_savefig(fig, run.figure("unet_history"))
 plt.show()
 """
         ),
-        md("## Test-set Dice and HD95 per region\nBraTS policy: a region absent from both truth and prediction scores Dice 1; absent from the truth but predicted scores 0 (HD95: 0, or the image diagonal)."),
+        md(r"""
+## Test-set Dice and HD95 per region
+For a region with predicted voxels $P$ and true voxels $T$ in one case, $\mathrm{Dice} = 2|P \cap T| / (|P| + |T|)$;
+HD95 is the 95th-percentile Hausdorff distance between the two regions' boundaries (symmetric, in voxels). BraTS policy for empty regions: absent
+from both truth and prediction scores Dice 1 and HD95 0; absent from exactly one of them scores Dice 0 and HD95 the
+image diagonal. (The validation score printed above is different: one *pooled* Dice per region over all validation
+voxels, $2\sum TP / (\sum |P| + \sum |T|)$, averaged over the three regions.)
+"""),
         code(
             """
 models.save_model(net, run.checkpoint("baseline"), spec)
@@ -387,6 +400,8 @@ plt.show()
 per-case table (case × model × attack × eps × region) that the statistics notebook reads.
 
 ## Exercises
+Retraining changes `models/baseline.pt`, which every later notebook reads: try these on a copy of the run
+(`cp -r runs/teaching runs/mine`, then `run_dir = "../runs/mine"`).
 1. Set `arch = "basicunet"` and compare the test Dice and the training time.
 2. Halve `epochs`: how much Dice do you lose? A weaker baseline makes attacks look stronger: why?
 3. Set `crop` smaller than the volume, then compare `inference = "sliding"` (windows of the crop) with `"whole"`
@@ -395,6 +410,10 @@ per-case table (case × model × attack × eps × region) that the statistics no
         ),
     ]
 
+
+#: Exercises that rewrite a run's artefacts: try them on a copy of the run.
+COPY_RUN = ("Exercises that change results later notebooks read are best tried on a copy of the run "
+            "(`cp -r runs/teaching runs/mine`, then `run_dir = \"../runs/mine\"`).\n")
 
 ATTACK_PARAMS = '''batch_size: int = 4  # volumes per attack call
 '''
@@ -457,16 +476,18 @@ def nb03() -> list:
     return attack_nb(
         "03_fgsm",
         "The fast gradient sign method (Goodfellow et al., 2015) adapted to dense 3D segmentation: one step of size eps "
-        "in the sign of the gradient of the voxel-averaged cross-entropy, in every voxel of every modality.\n\n"
+        "in the sign of the gradient of the voxel-averaged cross-entropy, in every brain voxel of every modality.\n\n"
         "**Reads** `models/baseline.pt`, `data/prepared.npz`. **Writes** `tables/results_03_fgsm.csv`, `tables/percept_03_fgsm.csv`, `attacks/fgsm.json`, `figures/03_fgsm_*.png`.",
         '''eps_grid: list = [0.0, 0.1, 0.25, 0.5, 1.0]  # L-inf budgets in z-score units
 ''',
         r"""
 ## FGSM on a segmentation network
-For an image $x$ (4 × D × H × W, z-scored) with labels $y$,
-$$x' = \mathrm{clip}\big(x + \epsilon\,\mathrm{sign}\,\nabla_x L(f(x), y)\big),\qquad L = \tfrac{1}{|V|}\sum_{v} \mathrm{CE}(f(x)_v, y_v).$$
+For an image $x$ (4 × D × H × W, z-scored) with labels $y$ and brain mask $M$,
+$$x' = \mathrm{clip}_{[lo,\,hi]}\big(x + \epsilon\, M \odot \mathrm{sign}\,\nabla_x L(f(x), y)\big),\qquad L = \tfrac{1}{|V|}\sum_{v} \mathrm{CE}(f(x)_v, y_v),$$
+with $[lo, hi]$ each volume's per-modality intensity range over its brain.
 Budgets are in **z-score units**: eps = 0.5 moves every brain voxel by half a standard deviation of that modality's
-intensities (the raw size is eps × the per-case std printed in notebook 01).
+intensities, less where the clip stops it and not at all where the gradient is exactly 0 (the raw size is eps × the
+per-case std printed in notebook 01).
 """,
         """
 attack_spec = evaluation.AttackSpec("fgsm", tuple(eps_grid))
@@ -498,9 +519,10 @@ with torch.no_grad():
 """
             ),
         ],
-        "FGSM takes one step, so its damage grows slowly with eps.\n"
-        "Exercises that change results later notebooks read are best tried on a copy of the run (`cp -r runs/teaching runs/mine`, then `run_dir = \"../runs/mine\"`).\n"
-        "1. In the hand-made cell, change the loss to Dice loss (`from monai.losses import DiceLoss`, then `loss_fn=lambda logits, y: DiceLoss(to_onehot_y=True, softmax=True)(logits, y[:, None])`): is it stronger?\n"
+        "FGSM takes a single step along the gradient sign at the clean image, a linearisation of the loss that holds only near it: "
+        "compare its curve with i-FGSM's (notebook 04), which re-linearises at every step, at small and at large eps.\n"
+        + COPY_RUN
+        + "1. In the hand-made cell, change the loss to Dice loss (`from monai.losses import DiceLoss`, then `loss_fn=lambda logits, y: DiceLoss(to_onehot_y=True, softmax=True)(logits, y[:, None])`): is it stronger?\n"
         "2. Attack only one modality at a time (per-modality eps, e.g. `[0, 0, 0, eps_hand]` for FLAIR): which one is the model most sensitive to?",
     )
 
@@ -518,11 +540,14 @@ curve_eps: float = 0.25  # eps of the Dice-vs-iteration curve
 ''',
         r"""
 ## i-FGSM
-$$x_0 = x,\qquad x_{k+1} = \Pi_{B_\infty(x,\epsilon)\,\cap\,[lo, hi]}\Big(x_k + \alpha\,\mathrm{sign}\,\nabla_x L(f(x_k), y)\Big),$$
-with $\alpha$ = `alpha_frac` × eps and `steps` iterations (alpha × steps ≥ eps, so the whole ball can be reached).
+$$x_0 = x,\qquad x_{k+1} = \Pi\Big(x_k + \alpha\,\mathrm{sign}\,\nabla_x L(f(x_k), y)\Big),$$
+where $\Pi$ projects onto the feasible set $B_\infty(x,\epsilon) \cap [lo, hi]$, with $x' = x$ outside the brain (a
+per-voxel clamp), $\alpha$ = `alpha_frac` × eps and `steps` iterations. Only with `alpha_frac` × `steps` ≥ 1 can the
+iterates reach the faces of the eps-ball; the cell below prints it.
 """,
         """
 attack_spec = evaluation.AttackSpec("ifgsm", tuple(eps_grid), steps=steps, alpha_frac=alpha_frac)
+print(f"alpha x steps = {alpha_frac * steps:g} x eps" + ("" if alpha_frac * steps >= 1 else ": the iterates cannot reach the edge of the eps-ball"))
 """,
         [
             md("## Dice vs iteration\nHow many steps does it take? Each point is the mean test Dice after k iterations at `curve_eps`."),
@@ -537,7 +562,7 @@ plt.show()
 """
             ),
         ],
-        "1. Try PGD: in a copy of notebook 03's hand-made cell, `attacks.ifgsm(model, x, y, eps_hand, eps_hand / 4, 10, clip=clip, mask=mask, random_start=True, generator=torch.Generator(device=dev).manual_seed(0))`: stronger or not?\n2. Halve `steps` while doubling `alpha_frac`: what changes?\n3. Compare the PSNR at the eps where Dice halves with FGSM's.",
+        COPY_RUN + "1. Try PGD: in a copy of notebook 03's hand-made cell, `attacks.ifgsm(model, x, y, eps_hand, eps_hand / 4, 10, clip=clip, mask=mask, random_start=True, generator=torch.Generator(device=dev).manual_seed(0))`: stronger or not?\n2. Take half as many steps, each twice as large (halve `steps`, rounding down, and double `alpha_frac`): what changes?\n3. Compare the PSNR at the eps where Dice halves with FGSM's.",
     )
 
 
@@ -557,7 +582,9 @@ extra_policies: list = ["et_to_ncr"]  # further policies evaluated for compariso
         r"""
 ## Targets an attacker would want
 $$x_{k+1} = \Pi\Big(x_k - \alpha\,\mathrm{sign}\,\nabla_x L(f(x_k), t)\Big)$$
-descends the loss towards the target map $t$ = `make_target(y, policy)`:
+descends the loss (the same voxel-averaged cross-entropy, now against $t$) towards the target map
+$t$ = `make_target(y, policy)`, built from the ground truth: the voxels the policy relabels are pulled to their new
+class, every other voxel is held at its true label. The policies:
 """,
         """
 if policy in extra_policies or len(set(extra_policies)) < len(extra_policies):  # their rows would be written twice
@@ -565,6 +592,7 @@ if policy in extra_policies or len(set(extra_policies)) < len(extra_policies):  
 for name, why in attacks.TARGET_POLICIES.items():
     print(f"{name:>10}: {why}")
 attack_spec = evaluation.AttackSpec("tifgsm", tuple(eps_grid), steps=steps, alpha_frac=alpha_frac, policy=policy)
+print(f"alpha x steps = {alpha_frac * steps:g} x eps" + ("" if alpha_frac * steps >= 1 else ": the iterates cannot reach the edge of the eps-ball"))
 """,
         [
             md("## How far does the prediction move towards the target?\n`target_frac`: the fraction of the voxels the policy changes that the model now predicts as the target."),
@@ -590,7 +618,7 @@ if extra:
 """
             ),
         ],
-        "At small eps the *erase* attack may first remove false positives, so WT Dice can even rise: look for it above.\n1. Try `policy = \"ed_to_et\"`: fabricating enhancing tumour changes the apparent grade.\n2. Is a targeted attack cheaper or dearer in PSNR than i-FGSM for the same Dice drop?",
+        "At small eps the *erase* attack may first remove false positives, so WT Dice can even rise: look for it above.\n" + COPY_RUN + "1. Try `policy = \"ed_to_et\"`: fabricating enhancing tumour changes the apparent grade.\n2. Is a targeted attack cheaper or dearer in PSNR than i-FGSM for the same Dice drop?",
     )
 
 
@@ -619,7 +647,7 @@ def nb06() -> list:
             "labels at temperature T; a student of the same architecture trained at T on those soft labels; the student "
             "deployed at T = 1. Its logits are then ~T times larger and the softmax saturates: at most voxels the float32 loss has (almost) no gradient left, which "
             "is why distillation is also the textbook case of **gradient masking** (Carlini & Wagner, 2016). We measure both.\n\n"
-            "**Reads** `models/baseline.pt`, `data/prepared.npz`, `attacks/*.json`. **Writes** `models/distilled*.pt`, `tables/results_06_distillation.csv`, `tables/diagnostics_06_distillation.csv`, `figures/06_*.png`.",
+            "**Reads** `models/baseline.pt` and `models/baseline.train.json`, `data/prepared.npz`, `attacks/*.json`. **Writes** `models/distilled*.pt`, `tables/results_06_distillation.csv`, `tables/results_06_distillation_diagnostics.csv` (the transfer and logit-rescaled attacks' per-case rows), `tables/diagnostics_06_distillation.csv`, `figures/06_*.png`.",
         ),
         setup_imports(
             "from dataclasses import asdict\n\nfrom robustseg_lib import defenses, evaluation, models\nfrom robustseg_lib.training import TrainConfig, train\nfrom robustseg_lib.artefacts import atomic_to_csv, atomic_savefig\nfrom robustseg_lib.viz_models import plot_gallery\nfrom robustseg_lib.viz_stats import plot_robustness_curves"
@@ -627,8 +655,8 @@ def nb06() -> list:
         *params(
             "06_distillation",
             COMMON_PARAMS
-            + '''temperature: float = 20.0  # distillation temperature T of the deployed student
-compare_temperatures: list = [5.0]  # further deployment temperatures compared (with output_scaling the same student, rescaled)
+            + '''temperature: float = 20.0  # distillation temperature T: teacher and student are trained at T, the student is deployed at temperature 1
+compare_temperatures: list = [5.0]  # further distillation temperatures compared (with output_scaling the same student, logits times T)
 output_scaling: bool = True  # train at T through logits T * f(x), converging like the baseline (False: the plain net at T)
 hard_weight: float = 0.0  # weight of a hard-label Dice+CE term for the student (0 for Papernot)
 epochs: int = 30  # epochs of teacher and student (as the baseline)
@@ -641,17 +669,23 @@ batch_size: int = 4  # volumes per attack call
         md(
             r"""
 ## The distillation loss
-`defenses.distillation_loss` is the soft cross-entropy of Papernot's student, averaged over voxels and scaled by $T^2$
-(Hinton) so the gradient size does not depend on T:
-$$L = T^2\,\frac{1}{|V|}\sum_v -\sum_c p_{v,c}\log q_{v,c},\quad p = \mathrm{softmax}(z^{teacher}/T),\ q = \mathrm{softmax}(z^{student}/T).$$
-The student also gets a soft-label Dice term between $q$ and $p$, as the baseline gets Dice + CE.
+`defenses.distillation_loss` is the soft cross-entropy of Papernot's student, averaged over voxels:
+$$L = s\,\frac{1}{|V|}\sum_v -\sum_c p_{v,c}\log q_{v,c},\quad p = \mathrm{softmax}(z^{teacher}/T),\ q = \mathrm{softmax}(z^{student}/T).$$
+The student also gets a soft-label Dice term between $q$ and $p$, as the baseline gets Dice + CE (and, with
+`hard_weight` > 0, a Dice + CE term against the true labels). The factor $s$ depends on the parametrisation below: for
+a plain student (`output_scaling = False`) $s = T^2$ (Hinton et al., 2015): the soft term's gradient w.r.t. the logits
+is $(q - p)/T$, which shrinks like $1/T^2$ at high T, and $T^2$ keeps its size independent of T. For the
+output-scaled student (the default, logits $z = T f_\theta$) $s = 1$: the gradient w.r.t. $f_\theta$ is $q - p$, with
+no $1/T$ to compensate, and a $T^2$ would only make the cross-entropy outweigh the Dice term 400-fold at T = 20.
 
 ## Training at T without waiting for the logits to grow
 A network trained at T = 20 only becomes confident once its logits are about 20 times larger than a normal
 network's. With the plain parametrisation the optimiser has to grow the last layer's weights twentyfold first: on
-the teaching budget (300 steps) a plain teacher at T = 20 reached a validation score of 0.46 against the baseline's
-0.80, and its student deployed at T = 1 had logits about the baseline's size (mean |logit| 6.5 against 5.3; the
-output-scaled student's are 105) and a clean TC / ET Dice of 0.30 / 0.20 (`output_scaling = False` lets you see it). We therefore train at T through the **output-scaled
+the teaching budget (300 steps), in one measured run ([docs/results.md](../docs/results.md#how-distillation-got-here-tuning-measured-on-the-same-vm-and-data);
+not this run's numbers), a plain teacher at T = 20 reached a validation score of 0.46 against the baseline's 0.80, and
+its student deployed at T = 1 had logits about the baseline's size (mean |logit| 6.5 against 5.3, where the
+output-scaled student's were about 100) and a clean TC / ET Dice of 0.30 / 0.20. `output_scaling = False` reproduces
+the comparison on this run; the cell after the training prints this run's logit sizes. We therefore train at T through the **output-scaled
 parametrisation** $z = T\cdot f_\theta(x)$: the same family of networks (the factor could be folded into the last
 layer), but the loss at T sees $f_\theta(x)$ itself, so training converges exactly like the baseline's. Two
 consequences, both checked by the unit tests:
@@ -659,7 +693,7 @@ consequences, both checked by the unit tests:
 * the teacher at T trained with the baseline's recipe *is* the baseline with its logits multiplied by T (we reuse it);
 * students at different temperatures differ only by that fixed factor, so the comparison temperatures reuse one
   trained student. This is Carlini & Wagner's observation made exact: what distillation changes at deployment is
-  the scale of the logits. Without the $T^2$ factor here, since $f_\theta$'s gradient carries no $1/T$.
+  the scale of the logits.
 """
         ),
         code(
@@ -794,8 +828,8 @@ def nb07() -> list:
             "Adversarial training by data augmentation (Goodfellow et al., 2015): in every training batch a fraction `mix` "
             "of the volumes is replaced by adversarial versions made **on the fly against the current network** (FGSM or i-FGSM, eps drawn from a range), "
             "through the same training function as the baseline. The static variant the paper's wording also allows "
-            "(examples pre-generated once from the baseline and added to the training set) is available with `static = True`.\n\n"
-            "**Reads** `models/baseline.pt`, `data/prepared.npz`, `attacks/*.json`. **Writes** `models/advtrain.pt`, `tables/results_07_adversarial_training.csv`, `figures/07_*.png`.",
+            "(FGSM examples pre-generated once from the baseline and added to the training set) is available with `static = True`.\n\n"
+            "**Reads** `models/baseline.pt` and `models/baseline.train.json`, `data/prepared.npz`, `attacks/*.json`, `models/distilled.pt` when notebook 06 wrote it (gallery). **Writes** `models/advtrain.pt` (and `models/advtrain_static.pt` with `static = True`), `tables/results_07_adversarial_training.csv`, `tables/results_07_adversarial_training_diagnostics.csv` (the transfer attacks' per-case rows), `tables/diagnostics_07_adversarial_training.csv`, `figures/07_*.png`.",
         ),
         setup_imports(
             "from robustseg_lib import defenses, evaluation, models\nfrom robustseg_lib.training import TrainConfig, train\nfrom robustseg_lib.artefacts import atomic_to_csv, atomic_savefig\nfrom robustseg_lib.viz_models import plot_gallery\nfrom robustseg_lib.viz_stats import plot_robustness_curves"
@@ -811,7 +845,7 @@ label_source: str = "truth"  # truth | predicted: labels the examples are made f
 epochs: int = 30  # training epochs
 steps_per_epoch: int = 14  # optimizer steps per epoch
 lr: float = 0.003  # peak learning rate
-static: bool = False  # also train the static variant (pre-generated from the baseline)
+static: bool = False  # also train the static variant (FGSM examples pre-generated from the baseline, whatever adv_attack)
 batch_size: int = 4  # volumes per attack call
 '''
         ),
@@ -820,9 +854,12 @@ batch_size: int = 4  # volumes per attack call
             """
 ## Which variant, and why
 We use **on-the-fly** examples as the main model: examples made against a fixed baseline stop being adversarial for the
-network being trained after a few epochs, so the static variant mostly teaches the model the baseline's blind spots
-(Tramèr et al., 2018 call the mixture "ensemble adversarial training"). The static variant is trained when `static = True`
-and reported under the model name `advtrain_static`.
+network being trained after a few epochs, so the static variant mostly teaches the model the baseline's blind spots.
+(Tramèr et al., 2018 use such transferred examples on purpose: their "ensemble adversarial training" adds examples
+made on several *other*, fixed models to the model's own. The static variant here is the one-source-model case
+without the model's own examples.) The static variant is trained when `static = True`, from FGSM examples (eps drawn
+from `eps_range`, one adversarial copy of each training volume, added to the clean set: `mix` and `adv_attack` do not
+apply), and reported under the model name `advtrain_static`.
 As in the paper, the examples are made from the true labels (`label_source = "truth"`); Kurakin et al. (2017, §4.2)
 recommend the model's own predictions instead (`label_source = "predicted"`, the argmax of the network being attacked),
 because with one-step attacks the true label can "leak" into the example and the model learns to read it from the
@@ -915,7 +952,7 @@ def nb08() -> list:
             "Do the paper's conclusions hold here? This notebook reads **only** the run folder's per-case tables, compares "
             "conditions with paired Wilcoxon signed-rank tests (Holm-corrected), gives bootstrap confidence intervals, and "
             "states for each claim of Liu et al. (2021) whether it holds, computed from the numbers.\n\n"
-            "**Reads** `tables/results_*.csv` (and notebook 01's `tables/data_region_volumes.csv`). **Writes** `tables/summary.csv`, `tables/comparisons.csv`, `tables/claims_comparisons.csv`, `tables/claims.csv`, `tables/claims_by_region.csv`, `tables/drops.csv`, `report/report.md` with its figures.",
+            "**Reads** `tables/results_*.csv`, `tables/percept_*.csv` and `attacks/*.json` (and notebook 01's `tables/data_region_volumes.csv`). **Writes** `tables/summary.csv`, `tables/comparisons.csv`, `tables/claims_comparisons.csv`, `tables/claims.csv`, `tables/claims_by_region.csv`, `tables/drops.csv`, `report/report.md` with its figures.",
         ),
         setup_imports(
             "from robustseg_lib import evaluation, stats, report\nfrom robustseg_lib.artefacts import atomic_to_csv, atomic_savefig\nfrom robustseg_lib.viz_stats import plot_robustness_curves, plot_paired"
@@ -953,17 +990,19 @@ display(fig)  # built without pyplot: plt.show() would not show it
 """
         ),
         md(
-            """
+            r"""
 ## What a paired test is, and why pairing matters here
 Each test case is segmented under both conditions we compare, so the natural unit is the **per-case difference** in
 Dice. Cases differ far more from each other (small vs large tumours) than conditions do; an unpaired test would drown
 the effect in that between-case spread. The Wilcoxon signed-rank test ranks the absolute differences and asks whether
 positive and negative ones are balanced, without assuming normality (Dice is bounded and skewed). Zero differences are
 dropped (Wilcoxon's method), and the matched-pairs rank-biserial correlation says how lopsided the signed ranks are
-(+1: every case better under the first condition). How *large* is the difference? The Hodges–Lehmann estimate
-(`hl_estimate`, the median of all pairwise averages of the non-zero differences) with its confidence interval
-(`hl_ci_lo`, `hl_ci_hi`: the shifts the same test would not reject) answers in Dice units; the interval excludes 0
-exactly when the raw p-value is below α (when no two differences tie).
+(+1: every case that differs is better under the first condition). How *large* is the difference? The Hodges–Lehmann estimate
+(`hl_estimate`, the median of the Walsh averages $(d_i + d_j)/2$, $i \le j$, of the non-zero differences) with its
+$1 - \alpha$ confidence interval (`hl_ci_lo`, `hl_ci_hi`: the shifts the same test would not reject at α) answers in
+Dice units. The interval excludes 0 exactly when the raw p-value is below α as long as the p-value is exact too: no
+two differences tie and at most 50 are non-zero (beyond 50 the p-value is a normal approximation and can disagree
+at the margin). Neither the interval nor the raw p-value is Holm-adjusted.
 """
         ),
         code(
@@ -1002,7 +1041,7 @@ claims = stats.claims(paper_table, cmp_claims, region=region, alpha=alpha, n_res
 atomic_to_csv(claims, run.table("claims"))
 with pd.option_context("display.max_colwidth", None):
     display(claims[["claim", "statement", "verdict", "evidence"]])
-display(Markdown(stats.CLAIM_RULES_MD))
+display(Markdown(stats.CLAIM_RULES_MD.replace("α (0.05)", f"α ({alpha:g})")))  # the rules as judged at this alpha
 """
         ),
         md(
@@ -1052,11 +1091,14 @@ print(path)
         md(
             """
 ## Summary and exercises
-1. The sensitivity table judges every region. Which verdicts change between WT and ET, and why is ET the most
-   fragile region? Set `region = "ET"` to make ET the headline of the report.
-2. How many comparisons survive Holm's correction compared with raw p < 0.05?
+1. The sensitivity table judges every region. Which verdicts change between WT, TC and ET? In the summary table,
+   which region loses the most Dice under each attack, absolutely and relatively? What makes ET's Dice behave
+   differently (small regions; cases without ET, where Dice is all or nothing)? Set `region = "ET"` to make ET the
+   headline of the report.
+2. How many comparisons survive Holm's correction compared with raw p < α? Which family loses the most, and why
+   does the family's size matter?
 3. One run is one draw of the data, the training and the attacks. From a terminal, replicate the experiment
-   (`robustseg reproduce --seed 1`, then `--seed 2`: each about 7 min on 2 cores) and compare the verdicts
+   (`robustseg reproduce --seed 1`, then `--seed 2`: each 7–9 min on 2 cores) and compare the verdicts
    (`robustseg compare runs/teaching runs/teaching-seed1 runs/teaching-seed2`). Which verdicts survive every seed?
    `comparison.md` also judges the claims on all runs' cases pooled: what does the extra power change? And with
    the runs as the units: why can three runs decide nothing there, and how many would C1 need
