@@ -482,7 +482,7 @@ def reproduce(
 
     Args:
         profile: profile name or YAML path.
-        out: run folder (default ``runs/<profile>``).
+        out: run folder (default ``runs/<profile>``, or ``runs/<profile>-seed<N>`` with ``seed``).
         data_dir: a real BraTS/MSD folder for notebook 01 (instead of synthetic data); files added, removed or
             changed in it (``data_dir_signature``) rerun the chain.
         device: ``auto``, ``cpu`` or ``cuda``, passed to every notebook.
@@ -649,7 +649,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("reproduce", help="run the notebook chain with a profile")
     r.add_argument("--profile", default="teaching", help="smoke | teaching | paper | path/to/profile.yaml (default: teaching)")
-    r.add_argument("--out", default=None, help="run folder (default: runs/<profile>)")
+    r.add_argument("--out", default=None, help="run folder (default: runs/<profile>, or runs/<profile>-seed<N> with --seed)")
     r.add_argument("--data-dir", default=None, help="real BraTS 2018-21/2023 or MSD Task01 folder (default: synthetic data)")
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto (cuda if available)")
     r.add_argument("--set", dest="sets", action="append", default=[], metavar="NOTEBOOK.PARAM=VALUE", help="override a notebook parameter (repeatable)")

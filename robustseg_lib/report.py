@@ -12,7 +12,7 @@ from scipy import stats as sps
 from .artefacts import RunPaths, atomic_savefig, atomic_to_csv, atomic_write_text
 from .evaluation import evaluated_region_volumes
 from .runtime import short_sha
-from .stats import CLAIM_RULES_MD, attack_label, empty_truth_cases, paired_wilcoxon
+from .stats import attack_label, claim_rules_md, empty_truth_cases, paired_wilcoxon
 
 __all__ = ["key_pairs", "teaching_example", "write_report"]
 
@@ -211,10 +211,11 @@ def write_report(
     report_stage: str = "08_statistics",
     drops: pd.DataFrame | None = None,
     claims_by_region: pd.DataFrame | None = None,
+    alpha: float = 0.05,
 ) -> Path:
     """Write ``report/report.md`` with its tables (CSV) and the run's figures (PNG copies).
 
-    The report holds the claims with their decision rules (``stats.CLAIM_RULES_MD``), the
+    The report holds the claims with their decision rules (``stats.claim_rules_md(alpha)``), the
     summary means, the full table of paired Wilcoxon tests (attacks labelled with their target
     policy, ``n_nonzero``, p-values in 2 significant digits), the gradient-masking
     diagnostics, the figures and the stages of the run.
@@ -237,6 +238,7 @@ def write_report(
         claims_by_region: ``stats.claims_by_region`` (the verdicts on every region, and without
             empty-truth cases), shown after the claims as their sensitivity; written as
             ``claims_by_region.csv``. ``None``: left out.
+        alpha: the family-wise error rate the claims and tests were judged at (the rules state it).
 
     Returns:
         Path of ``report.md``.
@@ -249,6 +251,7 @@ def write_report(
             raise ValueError(f"{name}: expected a pandas DataFrame or None, got {type(df).__name__}")
     if claims_comparisons is not None and not isinstance(claims_comparisons, pd.DataFrame):
         raise ValueError(f"claims_comparisons: expected a pandas DataFrame or None, got {type(claims_comparisons).__name__}")
+    rules = claim_rules_md(alpha)  # checks alpha before anything is written
     import json
     import shutil
 
@@ -305,7 +308,7 @@ def write_report(
         "",
         "### Decision rules",
         "",
-        CLAIM_RULES_MD.rstrip("\n"),
+        rules.rstrip("\n"),
         "",
         *(
             [
@@ -346,7 +349,8 @@ def write_report(
         "a vs b paired by case; `n_nonzero`: pairs with a non-zero difference (the ones ranked); `hl_estimate [CI]`: "
         "Hodges–Lehmann estimate of a − b with its distribution-free confidence interval at 1 − α (the inverted "
         "signed-rank test), both over the non-zero pairs the test ranks, so the interval excludes 0 exactly when the raw "
-        "p is below α (without ties); per test, not Holm-adjusted; none when n_nonzero is too small; `effect_size`: rank-biserial correlation of a − b; `pvalue`: raw "
+        "p is below α as long as that p is exact too (at most 50 non-zero pairs, no ties; beyond, the test's normal "
+        "approximation can disagree with the interval near α); per test, not Holm-adjusted; none when n_nonzero is too small; `effect_size`: rank-biserial correlation of a − b; `pvalue`: raw "
         "two-sided Wilcoxon p; `p_holm`: Holm-adjusted within family.",
         "",
         _md_table(_comparison_view(cmp_r), formats=_P_FORMATS),

@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sst
 
+from .checks import check_float
+
 __all__ = [
     "WilcoxonResult",
     "paired_wilcoxon",
@@ -40,6 +42,7 @@ __all__ = [
     "COMPARE_COLUMNS",
     "CLAIM_COLUMNS",
     "CLAIM_RULES_MD",
+    "claim_rules_md",
     "SENSITIVITY_COLUMNS",
     "VERDICTS",
     "PAPER_ATTACKS",
@@ -179,8 +182,10 @@ def hodges_lehmann_ci(
     ``1 − confidence``. The null distribution is exact for ``n ≤ 400`` and the normal approximation
     (continuity-corrected) above. The differences are used as given: :func:`compare` passes the
     non-zero ones, the pairs its test ranks (R's convention too), so that 0 lies outside the interval
-    exactly when that test rejects at ``1 − confidence`` (without ties; with tied differences the
-    coverage is approximate). The interval is per test, not adjusted for multiple comparisons.
+    exactly when that test rejects at ``1 − confidence`` as long as its p-value is exact too (no ties,
+    and at most 50 differences, where scipy's ``"auto"`` switches to the normal approximation, which can
+    disagree with the exact bounds near the level; with tied differences the coverage is approximate).
+    The interval is per test, not adjusted for multiple comparisons.
 
     Args:
         d: paired differences ``a − b`` (1-D, no NaN/inf, at least one value).
@@ -652,7 +657,8 @@ def compare(
         ``hl_ci_lo/hi`` its distribution-free ``1 − alpha`` confidence interval
         (:func:`hodges_lehmann_ci`), both over the ``n_nonzero`` non-zero differences the test
         ranks (as R's ``wilcox.test``), so that the interval excludes 0 exactly when the
-        unadjusted test rejects (without ties); per test, not Holm-adjusted; NaN when
+        unadjusted test rejects (without ties and with at most 50 non-zero differences, where
+        the p-value is exact; see :func:`hodges_lehmann_ci`); per test, not Holm-adjusted; NaN when
         ``n_nonzero`` is too small (≤ 5 at α = 0.05); all differences zero: 0, [0, 0].
     """
     _check_table(table, metric, region_col)
@@ -745,7 +751,7 @@ def compare(
                 )  # fmt: skip
                 d = xa - xb
                 # the pairs the test ranks (zeros dropped, as R's wilcox.test does), so that the interval goes with
-                # the p-value beside it: 0 lies outside it exactly when the test rejects (no ties); all zero -> 0
+                # the p-value beside it: 0 lies outside it exactly when the test rejects (no ties, n <= 50); all zero -> 0
                 d_nz = d[d != 0] if w.n else d
                 row["hl_estimate"], row["hl_ci_lo"], row["hl_ci_hi"] = hodges_lehmann_ci(d_nz, confidence=1 - alpha)
             else:
@@ -851,13 +857,14 @@ PAPER_ATTACKS = ("fgsm", "ifgsm", "tifgsm")
 #: refuse them.
 LOWER_IS_BETTER_METRICS = ("hd95",)
 
-#: The decision rules of :func:`claims` as Markdown (written into the report as "Decision rules").
-CLAIM_RULES_MD = """\
+# The decision rules of :func:`claims` as Markdown; ALPHA_TOKEN stands for the family-wise α they are applied at.
+_ALPHA_TOKEN = "<<alpha>>"
+_CLAIM_RULES_TEMPLATE = """\
 Each claim is judged on one region from the paired Wilcoxon signed-rank tests of `stats.compare` (cases paired
 by `case_id`).
 
 - A test is **significant** when its Holm-adjusted two-sided p-value (`p_holm`: Holm within family × region of the
-  comparison table the claims are judged on) is below α (0.05).
+  comparison table the claims are judged on) is below α (<<alpha>>).
 - Its **direction** is the sign of the matched-pairs rank-biserial correlation `effect_size` = (R⁺ − R⁻)/(R⁺ + R⁻)
   of the differences a − b, i.e. of the signed ranks the test is computed on (the sign of the mean difference is
   used only when `effect_size` is missing).
@@ -902,6 +909,25 @@ by `case_id`).
   `defense_vs_clean` family may also hold the other deployments (conservative). Its scope is both defenses: one
   of them without an attacked condition makes it at most partly tested.
 """
+
+
+def claim_rules_md(alpha: float = 0.05) -> str:
+    """The decision rules of :func:`claims` as Markdown (the report's "Decision rules"), at the α they were applied at.
+
+    Args:
+        alpha: the family-wise error rate the claims were judged at (``claims(..., alpha=...)``), in (0, 1).
+
+    Returns:
+        The rules as Markdown, stating ``alpha``.
+    """
+    alpha = check_float(alpha, "alpha")
+    if not (0.0 < alpha < 1.0):
+        raise ValueError(f"alpha: must be in (0, 1), got {alpha}")
+    return _CLAIM_RULES_TEMPLATE.replace(_ALPHA_TOKEN, f"{alpha:g}")
+
+
+#: The decision rules at the default α = 0.05 (:func:`claim_rules_md` states another α).
+CLAIM_RULES_MD = claim_rules_md(0.05)
 
 
 def _fmt_cond(r: pd.Series, s: str) -> str:

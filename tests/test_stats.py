@@ -903,6 +903,24 @@ def _md_rows(text: str, header_start: str) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def test_claim_rules_state_the_alpha_they_were_applied_at(tmp_path) -> None:
+    """The rules' significance threshold is the α of the call, in the text and in the report; a bad α is refused
+    before the report folder is touched."""
+    assert S.CLAIM_RULES_MD == S.claim_rules_md(0.05)
+    assert "below α (0.05)." in S.CLAIM_RULES_MD
+    strict = S.claim_rules_md(0.01)
+    assert "below α (0.01)." in strict and "0.05" not in strict and "<<" not in strict
+    for bad in (0, 1, 1.5, float("nan"), True, "0.05"):
+        with pytest.raises(ValueError, match="alpha"):
+            S.claim_rules_md(bad)
+    run, text, _ = _write_report(tmp_path, alpha=0.01)
+    assert "below α (0.01)." in text and "below α (0.05)." not in text
+    (tmp_path / "bad").mkdir()
+    with pytest.raises(ValueError, match="alpha"):
+        _write_report(tmp_path / "bad", alpha=2.0)
+    assert not (tmp_path / "bad" / "run" / "report").exists()
+
+
 def test_report_comparisons_table_and_rules(tmp_path) -> None:
     run, text, c = _write_report(tmp_path)
     assert "### Decision rules" in text and S.CLAIM_RULES_MD.splitlines()[0] in text

@@ -1041,7 +1041,7 @@ claims = stats.claims(paper_table, cmp_claims, region=region, alpha=alpha, n_res
 atomic_to_csv(claims, run.table("claims"))
 with pd.option_context("display.max_colwidth", None):
     display(claims[["claim", "statement", "verdict", "evidence"]])
-display(Markdown(stats.CLAIM_RULES_MD.replace("α (0.05)", f"α ({alpha:g})")))  # the rules as judged at this alpha
+display(Markdown(stats.claim_rules_md(alpha)))  # the decision rules, at this notebook's alpha
 """
         ),
         md(
@@ -1084,7 +1084,7 @@ display(drops)
         code(
             """
 path = report.write_report(run, summary=summary, comparisons=cmp, claims=claims, region=region, claims_comparisons=cmp_claims,
-                           drops=drops, claims_by_region=by_region)
+                           drops=drops, claims_by_region=by_region, alpha=alpha)
 print(path)
 """
         ),
