@@ -257,6 +257,21 @@ def test_compare_hl_interval_goes_with_the_test_beside_it() -> None:
     assert (r["hl_estimate"], r["hl_ci_lo"], r["hl_ci_hi"]) == (0.0, 0.0, 0.0)
 
 
+def test_hl_interval_and_auto_p_can_disagree_above_50_pairs() -> None:
+    """What the docs say about the limit of "the interval excludes 0 exactly when p < α": scipy's ``auto`` p is exact
+    up to 50 non-zero differences and the normal approximation above, while the interval stays exact to n = 400, so
+    near α they can disagree. 62 distinct differences: the exact interval excludes 0 and the exact p rejects, the
+    ``auto`` p (oracle: scipy's asymptotic method, no continuity correction) does not."""
+    rng = np.random.default_rng(214)
+    n = 62
+    d = (np.arange(1, n + 1) + rng.uniform(0, 0.1, n)) * np.where(rng.uniform(size=n) < 0.62, 1, -1)
+    _, lo, hi = S.hodges_lehmann_ci(d)
+    assert lo > 0
+    auto = S.paired_wilcoxon(d, np.zeros(n)).pvalue
+    assert auto == pytest.approx(sst.wilcoxon(d, method="asymptotic").pvalue, rel=1e-12) and 0.05 < auto < 0.0501
+    assert sst.wilcoxon(d, method="exact").pvalue < 0.05
+
+
 def test_compare_hl_interval_is_at_one_minus_alpha() -> None:
     t = make_table(FULL)
     r = S.compare(t, alpha=0.2).query("family == 'attack_effect' and region == 'WT' and attack_b == 'fgsm' and eps_b == 0.2").iloc[0]
