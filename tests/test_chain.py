@@ -62,6 +62,7 @@ def test_smoke_chain_writes_every_artefact(smoke_run: Path) -> None:
         assert executed.is_file() and _errors(executed) == [], (stage, _errors(executed))
     for name in ("baseline", "distilled", "advtrain", "advtrain_static"):
         assert (smoke_run / "models" / f"{name}.pt").is_file(), name
+        assert json.loads((smoke_run / "models" / f"{name}.train.json").read_text())["config"]["epochs"] >= 1, name
     table = pd.concat([pd.read_csv(p) for p in (smoke_run / "tables").glob("results_*.csv")])
     assert {"case_id", "model", "attack", "eps", "steps", "region", "dice", "hd95"} <= set(table.columns)
     assert set(table.model) >= {"baseline", "distilled", "advtrain"}

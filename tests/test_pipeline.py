@@ -85,6 +85,22 @@ def test_notebook_08_shows_and_reports_the_claim_rules_at_its_alpha() -> None:
     assert "claims_by_region=by_region, alpha=alpha)" in src  # the report.write_report call
 
 
+def test_every_saved_model_records_its_training_config() -> None:
+    """Each checkpoint a notebook saves has its training record beside it (``models/<name>.train.json``: config, best
+    epoch and score), written in the same cell."""
+    import re
+
+    saved = 0
+    for stage, nb_name in STAGES.items():
+        nb = json.loads((NOTEBOOK_DIR / nb_name).read_text())
+        for cell in (c for c in nb["cells"] if c["cell_type"] == "code"):
+            src = "".join(cell["source"])
+            for name in re.findall(r"models\.save_model\([^,]+, run\.checkpoint\(([^)]+)\)", src):
+                saved += 1
+                assert f"save_train_config(run, {name}," in src, f"{nb_name}: {name} is saved without its training record"
+    assert saved >= 4  # baseline, the distilled students, advtrain, advtrain_static
+
+
 def test_profiles_exist() -> None:
     assert {p.stem for p in PROFILE_DIR.glob("*.yaml")} >= {"smoke", "teaching", "paper"}
     with pytest.raises(PipelineError, match="known: "):

@@ -829,7 +829,7 @@ def nb07() -> list:
             "of the volumes is replaced by adversarial versions made **on the fly against the current network** (FGSM or i-FGSM, eps drawn from a range), "
             "through the same training function as the baseline. The static variant the paper's wording also allows "
             "(FGSM examples pre-generated once from the baseline and added to the training set) is available with `static = True`.\n\n"
-            "**Reads** `models/baseline.pt` and `models/baseline.train.json`, `data/prepared.npz`, `attacks/*.json`, `models/distilled.pt` when notebook 06 wrote it (gallery). **Writes** `models/advtrain.pt` (and `models/advtrain_static.pt` with `static = True`), `tables/results_07_adversarial_training.csv`, `tables/results_07_adversarial_training_diagnostics.csv` (the transfer attacks' per-case rows), `tables/diagnostics_07_adversarial_training.csv`, `figures/07_*.png`.",
+            "**Reads** `models/baseline.pt` and `models/baseline.train.json`, `data/prepared.npz`, `attacks/*.json`, `models/distilled.pt` when notebook 06 wrote it (gallery). **Writes** `models/advtrain.pt` and `models/advtrain.train.json` (and `models/advtrain_static.pt`, `.train.json` with `static = True`), `tables/results_07_adversarial_training.csv`, `tables/results_07_adversarial_training_diagnostics.csv` (the transfer attacks' per-case rows), `tables/diagnostics_07_adversarial_training.csv`, `figures/07_*.png`.",
         ),
         setup_imports(
             "from robustseg_lib import defenses, evaluation, models\nfrom robustseg_lib.training import TrainConfig, train\nfrom robustseg_lib.artefacts import atomic_to_csv, atomic_savefig\nfrom robustseg_lib.viz_models import plot_gallery\nfrom robustseg_lib.viz_stats import plot_robustness_curves"
@@ -898,9 +898,10 @@ if static:
                                                           spec=spec, label_source=label_source)
     net_s = models.build_unet(spec["name"], seed=seed, **spec["kwargs"])
     static_x, static_y = evaluation.resident_tensors(torch.cat([train_set.images, adv_x]), torch.cat([train_set.labels, adv_y]), dev)
-    train(net_s, static_x, static_y, cfg, val_images=val_set.images,
-          val_labels=val_set.labels, ckpt_dir=run.models / "advtrain_static_ckpt", device=dev, desc="static adversarial training")
+    res_s = train(net_s, static_x, static_y, cfg, val_images=val_set.images,
+                  val_labels=val_set.labels, ckpt_dir=run.models / "advtrain_static_ckpt", device=dev, desc="static adversarial training")
     models.save_model(net_s, run.checkpoint("advtrain_static"), spec)
+    evaluation.save_train_config(run, "advtrain_static", cfg, res_s)
     r, _ = evaluation.evaluate_under_attacks(net_s, test_set, specs, "advtrain_static", spec, device=dev, batch_size=batch_size, seed=seed)
     results = pd.concat([results, r], ignore_index=True)
     atomic_to_csv(results, run.table("results_07_adversarial_training"))
