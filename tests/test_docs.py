@@ -701,3 +701,20 @@ def test_results_md_real_avx2_run_is_the_committed_one() -> None:
     assert v.loc[("avx2", "TC", "C3"), "verdict"] == v.loc[("avx512", "TC", "C3"), "verdict"]
     assert (v.loc[("avx2", "ET", "C3"), "verdict"], v.loc[("avx512", "ET", "C3"), "verdict"]) == ("contradicted",
                                                                                                   "not supported")
+
+
+def test_peak_memory_in_gib_is_the_kib_count_it_quotes() -> None:
+    """GNU ``/usr/bin/time -v`` reports the maximum RSS in KiB: every peak-memory figure in GiB that the docs quote
+    beside its KiB count is that count ÷ 2²⁰ (not ÷ 10⁶ written as GB), and no peak RSS is given in decimal GB."""
+    pairs = 0
+    for path in (ROOT / "README.md", ROOT / "docs" / "results.md", ROOT / "docs" / "benchmarks.md"):
+        flat = " ".join(path.read_text(encoding="utf-8").split())
+        assert not re.search(r"\d GB\*?\*? peak (RSS|memory)|peak (RSS|memory)\*?\*? [\d.]+ GB", flat), path.name
+        for m in re.finditer(r"([\d.]+)(?:–([\d.]+))? GiB\*?\*?(?: peak RSS)? \((?:max RSS )?([\d ]+\d)(?: – ([\d ]+\d))? KiB",
+                             flat):  # fmt: skip
+            lo, hi, kib_lo, kib_hi = m.groups()
+            assert lo == f"{int(kib_lo.replace(' ', '')) / 2**20:.2f}", (path.name, m.group(0))
+            if hi is not None:
+                assert kib_hi is not None and hi == f"{int(kib_hi.replace(' ', '')) / 2**20:.2f}", (path.name, m.group(0))
+            pairs += 1
+    assert pairs >= 13  # the pairs quoted when this test was written
