@@ -47,6 +47,7 @@ __all__ = [
     "VERDICTS",
     "PAPER_ATTACKS",
     "LOWER_IS_BETTER_METRICS",
+    "C2_MIN_CASES",
 ]
 
 #: Optional columns that are part of a condition's identity when present in the table.
@@ -857,6 +858,12 @@ PAPER_ATTACKS = ("fgsm", "ifgsm", "tifgsm")
 #: refuse them.
 LOWER_IS_BETTER_METRICS = ("hd95",)
 
+#: The fewest cases on which C2's bootstrap interval counts as evidence: the fewest pairs with which a two-sided
+#: signed-rank test can reach p < 0.05 at all (all differences of one sign: 2·2⁻⁶ = 0.031 < 0.05 ≤ 2·2⁻⁵), the level
+#: of C2's 95 % interval. Below it the percentile bootstrap has too few distinct resamples to speak of sampling error
+#: (one case: every resample is that case, and the "interval" is a point).
+C2_MIN_CASES = 6
+
 # The decision rules of :func:`claims` as Markdown; ALPHA_TOKEN stands for the family-wise α they are applied at.
 _ALPHA_TOKEN = "<<alpha>>"
 _CLAIM_RULES_TEMPLATE = """\
@@ -896,9 +903,11 @@ by `case_id`).
   the observed data). Like the other claims it needs evidence beyond sampling error either way: **holds** when the
   CI lower bound reaches 65 % (the largest drop is significantly at least the paper's); **contradicted** when the
   CI upper bound is below 65 % (significantly smaller than the paper's); **not supported** when the CI contains
-  65 %. The evidence also gives the smallest ε at which any attack's relative drop (point estimate) reaches
-  65 %. `n_tests` = conditions, `n_support` = conditions whose drop (point estimate) reaches 65 %; `n_against`
-  is 0 (the verdict rests on the interval, not on a count).
+  65 %, or when fewer than 6 cases are common to the conditions (the fewest with which a two-sided signed-rank test
+  can reach p < 0.05 at all; with fewer, the bootstrap interval says nothing about sampling error, and with one case
+  it is a single point). The evidence also gives the smallest ε at which any attack's relative drop (point
+  estimate) reaches 65 %. `n_tests` = conditions, `n_support` = conditions whose drop (point estimate) reaches
+  65 %; `n_against` is 0 (the verdict rests on the interval, not on a count).
 - **C3** (distillation significantly better than adversarial training): the `distill_vs_advtrain` tests of the
   distilled vs the adversarially trained model under each attack × ε > 0. Claimed direction: distilled > adversarially
   trained.
@@ -1079,8 +1088,12 @@ def _claim_c2(
     kd_best = conds[int(np.argmax(drops))][0]
     lab = f"{attack_label(kd_best['attack'], kd_best.get('target_policy'))}@{float(kd_best['eps']):g}"
     # significant evidence either way, as for the count-based claims: the whole interval at or above the paper's drop
-    # holds, the whole interval below it contradicts, an interval containing it decides nothing
+    # holds, the whole interval below it contradicts, an interval containing it decides nothing; too few cases decide
+    # nothing either (C2_MIN_CASES)
     verdict = "holds" if lo >= paper_max_drop else ("contradicted" if hi < paper_max_drop else "not supported")
+    too_few = len(joint) < C2_MIN_CASES
+    if too_few:
+        verdict = "not supported"
     pct = 100 * paper_max_drop
     reach = [(float(kd["eps"]), d, attack_label(kd["attack"], kd.get("target_policy"))) for (kd, _), d in zip(conds, drops) if d >= paper_max_drop]
     if reach:
@@ -1094,6 +1107,8 @@ def _claim_c2(
         f"(95 % CI of the maximum over {len(conds)} attack × eps conditions, joint paired bootstrap over "
         f"{len(joint)} cases{f' within {n_strata} strata' if n_strata > 1 else ''}: {100 * lo:.1f}–{100 * hi:.1f} %); "
         f"{reach_txt}. Paper: up to {pct:.0f} %."
+        + (f" With {len(joint)} case{'s' if len(joint) != 1 else ''} (fewer than {C2_MIN_CASES}) the interval is no "
+           "evidence either way." if too_few else "")
     )
     return _row("C2", verdict, ev, paper_max_drop, n_tests=len(conds), n_support=int((drops >= paper_max_drop).sum()),
                 rel_drop=drop, rel_drop_ci_lo=lo, rel_drop_ci_hi=hi)  # fmt: skip
@@ -1143,7 +1158,8 @@ def claims(
       resamples cases jointly across all conditions and takes the maximum in each resample
       (:func:`bootstrap_max_relative_drop_ci`). ``holds`` if the CI lower bound is
       ≥ ``paper_max_drop``, ``contradicted`` if the CI upper bound is < ``paper_max_drop``,
-      ``not supported`` when the CI contains it. The evidence names the smallest eps at
+      ``not supported`` when the CI contains it or fewer than :data:`C2_MIN_CASES` cases are
+      common to the conditions. The evidence names the smallest eps at
       which any attack's point estimate reaches ``paper_max_drop`` (or says none does).
       ``n_tests`` = conditions, ``n_support`` = conditions whose drop reaches it.
     - **C3** distillation significantly better than adversarial training: the

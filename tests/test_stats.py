@@ -924,7 +924,7 @@ def test_claim_rules_state_the_alpha_they_were_applied_at(tmp_path) -> None:
     assert S.CLAIM_RULES_MD == S.claim_rules_md(0.05)
     assert "below α (0.05)." in S.CLAIM_RULES_MD
     strict = S.claim_rules_md(0.01)
-    assert "below α (0.01)." in strict and "0.05" not in strict and "<<" not in strict
+    assert "below α (0.01)." in strict and "α (0.05)" not in strict and "<<" not in strict
     for bad in (0, 1, 1.5, float("nan"), True, "0.05"):
         with pytest.raises(ValueError, match="alpha"):
             S.claim_rules_md(bad)
@@ -1277,15 +1277,24 @@ def test_claim_c2_verdict_at_the_interval_bounds(monkeypatch, ci: tuple[float, f
 
 def test_claim_c2_point_intervals_decide_by_the_drop_itself() -> None:
     """Exact multiples of clean give a point bootstrap distribution (lo = drop = hi): 66 % holds, 64 % is
-    contradicted, whatever the number of cases."""
+    contradicted, from C2_MIN_CASES cases on; on fewer cases the same point interval decides nothing."""
     for mu, want in ((0.34, "holds"), (0.36, "contradicted")):
-        for n in (N_CASES, 3):
+        for n in (N_CASES, S.C2_MIN_CASES, S.C2_MIN_CASES - 1, 1):
             conds = {("baseline", "clean", None, 0.0): BASE, ("baseline", "fgsm", None, 0.2): BASE * mu}
             t = make_table(conds, regions=("WT",))
             t = t[t["case_id"].isin([f"c{i:02d}" for i in range(n)])]
             c2 = S.claims(t, n_resamples=200).set_index("claim").loc["C2"]
             assert c2["rel_drop_ci_lo"] == pytest.approx(1 - mu) == c2["rel_drop_ci_hi"]
-            assert c2["verdict"] == want, (mu, n)
+            few = n < S.C2_MIN_CASES
+            assert c2["verdict"] == ("not supported" if few else want), (mu, n)
+            assert (f"With {n} case" in c2["evidence"] and "(fewer than 6) the interval is no evidence" in c2["evidence"]) == few
+
+
+def test_c2_min_cases_is_the_fewest_pairs_a_signed_rank_test_can_reject_on() -> None:
+    """Oracle: scipy's exact two-sided signed-rank p of n differences all of one sign (the smallest p n pairs can give)
+    first drops below 0.05, the level of C2's 95 % interval, at n = C2_MIN_CASES."""
+    p = {n: sst.wilcoxon(np.arange(1.0, n + 1), method="exact").pvalue for n in range(1, 10)}
+    assert min(n for n, v in p.items() if v < 0.05) == S.C2_MIN_CASES
 
 
 def test_claim_c2_leaves_out_diagnostic_attacks() -> None:
