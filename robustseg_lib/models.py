@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
@@ -101,15 +102,19 @@ class LogitScale(torch.nn.Module):
 
     Args:
         net: the wrapped network.
-        scale: the factor, > 0.
+        scale: the factor, finite and > 0.
     """
 
     def __init__(self, net: torch.nn.Module, scale: float) -> None:
         super().__init__()
-        if not scale > 0:
-            raise ValueError(f"scale must be > 0, got {scale}")
+        try:
+            value = float(scale)
+        except (TypeError, ValueError):
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):  # inf would make every logit ±inf and the softmax NaN
+            raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
         self.net = net
-        self.scale = float(scale)
+        self.scale = value
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x) * self.scale
@@ -219,6 +224,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
     Returns:
         ``(net in eval mode, spec)``; wrapped in :class:`LogitScale` when the spec has a
         ``logit_scale`` other than 1.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError naming the file: unreadable, not a model file, a spec
+            that builds no network (bad name, kwargs or logit_scale), or weights that do not fit it.
     """
     path = Path(path)
     if not path.is_file():
@@ -233,12 +242,21 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
     spec = blob["spec"]
     if not isinstance(spec, dict) or "name" not in spec:
         raise ValueError(f"{path}: the model spec has no network 'name'")
-    net = build_unet(spec["name"], **spec.get("kwargs", {}))
+    kwargs = spec.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"{path}: the model spec's 'kwargs' must be a dict, got {type(kwargs).__name__}")
+    scale = spec.get("logit_scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"{path}: the model spec's 'logit_scale' must be a finite number > 0, got {scale!r}")
+    try:
+        net = build_unet(spec["name"], **kwargs)
+    except (ValueError, TypeError) as exc:  # the spec names no network build_unet can make
+        raise ValueError(f"{path}: the model spec does not build a network: {exc}") from exc
     try:
         net.load_state_dict(blob["state_dict"])
     except RuntimeError as exc:  # keys or shapes do not fit the spec's network
         raise ValueError(f"{path}: weights do not fit the {spec['name']!r} network of its spec: {exc}") from exc
-    scale = float(spec.get("logit_scale", 1.0))
+    scale = float(scale)
     if scale != 1.0:
         net = LogitScale(net, scale)
     return net.to(resolve_device(device)).eval(), spec
@@ -295,7 +313,8 @@ def predict_classes(net: torch.nn.Module, images: torch.Tensor, *, batch_size: i
     was_training = net.training
     net.eval()
     try:
-        dev = next(net.parameters()).device
+        param = next(net.parameters(), None)  # a parameter-free module runs where the images are
+        dev = images.device if param is None else param.device
         outs = [predict(net, images[i : i + batch_size].to(dev), **kwargs).argmax(1).to(images.device) for i in range(0, len(images), batch_size)]
     finally:
         net.train(was_training)
