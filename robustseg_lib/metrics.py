@@ -334,7 +334,9 @@ def evaluate(
     per_case: dict[str, list[Any]] = {}
     scalar: dict[str, Any] = {}
     for key, val in extra.items():
-        if isinstance(val, (str, bytes)) or np.isscalar(val) or val is None:
+        if isinstance(val, (np.ndarray, torch.Tensor)) and val.ndim == 0:
+            scalar[key] = val.item()  # a 0-d array is one value, like a scalar
+        elif isinstance(val, (str, bytes)) or np.isscalar(val) or val is None:
             scalar[key] = val
         else:
             seq = list(val.tolist() if isinstance(val, (np.ndarray, torch.Tensor)) else val)
@@ -509,7 +511,7 @@ def target_fraction(pred: ArrayLike, target: ArrayLike, region_mask: ArrayLike) 
         The fraction in [0, 1]; NaN if ``region_mask`` is empty.
     """
     p, t = _pair(pred, target)
-    m = region_mask.detach().to(p.device) if isinstance(region_mask, torch.Tensor) else torch.from_numpy(np.asarray(_to_numpy(region_mask, "region_mask")))
+    m = region_mask.detach().to(p.device) if isinstance(region_mask, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(_to_numpy(region_mask, "region_mask")))
     if tuple(m.shape) != tuple(p.shape):
         raise ValueError(f"region_mask: shape {tuple(m.shape)} differs from pred {tuple(p.shape)}")
     m = m.to(device=p.device, dtype=torch.bool)

@@ -442,3 +442,20 @@ def test_hd95_is_symmetric_for_under_segmentation() -> None:
     p[1] = 2
     assert M.hd95_per_region(p, t)["WT"] == pytest.approx(4.0)
     assert M.hd95_per_region(t, p)["WT"] == pytest.approx(4.0)
+
+
+def test_target_fraction_accepts_a_flipped_numpy_mask() -> None:
+    """A mask made by np.flip (negative strides, which torch.from_numpy refuses) is read like its copy."""
+    pred = np.array([[0, 1], [1, 3]])
+    target = np.array([[1, 1], [1, 1]])
+    mask = np.flip(np.array([[True, True], [False, False]]), 0)  # [[F, F], [T, T]]
+    assert M.target_fraction(pred, target, mask) == pytest.approx(0.5)  # hand: (1,0) hits, (1,1) misses
+
+
+@pytest.mark.parametrize("value", [np.array(0.5), torch.tensor(0.5)])
+def test_evaluate_broadcasts_a_zero_dim_extra_like_a_scalar(value) -> None:
+    """A 0-d array or tensor (e.g. ``eps_t.max()``) is one value for every row, not a TypeError about iterating
+    a float."""
+    pred = np.zeros((2, 2, 2, 2), int)
+    df = M.evaluate(pred, pred, ["a", "b"], model="m", hd95=False, extra=value)
+    assert df["extra"].tolist() == [0.5] * 6
