@@ -102,11 +102,14 @@ def atomic_write_json(target: str | Path, obj: Any) -> Path:
 
 
 def read_json(path: str | Path) -> Any:
-    """Read a JSON file; raises FileNotFoundError naming the path."""
+    """Read a JSON file; raises FileNotFoundError, or ValueError for text that is not JSON, naming the path."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
 
 
 def atomic_save_npz(target: str | Path, compressed: bool = False, **arrays: np.ndarray) -> Path:

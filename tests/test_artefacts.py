@@ -135,3 +135,15 @@ def test_a_missing_model_names_the_notebook_that_writes_it(tmp_path, stem, by) -
 
     with pytest.raises(FileNotFoundError, match=f"{stem}.pt: no such checkpoint \\({by}, or `robustseg reproduce`\\)"):
         models.load_model(tmp_path / f"{stem}.pt")
+
+
+def test_read_json_names_the_file_it_cannot_parse(tmp_path) -> None:
+    """A truncated or hand-edited record (``attacks/*.json``, ``*.train.json``) is reported with its path, not as a
+    bare JSONDecodeError ("Expecting value: line 1 column 8") that says nothing about which file."""
+    from robustseg_lib.artefacts import read_json
+
+    path = tmp_path / "attacks" / "fgsm.json"
+    path.parent.mkdir()
+    path.write_text('{"attack": ', encoding="utf-8")
+    with pytest.raises(ValueError, match="fgsm.json: not valid JSON"):
+        read_json(path)
