@@ -6,6 +6,7 @@ notebook reads only what earlier notebooks wrote.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -169,10 +170,10 @@ class AttackSpec:
 
     Attributes:
         attack: ``fgsm``, ``ifgsm`` or ``tifgsm``.
-        eps_grid: budgets in z-score units (0 = clean).
+        eps_grid: budgets in z-score units (0 = clean), finite and >= 0.
         steps: iterations (1 for FGSM).
         alpha_frac: step size as a fraction of eps (iterative attacks).
-        policy: ti-FGSM target policy.
+        policy: ti-FGSM target policy (required for ``tifgsm``, None for the others).
     """
 
     attack: str
@@ -185,8 +186,8 @@ class AttackSpec:
         if self.attack not in ("fgsm", "ifgsm", "tifgsm"):
             raise ValueError(f"attack must be fgsm, ifgsm or tifgsm, got {self.attack!r}")
         object.__setattr__(self, "eps_grid", tuple(float(e) for e in self.eps_grid))
-        if not self.eps_grid or min(self.eps_grid) < 0:
-            raise ValueError(f"eps_grid must be non-empty and >= 0, got {self.eps_grid}")
+        if not self.eps_grid or not all(math.isfinite(e) and e >= 0 for e in self.eps_grid):
+            raise ValueError(f"eps_grid must be non-empty, finite and >= 0, got {self.eps_grid}")
         if self.attack == "fgsm":
             object.__setattr__(self, "steps", 1)
         object.__setattr__(self, "steps", check_int(self.steps, "steps", minimum=1))
@@ -194,6 +195,8 @@ class AttackSpec:
         object.__setattr__(self, "alpha_frac", check_float(self.alpha_frac, "alpha_frac", minimum=0, strict=True))
         if self.attack == "tifgsm" and not self.policy:
             raise ValueError("tifgsm needs a target policy")
+        if self.attack != "tifgsm" and self.policy is not None:  # attack_sweep would refuse it, after the record
+            raise ValueError(f"policy is only used by tifgsm, got policy={self.policy!r} for {self.attack}")
 
     @property
     def name(self) -> str:

@@ -129,6 +129,19 @@ def test_attack_spec_forces_fgsm_to_one_step_needs_a_ti_fgsm_policy_and_names_it
     assert type(AttackSpec("ifgsm", (0.1,), alpha_frac=np.float64(0.5)).alpha_frac) is float  # JSON-able record
 
 
+def test_attack_spec_refuses_non_finite_budgets_and_a_policy_on_untargeted_attacks(tmp_path) -> None:
+    """Validated when the spec is made, before save_attack_spec records it: a NaN or inf eps (NaN passed
+    ``min(eps_grid) < 0``) would be written into attacks/*.json as NaN/Infinity, and a policy on FGSM/i-FGSM gave
+    a record named ``fgsm_erase`` that attack_sweep then refused ("policy is only used by tifgsm")."""
+    for bad in ((0.1, float("nan")), (float("inf"),)):
+        with pytest.raises(ValueError, match="eps_grid"):
+            AttackSpec("ifgsm", bad)
+    for attack in ("fgsm", "ifgsm"):
+        with pytest.raises(ValueError, match="policy"):
+            AttackSpec(attack, (0.1,), policy="erase")
+    assert AttackSpec("fgsm", (0.1,), policy=None).name == "fgsm"
+
+
 def test_load_split_returns_the_rows_of_that_split_for_every_array(tmp_path) -> None:
     """A hand-written prepared.npz with splits train/test/train: the train EvalSet holds rows 0 and 2 of every
     array (labels as int64, lo/hi/std float32), the test one row 1 (oracle: numpy indexing)."""
