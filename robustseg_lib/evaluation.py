@@ -230,7 +230,12 @@ def load_attack_specs(run: RunPaths, names: Sequence[str] | None = None) -> list
     Args:
         run: run folder.
         names: only these (e.g. ``["fgsm", "tifgsm_erase"]``); default all recorded.
+
+    Returns:
+        The attack specs, one per record.
     """
+    if isinstance(names, str):
+        raise ValueError(f"names: expected a list of attack record names, e.g. [{names!r}], got the string {names!r}")
     folder = run.root / "attacks"
     files = sorted(folder.glob("*.json")) if folder.is_dir() else []
     if not files:

@@ -345,3 +345,18 @@ def test_paper_attacks_keeps_the_recorded_ti_fgsm_policy_only_and_read_results_f
     df = evaluation.read_results(run, models=["a", "c"])
     assert df.model.tolist() == ["a", "a", "c", "c"] and df.case_id.tolist() == ["007", "010"] * 2
     assert len(evaluation.read_results(run)) == 6
+
+
+def test_load_attack_specs_selects_by_name_and_refuses_a_bare_string(tmp_path) -> None:
+    """names=[...] keeps those records in the fgsm, ifgsm, tifgsm order; a bare string (whose characters would be
+    taken as names) is refused with the list it should have been; an unknown name is named."""
+    from robustseg_lib.artefacts import RunPaths
+
+    run = RunPaths(tmp_path / "run")
+    for spec_a in (AttackSpec("tifgsm", (0.1,), policy="erase"), AttackSpec("ifgsm", (0.1,)), AttackSpec("fgsm", (0.1,))):
+        evaluation.save_attack_spec(run, spec_a)
+    assert [s.name for s in evaluation.load_attack_specs(run, ["tifgsm_erase", "fgsm"])] == ["fgsm", "tifgsm_erase"]
+    with pytest.raises(ValueError, match=r"names: expected a list of attack record names, e\.g\. \['fgsm'\]"):
+        evaluation.load_attack_specs(run, "fgsm")
+    with pytest.raises(ValueError, match=r"attacks \['pgd'\] not recorded"):
+        evaluation.load_attack_specs(run, ["pgd"])
