@@ -496,6 +496,10 @@ def redrawn_training(runs: Sequence[RunRecord]) -> bool:
     return len({_training_data_seed(r) for r in runs}) > 1
 
 
+#: The stages that train a model (the baseline; the distilled student, whose teacher is the baseline; the
+#: adversarially trained net): training replicates must train each of them anew.
+_TRAINING_STAGES = ("02_unet", "06_distillation", "07_adversarial_training")
+
 #: :func:`replicate_design`'s answers.
 INDEPENDENT, SAME_TEST_SET, SHARED = "independent", "same test set", "shared"
 
@@ -506,13 +510,15 @@ def replicate_design(runs: Sequence[RunRecord], labels: Sequence[str]) -> str:
     - ``"independent"``: no two runs may share a patient, among their test or their training cases
       (:func:`shared_cases`; e.g. ``--seed N``): pooled and run-level analyses.
     - ``"same test set"``: training replicates: every run generated or read its data with the same notebook-01
-      parameters (``workers`` and ``train_seed`` aside), evaluated the same case ids, and no two runs trained with
-      the same seeds in the stages that train or attack (02-07) on the same training cases (e.g. ``--seed N --set
-      data.seed=0``, or with ``--set data.train_seed=N`` too: other training cases, :func:`redrawn_training`). Run
+      parameters (``workers`` and ``train_seed`` aside), evaluated the same case ids, and no two runs trained a model
+      (stages 02, 06 and 07, :data:`_TRAINING_STAGES`) with the same seed on the same training cases, so that every
+      model is trained anew in every run (e.g. ``--seed N --set data.seed=0``, or with ``--set data.train_seed=N`` too:
+      other training cases, :func:`redrawn_training`; the attacks' seeds may stay). Run
       level and case means over trainings (:func:`case_mean_claims`), not pooled: the runs' means are over the same
       cases, so their spread is that of training and of the attacks' draws (and of the training cases' draw where
       they were redrawn); a pooled test would count each case once per run.
-    - ``"shared"``: anything else with a shared case (e.g. the same run twice, on other threads): neither.
+    - ``"shared"``: anything else with a shared case (e.g. the same run twice, on other threads, or runs that keep one
+      training stage's seed): neither.
 
     Args:
         runs: :func:`read_run` records (at least two).
@@ -527,15 +533,16 @@ def replicate_design(runs: Sequence[RunRecord], labels: Sequence[str]) -> str:
     def data(r: RunRecord) -> dict:  # the test cases' parameters
         return {k: v for k, v in r["parameters"].get("01_data", {}).items() if k not in ("workers", "train_seed")}
 
-    def training_seeds(r: RunRecord) -> tuple:  # the stages that train or attack (not the statistics), and their data
-        params = r["parameters"].items()
-        stages = tuple(sorted((s, p["seed"]) for s, p in params if s not in ("01_data", "08_statistics") and "seed" in p))
-        return stages, _training_data_seed(r)
+    def training(r: RunRecord, stage: str) -> tuple:  # what a stage's model is trained from: its seed and its cases
+        return r["parameters"].get(stage, {}).get("seed"), _training_data_seed(r)
 
     first = runs[0]
     same_cases = bool(first.get("case_ids")) and all(
         data(r) == data(first) and r.get("case_ids") == first["case_ids"] for r in runs[1:])  # fmt: skip
-    distinct_training = len({training_seeds(r) for r in runs}) == len(runs)
+    # every model trained anew in every run: a stage trained with the same seed on the same cases in two runs is one
+    # training seen twice (the baseline of 02 is also the distillation's teacher), which a test over runs would count
+    # as two
+    distinct_training = all(len({training(r, s) for r in runs}) == len(runs) for s in _TRAINING_STAGES)
     return SAME_TEST_SET if same_cases and distinct_training else SHARED
 
 

@@ -759,10 +759,21 @@ def test_replicate_design_tells_independent_runs_training_replicates_and_repeats
     assert d([rec(0, 0), rec(0, 1, case_ids={"BraTS2021_00001"})], ["a", "b"]) == replicates.SHARED
     assert d([rec(0, 0), rec(0, 1), rec(1, 2)], ["a", "b", "c"]) == replicates.SHARED  # a mix of both designs
     assert d([rec(0, 0, case_ids=set()), rec(0, 1, case_ids=set())], ["a", "b"]) == replicates.SHARED  # ids unknown
-    # one training stage's seed is enough to tell two trainings apart; the statistics' seed is not a training
+    # every model must be trained anew: with one training stage's seed other (07) and the rest the same, the baseline
+    # and the distilled net are one training seen twice, and a test over the runs would count it as two; the
+    # statistics' seed is not a training
     b = rec(0, 0)
     b["parameters"]["07_adversarial_training"]["seed"] = 5
-    assert d([rec(0, 0), b], ["a", "b"]) == replicates.SAME_TEST_SET
+    assert d([rec(0, 0), b], ["a", "b"]) == replicates.SHARED
+    for stage in ("02_unet", "06_distillation", "07_adversarial_training"):  # three runs, one stage's seed kept
+        runs = [rec(0, k) for k in range(3)]
+        for r_ in runs:
+            r_["parameters"][stage]["seed"] = 0
+        assert d(runs, ["a", "b", "c"]) == replicates.SHARED, stage
+    b = rec(0, 0)
+    for stage in ("02_unet", "06_distillation", "07_adversarial_training"):
+        b["parameters"][stage]["seed"] = 5
+    assert d([rec(0, 0), b], ["a", "b"]) == replicates.SAME_TEST_SET  # the attacks' seeds may stay
     c = rec(0, 0)
     c["parameters"]["08_statistics"]["seed"] = 5
     assert d([rec(0, 0), c], ["a", "b"]) == replicates.SHARED
