@@ -188,11 +188,13 @@ def read_run(run_dir: str | Path) -> RunRecord:
 
     Returns:
         ``{"path", "profile", "git_sha", "machine", "seeds", "parameters", "stage_seconds", "claims_by_region",
-        "n_cases", "case_ids", "has_volumes", "data_case_ids"}``; ``seeds`` is the set of seeds its stages ran with,
+        "n_cases", "case_ids", "has_volumes", "data_case_ids", "test_volumes"}``; ``seeds`` is the set of seeds its
+        stages ran with,
         ``claims_by_region`` a DataFrame, ``case_ids`` the evaluated cases (``tables/results_02_unet.csv``; empty
         when absent), ``has_volumes`` whether notebook 01's region volumes (``tables/data_region_volumes.csv``, which
         the empty-truth analyses need) are there, ``data_case_ids`` every case of the run's data (those volumes'
-        ids, a bootstrap copy's id as its case's; empty when absent).
+        ids, a bootstrap copy's id as its case's; empty when absent), ``test_volumes`` those volumes' rows of the
+        evaluated cases (indexed and sorted by case id; None when absent).
 
     Raises:
         FileNotFoundError: the folder, its manifest or its ``tables/claims_by_region.csv`` is missing (named).
@@ -218,10 +220,13 @@ def read_run(run_dir: str | Path) -> RunRecord:
     case_ids = set(pd.read_csv(res, usecols=["case_id"], dtype={"case_id": str})["case_id"]) if res.is_file() else set()
     vols = root / "tables" / "data_region_volumes.csv"
     data_ids: set[str] = set()
+    test_vols = None
     if vols.is_file():
         from .data import original_case_id  # torch: only for this, not for the verdict tables
 
-        data_ids = set(pd.read_csv(vols, usecols=["case_id"], dtype={"case_id": str})["case_id"].map(original_case_id))
+        v = pd.read_csv(vols, dtype={"case_id": str})
+        data_ids = set(v["case_id"].map(original_case_id))
+        test_vols = v[v["case_id"].isin(case_ids)].set_index("case_id").sort_index()
     from .runtime import machine_summary  # torch, as above
 
     return {
@@ -237,6 +242,7 @@ def read_run(run_dir: str | Path) -> RunRecord:
         "case_ids": case_ids,
         "has_volumes": vols.is_file(),
         "data_case_ids": data_ids,
+        "test_volumes": test_vols,
     }
 
 
@@ -510,7 +516,8 @@ def replicate_design(runs: Sequence[RunRecord], labels: Sequence[str]) -> str:
     - ``"independent"``: no two runs may share a patient, among their test or their training cases
       (:func:`shared_cases`; e.g. ``--seed N``): pooled and run-level analyses.
     - ``"same test set"``: training replicates: every run generated or read its data with the same notebook-01
-      parameters (``workers`` and ``train_seed`` aside), evaluated the same case ids, and no two runs trained a model
+      parameters (``workers`` and ``train_seed`` aside), evaluated the same case ids (with the same notebook-01 region
+      volumes, where the runs have them: other data under the same ids are other cases), and no two runs trained a model
       (stages 02, 06 and 07, :data:`_TRAINING_STAGES`) with the same seed on the same training cases, so that every
       model is trained anew in every run (e.g. ``--seed N --set data.seed=0``, or with ``--set data.train_seed=N`` too:
       other training cases, :func:`redrawn_training`; the attacks' seeds may stay). Run
@@ -539,11 +546,22 @@ def replicate_design(runs: Sequence[RunRecord], labels: Sequence[str]) -> str:
     first = runs[0]
     same_cases = bool(first.get("case_ids")) and all(
         data(r) == data(first) and r.get("case_ids") == first["case_ids"] for r in runs[1:])  # fmt: skip
+    # the same parameters and ids are not the same cases where the data differ (e.g. another code version's generator):
+    # the test cases' region volumes, where the runs have them, must be the same row for row
+    vols = [v for r in runs if (v := r.get("test_volumes")) is not None]
+    same_cases = same_cases and all(_same_volumes(v, vols[0]) for v in vols[1:])
     # every model trained anew in every run: a stage trained with the same seed on the same cases in two runs is one
     # training seen twice (the baseline of 02 is also the distillation's teacher), which a test over runs would count
     # as two
     distinct_training = all(len({training(r, s) for r in runs}) == len(runs) for s in _TRAINING_STAGES)
     return SAME_TEST_SET if same_cases and distinct_training else SHARED
+
+
+def _same_volumes(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    """Whether two runs' test-case region volumes (:func:`read_run`'s ``test_volumes``) are the same cases' (the same
+    ids, and equal counts in every column both have)."""
+    cols = sorted(set(a.columns) & set(b.columns))
+    return list(a.index) == list(b.index) and a[cols].equals(b[cols])
 
 
 def _check_tables(run_dir: str | Path) -> None:

@@ -1062,3 +1062,35 @@ def test_committed_real_avx2_run_is_the_teaching_run_on_another_cpu_and_its_comp
     out = _recomputes_committed_comparison([avx512, avx2], ["avx512", "avx2"], avx2 / "comparison-with-avx512",
                                            tmp_path / "cmp")  # fmt: skip
     assert not (out / "pooled_claims_by_region.csv").exists()
+
+
+def test_runs_whose_test_cases_have_other_region_volumes_are_not_one_test_set(seed_runs, tmp_path) -> None:
+    """The same data parameters and case ids do not make the same cases when the data differ (e.g. another code
+    version's generator): a test case whose notebook-01 region volumes differ from another run's is another case
+    under the same id, so the runs are not training replicates on one test set, and the case means would average
+    other images under one id."""
+    runs = []
+    for k in range(3):
+        dst = tmp_path / f"train{k}"
+        shutil.copytree(seed_runs[0], dst)
+        man = json.loads((dst / "manifest.json").read_text())
+        for stage, p in man["parameters"].items():
+            if stage != "01_data":
+                p["seed"] = k
+        (dst / "manifest.json").write_text(json.dumps(man))
+        runs.append(dst)
+    labels = ["t0", "t1", "t2"]
+    assert replicates.replicate_design([replicates.read_run(d) for d in runs], labels) == replicates.SAME_TEST_SET
+    f = runs[2] / "tables" / "data_region_volumes.csv"
+    vols = pd.read_csv(f, dtype={"case_id": str})
+    test_id = sorted(replicates.read_run(runs[2])["case_ids"])[0]
+    train_id = sorted(set(vols["case_id"]) - replicates.read_run(runs[2])["case_ids"])[0]
+    v = vols.copy()
+    v.loc[v["case_id"] == train_id, "WT"] += 1  # a training case: training may be redrawn, the test set is the same
+    v.to_csv(f, index=False)
+    assert replicates.replicate_design([replicates.read_run(d) for d in runs], labels) == replicates.SAME_TEST_SET
+    v.loc[v["case_id"] == test_id, "WT"] += 1
+    v.to_csv(f, index=False)
+    assert replicates.replicate_design([replicates.read_run(d) for d in runs], labels) == replicates.SHARED
+    (runs[2] / "tables" / "data_region_volumes.csv").unlink()  # no volumes: nothing to check them by
+    assert replicates.replicate_design([replicates.read_run(d) for d in runs], labels) == replicates.SAME_TEST_SET
