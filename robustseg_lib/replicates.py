@@ -652,6 +652,21 @@ def pooled_empty_truth(run_dirs: Sequence[str | Path], labels: Sequence[str] | N
 _CONDITION_KEYS = ("model", "attack", "target_policy", "source_model", "eps", "region")
 
 
+def _without_missing_scores(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """``table`` without every row of a (case, region) that has a NaN ``metric`` in some condition (warned, named), so
+    that every condition's mean over a run's cases (or a case's runs) is over the same cases, as the paired tests
+    over those means assume (``stats.compare`` drops a NaN pair per comparison instead)."""
+    bad = table[metric].isna()
+    if not bad.any():
+        return table
+    gone = table.loc[bad, ["case_id", "region"]].astype(str).drop_duplicates()
+    warnings.warn(f"{metric}: missing in {len(gone)} case × region (e.g. {gone.iloc[0]['case_id']} in "
+                  f"{gone.iloc[0]['region']}); those cases leave that region's means in every condition",
+                  UserWarning, stacklevel=3)  # fmt: skip
+    key = table["case_id"].astype(str) + "\0" + table["region"].astype(str)
+    return table.loc[~key.isin(set(gone["case_id"] + "\0" + gone["region"]))]
+
+
 def run_level_table(
     table: pd.DataFrame, *, exclude: Mapping[str, Collection[str]] | None = None, metric: str = "dice"
 ) -> pd.DataFrame:
@@ -666,7 +681,9 @@ def run_level_table(
     Returns:
         Columns ``case_id`` (the run's label), the condition keys the table has (``model, attack, target_policy,
         source_model, eps, region``), ``metric`` (the mean over the run's cases of that condition) and ``n_cases``
-        (how many cases that mean is over). A run with no case left in a region has no rows there.
+        (how many cases that mean is over). A case with a NaN score in some condition of a region is left out of
+        every condition of that region (warned), so that a run's means are over the same cases. A run with no case
+        left in a region has no rows there.
 
     Raises:
         ValueError: no ``run`` or ``metric`` column, or ``exclude`` is not a mapping.
@@ -675,7 +692,7 @@ def run_level_table(
         raise ValueError(f"table: expected a pooled table with 'run' and {metric!r} columns (pooled_table)")
     if exclude is not None and not isinstance(exclude, Mapping):
         raise ValueError(f"exclude: expected a mapping region -> case ids, got {type(exclude).__name__}")
-    t = table
+    t = _without_missing_scores(table, metric)
     for region, ids in (exclude or {}).items():
         drop = (t["region"] == region) & t["case_id"].astype(str).isin(set(map(str, ids)))
         t = t.loc[~drop]
@@ -785,7 +802,8 @@ def case_mean_table(table: pd.DataFrame, *, metric: str = "dice") -> pd.DataFram
 
     Returns:
         Columns ``case_id`` (the case's own id), the condition keys the table has, ``metric`` (the mean over runs)
-        and ``n_runs``.
+        and ``n_runs``. A case with a NaN score in some run and condition of a region is left out of that region
+        (warned), so that every case mean is over every run.
 
     Raises:
         ValueError: no ``run``/``metric`` column, a case id without its run prefix, or a case and condition that
@@ -799,7 +817,12 @@ def case_mean_table(table: pd.DataFrame, *, metric: str = "dice") -> pd.DataFram
     if bad.any():
         raise ValueError(f"table: case id {ids[bad].iloc[0]!r} does not start with its run's label "
                          f"{prefix[bad].iloc[0]!r} (pooled_table names cases so)")  # fmt: skip
-    t = table.assign(case_id=[i[len(pre):] for i, pre in zip(ids, prefix)])
+    t = _without_missing_scores(table, metric)
+    t = t.assign(case_id=[i[len(pre):] for i, pre in zip(ids[t.index], prefix[t.index])])
+    if len(t) < len(table):  # a case without a score in one run leaves every run's mean in that region
+        gone = set(zip(table.loc[~table.index.isin(t.index), "case_id"].astype(str).str.split("/", n=1).str[-1],
+                       table.loc[~table.index.isin(t.index), "region"].astype(str)))  # fmt: skip
+        t = t.loc[[(c, r) not in gone for c, r in zip(t["case_id"], t["region"].astype(str))]]
     keys = [c for c in _CONDITION_KEYS if c in t.columns]
     g = t.groupby(["case_id", *keys], dropna=False, sort=False)[metric]
     out = g.agg(["mean", "size"]).reset_index().rename(columns={"mean": metric, "size": "n_runs"})
@@ -995,9 +1018,16 @@ def write_comparison(
     top = dice[(dice["region"] == region)]
     top = top[(top["attack"] == "clean") | (top["eps"] == top.groupby(["model", "attack"])["eps"].transform("max"))]
     fmt = top.assign(**{c: top[c].map(lambda v: "—" if pd.isna(v) else f"{v:.3f}") for c in [*labels, "min", "max", "spread"]})
+    # parameters other than the seeds (and the loader's workers): the runs are then not replicates of one procedure
+    procedure = [f"{st}.{pa}" for st, pa in zip(diffs["stage"], diffs["parameter"]) if pa not in ("seed", "train_seed", "workers")]
+    design_text = _DESIGN_SENTENCE[design].format(n=len(runs), cases=runs[0]["n_cases"], redrawn=redrawn[0])
+    if procedure and design != SHARED:
+        design_text += (f" The runs differ in more than their seeds ({', '.join(procedure)}; below): the spread across "
+                        "them holds those differences too, so they are not replicates of one procedure, and the "
+                        "cross-run verdicts are about that mixture.")  # fmt: skip
     parts = [
         "# Verdicts across runs", "",
-        "## Runs", "", _md(info), "", _DESIGN_SENTENCE[design].format(n=len(runs), cases=runs[0]["n_cases"], redrawn=redrawn[0]), "",
+        "## Runs", "", _md(info), "", design_text, "",
         "## Parameters that differ", "",
         _md(diffs) if len(diffs) else "None: every stage ran with the same parameters.", "",
         "## Verdicts (`verdict (supporting tests / tests, tests significant the other way)`; C2: the largest relative drop)", "",

@@ -1094,3 +1094,43 @@ def test_runs_whose_test_cases_have_other_region_volumes_are_not_one_test_set(se
     assert replicates.replicate_design([replicates.read_run(d) for d in runs], labels) == replicates.SHARED
     (runs[2] / "tables" / "data_region_volumes.csv").unlink()  # no volumes: nothing to check them by
     assert replicates.replicate_design([replicates.read_run(d) for d in runs], labels) == replicates.SAME_TEST_SET
+
+
+def test_run_level_and_case_means_leave_out_a_case_with_a_missing_score_in_every_condition() -> None:
+    """A NaN score (a case that one condition could not score) must not make a run's two paired means means over
+    different cases: the case leaves that run's region, in every condition, and n_cases says so (by hand: clean
+    (0.9 + 0.2) / 2, fgsm (0.1 + 0.1) / 2, not 1.9 / 3 against 0.2 / 2)."""
+    rows = []
+    for run in ("r0", "r1"):
+        for i, (a, b) in enumerate([(0.9, 0.1), (0.8, np.nan), (0.2, 0.1)]):
+            for attack, eps, v in (("clean", 0.0, a), ("fgsm", 1.0, b)):
+                rows.append({"run": run, "case_id": f"{run}/c{i}", "model": "baseline", "attack": attack, "eps": eps,
+                             "region": "WT", "dice": v})  # fmt: skip
+        rows.append({"run": run, "case_id": f"{run}/c1", "model": "baseline", "attack": "clean", "eps": 0.0,
+                     "region": "TC", "dice": 0.5})  # fmt: skip
+    t = pd.DataFrame(rows)
+    with pytest.warns(UserWarning, match="r0/c1"):
+        u = replicates.run_level_table(t)
+    wt = u[u.region == "WT"].set_index(["case_id", "attack"])
+    assert wt.loc[("r0", "clean"), "dice"] == pytest.approx(0.55) and wt.loc[("r0", "fgsm"), "dice"] == pytest.approx(0.1)
+    assert (wt["n_cases"] == 2).all()
+    assert (u.loc[u.region == "TC", "n_cases"] == 1).all()  # only the region with the missing score loses the case
+    with pytest.warns(UserWarning, match="c1"):
+        cm = replicates.case_mean_table(t)
+    assert "c1" not in set(cm.loc[cm.region == "WT", "case_id"]) and "c1" in set(cm.loc[cm.region == "TC", "case_id"])
+
+
+def test_comparison_says_when_runs_differ_in_more_than_their_seeds(seed_runs, tmp_path) -> None:
+    """Independent runs (or training replicates) whose procedures differ (here another number of epochs) are not
+    replicates of one procedure: comparison.md must not describe their spread as seed-to-seed alone."""
+    other = tmp_path / "seed1long"
+    shutil.copytree(seed_runs[1], other)
+    man = json.loads((other / "manifest.json").read_text())
+    man["parameters"]["02_unet"]["epochs"] = 30
+    (other / "manifest.json").write_text(json.dumps(man))
+    replicates.write_comparison([seed_runs[0], other], tmp_path / "cmp", pooled=False)
+    text = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "Design: independent runs." in text
+    assert "The runs differ in more than their seeds (02_unet.epochs" in text
+    replicates.write_comparison(seed_runs[:2], tmp_path / "same", pooled=False)
+    assert "differ in more than their seeds" not in (tmp_path / "same" / "comparison.md").read_text()
