@@ -992,6 +992,8 @@ def write_comparison(
         with warnings.catch_warnings():  # a run without volumes is named in comparison.md instead
             warnings.simplefilter("ignore", UserWarning)
             empty = pooled_empty_truth(run_dirs, labels)
+        if design == SAME_TEST_SET:  # one test set: a case one run's volumes find without a region is every run's
+            empty = {r: sorted({f"{lab}/{i.split('/', 1)[-1]}" for i in ids for lab in labels}) for r, ids in empty.items()}
         table = _stacked_table(run_dirs, labels)
         if design == INDEPENDENT:
             cmp, cbr = pooled_claims(table, empty_truth=empty, alpha=alpha, n_resamples=n_resamples, seed=seed)

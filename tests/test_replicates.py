@@ -1134,3 +1134,26 @@ def test_comparison_says_when_runs_differ_in_more_than_their_seeds(seed_runs, tm
     assert "The runs differ in more than their seeds (02_unet.epochs" in text
     replicates.write_comparison(seed_runs[:2], tmp_path / "same", pooled=False)
     assert "differ in more than their seeds" not in (tmp_path / "same" / "comparison.md").read_text()
+
+
+def test_training_replicates_without_one_runs_volumes_exclude_the_same_empty_truth_cases_from_every_run(
+        seed_runs, tmp_path) -> None:  # fmt: skip
+    """Training replicates evaluate the same test cases, so the empty-truth cases that one run's volumes name are every
+    run's: a run without its volumes table must not keep them in its run mean (three identical copies of the seed-1
+    run, which has such cases: its run-level verdicts without them are those of the copies that all have their volumes)."""
+    runs = []
+    for k in range(3):
+        dst = tmp_path / f"train{k}"
+        shutil.copytree(seed_runs[1], dst)
+        man = json.loads((dst / "manifest.json").read_text())
+        for stage, p in man["parameters"].items():
+            if stage != "01_data":
+                p["seed"] = k
+        (dst / "manifest.json").write_text(json.dumps(man))
+        runs.append(dst)
+    replicates.write_comparison(runs, tmp_path / "all", n_resamples=50)
+    (runs[2] / "tables" / "data_region_volumes.csv").unlink()
+    replicates.write_comparison(runs, tmp_path / "two", n_resamples=50)
+    want, got = (pd.read_csv(tmp_path / d / "run_level_claims_by_region.csv") for d in ("all", "two"))
+    sel = lambda t: t.loc[t["analysis"] == "ET without empty-truth cases", "evidence"].tolist()  # noqa: E731
+    assert sel(want) and sel(got) == sel(want)
