@@ -188,11 +188,13 @@ def read_run(run_dir: str | Path) -> RunRecord:
 
     Returns:
         ``{"path", "profile", "git_sha", "machine", "seeds", "parameters", "stage_seconds", "claims_by_region",
-        "n_cases", "case_ids", "has_volumes", "data_case_ids"}``; ``seeds`` is the set of seeds its stages ran with,
+        "n_cases", "case_ids", "has_volumes", "data_case_ids", "test_volumes"}``; ``seeds`` is the set of seeds its
+        stages ran with,
         ``claims_by_region`` a DataFrame, ``case_ids`` the evaluated cases (``tables/results_02_unet.csv``; empty
         when absent), ``has_volumes`` whether notebook 01's region volumes (``tables/data_region_volumes.csv``, which
         the empty-truth analyses need) are there, ``data_case_ids`` every case of the run's data (those volumes'
-        ids, a bootstrap copy's id as its case's; empty when absent).
+        ids, a bootstrap copy's id as its case's; empty when absent), ``test_volumes`` those volumes' rows of the
+        evaluated cases (indexed and sorted by case id; None when absent).
 
     Raises:
         FileNotFoundError: the folder, its manifest or its ``tables/claims_by_region.csv`` is missing (named).
@@ -218,10 +220,13 @@ def read_run(run_dir: str | Path) -> RunRecord:
     case_ids = set(pd.read_csv(res, usecols=["case_id"], dtype={"case_id": str})["case_id"]) if res.is_file() else set()
     vols = root / "tables" / "data_region_volumes.csv"
     data_ids: set[str] = set()
+    test_vols = None
     if vols.is_file():
         from .data import original_case_id  # torch: only for this, not for the verdict tables
 
-        data_ids = set(pd.read_csv(vols, usecols=["case_id"], dtype={"case_id": str})["case_id"].map(original_case_id))
+        v = pd.read_csv(vols, dtype={"case_id": str})
+        data_ids = set(v["case_id"].map(original_case_id))
+        test_vols = v[v["case_id"].isin(case_ids)].set_index("case_id").sort_index()
     from .runtime import machine_summary  # torch, as above
 
     return {
@@ -237,6 +242,7 @@ def read_run(run_dir: str | Path) -> RunRecord:
         "case_ids": case_ids,
         "has_volumes": vols.is_file(),
         "data_case_ids": data_ids,
+        "test_volumes": test_vols,
     }
 
 
@@ -496,6 +502,10 @@ def redrawn_training(runs: Sequence[RunRecord]) -> bool:
     return len({_training_data_seed(r) for r in runs}) > 1
 
 
+#: The stages that train a model (the baseline; the distilled student, whose teacher is the baseline; the
+#: adversarially trained net): training replicates must train each of them anew.
+_TRAINING_STAGES = ("02_unet", "06_distillation", "07_adversarial_training")
+
 #: :func:`replicate_design`'s answers.
 INDEPENDENT, SAME_TEST_SET, SHARED = "independent", "same test set", "shared"
 
@@ -506,13 +516,16 @@ def replicate_design(runs: Sequence[RunRecord], labels: Sequence[str]) -> str:
     - ``"independent"``: no two runs may share a patient, among their test or their training cases
       (:func:`shared_cases`; e.g. ``--seed N``): pooled and run-level analyses.
     - ``"same test set"``: training replicates: every run generated or read its data with the same notebook-01
-      parameters (``workers`` and ``train_seed`` aside), evaluated the same case ids, and no two runs trained with
-      the same seeds in the stages that train or attack (02-07) on the same training cases (e.g. ``--seed N --set
-      data.seed=0``, or with ``--set data.train_seed=N`` too: other training cases, :func:`redrawn_training`). Run
+      parameters (``workers`` and ``train_seed`` aside), evaluated the same case ids (with the same notebook-01 region
+      volumes, where the runs have them: other data under the same ids are other cases), and no two runs trained a model
+      (stages 02, 06 and 07, :data:`_TRAINING_STAGES`) with the same seed on the same training cases, so that every
+      model is trained anew in every run (e.g. ``--seed N --set data.seed=0``, or with ``--set data.train_seed=N`` too:
+      other training cases, :func:`redrawn_training`; the attacks' seeds may stay). Run
       level and case means over trainings (:func:`case_mean_claims`), not pooled: the runs' means are over the same
       cases, so their spread is that of training and of the attacks' draws (and of the training cases' draw where
       they were redrawn); a pooled test would count each case once per run.
-    - ``"shared"``: anything else with a shared case (e.g. the same run twice, on other threads): neither.
+    - ``"shared"``: anything else with a shared case (e.g. the same run twice, on other threads, or runs that keep one
+      training stage's seed): neither.
 
     Args:
         runs: :func:`read_run` records (at least two).
@@ -527,16 +540,28 @@ def replicate_design(runs: Sequence[RunRecord], labels: Sequence[str]) -> str:
     def data(r: RunRecord) -> dict:  # the test cases' parameters
         return {k: v for k, v in r["parameters"].get("01_data", {}).items() if k not in ("workers", "train_seed")}
 
-    def training_seeds(r: RunRecord) -> tuple:  # the stages that train or attack (not the statistics), and their data
-        params = r["parameters"].items()
-        stages = tuple(sorted((s, p["seed"]) for s, p in params if s not in ("01_data", "08_statistics") and "seed" in p))
-        return stages, _training_data_seed(r)
+    def training(r: RunRecord, stage: str) -> tuple:  # what a stage's model is trained from: its seed and its cases
+        return r["parameters"].get(stage, {}).get("seed"), _training_data_seed(r)
 
     first = runs[0]
     same_cases = bool(first.get("case_ids")) and all(
         data(r) == data(first) and r.get("case_ids") == first["case_ids"] for r in runs[1:])  # fmt: skip
-    distinct_training = len({training_seeds(r) for r in runs}) == len(runs)
+    # the same parameters and ids are not the same cases where the data differ (e.g. another code version's generator):
+    # the test cases' region volumes, where the runs have them, must be the same row for row
+    vols = [v for r in runs if (v := r.get("test_volumes")) is not None]
+    same_cases = same_cases and all(_same_volumes(v, vols[0]) for v in vols[1:])
+    # every model trained anew in every run: a stage trained with the same seed on the same cases in two runs is one
+    # training seen twice (the baseline of 02 is also the distillation's teacher), which a test over runs would count
+    # as two
+    distinct_training = all(len({training(r, s) for r in runs}) == len(runs) for s in _TRAINING_STAGES)
     return SAME_TEST_SET if same_cases and distinct_training else SHARED
+
+
+def _same_volumes(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    """Whether two runs' test-case region volumes (:func:`read_run`'s ``test_volumes``) are the same cases' (the same
+    ids, and equal counts in every column both have)."""
+    cols = sorted(set(a.columns) & set(b.columns))
+    return list(a.index) == list(b.index) and a[cols].equals(b[cols])
 
 
 def _check_tables(run_dir: str | Path) -> None:
@@ -627,6 +652,21 @@ def pooled_empty_truth(run_dirs: Sequence[str | Path], labels: Sequence[str] | N
 _CONDITION_KEYS = ("model", "attack", "target_policy", "source_model", "eps", "region")
 
 
+def _without_missing_scores(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """``table`` without every row of a (case, region) that has a NaN ``metric`` in some condition (warned, named), so
+    that every condition's mean over a run's cases (or a case's runs) is over the same cases, as the paired tests
+    over those means assume (``stats.compare`` drops a NaN pair per comparison instead)."""
+    bad = table[metric].isna()
+    if not bad.any():
+        return table
+    gone = table.loc[bad, ["case_id", "region"]].astype(str).drop_duplicates()
+    warnings.warn(f"{metric}: missing in {len(gone)} case × region (e.g. {gone.iloc[0]['case_id']} in "
+                  f"{gone.iloc[0]['region']}); those cases leave that region's means in every condition",
+                  UserWarning, stacklevel=3)  # fmt: skip
+    key = table["case_id"].astype(str) + "\0" + table["region"].astype(str)
+    return table.loc[~key.isin(set(gone["case_id"] + "\0" + gone["region"]))]
+
+
 def run_level_table(
     table: pd.DataFrame, *, exclude: Mapping[str, Collection[str]] | None = None, metric: str = "dice"
 ) -> pd.DataFrame:
@@ -641,7 +681,9 @@ def run_level_table(
     Returns:
         Columns ``case_id`` (the run's label), the condition keys the table has (``model, attack, target_policy,
         source_model, eps, region``), ``metric`` (the mean over the run's cases of that condition) and ``n_cases``
-        (how many cases that mean is over). A run with no case left in a region has no rows there.
+        (how many cases that mean is over). A case with a NaN score in some condition of a region is left out of
+        every condition of that region (warned), so that a run's means are over the same cases. A run with no case
+        left in a region has no rows there.
 
     Raises:
         ValueError: no ``run`` or ``metric`` column, or ``exclude`` is not a mapping.
@@ -650,7 +692,7 @@ def run_level_table(
         raise ValueError(f"table: expected a pooled table with 'run' and {metric!r} columns (pooled_table)")
     if exclude is not None and not isinstance(exclude, Mapping):
         raise ValueError(f"exclude: expected a mapping region -> case ids, got {type(exclude).__name__}")
-    t = table
+    t = _without_missing_scores(table, metric)
     for region, ids in (exclude or {}).items():
         drop = (t["region"] == region) & t["case_id"].astype(str).isin(set(map(str, ids)))
         t = t.loc[~drop]
@@ -760,7 +802,8 @@ def case_mean_table(table: pd.DataFrame, *, metric: str = "dice") -> pd.DataFram
 
     Returns:
         Columns ``case_id`` (the case's own id), the condition keys the table has, ``metric`` (the mean over runs)
-        and ``n_runs``.
+        and ``n_runs``. A case with a NaN score in some run and condition of a region is left out of that region
+        (warned), so that every case mean is over every run.
 
     Raises:
         ValueError: no ``run``/``metric`` column, a case id without its run prefix, or a case and condition that
@@ -774,7 +817,12 @@ def case_mean_table(table: pd.DataFrame, *, metric: str = "dice") -> pd.DataFram
     if bad.any():
         raise ValueError(f"table: case id {ids[bad].iloc[0]!r} does not start with its run's label "
                          f"{prefix[bad].iloc[0]!r} (pooled_table names cases so)")  # fmt: skip
-    t = table.assign(case_id=[i[len(pre):] for i, pre in zip(ids, prefix)])
+    t = _without_missing_scores(table, metric)
+    t = t.assign(case_id=[i[len(pre):] for i, pre in zip(ids[t.index], prefix[t.index])])
+    if len(t) < len(table):  # a case without a score in one run leaves every run's mean in that region
+        gone = set(zip(table.loc[~table.index.isin(t.index), "case_id"].astype(str).str.split("/", n=1).str[-1],
+                       table.loc[~table.index.isin(t.index), "region"].astype(str)))  # fmt: skip
+        t = t.loc[[(c, r) not in gone for c, r in zip(t["case_id"], t["region"].astype(str))]]
     keys = [c for c in _CONDITION_KEYS if c in t.columns]
     g = t.groupby(["case_id", *keys], dropna=False, sort=False)[metric]
     out = g.agg(["mean", "size"]).reset_index().rename(columns={"mean": metric, "size": "n_runs"})
@@ -944,6 +992,8 @@ def write_comparison(
         with warnings.catch_warnings():  # a run without volumes is named in comparison.md instead
             warnings.simplefilter("ignore", UserWarning)
             empty = pooled_empty_truth(run_dirs, labels)
+        if design == SAME_TEST_SET:  # one test set: a case one run's volumes find without a region is every run's
+            empty = {r: sorted({f"{lab}/{i.split('/', 1)[-1]}" for i in ids for lab in labels}) for r, ids in empty.items()}
         table = _stacked_table(run_dirs, labels)
         if design == INDEPENDENT:
             cmp, cbr = pooled_claims(table, empty_truth=empty, alpha=alpha, n_resamples=n_resamples, seed=seed)
@@ -970,9 +1020,16 @@ def write_comparison(
     top = dice[(dice["region"] == region)]
     top = top[(top["attack"] == "clean") | (top["eps"] == top.groupby(["model", "attack"])["eps"].transform("max"))]
     fmt = top.assign(**{c: top[c].map(lambda v: "—" if pd.isna(v) else f"{v:.3f}") for c in [*labels, "min", "max", "spread"]})
+    # parameters other than the seeds (and the loader's workers): the runs are then not replicates of one procedure
+    procedure = [f"{st}.{pa}" for st, pa in zip(diffs["stage"], diffs["parameter"]) if pa not in ("seed", "train_seed", "workers")]
+    design_text = _DESIGN_SENTENCE[design].format(n=len(runs), cases=runs[0]["n_cases"], redrawn=redrawn[0])
+    if procedure and design != SHARED:
+        design_text += (f" The runs differ in more than their seeds ({', '.join(procedure)}; below): the spread across "
+                        "them holds those differences too, so they are not replicates of one procedure, and the "
+                        "cross-run verdicts are about that mixture.")  # fmt: skip
     parts = [
         "# Verdicts across runs", "",
-        "## Runs", "", _md(info), "", _DESIGN_SENTENCE[design].format(n=len(runs), cases=runs[0]["n_cases"], redrawn=redrawn[0]), "",
+        "## Runs", "", _md(info), "", design_text, "",
         "## Parameters that differ", "",
         _md(diffs) if len(diffs) else "None: every stage ran with the same parameters.", "",
         "## Verdicts (`verdict (supporting tests / tests, tests significant the other way)`; C2: the largest relative drop)", "",

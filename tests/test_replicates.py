@@ -759,10 +759,21 @@ def test_replicate_design_tells_independent_runs_training_replicates_and_repeats
     assert d([rec(0, 0), rec(0, 1, case_ids={"BraTS2021_00001"})], ["a", "b"]) == replicates.SHARED
     assert d([rec(0, 0), rec(0, 1), rec(1, 2)], ["a", "b", "c"]) == replicates.SHARED  # a mix of both designs
     assert d([rec(0, 0, case_ids=set()), rec(0, 1, case_ids=set())], ["a", "b"]) == replicates.SHARED  # ids unknown
-    # one training stage's seed is enough to tell two trainings apart; the statistics' seed is not a training
+    # every model must be trained anew: with one training stage's seed other (07) and the rest the same, the baseline
+    # and the distilled net are one training seen twice, and a test over the runs would count it as two; the
+    # statistics' seed is not a training
     b = rec(0, 0)
     b["parameters"]["07_adversarial_training"]["seed"] = 5
-    assert d([rec(0, 0), b], ["a", "b"]) == replicates.SAME_TEST_SET
+    assert d([rec(0, 0), b], ["a", "b"]) == replicates.SHARED
+    for stage in ("02_unet", "06_distillation", "07_adversarial_training"):  # three runs, one stage's seed kept
+        runs = [rec(0, k) for k in range(3)]
+        for r_ in runs:
+            r_["parameters"][stage]["seed"] = 0
+        assert d(runs, ["a", "b", "c"]) == replicates.SHARED, stage
+    b = rec(0, 0)
+    for stage in ("02_unet", "06_distillation", "07_adversarial_training"):
+        b["parameters"][stage]["seed"] = 5
+    assert d([rec(0, 0), b], ["a", "b"]) == replicates.SAME_TEST_SET  # the attacks' seeds may stay
     c = rec(0, 0)
     c["parameters"]["08_statistics"]["seed"] = 5
     assert d([rec(0, 0), c], ["a", "b"]) == replicates.SHARED
@@ -1051,3 +1062,98 @@ def test_committed_real_avx2_run_is_the_teaching_run_on_another_cpu_and_its_comp
     out = _recomputes_committed_comparison([avx512, avx2], ["avx512", "avx2"], avx2 / "comparison-with-avx512",
                                            tmp_path / "cmp")  # fmt: skip
     assert not (out / "pooled_claims_by_region.csv").exists()
+
+
+def test_runs_whose_test_cases_have_other_region_volumes_are_not_one_test_set(seed_runs, tmp_path) -> None:
+    """The same data parameters and case ids do not make the same cases when the data differ (e.g. another code
+    version's generator): a test case whose notebook-01 region volumes differ from another run's is another case
+    under the same id, so the runs are not training replicates on one test set, and the case means would average
+    other images under one id."""
+    runs = []
+    for k in range(3):
+        dst = tmp_path / f"train{k}"
+        shutil.copytree(seed_runs[0], dst)
+        man = json.loads((dst / "manifest.json").read_text())
+        for stage, p in man["parameters"].items():
+            if stage != "01_data":
+                p["seed"] = k
+        (dst / "manifest.json").write_text(json.dumps(man))
+        runs.append(dst)
+    labels = ["t0", "t1", "t2"]
+    assert replicates.replicate_design([replicates.read_run(d) for d in runs], labels) == replicates.SAME_TEST_SET
+    f = runs[2] / "tables" / "data_region_volumes.csv"
+    vols = pd.read_csv(f, dtype={"case_id": str})
+    test_id = sorted(replicates.read_run(runs[2])["case_ids"])[0]
+    train_id = sorted(set(vols["case_id"]) - replicates.read_run(runs[2])["case_ids"])[0]
+    v = vols.copy()
+    v.loc[v["case_id"] == train_id, "WT"] += 1  # a training case: training may be redrawn, the test set is the same
+    v.to_csv(f, index=False)
+    assert replicates.replicate_design([replicates.read_run(d) for d in runs], labels) == replicates.SAME_TEST_SET
+    v.loc[v["case_id"] == test_id, "WT"] += 1
+    v.to_csv(f, index=False)
+    assert replicates.replicate_design([replicates.read_run(d) for d in runs], labels) == replicates.SHARED
+    (runs[2] / "tables" / "data_region_volumes.csv").unlink()  # no volumes: nothing to check them by
+    assert replicates.replicate_design([replicates.read_run(d) for d in runs], labels) == replicates.SAME_TEST_SET
+
+
+def test_run_level_and_case_means_leave_out_a_case_with_a_missing_score_in_every_condition() -> None:
+    """A NaN score (a case that one condition could not score) must not make a run's two paired means means over
+    different cases: the case leaves that run's region, in every condition, and n_cases says so (by hand: clean
+    (0.9 + 0.2) / 2, fgsm (0.1 + 0.1) / 2, not 1.9 / 3 against 0.2 / 2)."""
+    rows = []
+    for run in ("r0", "r1"):
+        for i, (a, b) in enumerate([(0.9, 0.1), (0.8, np.nan), (0.2, 0.1)]):
+            for attack, eps, v in (("clean", 0.0, a), ("fgsm", 1.0, b)):
+                rows.append({"run": run, "case_id": f"{run}/c{i}", "model": "baseline", "attack": attack, "eps": eps,
+                             "region": "WT", "dice": v})  # fmt: skip
+        rows.append({"run": run, "case_id": f"{run}/c1", "model": "baseline", "attack": "clean", "eps": 0.0,
+                     "region": "TC", "dice": 0.5})  # fmt: skip
+    t = pd.DataFrame(rows)
+    with pytest.warns(UserWarning, match="r0/c1"):
+        u = replicates.run_level_table(t)
+    wt = u[u.region == "WT"].set_index(["case_id", "attack"])
+    assert wt.loc[("r0", "clean"), "dice"] == pytest.approx(0.55) and wt.loc[("r0", "fgsm"), "dice"] == pytest.approx(0.1)
+    assert (wt["n_cases"] == 2).all()
+    assert (u.loc[u.region == "TC", "n_cases"] == 1).all()  # only the region with the missing score loses the case
+    with pytest.warns(UserWarning, match="c1"):
+        cm = replicates.case_mean_table(t)
+    assert "c1" not in set(cm.loc[cm.region == "WT", "case_id"]) and "c1" in set(cm.loc[cm.region == "TC", "case_id"])
+
+
+def test_comparison_says_when_runs_differ_in_more_than_their_seeds(seed_runs, tmp_path) -> None:
+    """Independent runs (or training replicates) whose procedures differ (here another number of epochs) are not
+    replicates of one procedure: comparison.md must not describe their spread as seed-to-seed alone."""
+    other = tmp_path / "seed1long"
+    shutil.copytree(seed_runs[1], other)
+    man = json.loads((other / "manifest.json").read_text())
+    man["parameters"]["02_unet"]["epochs"] = 30
+    (other / "manifest.json").write_text(json.dumps(man))
+    replicates.write_comparison([seed_runs[0], other], tmp_path / "cmp", pooled=False)
+    text = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "Design: independent runs." in text
+    assert "The runs differ in more than their seeds (02_unet.epochs" in text
+    replicates.write_comparison(seed_runs[:2], tmp_path / "same", pooled=False)
+    assert "differ in more than their seeds" not in (tmp_path / "same" / "comparison.md").read_text()
+
+
+def test_training_replicates_without_one_runs_volumes_exclude_the_same_empty_truth_cases_from_every_run(
+        seed_runs, tmp_path) -> None:  # fmt: skip
+    """Training replicates evaluate the same test cases, so the empty-truth cases that one run's volumes name are every
+    run's: a run without its volumes table must not keep them in its run mean (three identical copies of the seed-1
+    run, which has such cases: its run-level verdicts without them are those of the copies that all have their volumes)."""
+    runs = []
+    for k in range(3):
+        dst = tmp_path / f"train{k}"
+        shutil.copytree(seed_runs[1], dst)
+        man = json.loads((dst / "manifest.json").read_text())
+        for stage, p in man["parameters"].items():
+            if stage != "01_data":
+                p["seed"] = k
+        (dst / "manifest.json").write_text(json.dumps(man))
+        runs.append(dst)
+    replicates.write_comparison(runs, tmp_path / "all", n_resamples=50)
+    (runs[2] / "tables" / "data_region_volumes.csv").unlink()
+    replicates.write_comparison(runs, tmp_path / "two", n_resamples=50)
+    want, got = (pd.read_csv(tmp_path / d / "run_level_claims_by_region.csv") for d in ("all", "two"))
+    sel = lambda t: t.loc[t["analysis"] == "ET without empty-truth cases", "evidence"].tolist()  # noqa: E731
+    assert sel(want) and sel(got) == sel(want)
