@@ -616,7 +616,8 @@ def _stacked_table(run_dirs: Sequence[str | Path], labels: Sequence[str]) -> pd.
         elif conds != conditions:
             extra, lacking = sorted(conds - conditions)[:3], sorted(conditions - conds)[:3]
             raise ValueError(f"{d}: its conditions differ from those of run {first!r} (extra e.g. {extra}, "
-                             f"lacking e.g. {lacking}); pool runs of the same profile only")  # fmt: skip
+                             f"lacking e.g. {lacking}); pool runs of the same profile only, or compare their verdicts without pooling "
+                             "(robustseg compare --no-pooled)")  # fmt: skip
         frames.append(t.assign(case_id=lab + "/" + t["case_id"].astype(str), run=lab))
     return pd.concat(frames, ignore_index=True)
 
