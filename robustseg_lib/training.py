@@ -14,9 +14,11 @@ The loop is generic in two places, so the defenses need no second loop:
   versions made against the current network, inside that mask.
 
 Determinism: every random choice of step ``s`` of epoch ``e`` (batch order, crops, flips,
-intensity jitter, adversarial eps) derives from ``(config.seed, e, s)`` and the torch RNG
-state is checkpointed, so a run killed after any epoch and resumed from ``last.pt`` ends
-with the same weights as an uninterrupted run (CPU).
+intensity jitter, adversarial eps) derives from ``(config.seed, e, s)``; the global torch RNG
+(dropout) is forked for the run, seeded from ``config.seed`` and checkpointed, so the weights
+depend neither on what the caller drew before nor on interruptions: a run killed after any
+epoch and resumed from ``last.pt`` ends with the same weights as an uninterrupted run (CPU),
+and the caller's global RNG state is left as it was.
 """
 
 from __future__ import annotations
@@ -484,6 +486,7 @@ def train(
     history: list[dict[str, float]] = []
     best_score, best_epoch, best_state = -math.inf, 0, None
     start_epoch = 0
+    rng_state: torch.Tensor | None = None  # the global torch RNG (dropout) at the start of the first epoch to run
     ckpt = Path(ckpt_dir) if ckpt_dir is not None else None
     signature = _run_signature(net, train_images, train_labels) if ckpt is not None else ""
     if ckpt is not None and (ckpt / "last.pt").is_file():
@@ -499,75 +502,88 @@ def train(
             net.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["torch_rng"])
+            rng_state = state["torch_rng"]
             start_epoch = int(state["epoch"])
             history = list(state["history"])
             best_score, best_epoch, best_state = float(state["best_score"]), int(state["best_epoch"]), state["best_state"]
         elif state:
             print(f"{ckpt / 'last.pt'}: written with another config, network, data or tag; starting afresh")
 
-    bar = tqdm(total=total, initial=start_epoch * spe, desc=desc, disable=not progress, leave=False)
-    for epoch in range(start_epoch + 1, config.epochs + 1):
-        net.train()
-        te = time.perf_counter()
-        perm_gen = torch.Generator().manual_seed(_sample_seed(config.seed, epoch, -1, 0))
-        order: list[int] = []
-        while len(order) < spe * config.batch_size:
-            order += torch.randperm(n, generator=perm_gen).tolist()
-        losses = []
-        for step in range(spe):
-            idx = order[step * config.batch_size : (step + 1) * config.batch_size]
-            if batcher is not None:
-                x, y, brain = batcher(train_images, train_labels, idx, config.seed, epoch, step, with_brain=batch_hook is not None)
-            else:
-                x, y, brain = _batch(train_images, train_labels, idx, aug, config.seed, epoch, step, with_brain=batch_hook is not None)
-            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            if batch_hook is not None:
-                hook_gen = torch.Generator().manual_seed(_sample_seed(config.seed, epoch, step, -2))
-                x, y = batch_hook(net, x, y, hook_gen, brain.to(dev, non_blocking=True))  # type: ignore[union-attr]
-                net.train()
-            opt.zero_grad(set_to_none=True)
-            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = net(x)
-            loss = objective(logits, x, y)
-            loss.backward()
-            opt.step()
-            sched.step()
-            # kept on the device and read once per epoch: a float() here would make the CPU wait for
-            # every step, leaving the GPU idle while the next step is launched
-            losses.append(loss.detach())
-            bar.update(1)
-            if step % 25 == 0 or step == spe - 1:
-                bar.set_postfix(epoch=epoch, loss=f"{float(losses[-1]):.3f}")
-        loss_values = torch.stack(losses).float().cpu().tolist()
-        row: dict[str, float] = {"epoch": epoch, "loss": float(np.mean(loss_values)), "lr": float(sched.get_last_lr()[0])}
-        if val_images is not None and (epoch % config.val_every == 0 or epoch == config.epochs):
-            row.update(_validate(net, val_images, val_labels, config))  # type: ignore[arg-type]
-            score = row["val_score"]
+    # The global torch RNG (dropout draws from it) runs in a fork: seeded from config.seed on a fresh start, restored
+    # from the checkpoint on a resume, and the caller's state put back on return, so no run depends on what the
+    # caller drew before (CPU; on CUDA the device's RNG is forked and seeded too, dropout there is not bit-exact).
+    fork_devices = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork_devices, device_type="cuda"):
+        if rng_state is None:
+            rng_seed = _sample_seed(config.seed, 0, -3, 0)  # stream "-3": apart from the order's (-1) and the samples'
+            torch.default_generator.manual_seed(rng_seed)
+            for d in fork_devices:
+                with torch.cuda.device(d):
+                    torch.cuda.manual_seed(rng_seed)
         else:
-            score = -math.inf if val_images is not None else float(epoch)
-        row["seconds"] = time.perf_counter() - te
-        history.append(row)
-        if score >= best_score:
-            best_score, best_epoch = score, epoch
-            best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-        if ckpt is not None:
-            atomic_torch_save(
-                {
-                    "model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "torch_rng": torch.get_rng_state(), "epoch": epoch, "history": history, "config": cfg_dict,
-                    "n_train": n, "resume_tag": resume_tag, "signature": signature, "best_score": best_score, "best_epoch": best_epoch, "best_state": best_state,
-                },
-                ckpt / "last.pt",
-            )
-        if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < config.epochs:
-            bar.close()
-            return TrainResult(pd.DataFrame(history), best_epoch, best_score, time.perf_counter() - t0, start_epoch, {"stopped": True})
-    bar.close()
-    if best_state is not None:
-        net.load_state_dict(best_state)
-        if ckpt is not None:
-            atomic_torch_save(best_state, ckpt / "best.pt")
+            torch.set_rng_state(rng_state)
+        bar = tqdm(total=total, initial=start_epoch * spe, desc=desc, disable=not progress, leave=False)
+        for epoch in range(start_epoch + 1, config.epochs + 1):
+            net.train()
+            te = time.perf_counter()
+            perm_gen = torch.Generator().manual_seed(_sample_seed(config.seed, epoch, -1, 0))
+            order: list[int] = []
+            while len(order) < spe * config.batch_size:
+                order += torch.randperm(n, generator=perm_gen).tolist()
+            losses = []
+            for step in range(spe):
+                idx = order[step * config.batch_size : (step + 1) * config.batch_size]
+                if batcher is not None:
+                    x, y, brain = batcher(train_images, train_labels, idx, config.seed, epoch, step, with_brain=batch_hook is not None)
+                else:
+                    x, y, brain = _batch(train_images, train_labels, idx, aug, config.seed, epoch, step, with_brain=batch_hook is not None)
+                x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+                if batch_hook is not None:
+                    hook_gen = torch.Generator().manual_seed(_sample_seed(config.seed, epoch, step, -2))
+                    x, y = batch_hook(net, x, y, hook_gen, brain.to(dev, non_blocking=True))  # type: ignore[union-attr]
+                    net.train()
+                opt.zero_grad(set_to_none=True)
+                with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
+                    logits = net(x)
+                loss = objective(logits, x, y)
+                loss.backward()
+                opt.step()
+                sched.step()
+                # kept on the device and read once per epoch: a float() here would make the CPU wait for
+                # every step, leaving the GPU idle while the next step is launched
+                losses.append(loss.detach())
+                bar.update(1)
+                if step % 25 == 0 or step == spe - 1:
+                    bar.set_postfix(epoch=epoch, loss=f"{float(losses[-1]):.3f}")
+            loss_values = torch.stack(losses).float().cpu().tolist()
+            row: dict[str, float] = {"epoch": epoch, "loss": float(np.mean(loss_values)), "lr": float(sched.get_last_lr()[0])}
+            if val_images is not None and (epoch % config.val_every == 0 or epoch == config.epochs):
+                row.update(_validate(net, val_images, val_labels, config))  # type: ignore[arg-type]
+                score = row["val_score"]
+            else:
+                score = -math.inf if val_images is not None else float(epoch)
+            row["seconds"] = time.perf_counter() - te
+            history.append(row)
+            if score >= best_score:
+                best_score, best_epoch = score, epoch
+                best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+            if ckpt is not None:
+                atomic_torch_save(
+                    {
+                        "model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                        "torch_rng": torch.get_rng_state(), "epoch": epoch, "history": history, "config": cfg_dict,
+                        "n_train": n, "resume_tag": resume_tag, "signature": signature, "best_score": best_score, "best_epoch": best_epoch, "best_state": best_state,
+                    },
+                    ckpt / "last.pt",
+                )
+            if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < config.epochs:
+                bar.close()
+                return TrainResult(pd.DataFrame(history), best_epoch, best_score, time.perf_counter() - t0, start_epoch, {"stopped": True})
+        bar.close()
+        if best_state is not None:
+            net.load_state_dict(best_state)
+            if ckpt is not None:
+                atomic_torch_save(best_state, ckpt / "best.pt")
     net.eval()
     score_out = best_score if val_images is not None else float("nan")
     return TrainResult(pd.DataFrame(history), best_epoch, score_out, time.perf_counter() - t0, start_epoch)
