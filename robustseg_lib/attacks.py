@@ -24,7 +24,13 @@ Conventions shared by every attack:
 * **Loss.** ``loss_fn(logits, labels) -> scalar``; default mean voxel-wise cross-entropy
   against ``y`` (untargeted: ascended) or against the target map (targeted: descended).
   Only its gradient's sign is used, so the reduction (mean/sum) does not matter, and in
-  eval mode the cases of a batch do not interact: a batch attack equals per-case attacks.
+  eval mode the cases of a batch do not interact: a batch attack equals per-case attacks,
+  up to float32 underflow. The mean over all ``n`` voxels of the batch scales each logit
+  gradient by ``1/n``: a voxel whose logit gap exceeds about ``104 − ln n`` (89 for a
+  144×176×144 volume) gives exactly zero gradient, where a sum would still give some, and
+  ``n`` grows with the batch. This only touches saturated (distilled) networks, whose
+  input gradients the unsaturated voxels dominate anyway (see
+  :func:`robustseg_lib.defenses.input_gradient_stats`).
 * **Feasible set.** The attack maintains ``delta = x' − x`` and projects it with one
   ``clamp_`` against bounds computed once: ``[-eps, eps]`` ∩ ``[lo − x, hi − x]``, and
   ``0`` outside ``mask``. A voxel already outside ``clip`` may stay where it is (0 is always

@@ -438,7 +438,8 @@ def input_gradient_stats(
     gives the attacker next to nothing); and ``frac_zero_logit_grad``, the stricter fraction
     whose gradient of the loss w.r.t. the logits is exactly 0 in every class (with
     cross-entropy the other classes'
-    ``exp(z_c − z_y) / n_voxels`` must underflow too, logit gaps beyond about 104 + ln n_voxels).
+    ``exp(z_c − z_y) / n_voxels`` must underflow too: logit gaps beyond about 104 − ln n_voxels, the
+    mean's 1/n_voxels bringing the underflow *closer*, e.g. 89 on a 144×176×144 volume).
     Both rise with the logit scale; the first already at the scales defensive distillation
     produces (T ≈ 20).
 

@@ -437,7 +437,7 @@ def _step_data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # saturated: label 0 and 3·exp(−gap·T) ≤ 2⁻²⁴ (gap·T ≥ 17.7); gap·T = 2, 8, 20, 60 at T = 20 → gaps 1, 3
         (20.0, 18, 0),
         # gap·T = 5, 20, 50, 150 at T = 50 → gaps 0.4, 1, 3; zero logit gradient: exp(−gap·T)/80 underflows
-        # float32 (gap·T ≳ 104 + ln 80 ≈ 108) → gap 3 only
+        # float32 (gap·T ≳ 104 − ln 80 ≈ 99.6) → gap 3 only
         (50.0, 27, 9),
         (200.0, 36, 18),  # gap·T = 20, 80, 200, 600 → gaps 0.1..3; zero gradient at 200 and 600
     ],
@@ -447,6 +447,20 @@ def test_output_saturation_fractions_by_hand(T: float, n_saturated: int, n_zero_
     stats = defenses.input_gradient_stats(defenses.LogitScale(_step_net(), T), x, y, mask=brain)
     assert stats["frac_saturated_voxels"] == n_saturated / 60
     assert stats["frac_zero_logit_grad"] == n_zero_grad / 60
+
+
+@pytest.mark.parametrize("gap, zero", [(97.5, False), (101.5, True), (106.0, True)])
+def test_zero_logit_gradient_sets_in_at_104_minus_ln_n_voxels(gap: float, zero: bool) -> None:
+    """Mean cross-entropy: the other classes' logit gradient is exp(−gap)/n (n = 80 voxels here), which rounds to 0 in
+    float32 below 2⁻¹⁵⁰, i.e. for gap > 150·ln 2 − ln 80 ≈ 99.6 (oracle: that hand bound, not 104 + ln n ≈ 108)."""
+    n = 80
+    assert math.isclose(150 * math.log(2) - math.log(n), 99.59, abs_tol=0.01)
+    x = torch.zeros(1, 4, 5, 4, 4)
+    x[0, 0] = gap
+    y = torch.zeros(1, 5, 4, 4, dtype=torch.long)
+    stats = defenses.input_gradient_stats(_step_net(), x, y)
+    assert stats["frac_saturated_voxels"] == 1.0
+    assert stats["frac_zero_logit_grad"] == (1.0 if zero else 0.0)
 
 
 def test_saturation_shows_in_a_unet_where_input_gradients_do_not() -> None:
