@@ -508,7 +508,9 @@ def reproduce(
         for stage in STAGES:
             if "seed" in notebook_parameters(stage, notebook_dir):
                 overrides.setdefault(stage, {}).setdefault("seed", seed)
-    if data_dir:
+    if data_dir is not None:
+        if not str(data_dir).strip():  # `--data-dir "$VAR"` with VAR unset: not a request for synthetic data
+            raise PipelineError(f"--data-dir {data_dir!r}: empty; give the data folder, or leave the option out for synthetic data")
         if not Path(data_dir).is_dir():
             raise PipelineError(f"--data-dir {data_dir}: not a folder")
         overrides.setdefault("01_data", {})["data_dir"] = str(Path(data_dir).resolve())

@@ -657,3 +657,12 @@ def test_an_unreadable_manifest_is_named(tmp_path, monkeypatch) -> None:
     (out / "manifest.json").write_text("[]")
     with pytest.raises(PipelineError, match=rf"{re.escape(str(out / 'manifest.json'))}: expected a JSON object"):
         run(out)
+
+
+def test_an_empty_data_dir_is_refused_not_taken_for_synthetic_data(tmp_path, monkeypatch) -> None:
+    """``--data-dir "$BRATS"`` with the variable unset passes an empty string: refused, naming the option (it used to
+    run the whole chain on synthetic data without a word)."""
+    _, run, calls, _ = _bookkeeping_chain(tmp_path, monkeypatch)
+    with pytest.raises(PipelineError, match=r"--data-dir '': empty"):
+        run(tmp_path / "run", data_dir="")
+    assert calls == []
