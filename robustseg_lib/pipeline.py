@@ -12,6 +12,7 @@ notebook and the cell; the partial notebook is kept.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import functools
 import hashlib
@@ -498,11 +499,6 @@ def reproduce(
     Returns:
         The manifest (also written to ``<out>/manifest.json``).
     """
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
-    from .runtime import git_sha, machine_info, package_versions
-
     log = log or (lambda line: print(line, flush=True))
     prof = load_profile(profile)
     overrides = parse_overrides(sets, notebook_dir)
@@ -512,53 +508,138 @@ def reproduce(
         for stage in STAGES:
             if "seed" in notebook_parameters(stage, notebook_dir):
                 overrides.setdefault(stage, {}).setdefault("seed", seed)
-    if data_dir:
+    if data_dir is not None:
+        if not str(data_dir).strip():  # `--data-dir "$VAR"` with VAR unset: not a request for synthetic data
+            raise PipelineError(f"--data-dir {data_dir!r}: empty; give the data folder, or leave the option out for synthetic data")
         if not Path(data_dir).is_dir():
             raise PipelineError(f"--data-dir {data_dir}: not a folder")
         overrides.setdefault("01_data", {})["data_dir"] = str(Path(data_dir).resolve())
     params = stage_parameters(prof, overrides, notebook_dir)
     run = RunPaths(Path(out) if out else default_run_dir(prof["name"], seed))
     selected = [stage_name(s) for s in only] if only else list(STAGES)
-    manifest: dict[str, Any] = {}
-    if run.manifest.is_file():
-        manifest = json.loads(run.manifest.read_text())
+    run.root.mkdir(parents=True, exist_ok=True)
+    with _run_lock(run.root):  # the manifest is read, updated and written by one call at a time
+        return _reproduce_locked(run, prof, params, overrides, selected, out=out, device=device, force=force,
+                                 notebook_dir=notebook_dir, log=log)
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """A run's manifest (``{}`` when there is none yet); PipelineError naming it when it cannot be read."""
+    if not path.is_file():
+        return {}
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise PipelineError(f"{path}: not valid JSON ({exc}); restore it or pass another --out") from None
+    if not isinstance(manifest, dict):
+        raise PipelineError(f"{path}: expected a JSON object, got {type(manifest).__name__}; restore it or pass another --out")
+    return manifest
+
+
+#: Environment variable naming the run folder (and process) holding its lock; inherited by the notebooks' kernels.
+_LOCK_ENV = "ROBUSTSEG_RUN_LOCK"
+
+
+@contextlib.contextmanager
+def _run_lock(root: Path):
+    """Hold ``<root>/.robustseg.lock`` (``flock``) for one ``reproduce`` call.
+
+    Two calls on one folder at once would run the same stages into the same files and checkpoints (the second takes
+    the first one's ``running`` record for a killed run and resumes it) and overwrite each other's manifest; the
+    second is refused. A notebook's own headless call on the same folder (the Colab setup cell, run by a kernel of the
+    call holding the lock: the holder's pid, not ours, in ``ROBUSTSEG_RUN_LOCK``) is let through, as before. Where
+    ``flock`` is missing (Windows) or refused by the file system, the call runs unlocked.
+    """
+    key = str(root.resolve())
+    holder_pid, _, held = os.environ.get(_LOCK_ENV, "").partition(":")
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover (Windows)
+        fcntl = None
+    if fcntl is None or (held == key and holder_pid != str(os.getpid())):
+        yield
+        return
+    lock = root / ".robustseg.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PipelineError(f"{root}: another robustseg reproduce is running in this run folder (it holds {lock}); "
+                                "wait for it to finish, or pass --out DIR to run beside it") from None
+        except OSError:  # a file system without locks (some network mounts): run unlocked
+            pass
+        before = os.environ.get(_LOCK_ENV)
+        os.environ[_LOCK_ENV] = f"{os.getpid()}:{key}"
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop(_LOCK_ENV, None)
+            else:
+                os.environ[_LOCK_ENV] = before
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _reproduce_locked(run: RunPaths, prof: dict[str, Any], params: dict[str, dict[str, Any]],
+                      overrides: dict[str, dict[str, Any]], selected: list[str], *, out, device: str, force: bool,
+                      notebook_dir: Path, log) -> dict[str, Any]:
+    """The body of :func:`reproduce`, under the run folder's lock."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    from .runtime import git_sha, machine_info, package_versions
+
+    manifest = _read_manifest(run.manifest)
     if out is None:  # a default folder is shared by every command of one profile and seed: never replace its data silently
         _refuse_other_data(run.root, manifest, params["01_data"], overrides.get("01_data", {}))
-    run.root.mkdir(parents=True, exist_ok=True)
+    fps: dict[str, str] = {}
+    upstream = ""
+    for stage in STAGES:
+        fps[stage] = upstream = _fingerprint(stage, params[stage], upstream, notebook_dir,
+                                             _data_signature(params[stage], notebook_dir))
+
+    def up_to_date(stage: str) -> bool:
+        rec = manifest.get("stages", {}).get(stage, {})
+        return rec.get("status") in ("done", "stale") and rec.get("fingerprint") == fps[stage] and \
+            (run.notebooks / STAGES[stage]).is_file()
+
+    behind: list[str] = []  # refused up front: the fingerprints say it all before anything runs
+    for stage in STAGES:
+        if stage not in selected:
+            if not up_to_date(stage):
+                behind.append(stage)
+        elif behind:  # every stage reads what the stages before it wrote
+            raise PipelineError(
+                f"--only {stage}: it reads the outputs of {', '.join(behind)}, which are missing, failed, or were made with "
+                f"other parameters, code or data than this request's; run without --only, or add {', '.join(behind)} to --only"
+            )
     manifest.update(
         profile=prof["name"], profile_path=prof["path"], parameters=params, git_sha=git_sha(), versions=package_versions(),
         seeds={s: p["seed"] for s, p in params.items() if "seed" in p}, device=device, machine=machine_info(),
     )
     manifest.setdefault("stages", {})
     manifest["started_last_call"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    upstream = ""
-    stale: list[str] = []  # stages before the current one whose outputs do not match this request
     kcfg = kernel_config()
     t_all = time.perf_counter()
     for stage in STAGES:
-        fp = _fingerprint(stage, params[stage], upstream, notebook_dir, _data_signature(params[stage], notebook_dir))
-        upstream = fp
+        fp = fps[stage]
         dst = run.notebooks / STAGES[stage]
         rec = manifest["stages"].get(stage, {})
         # "stale": done, then an --only call reran a stage before it; its outputs still match its own fingerprint
-        up_to_date = rec.get("status") in ("done", "stale") and rec.get("fingerprint") == fp and dst.is_file()
-        if up_to_date and rec.get("status") == "stale":  # this request is again the one it was made for
+        fresh = up_to_date(stage)
+        if fresh and rec.get("status") == "stale":  # this request is again the one it was made for
             rec["status"] = "done"
             rec.pop("stale_because", None)
         if stage not in selected:
-            if not up_to_date:
-                stale.append(stage)
+            if not fresh:
                 if rec.get("status") == "done":  # made for another request (an upstream stage or its own parameters)
                     rec.update(status="stale", stale_because=(
                         f"made with other parameters, code or data than the call of {manifest['started_last_call']}"
                         f" (--only {' '.join(selected)}); rerun it"))
             continue
-        if stale:  # every stage reads what the stages before it wrote
-            raise PipelineError(
-                f"--only {stage}: it reads the outputs of {', '.join(stale)}, which are missing, failed, or were made with "
-                f"other parameters, code or data than this request's; run without --only, or add {', '.join(stale)} to --only"
-            )
-        if not force and up_to_date:
+        if not force and fresh:
             log(f"[{stage}] up to date, skipped (ran {rec.get('seconds', 0):.1f} s)")
             continue
         # a killed or failed run of the same request resumes its trainings; anything else starts them afresh

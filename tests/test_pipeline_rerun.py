@@ -578,3 +578,91 @@ def test_an_install_without_the_notebooks_says_to_install_a_checkout(tmp_path, m
     monkeypatch.setattr(pipeline, "PROFILE_DIR", tmp_path / "notebooks" / "profiles")
     with pytest.raises(PipelineError, match=r"no notebooks here; .* `python3 -m pip install -e \.`"):
         pipeline.load_profile("teaching")
+
+
+# ----------------------------------------------------------------------------- session 20 audit (s20h7)
+def test_only_refuses_before_running_anything(tmp_path, monkeypatch) -> None:
+    """``--only unet ifgsm --set unet.x=4``: 04 reads 03, which this request makes stale, so the call is refused. The
+    refusal follows from the fingerprints alone, so it comes before 02 trains (it used to come after)."""
+    _, run, calls, _ = _bookkeeping_chain(tmp_path, monkeypatch)
+    out = tmp_path / "run"
+    run(out)
+    before = (out / "manifest.json").read_text()
+    del calls[:]
+    with pytest.raises(PipelineError, match=r"--only 04_ifgsm: it reads the outputs of 03_fgsm"):
+        pipeline.reproduce(str(tmp_path / "nb" / "stub.yaml"), out, device="cpu", notebook_dir=tmp_path / "nb",
+                           log=lambda _: None, only=["unet", "ifgsm"], sets=["unet.x=4"])
+    assert calls == [] and (out / "manifest.json").read_text() == before
+
+
+def test_a_second_call_on_a_busy_run_folder_is_refused(tmp_path, monkeypatch) -> None:
+    """Two ``reproduce`` calls on one run folder at once would train the same stage twice into the same checkpoints
+    (the second one takes the first one's ``running`` record for a killed run and resumes it) and overwrite each
+    other's manifest: the second is refused, naming the folder, and runs nothing. A notebook's own headless call
+    (the Colab setup cell, a child process of the run holding the folder) is let through."""
+    import threading
+
+    import papermill
+
+    _, run, calls, _ = _bookkeeping_chain(tmp_path, monkeypatch)
+    out = tmp_path / "run"
+    stub_execute = papermill.execute_notebook
+    entered, release = threading.Event(), threading.Event()
+    executed: list[str] = []
+
+    def slow_execute(src, dst, parameters=None, **kwargs):
+        executed.append(Path(src).stem)
+        if Path(src).stem == "02_unet":
+            entered.set()
+            release.wait(30)
+        return stub_execute(src, dst, parameters=parameters, **kwargs)
+
+    monkeypatch.setattr(papermill, "execute_notebook", slow_execute)
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            run(out)
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    t = threading.Thread(target=first)
+    t.start()
+    try:
+        assert entered.wait(30)
+        n = len(executed)
+        with pytest.raises(PipelineError, match=rf"{re.escape(str(out))}: another robustseg reproduce is running"):
+            run(out)
+        assert len(executed) == n  # the second call ran nothing
+        # a child process of the holder (same folder, the holder's pid in the environment) is not refused
+        monkeypatch.setenv(pipeline._LOCK_ENV, f"{os.getpid() + 1}:{out.resolve()}")
+        assert run(out, only=["data"]) == []
+        monkeypatch.delenv(pipeline._LOCK_ENV)
+    finally:
+        release.set()
+        t.join(30)
+    assert not errors
+    assert json.loads((out / "manifest.json").read_text())["stages"]["08_statistics"]["status"] == "done"
+    assert run(out) == []  # the lock is released with the call
+
+
+def test_an_unreadable_manifest_is_named(tmp_path, monkeypatch) -> None:
+    """A manifest that is not JSON (or not a JSON object) is refused with its path, not a bare JSONDecodeError."""
+    _, run, _, _ = _bookkeeping_chain(tmp_path, monkeypatch)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "manifest.json").write_text('{"stages": {')
+    with pytest.raises(PipelineError, match=rf"{re.escape(str(out / 'manifest.json'))}: not valid JSON"):
+        run(out)
+    (out / "manifest.json").write_text("[]")
+    with pytest.raises(PipelineError, match=rf"{re.escape(str(out / 'manifest.json'))}: expected a JSON object"):
+        run(out)
+
+
+def test_an_empty_data_dir_is_refused_not_taken_for_synthetic_data(tmp_path, monkeypatch) -> None:
+    """``--data-dir "$BRATS"`` with the variable unset passes an empty string: refused, naming the option (it used to
+    run the whole chain on synthetic data without a word)."""
+    _, run, calls, _ = _bookkeeping_chain(tmp_path, monkeypatch)
+    with pytest.raises(PipelineError, match=r"--data-dir '': empty"):
+        run(tmp_path / "run", data_dir="")
+    assert calls == []
