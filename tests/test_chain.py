@@ -129,8 +129,41 @@ def test_rerun_skips_up_to_date_stages(smoke_run: Path) -> None:
     assert len(lines) == len(STAGES) and all("up to date, skipped" in line for line in lines), lines
 
 
+def _first_stages_of(run: Path, out: Path, n: int = 3) -> None:
+    """Copy of ``run`` as it stood after its first ``n`` stages (01-03 by default): their records, notebooks, tables,
+    attack records, models and figures; the later stages' outputs and records removed, so a call on ``out`` skips the
+    first stages and runs the rest."""
+    import shutil
+
+    shutil.copytree(run, out)
+    later = list(STAGES)[n:]
+    man = json.loads((out / "manifest.json").read_text())
+    for stage in later:
+        man["stages"].pop(stage, None)
+        (out / "notebooks" / STAGES[stage]).unlink()
+    (out / "manifest.json").write_text(json.dumps(man))
+    early = ("data_", "history_baseline", "unet_", "results_02_", "results_03_", "percept_03_", "03_")
+    for folder in ("tables", "figures"):
+        for f in (out / folder).iterdir():
+            if not f.name.startswith(early):
+                f.unlink()
+    for f in (out / "attacks").iterdir():
+        if f.name != "fgsm.json":
+            f.unlink()
+    for f in (out / "models").iterdir():
+        if not f.name.startswith("baseline"):
+            shutil.rmtree(f) if f.is_dir() else f.unlink()
+    shutil.rmtree(out / "report", ignore_errors=True)
+
+
 def test_killed_run_resumes_and_gives_the_same_tables(smoke_run: Path, tmp_path: Path) -> None:
+    """A chain killed while stage 04 runs (01-03 done: taken from the smoke run as they stood then, which saves running
+    them again) resumes with 01-03 skipped, and every table is the uninterrupted run's to the bit."""
     out = tmp_path / "killed"
+    _first_stages_of(smoke_run, out)
+    assert sorted(p.name for p in (out / "tables").glob("*.csv")) == sorted(
+        ["data_region_volumes.csv", "data_threshold_baseline.csv", "history_baseline.csv", "results_02_unet.csv",
+         "results_03_fgsm.csv", "percept_03_fgsm.csv"])  # fmt: skip
     cmd = [sys.executable, "-m", "robustseg_lib", "reproduce", "--profile", "smoke", "--out", str(out), "--device", "cpu"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     manifest = out / "manifest.json"
@@ -155,6 +188,7 @@ def test_killed_run_resumes_and_gives_the_same_tables(smoke_run: Path, tmp_path:
     lines: list[str] = []
     pipeline.reproduce("smoke", out, device="cpu", log=lines.append)
     assert all("skipped" in line for line in lines[:3]) and "done" in lines[3], lines
+    assert [line.split("]")[0] for line in lines[:8]] == [f"[{s}" for s in STAGES]
     ref, got = _tables(smoke_run), _tables(out)
     assert ref.keys() == got.keys()
     for name in ref:  # exactly: same machine, same seeds, so the resumed chain must give the same bits
