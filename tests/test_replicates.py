@@ -822,20 +822,27 @@ def test_run_level_spread_is_the_sd_over_runs_of_each_paired_difference() -> Non
         replicates.run_level_spread(units, cmp.drop(columns=["eps_b"]))
 
 
+def _training_copies(run: Path, tmp_path: Path, n: int = 3) -> list[Path]:
+    """``n`` copies of ``run`` (``tmp_path/train<k>``) relabelled as trainings from seeds 0..n-1 on its data: every
+    stage's seed but notebook 01's set to k in the manifest."""
+    runs = []
+    for k in range(n):
+        dst = tmp_path / f"train{k}"
+        shutil.copytree(run, dst)
+        man = json.loads((dst / "manifest.json").read_text())
+        for stage, prm in man["parameters"].items():
+            if stage != "01_data":
+                prm["seed"] = k
+        (dst / "manifest.json").write_text(json.dumps(man))
+        runs.append(dst)
+    return runs
+
+
 def test_training_replicates_on_one_test_set_are_judged_at_run_level_only(seed_runs, tmp_path, capsys) -> None:
     """Three copies of the seed-0 run, relabelled as trainings from seeds 0, 1 and 2 on its data: no pooled tables,
     the run-level ones (each copy's means over the same 14 cases; identical copies, so every spread is 0), and
     comparison.md's sentences for that design. Another split in one copy makes the design "shared": neither."""
-    runs = []
-    for k in range(3):
-        dst = tmp_path / f"train{k}"
-        shutil.copytree(seed_runs[0], dst)
-        man = json.loads((dst / "manifest.json").read_text())
-        for stage, p in man["parameters"].items():
-            if stage != "01_data":
-                p["seed"] = k
-        (dst / "manifest.json").write_text(json.dumps(man))
-        runs.append(dst)
+    runs = _training_copies(seed_runs[0], tmp_path)
     out = tmp_path / "cmp"
     assert pipeline.main(["compare", *map(str, runs), "--out", str(out)]) == 0
     assert "every run evaluated the same test cases; the run_level column" in capsys.readouterr().out
@@ -1069,16 +1076,7 @@ def test_runs_whose_test_cases_have_other_region_volumes_are_not_one_test_set(se
     version's generator): a test case whose notebook-01 region volumes differ from another run's is another case
     under the same id, so the runs are not training replicates on one test set, and the case means would average
     other images under one id."""
-    runs = []
-    for k in range(3):
-        dst = tmp_path / f"train{k}"
-        shutil.copytree(seed_runs[0], dst)
-        man = json.loads((dst / "manifest.json").read_text())
-        for stage, p in man["parameters"].items():
-            if stage != "01_data":
-                p["seed"] = k
-        (dst / "manifest.json").write_text(json.dumps(man))
-        runs.append(dst)
+    runs = _training_copies(seed_runs[0], tmp_path)
     labels = ["t0", "t1", "t2"]
     assert replicates.replicate_design([replicates.read_run(d) for d in runs], labels) == replicates.SAME_TEST_SET
     f = runs[2] / "tables" / "data_region_volumes.csv"
@@ -1141,16 +1139,7 @@ def test_training_replicates_without_one_runs_volumes_exclude_the_same_empty_tru
     """Training replicates evaluate the same test cases, so the empty-truth cases that one run's volumes name are every
     run's: a run without its volumes table must not keep them in its run mean (three identical copies of the seed-1
     run, which has such cases: its run-level verdicts without them are those of the copies that all have their volumes)."""
-    runs = []
-    for k in range(3):
-        dst = tmp_path / f"train{k}"
-        shutil.copytree(seed_runs[1], dst)
-        man = json.loads((dst / "manifest.json").read_text())
-        for stage, p in man["parameters"].items():
-            if stage != "01_data":
-                p["seed"] = k
-        (dst / "manifest.json").write_text(json.dumps(man))
-        runs.append(dst)
+    runs = _training_copies(seed_runs[1], tmp_path)
     replicates.write_comparison(runs, tmp_path / "all", n_resamples=50)
     (runs[2] / "tables" / "data_region_volumes.csv").unlink()
     replicates.write_comparison(runs, tmp_path / "two", n_resamples=50)
