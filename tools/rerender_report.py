@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from robustseg_lib.artefacts import atomic_write_text
+from robustseg_lib.artefacts import atomic_write_bytes, atomic_write_text
 from robustseg_lib.runtime import git_sha, short_sha
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,10 +133,7 @@ def rerender(folder: Path) -> list[Path]:
         ]
         written = [atomic_write_text(folder / "report.md", "\n".join(lines) + "\n")]
         for png in sorted((run / "figures").glob("08_*.png")):
-            tmp_png = folder / f".{png.name}.tmp"
-            shutil.copyfile(png, tmp_png)
-            tmp_png.replace(folder / png.name)  # atomic: never a half-written figure in docs/
-            written.append(folder / png.name)
+            written.append(atomic_write_bytes(folder / png.name, png.read_bytes()))
     return written
 
 
