@@ -241,12 +241,12 @@ class AdversarialAugmenter:
     volume's per-modality range (both over the brain mask the training loop passes, taken
     before the intensity augmentation); those volumes are *replaced* by their adversarial versions,
     true labels kept, so every batch mixes clean and adversarial examples at a fixed size
-    (Goodfellow et al., 2015; Kurakin et al., 2017). ``last_index`` and ``last_eps`` record
+    (Goodfellow et al., 2015; Kurakin et al., 2017b). ``last_index`` and ``last_eps`` record
     which volumes were replaced and with which eps.
 
     The clip range is each *crop's* brain range (per modality), slightly tighter than the
     whole case's range that test-time attacks clip to. By default the examples are made from
-    the true labels, as in the paper; Kurakin et al. (2017, §4.2) recommend the model's
+    the true labels, as in the paper; Kurakin et al. (2017b, on label leaking) recommend the model's
     predicted labels instead, against "label leaking" with one-step attacks:
     ``label_source="predicted"`` attacks each volume against the argmax of the current
     network's prediction on it (eval mode, no gradient, the network the attack runs on). Only
@@ -262,7 +262,7 @@ class AdversarialAugmenter:
         steps: i-FGSM iterations, an int >= 1.
         alpha_frac: i-FGSM step size as a fraction of eps, finite and > 0 (checked whatever the
             attack, as :func:`robustseg_lib.attacks.attack_sweep` does).
-        label_source: ``"truth"`` (the paper) or ``"predicted"`` (Kurakin et al.): the labels
+        label_source: ``"truth"`` (the paper) or ``"predicted"`` (Kurakin et al., 2017b): the labels
             the attack ascends.
     """
 

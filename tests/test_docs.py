@@ -718,3 +718,30 @@ def test_peak_memory_in_gib_is_the_kib_count_it_quotes() -> None:
                 assert kib_hi is not None and hi == f"{int(kib_hi.replace(' ', '')) / 2**20:.2f}", (path.name, m.group(0))
             pairs += 1
     assert pairs >= 13  # the pairs quoted when this test was written
+
+
+_CITATION = re.compile(r"\b([A-Z][a-z]+)(?: et al\.| & [A-Z][a-z]+),? \(?(\d{4}[ab]?)\b")
+_REFERENCE = re.compile(r"^- \*\*([A-Z][a-z]+)(?: et al\.| & [A-Z][a-z]+) \((\d{4}[ab]?)\)\*\*", re.M)
+
+
+def _cited_works() -> dict[tuple[str, str], str]:
+    """Every short-form citation ("Name et al., 2017b", "Name & Name (2016)") in the prose and code, with a file."""
+    paths = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "robustseg_lib").glob("*.py")),
+             ROOT / "tools" / "build_notebooks.py"]
+    cited: dict[tuple[str, str], str] = {}
+    for path in paths:
+        text = path.read_text(encoding="utf-8").split("\n## References\n")[0]  # the list itself is no citation
+        for name, year in _CITATION.findall(text):
+            cited.setdefault((name, year), path.name)
+    return cited
+
+
+def test_every_cited_work_is_in_the_references() -> None:
+    references = set(_REFERENCE.findall((ROOT / "docs" / "design.md").read_text(encoding="utf-8")))
+    assert len(references) == 9, references
+    cited = _cited_works()
+    # The two Kurakin et al. papers of 2017 must be told apart by their letter wherever they are cited.
+    assert ("Kurakin", "2017") not in cited, f"bare 'Kurakin et al. 2017' in {cited.get(('Kurakin', '2017'))}"
+    missing = {f"{name} {year} ({where})" for (name, year), where in cited.items() if (name, year) not in references}
+    assert not missing, f"cited but not in docs/design.md's References: {sorted(missing)}"
+    assert {("Liu", "2021"), ("Kurakin", "2017a"), ("Kurakin", "2017b")} <= set(cited)

@@ -530,7 +530,7 @@ with torch.no_grad():
 def nb04() -> list:
     return attack_nb(
         "04_ifgsm",
-        "Iterative FGSM (Kurakin et al., 2017): many small sign steps of size alpha, each projected back into the eps-ball "
+        "Iterative FGSM (Kurakin et al., 2017a, *Adversarial examples in the physical world*): many small sign steps of size alpha, each projected back into the eps-ball "
         "around the clean image and into the valid intensity range. With the same budget it is far stronger than FGSM.\n\n"
         "**Reads** `models/baseline.pt`, `data/prepared.npz`. **Writes** `tables/results_04_ifgsm.csv`, `tables/percept_04_ifgsm.csv`, `tables/ifgsm_iterations.csv`, `attacks/ifgsm.json`, `figures/04_ifgsm_*.png`.",
         '''eps_grid: list = [0.0, 0.1, 0.25, 0.5, 1.0]  # L-inf budgets in z-score units
@@ -860,7 +860,7 @@ made on several *other*, fixed models to the model's own. The static variant her
 without the model's own examples.) The static variant is trained when `static = True`, from FGSM examples (eps drawn
 from `eps_range`, one adversarial copy of each training volume, added to the clean set: `mix` and `adv_attack` do not
 apply), and reported under the model name `advtrain_static`.
-As in the paper, the examples are made from the true labels (`label_source = "truth"`); Kurakin et al. (2017, §4.2)
+As in the paper, the examples are made from the true labels (`label_source = "truth"`); Kurakin et al. (2017b, *Adversarial machine learning at scale*)
 recommend the model's own predictions instead (`label_source = "predicted"`, the argmax of the network being attacked),
 because with one-step attacks the true label can "leak" into the example and the model learns to read it from the
 perturbation; either way the network is still trained towards the true labels.
