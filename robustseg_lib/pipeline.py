@@ -44,6 +44,7 @@ __all__ = [
     "reproduce",
     "default_run_dir",
     "stale_stages",
+    "check_device",
     "main",
 ]
 
@@ -263,9 +264,15 @@ def stage_parameters(
     """Merge common keys, per-notebook keys and overrides; each notebook gets only its own parameters.
 
     Returns:
-        ``{stage: params}`` for every stage. Raises PipelineError for a key a notebook does not declare.
+        ``{stage: params}`` for every stage. Raises PipelineError for a key a notebook does not declare, and for
+        ``device`` or ``run_dir`` in the profile (``--device`` and ``--out`` set them).
     """
     overrides = overrides or {}
+    own_keys = [*profile["common"], *(k for nb in profile["notebooks"].values() for k in nb)]
+    runner = sorted({k for k in own_keys if k in _RUNNER_KEYS})
+    if runner:  # the call's --device and --out would replace them in every notebook without a word
+        raise PipelineError(f"profile {profile['name']}: {', '.join(runner)} cannot be set by a profile (every notebook "
+                            "gets them from reproduce: pass --device auto|cpu|cuda and --out DIR instead)")
     merged: dict[str, dict[str, Any]] = {}
     for stage in STAGES:
         declared = notebook_parameters(stage, notebook_dir)
@@ -466,6 +473,36 @@ def default_run_dir(profile_name: str, seed: int | None = None) -> Path:
     return Path("runs") / (profile_name if seed is None else f"{profile_name}-seed{seed}")
 
 
+def check_device(device: str) -> str:
+    """Refuse a ``--device`` this machine cannot run, before any stage runs (notebook 01 would fail on it otherwise).
+
+    Args:
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (the values :func:`runtime.resolve_device` takes as text).
+
+    Returns:
+        ``device``, unchanged.
+
+    Raises:
+        PipelineError: naming ``--device`` and what to pass instead, for another value, or for ``cuda`` where torch
+            sees no CUDA GPU (a CPU-only torch build, or no GPU visible) or not GPU ``N``.
+    """
+    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", device):
+        raise PipelineError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            why = "this torch is a CPU-only build" if torch.version.cuda is None else "torch sees no CUDA GPU"
+            raise PipelineError(f"--device {device}: CUDA is not available on this machine ({why}, torch "
+                                f"{torch.__version__}); use --device auto (the GPU where there is one, else the CPU) "
+                                "or --device cpu")
+        index, count = int(device.partition(":")[2] or 0), torch.cuda.device_count()
+        if index >= count:
+            raise PipelineError(f"--device {device}: this machine has {count} CUDA GPU(s) (cuda:0 to cuda:{count - 1}); "
+                                "use one of those, or --device auto")
+    return device
+
+
 def reproduce(
     profile: str = "teaching",
     out: str | Path | None = None,
@@ -486,7 +523,8 @@ def reproduce(
         out: run folder (default ``runs/<profile>``, or ``runs/<profile>-seed<N>`` with ``seed``).
         data_dir: a real BraTS/MSD folder for notebook 01 (instead of synthetic data); files added, removed or
             changed in it (``data_dir_signature``) rerun the chain.
-        device: ``auto``, ``cpu`` or ``cuda``, passed to every notebook.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``, passed to every notebook; one this machine lacks (``cuda``
+            without a CUDA GPU) is refused before any stage runs (:func:`check_device`).
         sets: ``NOTEBOOK.PARAM=VALUE`` overrides.
         only: run only these stages (others untouched).
         force: rerun stages even when their fingerprint matches.
@@ -500,6 +538,7 @@ def reproduce(
         The manifest (also written to ``<out>/manifest.json``).
     """
     log = log or (lambda line: print(line, flush=True))
+    check_device(device)
     prof = load_profile(profile)
     overrides = parse_overrides(sets, notebook_dir)
     if seed is not None:

@@ -264,3 +264,38 @@ def test_parameter_choices_match_the_library_and_the_notebooks() -> None:
     for (stage, name), values in choices.items():
         default = ast.literal_eval(pipeline.notebook_parameters(stage)[name])
         assert all(v in values for v in (default if isinstance(default, list) else [default])), (stage, name, default)
+
+
+def test_an_unavailable_device_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys) -> None:
+    """``--device cuda`` on a machine without a CUDA GPU failed only in notebook 01's setup cell, after the run folder
+    was made; now the call is refused first, naming the option and what to pass instead, and nothing is written."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "run"
+    for dev in ("cuda", "cuda:0"):
+        with pytest.raises(PipelineError, match=rf"--device {dev}: CUDA is not available.*use --device auto .* or --device cpu"):
+            pipeline.reproduce("smoke", out, device=dev, log=lambda _: None)
+    assert pipeline.main(["reproduce", "--profile", "smoke", "--out", str(out), "--device", "cuda"]) == 2
+    assert "robustseg: error: --device cuda: CUDA is not available" in capsys.readouterr().err
+    for bad in ("mps", "gpu", "", None):  # only what the notebooks' resolve_device takes
+        with pytest.raises(PipelineError, match="--device .*expected auto, cpu, cuda or cuda:N"):
+            pipeline.reproduce("smoke", out, device=bad, log=lambda _: None)
+    assert not out.exists()  # refused before the run folder was made
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert pipeline.check_device("cuda") == "cuda" and pipeline.check_device("cuda:0") == "cuda:0"
+    with pytest.raises(PipelineError, match=r"--device cuda:1: this machine has 1 CUDA GPU\(s\) \(cuda:0 to cuda:0\)"):
+        pipeline.check_device("cuda:1")
+    for ok in ("auto", "cpu"):
+        assert pipeline.check_device(ok) == ok
+
+
+def test_a_profile_cannot_set_the_device_or_run_folder(tmp_path) -> None:
+    """A profile's ``device: cuda`` was silently replaced by the call's ``--device`` (auto by default) in every
+    notebook; it is refused, pointing to the options that set it."""
+    bad = tmp_path / "bad.yaml"
+    for text in ("common:\n  device: cuda\nnotebooks: {}\n", "notebooks:\n  02_unet:\n    run_dir: /x\n"):
+        bad.write_text(text)
+        with pytest.raises(PipelineError, match=r"profile bad: (device|run_dir) cannot be set by a profile .*--device"):
+            pipeline.stage_parameters(pipeline.load_profile(str(bad)))
