@@ -50,6 +50,7 @@ __all__ = [
     "canonical_analysis",
     "shared_cases",
     "case_overlaps",
+    "code_version_note",
     "replicate_design",
     "redrawn_training",
     "RESERVED_LABELS",
@@ -187,9 +188,11 @@ def read_run(run_dir: str | Path) -> RunRecord:
             and, for the pooled analysis, ``attacks/``).
 
     Returns:
-        ``{"path", "profile", "git_sha", "machine", "seeds", "parameters", "stage_seconds", "claims_by_region",
-        "n_cases", "case_ids", "has_volumes", "data_case_ids", "test_volumes"}``; ``seeds`` is the set of seeds its
-        stages ran with,
+        ``{"path", "profile", "git_sha", "code_versions", "machine", "seeds", "parameters", "stage_seconds",
+        "claims_by_region", "n_cases", "case_ids", "has_volumes", "data_case_ids", "test_volumes"}``; ``git_sha`` is
+        the manifest's (its last call's), ``code_versions`` the distinct commits its stages ran at, in chain order (a
+        resumed run may mix them; the manifest's ``git_sha`` where no stage records one, ``"unknown"`` where neither
+        does), ``seeds`` is the set of seeds its stages ran with,
         ``claims_by_region`` a DataFrame, ``case_ids`` the evaluated cases (``tables/results_02_unet.csv``; empty
         when absent), ``has_volumes`` whether notebook 01's region volumes (``tables/data_region_volumes.csv``, which
         the empty-truth analyses need) are there, ``data_case_ids`` every case of the run's data (those volumes'
@@ -229,10 +232,12 @@ def read_run(run_dir: str | Path) -> RunRecord:
         test_vols = v[v["case_id"].isin(case_ids)].set_index("case_id").sort_index()
     from .runtime import machine_summary  # torch, as above
 
+    stage_shas = [str(rec["git_sha"]) for rec in man["stages"].values() if rec.get("git_sha")]
     return {
         "path": str(root),
         "profile": man.get("profile", ""),
         "git_sha": man.get("git_sha", ""),
+        "code_versions": list(dict.fromkeys(stage_shas)) or [str(man.get("git_sha") or "unknown")],
         "machine": machine_summary(man.get("machine") or {}),
         "seeds": sorted({p["seed"] for p in params.values() if "seed" in p}),
         "parameters": params,
@@ -458,6 +463,39 @@ def _overlap(ra: RunRecord, rb: RunRecord, la: str, lb: str) -> str:
     if test_a & train_b:
         return f"{lb}'s training cases are {la}'s test cases"
     return "training cases" if train_a & train_b else ""
+
+
+def code_version_note(runs: Sequence[RunRecord], labels: Sequence[str]) -> str:
+    """comparison.md's sentences on the code the runs ran, where it may differ: runs at other commits (``git_sha``), a
+    run whose stages ran at several commits, runs from a checkout with uncommitted changes (``+dirty``: the code is not
+    the commit named, so two runs naming one commit may still differ) and runs that record no commit.
+
+    Args:
+        runs: :func:`read_run` records.
+        labels: one name per run.
+
+    Returns:
+        The sentences, or ``""`` when every run ran at the same clean, known commit.
+    """
+    from .runtime import short_sha  # torch, as in read_run
+
+    versions = [list(r.get("code_versions") or [r.get("git_sha") or "unknown"]) for r in runs]
+    notes = []
+    if len({tuple(v) for v in versions}) > 1 or any(len(v) > 1 for v in versions):
+        listing = "; ".join(f"{lab} {', '.join(short_sha(s) for s in v)}" for lab, v in zip(labels, versions))
+        notes.append(f"The runs were made by different code versions (git_sha: {listing}): their numbers may differ by "
+                     "the code as well as by their seeds and parameters, so the spread across them holds that "
+                     "difference too; a code change between the commits that touched the data, the training, the "
+                     "attacks or the statistics makes them not replicates of one procedure.")
+    dirty = [lab for lab, v in zip(labels, versions) if any("+dirty" in s for s in v)]
+    if dirty:
+        notes.append(f"{', '.join(dirty)} ran from a checkout with uncommitted changes (`+dirty`): the code that ran is "
+                     "not the commit named, and could not be compared.")
+    unknown = [lab for lab, v in zip(labels, versions) if any(s in ("", "unknown") for s in v)]
+    if unknown:
+        notes.append(f"{', '.join(unknown)} record no git commit (run outside a git checkout): whether they ran the "
+                     "same code as the others could not be checked.")
+    return " ".join(notes)
 
 
 def shared_cases(runs: Sequence[RunRecord], labels: Sequence[str]) -> list[tuple[str, str]]:
@@ -966,6 +1004,7 @@ def write_comparison(
         The agreement table (:func:`verdict_agreement`).
     """
     from .report import _md_table  # the report's Markdown tables
+    from .runtime import short_sha  # torch, as in read_run
 
     def _md(df: pd.DataFrame) -> str:
         return _md_table(df, formats={"eps": "g"})
@@ -978,7 +1017,7 @@ def write_comparison(
         (out / name).unlink(missing_ok=True)
     info = pd.DataFrame(
         [{"run": lab, "path": r["path"], "profile": r["profile"], "seeds": " ".join(map(str, r["seeds"])),
-          "git_sha": r["git_sha"][:10], "machine": r["machine"], "test_cases": r["n_cases"],
+          "git_sha": ", ".join(short_sha(s) for s in r["code_versions"]), "machine": r["machine"], "test_cases": r["n_cases"],
           "stage_seconds": round(sum(s or 0 for s in r["stage_seconds"].values()))} for r, lab in zip(runs, labels)]
     )  # fmt: skip
     diffs = parameter_differences(runs, labels)
@@ -1028,9 +1067,10 @@ def write_comparison(
         design_text += (f" The runs differ in more than their seeds ({', '.join(procedure)}; below): the spread across "
                         "them holds those differences too, so they are not replicates of one procedure, and the "
                         "cross-run verdicts are about that mixture.")  # fmt: skip
+    code_note = code_version_note(runs, labels)
     parts = [
         "# Verdicts across runs", "",
-        "## Runs", "", _md(info), "", design_text, "",
+        "## Runs", "", _md(info), "", design_text, "", *([code_note, ""] if code_note else []),
         "## Parameters that differ", "",
         _md(diffs) if len(diffs) else "None: every stage ran with the same parameters.", "",
         "## Verdicts (`verdict (supporting tests / tests, tests significant the other way)`; C2: the largest relative drop)", "",

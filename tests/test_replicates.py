@@ -1146,3 +1146,47 @@ def test_training_replicates_without_one_runs_volumes_exclude_the_same_empty_tru
     want, got = (pd.read_csv(tmp_path / d / "run_level_claims_by_region.csv") for d in ("all", "two"))
     sel = lambda t: t.loc[t["analysis"] == "ET without empty-truth cases", "evidence"].tolist()  # noqa: E731
     assert sel(want) and sel(got) == sel(want)
+
+
+def _set_code(run: Path, top: str, stages: dict[str, str] | None = None) -> Path:
+    """Record a run's commit in its manifest: ``top`` as the last call's, ``stages`` (stage -> sha) as the stages' own."""
+    man = json.loads((run / "manifest.json").read_text())
+    man["git_sha"] = top
+    for s, sha in (stages or {}).items():
+        man["stages"][s]["git_sha"] = sha
+    (run / "manifest.json").write_text(json.dumps(man))
+    return run
+
+
+def test_comparison_says_when_runs_ran_other_code(tmp_path) -> None:
+    """Runs at other commits, a run whose stages ran at two commits, a run from a dirty checkout and one that records
+    no commit are named in comparison.md's runs section (the runs table keeps the ``+dirty`` mark); runs at one clean
+    commit get no such sentence, whatever their last call's commit."""
+    sha_a, sha_b = "a" * 40, "b" * 40
+    runs = []
+    for i in range(4):
+        r = _fake_run(tmp_path / f"r{i}", i, {"C1": ("holds", 3, 3, 0)})
+        _summary(r, [("baseline", "clean", None, None, 0.0, 0.8)])
+        runs.append(r)
+    _set_code(runs[0], sha_a, {s: sha_a for s in pipeline.STAGES})
+    _set_code(runs[1], sha_b, {s: sha_a for s in pipeline.STAGES})  # a later call at b found every stage up to date
+    replicates.write_comparison(runs[:2], tmp_path / "same", pooled=False)
+    same = (tmp_path / "same" / "comparison.md").read_text()
+    assert "code versions" not in same and "+dirty" not in same and "no git commit" not in same
+
+    _set_code(runs[1], sha_b, {"02_unet": sha_b})  # its stage 02 rerun at b
+    _set_code(runs[2], sha_a + "+dirty", {s: sha_a + "+dirty" for s in pipeline.STAGES})
+    _set_code(runs[3], "unknown")
+    replicates.write_comparison(runs, tmp_path / "cmp", labels=["a", "b", "d", "u"], pooled=False)
+    text = (tmp_path / "cmp" / "comparison.md").read_text()
+    runs_section = text.split("## Parameters that differ", 1)[0]
+    assert ("The runs were made by different code versions (git_sha: a aaaaaaaaaa; b aaaaaaaaaa, bbbbbbbbbb; "
+            "d aaaaaaaaaa+dirty; u unknown)") in runs_section
+    assert "d ran from a checkout with uncommitted changes (`+dirty`)" in runs_section
+    assert "u record no git commit" in runs_section
+    info = pd.read_csv(tmp_path / "cmp" / "runs.csv").set_index("run")["git_sha"]
+    assert info["d"] == "aaaaaaaaaa+dirty" and info["b"] == "aaaaaaaaaa, bbbbbbbbbb"
+    recs = [replicates.read_run(r) for r in runs]
+    assert [r["code_versions"] for r in recs] == [[sha_a], [sha_a, sha_b], [sha_a + "+dirty"], ["unknown"]]
+    assert replicates.code_version_note(recs[:1] * 2, ["x", "y"]) == ""
+
