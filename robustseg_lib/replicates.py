@@ -51,6 +51,7 @@ __all__ = [
     "shared_cases",
     "case_overlaps",
     "code_version_note",
+    "unchecked_training_cases",
     "replicate_design",
     "redrawn_training",
     "RESERVED_LABELS",
@@ -197,11 +198,14 @@ def read_run(run_dir: str | Path) -> RunRecord:
         when absent), ``has_volumes`` whether notebook 01's region volumes (``tables/data_region_volumes.csv``, which
         the empty-truth analyses need) are there, ``data_case_ids`` every case of the run's data (those volumes'
         ids, a bootstrap copy's id as its case's; empty when absent), ``test_volumes`` those volumes' rows of the
-        evaluated cases (indexed and sorted by case id; None when absent).
+        evaluated cases (indexed and sorted by case id; None when absent). Without the volumes table,
+        ``data_case_ids`` are those of the run's ``data/prepared.npz`` where the folder still holds it (only its
+        ``case_ids`` member is read).
 
     Raises:
         FileNotFoundError: the folder, its manifest or its ``tables/claims_by_region.csv`` is missing (named).
-        ValueError: a stage of the manifest did not finish (named).
+        ValueError: a stage of the manifest did not finish (named), or ``data/prepared.npz``, read for want of the
+            volumes table, has no readable ``case_ids`` (named).
     """
     root = Path(run_dir)
     if not root.is_dir():
@@ -224,12 +228,15 @@ def read_run(run_dir: str | Path) -> RunRecord:
     vols = root / "tables" / "data_region_volumes.csv"
     data_ids: set[str] = set()
     test_vols = None
+    prepared = root / "data" / "prepared.npz"
     if vols.is_file():
         from .data import original_case_id  # torch: only for this, not for the verdict tables
 
         v = pd.read_csv(vols, dtype={"case_id": str})
         data_ids = set(v["case_id"].map(original_case_id))
         test_vols = v[v["case_id"].isin(case_ids)].set_index("case_id").sort_index()
+    elif prepared.is_file():  # a run folder without the volumes table (an older run): its prepared data name the cases
+        data_ids = _prepared_case_ids(prepared)
     from .runtime import machine_summary  # torch, as above
 
     stage_shas = [str(rec["git_sha"]) for rec in man["stages"].values() if rec.get("git_sha")]
@@ -249,6 +256,22 @@ def read_run(run_dir: str | Path) -> RunRecord:
         "data_case_ids": data_ids,
         "test_volumes": test_vols,
     }
+
+
+def _prepared_case_ids(path: Path) -> set[str]:
+    """Every case of a run's data from its ``data/prepared.npz`` (``case_ids`` only: the images stay on disk), a
+    bootstrap copy's id as its case's; ValueError naming the file when it cannot be read."""
+    import numpy as np
+
+    from .data import original_case_id  # torch, as in read_run
+
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            ids = npz["case_ids"]
+    except Exception as exc:  # a truncated zip, a missing member, an object array
+        raise ValueError(f"{path}: cannot read its case_ids ({type(exc).__name__}: {exc}); restore it, or remove it "
+                         "to compare the run without its training cases") from None
+    return {original_case_id(str(c)) for c in ids}
 
 
 def parameter_differences(runs: Sequence[RunRecord], labels: Sequence[str]) -> pd.DataFrame:
@@ -496,6 +519,25 @@ def code_version_note(runs: Sequence[RunRecord], labels: Sequence[str]) -> str:
         notes.append(f"{', '.join(unknown)} record no git commit (run outside a git checkout): whether they ran the "
                      "same code as the others could not be checked.")
     return " ".join(notes)
+
+
+def unchecked_training_cases(runs: Sequence[RunRecord], labels: Sequence[str]) -> list[str]:
+    """The runs whose training and validation cases :func:`case_overlaps` needed and could not know: runs compared with
+    some other run by case ids (either reads a real folder, and not the same one) whose data case ids are unknown (no
+    ``tables/data_region_volumes.csv`` and no ``data/prepared.npz``: e.g. a committed copy of an older run). For
+    them only the test cases were compared; whether one trained on another's test patients, or two on the same
+    patients, was not checked.
+
+    Args:
+        runs: :func:`read_run` records.
+        labels: one name per run.
+
+    Returns:
+        Their labels, in run order; empty when every needed id is known.
+    """
+    dirs = [r["parameters"].get("01_data", {}).get("data_dir") or "" for r in runs]
+    return [lab for i, (r, lab) in enumerate(zip(runs, labels)) if not r.get("data_case_ids") and any(
+        (dirs[i] or dirs[j]) and dirs[i] != dirs[j] for j in range(len(runs)) if j != i)]  # fmt: skip
 
 
 def shared_cases(runs: Sequence[RunRecord], labels: Sequence[str]) -> list[tuple[str, str]]:
@@ -1068,6 +1110,13 @@ def write_comparison(
                         "them holds those differences too, so they are not replicates of one procedure, and the "
                         "cross-run verdicts are about that mixture.")  # fmt: skip
     code_note = code_version_note(runs, labels)
+    unchecked = unchecked_training_cases(runs, labels)
+    if unchecked:
+        code_note = (f"Training cases not checked: {', '.join(unchecked)} have neither notebook 01's region volumes "
+                     "(`tables/data_region_volumes.csv`) nor `data/prepared.npz`, so their training and validation "
+                     "case ids are unknown. Only their test cases were compared with the other runs' cases: whether "
+                     "one of them trained on another run's test patients, or two runs on the same patients, could not "
+                     "be checked, and the design above rests on the test cases alone. " + code_note).strip()
     parts = [
         "# Verdicts across runs", "",
         "## Runs", "", _md(info), "", design_text, "", *([code_note, ""] if code_note else []),

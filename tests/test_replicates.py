@@ -1190,3 +1190,42 @@ def test_comparison_says_when_runs_ran_other_code(tmp_path) -> None:
     assert [r["code_versions"] for r in recs] == [[sha_a], [sha_a, sha_b], [sha_a + "+dirty"], ["unknown"]]
     assert replicates.code_version_note(recs[:1] * 2, ["x", "y"]) == ""
 
+
+def test_real_runs_without_training_ids_say_so_or_read_them_from_the_prepared_data(tmp_path) -> None:
+    """Two real-data runs of other folders without notebook 01's region volumes: their training cases were unknown
+    and compare called them independent without a word. comparison.md now says it could not check them; where the
+    run folder keeps ``data/prepared.npz``, its case ids are read instead, and here they show that run a trained on
+    run b's test patient."""
+    runs = []
+    for lab, folder, test in (("a", "/data/one", "P1"), ("b", "/data/two", "P2")):
+        r = _fake_run(tmp_path / lab, 0, {"C1": ("holds", 3, 3, 0)})
+        _summary(r, [("baseline", "clean", None, None, 0.0, 0.8)])
+        man = json.loads((r / "manifest.json").read_text())
+        man["parameters"]["01_data"]["data_dir"] = folder
+        (r / "manifest.json").write_text(json.dumps(man))
+        pd.DataFrame({"case_id": [test]}).to_csv(r / "tables" / "results_02_unet.csv", index=False)
+        runs.append(r)
+    replicates.write_comparison(runs, tmp_path / "cmp", pooled=False)
+    text = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "Design: independent runs." in text
+    assert "Training cases not checked: a, b have neither notebook 01's region volumes" in text
+    assert "could not be checked, and the design above rests on the test cases alone" in text
+    recs = [replicates.read_run(r) for r in runs]
+    assert replicates.unchecked_training_cases(recs, ["a", "b"]) == ["a", "b"]
+    same = [{**rec, "parameters": {"01_data": {"data_dir": "/data/one"}}} for rec in recs]
+    assert replicates.unchecked_training_cases(same, ["a", "b"]) == []  # the same folder: shared, no ids needed
+
+    for r, ids in ((runs[0], ["P1", "P2~2", "P3"]), (runs[1], ["P2", "P4"])):  # a trained on b's test patient P2
+        (r / "data").mkdir()
+        np.savez(r / "data" / "prepared.npz", case_ids=np.array(ids), images=np.zeros((len(ids), 1)))
+    recs = [replicates.read_run(r) for r in runs]
+    assert recs[0]["data_case_ids"] == {"P1", "P2", "P3"} and not recs[0]["has_volumes"]
+    assert replicates.unchecked_training_cases(recs, ["a", "b"]) == []
+    assert replicates.case_overlaps(recs, ["a", "b"]) == [("a", "b", "a's training cases are b's test cases")]
+    replicates.write_comparison(runs, tmp_path / "cmp", pooled=False)
+    text = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "Training cases not checked" not in text and "Design: runs that share cases" in text
+    (runs[1] / "data" / "prepared.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match=r"b/data/prepared.npz: cannot read its case_ids"):
+        replicates.read_run(runs[1])
+
