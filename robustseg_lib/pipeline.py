@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import errno
 import functools
 import hashlib
@@ -530,7 +531,8 @@ def reproduce(
         force: rerun stages even when their fingerprint matches.
         seed: the seed of every stage (a replicate of the whole experiment: other synthetic cases, split,
             initialisation, batches and attack draws), in place of the profile's; a ``--set STAGE.seed=`` still wins.
-            The default run folder becomes ``runs/<profile>-seed<N>``.
+            The default run folder becomes ``runs/<profile>-seed<N>``, also when ``seed`` is the profile's own seed (the
+            shipped profiles' 0): that request repeats ``runs/<profile>``'s, which a note in the log says.
         notebook_dir: where the notebooks are.
         log: where progress lines go.
 
@@ -541,6 +543,7 @@ def reproduce(
     check_device(device)
     prof = load_profile(profile)
     overrides = parse_overrides(sets, notebook_dir)
+    unseeded = copy.deepcopy(overrides)  # the same request without --seed
     if seed is not None:
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
             raise PipelineError(f"--seed {seed!r}: expected an integer in [0, 2**31)")
@@ -552,8 +555,13 @@ def reproduce(
             raise PipelineError(f"--data-dir {data_dir!r}: empty; give the data folder, or leave the option out for synthetic data")
         if not Path(data_dir).is_dir():
             raise PipelineError(f"--data-dir {data_dir}: not a folder")
-        overrides.setdefault("01_data", {})["data_dir"] = str(Path(data_dir).resolve())
+        for o in (overrides, unseeded):
+            o.setdefault("01_data", {})["data_dir"] = str(Path(data_dir).resolve())
     params = stage_parameters(prof, overrides, notebook_dir)
+    if seed is not None and out is None and stage_parameters(prof, unseeded, notebook_dir) == params:
+        log(f"note: --seed {seed} is the profile's own seed, so this is the request that {default_run_dir(prof['name'])} "
+            f"is made for; it still runs into {default_run_dir(prof['name'], seed)} (every --seed N gets its own "
+            f"folder); pass --out {default_run_dir(prof['name'])} instead to reuse a finished run there")
     run = RunPaths(Path(out) if out else default_run_dir(prof["name"], seed))
     selected = [stage_name(s) for s in only] if only else list(STAGES)
     run.root.mkdir(parents=True, exist_ok=True)
@@ -776,7 +784,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--only", nargs="+", default=[], metavar="STAGE", help="run only these stages, e.g. --only unet fgsm")
     r.add_argument("--force", action="store_true", help="rerun stages even if up to date")
     r.add_argument("--seed", type=int, default=None, help="seed of every stage, replacing the profile's (a replicate: other "
-                   "cases, initialisation and draws); default run folder runs/<profile>-seed<N>")
+                   "cases, initialisation and draws); default run folder runs/<profile>-seed<N>, for every N: --seed 0 "
+                   "(the shipped profiles' own seed) repeats runs/<profile>'s run in runs/<profile>-seed0")
     sub.add_parser("stages", help="list the stages and their parameters")
     c = sub.add_parser("compare", help="the verdicts of finished runs side by side (e.g. seeds), pooled, and with the runs as units")
     c.add_argument("runs", nargs="+", metavar="RUN", help="finished run folders (at least two)")

@@ -1229,3 +1229,30 @@ def test_real_runs_without_training_ids_say_so_or_read_them_from_the_prepared_da
     with pytest.raises(ValueError, match=r"b/data/prepared.npz: cannot read its case_ids"):
         replicates.read_run(runs[1])
 
+
+def test_seed_equal_to_the_profiles_own_says_it_repeats_the_profiles_run(tmp_path, monkeypatch) -> None:
+    """``--seed 0`` with a profile whose seed is 0 is the request ``runs/<profile>`` is made for; it keeps its own
+    folder (every --seed N gets runs/<profile>-seedN), and the log says so and how to reuse the profile's run.
+    Another seed, or an explicit --out, gets no note. Notebooks are not executed (papermill is a recorder)."""
+    import papermill
+
+    nb_dir = _stub_notebooks(tmp_path / "nb")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(papermill, "execute_notebook", lambda src, dst, **kw: Path(dst).write_text("{}"))
+    lines: list[str] = []
+    pipeline.reproduce(str(nb_dir / "stub.yaml"), None, device="cpu", notebook_dir=nb_dir, seed=0,
+                       sets=["unet.seed=7"], log=lines.append)  # fmt: skip
+    notes = [ln for ln in lines if ln.startswith("note:")]
+    assert notes == ["note: --seed 0 is the profile's own seed, so this is the request that runs/stub is made for; it "
+                     "still runs into runs/stub-seed0 (every --seed N gets its own folder); pass --out runs/stub "
+                     "instead to reuse a finished run there"]  # fmt: skip
+    assert (tmp_path / "runs" / "stub-seed0" / "manifest.json").is_file()
+    for kw in ({"seed": 1}, {"seed": 0, "out": tmp_path / "mine"}):
+        lines.clear()
+        pipeline.reproduce(str(nb_dir / "stub.yaml"), kw.pop("out", None), device="cpu", notebook_dir=nb_dir,
+                           log=lines.append, **kw)  # fmt: skip
+        assert not [ln for ln in lines if ln.startswith("note:")], kw
+    import argparse
+
+    sub = next(a for a in pipeline.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert "--seed 0 (the shipped profiles' own seed) repeats" in " ".join(sub.choices["reproduce"].format_help().split())
