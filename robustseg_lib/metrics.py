@@ -377,6 +377,8 @@ def _as_tensor(x: Any, name: str) -> torch.Tensor:
 
 
 def _ssim_window(spatial: Sequence[int], win_size: int) -> int:
+    """The SSIM window: ``win_size`` (odd, validated by the caller), shrunk to the largest odd size that fits the
+    smallest spatial side (a 6-voxel side gives 5)."""
     w = min(win_size, *spatial)
     if w % 2 == 0:
         w -= 1
@@ -400,8 +402,8 @@ def perceptibility(
     - ``psnr``: ``10·log10(data_range² / MSE)`` in dB; MSE over brain voxels when ``brain`` is
       given, else over the volume; ``inf`` for identical volumes;
     - ``ssim``: MONAI's 3-D SSIM (Gaussian kernel, σ = 1.5, window ``win_size`` shrunk to the
-      smallest spatial size if needed, so 32³ and smaller volumes work), averaged over the
-      volume.
+      largest odd size that fits the smallest spatial side if needed, so 32³ and smaller volumes
+      work), averaged over the volume.
     ``data_range`` defaults to the per-channel max − min of the clean volume over the brain
     (over the volume if no ``brain``); a zero range falls back to 1.0.
     Tensors are scored on ``x_clean``'s device (on a GPU: a BraTS-size case of 4 × 144×176×144
@@ -413,7 +415,7 @@ def perceptibility(
         brain: optional brain mask ``(D, H, W)`` or ``(N, D, H, W)``.
         data_range: scalar or one value per channel; default as above.
         case_ids: optional ids, one per case (adds a ``case_id`` key).
-        win_size: SSIM window size (odd).
+        win_size: SSIM window size, an odd integer >= 3 (an even one is refused, not lowered).
 
     Returns:
         One dict per case × channel: ``case_index`` (and ``case_id``), ``modality``
@@ -452,8 +454,8 @@ def perceptibility(
         ids = [str(i) for i in case_ids]
         if len(ids) != n:
             raise ValueError(f"case_ids: expected {n} ids, got {len(ids)}")
-    if win_size < 1:
-        raise ValueError(f"win_size: must be >= 1, got {win_size}")
+    if isinstance(win_size, bool) or not isinstance(win_size, (int, np.integer)) or win_size < 3 or win_size % 2 == 0:
+        raise ValueError(f"win_size: expected an odd integer >= 3 (the SSIM window), got {win_size!r}")
     names = MODALITIES if c == len(MODALITIES) else tuple(f"ch{i}" for i in range(c))
     w = _ssim_window(spatial, win_size)
 

@@ -459,3 +459,26 @@ def test_evaluate_broadcasts_a_zero_dim_extra_like_a_scalar(value) -> None:
     pred = np.zeros((2, 2, 2, 2), int)
     df = M.evaluate(pred, pred, ["a", "b"], model="m", hd95=False, extra=value)
     assert df["extra"].tolist() == [0.5] * 6
+
+
+@pytest.mark.parametrize("win", [8, 6, 2, 1, 0, -3, 7.0, True, "7"])
+def test_perceptibility_refuses_an_even_small_or_non_integer_win_size(win) -> None:
+    """An even window (8) was silently lowered to 7, and 1 gave a window with no neighbourhood: the SSIM window
+    must be an odd integer >= 3, and the error names win_size."""
+    x = np.zeros((1, 9, 9, 9))
+    with pytest.raises(ValueError, match="win_size"):
+        M.perceptibility(x, x + 0.1, win_size=win)
+
+
+def test_perceptibility_uses_an_explicit_odd_win_size() -> None:
+    """Oracle: monai.metrics.SSIMMetric with win_size=5 on a 9³ volume (no shrinking), data range max - min."""
+    from monai.metrics import SSIMMetric
+
+    rng = np.random.default_rng(7)
+    clean = rng.normal(size=(1, 9, 9, 9))
+    adv = clean + rng.normal(0.0, 0.5, size=clean.shape)
+    (row,) = M.perceptibility(clean, adv, win_size=5)
+    dr = float(clean.max() - clean.min())
+    metric = SSIMMetric(spatial_dims=3, data_range=dr, kernel_type="gaussian", win_size=5, kernel_sigma=1.5)
+    want = float(metric(*(torch.from_numpy(v[0])[None, None].float() for v in (adv, clean))))
+    assert row["ssim"] == pytest.approx(want, abs=1e-6)
