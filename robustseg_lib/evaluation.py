@@ -504,7 +504,7 @@ def _mean_dice(df: pd.DataFrame, region: str = "WT") -> float:
 
 
 def gallery(
-    source: torch.nn.Module, models: dict[str, torch.nn.Module], es: EvalSet, specs: Sequence[AttackSpec], spec: dict[str, Any], *,
+    models: dict[str, torch.nn.Module], es: EvalSet, specs: Sequence[AttackSpec], spec: dict[str, Any], *,
     case_index: int = 0, device: torch.device | str = "cpu", seed: int = 0,
 ) -> dict[str, Any]:
     """Predictions of each model on one case, clean and under each attack at its largest eps (attacks made on each model itself).

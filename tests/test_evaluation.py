@@ -360,3 +360,22 @@ def test_load_attack_specs_selects_by_name_and_refuses_a_bare_string(tmp_path) -
         evaluation.load_attack_specs(run, "fgsm")
     with pytest.raises(ValueError, match=r"attacks \['pgd'\] not recorded"):
         evaluation.load_attack_specs(run, ["pgd"])
+
+
+def test_gallery_attacks_each_model_itself_and_takes_no_source_model() -> None:
+    """gallery(models, es, specs, spec): per model, the clean prediction and the prediction under each attack at
+    its largest eps, the attack made on that model (oracle: attacks.fgsm on case 1 and the net's argmax). The unused
+    ``source`` argument is gone: the first argument is the dict of models."""
+    from robustseg_lib import attacks
+
+    es = _eval_set(2)
+    nets = {"a": _net().eval(), "b": torch.nn.Conv3d(4, 4, 1).eval()}
+    g = evaluation.gallery(nets, es, [AttackSpec("fgsm", (0.1, 0.5))], _ONE_PASS, case_index=1)
+    assert torch.equal(g["image"], es.images[1]) and torch.equal(g["truth"], es.labels[1]) and g["case_id"] == "c1"
+    assert list(g["panels"]) == [("a", "clean"), ("a", "fgsm ε=0.5"), ("b", "clean"), ("b", "fgsm ε=0.5")]
+    sl = slice(1, 2)
+    for name, net in nets.items():
+        adv = attacks.fgsm(net, es.images[sl], es.labels[sl], 0.5, clip=_clip(es, sl), mask=es.brain[sl, None])
+        with torch.no_grad():
+            assert torch.equal(g["panels"][(name, "clean")], net(es.images[sl]).argmax(1)[0])
+            assert torch.equal(g["panels"][(name, "fgsm ε=0.5")], net(adv).argmax(1)[0])

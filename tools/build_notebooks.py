@@ -801,7 +801,7 @@ with pd.option_context("display.max_colwidth", None):
         md("## Gallery: the same case under attack, baseline vs distilled"),
         code(
             """
-fig = plot_gallery(evaluation.gallery(base, {"baseline": base, "distilled": net}, test_set, specs, spec, device=dev, seed=seed))
+fig = plot_gallery(evaluation.gallery({"baseline": base, "distilled": net}, test_set, specs, spec, device=dev, seed=seed))
 atomic_savefig(fig, run.figure("06_distillation_gallery"))
 plt.show()
 """
@@ -925,7 +925,7 @@ with pd.option_context("display.max_colwidth", None):
 models_show = {"baseline": base, "advtrain": net}
 if run.checkpoint("distilled").is_file():
     models_show["distilled"] = models.load_model(run.checkpoint("distilled"), device=dev)[0]
-fig = plot_gallery(evaluation.gallery(base, models_show, test_set, specs, spec, device=dev, seed=seed))
+fig = plot_gallery(evaluation.gallery(models_show, test_set, specs, spec, device=dev, seed=seed))
 atomic_savefig(fig, run.figure("07_adversarial_training_gallery"))
 plt.show()
 """
