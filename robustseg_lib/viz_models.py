@@ -23,6 +23,21 @@ def _np(a: Any) -> np.ndarray:
     return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
 
 
+def _check_shape(a: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
+    """``a`` if it has ``shape``; else a ValueError naming ``name`` (checked before any figure is opened)."""
+    if a.shape != shape:
+        raise ValueError(f"{name}: expected shape {shape}, got {a.shape}")
+    return a
+
+
+def _check_image(a: Any, name: str) -> np.ndarray:
+    """A ``(4, D, H, W)`` volume as numpy (FLAIR and T1c are read by channel index)."""
+    a = _np(a)
+    if a.ndim != 4 or a.shape[0] != 4:
+        raise ValueError(f"{name}: expected a (4, D, H, W) volume in MODALITIES order, got shape {a.shape}")
+    return a
+
+
 def _tumour_slice(labels: np.ndarray) -> int:
     """Axial index with the most tumour (middle slice if none)."""
     per = (labels > 0).sum(axis=(0, 1))
@@ -92,8 +107,11 @@ def plot_predictions(
         The figure.
     """
     images, truths = _np(images), _np(truths)
-    if images.ndim != 5 or truths.shape != images.shape[:1] + images.shape[2:]:
-        raise ValueError("images must be (N, 4, D, H, W) and truths (N, D, H, W)")
+    if images.ndim != 5 or images.shape[1] != 4 or len(images) == 0 or truths.shape != images.shape[:1] + images.shape[2:]:
+        raise ValueError(f"images must be (N, 4, D, H, W) with N >= 1 and truths (N, D, H, W), got {images.shape} and {truths.shape}")
+    preds = {name: _check_shape(_np(p), truths.shape, f"preds[{name!r}]") for name, p in preds.items()}
+    if case_ids is not None and len(case_ids) != len(images):
+        raise ValueError(f"case_ids: expected {len(images)} ids (one per case), got {len(case_ids)}")
     n, cols = len(images), 1 + len(preds)
     fig, axes = plt.subplots(n, cols, figsize=(2.6 * cols, 2.6 * n), squeeze=False)
     for i in range(n):
@@ -101,7 +119,7 @@ def plot_predictions(
         cid = case_ids[i] if case_ids is not None else str(i)
         _show(axes[i, 0], images[i, _FLAIR, :, :, z], truths[i, :, :, z], f"{cid}: truth")
         for j, (name, p) in enumerate(preds.items(), start=1):
-            _show(axes[i, j], images[i, _FLAIR, :, :, z], _np(p)[i, :, :, z], name)
+            _show(axes[i, j], images[i, _FLAIR, :, :, z], p[i, :, :, z], name)
     _class_legend(fig)
     return fig
 
@@ -115,12 +133,17 @@ def plot_attack_example(
         image, adv: ``(4, D, H, W)`` clean and adversarial volumes.
         truth, pred_clean, pred_adv: ``(D, H, W)`` class maps.
         title: figure title.
-        amplify: display gain of the perturbation (default: stretch to its max).
+        amplify: display gain of the perturbation, > 0 (default: stretch to its max).
 
     Returns:
         The figure.
     """
-    image, adv, truth, pc, pa = (_np(a) for a in (image, adv, truth, pred_clean, pred_adv))
+    image = _check_image(image, "image")
+    adv = _check_shape(_np(adv), image.shape, "adv")
+    truth, pc, pa = (_check_shape(_np(a), image.shape[1:], name)
+                     for a, name in ((truth, "truth"), (pred_clean, "pred_clean"), (pred_adv, "pred_adv")))
+    if amplify is not None and not (np.isfinite(amplify) and amplify > 0):
+        raise ValueError(f"amplify: expected a positive finite gain or None, got {amplify}")
     z = _tumour_slice(truth)
     delta = adv - image
     m = float(np.abs(delta).max()) or 1.0
@@ -152,12 +175,16 @@ def plot_gallery(g: dict[str, Any]) -> plt.Figure:
     Returns:
         The figure.
     """
-    panels = g["panels"]
-    if not panels:
+    missing = [k for k in ("image", "truth", "panels") if k not in g]
+    if missing:
+        raise ValueError(f"g: missing keys {missing}")
+    if not g["panels"]:
         raise ValueError("gallery has no panels")
+    image = _check_image(g["image"], "g['image']")
+    truth = _check_shape(_np(g["truth"]), image.shape[1:], "g['truth']")
+    panels = {k: _check_shape(_np(p), truth.shape, f"g['panels'][{k!r}]") for k, p in g["panels"].items()}
     models = list(dict.fromkeys(k[0] for k in panels))
     conds = list(dict.fromkeys(k[1] for k in panels))
-    image, truth = _np(g["image"]), _np(g["truth"])
     z = _tumour_slice(truth)
     fig, axes = plt.subplots(len(models), len(conds) + 1, figsize=(2.4 * (len(conds) + 1), 2.5 * len(models)), squeeze=False)
     for i, mname in enumerate(models):
@@ -167,7 +194,7 @@ def plot_gallery(g: dict[str, Any]) -> plt.Figure:
             if p is None:
                 axes[i, j].axis("off")
                 continue
-            _show(axes[i, j], image[_FLAIR, :, :, z], _np(p)[:, :, z], c)
+            _show(axes[i, j], image[_FLAIR, :, :, z], p[:, :, z], c)
     fig.suptitle(f"case {g.get('case_id', '')}")
     _class_legend(fig)
     return fig

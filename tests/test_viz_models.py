@@ -310,3 +310,49 @@ def test_attack_window_is_shared_and_set_by_the_largest_change_of_any_modality()
         np.testing.assert_allclose(fig.axes[c].images[0].get_clim(), (-0.5, 0.5), rtol=1e-6)
     assert fig.axes[2].get_title() == "perturbation FLAIR (±0.50)"
     plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- input validation (before any figure)
+def test_predictions_refuse_a_prediction_case_ids_or_image_that_does_not_match() -> None:
+    """A prediction of another shape (here W 10 instead of 8) was sliced at the truth's z and overlaid silently,
+    a short case_ids list failed with IndexError mid-figure, a 3-channel image with IndexError: each is a ValueError
+    naming the argument, raised before a figure is opened (none left open)."""
+    img, lab = _case(np.random.default_rng(6))
+    plt.close("all")
+    wide = np.zeros((1, 8, 8, 10), np.int64)
+    with pytest.raises(ValueError, match=r"preds\['net'\].*\(1, 8, 8, 8\)"):
+        VM.plot_predictions(img[None], lab[None], {"net": wide})
+    with pytest.raises(ValueError, match="case_ids"):
+        VM.plot_predictions(np.repeat(img[None], 2, 0), np.repeat(lab[None], 2, 0), {}, case_ids=["only one"])
+    with pytest.raises(ValueError, match="images must be"):
+        VM.plot_predictions(img[None, :3], lab[None], {})
+    assert plt.get_fignums() == []
+
+
+def test_attack_example_refuses_mismatched_volumes_and_a_non_positive_gain() -> None:
+    """adv of another shape, a class map of another shape and amplify <= 0 (a negative gain inverted the colour
+    window, 0 was read as 'no gain') are ValueErrors naming the argument; no figure is left open."""
+    img, lab = _case(np.random.default_rng(7))
+    plt.close("all")
+    with pytest.raises(ValueError, match="adv"):
+        VM.plot_attack_example(img, img[:, :, :, :6], lab, lab, lab)
+    with pytest.raises(ValueError, match="pred_adv"):
+        VM.plot_attack_example(img, img, lab, lab, lab[:, :, :6])
+    with pytest.raises(ValueError, match="image"):
+        VM.plot_attack_example(img[0], img[0], lab, lab, lab)
+    for gain in (0.0, -2.0, float("nan")):
+        with pytest.raises(ValueError, match="amplify"):
+            VM.plot_attack_example(img, img + 0.1, lab, lab, lab, amplify=gain)
+    assert plt.get_fignums() == []
+
+
+def test_gallery_refuses_a_panel_of_another_shape_or_missing_keys() -> None:
+    img, lab = _case(np.random.default_rng(8))
+    plt.close("all")
+    with pytest.raises(ValueError, match=r"panels.*'m', 'fgsm'"):
+        VM.plot_gallery({"image": img, "truth": lab, "panels": {("m", "clean"): lab, ("m", "fgsm"): lab[:, :, :6]}})
+    with pytest.raises(ValueError, match="truth"):
+        VM.plot_gallery({"image": img, "truth": lab[:6], "panels": {("m", "clean"): lab}})
+    with pytest.raises(ValueError, match="missing keys"):
+        VM.plot_gallery({"image": img, "panels": {("m", "clean"): lab}})
+    assert plt.get_fignums() == []
