@@ -83,7 +83,7 @@ def plot_robustness_curves(
         table: tidy result table.
         region: region to plot.
         metric: score column.
-        attacks: attack labels to show (default: all non-clean, non-diagnostic ones).
+        attacks: attack labels to show, each with rows in ``region`` (default: all non-clean, non-diagnostic ones).
         include_diagnostics: also show ``transfer_*`` / ``*_logit_rescaled`` attacks.
         n_boot, seed: seaborn's bootstrap for the CI bands.
 
@@ -99,7 +99,16 @@ def plot_robustness_curves(
     att = t.loc[t["attack"] != "clean"]
     if not include_diagnostics:
         att = att.loc[~att["attack"].astype(str).map(is_diagnostic_attack)]
-    labels = sorted(att["attack_label"].unique()) if attacks is None else list(attacks)
+    if attacks is None:
+        labels = sorted(att["attack_label"].unique())
+    else:
+        if isinstance(attacks, str):
+            raise ValueError(f"attacks: expected a sequence of attack labels, got the string {attacks!r}")
+        labels = list(attacks)
+        unknown = [lab for lab in labels if lab not in set(att["attack_label"])]
+        if unknown:  # a panel of clean points only, titled with an attack that has no rows
+            raise ValueError(f"attacks: no {region} rows for {unknown}; available: {sorted(att['attack_label'].unique())}"
+                             + ("" if include_diagnostics else " (diagnostic attacks need include_diagnostics=True)"))
     if not labels:
         labels = ["clean"]
     hue_order = sorted(t["model"].unique())

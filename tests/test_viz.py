@@ -352,3 +352,23 @@ def test_statistics_figures_render_themselves_for_jupyter() -> None:
                       for a, e, d in (("clean", 0.0, 0.9), ("fgsm", 0.1, 0.5)) for i in range(3)])
     data, _ = DisplayFormatter().format(plot_robustness_curves(t, n_boot=10))
     assert data["image/png"][:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_robustness_curves_refuse_attacks_without_rows() -> None:
+    """attacks=["pgd"] (absent), a diagnostic label without include_diagnostics, or a bare string ("fgsm" read as
+    the labels f, g, s, m) drew panels of clean points titled with attacks that have no rows: ValueErrors naming
+    attacks. The valid choice still gives its one panel."""
+    import pandas as pd
+
+    from robustseg_lib.viz_stats import plot_robustness_curves
+
+    rows = [("clean", 0.0), ("fgsm", 0.1), ("transfer_fgsm", 0.1)]
+    t = pd.DataFrame([{"case_id": f"c{i}", "model": "baseline", "attack": a, "eps": e, "region": "WT", "dice": 0.5}
+                      for a, e in rows for i in range(3)])
+    with pytest.raises(ValueError, match=r"attacks: no WT rows for \['pgd'\]; available: \['fgsm'\]"):
+        plot_robustness_curves(t, attacks=["fgsm", "pgd"], n_boot=10)
+    with pytest.raises(ValueError, match="attacks: .*include_diagnostics=True"):
+        plot_robustness_curves(t, attacks=["transfer_fgsm"], n_boot=10)
+    with pytest.raises(ValueError, match="attacks: expected a sequence"):
+        plot_robustness_curves(t, attacks="fgsm", n_boot=10)
+    assert [ax.get_title() for ax in plot_robustness_curves(t, attacks=["fgsm"], n_boot=10).get_axes()] == ["fgsm"]
