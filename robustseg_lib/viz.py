@@ -22,14 +22,24 @@ CLASS_COLORS: dict[str, str] = {"NCR": "#e41a1c", "ED": "#4daf4a", "ET": "#ffd92
 _PLANES = ("sagittal", "coronal", "axial")
 
 
+def _check_class_values(classes: np.ndarray, name: str = "classes") -> None:
+    """Refuse anything but integer values 0..3 (raw BraTS labels 0, 1, 2, 4 or a NaN would be drawn or pooled wrongly)."""
+    if not classes.size:
+        return
+    if not (classes.dtype == bool or np.issubdtype(classes.dtype, np.number)):
+        raise ValueError(f"{name}: expected a numeric class map, got dtype {classes.dtype}")
+    ok = np.isfinite(classes).all() and (classes == np.round(classes)).all() and classes.min() >= 0 and classes.max() <= 3
+    if not ok:
+        raise ValueError(f"{name} must be a class map in 0..3 (convert BraTS labels with data.to_classes)")
+
+
 def _check_image_classes(image: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     image, classes = np.asarray(image), np.asarray(classes)
     if image.ndim != 4 or image.shape[0] != len(_MODALITIES):
         raise ValueError(f"image must be (4, X, Y, Z) in MODALITIES order, got {image.shape}")
     if classes.shape != image.shape[1:]:
         raise ValueError(f"classes shape {classes.shape} must equal the image's spatial shape {image.shape[1:]}")
-    if classes.size and (classes.min() < 0 or classes.max() > 3):
-        raise ValueError("classes must be a class map in 0..3 (convert BraTS labels with data.to_classes)")
+    _check_class_values(classes)
     return image, classes
 
 
@@ -120,6 +130,7 @@ def plot_intensity_distributions(
         raise ValueError(f"images must be (N, 4, X, Y, Z), got {images.shape}")
     if classes.shape != (images.shape[0], *images.shape[2:]) or brain.shape != classes.shape:
         raise ValueError(f"classes {classes.shape} and brain {brain.shape} must be (N, X, Y, Z) matching {images.shape}")
+    _check_class_values(classes)
     if max_voxels < 1:
         raise ValueError(f"max_voxels must be >= 1, got {max_voxels}")
     brain = brain.astype(bool)

@@ -372,3 +372,23 @@ def test_robustness_curves_refuse_attacks_without_rows() -> None:
     with pytest.raises(ValueError, match="attacks: expected a sequence"):
         plot_robustness_curves(t, attacks="fgsm", n_boot=10)
     assert [ax.get_title() for ax in plot_robustness_curves(t, attacks=["fgsm"], n_boot=10).get_axes()] == ["fgsm"]
+
+
+def test_violins_refuse_raw_brats_labels_and_non_class_values() -> None:
+    """Raw BraTS labels (ET = 4) were accepted and their voxels silently left out of every violin (only 0..3 are
+    pooled); a NaN or 1.5 likewise. Same refusal as plot_case_planes, which also refuses NaN and 1.5 now (NaN passed
+    its min/max test)."""
+    images, cls, brain, _ = _intensity_case()
+    img, pc = _planes_case()
+    for value in (4, 1.5, np.nan):
+        bad = cls.astype(float)
+        bad[0, 0, 0, 0] = value
+        with pytest.raises(ValueError, match="classes must be a class map in 0..3"):
+            viz.plot_intensity_distributions(images, bad, brain)
+        badp = pc.astype(float)
+        badp[0, 0, 0] = value
+        if value != 4:  # 4 was refused before
+            with pytest.raises(ValueError, match="classes must be a class map in 0..3"):
+                viz.plot_case_planes(img, badp)
+    assert plt.get_fignums() == []
+    assert len(viz.plot_case_planes(img, pc.astype(np.float32)).axes) == 15  # integer-valued floats are fine
