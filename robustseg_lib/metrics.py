@@ -151,8 +151,12 @@ def dice_from_confusion(cm: torch.Tensor, groups: Mapping[str, tuple[int, ...]] 
     cm = torch.as_tensor(cm).double().cpu()
     if cm.shape != (4, 4):
         raise ValueError(f"cm must be a (4, 4) confusion matrix, got shape {tuple(cm.shape)}")
+    groups = REGIONS if groups is None else groups
+    for key, vals in groups.items():  # a -1 would index class 3 silently
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v <= 3 for v in vals):
+            raise ValueError(f"groups: {key!r} must hold class values 0..3, got {tuple(vals)}")
     out: dict[str, float] = {}
-    for key, vals in (REGIONS if groups is None else groups).items():
+    for key, vals in groups.items():
         idx = list(vals)
         n_pred, n_true = float(cm[idx, :].sum()), float(cm[:, idx].sum())
         if n_true == 0:  # the BraTS empty policy
@@ -219,7 +223,7 @@ def _diagonal(shape: Sequence[int], spacing: Sequence[float] | None) -> float:
 def _check_spacing(spacing: Any, ndim: int) -> list[float] | None:
     if spacing is None:
         return None
-    if np.isscalar(spacing):
+    if np.ndim(spacing) == 0:  # a Python or numpy scalar, or a 0-d array
         sp = [float(spacing)] * ndim
     else:
         sp = [float(s) for s in spacing]
@@ -400,7 +404,8 @@ def perceptibility(
     - ``linf``: max |x_adv − x_clean| over the volume;
     - ``l2``: Euclidean norm of the perturbation over the whole volume;
     - ``psnr``: ``10·log10(data_range² / MSE)`` in dB; MSE over brain voxels when ``brain`` is
-      given, else over the volume; ``inf`` for identical volumes;
+      given, else over the volume (also for a case whose mask is all False); ``inf`` for
+      identical volumes;
     - ``ssim``: MONAI's 3-D SSIM (Gaussian kernel, σ = 1.5, window ``win_size`` shrunk to the
       largest odd size that fits the smallest spatial side if needed, so 32³ and smaller volumes
       work), averaged over the volume.
@@ -448,8 +453,8 @@ def perceptibility(
         dr_in = np.atleast_1d(np.asarray(data_range, dtype=np.float64))
         if dr_in.size == 1:
             dr_in = np.repeat(dr_in, c)
-        if dr_in.shape != (c,) or not np.all(dr_in > 0):
-            raise ValueError(f"data_range: expected a positive scalar or {c} positive values, got {data_range}")
+        if dr_in.shape != (c,) or not np.all((dr_in > 0) & np.isfinite(dr_in)):
+            raise ValueError(f"data_range: expected a positive finite scalar or {c} such values, got {data_range}")
     if case_ids is not None:
         ids = [str(i) for i in case_ids]
         if len(ids) != n:

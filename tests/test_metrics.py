@@ -482,3 +482,34 @@ def test_perceptibility_uses_an_explicit_odd_win_size() -> None:
     metric = SSIMMetric(spatial_dims=3, data_range=dr, kernel_type="gaussian", win_size=5, kernel_sigma=1.5)
     want = float(metric(*(torch.from_numpy(v[0])[None, None].float() for v in (adv, clean))))
     assert row["ssim"] == pytest.approx(want, abs=1e-6)
+
+
+def test_dice_from_confusion_refuses_group_values_outside_0_to_3() -> None:
+    """A group value -1 indexed the confusion matrix's last row and column silently (the ET Dice under another
+    name); 4 raised torch's IndexError; a bool is not a class. Hand value for a valid group: cm with 2 voxels
+    predicted and true 1, one predicted 2 where the truth is 1 -> Dice of {1} = 2·2 / (2 + 3) = 0.8."""
+    cm = torch.zeros(4, 4, dtype=torch.long)
+    cm[1, 1], cm[2, 1], cm[3, 3] = 2, 1, 5
+    assert M.dice_from_confusion(cm, {"NCR": (1,)})["NCR"] == pytest.approx(0.8)
+    for bad in ((-1,), (4,), (True,), (1.0,)):
+        with pytest.raises(ValueError, match="groups: 'X' must hold class values 0..3"):
+            M.dice_from_confusion(cm, {"X": bad})
+
+
+def test_hd95_accepts_a_zero_dim_spacing_like_a_scalar() -> None:
+    """np.float64(2) passed np.isscalar, np.array(2.0) did not and failed iterating a 0-d array. Hand value: two
+    one-voxel planes 3 apart along axis 0, spacing 2 -> 6."""
+    t = np.zeros((6, 3, 3), int)
+    t[1] = 2
+    p = np.zeros_like(t)
+    p[4] = 2
+    assert M.hd95_per_region(p, t, spacing=np.array(2.0))["WT"] == pytest.approx(6.0)
+    assert M.hd95_per_region(p, t, spacing=torch.tensor(2.0))["WT"] == pytest.approx(6.0)
+
+
+@pytest.mark.parametrize("dr", [math.inf, [1.0, math.inf]])
+def test_perceptibility_refuses_an_infinite_data_range(dr) -> None:
+    """An infinite data_range passed the > 0 check and gave psnr inf and a NaN SSIM for a non-zero perturbation."""
+    x = np.zeros((2, 7, 7, 7))
+    with pytest.raises(ValueError, match="data_range: expected a positive finite"):
+        M.perceptibility(x, x + 0.1, data_range=dr)
