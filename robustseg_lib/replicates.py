@@ -58,6 +58,7 @@ __all__ = [
     "pooled_table",
     "pooled_empty_truth",
     "pooled_claims",
+    "runs_table",
     "write_comparison",
     "run_level_min_p",
     "runs_for_run_level_test",
@@ -1011,6 +1012,29 @@ _RUN_LEVEL_SPREAD = {
 }  # fmt: skip
 
 
+def runs_table(runs: Sequence[RunRecord], labels: Sequence[str]) -> pd.DataFrame:
+    """The runs table of a comparison (``runs.csv`` and the top of ``comparison.md``): one row per run.
+
+    Args:
+        runs: :func:`read_run` records.
+        labels: one name per run.
+
+    Returns:
+        Columns run, path, profile, seeds, git_sha (each commit its stages ran at, ``+dirty`` kept), machine,
+        test_cases and stage_seconds (the stages' recorded seconds, summed and rounded).
+    """
+    from .runtime import short_sha  # torch, as in read_run
+
+    if len(runs) != len(labels):
+        raise ValueError(f"labels: {len(labels)} for {len(runs)} runs")
+    return pd.DataFrame(
+        [{"run": lab, "path": r["path"], "profile": r["profile"], "seeds": " ".join(map(str, r["seeds"])),
+          "git_sha": ", ".join(short_sha(s) for s in r["code_versions"]), "machine": r["machine"], "test_cases": r["n_cases"],
+          "stage_seconds": round(sum(s or 0 for s in r["stage_seconds"].values()))} for r, lab in zip(runs, labels)],
+        columns=["run", "path", "profile", "seeds", "git_sha", "machine", "test_cases", "stage_seconds"],
+    )  # fmt: skip
+
+
 def write_comparison(
     run_dirs: Sequence[str | Path],
     out_dir: str | Path,
@@ -1046,7 +1070,6 @@ def write_comparison(
         The agreement table (:func:`verdict_agreement`).
     """
     from .report import _md_table  # the report's Markdown tables
-    from .runtime import short_sha  # torch, as in read_run
 
     def _md(df: pd.DataFrame) -> str:
         return _md_table(df, formats={"eps": "g"})
@@ -1057,11 +1080,7 @@ def write_comparison(
     out.mkdir(parents=True, exist_ok=True)
     for name in COMPARISON_FILES:  # an earlier comparison's tables would sit beside this one's comparison.md
         (out / name).unlink(missing_ok=True)
-    info = pd.DataFrame(
-        [{"run": lab, "path": r["path"], "profile": r["profile"], "seeds": " ".join(map(str, r["seeds"])),
-          "git_sha": ", ".join(short_sha(s) for s in r["code_versions"]), "machine": r["machine"], "test_cases": r["n_cases"],
-          "stage_seconds": round(sum(s or 0 for s in r["stage_seconds"].values()))} for r, lab in zip(runs, labels)]
-    )  # fmt: skip
+    info = runs_table(runs, labels)
     diffs = parameter_differences(runs, labels)
     verdicts = verdict_table(runs, labels)
     dice = dice_by_run(run_dirs, labels)
