@@ -491,8 +491,8 @@ def _overlap(ra: RunRecord, rb: RunRecord, la: str, lb: str) -> str:
 
 def code_version_note(runs: Sequence[RunRecord], labels: Sequence[str]) -> str:
     """comparison.md's sentences on the code the runs ran, where it may differ: runs at other commits (``git_sha``), a
-    run whose stages ran at several commits, runs from a checkout with uncommitted changes (``+dirty``: the code is not
-    the commit named, so two runs naming one commit may still differ) and runs that record no commit.
+    run whose stages ran at several commits, runs from a checkout with uncommitted changes (``+dirty``: the files may differ
+    from the commit named, so two runs naming one commit may still differ) and runs that record no commit.
 
     Args:
         runs: :func:`read_run` records.
@@ -513,8 +513,9 @@ def code_version_note(runs: Sequence[RunRecord], labels: Sequence[str]) -> str:
                      "attacks or the statistics makes them not replicates of one procedure.")
     dirty = [lab for lab, v in zip(labels, versions) if any("+dirty" in s for s in v)]
     if dirty:
-        notes.append(f"{', '.join(dirty)} ran from a checkout with uncommitted changes (`+dirty`): the code that ran is "
-                     "not the commit named, and could not be compared.")
+        notes.append(f"{', '.join(dirty)} ran from a checkout with uncommitted changes (`+dirty`): its files may differ from "
+                     "the commit named (in code, or only in documents: the manifest does not say which), so whether "
+                     "it ran that commit's code could not be checked.")
     unknown = [lab for lab, v in zip(labels, versions) if any(s in ("", "unknown") for s in v)]
     if unknown:
         notes.append(f"{', '.join(unknown)} record no git commit (run outside a git checkout): whether they ran the "
