@@ -4,6 +4,7 @@ published number or verdict fails here until docs/results is regenerated."""
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import shutil
@@ -97,3 +98,32 @@ def test_committed_report_states_the_current_rules_and_the_committed_claims() ->
     assert stats.CLAIM_RULES_MD.strip() in text, "report.md states old decision rules: run tools/rerender_report.py"
     for row in pd.read_csv(COMMITTED / "claims.csv").itertuples():
         assert f"| {row.claim} | {row.statement} | {row.verdict} |" in text
+
+
+def _committed_comparisons() -> list[Path]:
+    return sorted(p.parent for p in (ROOT / "docs" / "results").rglob("comparison.md"))
+
+
+@pytest.mark.parametrize("folder", _committed_comparisons(), ids=lambda p: str(p.relative_to(ROOT / "docs" / "results")))
+def test_committed_comparison_names_its_runs_as_the_current_code_does(folder: Path) -> None:
+    """Each committed comparison's runs table (commits with their ``+dirty`` mark, machines) and its note on runs made by
+    other code versions are what the current ``compare`` reads from the committed runs: when that text changes, the
+    comparison is re-rendered (tools/rerender_comparison.py). Two comparisons name runs that live only in /tmp (runs
+    of an earlier session, kept as their tables): those are checked to say so, not re-read."""
+    from robustseg_lib import replicates
+
+    spec = importlib.util.spec_from_file_location("rerender_comparison", ROOT / "tools" / "rerender_comparison.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    try:
+        labels, paths = tool.committed_runs(folder)
+    except ValueError as exc:
+        assert "missing: /tmp/" in str(exc), exc
+        return
+    runs = [replicates.read_run(ROOT / p) for p in paths]
+    want = _as_published(replicates.runs_table(runs, labels).drop(columns="path"))
+    got = pd.read_csv(folder / "runs.csv").drop(columns="path")
+    pd.testing.assert_frame_equal(got, want, obj=f"{folder}/runs.csv")
+    note = replicates.code_version_note(runs, labels)
+    text = (folder / "comparison.md").read_text()
+    assert (note in text) if note else ("different code versions" not in text)
