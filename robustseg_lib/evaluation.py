@@ -330,9 +330,22 @@ def evaluate_under_attacks(
     attack notebooks already characterise for the baseline. ``largest_eps_only`` runs each
     attack at its largest eps only (a cheaper comparison, e.g. of extra temperatures).
 
+    Args:
+        specs: the attacks (e.g. :func:`load_attack_specs`), at least one: an empty list is
+            refused (use :func:`clean_table` for the clean rows alone), since a defended model's
+            table without attack rows would only fail later, in notebook 08.
+
     Returns:
         ``(results, percept)`` concatenated over the attacks.
     """
+    if isinstance(specs, (str, AttackSpec)) or not isinstance(specs, Sequence):
+        raise TypeError(f"specs must be a list of AttackSpec, got {type(specs).__name__}")
+    if not specs:
+        raise ValueError("specs is empty: evaluate_under_attacks needs at least one AttackSpec "
+                         "(load_attack_specs(run) gives the recorded ones; clean_table gives the clean rows alone)")
+    bad = [type(s).__name__ for s in specs if not isinstance(s, AttackSpec)]
+    if bad:
+        raise TypeError(f"specs must hold AttackSpec objects only, got {', '.join(sorted(set(bad)))}")
     rs = [clean_table(net, es, model_name, spec, device=device)]
     ps = []
     for s in specs:

@@ -254,6 +254,23 @@ def test_evaluate_under_attacks_has_clean_rows_and_only_the_largest_eps() -> Non
     assert (clean.eps == 0).all()
 
 
+def test_evaluate_under_attacks_refuses_empty_or_wrong_specs_up_front(monkeypatch) -> None:
+    """An empty attack list is refused before any model runs, with an error naming ``specs`` (it used to die in
+    pd.concat after the clean predictions); so are a bare AttackSpec and non-AttackSpec entries."""
+    es, net = _eval_set(2), _net().eval()
+
+    def no_model_run(*a, **k):
+        raise AssertionError("the model ran before the specs were checked")
+
+    monkeypatch.setattr(evaluation, "clean_table", no_model_run)
+    with pytest.raises(ValueError, match="specs is empty"):
+        evaluation.evaluate_under_attacks(net, es, [], "m", _ONE_PASS)
+    with pytest.raises(TypeError, match="specs must be a list"):
+        evaluation.evaluate_under_attacks(net, es, AttackSpec("fgsm", (0.1,)), "m", _ONE_PASS)
+    with pytest.raises(TypeError, match="specs must hold AttackSpec"):
+        evaluation.evaluate_under_attacks(net, es, [{"attack": "fgsm", "eps_grid": (0.1,)}], "m", _ONE_PASS)
+
+
 def test_iteration_curve_matches_a_hand_loop_over_the_attack_iterates() -> None:
     """Each row's Dice is that of the net's argmax on i-FGSM's k-th iterate with alpha = alpha_frac·eps, the brain
     mask and the clip (oracle: attacks.ifgsm's callback and metrics.dice_per_region); FGSM is refused."""
