@@ -1,7 +1,9 @@
 """Experiment helpers the notebooks call: splits, clean/attacked evaluation, attack records, diagnostics.
 
 Everything here reads and writes the run folder through :class:`RunPaths`, so each
-notebook reads only what earlier notebooks wrote.
+notebook reads only what earlier notebooks wrote. Every ``device`` argument takes what
+:func:`robustseg_lib.runtime.resolve_device` takes (``"auto"``, ``"cpu"``, ``"cuda"``,
+``"cuda:N"`` or a ``torch.device``) and is resolved by it (ValueError naming ``device`` otherwise).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 
 from .artefacts import RunPaths, atomic_write_json, read_json
 from .checks import check_float, check_int
+from .runtime import resolve_device
 
 __all__ = [
     "MASKING_MARGIN",
@@ -81,6 +84,10 @@ def resident(es: EvalSet, device: torch.device | str) -> tuple[torch.Tensor, tor
     (which casts each batch to float32/int64) makes no per-step host-device copies. On the CPU
     the tensors are returned unchanged.
 
+    Args:
+        es: the split.
+        device: where training runs (see the module docstring; ``"auto"`` allowed).
+
     Returns:
         ``(images, labels)``.
     """
@@ -90,10 +97,14 @@ def resident(es: EvalSet, device: torch.device | str) -> tuple[torch.Tensor, tor
 def resident_tensors(images: torch.Tensor, labels: torch.Tensor, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`resident` for bare tensors (float16 images and uint8 labels on CUDA, unchanged elsewhere).
 
+    Args:
+        images, labels: the split's tensors.
+        device: where training runs (see the module docstring; ``"auto"`` allowed).
+
     Returns:
         ``(images, labels)``.
     """
-    dev = torch.device(device)
+    dev = resolve_device(device)
     if dev.type != "cuda":
         return images, labels
     return images.to(dev, torch.float16), labels.to(dev, torch.uint8)
@@ -151,6 +162,7 @@ def predict_set(net: torch.nn.Module, es: EvalSet, spec: dict[str, Any], *, devi
     """Class maps ``(N, D, H, W)`` of a whole split (one pass or sliding window as in :func:`wrap_model`)."""
     from .models import inference_roi, predict_classes
 
+    device = resolve_device(device)
     roi = inference_roi(spec, es.images.shape[2:])
     net = net.to(device)
     return predict_classes(net, es.images, batch_size=batch_size, roi_size=roi, overlap=float(spec.get("overlap", 0.25))).cpu()
@@ -160,6 +172,7 @@ def clean_table(net: torch.nn.Module, es: EvalSet, model_name: str, spec: dict[s
     """Tidy per-case × region table of the clean predictions (attack ``clean``, eps 0)."""
     from .metrics import evaluate
 
+    device = resolve_device(device)
     preds = predict_set(net, es, spec, device=device)
     return evaluate(preds, es.labels, es.case_ids, model=model_name, attack="clean", eps=0.0, steps=0, hd95=hd95)
 
@@ -315,6 +328,7 @@ def attack_table(
     Returns:
         ``(results, percept)``: the tidy Dice/HD95 table and the perceptibility table.
     """
+    device = resolve_device(device)
     res, per, _ = _sweep(net, es, spec_a, model_name, spec, device=device, batch_size=batch_size, seed=seed, percept=percept)
     return res, per
 
@@ -346,6 +360,7 @@ def evaluate_under_attacks(
     bad = [type(s).__name__ for s in specs if not isinstance(s, AttackSpec)]
     if bad:
         raise TypeError(f"specs must hold AttackSpec objects only, got {', '.join(sorted(set(bad)))}")
+    device = resolve_device(device)
     rs = [clean_table(net, es, model_name, spec, device=device)]
     ps = []
     for s in specs:
@@ -362,6 +377,7 @@ def attack_example(
     case_index: int = 0, device: torch.device | str = "cpu", seed: int = 0,
 ) -> dict[str, Any]:
     """Clean and adversarial image and predictions of one case (for ``viz.plot_attack_example``)."""
+    device = resolve_device(device)
     one = EvalSet(*(t[case_index : case_index + 1] for t in (es.images, es.labels, es.brain, es.lo, es.hi, es.std)), es.case_ids[case_index : case_index + 1])
     single = AttackSpec(spec_a.attack, (0.0, float(eps)), spec_a.steps, spec_a.alpha_frac, spec_a.policy)
     res, _, ex = _sweep(net, one, single, "example", spec, device=device, batch_size=1, seed=seed, keep_examples=1, hd95=False, percept=False)
@@ -386,6 +402,7 @@ def iteration_curve(
 
     if spec_a.attack == "fgsm":
         raise ValueError("iteration_curve needs an iterative attack (ifgsm or tifgsm)")
+    device = resolve_device(device)
     torch.manual_seed(seed)
     net = net.to(device).eval()
     model = wrap_model(net, spec, es.images.shape[2:])
@@ -437,6 +454,8 @@ def masking_diagnostics(
     """
     from .defenses import input_gradient_stats
     from .models import LogitScale
+
+    device = resolve_device(device)
 
     untargeted = [AttackSpec(s.attack, (max(s.eps_grid),), s.steps, s.alpha_frac) for s in specs if s.attack in ("fgsm", "ifgsm")]
     rows = []
@@ -525,6 +544,7 @@ def gallery(
     Returns:
         ``{"image", "truth", "case_id", "panels": {(model, attack): class map}}`` for ``viz.plot_gallery``.
     """
+    device = resolve_device(device)
     panels: dict[tuple[str, str], torch.Tensor] = {}
     for mname, m in models.items():
         for s in specs:

@@ -45,7 +45,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a ``torch.device``.
 
     Returns:
-        The torch device. Raises ValueError when CUDA is requested but absent.
+        The torch device. Raises ValueError naming ``device`` when CUDA is requested but absent or the
+        string names no device.
     """
     if isinstance(device, torch.device):
         return device
@@ -53,7 +54,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise ValueError(f"device must be a string or torch.device, got {type(device).__name__}")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:  # torch's own message lists every backend type; name the parameter first
+        raise ValueError(f"device={device!r} is not a device: use 'auto', 'cpu', 'cuda' or 'cuda:N' ({e})") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} requested but CUDA is not available; use 'auto' or 'cpu'")
     return dev

@@ -396,3 +396,31 @@ def test_gallery_attacks_each_model_itself_and_takes_no_source_model() -> None:
         with torch.no_grad():
             assert torch.equal(g["panels"][(name, "clean")], net(es.images[sl]).argmax(1)[0])
             assert torch.equal(g["panels"][(name, "fgsm ε=0.5")], net(adv).argmax(1)[0])
+
+
+def test_device_arguments_follow_resolve_device(monkeypatch) -> None:
+    """Every evaluation function takes what runtime.resolve_device takes: "auto" (here the CPU) gives the same table
+    as "cpu" (it used to reach net.to("auto") and fail in torch); a non-device is refused by a ValueError naming
+    ``device`` before anything runs (an int used to reach torch's CUDA init, a bad string torch's parser)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    es, net = _eval_set(2), _net().eval()
+    spec_a = AttackSpec("ifgsm", (0.3,), steps=2)
+    want = evaluation.clean_table(net, es, "m", _ONE_PASS, device="cpu", hd95=False)
+    pd.testing.assert_frame_equal(evaluation.clean_table(net, es, "m", _ONE_PASS, device="auto", hd95=False), want)
+    images, labels = evaluation.resident(es, "auto")
+    assert images is es.images and labels is es.labels
+    calls = [
+        lambda d: evaluation.predict_set(net, es, _ONE_PASS, device=d),
+        lambda d: evaluation.clean_table(net, es, "m", _ONE_PASS, device=d),
+        lambda d: evaluation.attack_table(net, es, spec_a, "m", _ONE_PASS, device=d),
+        lambda d: evaluation.evaluate_under_attacks(net, es, [spec_a], "m", _ONE_PASS, device=d),
+        lambda d: evaluation.attack_example(net, es, spec_a, 0.3, _ONE_PASS, device=d),
+        lambda d: evaluation.iteration_curve(net, es, spec_a, 0.3, _ONE_PASS, device=d),
+        lambda d: evaluation.masking_diagnostics(net, es, [spec_a], "m", _ONE_PASS, source=net, device=d),
+        lambda d: evaluation.gallery({"m": net}, es, [spec_a], _ONE_PASS, device=d),
+        lambda d: evaluation.resident(es, d),
+    ]
+    for call in calls:
+        for bad, match in ((0, "device must be a string"), ("gpu", "device='gpu' is not a device"), ("cuda", "CUDA is not available")):
+            with pytest.raises(ValueError, match=match):
+                call(bad)
