@@ -9,8 +9,8 @@ Attacks (all L∞, budgets in z-score units, see ``docs/design.md``):
   towards a target class map ``t`` built by :func:`make_target`
   (this is not torchattacks' translation-invariant ``TIFGSM``).
 
-``Π`` is the projection onto the feasible set: the L∞ ball of radius ``eps`` (per channel)
-around the clean ``x``, intersected with the ``clip`` range and restricted to ``mask``.
+``Π`` is the projection onto the feasible set: the L∞ ball of radius ``eps`` (per channel
+and/or per sample, see :func:`fgsm`) around the clean ``x``, intersected with the ``clip`` range and restricted to ``mask``.
 
 Conventions shared by every attack:
 
@@ -186,25 +186,43 @@ def _round_toward(t: torch.Tensor, exact: torch.Tensor, down: bool) -> torch.Ten
     return t
 
 
+def _budget_shape_error(name: str, x: torch.Tensor, got: str) -> ValueError:
+    n, c, rest = x.shape[0], x.shape[1], ", 1" * (x.ndim - 2)
+    return ValueError(
+        f"{name} must be a float, a 1-D sequence of {c} per-channel values, or a tensor shaped "
+        f"({n} or 1, {c} or 1{rest}) (per sample and/or per channel); got {got}"
+    )
+
+
 def _per_channel(value: Budget, name: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A non-negative scalar or per-channel budget as ``(value_in_x_dtype, value_float64)``,
-    both shaped ``(1, C, 1, ...)``; the x-dtype copy is rounded down (never above the budget)."""
+    """A non-negative budget as ``(value_in_x_dtype, value_float64)``; the x-dtype copy is rounded down
+    (never above the budget).
+
+    The shape rule (no shape is read two ways): one value (any shape) → every channel; a 1-D sequence of
+    ``C`` values → per channel; a tensor with ``x.ndim`` dimensions → broadcast against x as it stands,
+    so its shape must be ``(N or 1, C or 1, 1, ...)``: ``(N, 1, 1, ...)`` is per sample even when
+    ``N == C``, and ``(1, C, 1, ...)`` per channel. Every other shape is refused (e.g. ``(C, 1)``, or
+    ``(C, 1, 1, 1, 1)`` when ``N != C``). Returned as ``(1, C, 1, ...)``, or ``(N, C, 1, ...)`` for a
+    per-sample budget.
+    """
     if isinstance(value, bool):
-        raise ValueError(f"{name} must be a float or a sequence of {x.shape[1]} floats, got {value!r}")
+        raise _budget_shape_error(name, x, repr(value))
     try:
         v = torch.as_tensor(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=torch.float64)
     except (TypeError, ValueError, RuntimeError) as e:
-        raise ValueError(f"{name} must be a float or a sequence of {x.shape[1]} floats, got {value!r}") from e
-    c = x.shape[1]
+        raise _budget_shape_error(name, x, repr(value)) from e
+    n, c = x.shape[0], x.shape[1]
     if v.numel() == 1:
-        v = v.reshape(1).expand(c)
-    elif v.numel() == c and sum(s != 1 for s in v.shape) <= 1:
-        v = v.reshape(c)
+        v = v.reshape(1, 1).expand(1, c)
+    elif v.ndim == 1 and v.numel() == c:
+        v = v.reshape(1, c)
+    elif v.ndim == x.ndim and v.shape[0] in (1, n) and v.shape[1] in (1, c) and all(s == 1 for s in v.shape[2:]):
+        v = v.reshape(v.shape[0], v.shape[1]).expand(v.shape[0], c)
     else:
-        raise ValueError(f"{name} must be a float or have one value per channel ({c}), got shape {tuple(v.shape)}")
+        raise _budget_shape_error(name, x, f"shape {tuple(v.shape)}")
     if not torch.isfinite(v).all() or (v < 0).any():
-        raise ValueError(f"{name} must be finite and >= 0, got {v.tolist()}")
-    exact = v.reshape(_channel_shape(x)).to(x.device)
+        raise ValueError(f"{name} must be finite and >= 0, got {v.tolist() if v.shape[0] > 1 else v[0].tolist()}")
+    exact = v.reshape(v.shape[0], c, *(1,) * (x.ndim - 2)).to(x.device)
     return _round_toward(exact.to(x.dtype), exact, down=True), exact
 
 
@@ -444,7 +462,11 @@ def fgsm(
         model: network mapping ``(N, C, *spatial)`` to logits ``(N, K, *spatial)``.
         x: float images ``(N, C, D, H, W)``.
         y: int class maps ``(N, D, H, W)``.
-        eps: L∞ budget, a float or one value per channel (z-score units).
+        eps: L∞ budget (z-score units): a float; a 1-D sequence of C values (per channel); or a
+            tensor with x's number of dimensions, shaped ``(N or 1, C or 1, 1, 1, 1)`` and broadcast
+            against x as it stands: ``(N, 1, 1, 1, 1)`` is per sample even when N equals C,
+            ``(1, C, 1, 1, 1)`` per channel, ``(N, C, 1, 1, 1)`` both. Any other shape (e.g.
+            ``(C, 1, 1, 1, 1)`` with N != C, or ``(1, C)``) is refused rather than guessed.
         loss_fn: ``loss_fn(logits, labels) -> scalar``; default mean cross-entropy.
         clip: None or ``(lo, hi)``, each a float, C per-channel values, or a tensor
             broadcastable to x (e.g. ``(N, C, 1, 1, 1)`` per-case ranges).
@@ -478,7 +500,7 @@ def ifgsm(
 
     Args:
         model, x, y, eps, loss_fn, clip, mask: as in :func:`fgsm`.
-        alpha: step size, a float or one value per channel, finite and >= 0. A channel with
+        alpha: step size, finite and >= 0, shaped as ``eps`` may be (:func:`fgsm`). A channel with
             alpha = 0 and eps > 0 never moves from its start: that is allowed on purpose, since
             with ``random_start`` it samples uniform noise in the eps ball (a random-perturbation
             control), and a per-channel alpha proportional to a per-channel eps is 0 wherever

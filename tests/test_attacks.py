@@ -91,6 +91,37 @@ def test_fgsm_matches_hand_gradient_voxelwise() -> None:
     assert torch.equal((adv - x).sign(), g.sign().float())
 
 
+def test_per_sample_eps_is_never_read_per_channel_when_n_equals_c() -> None:
+    """N = C = 4: an (N, 1, 1, 1, 1) eps is per sample (oracle: x_n + eps_n·sign(g), g the hand-written CE gradient),
+    not per channel as the old reshape read it; (1, C, 1, 1, 1) and 1-D C values stay per channel; (N, C, 1, 1, 1)
+    is both; shapes that could be read two ways are refused with an error naming eps."""
+    net, (x, y) = linear_net(), data(shape=(4, 4, 2, 3, 3))
+    g = hand_ce_grad(net, x, y)
+    assert g.abs().min() > 1e-9
+    per = torch.tensor([0.05, 0.1, 0.2, 0.4], dtype=torch.float64)
+    by_sample, by_channel = per[:, None, None, None, None], per[None, :, None, None, None]
+    adv = fgsm(net, x, y, by_sample.float())
+    torch.testing.assert_close(adv, (x.double() + by_sample * g.sign()).float(), rtol=0, atol=1e-6)
+    assert (adv[0] - x[0]).abs().max() <= 0.05 and (adv[3] - x[3]).abs().amin() > 0.39  # sample 0 moved 0.05, sample 3 0.4
+    for eps in (by_channel, per, per.tolist()):
+        torch.testing.assert_close(fgsm(net, x, y, eps), (x.double() + by_channel * g.sign()).float(), rtol=0, atol=1e-6)
+    both = by_sample * torch.tensor([1.0, 0.5, 0.0, 2.0], dtype=torch.float64)[None, :, None, None, None]
+    torch.testing.assert_close(fgsm(net, x, y, both), (x.double() + both * g.sign()).float(), rtol=0, atol=1e-6)
+    # a batch attack with per-sample eps and alpha equals per-case attacks with scalars (mask and clip included)
+    lo, hi, mask = x.amin(dim=(2, 3, 4), keepdim=True), x.amax(dim=(2, 3, 4), keepdim=True), x[:, :1] > -1.5
+    batch = ifgsm(net, x, y, by_sample, by_sample / 4, 2, clip=(lo, hi), mask=mask)
+    for i in range(4):
+        one = ifgsm(net, x[i : i + 1], y[i : i + 1], float(per[i]), float(per[i]) / 4, 2,
+                    clip=(lo[i : i + 1], hi[i : i + 1]), mask=mask[i : i + 1])
+        assert torch.equal(batch[i : i + 1], one)
+    x2, y2 = data(shape=(2, 4, 2, 3, 3))
+    for bad in (per[:, None, None, None, None], per[None, :], per[:, None], torch.ones(2, 4), torch.ones(3, 1, 1, 1, 1)):
+        with pytest.raises(ValueError, match=r"eps must be a float, a 1-D sequence of 4 per-channel values, or a tensor shaped \(2 or 1, 4 or 1"):
+            fgsm(net, x2, y2, bad)
+    with pytest.raises(ValueError, match="alpha must be"):
+        ifgsm(net, x2, y2, 0.1, per[:, None, None, None, None], 2)
+
+
 def test_ifgsm_one_step_alpha_eps_equals_fgsm() -> None:
     net, (x, y) = conv_net(), data()
     lo, hi = x.amin(dim=(2, 3, 4), keepdim=True), x.amax(dim=(2, 3, 4), keepdim=True)
