@@ -20,7 +20,10 @@ Conventions shared by every attack:
 * **Parameters untouched.** Gradients are taken with ``torch.autograd.grad`` w.r.t. the
   input only, so parameters' ``.grad`` (None or tensors) and ``requires_grad`` flags are
   never modified (and no weight gradients are computed). Attacks run under
-  ``torch.enable_grad()``, so they also work when called inside ``torch.no_grad()``.
+  ``torch.enable_grad()``, so they also work when called inside ``torch.no_grad()``; not inside
+  ``torch.inference_mode()``, which that cannot undo, nor with a model whose parameters or buffers
+  are inference tensors: both are refused up front with a RuntimeError saying so. Images, clip
+  bounds and label maps made under inference mode are fine (label maps are copied).
 * **Loss.** ``loss_fn(logits, labels) -> scalar``; default mean voxel-wise cross-entropy
   against ``y`` (untargeted: ascended) or against the target map (targeted: descended).
   Only its gradient's sign is used, so the reduction (mean/sum) does not matter, and in
@@ -154,6 +157,23 @@ def _check_model(model: Callable[[torch.Tensor], torch.Tensor]) -> None:
         raise ValueError(f"model must be callable (an nn.Module), got {type(model).__name__}")
 
 
+def _check_autograd(model: Any) -> None:
+    """Refuse what autograd cannot differentiate: inference mode, or a model holding inference tensors."""
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            "attacks need input gradients, but torch.inference_mode() is active (torch.enable_grad() cannot undo it): "
+            "call the attack outside inference mode; wrap the surrounding code in torch.no_grad() instead if needed "
+            "(attacks re-enable gradients themselves)"
+        )
+    if isinstance(model, nn.Module):
+        bad = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_inference()]
+        if bad:
+            raise RuntimeError(
+                f"model holds tensors created under torch.inference_mode() ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}), "
+                "which autograd cannot use: build or load the model outside inference mode (torch.no_grad() is fine)"
+            )
+
+
 def _check_x(x: torch.Tensor) -> None:
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
@@ -171,7 +191,9 @@ def _check_labels(y: torch.Tensor, x: torch.Tensor, name: str) -> torch.Tensor:
     expected = (x.shape[0], *x.shape[2:])
     if tuple(y.shape) != expected:
         raise ValueError(f"{name} must have shape (N, *spatial) = {expected}, got {tuple(y.shape)}")
-    return y.to(device=x.device, dtype=torch.long)
+    y = y.to(device=x.device, dtype=torch.long)
+    # a label map made under inference mode cannot be saved for the loss's backward; a plain copy can
+    return y.clone() if y.is_inference() else y
 
 
 def _channel_shape(x: torch.Tensor) -> tuple[int, ...]:
@@ -436,6 +458,7 @@ def _prepare(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, Any, Any]:
     """Validate every argument up front; return x (detached), labels, eps, alpha, steps, clip, mask."""
     _check_model(model)
+    _check_autograd(model)
     _check_x(x)
     y = _check_labels(labels, x, labels_name)
     eps_t, _ = _per_channel(eps, "eps", x)
@@ -753,6 +776,8 @@ def attack_sweep(
 
     if attack not in ATTACKS:
         raise ValueError(f"attack must be one of {ATTACKS}, got {attack!r}")
+    _check_model(model)
+    _check_autograd(model)
     if attack == "tifgsm":
         if policy is None:
             raise ValueError(f"policy is required for tifgsm, one of {sorted(TARGET_POLICIES)}")

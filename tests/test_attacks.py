@@ -691,3 +691,31 @@ def test_rounding_cannot_step_over_the_clip_range() -> None:
         assert (adv >= lo).all() and (adv <= hi).all()
         near = torch.minimum((adv - lo).abs(), (adv - hi).abs()) <= 1e-6
         assert near.float().mean() > 0.9  # the bounds were reached (where the rounding happens)
+
+
+def test_inference_mode_and_inference_models_are_refused_up_front_with_advice() -> None:
+    """Under torch.inference_mode() (which enable_grad cannot undo) every attack and attack_sweep refuse up front with a
+    RuntimeError that says what to do (they died in autograd with "does not require grad"); so does a model whose
+    parameters or buffers are inference tensors. Images, labels and clip bounds made under inference mode work and
+    give the same result as ordinary tensors (labels used to fail in the loss's backward)."""
+    net, (x, y) = linear_net(), data(shape=(2, 4, 2, 3, 3))
+    target = make_target(y, "erase")
+    calls = [
+        lambda m: fgsm(m, x, y, 0.1),
+        lambda m: ifgsm(m, x, y, 0.1, 0.05, 2),
+        lambda m: tifgsm(m, x, target, 0.1, 0.05, 2),
+        lambda m: ifgsm(m, x, y, 0.0, 0.0, 2),
+        lambda m: attack_sweep(m, x, y, attack="fgsm", eps_grid=[0.0, 0.1], progress=False, hd95=False, with_percept=False),
+    ]
+    for call in calls:
+        with torch.inference_mode(), pytest.raises(RuntimeError, match=r"torch.inference_mode\(\) is active.*outside inference mode"):
+            call(net)
+    with torch.inference_mode():
+        inf_net = linear_net()
+        bn = nn.BatchNorm3d(4).eval()  # its running statistics (buffers) are inference tensors
+        xi, yi, lo, hi = x.clone(), y.clone(), x.amin(), x.amax()
+    for m in (inf_net, nn.Sequential(linear_net(), bn), SlidingWindowModel(inf_net, (2, 3, 3))):
+        for call in calls:
+            with pytest.raises(RuntimeError, match="model holds tensors created under torch.inference_mode.*build or load the model outside"):
+                call(m)
+    assert torch.equal(ifgsm(net, xi, yi, 0.1, 0.05, 2, clip=(lo, hi)), ifgsm(net, x, y, 0.1, 0.05, 2, clip=(float(lo), float(hi))))
