@@ -393,8 +393,22 @@ def iteration_curve(
 ) -> pd.DataFrame:
     """Dice per case and region after each iteration k = 0..steps of an iterative attack at ``eps``.
 
-    Runs the attack once per batch, recording each iterate through the attack's callback,
-    which also reports k = 0 (the clean input): one row per case, region and iteration.
+    Runs the attack once per batch; its callback (which also reports k = 0, the clean input)
+    predicts and scores each iterate as soon as it is produced, so only one iterate is alive
+    at a time: memory does not grow with ``spec_a.steps``.
+
+    Args:
+        net: the attacked network (wrapped as for prediction, :func:`wrap_model`).
+        es: the cases.
+        spec_a: an iterative attack (``ifgsm`` or ``tifgsm``); its steps, alpha_frac and policy are used.
+        eps: the budget.
+        spec: the network's model spec.
+        device: see the module docstring.
+        batch_size: cases per attack call.
+        seed: seeds torch before the attack.
+
+    Returns:
+        One row per case, region and iteration: ``case_id, iteration, region, dice``.
     """
     from . import attacks
     from .attacks import make_target
@@ -412,18 +426,19 @@ def iteration_curve(
         x, y = es.images[sl].to(device), es.labels[sl].to(device)
         clip = (es.lo[sl].to(device)[..., None, None, None], es.hi[sl].to(device)[..., None, None, None])
         mask = es.brain[sl].to(device)[:, None]
-        iterates: list[tuple[int, torch.Tensor]] = []  # the callback reports k = 0 (clean) too
-        cb = lambda k, xk: iterates.append((k, xk.detach()))  # noqa: E731
-        if spec_a.attack == "ifgsm":
-            attacks.ifgsm(model, x, y, eps, spec_a.alpha_frac * eps, spec_a.steps, clip=clip, mask=mask, callback=cb)
-        else:
-            attacks.tifgsm(model, x, make_target(y, spec_a.policy), eps, spec_a.alpha_frac * eps, spec_a.steps, clip=clip, mask=mask, callback=cb)
-        with torch.no_grad():
-            for k, xk in iterates:
+        labels, ids = es.labels[sl], es.case_ids[sl]
+
+        def score(k: int, xk: torch.Tensor, labels: torch.Tensor = labels, ids: list[str] = ids) -> None:
+            with torch.no_grad():  # the callback runs under no_grad already, with the model in eval mode
                 pred = model(xk).argmax(1).cpu()
-                for i in range(len(pred)):
-                    for region, d in dice_per_region(pred[i], es.labels[sl][i]).items():
-                        rows.append({"case_id": es.case_ids[start + i], "iteration": k, "region": region, "dice": d})
+            for i in range(len(pred)):
+                for region, d in dice_per_region(pred[i], labels[i]).items():
+                    rows.append({"case_id": ids[i], "iteration": k, "region": region, "dice": d})
+
+        if spec_a.attack == "ifgsm":
+            attacks.ifgsm(model, x, y, eps, spec_a.alpha_frac * eps, spec_a.steps, clip=clip, mask=mask, callback=score)
+        else:
+            attacks.tifgsm(model, x, make_target(y, spec_a.policy), eps, spec_a.alpha_frac * eps, spec_a.steps, clip=clip, mask=mask, callback=score)
     return pd.DataFrame(rows)
 
 

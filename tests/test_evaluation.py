@@ -424,3 +424,67 @@ def test_device_arguments_follow_resolve_device(monkeypatch) -> None:
         for bad, match in ((0, "device must be a string"), ("gpu", "device='gpu' is not a device"), ("cuda", "CUDA is not available")):
             with pytest.raises(ValueError, match=match):
                 call(bad)
+
+
+def _old_iteration_curve(net, es, spec_a, eps, spec, batch_size):
+    """iteration_curve as it was before it scored iterates in the callback: every iterate kept, then all scored after the attack."""
+    from robustseg_lib import attacks
+    from robustseg_lib.metrics import dice_per_region
+
+    torch.manual_seed(0)
+    net = net.eval()
+    model = evaluation.wrap_model(net, spec, es.images.shape[2:])
+    rows = []
+    for start in range(0, len(es), batch_size):
+        sl = slice(start, start + batch_size)
+        x, y = es.images[sl], es.labels[sl]
+        clip = (es.lo[sl][..., None, None, None], es.hi[sl][..., None, None, None])
+        iterates = []
+        cb = lambda k, xk: iterates.append((k, xk.detach()))  # noqa: E731
+        if spec_a.attack == "ifgsm":
+            attacks.ifgsm(model, x, y, eps, spec_a.alpha_frac * eps, spec_a.steps, clip=clip, mask=es.brain[sl][:, None], callback=cb)
+        else:
+            attacks.tifgsm(model, x, attacks.make_target(y, spec_a.policy), eps, spec_a.alpha_frac * eps, spec_a.steps, clip=clip,
+                           mask=es.brain[sl][:, None], callback=cb)
+        with torch.no_grad():
+            for k, xk in iterates:
+                pred = model(xk).argmax(1).cpu()
+                for i in range(len(pred)):
+                    for region, d in dice_per_region(pred[i], es.labels[sl][i]).items():
+                        rows.append({"case_id": es.case_ids[start + i], "iteration": k, "region": region, "dice": d})
+    return pd.DataFrame(rows)
+
+
+def test_iteration_curve_scores_each_iterate_as_it_comes_and_equals_the_old_algorithm(monkeypatch) -> None:
+    """Each iterate is freed before the attack produces the next (it was kept until the attack ended: steps + 1
+    volumes on the device), and the table is bit-identical to the old keep-then-score algorithm (above), for i-FGSM
+    and ti-FGSM, one pass and sliding window, eps 0 included."""
+    import weakref
+
+    from robustseg_lib import attacks
+
+    es, net = _eval_set(3), _net().eval()
+    alive_at_call: list[int] = []
+    real_ifgsm = attacks.ifgsm
+
+    def watching_ifgsm(*args, callback, **kwargs):
+        refs: list[weakref.ref] = []
+
+        def cb(k, xk):
+            alive_at_call.append(sum(r() is not None for r in refs))
+            refs.append(weakref.ref(xk.untyped_storage()))  # its storage: a detached view keeps it alive
+            callback(k, xk)
+
+        return real_ifgsm(*args, callback=cb, **kwargs)
+
+    monkeypatch.setattr(attacks, "ifgsm", watching_ifgsm)
+    spec_a = AttackSpec("ifgsm", (0.3,), steps=3)
+    got = evaluation.iteration_curve(net, es, spec_a, 0.3, _ONE_PASS, batch_size=2)
+    assert alive_at_call == [0] * 8  # 2 batches × (steps + 1) iterates, none alive when the next arrives
+    monkeypatch.setattr(attacks, "ifgsm", real_ifgsm)
+    pd.testing.assert_frame_equal(got, _old_iteration_curve(net, es, spec_a, 0.3, _ONE_PASS, 2), check_exact=True)
+    sliding = {"name": "unet", "crop": [8, 8, 4], "overlap": 0.5}
+    for spec_a, eps, spec in ((AttackSpec("ifgsm", (0.3,), steps=2), 0.0, _ONE_PASS),
+                              (AttackSpec("tifgsm", (0.3,), steps=2, policy="erase"), 0.3, sliding)):
+        got = evaluation.iteration_curve(net, es, spec_a, eps, spec, batch_size=2)
+        pd.testing.assert_frame_equal(got, _old_iteration_curve(net, es, spec_a, eps, spec, 2), check_exact=True)
