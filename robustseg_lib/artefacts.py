@@ -1,12 +1,14 @@
 """Atomic artefact writes and the run-folder layout shared by all notebooks.
 
 Every file a notebook writes goes through these helpers: the content is written to a
-temporary file in the destination folder and then renamed over the target
-(``os.replace`` is atomic on POSIX), so a killed run never leaves a half-written file.
+temporary file in the destination folder, flushed to disk (``os.fsync``), renamed over the target
+(``os.replace`` is atomic on POSIX) and the folder's entry flushed in turn, so neither a killed run nor a
+power loss leaves a half-written file under the target's name.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -49,7 +51,9 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
 
     Yields:
         A path to write to. On an exception the temporary file is removed and the
-        target is left untouched.
+        target is left untouched. On success the temporary file is fsynced before the
+        rename and the folder after it (where the OS can open a folder), so the new
+        content, not an empty or partial file, is what survives a power loss.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -62,10 +66,43 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
         yield tmp_path
         if tmp_path.exists():  # mkstemp makes 0600 files: give the artefact the mode an ordinary open() would
             os.chmod(tmp_path, 0o666 & ~_UMASK)
+            _fsync_file(tmp_path)
         os.replace(tmp_path, target)
+        _fsync_dir(target.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _fsync_file(path: Path) -> None:
+    """Flush a closed file's data and metadata to disk (Windows' ``_commit`` needs a writable handle)."""
+    fd = os.open(path, os.O_RDWR if os.name == "nt" else os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+#: errno values of an fsync the file system does not support on a folder (not a failed write).
+_NO_DIR_FSYNC = {e for e in (errno.EINVAL, errno.EBADF, getattr(errno, "ENOTSUP", None), getattr(errno, "EOPNOTSUPP", None)) if e is not None}
+
+
+def _fsync_dir(path: Path) -> None:
+    """Flush a folder's entries (a rename into it) to disk; a no-op where folders cannot be opened (Windows)
+    or the file system refuses to fsync them (EINVAL on some network and FUSE file systems)."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in _NO_DIR_FSYNC:
+            raise
+    finally:
+        os.close(fd)
 
 
 def _write_with(target: str | Path, writer: Callable[[Path], Any], suffix: str | None = None) -> Path:

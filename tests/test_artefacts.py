@@ -6,7 +6,9 @@ the run-folder layout as the RunPaths docstring and docs/design.md document it.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import zipfile
 from pathlib import Path
 
@@ -147,3 +149,81 @@ def test_read_json_names_the_file_it_cannot_parse(tmp_path) -> None:
     path.write_text('{"attack": ', encoding="utf-8")
     with pytest.raises(ValueError, match="fgsm.json: not valid JSON"):
         read_json(path)
+
+
+# ----------------------------------------------------------------------------- session 21: durability (fsync)
+def _record_fsyncs(monkeypatch, target: Path) -> list[tuple]:
+    """Wrap os.fsync and os.replace to log, in order, ("file", size at the fsync) / ("dir", path) / ("replace",)."""
+    events: list[tuple] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            events.append(("dir", os.path.samestat(st, os.stat(target.parent))))
+        else:
+            events.append(("file", st.st_size))
+        real_fsync(fd)
+
+    def replace(src, dst) -> None:
+        events.append(("replace", Path(dst) == target))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    return events
+
+
+@pytest.mark.parametrize("writer", ["bytes", "text", "json", "npz", "csv", "torch", "figure"])
+def test_every_atomic_writer_fsyncs_the_file_before_the_rename_and_the_folder_after(tmp_path, monkeypatch, writer) -> None:
+    """Power-loss safety: the written temporary file (its full size, oracle: the final file's size) is fsynced, then
+    renamed onto the target, then the target's folder is fsynced, in that order and once each (oracle: the fd's stat)."""
+    target = tmp_path / "d" / {"npz": "a.npz", "csv": "a.csv", "torch": "a.pt", "figure": "a.png"}.get(writer, "a.txt")
+    events = _record_fsyncs(monkeypatch, target)
+    if writer == "bytes":
+        A.atomic_write_bytes(target, b"payload")
+    elif writer == "text":
+        A.atomic_write_text(target, "payload")
+    elif writer == "json":
+        A.atomic_write_json(target, {"a": 1})
+    elif writer == "npz":
+        A.atomic_save_npz(target, x=np.arange(3))
+    elif writer == "csv":
+        A.atomic_to_csv(pd.DataFrame({"a": [1]}), target)
+    elif writer == "torch":
+        A.atomic_torch_save({"w": torch.zeros(2)}, target)
+    else:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig = plt.figure(figsize=(1, 1))
+        A.atomic_savefig(fig, target, dpi=10)
+        plt.close(fig)
+    assert events == [("file", target.stat().st_size), ("replace", True), ("dir", True)]
+    assert target.stat().st_size > 0
+
+
+def test_a_folder_that_cannot_be_fsynced_is_skipped_but_a_failing_file_fsync_is_not(tmp_path, monkeypatch) -> None:
+    """EINVAL from fsync on a folder (file systems without folder fsync) and a platform without O_DIRECTORY still
+    write the file; an I/O error from fsync on the file itself propagates and leaves the old target in place."""
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    assert A.atomic_write_text(tmp_path / "a.txt", "new").read_text() == "new"
+    monkeypatch.delattr(os, "O_DIRECTORY")
+    assert A.atomic_write_text(tmp_path / "b.txt", "new").read_text() == "new"
+
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing)
+    with pytest.raises(OSError, match="Input/output"):
+        A.atomic_write_text(tmp_path / "a.txt", "lost")
+    assert (tmp_path / "a.txt").read_text() == "new" and sorted(os.listdir(tmp_path)) == ["a.txt", "b.txt"]
