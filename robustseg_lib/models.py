@@ -119,10 +119,27 @@ class LogitScale(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x) * self.scale
 
+    def extra_repr(self) -> str:
+        # repr of a float round-trips exactly: weights_signature reads the factor from here
+        return f"scale={self.scale!r}"
+
+
+#: Versions the byte stream :func:`weights_signature` hashes: a signature of another version never equals this one's,
+#: so a resume tag recorded with it reads as "another tag" (training starts afresh) instead of matching by accident.
+_SIGNATURE_HEADER = b"robustseg weights_signature v2\n"
+
 
 def weights_signature(net: torch.nn.Module) -> str:
-    """SHA-1 of a network's state (names, shapes and values): tells two sets of weights apart,
-    e.g. in a training ``resume_tag`` that depends on a teacher.
+    """SHA-1 of everything that makes up a network's function: tells two networks apart, e.g. in a
+    training ``resume_tag`` that depends on a teacher. Two networks that compute different outputs
+    never share a signature; the same network (moved between devices, or in another train/eval mode,
+    or rebuilt in another process) keeps it.
+
+    The hashed stream is ``_SIGNATURE_HEADER``, then for each module (``named_modules`` order)
+    ``"{name}:{module}.{qualname}({extra_repr})\n"`` (layer settings such as strides and
+    :class:`LogitScale`'s factor), then for each parameter and buffer, persistent or not
+    (``named_parameters`` then ``named_buffers``, shared ones under every name),
+    ``"{name}:{shape tuple}:{dtype}\n"`` followed by its exact bytes in its own dtype.
 
     Args:
         net: any module.
@@ -132,10 +149,16 @@ def weights_signature(net: torch.nn.Module) -> str:
     """
     import hashlib
 
-    h = hashlib.sha1()
-    for k, v in net.state_dict().items():
-        h.update(f"{k}:{tuple(v.shape)}:{v.dtype};".encode())
-        h.update(v.detach().float().cpu().contiguous().numpy().tobytes())  # float32 view: numpy has no bfloat16
+    if not isinstance(net, torch.nn.Module):
+        raise TypeError(f"net must be a torch.nn.Module, got {type(net).__name__}")
+    h = hashlib.sha1(_SIGNATURE_HEADER)
+    for name, m in net.named_modules(remove_duplicate=False):
+        h.update(f"{name}:{type(m).__module__}.{type(m).__qualname__}({m.extra_repr()})\n".encode())
+    tensors = [*net.named_parameters(remove_duplicate=False), *net.named_buffers(remove_duplicate=False)]
+    for k, v in tensors:
+        h.update(f"{k}:{tuple(v.shape)}:{v.dtype}\n".encode())
+        raw = v.detach().cpu().resolve_conj().resolve_neg().contiguous().reshape(-1)
+        h.update(raw.view(torch.uint8).numpy().tobytes())  # the dtype's own bytes (bfloat16 too: numpy has none)
     return h.hexdigest()
 
 

@@ -507,7 +507,9 @@ def train(
             history = list(state["history"])
             best_score, best_epoch, best_state = float(state["best_score"]), int(state["best_epoch"]), state["best_state"]
         elif state:
-            print(f"{ckpt / 'last.pt'}: written with another config, network, data or tag; starting afresh")
+            what = {"config": "config", "n_train": "training-set size", "resume_tag": "resume_tag", "signature": "network layout or training data"}
+            differ = sorted({what[k] for k, v in same.items() if state.get(k) != v})
+            print(f"{ckpt / 'last.pt'}: written with another {', '.join(differ)}; starting afresh")
 
     # The global torch RNG (dropout draws from it) runs in a fork: seeded from config.seed on a fresh start, restored
     # from the checkpoint on a resume, and the caller's state put back on return, so no run depends on what the

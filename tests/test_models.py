@@ -60,3 +60,61 @@ def test_load_model_round_trip_restores_the_logit_scale(tmp_path) -> None:
     x = torch.randn(1, 4, 8, 8, 8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(back(x), net(x))
+
+
+# ----------------------------------------------------------------------------- session 21: weights_signature
+def test_weights_signature_tells_apart_logit_scale_factors_and_dtypes() -> None:
+    """Networks that compute different outputs never share a signature: the same weights under LogitScale 2 and 3
+    (oracle: their outputs differ), and float64 weights against their float32 rounding (equal after the float32 cast
+    the old signature hashed); a persistent buffer's or a non-persistent buffer's value, too."""
+    torch.manual_seed(0)
+    inner = torch.nn.Linear(3, 2)
+    a, b = models.LogitScale(inner, 2.0), models.LogitScale(inner, 3.0)
+    x = torch.ones(1, 3)
+    assert not torch.equal(a(x), b(x))
+    assert models.weights_signature(a) != models.weights_signature(b)
+    assert models.weights_signature(models.LogitScale(inner, 2.0)) == models.weights_signature(a)
+
+    wide = torch.nn.Linear(3, 2).double()
+    with torch.no_grad():
+        wide.weight[0, 0] = 1.0 + 2.0**-40  # rounds to 1.0 in float32
+    narrow = torch.nn.Linear(3, 2).double()
+    narrow.load_state_dict({k: v.float().double() for k, v in wide.state_dict().items()})
+    assert not torch.equal(wide.weight, narrow.weight) and torch.equal(wide.weight.float(), narrow.weight.float())
+    assert models.weights_signature(wide) != models.weights_signature(narrow)
+    assert models.weights_signature(narrow) != models.weights_signature(narrow.float())  # same values, other dtype
+
+    m1, m2 = torch.nn.Module(), torch.nn.Module()
+    m1.register_buffer("w", torch.zeros(2), persistent=False)
+    m2.register_buffer("w", torch.ones(2), persistent=False)
+    assert models.weights_signature(m1) != models.weights_signature(m2)
+    with pytest.raises(TypeError, match="net must be a torch.nn.Module"):
+        models.weights_signature({"w": torch.zeros(1)})  # type: ignore[arg-type]
+
+
+def test_weights_signature_is_stable_and_matches_the_documented_byte_stream() -> None:
+    """An unchanged network gives the same signature on every call and across train/eval mode; the value is SHA-1
+    over the documented stream (oracle: hashlib over hand-written header, module line, tensor line and raw float32
+    bytes); a bfloat16 network (which numpy cannot hold) is hashed from its own 2-byte values."""
+    import hashlib
+
+    import numpy as np
+
+    lin = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.0, -2.0]]))
+    want = hashlib.sha1(
+        b"robustseg weights_signature v2\n"
+        b":torch.nn.modules.linear.Linear(in_features=2, out_features=1, bias=False)\n"
+        b"weight:(1, 2):torch.float32\n" + np.array([1.0, -2.0], dtype=np.float32).tobytes()
+    ).hexdigest()
+    assert models.weights_signature(lin) == want == models.weights_signature(lin.eval()) == models.weights_signature(lin.train())
+    half = torch.nn.Linear(2, 1, bias=False).to(torch.bfloat16)
+    with torch.no_grad():
+        half.weight.copy_(torch.tensor([[1.0, -2.0]]))
+    want_bf16 = hashlib.sha1(
+        b"robustseg weights_signature v2\n"
+        b":torch.nn.modules.linear.Linear(in_features=2, out_features=1, bias=False)\n"
+        b"weight:(1, 2):torch.bfloat16\n" + np.array([0x3F80, 0xC000], dtype=np.uint16).tobytes()  # bfloat16 1.0, -2.0
+    ).hexdigest()
+    assert models.weights_signature(half) == want_bf16

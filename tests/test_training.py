@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from robustseg_lib import models
-from robustseg_lib.training import Objective, TrainConfig, dice_ce_objective, train
+from robustseg_lib.training import Objective, TrainConfig, TrainResult, dice_ce_objective, train
 
 
 def _blob_data(n: int = 6, size: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -958,3 +958,30 @@ def test_dropout_follows_config_seed_not_the_callers_global_rng() -> None:
     for (k, a), b in zip(nets[0].state_dict().items(), nets[1].state_dict().values()):
         assert torch.equal(a, b), k
     assert any(not torch.equal(a, b) for a, b in zip(nets[0].state_dict().values(), nets[2].state_dict().values()))
+
+
+def test_a_checkpoint_tagged_with_an_old_style_teacher_signature_is_not_resumed(tmp_path, capsys) -> None:
+    """A student checkpoint whose resume_tag holds the teacher's signature as the old weights_signature computed it
+    (float32 values of the state dict, no version header) is a mismatch: training starts afresh and says the tag
+    differs, instead of resuming on a teacher it cannot tell apart (oracle: the old formula, copied here)."""
+    import hashlib
+
+    def old_signature(net: torch.nn.Module) -> str:
+        h = hashlib.sha1()
+        for k, v in net.state_dict().items():
+            h.update(f"{k}:{tuple(v.shape)}:{v.dtype};".encode())
+            h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    teacher = models.LogitScale(_tiny(), 2.0)
+    assert models.weights_signature(teacher) != old_signature(teacher)
+    x, y = _blob_data(1, size=8)
+    cfg = TrainConfig(epochs=2, batch_size=1, steps_per_epoch=1, crop=None, seed=3, augment=False)
+
+    def run(sig: str) -> TrainResult:
+        return train(_tiny(), x, y, cfg, ckpt_dir=tmp_path, progress=False, stop_after_epoch=1, resume_tag=f"student teacher={sig}")
+
+    run(old_signature(teacher))
+    capsys.readouterr()
+    assert run(models.weights_signature(teacher)).resumed_from == 0
+    assert "written with another resume_tag; starting afresh" in capsys.readouterr().out
