@@ -426,7 +426,13 @@ def train(
     desc: str = "train",
     resume_tag: str = "",
 ) -> TrainResult:
-    """Train ``net`` in place; on return it holds the best-validation weights.
+    """Train ``net`` in place; on return it holds the best-validation weights, in eval mode.
+
+    Every training forward runs with ``net`` in train mode, except the submodules the caller
+    left in eval mode while ``net`` itself was in train mode (a frozen BatchNorm, an embedded
+    frozen teacher): those stay in eval mode at every step, also after a validation pass or a
+    ``batch_hook`` that switches modes. A network handed over in eval mode (e.g. from
+    :func:`robustseg_lib.models.load_model`) is trained entirely in train mode.
 
     Args:
         net: the network (see :func:`robustseg_lib.models.build_unet`).
@@ -464,6 +470,14 @@ def train(
     if config.crop is not None and any(c > s for c, s in zip(config.crop, train_images.shape[2:])):
         raise ValueError(f"crop {config.crop} is larger than the volumes {tuple(train_images.shape[2:])}")
     t0 = time.perf_counter()
+    # the caller's frozen submodules (see the docstring); a net handed over in eval mode freezes nothing
+    frozen = [m for m in net.modules() if not m.training] if net.training else []
+
+    def train_mode() -> None:
+        net.train()
+        for m in frozen:
+            m.training = False  # the flag alone, as the caller left it (its descendants keep their own)
+
     dev = resolve_device(device)
     net.to(dev)
     objective = objective or dice_ce_objective(config.temperature)
@@ -526,7 +540,7 @@ def train(
             torch.set_rng_state(rng_state)
         bar = tqdm(total=total, initial=start_epoch * spe, desc=desc, disable=not progress, leave=False)
         for epoch in range(start_epoch + 1, config.epochs + 1):
-            net.train()
+            train_mode()
             te = time.perf_counter()
             perm_gen = torch.Generator().manual_seed(_sample_seed(config.seed, epoch, -1, 0))
             order: list[int] = []
@@ -543,7 +557,7 @@ def train(
                 if batch_hook is not None:
                     hook_gen = torch.Generator().manual_seed(_sample_seed(config.seed, epoch, step, -2))
                     x, y = batch_hook(net, x, y, hook_gen, brain.to(dev, non_blocking=True))  # type: ignore[union-attr]
-                    net.train()
+                    train_mode()
                 opt.zero_grad(set_to_none=True)
                 with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
                     logits = net(x)

@@ -985,3 +985,26 @@ def test_a_checkpoint_tagged_with_an_old_style_teacher_signature_is_not_resumed(
     capsys.readouterr()
     assert run(models.weights_signature(teacher)).resumed_from == 0
     assert "written with another resume_tag; starting afresh" in capsys.readouterr().out
+
+
+def test_submodules_the_caller_froze_stay_in_eval_mode_at_every_training_forward(mode_probe) -> None:
+    """A net handed over in train mode with one submodule in eval mode (a frozen BatchNorm or teacher): that
+    submodule sees eval mode at every training forward, also after a hook that flattens the modes (eval, then
+    train on the whole net) and after validation; the rest trains in train mode; the result is in eval mode
+    (oracle: two probe layers)."""
+    x, y = _cube_data(2)
+    live, frozen = mode_probe, type(mode_probe)()
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(live, torch.nn.Conv3d(4, 4, 1), frozen).train()
+    frozen.eval()
+
+    def hook(net_: torch.nn.Module, xb: torch.Tensor, yb: torch.Tensor, gen: torch.Generator, brain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        net_.eval()
+        net_.train()
+        return xb, yb
+
+    train(net, x, y, TrainConfig(epochs=2, batch_size=1, steps_per_epoch=2, augment=False), batch_hook=hook,
+          val_images=x, val_labels=y, progress=False)
+    assert live.seen == [True, True, False, False, True, True, False, False]  # 2 steps, then 2 cases validated
+    assert frozen.seen == [False] * 8
+    assert not net.training and not live.training and not frozen.training
