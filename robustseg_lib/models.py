@@ -325,7 +325,7 @@ def predict_classes(net: torch.nn.Module, images: torch.Tensor, *, batch_size: i
     """Class maps ``(N, D, H, W)`` (argmax of :func:`predict`), evaluated in batches.
 
     Args:
-        net: the network (put in eval mode for the call and restored afterwards).
+        net: the network (put in eval mode for the call; every submodule's mode is restored afterwards).
         images: ``(N, C, D, H, W)`` tensor (on the net's device or CPU).
         batch_size: volumes per forward pass.
         **kwargs: forwarded to :func:`predict` (roi_size, overlap, ...).
@@ -333,14 +333,15 @@ def predict_classes(net: torch.nn.Module, images: torch.Tensor, *, batch_size: i
     Returns:
         int64 class maps on the images' device.
     """
-    was_training = net.training
+    flags = [(m, m.training) for m in net.modules()]  # each submodule's own mode: a mixed-mode net comes back mixed
     net.eval()
     try:
         param = next(net.parameters(), None)  # a parameter-free module runs where the images are
         dev = images.device if param is None else param.device
         outs = [predict(net, images[i : i + batch_size].to(dev), **kwargs).argmax(1).to(images.device) for i in range(0, len(images), batch_size)]
     finally:
-        net.train(was_training)
+        for m, flag in flags:
+            m.training = flag
     return torch.cat(outs)
 
 

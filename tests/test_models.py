@@ -118,3 +118,14 @@ def test_weights_signature_is_stable_and_matches_the_documented_byte_stream() ->
         b"weight:(1, 2):torch.bfloat16\n" + np.array([0x3F80, 0xC000], dtype=np.uint16).tobytes()  # bfloat16 1.0, -2.0
     ).hexdigest()
     assert models.weights_signature(half) == want_bf16
+
+
+def test_predict_classes_restores_each_submodules_mode(mode_probe) -> None:
+    """A net in train mode with one submodule in eval mode (frozen) runs in eval mode and comes back exactly as it
+    was: the frozen submodule still in eval mode, the rest in train mode (oracle: the probes' flags)."""
+    frozen = type(mode_probe)()
+    net = torch.nn.Sequential(mode_probe, _Twice(), frozen).train()
+    frozen.eval()
+    models.predict_classes(net, torch.zeros(1, 4, 2, 2, 2))
+    assert mode_probe.seen == [False] and frozen.seen == [False]
+    assert net.training and mode_probe.training and not frozen.training
