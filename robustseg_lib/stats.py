@@ -373,8 +373,23 @@ def bootstrap_mean_ci(
 
 
 def _relative_drop(clean: np.ndarray, attacked: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``1 − mean(attacked)/mean(clean)`` along ``axis``; NaN where the clean mean is 0 (no relative drop is defined
+    there: 0/0, or −∞ for any attacked score above 0), e.g. a bootstrap resample that drew only clean zeros."""
+    mc = np.mean(clean, axis=axis)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return 1.0 - np.mean(attacked, axis=axis) / np.mean(clean, axis=axis)
+        return np.where(mc == 0, np.nan, 1.0 - np.mean(attacked, axis=axis) / mc)
+
+
+def _defined_percentile_ci(dist: np.ndarray, drop: float, confidence: float, method: str) -> tuple[float, float]:
+    """Percentile (or basic) interval over the resamples whose relative drop is defined (finite); NaN, NaN for
+    another method or when none is."""
+    dist = np.asarray(dist, dtype=np.float64).ravel()
+    dist = dist[np.isfinite(dist)]
+    alpha = (1 - confidence) / 2
+    if dist.size == 0 or method.lower() not in ("percentile", "basic"):
+        return math.nan, math.nan
+    lo, hi = (float(v) for v in np.percentile(dist, [100 * alpha, 100 * (1 - alpha)]))
+    return (lo, hi) if method.lower() == "percentile" else (2 * drop - hi, 2 * drop - lo)
 
 
 def bootstrap_relative_drop_ci(
@@ -439,6 +454,11 @@ def bootstrap_max_relative_drop_ci(
     interval. scipy's bootstrap has no strata, so this resampling is written out here
     (percentile method only); with a single stratum it is the plain bootstrap above.
 
+    A resample that draws only cases with a clean score of 0 has no relative drop (0/0, or
+    −∞); such resamples are left out of the percentiles (``"percentile"``/``"basic"``; the
+    interval is NaN for ``"BCa"`` or when no resample has a drop), rather than letting them
+    make the whole interval NaN.
+
     Args:
         clean: per-case scores without attack (length ``n``).
         attacked: ``k × n`` per-case scores, one row per attacked condition, cases in the
@@ -486,9 +506,8 @@ def bootstrap_max_relative_drop_ci(
         # resample indices: within each stratum, n_s draws with replacement from its own n_s cases
         idx = np.concatenate([g[rng.integers(0, g.size, size=(int(n_resamples), g.size))] for g in groups], axis=1)
         dist = _max_relative_drop(c[idx], *(a[idx] for a in att), axis=-1)
-        alpha = (1 - confidence) / 2
-        lo, hi = (float(v) for v in np.percentile(dist, [100 * alpha, 100 * (1 - alpha)]))
-        return (drop, lo, hi) if math.isfinite(lo) and math.isfinite(hi) else (drop, drop, drop)
+        lo, hi = _defined_percentile_ci(dist, drop, confidence, "percentile")
+        return drop, lo, hi
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = sst.bootstrap(
@@ -496,7 +515,10 @@ def bootstrap_max_relative_drop_ci(
             n_resamples=int(n_resamples), method=method, rng=np.random.default_rng(seed),
         )  # fmt: skip
     lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
-    if not (math.isfinite(lo) and math.isfinite(hi)):
+    if not np.isfinite(res.bootstrap_distribution).all():
+        # resamples without a defined drop (clean mean 0): the interval of the others; scipy's would be NaN
+        lo, hi = _defined_percentile_ci(res.bootstrap_distribution, drop, confidence, method)
+    elif not (math.isfinite(lo) and math.isfinite(hi)):  # a constant bootstrap distribution (BCa)
         lo = hi = drop
     return drop, lo, hi
 

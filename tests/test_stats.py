@@ -1327,6 +1327,34 @@ def test_stratified_bootstrap_interval_level_against_a_resampling_loop(confidenc
     assert lo == pytest.approx(lo_ref, abs=tol) and hi == pytest.approx(hi_ref, abs=tol)
 
 
+def test_c2_bootstrap_leaves_out_resamples_without_a_clean_mean() -> None:
+    """Three of six cases score 0 clean (one of them above 0 under attack): 1 in 64 resamples draws only those, and
+    has no relative drop (0/0, or −∞). Those resamples are left out of the percentiles; they used to turn the whole
+    interval into NaN, which was then collapsed to the point estimate, so C2 was "contradicted" by a 50–50 % interval.
+    Oracle: the exact bootstrap distribution, all 6⁶ equally likely ordered draws, those with a clean mean above 0."""
+    import itertools
+
+    clean = np.array([0.0, 0.0, 0.0, 0.8, 0.9, 0.7])
+    att = np.array([0.0, 0.05, 0.0, 0.5, 0.6, 0.1])
+    idx = np.array(list(itertools.product(range(6), repeat=6)))
+    mc = clean[idx].mean(1)
+    dist = 1 - att[idx].mean(1)[mc > 0] / mc[mc > 0]
+    assert (mc == 0).sum() == 3**6  # the draws that the old code let spoil the interval
+    lo_ref, hi_ref = np.percentile(dist, [2.5, 97.5])
+    drop_ref = 1 - att.mean() / clean.mean()
+    for strata in (None, ["x"] * 6):  # scipy's resampling and the hand-written one
+        drop, lo, hi = S.bootstrap_max_relative_drop_ci(clean, [att], n_resamples=20000, seed=0, strata=strata)
+        assert drop == pytest.approx(drop_ref)
+        assert lo == pytest.approx(lo_ref, abs=0.03) and hi == pytest.approx(hi_ref, abs=0.03)
+    assert S.bootstrap_relative_drop_ci(clean, att, n_resamples=20000)[1:] == pytest.approx((lo_ref, hi_ref), abs=0.03)
+    assert lo_ref < 0.65 < hi_ref  # so C2 decides nothing on these cases
+    conds = {("baseline", "clean", None, 0.0): np.r_[clean, BASE[6:]], ("baseline", "fgsm", None, 0.2): np.r_[att, BASE[6:]]}
+    t = make_table(conds, regions=("WT",))
+    c2 = S.claims(t[t["case_id"].isin([f"c{i:02d}" for i in range(6)])]).set_index("claim").loc["C2"]
+    assert c2["rel_drop"] == pytest.approx(drop_ref) and c2["verdict"] == "not supported"
+    assert c2["rel_drop_ci_lo"] == pytest.approx(lo_ref, abs=0.05) and c2["rel_drop_ci_hi"] == pytest.approx(hi_ref, abs=0.05)
+
+
 def test_bootstrap_mean_ci_uses_the_confidence() -> None:
     """An 80 % interval is the 10th/90th percentiles of resampled means (oracle: a plain resampling loop), narrower
     than the 95 % one; summary_table passes its confidence through."""
