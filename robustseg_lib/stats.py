@@ -682,7 +682,8 @@ def compare(
         ranks (as R's ``wilcox.test``), so that the interval excludes 0 exactly when the
         unadjusted test rejects (without ties and with at most 50 non-zero differences, where
         the p-value is exact; see :func:`hodges_lehmann_ci`); per test, not Holm-adjusted; NaN when
-        ``n_nonzero`` is too small (≤ 5 at α = 0.05); all differences zero: 0, [0, 0].
+        ``n_nonzero`` is too small (≤ 5 at α = 0.05); all differences zero: 0 with [0, 0] (the interval over
+        all ``n`` zero differences: NaN too when ``n`` ≤ 5 at α = 0.05).
     """
     _check_table(table, metric, region_col)
     if not (0 < alpha < 1):
