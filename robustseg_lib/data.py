@@ -1251,8 +1251,8 @@ def prepare_dataset(
         ``Path(out_file)``. Cases without a label file are skipped with a warning naming them.
 
     Raises:
-        ValueError: bad ``fractions``, ``seed``, ``train_seed``, ``workers`` or ``shape`` (named), all checked before
-            any case is loaded; no labelled case.
+        ValueError: bad ``fractions``, ``seed``, ``train_seed``, ``workers`` or ``shape`` (named), or a case id
+            repeated in a ``Case`` list (named), all checked before any case is loaded; no labelled case.
     """
     fractions = tuple(_check_fractions(fractions))  # split_cases's rule, checked before hours of loading
     check_int(seed, "seed")
@@ -1273,6 +1273,7 @@ def prepare_dataset(
     if not labelled:
         raise ValueError("prepare_dataset: no labelled cases")
     ids = [c.case_id for c in labelled]
+    split_cases(ids, fractions, seed)  # repeated case ids (a hand-made Case list) refused before hours of loading
     parts, fill = None, None
     if train_seed is not None and train_seed != seed:
         split = split_cases(ids, fractions, seed)

@@ -1743,3 +1743,19 @@ def test_case_ids_follow_the_real_datasets_numbering() -> None:
     assert D.case_ids_for("msd", 3) == ["BRATS_001", "BRATS_002", "BRATS_003"]
     assert D.case_ids_for("brats2021", 2) == ["BraTS2021_00000", "BraTS2021_00001"]
     assert D.case_ids_for("brats2023", 1) == ["BraTS-GLI-00000-000"]
+
+
+def test_prepare_dataset_refuses_a_repeated_case_id_before_loading(tmp_path, monkeypatch) -> None:
+    """A hand-made Case list naming one case id twice (the same case, or two folders with one id) is refused naming
+    the id before any case is loaded (it failed in split_cases only after every case had been loaded and
+    preprocessed: hours at BraTS scale)."""
+    _write_constant_case(tmp_path / "a", "brats2021")
+    _write_constant_case(tmp_path / "b", "brats2021")
+    (ca,), (cb,) = D.list_cases(tmp_path / "a"), D.list_cases(tmp_path / "b")
+    loaded: list[str] = []
+    monkeypatch.setattr(D, "load_case", lambda case: loaded.append(case.case_id))
+    for cases in ([ca, ca], [ca, cb]):
+        with pytest.raises(ValueError, match=r"case_ids must be unique, got repeats BraTS2021_00042"):
+            D.prepare_dataset(cases, tmp_path / "p.npz", (8, 8, 8), progress=False)
+        assert loaded == []
+    assert not (tmp_path / "p.npz").exists()
