@@ -758,6 +758,56 @@ def _msd_channels(meta_path: Path, modality: Any) -> tuple[int, ...]:
     return tuple(mods[m] for m in MODALITIES)
 
 
+#: What MSD Task01's dataset.json "labels" name each label value (1 edema, 2 non-enhancing tumour, 3 enhancing), as
+#: the region its name describes; the reader reads every MSD folder with this table (``msd_to_brats``).
+_MSD_LABEL_MEANING: dict[int, str] = {1: "ED", 2: "NCR", 3: "ET"}
+
+
+def _label_meaning(name: str) -> str | None:
+    """The region a dataset.json label name describes (``"ED"``, ``"NCR"`` or ``"ET"``), or None when it is not
+    recognised. Edema first (BraTS 2023's SNFH, "surrounding non-enhancing FLAIR hyperintensity", is edema), then the
+    non-enhancing / necrotic core, then enhancing tumour."""
+    low = name.lower()
+    words = set(re.findall(r"[a-z]+", low))
+    if "edema" in low or "oedema" in low or "hyperintens" in low or words & {"ed", "snfh"}:
+        return "ED"
+    if "necro" in low or "nonenhanc" in low.replace("-", "").replace(" ", "") or words & {"ncr", "net", "netc"}:
+        return "NCR"
+    if "enhanc" in low or "et" in words:
+        return "ET"
+    return None
+
+
+def _check_msd_labels(meta_path: Path, labels: Any) -> None:
+    """Refuse a dataset.json whose ``"labels"`` say that a value means something other than MSD Task01's (1 edema,
+    2 non-enhancing tumour, 3 enhancing tumour), e.g. a BraTS set converted to the MSD 4-D layout that kept BraTS 2023's
+    labels (1 NCR, 2 ED, 3 ET): read with MSD's table, its NCR would become edema and its edema the core. Names this
+    cannot interpret are let through (the values are still checked against {0, 1, 2, 3} on loading).
+
+    Raises:
+        ValueError naming the file: ``"labels"`` not an object, or a value whose name contradicts MSD's meaning.
+    """
+    if not isinstance(labels, dict):
+        raise ValueError(f"{meta_path}: 'labels' must be an object {{label value: name}}, got {labels!r}")
+    wrong = []
+    for k, v in labels.items():
+        try:
+            value = int(k)
+        except ValueError:
+            raise ValueError(f"{meta_path}: 'labels' keys must be label values, got {k!r} in {labels}") from None
+        if value == 0:
+            continue
+        meaning = _label_meaning(str(v))
+        expected = _MSD_LABEL_MEANING.get(value)
+        if expected is None or (meaning is not None and meaning != expected):
+            wrong.append(f"{k}: {v!r}")
+    if wrong:
+        raise ValueError(
+            f"{meta_path}: 'labels' ({', '.join(wrong)}) contradict the MSD Task01 convention this layout is read with "
+            "(1 edema, 2 non-enhancing tumour, 3 enhancing tumour); convert the label files to it (e.g. BraTS 2023 "
+            "labels with brats2023_to_brats then brats_to_msd) or keep the data in its BraTS layout")
+
+
 def _msd_entry_path(meta_path: Path, key: str, value: Any, entry: Any) -> Path:
     """``root / value`` for an ``image``/``label`` path of dataset.json, or a ValueError naming the file and entry."""
     if not isinstance(value, str) or not _NII.match(Path(value).name):
@@ -778,6 +828,8 @@ def _msd_cases(root: Path) -> list[Case]:
             raise ValueError(f"{meta_path}: expected a JSON object (MSD dataset.json), got a {type(meta).__name__}")
         if "modality" in meta:
             channels = _msd_channels(meta_path, meta["modality"])
+        if "labels" in meta:
+            _check_msd_labels(meta_path, meta["labels"])
         for key in ("training", "test"):
             if not isinstance(meta.get(key, []), list):
                 raise ValueError(f"{meta_path}: '{key}' must be a list, got {type(meta[key]).__name__}")

@@ -1759,3 +1759,31 @@ def test_prepare_dataset_refuses_a_repeated_case_id_before_loading(tmp_path, mon
             D.prepare_dataset(cases, tmp_path / "p.npz", (8, 8, 8), progress=False)
         assert loaded == []
     assert not (tmp_path / "p.npz").exists()
+
+
+@pytest.mark.parametrize("names", [
+    {"1": "NCR", "2": "ED", "3": "ET"},  # BraTS 2023 GLI labels kept in an MSD-style conversion
+    {"1": "necrotic tumor core", "2": "peritumoral edema", "4": "enhancing tumor"},  # BraTS 2018-21 labels
+    {"1": "NETC", "2": "SNFH", "3": "ET", "4": "RC"},  # BraTS 2024 GLI labels
+])
+def test_msd_dataset_json_labels_contradicting_msd_are_refused(tmp_path, names) -> None:
+    """The MSD reader reads labels with MSD Task01's table (1 edema, 2 non-enhancing, 3 enhancing). A dataset.json
+    whose "labels" say otherwise (a BraTS set converted to the 4-D layout with its own labels) was read silently with
+    MSD's table, NCR turned into edema and edema into the core; it is refused naming the file. The oracle: the label
+    tables of the BraTS 2018-21 / 2023 / 2024 descriptions, hand-written into dataset.json."""
+    _write_constant_case(tmp_path, "msd")
+    meta = json.loads((tmp_path / "dataset.json").read_text())
+    meta["labels"] = {"0": "background", **names}
+    (tmp_path / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "dataset.json")) + r": 'labels' \(.*contradict "
+                                         r"the MSD Task01 convention"):
+        D.list_cases(tmp_path)
+
+
+def test_msd_dataset_json_labels_in_msd_wording_are_read() -> None:
+    """MSD's own names (as shipped: "edema", "non-enhancing tumor", "enhancing tumour"), other wordings of the same
+    table and names that say nothing about the region are accepted."""
+    for names in ({"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"},
+                  {"1": "Peritumoral Oedema", "2": "Non enhancing tumour / necrosis", "3": "Enhancing Tumor"},
+                  {"0": "bg", "1": "label 1", "2": "label 2", "3": "label 3"}):
+        D._check_msd_labels(Path("dataset.json"), names)
