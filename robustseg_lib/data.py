@@ -664,14 +664,31 @@ def _clear_synthetic_root(root: Path) -> None:
 _NII = re.compile(r"^(?P<stem>.+)\.nii(\.gz)?$")
 
 
-def _nii_files(folder: Path) -> dict[str, Path]:
-    """Visible NIfTI files of a folder by stem (macOS ``._*`` resource forks skipped)."""
-    out = {}
+def _nii_all(folder: Path) -> dict[str, list[Path]]:
+    """Visible NIfTI files of a folder by stem, every file of a stem (``X.nii`` and ``X.nii.gz``) in name order
+    (macOS ``._*`` resource forks skipped)."""
+    out: dict[str, list[Path]] = {}
     for p in sorted(folder.iterdir()):
         m = _NII.match(p.name)
         if m and not p.name.startswith(".") and p.is_file():
-            out[m.group("stem")] = p
+            out.setdefault(m.group("stem"), []).append(p)
     return out
+
+
+def _nii_files(folder: Path) -> dict[str, Path]:
+    """Visible NIfTI files of a folder by stem (macOS ``._*`` resource forks skipped); where a stem has both a
+    ``.nii`` and a ``.nii.gz`` file, the ``.nii.gz`` (readers of a case refuse that: :func:`_refuse_twins`)."""
+    return {stem: paths[-1] for stem, paths in _nii_all(folder).items()}
+
+
+def _refuse_twins(folder: Path, stems: Sequence[str], what: str) -> None:
+    """A ValueError naming the files when one of ``stems`` has both a ``.nii`` and a ``.nii.gz`` file in ``folder``:
+    which of the two is the data is unknown (a ``gunzip -k`` copy, or a corrected file next to the old one)."""
+    every = _nii_all(folder)
+    twins = [p.name for s in stems for p in every.get(s, []) if len(every[s]) > 1]
+    if twins:
+        raise ValueError(f"{folder}: {what} has the same file twice, as .nii and .nii.gz ({_few(twins)}), so which one "
+                         "to read is unclear: remove one of each pair")
 
 
 def _nii_ext(path: Path) -> str:
@@ -719,10 +736,12 @@ def _brats_case(folder: Path, layout: str) -> Case:
             )
         paths[key] = stems[stem]
     seg = f"{cid}{files['seg']}"
+    others = [p for s, p in stems.items() if s not in mod_stems]
+    read = [seg] if seg in stems else [s for s in stems if s not in mod_stems] if len(others) == 1 else []
+    _refuse_twins(folder, [*mod_stems, *read], f"case {cid}")  # the files this case reads, each once
     if seg in stems:
         paths["seg"] = stems[seg]
     else:
-        others = [p for s, p in stems.items() if s not in mod_stems]
         if len(others) == 1:
             warnings.warn(f"case {cid}: no {seg}{ext}; using {others[0].name}, the only other NIfTI file in {folder}, "
                           "as its seg (its shape, affine and label values are checked when it is loaded)", stacklevel=2)
@@ -851,9 +870,13 @@ def _msd_cases(root: Path) -> list[Case]:
             raise ValueError(f"{meta_path}: case(s) listed more than once in 'training'/'test': {_few(repeated)}")
     else:
         images = root / "imagesTr"
-        for stem, p in _nii_files(images).items():
-            lab = _nii_files(root / "labelsTr").get(stem) if (root / "labelsTr").is_dir() else None
-            entries.append((p, lab))
+        labels = _nii_files(root / "labelsTr") if (root / "labelsTr").is_dir() else {}
+        image_files = _nii_files(images)
+        _refuse_twins(images, list(image_files), "imagesTr")
+        if labels:
+            _refuse_twins(root / "labelsTr", [s for s in image_files if s in labels], "labelsTr")
+        for stem, p in image_files.items():
+            entries.append((p, labels.get(stem)))
         if not entries:
             raise ValueError(f"{images}: no NIfTI images (MSD layout)")
     cases = []

@@ -1787,3 +1787,34 @@ def test_msd_dataset_json_labels_in_msd_wording_are_read() -> None:
                   {"1": "Peritumoral Oedema", "2": "Non enhancing tumour / necrosis", "3": "Enhancing Tumor"},
                   {"0": "bg", "1": "label 1", "2": "label 2", "3": "label 3"}):
         D._check_msd_labels(Path("dataset.json"), names)
+
+
+def test_a_file_present_as_nii_and_nii_gz_is_refused_naming_both(tmp_path) -> None:
+    """A case file present twice, ``X_t1.nii`` next to ``X_t1.nii.gz`` (a ``gunzip -k`` copy, or a corrected file
+    next to the old one), was read silently from the ``.nii.gz`` whatever the other held (oracle: hand-written files
+    of different content). Which one is the data is unknown: an error naming both. An unrelated extra file in both
+    forms is not read, so it is no error."""
+    _write_constant_case(tmp_path, "brats2021")
+    folder = tmp_path / "BraTS2021_00042"
+    _nii(folder / "notes_mask.nii", np.zeros((6, 5, 4), np.uint8))
+    _nii(folder / "notes_mask.nii.gz", np.zeros((6, 5, 4), np.uint8))
+    (case,) = D.list_cases(tmp_path)  # the unrelated pair: fine
+    _assert_constant_channels(D.load_case(case)[0])
+    for name in ("BraTS2021_00042_t1.nii", "BraTS2021_00042_seg.nii"):
+        _nii(folder / name, np.full((6, 5, 4), 9, np.float32 if "t1" in name else np.uint8))
+        with pytest.raises(ValueError, match=re.escape(f"{folder}: case BraTS2021_00042 has the same file twice") +
+                           r".*" + re.escape(name) + r", " + re.escape(name) + r"\.gz"):
+            D.list_cases(tmp_path)
+        (folder / name).unlink()
+    msd = tmp_path / "msd"
+    _write_constant_case(msd, "msd")
+    (msd / "dataset.json").unlink()  # listed from imagesTr/labelsTr
+    for sub in ("imagesTr", "labelsTr"):
+        src = msd / sub / "BRATS_042.nii.gz"
+        (msd / sub / "BRATS_042.nii").write_bytes(gzip.decompress(src.read_bytes()))
+        with pytest.raises(ValueError, match=re.escape(f"{msd / sub}: {sub} has the same file twice") +
+                           r".*BRATS_042\.nii, BRATS_042\.nii\.gz"):
+            D.list_cases(msd)
+        (msd / sub / "BRATS_042.nii").unlink()
+    (case,) = D.list_cases(msd)
+    _assert_constant_channels(D.load_case(case)[0])
