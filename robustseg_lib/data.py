@@ -1091,7 +1091,9 @@ def preprocess_case(image: np.ndarray, label: np.ndarray | None, shape: tuple[in
     Returns:
         dict with ``image`` float32 (4, *shape), ``classes`` uint8 (*shape), ``brain`` bool (*shape),
         ``mean``/``std`` float32 (4,) raw statistics over the brain, ``lo``/``hi`` float32 (4,)
-        min/max of the z-scored image over the brain, ``bbox`` int (2, 3) crop box, ``resized`` bool.
+        min/max of the z-scored image over the brain, ``bbox`` int (2, 3) crop box, ``resized`` bool,
+        ``label_outside_brain`` int: tumour voxels (label > 0) where every modality is <= 0, on the input grid
+        (those outside the brain's box are cropped away; :func:`prepare_dataset` warns naming such cases).
     """
     from monai.transforms import Resize, ResizeWithPadOrCrop
     from monai.transforms.utils import generate_spatial_bounding_box
@@ -1109,6 +1111,7 @@ def preprocess_case(image: np.ndarray, label: np.ndarray | None, shape: tuple[in
     brain = np.any(image > 0, axis=0)
     if not brain.any():
         raise ValueError("image has no brain voxels (no modality > 0)")
+    label_outside = int(np.count_nonzero(classes[~brain]))
     start, end = generate_spatial_bounding_box(brain[None])
     sl = tuple(slice(int(a), int(b)) for a, b in zip(start, end))
     img = image[(slice(None), *sl)]
@@ -1146,6 +1149,7 @@ def preprocess_case(image: np.ndarray, label: np.ndarray | None, shape: tuple[in
         "hi": hi,
         "bbox": np.asarray([start, end], dtype=np.int64),
         "resized": resized,
+        "label_outside_brain": label_outside,
     }
 
 
@@ -1359,8 +1363,21 @@ def prepare_dataset(
         for i, (j, _) in enumerate(rows):
             rows_of.setdefault(j, []).append(i)
         labelled, ids, fill = [labelled[j] for j in rows_of], [cid for _, cid in rows], list(rows_of.values())
+    outside: list[str] = []
+
+    def noted(results: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for case, out in zip(labelled, results):
+            if out["label_outside_brain"]:
+                outside.append(f"{case.case_id} ({out['label_outside_brain']})")
+            yield out
+
     outs = _map_cases(_load_and_preprocess, [(case, shape) for case in labelled], workers, "prepare", progress)
-    return _save_prepared(out_file, ids, outs, shape, fractions, seed, parts, fill)
+    path = _save_prepared(out_file, ids, noted(outs), shape, fractions, seed, parts, fill)
+    if outside:  # the images are zero there: a misregistered seg, or a brain mask cut by intensities <= 0
+        warnings.warn(f"prepare_dataset: {len(outside)} case(s) have tumour voxels outside the brain (every modality "
+                      f"<= 0 there; those outside the brain's box are cropped away): {_few(outside)} (voxel counts)",
+                      stacklevel=2)
+    return path
 
 
 def _save_prepared(out_file: str | Path, ids: list[str], outs: Iterator[dict[str, Any]], shape: tuple[int, ...],

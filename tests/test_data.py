@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -1818,3 +1819,28 @@ def test_a_file_present_as_nii_and_nii_gz_is_refused_naming_both(tmp_path) -> No
         (msd / sub / "BRATS_042.nii").unlink()
     (case,) = D.list_cases(msd)
     _assert_constant_channels(D.load_case(case)[0])
+
+
+def test_tumour_voxels_outside_the_brain_are_counted_and_named(tmp_path) -> None:
+    """Tumour labels where every modality is 0 (a misregistered seg) were dropped by the brain-box crop, or kept on
+    zeroed voxels, without a word. preprocess_case counts them (oracle: a hand-built case whose x = 0 plane is empty
+    in every modality and NCR in the seg: 5 * 4 = 20 voxels) and prepare_dataset warns naming the case and count;
+    a case whose tumour lies in the brain gives no warning."""
+    _write_constant_case(tmp_path, "brats2021")  # NCR at x=0, ED at x=1, ET at x=2, images constant 1..4
+    folder = tmp_path / "BraTS2021_00042"
+    for m, v in _CONST.items():
+        vol = np.full((6, 5, 4), v, np.float32)
+        vol[0] = 0.0
+        _nii(folder / f"BraTS2021_00042_{m}.nii.gz", vol)
+    image, label, _ = D.load_case(D.list_cases(tmp_path)[0])
+    out = D.preprocess_case(image, label, (6, 6, 6))
+    assert out["label_outside_brain"] == 20
+    assert np.count_nonzero(out["classes"] == 1) == 0  # the NCR plane was cropped away with the empty plane
+    with pytest.warns(UserWarning, match=r"1 case\(s\) have tumour voxels outside the brain .*BraTS2021_00042 \(20\)"):
+        D.prepare_dataset(tmp_path, tmp_path / "p.npz", (6, 6, 6), progress=False)
+    _write_constant_case(tmp_path / "inside", "brats2021")  # the same tumour, every modality > 0 everywhere
+    image, label, _ = D.load_case(D.list_cases(tmp_path / "inside")[0])
+    assert D.preprocess_case(image, label, (6, 6, 6))["label_outside_brain"] == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        D.prepare_dataset(tmp_path / "inside", tmp_path / "q.npz", (6, 6, 6), progress=False)
