@@ -7,14 +7,15 @@ tumours therefore scale with the grid, from 32³ test volumes to the BraTS 240×
 Pipeline for one case (all randomness from ``np.random.default_rng(seed)``):
 
 1. anatomy: white/grey matter probability maps and brain mask (CSF = mask − GM − WM), pulled
-   through a random affine (±10° per axis, ±10 % scale, a few mm shift) and a smooth elastic
-   field; the template's brain surface is pushed through the affine first so that the scale is
+   through a random affine (±10° per axis, ±10 % scale and ±3 % more per axis, a few mm shift)
+   and a smooth elastic field; the template's brain surface is pushed through the affine first so that the scale is
    capped and the shift chosen to keep the whole brain ≥ 1 voxel inside every face of the grid;
    the sampling grid is built on a coarse lattice and upsampled (cheap, exact for the
    affine part), and only the output box that can contain brain is sampled;
 2. tumour: centre drawn ∝ WM probability at ≥ 15 mm from the brain edge; an irregular
    anisotropic ellipsoid "distance" field gives nested shells: NCR core, ET rim (incomplete in
-   ~40 % of cases), ED halo that spreads further along white matter and fades into the tissue;
+   ~40 % of the enhancing cases, ~34 % of all), ED halo that spreads further along white matter
+   and fades into the tissue;
    edema detached from every core (white matter far away passing the reach test) is removed;
    variants: non-enhancing (no ET, ~15 %) and a small satellite lesion (~15 %);
 3. distractors labelled background: FLAIR-bright white-matter hyperintensities (~70 %) and
