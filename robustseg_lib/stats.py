@@ -920,17 +920,18 @@ by `case_id`).
   policy): one of them without a test makes it at most partly tested.
 - **C2** (attacks reduce Dice by up to 65 %): the quantity is the **relative** drop of the mean Dice of the
   undefended model, 1 − mean(attacked)/mean(clean), for every attack × ε > 0, on the cases common to the clean
-  condition and all those conditions. `rel_drop` is the largest drop over the conditions and
-  `rel_drop_ci_lo/hi` its 95 % percentile-bootstrap CI, where each resample draws cases jointly for all
-  conditions and takes the maximum inside the resample (the CI of the maximum, not of the condition that won on
-  the observed data). Like the other claims it needs evidence beyond sampling error either way: **holds** when the
-  CI lower bound reaches 65 % (the largest drop is significantly at least the paper's); **contradicted** when the
-  CI upper bound is below 65 % (significantly smaller than the paper's); **not supported** when the CI contains
-  65 %, or when fewer than 6 cases are common to the conditions (the fewest with which a two-sided signed-rank test
-  can reach p < 0.05 at all; with fewer, the bootstrap interval says nothing about sampling error, and with one case
-  it is a single point). The evidence also gives the smallest ε at which any attack's relative drop (point
-  estimate) reaches 65 %. `n_tests` = conditions, `n_support` = conditions whose drop (point estimate) reaches
-  65 %; `n_against` is 0 (the verdict rests on the interval, not on a count).
+  condition and all those conditions. `rel_drop` is the largest drop over the conditions and `rel_drop_ci_lo/hi` its
+  95 % percentile-bootstrap CI, where each resample draws cases jointly for all conditions and takes the maximum
+  inside the resample (the CI of the maximum, not of the condition that won on the observed data; a resample whose
+  clean mean Dice is 0 has no relative drop and is left out). Like the other claims it needs evidence beyond
+  sampling error either way: **holds** when the CI lower bound reaches 65 % (the largest drop is significantly at
+  least the paper's); **contradicted** when the CI upper bound is below 65 % (significantly smaller than the
+  paper's); **not supported** when the CI contains 65 %, or when fewer than 6 cases are common to the conditions
+  (the fewest with which a two-sided signed-rank test can reach p < 0.05 at all; with fewer, the bootstrap interval
+  says nothing about sampling error, and with one case it is a single point). The evidence also gives the smallest ε
+  at which any attack's relative drop (point estimate) reaches 65 %. `n_tests` = conditions, `n_support` =
+  conditions whose drop (point estimate) reaches 65 %; `n_against` is 0 (the verdict rests on the interval, not on a
+  count).
 - **C3** (distillation significantly better than adversarial training): the `distill_vs_advtrain` tests of the
   distilled vs the adversarially trained model under each attack × ε > 0. Claimed direction: distilled > adversarially
   trained.
