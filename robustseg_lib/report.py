@@ -12,7 +12,7 @@ from scipy import stats as sps
 from .artefacts import RunPaths, atomic_savefig, atomic_to_csv, atomic_write_text
 from .evaluation import evaluated_region_volumes
 from .runtime import short_sha
-from .stats import attack_label, claim_rules_md, empty_truth_cases, paired_wilcoxon
+from .stats import attack_label, claim_rules_md, condition_rows, empty_truth_cases, paired_wilcoxon
 
 __all__ = ["key_pairs", "teaching_example", "write_report"]
 
@@ -31,22 +31,35 @@ def key_pairs(table: pd.DataFrame) -> list[tuple[dict[str, Any], dict[str, Any]]
     """The comparisons worth a paired plot: clean vs the strongest i-FGSM on the baseline,
     and distilled vs adversarially trained under it (when both exist).
 
+    Without i-FGSM the first other non-diagnostic attack is used; when that is a targeted attack
+    recorded under several target policies, the first policy in the table's order (notebook 05's main
+    policy) is used and named in the conditions.
+
     Returns:
-        ``[(condition_a, condition_b), ...]`` as dicts of model/attack/eps for ``viz_stats.plot_paired``.
+        ``[(condition_a, condition_b), ...]`` as dicts of model/attack/eps (and ``target_policy`` for a
+        targeted attack) for ``viz_stats.plot_paired``.
     """
     t = _main(table)
     pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
     attack = "ifgsm" if (t.attack == "ifgsm").any() else next((a for a in t.attack.unique() if a != "clean"), None)
     if attack is None:
         return pairs
+    extra: dict[str, Any] = {}
+    if "target_policy" in t.columns:  # a targeted attack: one policy, or each case would appear once per policy
+        policies = t.loc[(t.attack == attack) & t.target_policy.notna(), "target_policy"]
+        if len(policies):
+            extra = {"target_policy": policies.iloc[0]}
+            t = t[(t.attack != attack) | (t.target_policy == extra["target_policy"])]
     e = _pick_eps(t, "baseline", attack)
     if e is not None:
-        pairs.append(({"model": "baseline", "attack": "clean", "eps": 0.0}, {"model": "baseline", "attack": attack, "eps": e}))
+        pairs.append(({"model": "baseline", "attack": "clean", "eps": 0.0},
+                      {"model": "baseline", "attack": attack, "eps": e, **extra}))
     models = set(t.model)
     if {"distilled", "advtrain"} <= models:
         e2 = _pick_eps(t, "distilled", attack)
         if e2 is not None:
-            pairs.append(({"model": "distilled", "attack": attack, "eps": e2}, {"model": "advtrain", "attack": attack, "eps": e2}))
+            pairs.append(({"model": "distilled", "attack": attack, "eps": e2, **extra},
+                          {"model": "advtrain", "attack": attack, "eps": e2, **extra}))
     return pairs
 
 
@@ -66,14 +79,15 @@ def teaching_example(table: pd.DataFrame, comparisons: pd.DataFrame, *, region: 
     pairs = key_pairs(table)
     if pairs:
         a, b = pairs[0]
-        sel = lambda c: table[(table.model == c["model"]) & (table.attack == c["attack"]) & np.isclose(table.eps, c["eps"]) & (table.region == region)]  # noqa: E731
+        sel = lambda c: table[condition_rows(table, c) & (table.region == region)]  # noqa: E731
         j = sel(a)[["case_id", "dice"]].merge(sel(b)[["case_id", "dice"]], on="case_id", suffixes=("_a", "_b")).dropna()
         if len(j) >= 3:
             d = j.dice_a - j.dice_b
             p_unpaired = sps.mannwhitneyu(j.dice_a, j.dice_b, alternative="two-sided").pvalue
             p_paired = paired_wilcoxon(j.dice_a.to_numpy(), j.dice_b.to_numpy()).pvalue  # zeros dropped first
             lines.append(
-                f"**Pairing.** {region} Dice, {a['model']} {a['attack']} vs {b['model']} {b['attack']} ε={b['eps']:g}, {len(j)} cases: "
+                f"**Pairing.** {region} Dice, {a['model']} {attack_label(a['attack'], a.get('target_policy'))} vs {b['model']} "
+                f"{attack_label(b['attack'], b.get('target_policy'))} ε={b['eps']:g}, {len(j)} cases: "
                 f"the between-case standard deviation is {j.dice_a.std():.3f} / {j.dice_b.std():.3f}, but the per-case differences "
                 f"have mean {d.mean():.3f} and are positive in {(d > 0).sum()} of {len(d)} cases. "
                 f"Unpaired Mann–Whitney p = {p_unpaired:.2g}; paired Wilcoxon p = {p_paired:.2g}."

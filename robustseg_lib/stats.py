@@ -33,6 +33,7 @@ __all__ = [
     "drop_vs_perceptibility",
     "is_diagnostic_attack",
     "attack_label",
+    "condition_rows",
     "summary_table",
     "compare",
     "claims",
@@ -565,6 +566,33 @@ def _norm(v: Any) -> Any:
     if v is pd.NA or v is pd.NaT:
         return None
     return v
+
+
+def condition_rows(table: pd.DataFrame, cond: dict[str, Any] | Any) -> pd.Series:
+    """Which rows of a tidy table belong to one condition (``{column: value}``): ``eps`` compared with
+    ``np.isclose``, ``None`` matching a missing value, anything else by equality.
+
+    Args:
+        table: tidy results.
+        cond: column -> value, e.g. ``{"model": "baseline", "attack": "tifgsm", "eps": 0.5, "target_policy": "erase"}``.
+
+    Returns:
+        A boolean mask over ``table``'s rows.
+    """
+    if not hasattr(cond, "items") or not cond:
+        raise ValueError(f"cond: expected a non-empty dict of column -> value, got {cond!r}")
+    unknown = [k for k in cond if k not in table.columns]
+    if unknown:
+        raise ValueError(f"cond: unknown columns {unknown}")
+    mask = pd.Series(True, index=table.index)
+    for k, v in cond.items():
+        if k == "eps":
+            mask &= np.isclose(table[k].astype(float), float(v))
+        elif v is None:
+            mask &= table[k].isna()
+        else:
+            mask &= table[k] == v
+    return mask
 
 
 def summary_table(

@@ -19,7 +19,7 @@ import seaborn as sns
 from matplotlib import MatplotlibDeprecationWarning
 from matplotlib.figure import Figure
 
-from .stats import attack_label, is_diagnostic_attack, paired_wilcoxon
+from .stats import attack_label, condition_rows, is_diagnostic_attack, paired_wilcoxon
 
 
 class _Figure(Figure):
@@ -146,15 +146,7 @@ def _select(table: pd.DataFrame, cond: Mapping[str, Any], name: str) -> pd.DataF
     unknown = [k for k in cond if k not in table.columns]
     if unknown:
         raise ValueError(f"{name}: unknown columns {unknown}")
-    mask = pd.Series(True, index=table.index)
-    for k, v in cond.items():
-        if k == "eps":
-            mask &= np.isclose(table[k].astype(float), float(v))
-        elif v is None:
-            mask &= table[k].isna()
-        else:
-            mask &= table[k] == v
-    sel = table.loc[mask]
+    sel = table.loc[condition_rows(table, cond)]
     if sel.empty:
         raise ValueError(f"{name}: no rows match {dict(cond)}")
     if sel["case_id"].duplicated().any():

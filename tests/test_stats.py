@@ -1480,6 +1480,31 @@ def test_teaching_example_numbers_by_hand() -> None:
     assert "**Pairing.**" not in R.teaching_example(two, cmp_, region="WT", alpha=0.1)
 
 
+def test_key_pairs_and_teaching_example_take_one_policy_of_a_targeted_attack() -> None:
+    """A run without i-FGSM whose ti-FGSM has two target policies (erase first, as notebook 05 writes its main
+    policy): the pairs name the first policy, the pairing paragraph counts each of the 4 cases once (it used to merge
+    every case with both policies: "8 cases"), and plot_paired accepts the pair (it used to refuse the duplicates).
+    Hand: clean [0.8, 0.7, 0.6, 0.9], erase [0.1, 0.2, 0.3, 0.4] -> differences all positive, mean 0.5."""
+    from robustseg_lib import report as R
+    from robustseg_lib.viz_stats import plot_paired
+
+    clean, erase, swap = [0.8, 0.7, 0.6, 0.9], [0.1, 0.2, 0.3, 0.4], [0.9, 0.9, 0.9, 0.9]
+    rows = [{"case_id": f"c{i}", "model": "baseline", "attack": "clean", "target_policy": None, "eps": 0.0,
+             "region": "WT", "dice": clean[i]} for i in range(4)]
+    for pol, vals in (("erase", erase), ("swap", swap)):
+        rows += [{"case_id": f"c{i}", "model": "baseline", "attack": "tifgsm", "target_policy": pol, "eps": 0.3,
+                  "region": "WT", "dice": vals[i]} for i in range(4)]
+    t = pd.DataFrame(rows)
+    pairs = R.key_pairs(t)
+    assert pairs == [({"model": "baseline", "attack": "clean", "eps": 0.0},
+                      {"model": "baseline", "attack": "tifgsm", "eps": 0.3, "target_policy": "erase"})]
+    text = R.teaching_example(t, pd.DataFrame({"region": [], "pvalue": [], "p_holm": []}), region="WT")
+    assert "baseline clean vs baseline tifgsm[erase] ε=0.3, 4 cases:" in text
+    assert "have mean 0.500 and are positive in 4 of 4 cases." in text
+    fig = plot_paired(t, *pairs[0], region="WT")
+    assert fig.axes[0].get_title().startswith("WT dice: n=4,")
+
+
 def test_md_table_cells_by_hand() -> None:
     """_md_table, expected text written out: NaN prints as an empty cell, float32 cells get the float format,
     per-column formats override the default, '|' inside a cell cannot split it, one separator per column."""
