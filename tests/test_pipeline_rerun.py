@@ -370,6 +370,8 @@ def test_every_stage_gets_the_device_and_the_resolved_run_folder(tmp_path, monke
     assert run(Path("rel_run"), device="cpu") == list(STAGES)
     for stage, params in calls:
         assert params["device"] == "cpu" and params["run_dir"] == str((tmp_path / "rel_run").resolve()), stage
+    # reproduce refuses cuda up front on a machine without one (test_pipeline.py tests that); here only its passing on
+    monkeypatch.setattr(pipeline, "check_device", lambda device: device)
     run(tmp_path / "other", device="cuda")
     assert {p["device"] for _, p in calls} == {"cuda"}
 
