@@ -127,3 +127,26 @@ def test_committed_comparison_names_its_runs_as_the_current_code_does(folder: Pa
     note = replicates.code_version_note(runs, labels)
     text = (folder / "comparison.md").read_text()
     assert (note in text) if note else ("different code versions" not in text)
+
+
+def test_re_render_stamps_name_commits_of_this_history() -> None:
+    """A re-rendered report or comparison names the commit whose code wrote it; that commit must be in this checkout's
+    history (a rebase after re-rendering renames it, and the stamp would point nowhere). Skipped outside a git checkout
+    or in a shallow clone without that history."""
+    import re
+    import subprocess
+
+    try:
+        shallow = subprocess.run(["git", "rev-parse", "--is-shallow-repository"], cwd=ROOT, capture_output=True,
+                                 text=True, check=True).stdout.strip() == "true"  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    if shallow:
+        pytest.skip("shallow clone: the history the stamps name is not here")
+    files = [*(ROOT / "docs" / "results").rglob("report.md"), *(ROOT / "docs" / "results").rglob("comparison.md")]
+    stamps = {(f, m) for f in files for m in re.findall(r"^\*Re-rendered on \S+ at git `([^`]*)`", f.read_text(), re.M)}
+    assert any(f.name == "report.md" for f, _ in stamps) and any(f.name == "comparison.md" for f, _ in stamps)
+    for f, sha in sorted(stamps):
+        assert re.fullmatch(r"[0-9a-f]{7,40}", sha), f"{f.relative_to(ROOT)}: re-rendered at {sha!r}, not a clean commit"
+        rc = subprocess.run(["git", "merge-base", "--is-ancestor", sha, "HEAD"], cwd=ROOT, capture_output=True).returncode
+        assert rc == 0, f"{f.relative_to(ROOT)} names git {sha}, which is not in this history: re-render it"
