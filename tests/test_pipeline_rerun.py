@@ -51,8 +51,8 @@ def stubs(tmp_path_factory) -> tuple[Path, Path]:
 def no_kernels(monkeypatch) -> list[str]:
     """``papermill.execute_notebook`` replaced by a stand-in that records the stage and writes the output notebook, and
     runs nothing: for the rules that depend only on the pipeline's bookkeeping (fingerprints, refusals), not on what a
-    notebook does; a stub chain through real kernels costs ~2 s a stage. The tests on ``done_run`` and the chain tests
-    run real kernels. Returns the stages executed, in order."""
+    notebook does; a stub chain through real kernels costs ~2 s a stage. ``done_run`` itself, the tests that need what
+    a kernel does (log lines, a dead kernel) and the chain tests run real kernels. Returns the stages executed, in order."""
     import papermill
 
     ran: list[str] = []
@@ -89,19 +89,20 @@ def _copy(done_run: Path, tmp_path: Path) -> Path:
     return run
 
 
-def test_only_refuses_a_stage_whose_upstream_is_missing_or_stale(stubs, done_run, tmp_path) -> None:
+def test_only_refuses_a_stage_whose_upstream_is_missing_or_stale(stubs, done_run, no_kernels, tmp_path) -> None:
     with pytest.raises(PipelineError, match="--only 03_fgsm: it reads the outputs of 01_data, 02_unet"):
         _run(stubs, tmp_path / "fresh", only=["fgsm"])
     run = _copy(done_run, tmp_path)
     with pytest.raises(PipelineError, match=r"of 02_unet, which are missing, failed, or were made with other parameters"):
         _run(stubs, run, only=["fgsm"], sets=["unet.x=2"])  # 02 on disk was made with x = 1
     assert (run / "log.txt").read_text().count("03_fgsm") == 1  # 03 did not run on the stale 02
+    assert no_kernels == []  # nor did anything else: both refusals came before any notebook started
     assert _ran(_run(stubs, run, only=["unet", "fgsm"], sets=["unet.x=2"])) == ["02_unet", "03_fgsm"]
     # and now 04-08 are stale for x = 2 (their upstream changed): a full run redoes exactly them
     assert _ran(_run(stubs, run, sets=["unet.x=2"])) == list(STAGES)[3:]
 
 
-def test_library_code_is_part_of_the_fingerprint(stubs, done_run, tmp_path, monkeypatch) -> None:
+def test_library_code_is_part_of_the_fingerprint(stubs, done_run, no_kernels, tmp_path, monkeypatch) -> None:
     run = _copy(done_run, tmp_path)
     assert _ran(_run(stubs, run)) == []  # nothing changed: all skipped
     monkeypatch.setattr(pipeline, "library_hash", lambda: "another version of robustseg_lib")
@@ -533,7 +534,7 @@ def test_a_killed_run_of_another_request_is_not_resumed(tmp_path, monkeypatch) -
     assert rec["resumed_checkpoints"] is False and rec["cleared_checkpoints"] == ["baseline_ckpt"]
 
 
-def test_only_on_an_earlier_stage_marks_the_later_ones_stale(stubs, done_run, tmp_path) -> None:
+def test_only_on_an_earlier_stage_marks_the_later_ones_stale(stubs, done_run, no_kernels, tmp_path) -> None:
     """``--only unet --set unet.x=5`` reruns 02 alone: 03-08 were made from the old 02, so they are ``stale`` (not
     ``done``), ``compare`` refuses the run, and they are ``done`` again once the request is the one they were made for."""
     run = _copy(done_run, tmp_path)
