@@ -234,18 +234,38 @@ def _sample_seed(seed: int, epoch: int, step: int, i: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, step + 8, i + 8]).generate_state(1)[0])
 
 
-def _run_signature(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> str:
-    """Hash of the network layout and of a strided sample of the training data (at most about
-    a million values each, so it stays cheap for a GPU-resident BraTS-scale set)."""
+def _data_signature(images: torch.Tensor, labels: torch.Tensor) -> str:
+    """Hash of a strided sample of the training data (at most about a million values each, so it
+    stays cheap for a GPU-resident BraTS-scale set); the network's layout is :func:`_network_layout`."""
     h = hashlib.sha1()
-    for k, v in net.state_dict().items():
-        h.update(f"{k}:{tuple(v.shape)};".encode())
     for t in (images, labels):
         flat = t.reshape(-1)
         step = max(1, flat.numel() // 2**20)
         h.update(f"{tuple(t.shape)}".encode())
         h.update(flat[::step].detach().float().cpu().numpy().tobytes())
     return h.hexdigest()
+
+
+def _network_layout(net: torch.nn.Module) -> list[str]:
+    """What makes up a network apart from its weights, one entry per line: each module's name, class and
+    settings (``extra_repr``: strides, a :class:`robustseg_lib.models.LogitScale` factor...), as
+    :func:`robustseg_lib.models.weights_signature` hashes them, then each state-dict key and shape."""
+    mods = [f"module {name or '(top)'}: {type(m).__module__}.{type(m).__qualname__}({m.extra_repr()})"
+            for name, m in net.named_modules(remove_duplicate=False)]
+    return mods + [f"tensor {k}: {tuple(v.shape)}" for k, v in net.state_dict().items()]
+
+
+def _layout_difference(old: Any, new: list[str]) -> str:
+    """The first entry where a checkpoint's recorded layout ``old`` and ``new`` differ, in words."""
+    if not isinstance(old, list):
+        return f"recorded as a {type(old).__name__}, not a list"
+    for i, (a, b) in enumerate(zip(old, new)):
+        if a != b:
+            return f"entry {i}: checkpoint {str(a)[:200]!r}, this network {b[:200]!r}"
+    i = min(len(old), len(new))
+    if len(old) > len(new):
+        return f"entry {i}: checkpoint {str(old[i])[:200]!r}, this network has none"
+    return f"entry {i}: checkpoint has none, this network {new[i][:200]!r}"
 
 
 def _plain(t: Any) -> torch.Tensor:
@@ -450,8 +470,11 @@ def train(
             (adversarial training); ``brain`` is the batch's brain mask, see the module docstring.
         ckpt_dir: where ``last.pt`` (full state, every epoch) and ``best.pt`` go; an
             existing ``last.pt`` is resumed only if it was written with the same config,
-            ``resume_tag``, network layout (state-dict keys and shapes) and training data
-            (a sampled hash); otherwise training starts afresh and overwrites it.
+            ``resume_tag``, network layout (each module's class and settings, ``extra_repr``,
+            such as a :class:`robustseg_lib.models.LogitScale` factor; state-dict keys and shapes)
+            and training data (a sampled hash); otherwise training starts afresh, printing what
+            differs (the first differing layout entry), and overwrites it. A checkpoint that
+            records no layout (an earlier version's) starts afresh too.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``...
         progress: show a tqdm bar.
         stop_after_epoch: stop (as if killed) after this epoch; used to test resuming.
@@ -502,17 +525,20 @@ def train(
     start_epoch = 0
     rng_state: torch.Tensor | None = None  # the global torch RNG (dropout) at the start of the first epoch to run
     ckpt = Path(ckpt_dir) if ckpt_dir is not None else None
-    signature = _run_signature(net, train_images, train_labels) if ckpt is not None else ""
+    signature = _data_signature(train_images, train_labels) if ckpt is not None else ""
+    layout = _network_layout(net) if ckpt is not None else []
     if ckpt is not None and (ckpt / "last.pt").is_file():
         try:
             state = torch.load(ckpt / "last.pt", map_location="cpu", weights_only=True)
         except Exception as exc:  # truncated by a kill mid-write elsewhere, or not ours: never unpickle, start afresh
             print(f"{ckpt / 'last.pt'}: unreadable checkpoint ({type(exc).__name__}); starting afresh")
             state = {}
-        same = {"config": cfg_dict, "n_train": n, "resume_tag": resume_tag, "signature": signature}
+        same = {"config": cfg_dict, "n_train": n, "resume_tag": resume_tag, "signature": signature, "layout": layout}
         if not isinstance(state, dict):
             state = {}
-        if state and all(state.get(k) == v for k, v in same.items()):
+        if state and "layout" not in state:  # written before the layout was recorded: its signature hashed other things
+            print(f"{ckpt / 'last.pt'}: written by an earlier version of train() (no network layout recorded); starting afresh")
+        elif state and all(state.get(k) == v for k, v in same.items()):
             net.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
@@ -521,8 +547,10 @@ def train(
             history = list(state["history"])
             best_score, best_epoch, best_state = float(state["best_score"]), int(state["best_epoch"]), state["best_state"]
         elif state:
-            what = {"config": "config", "n_train": "training-set size", "resume_tag": "resume_tag", "signature": "network layout or training data"}
+            what = {"config": "config", "n_train": "training-set size", "resume_tag": "resume_tag", "signature": "training data", "layout": "network layout"}
             differ = sorted({what[k] for k, v in same.items() if state.get(k) != v})
+            if state["layout"] != layout:
+                differ[differ.index("network layout")] += f" ({_layout_difference(state['layout'], layout)})"
             print(f"{ckpt / 'last.pt'}: written with another {', '.join(differ)}; starting afresh")
 
     # The global torch RNG (dropout draws from it) runs in a fork: seeded from config.seed on a fresh start, restored
@@ -588,7 +616,7 @@ def train(
                     {
                         "model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                         "torch_rng": torch.get_rng_state(), "epoch": epoch, "history": history, "config": cfg_dict,
-                        "n_train": n, "resume_tag": resume_tag, "signature": signature, "best_score": best_score, "best_epoch": best_epoch, "best_state": best_state,
+                        "n_train": n, "resume_tag": resume_tag, "signature": signature, "layout": layout, "best_score": best_score, "best_epoch": best_epoch, "best_state": best_state,
                     },
                     ckpt / "last.pt",
                 )

@@ -273,6 +273,40 @@ def test_resume_gives_same_weights_as_uninterrupted(tmp_path) -> None:
     assert state["epoch"] == 3
 
 
+def test_resume_only_with_the_same_module_settings(tmp_path, capsys) -> None:
+    """The recorded layout holds each module's class and settings (extra_repr), not only state-dict keys and shapes:
+    another LogitScale factor or dropout rate starts afresh naming the difference; the same network resumes; a
+    checkpoint of an earlier version (no layout recorded) starts afresh instead of crashing."""
+    x, y = _blob_data(2, size=8)
+    cfg = TrainConfig(epochs=2, batch_size=2, steps_per_epoch=1, seed=3)
+
+    def net(**kw):
+        return models.build_unet("unet", seed=0, channels=(4, 8), strides=(2,), num_res_units=0, **kw)
+
+    def run(m):
+        return train(m, x, y, cfg, ckpt_dir=tmp_path, progress=False, stop_after_epoch=1, resume_tag="t")
+
+    run(models.LogitScale(net(), 10.0))
+    capsys.readouterr()
+    assert run(models.LogitScale(net(), 5.0)).resumed_from == 0
+    out = capsys.readouterr().out
+    assert "written with another network layout" in out and "scale=10.0" in out and "scale=5.0" in out, out
+    assert "training data" not in out, out
+    assert run(models.LogitScale(net(), 5.0)).resumed_from == 1  # the same network resumes as before
+    # an architecture setting that leaves the state dict alone (the dropout rate) is part of the layout too
+    from robustseg_lib.training import _layout_difference, _network_layout
+
+    a, b = _network_layout(net(dropout=0.1)), _network_layout(net(dropout=0.2))
+    assert a != b and "p=0.1" in _layout_difference(a, b) and "p=0.2" in _layout_difference(a, b)
+    assert [e for e in a if e.startswith("tensor")] == [e for e in b if e.startswith("tensor")]
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    del state["layout"]
+    torch.save(state, tmp_path / "last.pt")
+    capsys.readouterr()
+    assert run(net()).resumed_from == 0
+    assert "earlier version" in capsys.readouterr().out
+
+
 def test_resume_only_with_same_tag_network_and_data(tmp_path) -> None:
     """A checkpoint of another objective (tag), network layout or dataset is not resumed: training starts afresh."""
     x, y = _blob_data(4)
