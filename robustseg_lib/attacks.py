@@ -157,13 +157,19 @@ def _check_model(model: Callable[[torch.Tensor], torch.Tensor]) -> None:
         raise ValueError(f"model must be callable (an nn.Module), got {type(model).__name__}")
 
 
-def _check_autograd(model: Any) -> None:
-    """Refuse what autograd cannot differentiate: inference mode, or a model holding inference tensors."""
+def _check_autograd(model: Any, caller: str = "") -> None:
+    """Refuse what autograd cannot differentiate: inference mode, or a model holding inference tensors.
+
+    ``caller``: the function's name for the message (e.g. ``"input_gradient_stats"``); empty for the attacks."""
     if torch.is_inference_mode_enabled():
+        need, call, own = (
+            (f"{caller}() needs", f"call {caller}()", f"{caller}() re-enables gradients itself") if caller
+            else ("attacks need", "call the attack", "attacks re-enable gradients themselves")
+        )
         raise RuntimeError(
-            "attacks need input gradients, but torch.inference_mode() is active (torch.enable_grad() cannot undo it): "
-            "call the attack outside inference mode; wrap the surrounding code in torch.no_grad() instead if needed "
-            "(attacks re-enable gradients themselves)"
+            f"{need} input gradients, but torch.inference_mode() is active (torch.enable_grad() cannot undo it): "
+            f"{call} outside inference mode; wrap the surrounding code in torch.no_grad() instead if needed "
+            f"({own})"
         )
     if isinstance(model, nn.Module):
         bad = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_inference()]

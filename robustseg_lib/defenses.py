@@ -452,15 +452,18 @@ def input_gradient_stats(
             None: every voxel.
         threshold: what counts as "near zero", ≥ 0.
         loss_fn: ``loss_fn(logits, y) -> scalar``; default mean cross-entropy. Works under
-            ``torch.no_grad()`` too (gradients are enabled inside).
+            ``torch.no_grad()`` too (gradients are enabled inside), but not under
+            ``torch.inference_mode()`` nor with a model holding inference tensors: both are
+            refused up front with a RuntimeError, as the attacks do.
 
     Returns:
         ``{"frac_near_zero", "frac_zero", "median_abs", "max_abs", "frac_saturated_voxels",
         "frac_zero_logit_grad"}``.
     """
-    from .attacks import _check_labels, _check_mask, _check_model, _check_x, _eval_mode
+    from .attacks import _check_autograd, _check_labels, _check_mask, _check_model, _check_x, _eval_mode
 
     _check_model(model)
+    _check_autograd(model, "input_gradient_stats")
     _check_x(x)
     if x.ndim != 5:
         raise ValueError(f"x must be (N, C, D, H, W), got {tuple(x.shape)}")

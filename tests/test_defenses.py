@@ -821,3 +821,23 @@ def test_train_moves_the_teacher_to_the_training_device_and_leaves_it_frozen() -
     for k, v in teacher.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert obj.to("cpu") is obj
+
+
+def test_input_gradient_stats_refuses_inference_mode_and_inference_models_up_front() -> None:
+    """Like the attacks: under torch.inference_mode() (which enable_grad cannot undo) or with a model holding inference
+    tensors, input_gradient_stats refuses up front with a RuntimeError naming itself and saying what to do; inputs and
+    labels made under inference mode are fine and give the same statistics."""
+    torch.manual_seed(3)
+    net = torch.nn.Conv3d(4, 3, 1)
+    x = torch.randn(1, 4, 2, 2, 2)
+    y = torch.randint(0, 3, (1, 2, 2, 2))
+    with torch.inference_mode(), pytest.raises(
+        RuntimeError, match=r"input_gradient_stats\(\) needs input gradients, but torch.inference_mode\(\) is active.*outside inference mode"
+    ):
+        defenses.input_gradient_stats(net, x, y)
+    with torch.inference_mode():
+        inf_net = torch.nn.Conv3d(4, 3, 1)
+        xi, yi = x.clone(), y.clone()
+    with pytest.raises(RuntimeError, match="model holds tensors created under torch.inference_mode.*build or load the model outside"):
+        defenses.input_gradient_stats(inf_net, x, y)
+    assert defenses.input_gradient_stats(net, xi, yi) == defenses.input_gradient_stats(net, x, y)
