@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -538,12 +539,56 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
+class _RecordWarnings:
+    """``fn`` for a worker process: ``job -> (fn(job), warnings it raised)``, each warning as
+    ``(category, text, filename, lineno)``, for :func:`_reemit` in the parent (a class, so it pickles)."""
+
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, job: Any) -> tuple[Any, list[tuple[type[Warning], str, str, int]]]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # every one: the parent's filters decide what is shown
+            out = self.fn(job)
+        return out, [(_picklable_category(w.category), str(w.message), w.filename, w.lineno) for w in caught]
+
+
+def _picklable_category(category: type[Warning]) -> type[Warning]:
+    """``category``, or UserWarning if the class cannot travel to the parent (defined in a local scope)."""
+    import pickle
+
+    try:
+        pickle.dumps(category)
+    except Exception:
+        return UserWarning
+    return category
+
+
+def _reemit(category: type[Warning], text: str, filename: str, lineno: int) -> None:
+    """Issue a warning recorded in a worker here, at its original location and, when that file is a loaded
+    module, with the module's name and ``__warningregistry__``, so filters and once-per-location apply as if it
+    had been raised in this process."""
+    path = os.path.realpath(filename)
+    for mod in list(sys.modules.values()):
+        f = getattr(mod, "__file__", None)
+        if isinstance(f, str) and os.path.realpath(f) == path:
+            registry = mod.__dict__.setdefault("__warningregistry__", {})
+            warnings.warn_explicit(text, category, filename, lineno, module=mod.__name__, registry=registry)
+            return
+    warnings.warn_explicit(text, category, filename, lineno, registry=_FOREIGN_WARNINGS.setdefault(path, {}))
+
+
+#: ``__warningregistry__`` stand-ins for worker warnings from files no loaded module holds (keyed by real path).
+_FOREIGN_WARNINGS: dict[str, dict] = {}
+
+
 def _map_cases(fn: Callable[[Any], Any], jobs: list, workers: int, desc: str, progress: bool) -> Iterator[Any]:
     """Yield ``fn(job)`` for each job, in order, computed here or in ``workers`` spawned
     processes, with a tqdm bar (callers validate ``workers``). More processes than the CPU budget
     (affinity mask and cgroup quota, :func:`runtime.cpu_budget`) or than jobs only add overhead, so
     ``workers`` is capped there; each worker runs torch on one thread. The output does not depend on
-    the number of processes."""
+    the number of processes, nor do the warnings: those raised in a worker while it runs ``fn(job)``
+    are re-issued here (same category, text and location) just before that job's result is yielded."""
     workers = max(1, min(workers, cpu_budget(), len(jobs)))
     if workers == 1:
         yield from tqdm(map(fn, jobs), total=len(jobs), desc=desc, disable=not progress)
@@ -553,7 +598,10 @@ def _map_cases(fn: Callable[[Any], Any], jobs: list, workers: int, desc: str, pr
 
     # spawn, not fork: the parent may hold torch/OpenMP thread pools
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_one_thread) as ex:
-        yield from tqdm(ex.map(fn, jobs), total=len(jobs), desc=desc, disable=not progress)
+        for out, caught in tqdm(ex.map(_RecordWarnings(fn), jobs), total=len(jobs), desc=desc, disable=not progress):
+            for w in caught:
+                _reemit(*w)
+            yield out
 
 
 def _generate_and_write(job: tuple) -> Path:
@@ -1323,7 +1371,7 @@ def prepare_dataset(
             arrays copied to each of its rows. None (or ``seed``): every case once.
         workers: processes loading and preprocessing cases in parallel (BraTS scale: about
             2 s per case on one core; capped at :func:`runtime.cpu_budget`); the output does not
-            depend on it.
+            depend on it, nor do the warnings (a worker's are re-issued in the caller, at their location).
         progress: show a tqdm progress bar.
 
     Returns:

@@ -1844,3 +1844,48 @@ def test_tumour_voxels_outside_the_brain_are_counted_and_named(tmp_path) -> None
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         D.prepare_dataset(tmp_path / "inside", tmp_path / "q.npz", (6, 6, 6), progress=False)
+
+
+def test_warnings_raised_in_data_workers_reach_the_caller(tmp_path, monkeypatch) -> None:
+    """prepare_dataset with workers = 2 (spawned processes): a warning raised while a worker loads a case (two BraTS
+    2024 GLI cases with a resection cavity) is re-issued in the caller, with the category, text, file and line the
+    serial run gives (it used to stay in the worker)."""
+    monkeypatch.setattr(D, "cpu_budget", lambda: 2)  # two processes even on a one-CPU machine
+    sfx = {"t1": "-t1n", "t1ce": "-t1c", "t2": "-t2w", "flair": "-t2f", "seg": "-seg"}
+    seg = np.zeros((6, 5, 4), np.uint8)
+    seg[0], seg[1], seg[2], seg[3] = 1, 2, 3, 4  # NETC, SNFH, ET, RC
+    for cid in ("BraTS-GLI-02000-000", "BraTS-GLI-02001-000"):
+        _brats_folder(tmp_path / "d" / cid, seg=seg, suffixes=sfx)
+
+    def run(workers: int) -> list[tuple]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            D.prepare_dataset(tmp_path / "d", tmp_path / f"w{workers}.npz", (6, 6, 6), workers=workers, progress=False)
+        return [(w.category, str(w.message), Path(w.filename).resolve(), w.lineno) for w in caught]
+
+    serial, parallel = run(1), run(2)
+    assert [w for w in serial if "resection cavity" in w[1]] and len(serial) == 2, serial
+    assert parallel == serial
+    a, b = np.load(tmp_path / "w1.npz"), np.load(tmp_path / "w2.npz")
+    assert all(np.array_equal(a[k], b[k]) for k in a.files)
+
+
+def test_worker_warnings_are_recorded_and_reissued_at_their_location() -> None:
+    """The worker side (_RecordWarnings, run in-process here) returns the result and each warning's category, text,
+    file and line; _reemit issues it again there, under the module's own registry and filters."""
+    def job(x: int) -> int:
+        warnings.warn(f"odd {x}", RuntimeWarning)
+        return 2 * x
+
+    out, caught = D._RecordWarnings(job)(3)
+    assert out == 6 and len(caught) == 1
+    category, text, filename, lineno = caught[0]
+    assert (category, text, Path(filename).resolve()) == (RuntimeWarning, "odd 3", Path(__file__).resolve())
+    with warnings.catch_warnings(record=True) as again:
+        warnings.simplefilter("always")
+        D._reemit(*caught[0])
+    assert [(w.category, str(w.message), w.filename, w.lineno) for w in again] == [caught[0]]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", module=__name__)  # the module's name, as a warning raised here would match
+        with pytest.raises(RuntimeWarning, match="odd 3"):
+            D._reemit(*caught[0])
