@@ -30,14 +30,14 @@ def test_committed_runs_reads_the_runs_table_and_names_a_missing_run(tmp_path: P
     assert tool.committed_runs(AVX2) == (["avx512", "avx2"], ["docs/results/teaching-cpu", "docs/results/teaching-avx2-cpu"])
     folder = tmp_path / "cmp"
     shutil.copytree(AVX2, folder)
-    md = folder / "comparison.md"
-    md.write_text(md.read_text().replace("| docs/results/teaching-avx2-cpu |", "| /tmp/gone_run |"))
+    csv = folder / "runs.csv"
+    csv.write_text(csv.read_text().replace(",docs/results/teaching-avx2-cpu,", ",/tmp/gone_run,"))
     with pytest.raises(ValueError, match=r"missing: /tmp/gone_run"):
         tool.committed_runs(folder)
-    md.write_text("# Verdicts across runs\n")
-    with pytest.raises(ValueError, match=r"no '## Runs' section"):
+    pd.read_csv(csv).drop(columns="path").to_csv(csv, index=False)
+    with pytest.raises(ValueError, match=r"no 'run' and 'path' columns"):
         tool.committed_runs(folder)
-    with pytest.raises(ValueError, match=r"no comparison\.md"):
+    with pytest.raises(ValueError, match=r"no comparison\.md and runs\.csv"):
         tool.committed_runs(tmp_path)
 
 

@@ -34,7 +34,7 @@ KEEP = ("runs.csv",)  # the tables a re-render may change: the runs' commits, ma
 
 
 def committed_runs(folder: Path) -> tuple[list[str], list[str]]:
-    """The runs a committed comparison was made of, from the runs table of its ``comparison.md``.
+    """The runs a committed comparison was made of, from its ``runs.csv`` (the runs table of ``comparison.md``).
 
     Args:
         folder: a committed comparison folder (``comparison.md`` and its tables).
@@ -42,30 +42,16 @@ def committed_runs(folder: Path) -> tuple[list[str], list[str]]:
     Returns:
         ``(labels, paths)``, paths as written there (relative to the repository root), in the table's order.
     """
-    md = folder / "comparison.md"
-    if not md.is_file():
-        raise ValueError(f"{folder}: no comparison.md; expected a folder written by `robustseg compare`")
-    lines = md.read_text().splitlines()
-    try:
-        start = lines.index("## Runs")
-    except ValueError:
-        raise ValueError(f"{md}: no '## Runs' section") from None
-    block = []
-    for line in lines[start + 1:]:
-        if line.startswith("|"):
-            block.append(line)
-        elif block:
-            break
-    rows = block
-    head = [c.strip() for c in rows[0].strip("|").split("|")] if rows else []
-    if "run" not in head or "path" not in head:
-        raise ValueError(f"{md}: the runs table has no 'run' and 'path' columns")
-    cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows[2:]]  # header, separator, rows
-    labels = [c[head.index("run")] for c in cells]
-    paths = [c[head.index("path")] for c in cells]
+    table = folder / "runs.csv"  # the runs table of comparison.md, as a CSV
+    if not (folder / "comparison.md").is_file() or not table.is_file():
+        raise ValueError(f"{folder}: no comparison.md and runs.csv; expected a folder written by `robustseg compare`")
+    runs = pd.read_csv(table, dtype=str)
+    if not {"run", "path"} <= set(runs.columns):
+        raise ValueError(f"{table}: no 'run' and 'path' columns")
+    labels, paths = runs["run"].tolist(), runs["path"].tolist()
     missing = [p for p in paths if not (ROOT / p).is_dir()]
     if len(paths) < 2 or missing:
-        raise ValueError(f"{md}: expected at least two run folders under {ROOT}; missing: {', '.join(missing) or 'none'}")
+        raise ValueError(f"{table}: expected at least two run folders under {ROOT}; missing: {', '.join(missing) or 'none'}")
     return labels, paths
 
 
