@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+import robustseg_lib  # noqa: F401  # before any test module imports papermill: jsonschema without the IRI grammar
+
 
 class ModeProbe(torch.nn.Module):
     """Identity layer that records ``self.training`` at every forward (which mode a network was run in)."""
