@@ -297,7 +297,7 @@ def write_report(
     mean_col = next((c for c in summary.columns if c.startswith("mean_")), "mean_dice")
     s = summary[(summary.region == region)].copy()
     s["mean [95% CI]"] = [f"{m:.3f} [{lo:.3f}, {hi:.3f}]" for m, lo, hi in zip(s[mean_col], s.ci_lo, s.ci_hi)]
-    keep = [c for c in ("model", "attack", "target_policy", "eps", "n", "mean [95% CI]") if c in s.columns]
+    keep = [c for c in ("model", "attack", "target_policy", "source_model", "eps", "n", "mean [95% CI]") if c in s.columns]
     cmp_r = comparisons[comparisons.region == region] if "region" in comparisons.columns else comparisons
     if claims_comparisons is not None:
         claims_note = (

@@ -18,8 +18,9 @@ import pandas as pd
 import seaborn as sns
 from matplotlib import MatplotlibDeprecationWarning
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-from .stats import attack_label, condition_rows, is_diagnostic_attack, paired_wilcoxon
+from .stats import LOWER_IS_BETTER_METRICS, attack_label, condition_rows, is_diagnostic_attack, paired_wilcoxon
 
 
 class _Figure(Figure):
@@ -36,6 +37,9 @@ class _Figure(Figure):
         return buf.getvalue()
 
 __all__ = ["plot_robustness_curves", "plot_paired", "plot_claims"]
+
+#: plot_paired's line colours: a case that got worse from a to b, and one that did not
+_WORSE, _NOT_WORSE = "#d62728", "#1f77b4"
 
 _VERDICT_COLOURS = {
     "holds": "#c7e9c0",
@@ -168,6 +172,9 @@ def plot_paired(
 ) -> Figure:
     """Per-case paired plot of two conditions: a line per case plus box and strip plots.
 
+    A case's line is red where ``b`` is worse than ``a`` (a lower Dice; a higher distance for the metrics of
+    ``stats.LOWER_IS_BETTER_METRICS`` such as HD95) and blue otherwise; the legend says so.
+
     Args:
         table: tidy result table.
         a, b: column -> value filters selecting one row per case, e.g.
@@ -194,9 +201,10 @@ def plot_paired(
     )
     fig = _Figure(figsize=(5.0, 4.2), layout="constrained")
     ax = fig.subplots()
+    lower_better = metric in LOWER_IS_BETTER_METRICS
     for ya, yb in zip(j[f"{metric}_a"], j[f"{metric}_b"]):
-        colour = "#d62728" if yb < ya else "#1f77b4"
-        ax.plot([0, 1], [ya, yb], color=colour, alpha=0.4, lw=0.9, zorder=1)
+        worse = yb > ya if lower_better else yb < ya
+        ax.plot([0, 1], [ya, yb], color=_WORSE if worse else _NOT_WORSE, alpha=0.4, lw=0.9, zorder=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MatplotlibDeprecationWarning)  # seaborn passes `vert`
         sns.boxplot(data=long, x="condition", y=metric, order=[la, lb], width=0.35, fliersize=0,
@@ -208,6 +216,9 @@ def plot_paired(
     ax.set_xlabel("")
     ax.set_ylabel(f"{metric} ({region})")
     ax.grid(alpha=0.3, axis="y")
+    ax.legend(handles=[Line2D([], [], color=_WORSE, label="worse on the right"),
+                       Line2D([], [], color=_NOT_WORSE, label="unchanged or better")],
+              fontsize=7, loc="best")  # fmt: skip
     return fig
 
 

@@ -964,6 +964,28 @@ def test_report_comparisons_table_and_rules(tmp_path) -> None:
     assert dict((a, b) for a, b, _ in st) == {"07_adversarial_training": "done", "08_statistics": "running (this report)"}
 
 
+def test_report_summary_names_the_source_model_of_transfer_attacks(tmp_path) -> None:
+    """Two transfer attacks that differ only in their source model are two rows that say which is which."""
+    from robustseg_lib import report as R
+    from robustseg_lib.artefacts import RunPaths
+
+    t = make_table({("distilled", "clean", None, 0.0): 0.98, ("distilled", "transfer_fgsm", None, 0.2): 0.7})
+    t["source_model"] = np.where(t.attack == "clean", None, "baseline")
+    other = t[t.attack != "clean"].assign(source_model="advtrain", dice=lambda d: d.dice - 0.1)
+    t = pd.concat([t, other], ignore_index=True)
+    run = RunPaths(tmp_path / "run")
+    run.root.mkdir()
+    s = S.summary_table(t, n_resamples=50)
+    text = R.write_report(run, summary=s, comparisons=S.compare(t), claims=S.claims(t, S.compare(t), n_resamples=50),
+                          region="WT").read_text()
+    header, rows = _md_rows(text, "| model | attack")
+    assert header[:5] == ["model", "attack", "target_policy", "source_model", "eps"]
+    transfer = {r[3]: r[-1] for r in rows if r[1] == "transfer_fgsm"}
+    wt = s[(s.region == "WT") & (s.attack == "transfer_fgsm")].set_index("source_model")["mean_dice"]
+    assert set(transfer) == {"baseline", "advtrain"}
+    assert [transfer[m].split()[0] for m in ("baseline", "advtrain")] == [f"{wt[m]:.3f}" for m in ("baseline", "advtrain")]
+
+
 def test_report_names_the_claims_comparisons(tmp_path) -> None:
     t = make_table(FULL)
     paper = t[~((t.attack == "tifgsm") & (t.target_policy == "et_to_ncr"))]
@@ -1730,6 +1752,22 @@ def test_paired_plot_by_hand() -> None:
     assert [x.get_text() for x in ax.get_xticklabels()] == ["baseline, clean, 0", "baseline, ifgsm, None, 0.3"]
     with pytest.raises(ValueError, match="^b: no rows match"):
         V.plot_paired(t, a, {"model": "nobody"}, "WT")
+
+
+def test_paired_plot_reds_a_higher_hd95() -> None:
+    """For HD95 (lower is better) a case whose distance grows is the one drawn red: hand-made distances clean
+    [2, 3, 4] vs ifgsm [5, 3, 1] give one red (2 → 5), two blue (3 → 3 unchanged, 4 → 1 better); the legend names
+    both colours."""
+    import matplotlib.colors as mcolors
+
+    vals = {"clean": [2.0, 3.0, 4.0], "ifgsm": [5.0, 3.0, 1.0]}
+    t = pd.DataFrame([{"case_id": f"c{i}", "model": "baseline", "attack": a, "eps": 0.0 if a == "clean" else 0.3,
+                       "region": "WT", "dice": 0.5, "hd95": v[i]} for a, v in vals.items() for i in range(3)])
+    ax = V.plot_paired(t, {"attack": "clean"}, {"attack": "ifgsm"}, "WT", metric="hd95").get_axes()[0]
+    red = [list(ln.get_ydata()) for ln in ax.lines if list(ln.get_xdata()) == [0, 1] and mcolors.same_color(ln.get_color(), "#d62728")]
+    blue = [list(ln.get_ydata()) for ln in ax.lines if list(ln.get_xdata()) == [0, 1] and mcolors.same_color(ln.get_color(), "#1f77b4")]
+    assert red == [[2.0, 5.0]] and sorted(blue) == [[3.0, 3.0], [4.0, 1.0]]
+    assert [x.get_text() for x in ax.get_legend().get_texts()] == ["worse on the right", "unchanged or better"]
 
 
 def test_claims_figure_colours_the_verdict_column() -> None:
