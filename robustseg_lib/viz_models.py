@@ -133,7 +133,9 @@ def plot_attack_example(
         image, adv: ``(4, D, H, W)`` clean and adversarial volumes.
         truth, pred_clean, pred_adv: ``(D, H, W)`` class maps.
         title: figure title.
-        amplify: display gain of the perturbation, > 0 (default: stretch to its max).
+        amplify: display gain of the perturbation, > 0 (default: stretch to its max). The perturbation panels share
+            one colour window, ± max|adv − image| over the whole volume divided by ``amplify``; the FLAIR panel's
+            title gives its ends (``±0.3``; ``±0.075, ×4`` when amplified; ``none`` when adv equals image).
 
     Returns:
         The figure.
@@ -146,7 +148,7 @@ def plot_attack_example(
         raise ValueError(f"amplify: expected a positive finite gain or None, got {amplify}")
     z = _tumour_slice(truth)
     delta = adv - image
-    m = float(np.abs(delta).max()) or 1.0
+    m = float(np.abs(delta).max()) or 1.0  # no perturbation at all: a unit window, titled "none"
     fig, axes = plt.subplots(2, 4, figsize=(11, 5.6))
     # one grey window per modality for the clean and the adversarial slice (imshow would stretch each panel to its
     # own range, and a changed contrast would hide or fake a visible difference)
@@ -155,7 +157,9 @@ def plot_attack_example(
     _show(axes[0, 0], image[_FLAIR, :, :, z], None, "clean FLAIR", **win[_FLAIR])
     _show(axes[0, 1], adv[_FLAIR, :, :, z], None, "adversarial FLAIR", **win[_FLAIR])
     vmax = m / amplify if amplify else m
-    _show(axes[0, 2], delta[_FLAIR, :, :, z], None, f"perturbation FLAIR (±{m:.2f})", cmap="seismic", vmin=-vmax, vmax=vmax)
+    # the title gives the colour window's ends, the values at which the colours saturate
+    scale = "none" if not np.any(delta) else f"±{vmax:.2g}" + (f", ×{amplify:g}" if amplify else "")
+    _show(axes[0, 2], delta[_FLAIR, :, :, z], None, f"perturbation FLAIR ({scale})", cmap="seismic", vmin=-vmax, vmax=vmax)
     _show(axes[0, 3], delta[_T1CE, :, :, z], None, "perturbation T1c", cmap="seismic", vmin=-vmax, vmax=vmax)
     _show(axes[1, 0], image[_T1CE, :, :, z], truth[:, :, z], "truth", **win[_T1CE])
     _show(axes[1, 1], image[_T1CE, :, :, z], pc[:, :, z], "prediction, clean", **win[_T1CE])

@@ -227,7 +227,7 @@ def test_attack_example_panels_and_perturbation_window() -> None:
     fig = VM.plot_attack_example(*(torch.from_numpy(a) for a in (img, adv, lab, pc, pa)), title="case x")
     axes = np.asarray(fig.axes[:8]).reshape(2, 4)
     assert [ax.get_title() for ax in axes.ravel()] == [
-        "clean FLAIR", "adversarial FLAIR", "perturbation FLAIR (±0.30)", "perturbation T1c",
+        "clean FLAIR", "adversarial FLAIR", "perturbation FLAIR (±0.3)", "perturbation T1c",
         "truth", "prediction, clean", "prediction, attacked", "adversarial T1c"]
     d = adv - img
     shown = {
@@ -255,16 +255,16 @@ def test_attack_example_panels_and_perturbation_window() -> None:
     fig = VM.plot_attack_example(img, adv, lab, pc, pa, amplify=4.0)
     for c in (2, 3):
         np.testing.assert_allclose(fig.axes[c].images[0].get_clim(), (-0.075, 0.075), rtol=1e-6)
-    assert fig.axes[2].get_title() == "perturbation FLAIR (±0.30)"
+    assert fig.axes[2].get_title() == "perturbation FLAIR (±0.075, ×4)"  # the window's ends, 0.3 / 4, and the gain
     plt.close(fig)
 
 
 def test_attack_example_without_perturbation_uses_a_unit_window() -> None:
-    """adv == image: max|delta| is 0, so the window falls back to +/- 1 (title ±1.00)."""
+    """adv == image: max|delta| is 0, so the window falls back to +/- 1, and the title says there is none."""
     img, _, lab, pc, pa = _attack_case()
     fig = VM.plot_attack_example(img, img.copy(), lab, pc, pa)
     assert fig.axes[2].images[0].get_clim() == (-1.0, 1.0)
-    assert fig.axes[2].get_title() == "perturbation FLAIR (±1.00)"
+    assert fig.axes[2].get_title() == "perturbation FLAIR (none)"
     plt.close(fig)
 
 
@@ -308,7 +308,7 @@ def test_attack_window_is_shared_and_set_by_the_largest_change_of_any_modality()
     fig = VM.plot_attack_example(img, adv, lab, pc, pa)
     for c in (2, 3):
         np.testing.assert_allclose(fig.axes[c].images[0].get_clim(), (-0.5, 0.5), rtol=1e-6)
-    assert fig.axes[2].get_title() == "perturbation FLAIR (±0.50)"
+    assert fig.axes[2].get_title() == "perturbation FLAIR (±0.5)"
     plt.close(fig)
 
 
