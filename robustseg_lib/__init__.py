@@ -27,7 +27,7 @@ def _import_jsonschema_without_iri_grammar() -> None:
     _sys.modules["rfc3987_syntax"] = None  # type: ignore[assignment]  # makes `import rfc3987_syntax` raise ImportError
     try:
         import jsonschema._format  # noqa: F401
-    except ImportError:  # jsonschema not installed: nothing to speed up
+    except Exception:  # not installed (or broken, which MONAI's optional import tolerates too): nothing to speed up
         pass
     finally:
         if "rfc3987_syntax" in _sys.modules and _sys.modules["rfc3987_syntax"] is None:

@@ -48,3 +48,14 @@ def test_the_environment_can_keep_the_iri_checker() -> None:
         "print('iri' in jsonschema.FormatChecker().checkers)\n"
     )
     assert iri == "True"
+
+
+def test_a_broken_jsonschema_does_not_stop_the_package_import(tmp_path) -> None:
+    """A jsonschema whose import raises something other than ImportError leaves `import robustseg_lib` working."""
+    (tmp_path / "jsonschema").mkdir()
+    (tmp_path / "jsonschema" / "__init__.py").write_text("raise RuntimeError('broken install')\n")
+    out = subprocess.run(
+        [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import robustseg_lib; print('ok')"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )
+    assert out.stdout.split() == ["ok"]
