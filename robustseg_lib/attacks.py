@@ -233,8 +233,8 @@ def _per_channel(value: Budget, name: str, x: torch.Tensor) -> tuple[torch.Tenso
     ``(C, 1, 1, 1, 1)`` when ``N != C``). Returned as ``(1, C, 1, ...)``, or ``(N, C, 1, ...)`` for a
     per-sample budget.
     """
-    if isinstance(value, bool):
-        raise _budget_shape_error(name, x, repr(value))
+    if isinstance(value, (bool, np.bool_)) or getattr(value, "dtype", None) in (torch.bool, np.dtype(bool)):
+        raise _budget_shape_error(name, x, repr(value))  # a flag is no budget (numpy's bool_ would read as 1.0)
     try:
         v = torch.as_tensor(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=torch.float64)
     except (TypeError, ValueError, RuntimeError) as e:

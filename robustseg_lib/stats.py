@@ -569,8 +569,8 @@ def _norm(v: Any) -> Any:
 
 
 def condition_rows(table: pd.DataFrame, cond: dict[str, Any] | Any) -> pd.Series:
-    """Which rows of a tidy table belong to one condition (``{column: value}``): ``eps`` compared with
-    ``np.isclose``, ``None`` matching a missing value, anything else by equality.
+    """Which rows of a tidy table belong to one condition (``{column: value}``): ``eps`` (a finite number) compared
+    with ``np.isclose``, ``None`` or NaN matching a missing value, anything else by equality.
 
     Args:
         table: tidy results.
@@ -584,11 +584,15 @@ def condition_rows(table: pd.DataFrame, cond: dict[str, Any] | Any) -> pd.Series
     unknown = [k for k in cond if k not in table.columns]
     if unknown:
         raise ValueError(f"cond: unknown columns {unknown}")
+    if "eps" in cond:
+        e = cond["eps"]
+        if isinstance(e, (bool, np.bool_)) or not isinstance(e, (int, float, np.integer, np.floating)) or not np.isfinite(e):
+            raise ValueError(f"cond: eps must be a finite number, got {e!r}")
     mask = pd.Series(True, index=table.index)
     for k, v in cond.items():
         if k == "eps":
             mask &= np.isclose(table[k].astype(float), float(v))
-        elif v is None:
+        elif v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)):
             mask &= table[k].isna()
         else:
             mask &= table[k] == v

@@ -719,3 +719,14 @@ def test_inference_mode_and_inference_models_are_refused_up_front_with_advice() 
             with pytest.raises(RuntimeError, match="model holds tensors created under torch.inference_mode.*build or load the model outside"):
                 call(m)
     assert torch.equal(ifgsm(net, xi, yi, 0.1, 0.05, 2, clip=(lo, hi)), ifgsm(net, x, y, 0.1, 0.05, 2, clip=(float(lo), float(hi))))
+
+
+def test_a_boolean_budget_is_refused() -> None:
+    """True, numpy's bool_ and a bool tensor are flags, not budgets: each is refused with the ValueError naming the
+    budget (numpy's True used to be read as eps = 1.0, hand: a step of 1 on every voxel)."""
+    net, (x, y) = linear_net(), data(shape=(2, 4, 2, 3, 3))
+    for bad in (True, np.bool_(True), torch.tensor(True), np.array([True] * 4)):
+        with pytest.raises(ValueError, match="eps must be a float"):
+            fgsm(net, x, y, bad)
+        with pytest.raises(ValueError, match="alpha must be a float"):
+            ifgsm(net, x, y, 0.1, bad, 2)

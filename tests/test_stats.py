@@ -1789,3 +1789,15 @@ def test_claims_figure_colours_the_verdict_column() -> None:
     assert len(set(colours)) == len(S.VERDICTS)
     with pytest.raises(ValueError, match=r"missing columns \['evidence'\]"):
         V.plot_claims(cl.drop(columns=["evidence"]))
+
+
+def test_condition_rows_reads_nan_as_missing_and_refuses_a_non_number_eps() -> None:
+    """A NaN value selects the missing cells like None does (pandas reads an empty CSV cell as NaN), rows 1 and 2 by
+    hand; an eps of None, NaN, inf, a string or a bool is refused naming eps (None used to fail inside float())."""
+    t = pd.DataFrame({"model": ["a", "a", "a"], "target_policy": ["erase", None, np.nan], "eps": [0.1, 0.1, 0.1]})
+    assert S.condition_rows(t, {"target_policy": float("nan")}).tolist() == [False, True, True]
+    assert S.condition_rows(t, {"target_policy": None}).tolist() == [False, True, True]
+    assert S.condition_rows(t, {"eps": 0.1 + 1e-12, "model": "a"}).tolist() == [True, True, True]
+    for bad in (None, float("nan"), float("inf"), "0.1", True):
+        with pytest.raises(ValueError, match="cond: eps must be a finite number"):
+            S.condition_rows(t, {"eps": bad})
