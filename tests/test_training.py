@@ -307,6 +307,38 @@ def test_resume_only_with_the_same_module_settings(tmp_path, capsys) -> None:
     assert "earlier version" in capsys.readouterr().out
 
 
+class _ShiftLogits(torch.nn.Module):
+    """Adds a learnt offset to the logits; its shape (how many channels it covers) is in no extra_repr."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.shift = torch.nn.Parameter(torch.zeros(k, 1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.shift
+
+
+def test_resume_only_with_the_same_state_dict_shapes(tmp_path, capsys) -> None:
+    """Two networks alike in every module's class and settings (extra_repr) but with a parameter of another shape:
+    the checkpoint of one is not resumed by the other, training starts afresh naming the tensor, rather than failing
+    in load_state_dict (oracle: the shapes (1, 1, 1, 1) and (4, 1, 1, 1) written by hand)."""
+    x, y = _blob_data(2, size=8)
+    cfg = TrainConfig(epochs=2, batch_size=2, steps_per_epoch=1, seed=3)
+
+    def net(k: int) -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Conv3d(4, 4, 1), _ShiftLogits(k))
+
+    def run(m: torch.nn.Module) -> TrainResult:
+        return train(m, x, y, cfg, ckpt_dir=tmp_path, progress=False, stop_after_epoch=1)
+
+    run(net(1))
+    assert run(net(1)).resumed_from == 1  # the same network resumes
+    capsys.readouterr()
+    assert run(net(4)).resumed_from == 0
+    out = capsys.readouterr().out
+    assert "written with another network layout" in out and "(1, 1, 1, 1)" in out and "(4, 1, 1, 1)" in out, out
+
+
 def test_resume_only_with_same_tag_network_and_data(tmp_path) -> None:
     """A checkpoint of another objective (tag), network layout or dataset is not resumed: training starts afresh."""
     x, y = _blob_data(4)
