@@ -122,6 +122,17 @@ def test_per_sample_eps_is_never_read_per_channel_when_n_equals_c() -> None:
         ifgsm(net, x2, y2, 0.1, per[:, None, None, None, None], 2)
 
 
+def test_a_budget_with_spatial_extent_is_refused_not_reshaped() -> None:
+    """An eps or alpha map over voxels ((1, 1, D, 1, 1), or one value per voxel as x's shape) fits none of the shapes
+    the rule allows: it is refused with the ValueError naming the budget, never reshaped into per-channel values
+    (oracle: the documented shapes (N|1, C|1, 1, 1, 1))."""
+    net, (x, y) = linear_net(), data(shape=(2, 4, 2, 3, 3))
+    for bad in (torch.full((1, 1, 2, 1, 1), 0.1), torch.full((1, 4, 1, 3, 1), 0.1), torch.full(tuple(x.shape), 0.1)):
+        with pytest.raises(ValueError, match=r"eps must be a float, a 1-D sequence of 4 per-channel values, or a tensor shaped \(2 or 1, 4 or 1, 1, 1, 1\)"):
+            fgsm(net, x, y, bad)
+        with pytest.raises(ValueError, match=r"alpha must be a float"):
+            ifgsm(net, x, y, 0.1, bad, 2)
+
 def test_ifgsm_one_step_alpha_eps_equals_fgsm() -> None:
     net, (x, y) = conv_net(), data()
     lo, hi = x.amin(dim=(2, 3, 4), keepdim=True), x.amax(dim=(2, 3, 4), keepdim=True)
