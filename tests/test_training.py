@@ -1074,3 +1074,19 @@ def test_submodules_the_caller_froze_stay_in_eval_mode_at_every_training_forward
     assert live.seen == [True, True, False, False, True, True, False, False]  # 2 steps, then 2 cases validated
     assert frozen.seen == [False] * 8
     assert not net.training and not live.training and not frozen.training
+
+
+def test_a_frozen_submodule_keeps_its_own_flag_and_its_children_theirs(mode_probe) -> None:
+    """Only the flag the caller set is kept: a block left in eval mode whose child the caller put back in train mode
+    (dropout kept on in a frozen teacher) has that child run in train mode at every training step, not flattened to
+    eval mode with the block (oracle: the probes' flags as the caller set them)."""
+    x, y = _cube_data(2)
+    inner, block_probe = mode_probe, type(mode_probe)()
+    torch.manual_seed(0)
+    block = torch.nn.Sequential(block_probe, inner)
+    net = torch.nn.Sequential(torch.nn.Conv3d(4, 4, 1), block).train()
+    block.eval()
+    inner.train()
+    train(net, x, y, TrainConfig(epochs=1, batch_size=1, steps_per_epoch=2, augment=False), progress=False)
+    assert block_probe.seen == [False, False]
+    assert inner.seen == [True, True]
