@@ -1527,6 +1527,25 @@ def test_key_pairs_and_teaching_example_take_one_policy_of_a_targeted_attack() -
     assert fig.axes[0].get_title().startswith("WT dice: n=4,")
 
 
+def test_key_pairs_takes_the_largest_eps_of_the_main_policy_only() -> None:
+    """The main policy (erase, first) was run at eps 0.1 and 0.3, the other (swap) at 0.3 and 0.5: the pairs use the
+    largest eps of erase's rows, 0.3 (hand), not swap's 0.5, at which no erase row exists; likewise for the defenses'
+    pair (distilled erase at 0.2 only)."""
+    from robustseg_lib import report as R
+
+    rows = [("baseline", "clean", None, 0.0), ("baseline", "tifgsm", "erase", 0.1), ("baseline", "tifgsm", "erase", 0.3),
+            ("baseline", "tifgsm", "swap", 0.3), ("baseline", "tifgsm", "swap", 0.5),
+            ("distilled", "tifgsm", "erase", 0.2), ("distilled", "tifgsm", "swap", 0.4),
+            ("advtrain", "tifgsm", "erase", 0.2), ("advtrain", "tifgsm", "swap", 0.4)]
+    t = pd.DataFrame([{"case_id": "c0", "model": m, "attack": a, "target_policy": p, "eps": e, "region": "WT", "dice": 0.5}
+                      for m, a, p, e in rows])
+    assert R.key_pairs(t) == [
+        ({"model": "baseline", "attack": "clean", "eps": 0.0},
+         {"model": "baseline", "attack": "tifgsm", "eps": 0.3, "target_policy": "erase"}),
+        ({"model": "distilled", "attack": "tifgsm", "eps": 0.2, "target_policy": "erase"},
+         {"model": "advtrain", "attack": "tifgsm", "eps": 0.2, "target_policy": "erase"}),
+    ]
+
 def test_md_table_cells_by_hand() -> None:
     """_md_table, expected text written out: NaN prints as an empty cell, float32 cells get the float format,
     per-column formats override the default, '|' inside a cell cannot split it, one separator per column."""
