@@ -1790,6 +1790,15 @@ def test_msd_dataset_json_labels_in_msd_wording_are_read() -> None:
         D._check_msd_labels(Path("dataset.json"), names)
 
 
+def test_msd_dataset_json_naming_a_label_value_msd_lacks_is_refused() -> None:
+    """MSD Task01 has the label values 0..3 only: a dataset.json naming a value 4 (BraTS 2018-21's enhancing tumour,
+    or BraTS 2024's resection cavity) is refused naming that entry, even when its names say nothing about the region
+    (oracle: the MSD Task01 label table, hand-written)."""
+    for names in ({"0": "background", "1": "label 1", "2": "label 2", "4": "label 4"},
+                  {"1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour", "4": "resection cavity"}):
+        with pytest.raises(ValueError, match=r"dataset\.json: 'labels' \(4: '(label 4|resection cavity)'\) contradict"):
+            D._check_msd_labels(Path("dataset.json"), names)
+
 def test_a_file_present_as_nii_and_nii_gz_is_refused_naming_both(tmp_path) -> None:
     """A case file present twice, ``X_t1.nii`` next to ``X_t1.nii.gz`` (a ``gunzip -k`` copy, or a corrected file
     next to the old one), was read silently from the ``.nii.gz`` whatever the other held (oracle: hand-written files
