@@ -227,3 +227,21 @@ def test_a_folder_that_cannot_be_fsynced_is_skipped_but_a_failing_file_fsync_is_
     with pytest.raises(OSError, match="Input/output"):
         A.atomic_write_text(tmp_path / "a.txt", "lost")
     assert (tmp_path / "a.txt").read_text() == "new" and sorted(os.listdir(tmp_path)) == ["a.txt", "b.txt"]
+
+
+def test_an_io_error_from_the_folder_fsync_propagates(tmp_path, monkeypatch) -> None:
+    """Only the errno values of a file system without folder fsync (EINVAL, ...) are skipped: an EIO from the folder's
+    fsync (the rename may not be on disk) is raised to the caller, not swallowed (oracle: the errno the wrapped
+    os.fsync raises on a folder fd, told apart with os.fstat)."""
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EIO, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(OSError, match="Input/output") as info:
+        A.atomic_write_text(tmp_path / "a.txt", "new")
+    assert info.value.errno == errno.EIO
+    assert sorted(os.listdir(tmp_path)) == ["a.txt"]  # renamed before the folder's fsync; no temporary file left
