@@ -133,6 +133,7 @@ def test_a_budget_with_spatial_extent_is_refused_not_reshaped() -> None:
         with pytest.raises(ValueError, match=r"alpha must be a float"):
             ifgsm(net, x, y, 0.1, bad, 2)
 
+
 def test_ifgsm_one_step_alpha_eps_equals_fgsm() -> None:
     net, (x, y) = conv_net(), data()
     lo, hi = x.amin(dim=(2, 3, 4), keepdim=True), x.amax(dim=(2, 3, 4), keepdim=True)

@@ -1799,6 +1799,7 @@ def test_msd_dataset_json_naming_a_label_value_msd_lacks_is_refused() -> None:
         with pytest.raises(ValueError, match=r"dataset\.json: 'labels' \(4: '(label 4|resection cavity)'\) contradict"):
             D._check_msd_labels(Path("dataset.json"), names)
 
+
 def test_a_file_present_as_nii_and_nii_gz_is_refused_naming_both(tmp_path) -> None:
     """A case file present twice, ``X_t1.nii`` next to ``X_t1.nii.gz`` (a ``gunzip -k`` copy, or a corrected file
     next to the old one), was read silently from the ``.nii.gz`` whatever the other held (oracle: hand-written files

@@ -1546,6 +1546,7 @@ def test_key_pairs_takes_the_largest_eps_of_the_main_policy_only() -> None:
          {"model": "advtrain", "attack": "tifgsm", "eps": 0.2, "target_policy": "erase"}),
     ]
 
+
 def test_md_table_cells_by_hand() -> None:
     """_md_table, expected text written out: NaN prints as an empty cell, float32 cells get the float format,
     per-column formats override the default, '|' inside a cell cannot split it, one separator per column."""
