@@ -1377,6 +1377,24 @@ def test_c2_bootstrap_leaves_out_resamples_without_a_clean_mean() -> None:
     assert c2["rel_drop_ci_lo"] == pytest.approx(lo_ref, abs=0.05) and c2["rel_drop_ci_hi"] == pytest.approx(hi_ref, abs=0.05)
 
 
+def test_basic_bootstrap_interval_without_a_clean_mean_reflects_the_percentiles() -> None:
+    """``method="basic"`` with resamples that have no relative drop: the interval of the others is the basic one,
+    ``(2·drop − q_hi, 2·drop − q_lo)``, so lo ≤ hi (not the percentile ends reflected the wrong way round).
+    Oracle: the exact bootstrap distribution, all 6⁶ equally likely ordered draws with a clean mean above 0."""
+    import itertools
+
+    clean = np.array([0.0, 0.0, 0.0, 0.8, 0.9, 0.7])
+    att = np.array([0.0, 0.05, 0.0, 0.5, 0.6, 0.1])
+    idx = np.array(list(itertools.product(range(6), repeat=6)))
+    mc = clean[idx].mean(1)
+    q_lo, q_hi = np.percentile(1 - att[idx].mean(1)[mc > 0] / mc[mc > 0], [2.5, 97.5])
+    drop_ref = 1 - att.mean() / clean.mean()
+    drop, lo, hi = S.bootstrap_relative_drop_ci(clean, att, n_resamples=20000, method="basic")
+    assert drop == pytest.approx(drop_ref)
+    assert lo < hi
+    assert lo == pytest.approx(2 * drop_ref - q_hi, abs=0.03) and hi == pytest.approx(2 * drop_ref - q_lo, abs=0.03)
+
+
 def test_bootstrap_mean_ci_uses_the_confidence() -> None:
     """An 80 % interval is the 10th/90th percentiles of resampled means (oracle: a plain resampling loop), narrower
     than the 95 % one; summary_table passes its confidence through."""
