@@ -479,6 +479,24 @@ def test_claims_all_hold() -> None:
     assert cl.loc["C1", "n_tests"] == 4 and cl.loc["C1", "n_support"] == 4  # fgsm only at eps 0.2
 
 
+def test_a_p_holm_equal_to_alpha_is_not_significant() -> None:
+    """"Significant" is p_holm strictly below α, in the claims and in compare's ``significant`` column. Oracle: the
+    rule itself on hand-set p-values: every p_holm at exactly 0.05 supports nothing (C1, C3, C4 not supported); one ulp
+    below, every test supports (they all point the claimed way on FULL) and the claims hold."""
+    t = make_table(FULL)
+    cmp = S.compare(t)
+    for p, verdict, n_support in ((0.05, "not supported", 0), (np.nextafter(0.05, 0), "holds", None)):
+        cl = S.claims(t, cmp.assign(p_holm=p), alpha=0.05, n_resamples=50).set_index("claim")
+        for claim in ("C1", "C3", "C4"):
+            assert cl.loc[claim, "verdict"] == verdict
+            assert cl.loc[claim, "n_support"] == (cl.loc[claim, "n_tests"] if n_support is None else n_support)
+            assert cl.loc[claim, "n_against"] == 0
+    p_row = float(cmp["p_holm"].iloc[0])  # compare at an alpha equal to a row's own p_holm: that row is not significant
+    c_at = S.compare(t, alpha=p_row)
+    assert c_at["p_holm"].iloc[0] == p_row and not c_at["significant"].iloc[0]
+    assert S.compare(t, alpha=np.nextafter(p_row, 1))["significant"].iloc[0]
+
+
 def test_claims_contradicted() -> None:
     conds = {
         ("baseline", "clean", None, 0.0): 1.0,
