@@ -633,6 +633,31 @@ def test_adversarial_clip_is_the_brain_range_even_when_the_background_lies_outsi
             assert (out[j][:, brain] >= lo[:, None]).all() and (out[j][:, brain] <= hi[:, None]).all()
 
 
+def test_default_brain_is_where_some_modality_is_non_zero_even_with_an_all_zero_modality() -> None:
+    """Without a given mask the brain is where *any* modality is non-zero: a modality that is 0 throughout (a constant
+    one after z-scoring) does not empty it. Oracle: the mask by hand, ``(x != 0).any(0)``: the other modalities are
+    perturbed there and only there, within their brain range; the all-zero one (range [0, 0]) stays 0. Checked for the
+    augmenter and the static set."""
+    net = _tiny_net()
+    g = torch.Generator().manual_seed(3)
+    x = 1 + torch.rand(2, 4, 4, 4, 4, generator=g)
+    x[:, 3] = 0  # constant modality, z-scored
+    x[:, :, :1] = 0  # background slab
+    y = torch.randint(0, 4, (2, 4, 4, 4), generator=g)
+    hook = defenses.AdversarialAugmenter("fgsm", eps_range=(0.5, 0.5), mix=1.0)
+    out_hook, _ = hook(net, x, y, torch.Generator().manual_seed(0))
+    out_static, _, _ = defenses.make_static_adversarial_set(net, x, y, eps_range=(0.5, 0.5))
+    brain = torch.zeros(4, 4, 4, dtype=torch.bool)
+    brain[1:] = True
+    for out in (out_hook, out_static):
+        for j in range(2):
+            assert torch.equal(out[j][:, ~brain], x[j][:, ~brain]) and torch.equal(out[j][3], x[j][3])
+            moved = out[j][:3, brain] != x[j][:3, brain]
+            assert moved.any(1).all()  # every non-zero modality is perturbed inside the brain
+            lo, hi = x[j][:3, brain].amin(1), x[j][:3, brain].amax(1)
+            assert (out[j][:3, brain] >= lo[:, None]).all() and (out[j][:3, brain] <= hi[:, None]).all()
+
+
 def test_adversarial_augmenter_uses_each_volumes_own_brain_mask() -> None:
     """Two volumes with different given brain masks (front half, back half) after an intensity shift: each is perturbed
     inside its own mask only."""
