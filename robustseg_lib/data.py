@@ -24,6 +24,7 @@ orientation. A volume already in RAS+ order (the synthetic writers' grids) is re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -31,7 +32,7 @@ import shutil
 import sys
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -549,8 +550,19 @@ class _RecordWarnings:
     def __call__(self, job: Any) -> tuple[Any, list[tuple[type[Warning], str, str, int]]]:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")  # every one: the parent's filters decide what is shown
-            out = self.fn(job)
-        return out, [(_picklable_category(w.category), str(w.message), w.filename, w.lineno) for w in caught]
+            try:
+                out = self.fn(job)
+            except Exception as e:
+                # the warnings raised before the failure travel with the exception (pickled with its __dict__)
+                with contextlib.suppress(AttributeError):  # an exception class without a __dict__ cannot carry them
+                    e._worker_warnings = _records(caught)  # type: ignore[attr-defined]
+                raise
+        return out, _records(caught)
+
+
+def _records(caught: list[warnings.WarningMessage]) -> list[tuple[type[Warning], str, str, int]]:
+    """Recorded warnings as picklable ``(category, text, filename, lineno)`` tuples."""
+    return [(_picklable_category(w.category), str(w.message), w.filename, w.lineno) for w in caught]
 
 
 def _picklable_category(category: type[Warning]) -> type[Warning]:
@@ -588,7 +600,8 @@ def _map_cases(fn: Callable[[Any], Any], jobs: list, workers: int, desc: str, pr
     (affinity mask and cgroup quota, :func:`runtime.cpu_budget`) or than jobs only add overhead, so
     ``workers`` is capped there; each worker runs torch on one thread. The output does not depend on
     the number of processes, nor do the warnings: those raised in a worker while it runs ``fn(job)``
-    are re-issued here (same category, text and location) just before that job's result is yielded."""
+    are re-issued here (same category, text and location) just before that job's result is yielded, or before its
+    exception is raised when the job failed."""
     workers = max(1, min(workers, cpu_budget(), len(jobs)))
     if workers == 1:
         yield from tqdm(map(fn, jobs), total=len(jobs), desc=desc, disable=not progress)
@@ -598,10 +611,26 @@ def _map_cases(fn: Callable[[Any], Any], jobs: list, workers: int, desc: str, pr
 
     # spawn, not fork: the parent may hold torch/OpenMP thread pools
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_one_thread) as ex:
-        for out, caught in tqdm(ex.map(_RecordWarnings(fn), jobs), total=len(jobs), desc=desc, disable=not progress):
-            for w in caught:
+        results = ex.map(_RecordWarnings(fn), jobs)
+        yield from _reemit_results(tqdm(results, total=len(jobs), desc=desc, disable=not progress))
+
+
+def _reemit_results(results: Iterable[tuple[Any, list]]) -> Iterator[Any]:
+    """Yield each worker result after re-issuing its warnings here; when a job failed, re-issue the warnings it
+    raised before failing (carried by the exception, see :class:`_RecordWarnings`) and re-raise."""
+    it = iter(results)
+    while True:
+        try:
+            out, caught = next(it)
+        except StopIteration:
+            return
+        except Exception as e:
+            for w in getattr(e, "_worker_warnings", ()):
                 _reemit(*w)
-            yield out
+            raise
+        for w in caught:
+            _reemit(*w)
+        yield out
 
 
 def _generate_and_write(job: tuple) -> Path:

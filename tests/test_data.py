@@ -1899,3 +1899,36 @@ def test_worker_warnings_are_recorded_and_reissued_at_their_location() -> None:
         warnings.filterwarnings("error", module=__name__)  # the module's name, as a warning raised here would match
         with pytest.raises(RuntimeWarning, match="odd 3"):
             D._reemit(*caught[0])
+
+
+def test_warnings_of_a_failing_worker_job_reach_the_caller_before_its_error() -> None:
+    """A job that warns and then fails: the worker side attaches the warning to the exception, which keeps it through
+    pickling (the way concurrent.futures sends it back; oracle: a pickle round trip), and the parent side re-issues
+    it at its location before re-raising; the earlier job's result and warning come first, in order."""
+    import pickle
+
+    def job(x: int) -> int:
+        warnings.warn(f"case {x} looks odd", RuntimeWarning)
+        if x == 2:
+            raise ValueError(f"case {x} is broken")
+        return 10 * x
+
+    rec = D._RecordWarnings(job)
+    with pytest.raises(ValueError) as info:
+        rec(2)
+    back = pickle.loads(pickle.dumps(info.value))
+    assert str(back) == "case 2 is broken"
+    ((category, text, filename, _),) = back._worker_warnings
+    assert (category, text, Path(filename).resolve()) == (RuntimeWarning, "case 2 looks odd", Path(__file__).resolve())
+
+    def results():
+        yield rec(1)
+        raise back  # what ProcessPoolExecutor.map raises for the failed job
+
+    got = []
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(ValueError, match="case 2 is broken"):
+        warnings.simplefilter("always")
+        for out in D._reemit_results(results()):
+            got.append(out)
+    assert got == [10]
+    assert [str(w.message) for w in caught] == ["case 1 looks odd", "case 2 looks odd"]
