@@ -1260,3 +1260,57 @@ def test_seed_equal_to_the_profiles_own_says_it_repeats_the_profiles_run(tmp_pat
 
     sub = next(a for a in pipeline.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert "--seed 0 (the shipped profiles' own seed) repeats" in " ".join(sub.choices["reproduce"].format_help().split())
+
+
+def test_code_version_note_names_runs_whose_stages_ran_at_two_commits_even_when_all_runs_did() -> None:
+    """Oracle by hand: two runs that each ran their stages at commits a and b have the same list of versions, yet
+    each run mixes two commits, so the note must name them (short shas: the first 10 hex digits); one commit each: no
+    note."""
+    sha_a, sha_b = "a" * 40, "b" * 40
+    mixed = {"code_versions": [sha_a, sha_b], "git_sha": sha_b}
+    note = replicates.code_version_note([mixed, dict(mixed)], ["x", "y"])
+    assert "different code versions (git_sha: x aaaaaaaaaa, bbbbbbbbbb; y aaaaaaaaaa, bbbbbbbbbb)" in note
+    one = {"code_versions": [sha_a], "git_sha": sha_a}
+    assert replicates.code_version_note([one, dict(one)], ["x", "y"]) == ""
+
+
+def _replicate_pair(tmp_path: Path, train_seed: int | None, epochs: int = 15, seed_b: int = 1) -> list[Path]:
+    """Two fake runs on data seed 0 with results for cases c0 and c1: run a trains every stage with seed 0; run b with
+    ``seed_b`` (``train_seed``: its notebook-01 ``train_seed``; ``epochs``: its 02_unet epochs)."""
+    runs = []
+    for lab, k in (("a", 0), ("b", seed_b)):
+        r = _fake_run(tmp_path / lab, k, {"C1": ("holds", 3, 3, 0)}, epochs=15 if lab == "a" else epochs)
+        man = json.loads((r / "manifest.json").read_text())
+        man["parameters"]["01_data"]["seed"] = 0
+        if lab == "b" and train_seed is not None:
+            man["parameters"]["01_data"]["train_seed"] = train_seed
+        (r / "manifest.json").write_text(json.dumps(man))
+        _summary(r, [("baseline", "clean", None, None, 0.0, 0.8)])
+        res = pd.DataFrame({"case_id": ["c0", "c1"], "dice": [0.8, 0.7]})
+        res.to_csv(r / "tables" / "results_02_unet.csv", index=False)
+        runs.append(r)
+    return runs
+
+
+def test_redrawn_training_cases_are_not_a_procedure_difference(tmp_path) -> None:
+    """Oracle by construction: runs that differ only in their stage seeds and notebook 01's ``train_seed`` (same data
+    seed, same test case ids) are training replicates on one test set; ``train_seed`` is a seed, so comparison.md must
+    not say that they differ in more than their seeds."""
+    runs = _replicate_pair(tmp_path, train_seed=5)
+    assert replicates.replicate_design([replicates.read_run(r) for r in runs], ["a", "b"]) == replicates.SAME_TEST_SET
+    replicates.write_comparison(runs, tmp_path / "cmp", pooled=False)
+    text = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "Design: training replicates on one test set." in text
+    assert "differ in more than their seeds" not in text
+
+
+def test_runs_sharing_cases_get_no_procedure_sentence(tmp_path) -> None:
+    """Oracle by construction: two runs on data seed 0 with the same training seeds but other 02_unet epochs are
+    shared (a model trained twice from one seed, so no cross-run verdicts): the sentence about cross-run verdicts
+    being about a mixture of procedures belongs to independent runs and training replicates only."""
+    runs = _replicate_pair(tmp_path, train_seed=None, epochs=30, seed_b=0)
+    assert replicates.replicate_design([replicates.read_run(r) for r in runs], ["a", "b"]) == replicates.SHARED
+    replicates.write_comparison(runs, tmp_path / "cmp", pooled=False)
+    text = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "Design: runs that share cases" in text and "02_unet | epochs" in text
+    assert "differ in more than their seeds" not in text
