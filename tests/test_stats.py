@@ -1725,6 +1725,20 @@ def test_write_report_without_diagnostics_and_with_bad_tables(tmp_path) -> None:
             R.write_report(run, **kw)
 
 
+def test_report_empty_truth_note_is_empty_when_no_evaluated_case_has_volumes(tmp_path) -> None:
+    """Oracle by hand: the volumes table lists c0-c2 with empty regions, but the results name only c8 and c9, so no
+    evaluated case has a volume row: nothing to count, no note (rather than a sentence "of 0" cases)."""
+    from robustseg_lib import report as R
+    from robustseg_lib.artefacts import RunPaths
+
+    run = RunPaths(tmp_path / "run")
+    run.tables.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"case_id": ["c0", "c1", "c2"], "WT": [0, 8, 5], "TC": [0, 0, 2], "ET": [0, 0, 0]}).to_csv(
+        run.tables / "data_region_volumes.csv", index=False)
+    pd.DataFrame({"case_id": ["c8", "c9"], "dice": [0.5, 0.6]}).to_csv(run.tables / "results_02_unet.csv", index=False)
+    assert R.empty_truth_note(run) == ""
+
+
 def test_report_empty_truth_note_needs_a_region_column(tmp_path) -> None:
     """A volumes table without any region column (nothing to count): no note, rather than a sentence listing no
     region."""
