@@ -488,3 +488,16 @@ def test_iteration_curve_scores_each_iterate_as_it_comes_and_equals_the_old_algo
                               (AttackSpec("tifgsm", (0.3,), steps=2, policy="erase"), 0.3, sliding)):
         got = evaluation.iteration_curve(net, es, spec_a, eps, spec, batch_size=2)
         pd.testing.assert_frame_equal(got, _old_iteration_curve(net, es, spec_a, eps, spec, 2), check_exact=True)
+
+
+def test_masking_diagnostics_reads_only_the_named_models_direct_rows() -> None:
+    """A ``direct`` table that also holds another model's rows at the same attack and eps (e.g. the whole run's
+    ``read_results``) must give dice_direct from the named model's WT rows alone. Oracle: the hand mean of model
+    "d"'s WT rows, (0.9 + 0.7) / 2 = 0.8; the other model's rows (0.1, 0.1) would pull a pooled mean to 0.45."""
+    es, eps = _eval_set(2), 0.5
+    source, defended = _net().eval(), _net().eval()
+    direct = pd.DataFrame({"case_id": ["c0", "c1", "c0", "c1"], "model": ["d", "d", "baseline", "baseline"],
+                           "attack": "fgsm", "eps": eps, "region": "WT", "dice": [0.9, 0.7, 0.1, 0.1]})
+    _, summary = evaluation.masking_diagnostics(defended, es, [AttackSpec("fgsm", (eps,))], "d", _ONE_PASS,
+                                                source=source, direct=direct)
+    assert summary.iloc[0]["dice_direct"] == pytest.approx(0.8, abs=1e-12)
