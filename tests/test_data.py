@@ -1932,3 +1932,20 @@ def test_warnings_of_a_failing_worker_job_reach_the_caller_before_its_error() ->
             got.append(out)
     assert got == [10]
     assert [str(w.message) for w in caught] == ["case 1 looks odd", "case 2 looks odd"]
+
+
+def test_edema_and_non_enhancing_core_contrast_per_modality_follow_the_design_doc() -> None:
+    """The per-case contrast draw puts each documented value on its own modality (order t1, t1ce, t2, flair).
+    Oracle: docs/design.md, copied by hand: edema on FLAIR is drawn from 0.80-1.05 of WM (not 1.0 +- 13 %), its T2
+    is the scalar 0.80 jittered +-13 % (0.696-0.904); the non-enhancing core row is T1 0.55, T1c 0.50, T2 0.85,
+    FLAIR 0.85, each jittered +-13 %. 400 draws cover both ranges (a fixed 0.80 +- 13 % on FLAIR falls below 0.80)."""
+    rng = np.random.default_rng(0)
+    draws = [S._draw_contrast(rng) for _ in range(400)]
+    ed = np.stack([d["ed"] for d in draws])
+    assert ed[:, 3].min() >= 0.80 and ed[:, 3].max() <= 1.05
+    assert ed[:, 3].min() < 0.82 and ed[:, 3].max() > 1.03  # drawn over the whole range
+    assert ed[:, 2].min() >= 0.80 * 0.87 - 1e-6 and ed[:, 2].max() <= 0.80 * 1.13 + 1e-6
+    assert ed[:, 2].min() < 0.80 * 0.9  # jittered below 0.80, which the FLAIR range never is
+    net = np.stack([d["net"] for d in draws])
+    for m, base in enumerate((0.55, 0.50, 0.85, 0.85)):
+        assert base * 0.87 - 1e-6 <= net[:, m].min() and net[:, m].max() <= base * 1.13 + 1e-6, m
