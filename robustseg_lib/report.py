@@ -170,13 +170,14 @@ def empty_truth_note(run: RunPaths) -> str:
         run: the run folder (``tables/data_region_volumes.csv`` and the ``tables/results_*.csv`` case ids).
 
     Returns:
-        One Markdown sentence, or ``""`` when the tables are not there.
+        One Markdown sentence, or ``""`` when the tables are not there or no evaluated case lacks a region (then no
+        mean mixes all-or-nothing scores, and "WT 0, TC 0, ET 0" would only be noise).
     """
     v = evaluated_region_volumes(run)
     if v is None:
         return ""
     empty = empty_truth_cases(v)
-    if v.empty or not empty:
+    if v.empty or not any(empty.values()):
         return ""
     counts = ", ".join(f"{r} {len(ids)}" for r, ids in empty.items())
     return (

@@ -1084,6 +1084,11 @@ def test_report_counts_cases_with_an_empty_truth_region(tmp_path) -> None:
     note = R.empty_truth_note(run)
     assert "(of 3): WT 0, TC 1, ET 2" in note
     assert R.empty_truth_note(RunPaths(tmp_path / "empty")) == ""
+    # every evaluated case has every region (by hand: c0 10/4/1, c2 5/2/1): no all-or-nothing score, no sentence
+    pd.DataFrame({"case_id": ["c0", "c2"], "dice": [0.5, 0.7]}).to_csv(run.tables / "results_02_unet.csv", index=False)
+    pd.DataFrame({"case_id": ["c0", "c2"], "WT": [10, 5], "TC": [4, 2], "ET": [1, 1], "unit": "voxels"}).to_csv(
+        run.tables / "data_region_volumes.csv", index=False)
+    assert R.empty_truth_note(run) == ""
 
 
 def _et_driven_by_empty_truth() -> tuple[pd.DataFrame, list[str]]:
