@@ -205,17 +205,22 @@ def test_every_atomic_writer_fsyncs_the_file_before_the_rename_and_the_folder_af
     assert target.stat().st_size > 0
 
 
-def test_a_folder_that_cannot_be_fsynced_is_skipped_but_a_failing_file_fsync_is_not(tmp_path, monkeypatch) -> None:
-    """EINVAL from fsync on a folder (file systems without folder fsync) and a platform without O_DIRECTORY still
-    write the file; an I/O error from fsync on the file itself propagates and leaves the old target in place."""
+def _fail_folder_fsync(monkeypatch: pytest.MonkeyPatch, err: int) -> None:
+    """Make os.fsync raise OSError(err) on a folder's descriptor (told apart with os.fstat) and work on files."""
     real_fsync = os.fsync
 
     def fsync(fd: int) -> None:
         if stat.S_ISDIR(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "Invalid argument")
+            raise OSError(err, os.strerror(err))
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_a_folder_that_cannot_be_fsynced_is_skipped_but_a_failing_file_fsync_is_not(tmp_path, monkeypatch) -> None:
+    """EINVAL from fsync on a folder (file systems without folder fsync) and a platform without O_DIRECTORY still
+    write the file; an I/O error from fsync on the file itself propagates and leaves the old target in place."""
+    _fail_folder_fsync(monkeypatch, errno.EINVAL)
     assert A.atomic_write_text(tmp_path / "a.txt", "new").read_text() == "new"
     monkeypatch.delattr(os, "O_DIRECTORY")
     assert A.atomic_write_text(tmp_path / "b.txt", "new").read_text() == "new"
@@ -233,14 +238,7 @@ def test_an_io_error_from_the_folder_fsync_propagates(tmp_path, monkeypatch) -> 
     """Only the errno values of a file system without folder fsync (EINVAL, ...) are skipped: an EIO from the folder's
     fsync (the rename may not be on disk) is raised to the caller, not swallowed (oracle: the errno the wrapped
     os.fsync raises on a folder fd, told apart with os.fstat)."""
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        if stat.S_ISDIR(os.fstat(fd).st_mode):
-            raise OSError(errno.EIO, "Input/output error")
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
+    _fail_folder_fsync(monkeypatch, errno.EIO)
     with pytest.raises(OSError, match="Input/output") as info:
         A.atomic_write_text(tmp_path / "a.txt", "new")
     assert info.value.errno == errno.EIO
