@@ -118,7 +118,7 @@ def _teaching() -> dict:
 
 
 def params(stage: str, text: str):
-    """The parameters cell; every default is taken from the teaching profile when it sets the key."""
+    """The parameters cell; a default the teaching profile sets must equal the profile's value (refused otherwise)."""
     prof = _teaching()
     values = {**(prof.get("common") or {}), **(prof["notebooks"].get(stage) or {})}
     lines = []
@@ -129,8 +129,9 @@ def params(stage: str, text: str):
         name, typ, val, comment = m.groups()
         if "=" in comment:  # papermill's parameter parser gives up on such lines
             raise ValueError(f"{stage}: no '=' in parameter comments: {line!r}")
-        if name in values:
-            val = _lit(values[name])
+        if name in values and val != _lit(values[name]):  # the builder's text is read as the defaults too
+            raise ValueError(f"{stage}: {name} = {val} here but {_lit(values[name])} in profiles/teaching.yaml: "
+                             "make them equal")
         lines.append(f"{name}: {typ} = {val}{comment}")
     return [md("## Parameters\nOne cell tagged `parameters`; papermill injects overrides right after it. Derived values go below."),
             code("\n".join(lines), tags=["parameters"])]
@@ -173,11 +174,11 @@ def nb01() -> list:
             "01_data",
             COMMON_PARAMS
             + '''n_cases: int = 48  # synthetic cases to generate
-shape: list = [64, 64, 64]  # grid of the generated volumes (BraTS itself is 240 x 240 x 155)
+shape: list = [48, 48, 48]  # grid of the generated volumes (BraTS itself is 240 x 240 x 155)
 layout: str = "brats2021"  # brats2021 | brats2023 | msd: the on-disk layout written
 data_dir: str = ""  # a real BraTS/MSD folder; empty for synthetic data
-work_shape: list = [64, 64, 64]  # volumes are cropped to the brain and padded/resized to this
-fractions: list = [0.6, 0.15, 0.25]  # train / val / test split
+work_shape: list = [48, 48, 48]  # volumes are cropped to the brain and padded/resized to this
+fractions: list = [0.55, 0.15, 0.3]  # train / val / test split
 workers: int = 1  # processes generating and preparing cases in parallel (BraTS-scale data on many cores; capped at the CPU budget)
 write_nifti: bool = True  # write every synthetic case as NIfTI and prepare from it; False: only case 0 is written, the set is generated and prepared in one pass (identical arrays)
 threshold_cases: int = 0  # cases the threshold check fits on: 0 for all, else a seeded sample (BraTS scale)
@@ -323,11 +324,11 @@ def nb02() -> list:
             + '''arch: str = "unet"  # unet | basicunet | dynunet
 width: int = 16  # channels of the first level (doubling per level)
 levels: int = 4  # resolution levels
-epochs: int = 30  # training epochs
-steps_per_epoch: int = 14  # optimizer steps per epoch
+epochs: int = 15  # training epochs
+steps_per_epoch: int = 20  # optimizer steps per epoch
 batch_size: int = 2  # volumes (crops) per step
-lr: float = 0.003  # peak learning rate
-crop: list = [64, 64, 64]  # training crop, also the sliding-window size at inference
+lr: float = 0.005  # peak learning rate
+crop: list = [48, 48, 48]  # training crop, also the sliding-window size at inference
 sw_overlap: float = 0.25  # sliding-window overlap at inference
 inference: str = "sliding"  # volumes larger than crop: sliding (windows of crop) | whole (one pass)
 '''
@@ -478,7 +479,7 @@ def nb03() -> list:
         "The fast gradient sign method (Goodfellow et al., 2015) adapted to dense 3D segmentation: one step of size eps "
         "in the sign of the gradient of the voxel-averaged cross-entropy, in every brain voxel of every modality.\n\n"
         "**Reads** `models/baseline.pt`, `data/prepared.npz`. **Writes** `tables/results_03_fgsm.csv`, `tables/percept_03_fgsm.csv`, `attacks/fgsm.json`, `figures/03_fgsm_*.png`.",
-        '''eps_grid: list = [0.0, 0.1, 0.25, 0.5, 1.0]  # L-inf budgets in z-score units
+        '''eps_grid: list = [0.0, 0.1, 0.3, 1.0]  # L-inf budgets in z-score units
 ''',
         r"""
 ## FGSM on a segmentation network
@@ -533,10 +534,10 @@ def nb04() -> list:
         "Iterative FGSM (Kurakin et al., 2017a, *Adversarial examples in the physical world*): many small sign steps of size alpha, each projected back into the eps-ball "
         "around the clean image and into the valid intensity range. With the same budget it is far stronger than FGSM.\n\n"
         "**Reads** `models/baseline.pt`, `data/prepared.npz`. **Writes** `tables/results_04_ifgsm.csv`, `tables/percept_04_ifgsm.csv`, `tables/ifgsm_iterations.csv`, `attacks/ifgsm.json`, `figures/04_ifgsm_*.png`.",
-        '''eps_grid: list = [0.0, 0.1, 0.25, 0.5, 1.0]  # L-inf budgets in z-score units
-steps: int = 10  # iterations
-alpha_frac: float = 0.25  # step size alpha as a fraction of eps
-curve_eps: float = 0.25  # eps of the Dice-vs-iteration curve
+        '''eps_grid: list = [0.0, 0.1, 0.3, 1.0]  # L-inf budgets in z-score units
+steps: int = 5  # iterations
+alpha_frac: float = 0.4  # step size alpha as a fraction of eps
+curve_eps: float = 0.3  # eps of the Dice-vs-iteration curve
 ''',
         r"""
 ## i-FGSM
@@ -573,9 +574,9 @@ def nb05() -> list:
         "segmentation chosen by the attacker, by descending the loss to the target. (This is the targeted i-FGSM of "
         "the paper, not torchattacks' translation-invariant TIFGSM.)\n\n"
         "**Reads** `models/baseline.pt`, `data/prepared.npz`. **Writes** `tables/results_05_tifgsm.csv`, `tables/percept_05_tifgsm.csv`, `attacks/tifgsm_<policy>.json`, `figures/05_tifgsm_*.png`.",
-        '''eps_grid: list = [0.0, 0.1, 0.25, 0.5, 1.0]  # L-inf budgets in z-score units
-steps: int = 10  # iterations
-alpha_frac: float = 0.25  # step size alpha as a fraction of eps
+        '''eps_grid: list = [0.0, 0.1, 0.3, 1.0]  # L-inf budgets in z-score units
+steps: int = 5  # iterations
+alpha_frac: float = 0.4  # step size alpha as a fraction of eps
 policy: str = "erase"  # main target policy (erase | et_to_ncr | ed_to_et)
 extra_policies: list = ["et_to_ncr"]  # further policies evaluated for comparison
 ''',
@@ -656,12 +657,12 @@ def nb06() -> list:
             "06_distillation",
             COMMON_PARAMS
             + '''temperature: float = 20.0  # distillation temperature T: teacher and student are trained at T, the student is deployed at temperature 1
-compare_temperatures: list = [5.0]  # further distillation temperatures compared (with output_scaling the same student, logits times T)
+compare_temperatures: list = [1.0, 5.0]  # further distillation temperatures compared (with output_scaling the same student, logits times T)
 output_scaling: bool = True  # train at T through logits T * f(x), converging like the baseline (False: the plain net at T)
 hard_weight: float = 0.0  # weight of a hard-label Dice+CE term for the student (0 for Papernot)
-epochs: int = 30  # epochs of teacher and student (as the baseline)
-steps_per_epoch: int = 14  # optimizer steps per epoch
-lr: float = 0.003  # peak learning rate
+epochs: int = 15  # epochs of teacher and student (as the baseline)
+steps_per_epoch: int = 20  # optimizer steps per epoch
+lr: float = 0.005  # peak learning rate
 batch_size: int = 4  # volumes per attack call
 '''
         ),
@@ -842,9 +843,9 @@ eps_range: list = [0.05, 0.5]  # eps drawn uniformly per adversarial example (z-
 mix: float = 0.5  # fraction of each batch replaced by adversarial versions
 adv_steps: int = 3  # i-FGSM steps when adv_attack is ifgsm or mixed
 label_source: str = "truth"  # truth | predicted: labels the examples are made from (the training target stays the truth)
-epochs: int = 30  # training epochs
-steps_per_epoch: int = 14  # optimizer steps per epoch
-lr: float = 0.003  # peak learning rate
+epochs: int = 15  # training epochs
+steps_per_epoch: int = 20  # optimizer steps per epoch
+lr: float = 0.005  # peak learning rate
 static: bool = False  # also train the static variant (FGSM examples pre-generated from the baseline, whatever adv_attack)
 batch_size: int = 4  # volumes per attack call
 '''
