@@ -46,6 +46,7 @@ __all__ = [
     "read_results",
     "evaluated_region_volumes",
     "paper_attacks",
+    "with_baseline",
 ]
 
 
@@ -584,6 +585,27 @@ def paper_attacks(run: RunPaths, table: pd.DataFrame) -> pd.DataFrame:
     if "target_policy" in table:
         keep |= (table.attack == "tifgsm") & table.target_policy.isin(policies)
     return table[keep].reset_index(drop=True)
+
+
+def with_baseline(run: RunPaths, results: pd.DataFrame) -> pd.DataFrame:
+    """The baseline's rows of the paper's experiment (the run's ``tables/results_*.csv``) joined to ``results``.
+
+    Only :func:`paper_attacks` rows: the extra ti-FGSM policies of notebook 05 ran on the baseline alone and have
+    nothing to compare with.
+
+    Args:
+        run: the run folder (its result tables and ``attacks/*.json`` records).
+        results: tidy results of other models (a defense notebook's own table).
+
+    Returns:
+        The baseline's rows followed by ``results``'s, both restricted to the paper's attacks.
+    """
+    if not isinstance(results, pd.DataFrame):
+        raise ValueError(f"results: expected a pandas DataFrame, got {type(results).__name__}")
+    base = read_results(run, models=["baseline"])
+    if base.empty:
+        raise FileNotFoundError(f"{run.tables}: no baseline rows in results_*.csv; run notebooks 02-05 first")
+    return paper_attacks(run, pd.concat([base, results], ignore_index=True))
 
 
 def read_results(run: RunPaths, models: Sequence[str] | None = None) -> pd.DataFrame:

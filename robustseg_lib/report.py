@@ -73,7 +73,9 @@ def teaching_example(table: pd.DataFrame, comparisons: pd.DataFrame, *, region: 
         alpha: significance level.
 
     Returns:
-        A Markdown paragraph (paired vs unpaired p on one comparison; raw vs Holm counts).
+        Markdown paragraphs: paired vs unpaired p on the first :func:`key_pairs` comparison and on the comparison
+        the unpaired test misses by the most (when ``comparisons`` names its conditions, as ``stats.compare``'s
+        output does); raw vs Holm counts.
     """
     lines = []
     pairs = key_pairs(table)
@@ -88,11 +90,14 @@ def teaching_example(table: pd.DataFrame, comparisons: pd.DataFrame, *, region: 
             lines.append(
                 f"**Pairing.** {region} Dice, {a['model']} {attack_label(a['attack'], a.get('target_policy'))} vs {b['model']} "
                 f"{attack_label(b['attack'], b.get('target_policy'))} ε={b['eps']:g}, {len(j)} cases: "
-                f"the between-case standard deviation is {j.dice_a.std():.3f} / {j.dice_b.std():.3f}, but the per-case differences "
-                f"have mean {d.mean():.3f} and are positive in {(d > 0).sum()} of {len(d)} cases. "
+                f"the between-case standard deviations are {j.dice_a.std():.3f} / {j.dice_b.std():.3f} and the per-case "
+                f"differences have mean {d.mean():.3f}, positive in {(d > 0).sum()} of {len(d)} cases. "
                 f"Unpaired Mann–Whitney p = {p_unpaired:.2g}; paired Wilcoxon p = {p_paired:.2g}."
             )
     c = comparisons[comparisons.region == region] if "region" in comparisons else comparisons
+    missed = _pairing_matters(table, c, region, alpha)
+    if missed:
+        lines.append(missed)
     if len(c):
         raw = int((c.pvalue < alpha).sum())
         adj = int((c.p_holm < alpha).sum())
@@ -102,6 +107,47 @@ def teaching_example(table: pd.DataFrame, comparisons: pd.DataFrame, *, region: 
             "would be expected among raw p-values if no effect were real; Holm keeps the chance of even one below α per family."
         )
     return "\n\n".join(lines) if lines else "_Not enough paired results in this run for the example._"
+
+
+def _pairing_matters(table: pd.DataFrame, comparisons: pd.DataFrame, region: str, alpha: float) -> str:
+    """Markdown on the comparison, among those whose paired test has raw p < ``alpha``, that an unpaired test
+    (Mann–Whitney on the same cases) misses by the most; ``""`` when ``comparisons`` names no conditions."""
+    need = [f"{k}_{s}" for s in ("a", "b") for k in ("model", "attack", "eps")]
+    if not len(comparisons) or any(k not in comparisons for k in need) or "pvalue" not in comparisons:
+        return ""
+    found = comparisons[comparisons.pvalue < alpha]
+    if not len(found):
+        return ""
+    t = table[table.region == region]
+    best = None
+    for _, r in found.iterrows():
+        conds = []
+        for s in ("a", "b"):
+            cond = {k: r[f"{k}_{s}"] for k in ("model", "attack", "eps")}
+            for k in ("target_policy", "source_model"):
+                if k in t.columns and f"{k}_{s}" in r.index:
+                    cond[k] = r[f"{k}_{s}"]
+            conds.append(cond)
+        j = t[condition_rows(t, conds[0])][["case_id", "dice"]].merge(
+            t[condition_rows(t, conds[1])][["case_id", "dice"]], on="case_id", suffixes=("_a", "_b")).dropna()
+        if len(j) < 3:
+            continue
+        p_u = float(sps.mannwhitneyu(j.dice_a, j.dice_b, alternative="two-sided").pvalue)
+        if best is None or p_u > best[0]:
+            best = (p_u, r, conds, j)
+    if best is None:
+        return ""
+    p_u, r, (a, b), j = best
+    if p_u < alpha:
+        return (f"**Where pairing matters.** Every comparison on {region} that the paired test finds here (raw p < "
+                f"{alpha:g}) the unpaired test finds too (its largest p is {p_u:.2g}): this run's effects are large "
+                "against the spread between cases.")
+    name = lambda c: f"{c['model']} {attack_label(c['attack'], c.get('target_policy'))} ε={c['eps']:g}"  # noqa: E731
+    return (f"**Where pairing matters.** {region} Dice, {name(a)} vs {name(b)} ({r['family']}), {len(j)} cases: the "
+            f"per-case differences have mean {(j.dice_a - j.dice_b).mean():.3f} against between-case standard "
+            f"deviations of {j.dice_a.std():.3f} / {j.dice_b.std():.3f}. Unpaired Mann–Whitney p = {p_u:.2g}; paired "
+            f"Wilcoxon p = {r['pvalue']:.2g}. Chosen as the comparison the paired test finds (raw p < {alpha:g}) that "
+            "the unpaired test misses by the most.")
 
 
 def _md_table(df: pd.DataFrame, floatfmt: str = ".3f", formats: dict[str, str] | None = None) -> str:

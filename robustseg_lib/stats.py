@@ -35,6 +35,7 @@ __all__ = [
     "attack_label",
     "condition_rows",
     "summary_table",
+    "mean_table",
     "compare",
     "claims",
     "claims_by_region",
@@ -631,6 +632,31 @@ def summary_table(
             mean = lo = hi = float("nan")
         rows.append({**dict(zip(keys, key)), "n": int(vals.size), f"mean_{metric}": mean, "ci_lo": lo, "ci_hi": hi})
     return pd.DataFrame(rows, columns=[*keys, "n", f"mean_{metric}", "ci_lo", "ci_hi"])
+
+
+def mean_table(table: pd.DataFrame, region: str = "WT", *, metric: str = "dice") -> pd.DataFrame:
+    """Mean ``metric`` of one region per condition (rows) and model (columns), for display.
+
+    Rows are attack × ``target_policy`` × ``source_model`` (where those columns exist; blank where they do not
+    apply) × eps, so that two target policies, or two source models, are never averaged into one cell (a table
+    indexed on attack and eps alone averages them).
+
+    Args:
+        table: tidy result table.
+        region: the region's rows to average.
+        metric: score column.
+
+    Returns:
+        DataFrame indexed by ``attack, [target_policy, source_model,] eps`` with one column per model; NaN where a
+        model has no rows for a condition.
+    """
+    _check_table(table, metric)
+    t = table.loc[table["region"] == region]
+    if t.empty:
+        raise ValueError(f"region: no rows for {region!r} (regions in the table: {sorted(map(str, table['region'].unique()))})")
+    ids = _id_cols(t)
+    t = t.assign(**{c: t[c].astype(object).where(t[c].notna(), "") for c in ids})  # NaN keys would drop the row
+    return t.pivot_table(index=["attack", *ids, "eps"], columns="model", values=metric, aggfunc="mean")
 
 
 # ----------------------------------------------------------------------------- compare

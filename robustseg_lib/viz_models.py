@@ -64,8 +64,12 @@ def _class_legend(fig: plt.Figure) -> None:
 def plot_history(history: pd.DataFrame) -> plt.Figure:
     """Training loss and validation Dice per region against epoch.
 
+    The per-region lines are per-case means; the checkpoint is chosen on ``val_score`` (pooled Dice averaged over
+    regions), drawn dashed when the history has it, with the kept epoch (its last maximum, as :func:`training.train`
+    chooses) marked.
+
     Args:
-        history: ``TrainResult.history`` (columns epoch, loss, val_WT, val_TC, val_ET...).
+        history: ``TrainResult.history`` (columns epoch, loss, val_WT, val_TC, val_ET, val_score...).
 
     Returns:
         The figure.
@@ -79,6 +83,12 @@ def plot_history(history: pd.DataFrame) -> plt.Figure:
         if f"val_{r}" in history:
             v = history[["epoch", f"val_{r}"]].dropna()  # validated every few epochs: one line through those epochs
             b.plot(v["epoch"], v[f"val_{r}"], marker="o", ms=3, label=r)
+    score = history[["epoch", "val_score"]].dropna() if "val_score" in history else None
+    if score is not None and len(score):
+        b.plot(score["epoch"], score["val_score"], ls="--", color="0.3", label="pooled score (selects the checkpoint)")
+        best = score.iloc[len(score) - 1 - int(np.argmax(score["val_score"].to_numpy()[::-1]))]  # later epochs win ties
+        b.plot([best["epoch"]], [best["val_score"]], marker="*", ms=12, ls="none", color="k",
+               label=f"kept: epoch {int(best['epoch'])}")
     b.set(xlabel="epoch", ylabel="validation Dice", ylim=(0, 1), title="validation Dice")
     if b.lines:
         b.legend()

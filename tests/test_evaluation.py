@@ -501,3 +501,30 @@ def test_masking_diagnostics_reads_only_the_named_models_direct_rows() -> None:
     _, summary = evaluation.masking_diagnostics(defended, es, [AttackSpec("fgsm", (eps,))], "d", _ONE_PASS,
                                                 source=source, direct=direct)
     assert summary.iloc[0]["dice_direct"] == pytest.approx(0.8, abs=1e-12)
+
+
+def test_with_baseline_keeps_the_paper_attacks_of_the_baseline_and_the_defense(tmp_path) -> None:
+    """with_baseline joins the baseline's rows of the run's tables to a defense's results and drops notebook 05's
+    extra ti-FGSM policies (baseline only), so that a table of both never mixes them (oracle: hand tables)."""
+    from robustseg_lib.artefacts import RunPaths
+
+    run = RunPaths(tmp_path / "run")
+    with pytest.raises(FileNotFoundError, match="no results"):
+        evaluation.with_baseline(run, pd.DataFrame())
+    evaluation.save_attack_spec(run, AttackSpec("tifgsm", (1.0,), policy="erase"))
+    run.tables.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"case_id": ["1", "1", "1"], "model": "baseline", "attack": ["clean", "tifgsm", "tifgsm"],
+                  "target_policy": [None, "erase", "et_to_ncr"], "eps": [0.0, 1.0, 1.0], "region": "WT",
+                  "dice": [0.8, 0.0, 0.9]}).to_csv(run.table("results_05_tifgsm"), index=False)
+    pd.DataFrame({"case_id": ["1"], "model": "other", "attack": ["clean"], "eps": [0.0], "region": "WT",
+                  "dice": [0.5]}).to_csv(run.table("results_99_other"), index=False)
+    defense = pd.DataFrame({"case_id": ["1"], "model": "advtrain", "attack": ["tifgsm"], "target_policy": ["erase"],
+                            "eps": [1.0], "region": "WT", "dice": [0.4]})
+    both = evaluation.with_baseline(run, defense)
+    assert list(zip(both.model, both.attack, both.dice)) == [("baseline", "clean", 0.8), ("baseline", "tifgsm", 0.0),
+                                                              ("advtrain", "tifgsm", 0.4)]
+    with pytest.raises(ValueError, match="results: expected a pandas DataFrame"):
+        evaluation.with_baseline(run, defense.to_dict())
+    pd.DataFrame({"case_id": ["1"], "model": "x", "dice": [0.1]}).to_csv(run.table("results_05_tifgsm"), index=False)
+    with pytest.raises(FileNotFoundError, match="no baseline rows"):
+        evaluation.with_baseline(run, defense)

@@ -1532,12 +1532,13 @@ def test_teaching_example_numbers_by_hand() -> None:
     text = R.teaching_example(t, cmp_, region="WT", alpha=0.1)
     mw = sst.mannwhitneyu(wt["clean"], wt["ifgsm"], alternative="two-sided").pvalue
     assert (
-        "**Pairing.** WT Dice, baseline clean vs baseline ifgsm ε=0.3, 3 cases: the between-case standard deviation is "
-        "0.100 / 0.104, but the per-case differences have mean 0.083 and are positive in 1 of 3 cases. "
+        "**Pairing.** WT Dice, baseline clean vs baseline ifgsm ε=0.3, 3 cases: the between-case standard deviations are "
+        "0.100 / 0.104 and the per-case differences have mean 0.083, positive in 1 of 3 cases. "
         f"Unpaired Mann–Whitney p = {mw:.2g}; paired Wilcoxon p = 1."
     ) in text
     assert "This run makes 3 comparisons on WT. With raw p < 0.1, 2 look significant; " in text
     assert "after Holm's correction within each family, 1 remain. At α = 0.1, about 0.3 false positives" in text
+    assert "Where pairing matters" not in text  # a comparison table that names no conditions
     # two cases are too few for the pairing paragraph
     two = t[t.case_id != "c2"]
     assert "**Pairing.**" not in R.teaching_example(two, cmp_, region="WT", alpha=0.1)
@@ -1563,7 +1564,7 @@ def test_key_pairs_and_teaching_example_take_one_policy_of_a_targeted_attack() -
                       {"model": "baseline", "attack": "tifgsm", "eps": 0.3, "target_policy": "erase"})]
     text = R.teaching_example(t, pd.DataFrame({"region": [], "pvalue": [], "p_holm": []}), region="WT")
     assert "baseline clean vs baseline tifgsm[erase] ε=0.3, 4 cases:" in text
-    assert "have mean 0.500 and are positive in 4 of 4 cases." in text
+    assert "have mean 0.500, positive in 4 of 4 cases." in text
     fig = plot_paired(t, *pairs[0], region="WT")
     assert fig.axes[0].get_title().startswith("WT dice: n=4,")
 
@@ -1876,3 +1877,53 @@ def test_condition_rows_reads_nan_as_missing_and_refuses_a_non_number_eps() -> N
     for bad in (None, float("nan"), float("inf"), "0.1", True):
         with pytest.raises(ValueError, match="cond: eps must be a finite number"):
             S.condition_rows(t, {"eps": bad})
+
+
+def test_mean_table_keeps_target_policies_and_sources_apart() -> None:
+    """mean_table averages each (attack, target policy, source model, eps) on its own: the old notebook pivot on
+    attack and eps averaged ti-FGSM erase with et_to_ncr (oracle: hand means; blanks where a key does not apply)."""
+    rows = []
+    for case, (clean, erase, ncr, tr) in enumerate([(0.8, 0.0, 0.9, 0.5), (0.6, 0.2, 0.7, 0.3)]):
+        rows += [("baseline", "clean", None, None, 0.0, clean), ("baseline", "tifgsm", "erase", None, 1.0, erase),
+                 ("baseline", "tifgsm", "et_to_ncr", None, 1.0, ncr), ("advtrain", "tifgsm", "erase", None, 1.0, erase + 0.5),
+                 ("advtrain", "transfer_fgsm", None, "baseline", 1.0, tr)]
+    t = pd.DataFrame([dict(case_id=str(i // 5), model=m, attack=a, target_policy=p, source_model=s, eps=e, region="WT",
+                           dice=d) for i, (m, a, p, s, e, d) in enumerate(rows)])
+    t = pd.concat([t, t.assign(region="ET", dice=-1.0)], ignore_index=True)
+    m = S.mean_table(t, "WT")
+    assert list(m.index.names) == ["attack", "target_policy", "source_model", "eps"]
+    assert m.loc[("tifgsm", "erase", "", 1.0), "baseline"] == pytest.approx(0.1)
+    assert m.loc[("tifgsm", "et_to_ncr", "", 1.0), "baseline"] == pytest.approx(0.8)
+    assert m.loc[("tifgsm", "erase", "", 1.0), "advtrain"] == pytest.approx(0.6)
+    assert np.isnan(m.loc[("tifgsm", "et_to_ncr", "", 1.0), "advtrain"])
+    assert m.loc[("clean", "", "", 0.0), "baseline"] == pytest.approx(0.7)
+    assert m.loc[("transfer_fgsm", "", "baseline", 1.0), "advtrain"] == pytest.approx(0.4)
+    # a table without the optional key columns is indexed on attack and eps alone
+    plain = S.mean_table(t.drop(columns=["target_policy", "source_model"]).query("attack != 'tifgsm'"), "WT")
+    assert list(plain.index.names) == ["attack", "eps"] and plain.loc[("clean", 0.0), "baseline"] == pytest.approx(0.7)
+    with pytest.raises(ValueError, match="region: no rows for 'TC'"):
+        S.mean_table(t, "TC")
+
+
+def test_teaching_example_shows_where_pairing_matters() -> None:
+    """Eight cases: FGSM lowers every case's Dice by a little (0.004 i), far less than the cases differ, so the paired
+    test finds it and Mann–Whitney does not; i-FGSM keeps a tenth of each case's Dice, which both find. The
+    paragraph picks the FGSM comparison; without it, it says both tests agree. Oracles: scipy's exact Wilcoxon
+    and Mann–Whitney on the hand values."""
+    from robustseg_lib import report as R
+
+    clean = np.linspace(0.3, 0.9, 8)
+    conds = {("clean", 0.0): clean, ("fgsm", 0.1): clean - 0.004 * np.arange(1, 9), ("ifgsm", 0.1): clean * 0.1}
+    t = pd.DataFrame([{"case_id": f"c{i}", "model": "baseline", "attack": a, "eps": e, "region": "WT", "dice": v[i]}
+                      for (a, e), v in conds.items() for i in range(8)])
+    text = R.teaching_example(t, S.compare(t), region="WT")
+    p_u = sst.mannwhitneyu(clean, conds[("fgsm", 0.1)], alternative="two-sided").pvalue
+    p_w = sst.wilcoxon(clean, conds[("fgsm", 0.1)], method="exact").pvalue
+    assert p_u > 0.5 and p_w == pytest.approx(2 / 2**8)
+    assert ("**Where pairing matters.** WT Dice, baseline clean ε=0 vs baseline fgsm ε=0.1 (attack_effect), 8 cases: "
+            f"the per-case differences have mean {0.004 * 4.5:.3f} against between-case standard deviations of "
+            f"{np.std(clean, ddof=1):.3f} / {np.std(conds[('fgsm', 0.1)], ddof=1):.3f}. "
+            f"Unpaired Mann–Whitney p = {p_u:.2g}; paired Wilcoxon p = {p_w:.2g}.") in text
+    strong = t[t.attack != "fgsm"]
+    p_u2 = sst.mannwhitneyu(clean, conds[("ifgsm", 0.1)], alternative="two-sided").pvalue
+    assert f"the unpaired test finds too (its largest p is {p_u2:.2g})" in R.teaching_example(strong, S.compare(strong))

@@ -168,6 +168,23 @@ def test_history_draws_loss_and_the_present_dice_columns() -> None:
             VM.plot_history(h.drop(columns=missing))
 
 
+def test_history_draws_the_pooled_selection_score_and_marks_the_kept_epoch() -> None:
+    """The checkpoint is chosen on val_score (pooled), not on the per-region lines: it is drawn dashed and its last
+    maximum (epoch 4 here: a tie with epoch 2, later wins, as train() keeps) is starred, although WT peaks at 3."""
+    import pandas as pd
+
+    h = pd.DataFrame({"epoch": [1, 2, 3, 4, 5], "loss": [0.9, 0.6, 0.5, 0.4, 0.4], "val_WT": [0.2, 0.5, 0.8, 0.7, 0.6],
+                      "val_score": [0.3, 0.6, 0.5, 0.6, float("nan")]})
+    b = VM.plot_history(h).axes[1]
+    labels = [ln.get_label() for ln in b.lines]
+    assert labels == ["WT", "pooled score (selects the checkpoint)", "kept: epoch 4"]
+    np.testing.assert_allclose(b.lines[1].get_xydata(), [[1, 0.3], [2, 0.6], [3, 0.5], [4, 0.6]])
+    assert b.lines[1].get_linestyle() == "--"
+    np.testing.assert_allclose(b.lines[2].get_xydata(), [[4, 0.6]])
+    assert [t.get_text() for t in b.get_legend().get_texts()] == labels
+    plt.close("all")
+
+
 def test_predictions_grid_per_case_slice_titles_and_tensors() -> None:
     """Two cases (tumour on z=5 and z=2 by hand) and two models given as tensors: row i shows FLAIR (modality 3) at
     case i's slice under case i's truth, then each model's case-i prediction; default titles are the case index."""
