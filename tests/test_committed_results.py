@@ -150,3 +150,16 @@ def test_re_render_stamps_name_commits_of_this_history() -> None:
         assert re.fullmatch(r"[0-9a-f]{7,40}", sha), f"{f.relative_to(ROOT)}: re-rendered at {sha!r}, not a clean commit"
         rc = subprocess.run(["git", "merge-base", "--is-ancestor", sha, "HEAD"], cwd=ROOT, capture_output=True).returncode
         assert rc == 0, f"{f.relative_to(ROOT)} names git {sha}, which is not in this history: re-render it"
+
+
+def test_empty_truth_cases_where_notebook_08_says_they_are(run: RunPaths) -> None:
+    """Notebook 08 says the teaching run's test split has no case without a region (only the per-region rows) and
+    that other draws (--seed N) put cases without ET among the test cases: true of the committed runs (oracle: the
+    committed region volumes of the evaluated cases, and every committed seed's claims by region)."""
+    empty = stats.empty_truth_cases(evaluation.evaluated_region_volumes(run))
+    assert all(len(ids) == 0 for ids in empty.values())
+    assert set(pd.read_csv(COMMITTED / "claims_by_region.csv").analysis) == {"WT", "TC", "ET"}
+    seeds = sorted((ROOT / "docs" / "results" / "teaching-seeds").glob("seed*/tables/claims_by_region.csv"))
+    assert len(seeds) == 11
+    for f in seeds:
+        assert any(a.startswith("ET, ") and "empty-truth" in a for a in pd.read_csv(f).analysis), f

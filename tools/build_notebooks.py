@@ -260,7 +260,7 @@ atomic_to_csv(vols, run.table("data_region_volumes"))
 display(vols.describe().T)
 """
         ),
-        md("## Intensity per class and modality\nThe contrasts follow the BraTS task description: ET bright on T1c, NCR dark on T1c, ED bright on FLAIR and T2, CSF dark on FLAIR. "
+        md("## Intensity per class and modality\nThe contrasts follow the BraTS task description: ET bright on T1c, NCR dark on T1c, ED bright on FLAIR and T2, CSF dark on FLAIR (the figure pools healthy tissue, CSF included). "
            "On a coarse grid they blur: at 48³ a voxel is about 4 mm, so a 2–6 mm enhancing rim shares its voxels with the core and the edema "
            "(partial volume). Each voxel is labelled with its majority class, so voxels labelled ET are brighter than white matter on T1c in every "
            "case, but on average about 1.3 × rather than enhancing tissue's 1.4–1.6 ×, and the core picks up some of the rim's brightness "
@@ -284,7 +284,10 @@ display(thr)
             """
 ## Summary
 The run folder now holds the dataset in a real BraTS layout and its preprocessed cache. The contrasts are BraTS-like, the
-regions nest (ET ⊂ TC ⊂ WT), and a single threshold does not solve the task: the UNet in the next notebook has work to do.
+regions nest (ET ⊂ TC ⊂ WT), and a single threshold does not solve the task: it falls far short on TC and ET, where the
+UNet in the next notebook has its work. On WT, though, a FLAIR threshold comes close to what the UNet reaches in the
+teaching run (compare the table above with notebook 02's): WT, the region the claims are judged on, is the easy one on
+these data, as edema is bright on FLAIR in real scans too.
 
 ## Exercises
 1. Does the on-disk layout change the data? In a new cell, write the first two cases in two layouts to scratch folders,
@@ -401,7 +404,8 @@ plt.show()
 per-case table (case × model × attack × eps × region) that the statistics notebook reads.
 
 ## Exercises
-Retraining changes `models/baseline.pt`, which every later notebook reads: try these on a copy of the run
+Retraining changes `models/baseline.pt`, which notebooks 03–07 load, and `tables/results_02_unet.csv`, which notebook 08
+reads: try these on a copy of the run
 (`cp -r runs/teaching runs/mine`, then `run_dir = "../runs/mine"`).
 1. Set `arch = "basicunet"` and compare the test Dice and the training time.
 2. Halve `epochs`: how much Dice do you lose? A weaker baseline makes attacks look stronger: why?
@@ -487,8 +491,8 @@ For an image $x$ (4 × D × H × W, z-scored) with labels $y$ and brain mask $M$
 $$x' = \mathrm{clip}_{[lo,\,hi]}\big(x + \epsilon\, M \odot \mathrm{sign}\,\nabla_x L(f(x), y)\big),\qquad L = \tfrac{1}{|V|}\sum_{v} \mathrm{CE}(f(x)_v, y_v),$$
 with $[lo, hi]$ each volume's per-modality intensity range over its brain.
 Budgets are in **z-score units**: eps = 0.5 moves every brain voxel by half a standard deviation of that modality's
-intensities, less where the clip stops it and not at all where the gradient is exactly 0 (the raw size is eps × the
-per-case std printed in notebook 01).
+intensities, less where the clip stops it and not at all where the gradient is exactly 0 (the raw size is eps × that
+case's std of the modality; notebook 01 prints its mean over cases).
 """,
         """
 attack_spec = evaluation.AttackSpec("fgsm", tuple(eps_grid))
@@ -498,7 +502,7 @@ attack_spec = evaluation.AttackSpec("fgsm", tuple(eps_grid))
                 """
 ## Attack one batch by hand
 The sweep above wraps the steps below; the exercises edit this cell. `evaluation.wrap_model` gives the network as the
-attacks see it (sliding windows or one pass, as in training), the clip range is each volume's per-modality intensity
+attacks see it (sliding windows or one pass, as in prediction), the clip range is each volume's per-modality intensity
 range, the mask keeps the perturbation inside the brain, and `eps` may be one number or one per modality
 (T1, T1c, T2, FLAIR).
 """
@@ -532,7 +536,7 @@ def nb04() -> list:
     return attack_nb(
         "04_ifgsm",
         "Iterative FGSM (Kurakin et al., 2017a, *Adversarial examples in the physical world*): many small sign steps of size alpha, each projected back into the eps-ball "
-        "around the clean image and into the valid intensity range. With the same budget it is far stronger than FGSM.\n\n"
+        "around the clean image and into the valid intensity range. With the same budget it is stronger than FGSM, by far at large eps.\n\n"
         "**Reads** `models/baseline.pt`, `data/prepared.npz`. **Writes** `tables/results_04_ifgsm.csv`, `tables/percept_04_ifgsm.csv`, `tables/ifgsm_iterations.csv`, `attacks/ifgsm.json`, `figures/04_ifgsm_*.png`.",
         '''eps_grid: list = [0.0, 0.1, 0.3, 1.0]  # L-inf budgets in z-score units
 steps: int = 5  # iterations
@@ -602,7 +606,7 @@ print(f"alpha x steps = {alpha_frac * steps:g} x eps" + ("" if alpha_frac * step
 display(results.groupby("eps")["target_frac"].mean().to_frame("mean target_frac"))
 """
             ),
-            md("## Other target policies\nThe same sweep for the other clinically meaningful relabellings, on the baseline only: the defense notebooks replay the paper's three attacks (FGSM, i-FGSM and ti-FGSM with the main `policy`), and the claims are judged on those. `et_to_ncr` only relabels tumour as tumour, so its target equals the truth on WT: the attack pulls the WT prediction *towards* the ground truth, and WT Dice can rise under it (see the robustness curves in notebook 08). Judge it on ET and TC, where it does its damage."),
+            md("## Other target policies\nThe same sweep for the other clinically meaningful relabellings, on the baseline only: the defense notebooks replay the paper's three attacks (FGSM, i-FGSM and ti-FGSM with the main `policy`), and the claims are judged on those. `et_to_ncr` only relabels tumour as tumour core, so its target equals the truth on WT and on TC (both NCR and ET are core): the attack pulls the WT and TC predictions *towards* the ground truth, and their Dice can rise under it (see the robustness curves in notebook 08). Judge it on ET and on `target_frac`, where it does its damage."),
             code(
                 """
 extra = []
@@ -619,7 +623,7 @@ if extra:
 """
             ),
         ],
-        "At small eps the *erase* attack may first remove false positives, so WT Dice can even rise: look for it above.\n" + COPY_RUN + "1. Try `policy = \"ed_to_et\"`: fabricating enhancing tumour changes the apparent grade.\n2. Is a targeted attack cheaper or dearer in PSNR than i-FGSM for the same Dice drop?",
+        "At small eps the *erase* attack may first remove false positives, so a case's WT Dice can even rise while the mean falls: compare the cases' clean and attacked Dice in `results` (e.g. `results[results.region == \"WT\"].pivot_table(index=\"case_id\", columns=\"eps\", values=\"dice\")`).\n" + COPY_RUN + "1. Try `policy = \"ed_to_et\"`: fabricating enhancing tumour changes the apparent grade.\n2. Is a targeted attack cheaper or dearer in PSNR than i-FGSM for the same Dice drop?",
     )
 
 
@@ -630,11 +634,11 @@ DEFENSE_EVAL = [
 specs = evaluation.load_attack_specs(run)
 results, _ = evaluation.evaluate_under_attacks(net, test_set, specs, MODEL, spec, device=dev, batch_size=batch_size, seed=seed)
 atomic_to_csv(results, run.table("results_@STAGE@"))
-both = pd.concat([evaluation.read_results(run, models=["baseline"]), results], ignore_index=True)
+both = evaluation.with_baseline(run, results)  # the baseline's rows of the same attacks (not notebook 05's extra policies)
 fig = plot_robustness_curves(both)
 atomic_savefig(fig, run.figure("@STAGE@_robustness"))
 display(fig)  # built without pyplot: plt.show() would not show it
-display(both[both.region == "WT"].pivot_table(index=["attack", "eps"], columns="model", values="dice", aggfunc="mean"))
+display(stats.mean_table(both, "WT"))  # mean WT Dice per attack (x target policy) x eps and model
 """
     ),
 ]
@@ -651,7 +655,7 @@ def nb06() -> list:
             "**Reads** `models/baseline.pt` and `models/baseline.train.json`, `data/prepared.npz`, `attacks/*.json`. **Writes** `models/distilled*.pt`, `tables/results_06_distillation.csv`, `tables/results_06_distillation_diagnostics.csv` (the transfer and logit-rescaled attacks' per-case rows), `tables/diagnostics_06_distillation.csv`, `figures/06_*.png`.",
         ),
         setup_imports(
-            "from dataclasses import asdict\n\nfrom robustseg_lib import defenses, evaluation, models\nfrom robustseg_lib.training import TrainConfig, train\nfrom robustseg_lib.artefacts import atomic_to_csv, atomic_savefig\nfrom robustseg_lib.viz_models import plot_gallery\nfrom robustseg_lib.viz_stats import plot_robustness_curves"
+            "from dataclasses import asdict\n\nfrom robustseg_lib import defenses, evaluation, models, stats\nfrom robustseg_lib.training import TrainConfig, train\nfrom robustseg_lib.artefacts import atomic_to_csv, atomic_savefig\nfrom robustseg_lib.viz_models import plot_gallery\nfrom robustseg_lib.viz_stats import plot_robustness_curves"
         ),
         *params(
             "06_distillation",
@@ -748,7 +752,7 @@ for T in [temperature, *compare_temperatures]:
 net, MODEL = students[temperature], "distilled"
 """
         ),
-        md("## Logits of the deployed student are large\nDeployed at T = 1, the student's logits are roughly T times the baseline's (the teacher at T is the baseline's logits times T): the softmax saturates."),
+        md("## Logits of the deployed student are large\nDeployed at T = 1, the output-scaled student's logits (`output_scaling = True`, the default) are roughly T times the baseline's (the teacher at T is the baseline's logits times T): the softmax saturates. A plain student (`output_scaling = False`, exercise 2) had logits near the baseline's size in the measured run quoted above."),
         code(
             """
 with torch.no_grad():
@@ -771,7 +775,7 @@ extra = [evaluation.evaluate_under_attacks(students[T], test_set, specs, f"disti
 if extra:
     results = pd.concat([results] + [r for r, _ in extra], ignore_index=True)
     atomic_to_csv(results, run.table("results_06_distillation"))
-display(results[results.region == "WT"].pivot_table(index=["attack", "eps"], columns="model", values="dice", aggfunc="mean"))
+display(stats.mean_table(results, "WT"))
 """
         ),
         md(
@@ -812,8 +816,8 @@ plt.show()
 ## Summary and exercises
 Read the diagnostics before believing the robustness: if transfer or logit-rescaled attacks hurt the student almost as
 much as the baseline, its apparent robustness came from masked gradients.
-Exercises that retrain change `models/distilled.pt`, which notebooks 07 and 08 read: try them on a copy of the run
-(`cp -r runs/teaching runs/mine`, then `run_dir = "../runs/mine"`).
+Exercises that retrain change `models/distilled.pt` and `tables/results_06_*.csv`, which notebook 08 reads: try them on
+a copy of the run (`cp -r runs/teaching runs/mine`, then `run_dir = "../runs/mine"`).
 1. Set `temperature = 100`: same network, larger logits. Does the direct attack weaken further, and does the logit-rescaled attack (diagnostic b) still succeed?
 2. Set `output_scaling = False` (plain networks trained at T: a teacher per temperature that is not 1, and a student per temperature, about five trainings instead of one here): compare the teacher's validation score with the baseline's. Why does it lag?
 3. Add `hard_weight = 0.5`: does the student's clean Dice improve?
@@ -833,7 +837,7 @@ def nb07() -> list:
             "**Reads** `models/baseline.pt` and `models/baseline.train.json`, `data/prepared.npz`, `attacks/*.json`, `models/distilled.pt` when notebook 06 wrote it (gallery). **Writes** `models/advtrain.pt` and `models/advtrain.train.json` (and `models/advtrain_static.pt`, `.train.json` with `static = True`), `tables/results_07_adversarial_training.csv`, `tables/results_07_adversarial_training_diagnostics.csv` (the transfer attacks' per-case rows), `tables/diagnostics_07_adversarial_training.csv`, `figures/07_*.png`.",
         ),
         setup_imports(
-            "from robustseg_lib import defenses, evaluation, models\nfrom robustseg_lib.training import TrainConfig, train\nfrom robustseg_lib.artefacts import atomic_to_csv, atomic_savefig\nfrom robustseg_lib.viz_models import plot_gallery\nfrom robustseg_lib.viz_stats import plot_robustness_curves"
+            "from robustseg_lib import defenses, evaluation, models, stats\nfrom robustseg_lib.training import TrainConfig, train\nfrom robustseg_lib.artefacts import atomic_to_csv, atomic_savefig\nfrom robustseg_lib.viz_models import plot_gallery\nfrom robustseg_lib.viz_stats import plot_robustness_curves"
         ),
         *params(
             "07_adversarial_training",
@@ -906,7 +910,7 @@ if static:
     r, _ = evaluation.evaluate_under_attacks(net_s, test_set, specs, "advtrain_static", spec, device=dev, batch_size=batch_size, seed=seed)
     results = pd.concat([results, r], ignore_index=True)
     atomic_to_csv(results, run.table("results_07_adversarial_training"))
-    display(results[results.region == "WT"].pivot_table(index=["attack", "eps"], columns="model", values="dice", aggfunc="mean"))
+    display(stats.mean_table(results, "WT"))
 """
         ),
         md("## Gradient-masking diagnostics\nTransfer attacks from the baseline and the fraction of saturated output voxels (and of near-zero input gradients); no temperature here, so no rescaling."),
@@ -936,8 +940,8 @@ plt.show()
 ## Summary and exercises
 Compare the table above with the baseline's: how much robustness did training on eps in `eps_range` buy, also at eps
 outside that range, and what did it cost in clean Dice?
-Exercises that retrain change `models/advtrain.pt`, which notebook 08 reads: try them on a copy of the run
-(`cp -r runs/teaching runs/mine`, then `run_dir = "../runs/mine"`).
+Exercises that retrain change `models/advtrain.pt` and `tables/results_07_*.csv`, which notebook 08 reads: try them on
+a copy of the run (`cp -r runs/teaching runs/mine`, then `run_dir = "../runs/mine"`).
 1. Set `adv_attack = "ifgsm"`: more robust to i-FGSM? How much slower is training?
 2. Widen `eps_range` to `[0.05, 1.0]`: what happens to clean Dice?
 3. Set `label_source = "predicted"` (examples made from the network's predictions, against label leaking): does FGSM
@@ -995,8 +999,10 @@ display(fig)  # built without pyplot: plt.show() would not show it
             r"""
 ## What a paired test is, and why pairing matters here
 Each test case is segmented under both conditions we compare, so the natural unit is the **per-case difference** in
-Dice. Cases differ far more from each other (small vs large tumours) than conditions do; an unpaired test would drown
-the effect in that between-case spread. The Wilcoxon signed-rank test ranks the absolute differences and asks whether
+Dice. Cases differ from each other (small vs large tumours); when the difference between two conditions is small
+against that between-case spread, an unpaired test drowns it, while the paired test, which compares each case with
+itself, still sees it. A large effect both find; the cell after the comparisons sets the two tests side by side on this
+run's numbers. The Wilcoxon signed-rank test ranks the absolute differences and asks whether
 positive and negative ones are balanced, without assuming normality (Dice is bounded and skewed). Zero differences are
 dropped (Wilcoxon's method), and the matched-pairs rank-biserial correlation says how lopsided the signed ranks are
 (+1: every case that differs is better under the first condition). How *large* is the difference? The Hodges–Lehmann estimate
@@ -1005,6 +1011,16 @@ $1 - \alpha$ confidence interval (`hl_ci_lo`, `hl_ci_hi`: the shifts the same te
 Dice units. The interval excludes 0 exactly when the raw p-value is below α as long as the p-value is exact too: no
 two differences tie and at most 50 are non-zero (beyond 50 the p-value is a normal approximation and can disagree
 at the margin). Neither the interval nor the raw p-value is Holm-adjusted.
+
+**Families and Holm's correction.** `stats.compare` makes four *families* of paired comparisons in each region:
+`attack_effect` (each model clean vs the same model under each attack and eps), `defense_vs_baseline` (a defended
+model vs the baseline under the same condition), `distill_vs_advtrain` (the distilled vs the adversarially trained
+model under the same condition) and `defense_vs_clean` (a defended model under attack vs the clean baseline). Many
+tests at α = 0.05 each would find some effects by chance, so within each family and region Holm's step-down procedure
+adjusts the p-values: sort the family's m raw p-values, multiply the k-th smallest by m − k + 1, keep the sequence
+non-decreasing and cap it at 1. A comparison is `significant` when its `p_holm` is below α; the chance of even one false
+positive in the family then stays below α, whatever the dependence between its tests. The larger the family, the
+larger the adjustment.
 """
         ),
         code(
@@ -1052,7 +1068,9 @@ display(Markdown(stats.claim_rules_md(alpha)))  # the decision rules, at this no
 The headline is judged on one region. The same rules on every region say whether a verdict depends on that choice.
 A case whose ground truth has no enhancing tumour scores ET Dice 1 when nothing is predicted there and 0 after a
 single false-positive voxel, so an attack can "succeed" on it without touching any tumour: each region is judged
-again without such cases (tests and Holm recomputed on the rest).
+again without such cases (tests and Holm recomputed on the rest). When no evaluated case lacks a region, as in the
+teaching run's test split, the counts printed below are 0 and only the per-region rows appear; other draws of the
+cases (`robustseg reproduce --seed N`) put cases without ET among the test cases.
 """
         ),
         code(
