@@ -82,8 +82,11 @@ COMPARISON_FILES = (
 
 
 def _labels(run_dirs: Sequence[str | Path], labels: Sequence[str] | None) -> list[str]:
-    if isinstance(run_dirs, (str, Path)) or len(run_dirs) < 2:
-        raise ValueError(f"run_dirs: need at least two run folders, got {run_dirs!r}")
+    if isinstance(run_dirs, (str, Path)):
+        run_dirs = [run_dirs]
+    if len(run_dirs) < 2:
+        raise ValueError(f"compare needs at least two run folders, got {len(run_dirs)}: "
+                         f"{', '.join(map(str, run_dirs)) or 'none'}")
     if labels is None:
         labels = [Path(d).name for d in run_dirs]
     labels = [str(x) for x in labels]
