@@ -185,6 +185,72 @@ def _run_level_reach(n_runs: int, comparisons: pd.DataFrame, alpha: float) -> st
                   f"there says that the runs are too few; every family can from {need} runs on.")  # fmt: skip
 
 
+def _json_kind(value: Any) -> str:
+    """A JSON value in words, for the errors on a malformed file."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"the boolean {json.dumps(value)}"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return f"the string {value[:40]!r}" + ("…" if len(value) > 40 else "")
+    return "an array" if isinstance(value, list) else "an object"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _read_json_object(path: Path, hint: str) -> dict[str, Any]:
+    """The JSON object in ``path``; ValueError naming the file when it is not UTF-8 JSON or not an object."""
+    try:
+        blob = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc}); {hint}") from None
+    if not isinstance(blob, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {_json_kind(blob)}; {hint}")
+    return blob
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """A run's ``manifest.json``, checked for what a comparison reads: an object whose ``stages`` map each stage to an
+    object (``seconds`` a number or null), whose ``parameters`` map each stage to an object (``seed`` an integer,
+    ``train_seed`` an integer or null) and whose ``machine`` is an object (``gpu`` a string or null) or null; ValueError
+    naming the file and the key otherwise."""
+    hint = "restore the run's manifest, or rerun the chain (robustseg reproduce)"
+    man = _read_json_object(path, hint)
+
+    def bad(key: str, want: str, value: Any) -> ValueError:
+        return ValueError(f"{path}: {key!r} must be {want}, got {_json_kind(value)}; {hint}")
+
+    stages = man.get("stages", {})
+    if not isinstance(stages, dict):
+        raise bad("stages", "an object mapping each stage to its record", stages)
+    for stage, rec in stages.items():
+        if not isinstance(rec, dict):
+            raise bad(f"stages.{stage}", "an object (status, seconds, ...)", rec)
+        sec = rec.get("seconds")
+        if sec is not None and (isinstance(sec, bool) or not isinstance(sec, (int, float))):
+            raise bad(f"stages.{stage}.seconds", "a number or null", sec)
+    params = man.get("parameters", {})
+    if not isinstance(params, dict):
+        raise bad("parameters", "an object mapping each stage to its parameters", params)
+    for stage, prm in params.items():
+        if not isinstance(prm, dict):
+            raise bad(f"parameters.{stage}", "an object of parameter values", prm)
+        if "seed" in prm and not _is_int(prm["seed"]):
+            raise bad(f"parameters.{stage}.seed", "an integer", prm["seed"])
+        if prm.get("train_seed") is not None and not _is_int(prm["train_seed"]):
+            raise bad(f"parameters.{stage}.train_seed", "an integer or null", prm["train_seed"])
+    machine = man.get("machine")
+    if machine is not None and not isinstance(machine, dict):
+        raise bad("machine", "an object or null", machine)
+    if machine and machine.get("gpu") is not None and not isinstance(machine["gpu"], str):
+        raise bad("machine.gpu", "a string or null", machine["gpu"])
+    return man
+
+
 def read_run(run_dir: str | Path) -> RunRecord:
     """What a finished run folder says about itself: its manifest and its claims.
 
@@ -208,8 +274,9 @@ def read_run(run_dir: str | Path) -> RunRecord:
 
     Raises:
         FileNotFoundError: the folder, its manifest or its ``tables/claims_by_region.csv`` is missing (named).
-        ValueError: a stage of the manifest did not finish (named), or ``data/prepared.npz``, read for want of the
-            volumes table, has no readable ``case_ids`` (named).
+        ValueError: the manifest is not a JSON object of the run's stages and parameters (the file and key named), a
+            stage of it did not finish (named), or ``data/prepared.npz``, read for want of the volumes table, has no
+            readable ``case_ids`` (named).
     """
     root = Path(run_dir)
     if not root.is_dir():
@@ -217,7 +284,7 @@ def read_run(run_dir: str | Path) -> RunRecord:
     man_path = root / "manifest.json"
     if not man_path.is_file():
         raise FileNotFoundError(f"{man_path}: no manifest; is {root} a run folder of `robustseg reproduce`?")
-    man = json.loads(man_path.read_text(encoding="utf-8"))
+    man = _read_manifest(man_path)
     unfinished = [f"{s} ({rec.get('status')})" for s, rec in man.get("stages", {}).items() if rec.get("status") != "done"]
     if unfinished or "08_statistics" not in man.get("stages", {}):
         raise ValueError(f"{root}: the chain has not finished for its last request (stages not done: "

@@ -1314,3 +1314,56 @@ def test_runs_sharing_cases_get_no_procedure_sentence(tmp_path) -> None:
     text = (tmp_path / "cmp" / "comparison.md").read_text()
     assert "Design: runs that share cases" in text and "02_unet | epochs" in text
     assert "differ in more than their seeds" not in text
+
+
+# --- damaged run folders: every file compare reads is refused by name, never with a traceback ------------------------
+
+
+def _fake_pair(tmp_path: Path) -> tuple[Path, Path]:
+    """Two finished fake runs with a summary table each: what ``compare --no-pooled`` reads."""
+    a = _fake_run(tmp_path / "a", 0, {"C1": ("holds", 3, 3, 0), "C2": ("holds", 9, 2, 0)})
+    b = _fake_run(tmp_path / "b", 1, {"C1": ("mixed", 3, 2, 0), "C2": ("holds", 9, 1, 0)})
+    for d, v in ((a, 0.8), (b, 0.7)):
+        _summary(d, [("baseline", "clean", None, None, 0.0, v)])
+    return a, b
+
+
+def _edit_manifest(run: Path, edit) -> None:
+    man = json.loads((run / "manifest.json").read_text())
+    edit(man)
+    (run / "manifest.json").write_text(json.dumps(man))
+
+
+#: (case, the manifest's new text or an edit of its dict, what the error must name besides the file)
+_BAD_MANIFESTS = [
+    ("not JSON", "{oops", "not valid JSON"),
+    ("not UTF-8", b"\xff\xfe{", "not valid JSON"),
+    ("an array", "[1]", "JSON object"),
+    ("stages an array", lambda m: m.update(stages=[]), "'stages'"),
+    ("stages a string", lambda m: m.update(stages="done"), "'stages'"),
+    ("a stage record a string", lambda m: m["stages"].update({"08_statistics": "done"}), "stages.08_statistics"),
+    ("seconds a string", lambda m: m["stages"]["02_unet"].update(seconds="ten"), "stages.02_unet.seconds"),
+    ("parameters an array", lambda m: m.update(parameters=[]), "'parameters'"),
+    ("a stage's parameters a number", lambda m: m["parameters"].update({"02_unet": 15}), "parameters.02_unet"),
+    ("a seed a string", lambda m: m["parameters"]["02_unet"].update(seed="zero"), "parameters.02_unet.seed"),
+    ("train_seed a list", lambda m: m["parameters"]["01_data"].update(train_seed=[1]), "parameters.01_data.train_seed"),
+    ("machine a string", lambda m: m.update(machine="a laptop"), "'machine'"),
+    ("machine.gpu a list", lambda m: m["machine"].update(cpu_capability="AVX2", torch_threads=2, gpu=["H100"]),
+     "'machine.gpu'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("bad", _BAD_MANIFESTS, ids=[c for c, _, _ in _BAD_MANIFESTS])
+def test_a_malformed_manifest_is_refused_naming_the_file_and_key(tmp_path, bad) -> None:
+    """Oracle: hand-broken manifests of an otherwise valid run; each must be a ValueError naming the manifest and the
+    key at fault (before: JSON errors without the file, AttributeError, TypeError)."""
+    _, change, what = bad
+    a, b = _fake_pair(tmp_path)
+    if callable(change):
+        _edit_manifest(b, change)
+    else:
+        (b / "manifest.json").write_bytes(change if isinstance(change, bytes) else change.encode())
+    with pytest.raises(ValueError) as err:
+        replicates.write_comparison([a, b], tmp_path / "cmp", pooled=False)
+    assert str(b / "manifest.json") in str(err.value) and what in str(err.value), str(err.value)
+
