@@ -34,6 +34,7 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .artefacts import atomic_to_csv, atomic_write_text
@@ -251,6 +252,50 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     return man
 
 
+def _read_table(
+    path: Path,
+    hint: str,
+    columns: Sequence[str] = (),
+    *,
+    counts: Sequence[str] = (),
+    numbers: Sequence[str] = (),
+    rows: bool = False,
+    text: Sequence[str] = ("case_id",),
+) -> pd.DataFrame:
+    """A run's CSV table (``text`` columns read as text), checked for what a comparison reads; ValueError naming the
+    file (and column) when it is empty or not CSV, lacks one of ``columns``, has no rows where ``rows``, or holds
+    something other than whole numbers in a ``counts`` column (blanks included) or than numbers or blanks in a
+    ``numbers`` column. ``hint`` says what to do."""
+    try:
+        t = pd.read_csv(path, dtype={c: str for c in text})
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: the file is empty (not even a header row); {hint}") from None
+    except ValueError as exc:  # pandas' ParserError, a UnicodeDecodeError
+        raise ValueError(f"{path}: cannot be read as a CSV table ({type(exc).__name__}: {exc}); {hint}") from None
+    missing = [c for c in columns if c not in t.columns]
+    if missing:
+        raise ValueError(f"{path}: lacks the column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} "
+                         f"(it has {', '.join(map(str, t.columns))}); {hint}")  # fmt: skip
+    if rows and t.empty:
+        raise ValueError(f"{path}: no rows, only its header; {hint}")
+    for c in (*counts, *numbers):
+        v = pd.to_numeric(t[c], errors="coerce").astype(float)
+        bad = v.isna() & t[c].notna()
+        if c in counts:
+            bad |= ~np.isfinite(v) | (v % 1 != 0)
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            val = t[c].iloc[i]
+            raise ValueError(f"{path}: column {c!r} must hold {'whole numbers' if c in counts else 'numbers or blanks'}"
+                             f", but its row {i + 1} has {'a blank' if pd.isna(val) else repr(val)}; {hint}")  # fmt: skip
+    return t
+
+
+#: The columns of a run's ``tables/claims_by_region.csv`` that a comparison reads.
+_CLAIMS_COLUMNS = ("analysis", "region", "n_cases", "n_excluded", "claim", "verdict", "n_tests", "n_support",
+                   "n_against", "rel_drop")  # fmt: skip
+
+
 def read_run(run_dir: str | Path) -> RunRecord:
     """What a finished run folder says about itself: its manifest and its claims.
 
@@ -275,8 +320,10 @@ def read_run(run_dir: str | Path) -> RunRecord:
     Raises:
         FileNotFoundError: the folder, its manifest or its ``tables/claims_by_region.csv`` is missing (named).
         ValueError: the manifest is not a JSON object of the run's stages and parameters (the file and key named), a
-            stage of it did not finish (named), or ``data/prepared.npz``, read for want of the volumes table, has no
-            readable ``case_ids`` (named).
+            stage of it did not finish (named), a table read is empty, not CSV, without a column read, or with a
+            count or number column that holds something else (the file and column named; ``claims_by_region.csv``
+            without rows too), or ``data/prepared.npz``, read for want of the volumes table, has no readable
+            ``case_ids`` (named).
     """
     root = Path(run_dir)
     if not root.is_dir():
@@ -292,10 +339,11 @@ def read_run(run_dir: str | Path) -> RunRecord:
     claims_path = root / "tables" / "claims_by_region.csv"
     if not claims_path.is_file():
         raise FileNotFoundError(f"{claims_path}: no verdicts by region; rerun notebook 08")
-    cbr = pd.read_csv(claims_path)
+    cbr = _read_table(claims_path, "restore it, or rerun notebook 08", _CLAIMS_COLUMNS, rows=True,
+                      counts=("n_cases", "n_tests", "n_support", "n_against"), numbers=("n_excluded", "rel_drop"))
     params = man.get("parameters", {})
     res = root / "tables" / "results_02_unet.csv"
-    case_ids = set(pd.read_csv(res, usecols=["case_id"], dtype={"case_id": str})["case_id"]) if res.is_file() else set()
+    case_ids = set(_read_table(res, "restore it, or rerun notebook 02", ["case_id"])["case_id"]) if res.is_file() else set()
     vols = root / "tables" / "data_region_volumes.csv"
     data_ids: set[str] = set()
     test_vols = None
@@ -303,7 +351,7 @@ def read_run(run_dir: str | Path) -> RunRecord:
     if vols.is_file():
         from .data import original_case_id  # torch: only for this, not for the verdict tables
 
-        v = pd.read_csv(vols, dtype={"case_id": str})
+        v = _read_table(vols, "restore it, or rerun notebook 01", ["case_id"])
         data_ids = set(v["case_id"].map(original_case_id))
         test_vols = v[v["case_id"].isin(case_ids)].set_index("case_id").sort_index()
     elif prepared.is_file():  # a run folder without the volumes table (an older run): its prepared data name the cases
@@ -332,8 +380,6 @@ def read_run(run_dir: str | Path) -> RunRecord:
 def _prepared_case_ids(path: Path) -> set[str]:
     """Every case of a run's data from its ``data/prepared.npz`` (``case_ids`` only: the images stay on disk), a
     bootstrap copy's id as its case's; ValueError naming the file when it cannot be read."""
-    import numpy as np
-
     from .data import original_case_id  # torch, as in read_run
 
     try:
@@ -425,6 +471,8 @@ def dice_by_run(run_dirs: Sequence[str | Path], labels: Sequence[str]) -> pd.Dat
 
     Raises:
         FileNotFoundError: a run has no ``tables/summary.csv`` (named).
+        ValueError: a summary table is empty, not CSV, lacks a column read, or holds other than numbers in ``eps`` or
+            ``mean_dice`` (the file and column named).
     """
     keys = ["region", "model", "attack", "target_policy", "eps"]
     merged: pd.DataFrame | None = None
@@ -432,7 +480,8 @@ def dice_by_run(run_dirs: Sequence[str | Path], labels: Sequence[str]) -> pd.Dat
         f = Path(d) / "tables" / "summary.csv"
         if not f.is_file():
             raise FileNotFoundError(f"{f}: no summary table; rerun notebook 08")
-        t = pd.read_csv(f, dtype={"target_policy": str, "source_model": str})
+        t = _read_table(f, "restore it, or rerun notebook 08", ["region", "model", "attack", "eps", "mean_dice"],
+                        numbers=("eps", "mean_dice"), text=("target_policy", "source_model"))
         if "target_policy" not in t:
             t["target_policy"] = ""
         keep = ~t["attack"].astype(str).map(is_diagnostic_attack)

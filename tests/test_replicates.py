@@ -1367,3 +1367,64 @@ def test_a_malformed_manifest_is_refused_naming_the_file_and_key(tmp_path, bad) 
         replicates.write_comparison([a, b], tmp_path / "cmp", pooled=False)
     assert str(b / "manifest.json") in str(err.value) and what in str(err.value), str(err.value)
 
+
+_CLAIM_NEEDS = ["analysis", "region", "n_cases", "n_excluded", "claim", "verdict", "n_tests", "n_support", "n_against",
+                "rel_drop"]  # fmt: skip
+
+
+def _edit_csv(path: Path, edit) -> None:
+    t = pd.read_csv(path, dtype={"case_id": str})
+    edit(t).to_csv(path, index=False)
+
+
+_BAD_CLAIMS = [
+    ("empty file", lambda f: f.write_text(""), "empty"),
+    ("not UTF-8", lambda f: f.write_bytes(b"analysis,region\n\xff\xfe,\xfa\n"), "cannot be read"),
+    ("header only", lambda f: _edit_csv(f, lambda t: t.iloc[:0]), "no rows"),
+    ("n_tests not a number", lambda f: _edit_csv(f, lambda t: t.assign(n_tests=["three"] * len(t))), "'n_tests'"),
+    ("n_cases blank", lambda f: _edit_csv(f, lambda t: t.assign(n_cases=np.nan)), "'n_cases'"),
+    ("rel_drop not a number", lambda f: _edit_csv(f, lambda t: t.assign(rel_drop="half")), "'rel_drop'"),
+    *((f"no {c}", (lambda c: lambda f: _edit_csv(f, lambda t: t.drop(columns=[c])))(c), f"'{c}'") for c in _CLAIM_NEEDS),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("bad", _BAD_CLAIMS, ids=[c for c, _, _ in _BAD_CLAIMS])
+def test_a_malformed_claims_table_is_refused_naming_the_file_and_column(tmp_path, bad) -> None:
+    """Oracle: hand-broken tables/claims_by_region.csv (before: KeyError, pandas' "No columns to parse from file",
+    int() of a word, IndexError of an empty table, none naming the file)."""
+    _, breaks, what = bad
+    a, b = _fake_pair(tmp_path)
+    f = a / "tables" / "claims_by_region.csv"  # the first run's: its first analysis names the headline region
+    breaks(f)
+    with pytest.raises(ValueError) as err:
+        replicates.write_comparison([a, b], tmp_path / "cmp", pooled=False)
+    assert str(f) in str(err.value) and what in str(err.value), str(err.value)
+
+
+_BAD_OTHER_TABLES = [
+    ("summary empty", "summary.csv", lambda f: f.write_text(""), "empty"),
+    ("summary without mean_dice", "summary.csv", lambda f: _edit_csv(f, lambda t: t.drop(columns=["mean_dice"])),
+     "'mean_dice'"),
+    ("summary without attack", "summary.csv", lambda f: _edit_csv(f, lambda t: t.drop(columns=["attack"])), "'attack'"),
+    ("summary eps a word", "summary.csv", lambda f: _edit_csv(f, lambda t: t.assign(eps="none")), "'eps'"),
+    ("results without case_id", "results_02_unet.csv",
+     lambda f: pd.DataFrame({"model": ["baseline"], "dice": [0.5]}).to_csv(f, index=False), "'case_id'"),
+    ("results empty", "results_02_unet.csv", lambda f: f.write_text(""), "empty"),
+    ("volumes without case_id", "data_region_volumes.csv",
+     lambda f: pd.DataFrame({"WT": [3.0], "TC": [1.0], "ET": [0.0]}).to_csv(f, index=False), "'case_id'"),
+    ("volumes not CSV", "data_region_volumes.csv", lambda f: f.write_text('case_id,WT\n"c0,3\n'), "cannot be read"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("bad", _BAD_OTHER_TABLES, ids=[c for c, _, _, _ in _BAD_OTHER_TABLES])
+def test_malformed_summary_results_and_volume_tables_are_refused_by_name(tmp_path, bad) -> None:
+    """Oracle: hand-broken tables/summary.csv, results_02_unet.csv and data_region_volumes.csv of an otherwise valid
+    run (before: KeyError, TypeError, pandas errors without the file)."""
+    _, name, breaks, what = bad
+    a, b = _fake_pair(tmp_path)
+    f = b / "tables" / name
+    breaks(f)
+    with pytest.raises(ValueError) as err:
+        replicates.write_comparison([a, b], tmp_path / "cmp", pooled=False)
+    assert str(f) in str(err.value) and what in str(err.value), str(err.value)
+
