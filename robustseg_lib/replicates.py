@@ -770,6 +770,33 @@ def _check_tables(run_dir: str | Path) -> None:
         raise FileNotFoundError(f"{Path(run_dir) / 'tables'}: no result tables; is {run_dir} a finished run folder?")
 
 
+#: The columns of a run's per-case tables (``tables/results_*.csv``) that the pooled analyses read.
+_RESULTS_COLUMNS = ("case_id", "model", "attack", "eps", "region", "dice")
+
+
+def _check_results_tables(run_dir: str | Path, columns: Sequence[str] = _RESULTS_COLUMNS) -> None:
+    """Every per-case table of a run (``tables/results_*.csv``) readable, with ``columns`` and numeric ``eps`` and
+    ``dice`` where it reads them, before ``evaluation.read_results`` stacks them; ValueError naming the file and
+    column otherwise."""
+    for f in sorted((Path(run_dir) / "tables").glob("results_*.csv")):
+        _read_table(f, "restore it, or rerun its notebook", columns,
+                    numbers=[c for c in ("eps", "dice") if c in columns])  # fmt: skip
+
+
+def _check_attack_records(run_dir: str | Path) -> None:
+    """Every attack record of a run (``attacks/*.json``) a JSON object that ``evaluation.AttackSpec`` takes, before
+    ``evaluation.load_attack_specs`` reads them; ValueError naming the file and what is wrong otherwise."""
+    from .evaluation import AttackSpec  # torch, as in _stacked_table
+
+    hint = "copy the run's attacks/ folder again, or rerun notebooks 03-05"
+    for f in sorted((Path(run_dir) / "attacks").glob("*.json")):
+        blob = _read_json_object(f, hint)
+        try:
+            AttackSpec(**blob)
+        except (TypeError, ValueError) as exc:  # a missing or unknown field, an unknown attack, a bad eps grid
+            raise ValueError(f"{f}: not an attack record of notebooks 03-05 ({exc}); {hint}") from None
+
+
 def pooled_table(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = None) -> pd.DataFrame:
     """The paper's per-case results of several runs, stacked, each case id prefixed with its run's label.
 
@@ -784,7 +811,9 @@ def pooled_table(run_dirs: Sequence[str | Path], labels: Sequence[str] | None = 
     Raises:
         ValueError: the runs do not share the same conditions (model × attack × policy × eps × region), naming the
             first run that differs; a pooled paired test needs every condition in every run. Or two runs share their
-            cases (:func:`shared_cases`), naming them.
+            cases (:func:`shared_cases`), naming them. Or a file read is malformed (:func:`read_run`; an attack record
+            that is not one, a per-case table that is not CSV or lacks a column read or holds other than numbers in
+            ``eps`` or ``dice``), naming the file and what is wrong.
     """
     labels = _labels(run_dirs, labels)
     overlaps = case_overlaps([read_run(d) for d in run_dirs], labels)
@@ -808,6 +837,8 @@ def _stacked_table(run_dirs: Sequence[str | Path], labels: Sequence[str]) -> pd.
         if not any((Path(d) / "attacks").glob("*.json")):
             raise FileNotFoundError(f"{Path(d) / 'attacks'}: no attack records (notebooks 03-05), which pooling needs to "
                                     "tell the paper's attacks apart; copy them with the tables, or compare without pooling")  # fmt: skip
+        _check_attack_records(d)
+        _check_results_tables(d)
         run = RunPaths(d)
         t = paper_attacks(run, read_results(run))
         keys = [c for c in _CONDITION_KEYS if c in t]
@@ -833,6 +864,10 @@ def pooled_empty_truth(run_dirs: Sequence[str | Path], labels: Sequence[str] | N
     Returns:
         ``region → ["<label>/<case id>", ...]`` (``stats.empty_truth_cases`` of each run's notebook-01 volumes); a run
         without its volumes table contributes nothing.
+
+    Raises:
+        ValueError: a run's volumes table or one of its per-case tables (``tables/results_*.csv``) is empty, not CSV
+            or without ``case_id`` (the file named).
     """
     from .artefacts import RunPaths
     from .evaluation import evaluated_region_volumes
@@ -842,6 +877,9 @@ def pooled_empty_truth(run_dirs: Sequence[str | Path], labels: Sequence[str] | N
     out: dict[str, list[str]] = {}
     for d, lab in zip(run_dirs, labels):
         _check_tables(d)
+        _check_results_tables(d, ["case_id"])
+        if (Path(d) / "tables" / "data_region_volumes.csv").is_file():
+            _read_table(Path(d) / "tables" / "data_region_volumes.csv", "restore it, or rerun notebook 01", ["case_id"])
         vols = evaluated_region_volumes(RunPaths(d))
         if vols is None:
             warnings.warn(f"{d}: no tables/data_region_volumes.csv; its empty-truth cases cannot be excluded from the "

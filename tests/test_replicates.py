@@ -1428,3 +1428,34 @@ def test_malformed_summary_results_and_volume_tables_are_refused_by_name(tmp_pat
         replicates.write_comparison([a, b], tmp_path / "cmp", pooled=False)
     assert str(f) in str(err.value) and what in str(err.value), str(err.value)
 
+
+_BAD_POOLED_FILES = [
+    ("attack record an array", "attacks/fgsm.json", lambda f: f.write_text("[1]"), "JSON object"),
+    ("attack record of an unknown attack", "attacks/fgsm.json",
+     lambda f: f.write_text(json.dumps({"attack": "pgd", "eps_grid": [1.0]})), "pgd"),
+    ("attack record without eps_grid", "attacks/fgsm.json", lambda f: f.write_text(json.dumps({"attack": "fgsm"})),
+     "eps_grid"),
+    ("attack record not JSON", "attacks/fgsm.json", lambda f: f.write_text("{oops"), "not valid JSON"),
+    ("results without dice", "tables/results_03_fgsm.csv", lambda f: _edit_csv(f, lambda t: t.drop(columns=["dice"])),
+     "'dice'"),
+    ("results without case_id", "tables/results_03_fgsm.csv",
+     lambda f: _edit_csv(f, lambda t: t.drop(columns=["case_id"])), "'case_id'"),
+    ("results eps a word", "tables/results_03_fgsm.csv",
+     lambda f: _edit_csv(f, lambda t: t.assign(eps=t["eps"].astype(object).where(t.index > 0, "one"))), "'eps'"),
+    ("results empty", "tables/results_04_ifgsm.csv", lambda f: f.write_text(""), "empty"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("bad", _BAD_POOLED_FILES, ids=[c for c, _, _, _ in _BAD_POOLED_FILES])
+def test_malformed_files_of_the_pooled_analyses_are_refused_by_name(seed_runs, tmp_path, bad) -> None:
+    """Oracle: a copy of a committed run with one attack record or per-case results table broken by hand; pooling
+    reads them (before: TypeError, pandas errors without the file, or a silently NaN dice column)."""
+    _, name, breaks, what = bad
+    broken = tmp_path / "broken"
+    shutil.copytree(seed_runs[1], broken)
+    breaks(broken / name)
+    with pytest.raises(ValueError) as err:
+        replicates.pooled_empty_truth([seed_runs[0], broken])
+        replicates.pooled_table([seed_runs[0], broken])
+    assert str(broken / name) in str(err.value) and what in str(err.value), str(err.value)
+
