@@ -1459,3 +1459,36 @@ def test_malformed_files_of_the_pooled_analyses_are_refused_by_name(seed_runs, t
         replicates.pooled_table([seed_runs[0], broken])
     assert str(broken / name) in str(err.value) and what in str(err.value), str(err.value)
 
+
+def test_cli_compare_names_the_damaged_file_and_what_the_user_typed(seed_runs, tmp_path, capsys) -> None:
+    """The audit's cases through ``robustseg compare``: exit 2 and one ``robustseg: error:`` line naming the file (and
+    the key or column), no traceback; one run alone is refused in the command's own words."""
+    a, b = _fake_pair(tmp_path)
+    out = str(tmp_path / "cmp")
+    man = (b / "manifest.json").read_text()
+    for text, what in (("{oops", "not valid JSON"), ("[1]", "JSON object"),
+                       (json.dumps({**json.loads(man), "stages": []}), "'stages'")):  # fmt: skip
+        (b / "manifest.json").write_text(text)
+        assert pipeline.main(["compare", str(a), str(b), "--out", out, "--no-pooled"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("robustseg: error: ") and str(b / "manifest.json") in err and what in err, err
+    (b / "manifest.json").write_text(man)
+    claims = b / "tables" / "claims_by_region.csv"
+    _edit_csv(claims, lambda t: t.drop(columns=["n_cases"]))
+    assert pipeline.main(["compare", str(a), str(b), "--out", out, "--no-pooled"]) == 2
+    err = capsys.readouterr().err
+    assert str(claims) in err and "'n_cases'" in err, err
+    claims.write_text("")
+    assert pipeline.main(["compare", str(a), str(b), "--out", out, "--no-pooled"]) == 2
+    err = capsys.readouterr().err
+    assert str(claims) in err and "empty" in err, err
+    assert pipeline.main(["compare", str(a), "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert "compare needs at least two run folders, got 1" in err and str(a) in err and "run_dirs" not in err, err
+    broken = tmp_path / "broken"  # the pooled analyses' files, through the command
+    shutil.copytree(seed_runs[1], broken)
+    res = broken / "tables" / "results_03_fgsm.csv"
+    _edit_csv(res, lambda t: t.drop(columns=["dice"]))
+    assert pipeline.main(["compare", str(seed_runs[0]), str(broken), "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert str(res) in err and "'dice'" in err, err
