@@ -286,8 +286,9 @@ def _read_table(
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
             val = t[c].iloc[i]
-            raise ValueError(f"{path}: column {c!r} must hold {'whole numbers' if c in counts else 'numbers or blanks'}"
-                             f", but its row {i + 1} has {'a blank' if pd.isna(val) else repr(val)}; {hint}")  # fmt: skip
+            want = "whole numbers" if c in counts else "numbers or blanks"
+            raise ValueError(f"{path}: column {c!r} must hold {want}, but its row {i + 1} has "
+                             f"{'a blank' if pd.isna(val) else repr(val)}; {hint}")  # fmt: skip
     return t
 
 
@@ -343,7 +344,9 @@ def read_run(run_dir: str | Path) -> RunRecord:
                       counts=("n_cases", "n_tests", "n_support", "n_against"), numbers=("n_excluded", "rel_drop"))
     params = man.get("parameters", {})
     res = root / "tables" / "results_02_unet.csv"
-    case_ids = set(_read_table(res, "restore it, or rerun notebook 02", ["case_id"])["case_id"]) if res.is_file() else set()
+    case_ids: set[str] = set()
+    if res.is_file():
+        case_ids = set(_read_table(res, "restore it, or rerun notebook 02", ["case_id"])["case_id"])
     vols = root / "tables" / "data_region_volumes.csv"
     data_ids: set[str] = set()
     test_vols = None

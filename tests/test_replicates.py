@@ -1384,7 +1384,8 @@ _BAD_CLAIMS = [
     ("n_tests not a number", lambda f: _edit_csv(f, lambda t: t.assign(n_tests=["three"] * len(t))), "'n_tests'"),
     ("n_cases blank", lambda f: _edit_csv(f, lambda t: t.assign(n_cases=np.nan)), "'n_cases'"),
     ("rel_drop not a number", lambda f: _edit_csv(f, lambda t: t.assign(rel_drop="half")), "'rel_drop'"),
-    *((f"no {c}", (lambda c: lambda f: _edit_csv(f, lambda t: t.drop(columns=[c])))(c), f"'{c}'") for c in _CLAIM_NEEDS),
+    *((f"no {c}", (lambda c: lambda f: _edit_csv(f, lambda t: t.drop(columns=[c])))(c), f"'{c}'")
+      for c in _CLAIM_NEEDS),
 ]  # fmt: skip
 
 
