@@ -474,6 +474,38 @@ def default_run_dir(profile_name: str, seed: int | None = None) -> Path:
     return Path("runs") / (profile_name if seed is None else f"{profile_name}-seed{seed}")
 
 
+def _same_folder(a: Path, b: Path) -> bool:
+    """Whether two paths name one folder (links resolved; ``samefile`` also catches bind mounts and case-insensitive
+    file systems where both exist)."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _check_run_folder(root: Path, out: str | Path | None, notebook_dir: Path) -> None:
+    """Refuse a run folder that would write among the source notebooks, before anything is created.
+
+    papermill writes each executed notebook to ``<run>/notebooks/<name>.ipynb``: a run folder whose ``notebooks/`` is
+    the source folder (``--out .`` in the repository) would overwrite the committed notebooks with executed copies.
+    An ``--out`` that is the source folder or inside it would put a run's data, models and executed notebooks among
+    the sources; refused too. The default folder (``runs/<profile>`` under the current folder) is only checked for the
+    first: from inside ``notebooks/`` it is ``notebooks/runs/...``, which git ignores and which overwrites nothing.
+    """
+    src = notebook_dir.resolve()
+    what = f"--out {out}" if out is not None else f"the default run folder {root}"
+    fix = ("leave --out out (runs/<profile> under the current folder) or give another folder, e.g. --out runs/NAME"
+           if out is not None else f"pass --out DIR outside {src}")
+    if _same_folder(root / "notebooks", notebook_dir):
+        raise PipelineError(f"{what}: its notebooks/ folder is the source notebooks' folder {src}, which the run would "
+                            f"overwrite with its executed copies; {fix}")
+    if out is not None and (_same_folder(root, notebook_dir) or src in root.resolve().parents):
+        raise PipelineError(f"{what}: the source notebooks' folder {src} or a folder inside it; a run's data, models "
+                            f"and executed notebooks do not belong among the notebooks: {fix}")
+
+
 def check_device(device: str) -> str:
     """Refuse a ``--device`` this machine cannot run, before any stage runs (notebook 01 would fail on it otherwise).
 
@@ -541,6 +573,8 @@ def reproduce(
     """
     log = log or (lambda line: print(line, flush=True))
     check_device(device)
+    if out is not None and not str(out).strip():  # `--out "$DIR"` with DIR unset: not a request for the default folder
+        raise PipelineError(f"--out {str(out)!r}: empty; give a run folder, or leave the option out for runs/<profile>")
     prof = load_profile(profile)
     overrides = parse_overrides(sets, notebook_dir)
     unseeded = copy.deepcopy(overrides)  # the same request without --seed
@@ -562,8 +596,9 @@ def reproduce(
         log(f"note: --seed {seed} is the profile's own seed, so this is the request that {default_run_dir(prof['name'])} "
             f"is made for; it still runs into {default_run_dir(prof['name'], seed)} (every --seed N gets its own "
             f"folder); pass --out {default_run_dir(prof['name'])} instead to reuse a finished run there")
-    run = RunPaths(Path(out) if out else default_run_dir(prof["name"], seed))
+    run = RunPaths(Path(out) if out is not None else default_run_dir(prof["name"], seed))
     selected = [stage_name(s) for s in only] if only else list(STAGES)
+    _check_run_folder(run.root, out, notebook_dir)
     run.root.mkdir(parents=True, exist_ok=True)
     with _run_lock(run.root):  # the manifest is read, updated and written by one call at a time
         return _reproduce_locked(run, prof, params, overrides, selected, out=out, device=device, force=force,
@@ -833,7 +868,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PipelineError as exc:
         print(f"robustseg: error: {exc}", file=sys.stderr)
         return 2
-    run = RunPaths(args.out or default_run_dir(manifest["profile"], args.seed))
+    run = RunPaths(args.out if args.out is not None else default_run_dir(manifest["profile"], args.seed))
     total = sum(s.get("seconds", 0) for s in manifest["stages"].values())
     behind = stale_stages(manifest) if args.only else []
     if behind:  # an --only call: what it did not rerun is not this request's

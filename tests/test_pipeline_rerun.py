@@ -308,13 +308,15 @@ def test_seed_everything_refuses_a_bool() -> None:
 
 
 # ----------------------------------------------------------------------------- found by mutation testing (session 13)
-def _bookkeeping_chain(root: Path, monkeypatch, *, no_seed: tuple[str, ...] = (), notebooks: dict | None = None):
+def _bookkeeping_chain(root: Path, monkeypatch, *, no_seed: tuple[str, ...] = (), notebooks: dict | None = None,
+                       nb_name: str = "nb"):
     """Stub notebooks (a parameters cell: run_dir, device, seed unless the stage is in ``no_seed``, x: int, lr: float,
-    data_dir: str) and a papermill whose ``execute_notebook`` records (stage, parameters) and writes the output
-    notebook, or raises what ``fail[stage]`` holds: the pipeline's bookkeeping without a kernel (a run takes ~0.2 s)."""
+    data_dir: str) in ``root/nb_name`` and a papermill whose ``execute_notebook`` records (stage, parameters) and writes
+    the output notebook, or raises what ``fail[stage]`` holds: the pipeline's bookkeeping without a kernel (a run takes
+    ~0.2 s)."""
     import papermill
 
-    nb_dir = root / "nb"
+    nb_dir = root / nb_name
     nb_dir.mkdir(parents=True)
     for stage, fname in STAGES.items():
         seed = "" if stage in no_seed else "seed: int = 0\n"
@@ -686,3 +688,39 @@ def test_an_empty_data_dir_is_refused_not_taken_for_synthetic_data(tmp_path, mon
     with pytest.raises(PipelineError, match=r"--data-dir '': empty"):
         run(tmp_path / "run", data_dir="")
     assert calls == []
+
+
+# ----------------------------------------------------------------------------- CLI audit (cli23)
+def test_a_run_folder_among_the_source_notebooks_is_refused(tmp_path, monkeypatch) -> None:
+    """``cd <repo> && robustseg reproduce --out .``: the run's ``notebooks/`` is the source folder, and papermill would
+    overwrite the source notebooks with executed copies. Refused before anything is written, as is an --out that is the
+    source folder or inside it (oracle: the source folder's bytes and listing, and papermill never called); a folder
+    beside the notebooks runs."""
+    nb_dir, run, calls, _ = _bookkeeping_chain(tmp_path, monkeypatch, nb_name="notebooks")
+    sources = {p.name: p.read_bytes() for p in nb_dir.iterdir()}
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "alias").symlink_to(tmp_path, target_is_directory=True)
+    for out in (".", str(tmp_path), "notebooks/..", "alias"):
+        with pytest.raises(PipelineError, match=r"--out .*: its notebooks/ folder is the source notebooks' folder "
+                                                r".*overwrite.*; leave --out out \(runs/<profile>"):
+            run(Path(out))
+    for out in ("notebooks", "notebooks/runs/x", str(nb_dir / "profiles")):
+        with pytest.raises(PipelineError, match=r"--out .*: the source notebooks' folder .* or a folder inside it"):
+            run(Path(out))
+    assert calls == [] and {p.name: p.read_bytes() for p in nb_dir.iterdir()} == sources
+    assert not (tmp_path / ".robustseg.lock").exists() and not (tmp_path / "manifest.json").exists()
+    assert run(Path("runs/x")) == list(STAGES)  # beside the notebooks: fine
+    assert {p.name: p.read_bytes() for p in nb_dir.iterdir()} == sources
+
+
+def test_an_empty_out_is_refused_not_taken_for_the_default_folder(tmp_path, monkeypatch, capsys) -> None:
+    """``--out "$RUN"`` with RUN unset passed an empty string, which was taken as no --out: the default folder, without
+    its protection against replacing another request's data. Refused, naming the option, like ``--data-dir ""``."""
+    _, run, calls, _ = _bookkeeping_chain(tmp_path, monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    for out in ("", "  "):
+        with pytest.raises(PipelineError, match=r"--out '\s*': empty; give a run folder"):
+            run(out)
+    assert calls == [] and not (tmp_path / "runs").exists()
+    assert pipeline.main(["reproduce", "--profile", "smoke", "--out", ""]) == 2
+    assert "robustseg: error: --out '': empty" in capsys.readouterr().err
