@@ -506,6 +506,46 @@ def _check_run_folder(root: Path, out: str | Path | None, notebook_dir: Path) ->
                             f"and executed notebooks do not belong among the notebooks: {fix}")
 
 
+def _make_run_folder(root: Path, out: str | Path | None) -> list[Path]:
+    """Create the run folder (and its parents), naming the option when that fails.
+
+    Returns:
+        The folders this call created, deepest first (empty when the run folder was there already), for
+        :func:`_remove_made_folders`.
+    """
+    what = f"--out {out}" if out is not None else f"run folder {root}"
+    if root.exists() and not root.is_dir():
+        raise PipelineError(f"{what}: not a folder; give a folder (it is created if missing)")
+    made, p = [], root
+    while not p.exists() and not p.is_symlink() and p != p.parent:
+        made.append(p)
+        p = p.parent
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PipelineError(f"{what}: cannot create {exc.filename or root}: {exc.strerror or exc}") from None
+    return made
+
+
+def _remove_made_folders(root: Path, made: list[Path]) -> None:
+    """Remove the folders a refused call created, when the run folder holds nothing but its lock file.
+
+    A refusal after the folder was made (``--only`` on a stage whose upstream is missing, a ``data_dir`` that is not
+    there) would otherwise leave an empty run folder behind. Called while the lock is held, so that no other call
+    can have started writing there; a folder that is not empty (another call's lock file) stops the removal.
+    """
+    if not made:
+        return
+    try:
+        if {p.name for p in root.iterdir()} - {".robustseg.lock"}:
+            return
+        (root / ".robustseg.lock").unlink(missing_ok=True)
+        for d in made:  # deepest first
+            d.rmdir()
+    except OSError:
+        pass
+
+
 def check_device(device: str) -> str:
     """Refuse a ``--device`` this machine cannot run, before any stage runs (notebook 01 would fail on it otherwise).
 
@@ -599,10 +639,14 @@ def reproduce(
     run = RunPaths(Path(out) if out is not None else default_run_dir(prof["name"], seed))
     selected = [stage_name(s) for s in only] if only else list(STAGES)
     _check_run_folder(run.root, out, notebook_dir)
-    run.root.mkdir(parents=True, exist_ok=True)
+    made = _make_run_folder(run.root, out)
     with _run_lock(run.root):  # the manifest is read, updated and written by one call at a time
-        return _reproduce_locked(run, prof, params, overrides, selected, out=out, device=device, force=force,
-                                 notebook_dir=notebook_dir, log=log)
+        try:
+            return _reproduce_locked(run, prof, params, overrides, selected, out=out, device=device, force=force,
+                                     notebook_dir=notebook_dir, log=log)
+        except BaseException:
+            _remove_made_folders(run.root, made)  # refused before any stage wrote there: leave no empty folder
+            raise
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
@@ -642,7 +686,11 @@ def _run_lock(root: Path):
         yield
         return
     lock = root / ".robustseg.lock"
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise PipelineError(f"{root}: cannot create the run folder's lock file {lock.name} ({exc.strerror or exc}); "
+                            "give a folder you can write in with --out DIR") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -872,7 +920,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     total = sum(s.get("seconds", 0) for s in manifest["stages"].values())
     behind = stale_stages(manifest) if args.only else []
     if behind:  # an --only call: what it did not rerun is not this request's
-        print(f"\nDone: {', '.join(stage_name(s) for s in args.only)}; run folder {run.root}. Not up to date for this "
+        print(f"\nDone: {', '.join(stage_name(s) for s in args.only)} (run folder {run.root}). Not up to date for this "
               f"request: {', '.join(behind)} (rerun without --only); the claims table is not printed")
         return 0
     print(f"\nAll stages done; run folder {run.root} (stage time {total:.0f} s)")

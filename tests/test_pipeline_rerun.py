@@ -724,3 +724,57 @@ def test_an_empty_out_is_refused_not_taken_for_the_default_folder(tmp_path, monk
     assert calls == [] and not (tmp_path / "runs").exists()
     assert pipeline.main(["reproduce", "--profile", "smoke", "--out", ""]) == 2
     assert "robustseg: error: --out '': empty" in capsys.readouterr().err
+
+
+def test_an_out_that_is_a_file_or_cannot_be_created_is_named(tmp_path, monkeypatch, capsys) -> None:
+    """``--out`` on a file, under a file, or where the folder or its lock file cannot be made gave FileExistsError,
+    NotADirectoryError or PermissionError tracebacks: each is refused naming the option or the folder, and why."""
+    _, run, calls, _ = _bookkeeping_chain(tmp_path, monkeypatch)
+    (tmp_path / "afile").write_text("not a run folder")
+    with pytest.raises(PipelineError, match=rf"^--out {re.escape(str(tmp_path / 'afile'))}: not a folder"):
+        run(tmp_path / "afile")
+    with pytest.raises(PipelineError, match=rf"--out .*: cannot create {re.escape(str(tmp_path / 'afile'))}.*: Not a "
+                                            "directory"):
+        run(tmp_path / "afile" / "run")
+    assert (tmp_path / "afile").read_text() == "not a run folder" and calls == []
+    assert pipeline.main(["reproduce", "--profile", "smoke", "--out", str(tmp_path / "afile")]) == 2
+    assert capsys.readouterr().err.startswith(f"robustseg: error: --out {tmp_path / 'afile'}: not a folder")
+    if not os.path.ismount("/sys"):  # sysfs: no one, root included, may make a folder or file at its top
+        pytest.skip("no sysfs at /sys here to stand for a place nobody may write in")
+    with pytest.raises(PipelineError, match=r"--out /sys/robustseg-run: cannot create /sys/robustseg-run: "):
+        run(Path("/sys/robustseg-run"))
+    with pytest.raises(PipelineError, match=r"^/sys: cannot create the run folder's lock file \.robustseg\.lock \("):
+        run(Path("/sys"))
+    assert calls == []
+
+
+def test_a_refused_call_removes_the_run_folder_it_made(tmp_path, monkeypatch) -> None:
+    """A refusal after the run folder was made (``--only`` whose upstream is missing, a ``data_dir`` that is not there)
+    left an empty folder holding only ``.robustseg.lock``: the folders this call made are removed again. A folder that
+    was there before, or that a stage wrote in, is kept."""
+    _, run, calls, fail = _bookkeeping_chain(tmp_path, monkeypatch)
+    out = tmp_path / "new" / "deeper" / "run"
+    with pytest.raises(PipelineError, match=r"--only 03_fgsm: it reads the outputs of 01_data, 02_unet"):
+        run(out, only=["fgsm"])
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(PipelineError, match=r"data_dir '/no/such/data'"):
+        run(out, sets=["data.data_dir=/no/such/data"])
+    assert not (tmp_path / "new").exists() and calls == []
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(PipelineError, match=r"--only 03_fgsm"):
+        run(tmp_path / "mine", only=["fgsm"])
+    assert (tmp_path / "mine").is_dir()  # not made by this call
+    fail["02_unet"] = RuntimeError("a stage failed")
+    with pytest.raises(PipelineError, match="02_unet .* failed"):
+        run(out)
+    assert (out / "manifest.json").is_file() and (out / "notebooks" / STAGES["01_data"]).is_file()
+
+
+def test_cli_done_line_after_only_has_no_doubled_period(monkeypatch, tmp_path, capsys) -> None:
+    """``--out . --only unet`` printed ``run folder .. Not up to date``: the path ends the sentence no more."""
+    monkeypatch.chdir(tmp_path)
+    stages = {s: {"status": "done" if i < 2 else "stale"} for i, s in enumerate(STAGES)}
+    monkeypatch.setattr(pipeline, "reproduce", lambda profile, out, **kw: {"profile": "smoke", "stages": stages})
+    assert pipeline.main(["reproduce", "--profile", "smoke", "--out", ".", "--only", "unet"]) == 0
+    done = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("Done"))
+    assert done.startswith("Done: 02_unet (run folder .). Not up to date for this request: 03_fgsm") and ".." not in done
