@@ -74,12 +74,18 @@ class PipelineError(RuntimeError):
     """A stage failed or the request was invalid; the message says which and why."""
 
 
-def stage_name(name: str) -> str:
-    """Canonical stage name for ``name`` (``"unet"``, ``"02"`` or ``"02_unet"``)."""
+def stage_name(name: str, where: str = "") -> str:
+    """Canonical stage name for ``name`` (``"unet"``, ``"02"`` or ``"02_unet"``).
+
+    Args:
+        name: the stage as given.
+        where: what gave it (``--only nosuch``, ``--set 'nosuch.epochs=1'``), put first in the message.
+    """
     try:
         return _ALIASES[name]
-    except KeyError:
-        raise PipelineError(f"unknown stage {name!r}; known: {', '.join(STAGES)}") from None
+    except (KeyError, TypeError):
+        raise PipelineError(f"{where + ': ' if where else ''}unknown stage {name!r}; known: {', '.join(STAGES)} (or "
+                            "their number or name alone: 02 or unet for 02_unet)") from None
 
 
 def load_profile(name_or_path: str) -> dict[str, Any]:
@@ -90,6 +96,11 @@ def load_profile(name_or_path: str) -> dict[str, Any]:
 
     Returns:
         The profile with stage keys canonicalised.
+
+    Raises:
+        PipelineError: naming the file (and the key) for a file that is missing, not UTF-8, not YAML, not a mapping,
+            sets nothing (no ``common`` or ``notebooks`` entries: it would run every notebook's defaults without a
+            word), or whose ``common``, ``notebooks`` or a stage's section is not a mapping.
     """
     path = Path(name_or_path)
     if not path.suffix and not path.is_file() and "/" not in str(name_or_path):  # a name, not a path
@@ -99,15 +110,56 @@ def load_profile(name_or_path: str) -> dict[str, Any]:
                             "repository checkout: clone it and install it with `python3 -m pip install -e .`")
     if not path.is_file():
         known = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
-        raise PipelineError(f"profile {name_or_path!r} not found ({path}); known: {', '.join(known)}")
-    prof = load_yaml(path.read_text()) or {}
-    if not isinstance(prof, dict):
-        raise PipelineError(f"{path}: a profile must be a mapping")
+        hint = f"; for the shipped profile pass --profile {path.stem}" if path.stem in known and path.suffix else ""
+        raise PipelineError(f"profile {name_or_path!r} not found ({path}); known: {', '.join(known)}{hint}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise PipelineError(f"{path}: not a profile (not UTF-8 text: {exc.reason} at byte {exc.start}); a profile is "
+                            "a YAML file") from None
+    except OSError as exc:
+        raise PipelineError(f"{path}: cannot read the profile: {exc.strerror or exc}") from None
+    try:
+        prof = load_yaml(text)
+    except yaml.YAMLError as exc:
+        raise PipelineError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from None
+    example = f"see {PROFILE_DIR / 'smoke.yaml'}"
+    if prof is None or not isinstance(prof, dict):
+        got = "empty" if prof is None else f"a {type(prof).__name__}"
+        raise PipelineError(f"{path}: a profile must be a mapping with notebooks: and/or common: ({got}); {example}")
     unknown = set(prof) - {"description", "common", "notebooks"}
     if unknown:
-        raise PipelineError(f"{path}: unknown top-level keys {sorted(unknown)} (allowed: description, common, notebooks)")
-    nbs = {stage_name(k): (v or {}) for k, v in (prof.get("notebooks") or {}).items()}
+        raise PipelineError(f"{path}: unknown top-level keys {sorted(unknown, key=str)} (allowed: description, common, "
+                            "notebooks)")
+    for key in ("common", "notebooks"):
+        if prof.get(key) is not None and not isinstance(prof[key], dict):
+            what = "{parameter: value}" if key == "common" else "{stage: {parameter: value}}"
+            raise PipelineError(f"{path}: {key} must be a mapping {what}, got a {type(prof[key]).__name__} "
+                                f"{prof[key]!r}; {example}")
+    nbs: dict[str, dict[str, Any]] = {}
+    for key, section in (prof.get("notebooks") or {}).items():
+        if not isinstance(key, str):  # YAML reads `02:` as the number 2
+            raise PipelineError(f"{path}: notebooks: stage key {key!r} is not a name; quote it ('02') or write the "
+                                "stage's name (unet or 02_unet)")
+        stage = stage_name(key, f"{path}: notebooks: {key}")
+        if section is not None and not isinstance(section, dict):
+            raise PipelineError(f"{path}: notebooks: {key} must be a mapping {{parameter: value}}, got a "
+                                f"{type(section).__name__} {section!r}")
+        if stage in nbs:
+            first = next(k for k in prof["notebooks"] if isinstance(k, str) and k in _ALIASES and _ALIASES[k] == stage)
+            raise PipelineError(f"{path}: notebooks: {first} and {key} are the same stage ({stage}); merge them")
+        nbs[stage] = section or {}
+    if not prof.get("common") and not any(nbs.values()):  # it would run the notebooks' defaults without a word
+        raise PipelineError(f"{path}: sets no parameter (no common: or notebooks: entries); for the notebooks' own "
+                            f"defaults use --profile teaching; {example}")
     return {"name": path.stem, "path": str(path), "description": prof.get("description", ""), "common": prof.get("common") or {}, "notebooks": nbs}
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line: what is wrong and where (line and column, 1-based)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else " ".join(str(exc).split())
 
 
 class _Yaml12Loader(yaml.SafeLoader):

@@ -299,3 +299,47 @@ def test_a_profile_cannot_set_the_device_or_run_folder(tmp_path) -> None:
         bad.write_text(text)
         with pytest.raises(PipelineError, match=r"profile bad: (device|run_dir) cannot be set by a profile .*--device"):
             pipeline.stage_parameters(pipeline.load_profile(str(bad)))
+
+
+# ----------------------------------------------------------------------------- CLI audit (cli23)
+@pytest.mark.parametrize("text, message", [
+    ("notebooks:\n  unet: {epochs: 1\n", r"not valid YAML \(.* at line 3, column 1\)$"),
+    (b"notebooks:\n  unet:\n    epochs: 1 \xe9\xff\n", r"not a profile \(not UTF-8 text: invalid continuation byte at byte 33\)"),
+    ("notebooks: [1, 2]\n", r"notebooks must be a mapping \{stage: \{parameter: value\}\}, got a list \[1, 2\]"),
+    ("common: [seed]\n", r"common must be a mapping \{parameter: value\}, got a list \['seed'\]"),
+    ("notebooks: {unet: [1, 2]}\n", r"notebooks: unet must be a mapping \{parameter: value\}, got a list \[1, 2\]$"),
+    ("", r"a profile must be a mapping with notebooks: and/or common: \(empty\)"),
+    ("- seed\n", r"a profile must be a mapping with notebooks: and/or common: \(a list\)"),
+    ("description: sets nothing\n", r"sets no parameter \(no common: or notebooks: entries\); .* --profile teaching"),
+    ("notebooks: {unet: }\ncommon: {}\n", r"sets no parameter"),
+    ("notebooks: {unet: {epochs: 1}, 02_unet: {lr: 0.1}}\n", r"notebooks: unet and 02_unet are the same stage \(02_unet\)"),
+    ("notebooks: {02: {epochs: 1}}\n", r"notebooks: stage key 2 is not a name; quote it \('02'\)"),
+    ("notebooks: {nosuch: {epochs: 1}}\n", r"notebooks: nosuch: unknown stage 'nosuch'; known: 01_data, .* 02 or unet"),
+])
+def test_a_bad_profile_file_is_named_with_its_key(tmp_path, text, message, capsys) -> None:
+    """A profile file that is not YAML, not UTF-8, or whose ``notebooks``/``common`` or a stage's section is not a
+    mapping gave raw tracebacks (ParserError, UnicodeDecodeError, AttributeError) or a misleading "has no
+    parameter(s) [1, 2]"; one that sets nothing ran every notebook's defaults without a word. Each is refused, naming
+    the file and the key, through the CLI as well (exit status 2, no traceback)."""
+    import re
+
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(PipelineError, match=rf"^{re.escape(str(path))}: {message}"):
+        pipeline.load_profile(str(path))
+    assert pipeline.main(["reproduce", "--profile", str(path), "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.startswith(f"robustseg: error: {path}: ")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_profile_given_as_a_file_name_suggests_the_profile_name(tmp_path, monkeypatch) -> None:
+    """``--profile smoke.yaml`` from a folder without that file is a path, not found: the message says to pass the
+    shipped profile's name; a name that is no shipped profile gets no such hint."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PipelineError, match=r"profile 'smoke.yaml' not found .*; for the shipped profile pass "
+                                            r"--profile smoke$"):
+        pipeline.load_profile("smoke.yaml")
+    with pytest.raises(PipelineError, match=r"profile 'mine.yaml' not found \(mine.yaml\); known: [a-z, ]+$"):
+        pipeline.load_profile("mine.yaml")
+    (tmp_path / "mine.yaml").write_text("notebooks:\n  unet: {epochs: 1}\n")
+    assert pipeline.load_profile("mine.yaml")["notebooks"] == {"02_unet": {"epochs": 1}}
