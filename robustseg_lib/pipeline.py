@@ -916,7 +916,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data-dir", default=None, help="real BraTS 2018-21/2023 or MSD Task01 folder (default: synthetic data)")
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto (cuda if available)")
     r.add_argument("--set", dest="sets", action="append", default=[], metavar="NOTEBOOK.PARAM=VALUE", help="override a notebook parameter (repeatable)")
-    r.add_argument("--only", nargs="+", default=[], metavar="STAGE", help="run only these stages, e.g. --only unet fgsm")
+    r.add_argument("--only", nargs="+", action="extend", default=[], metavar="STAGE",
+                   help="run only these stages, e.g. --only unet fgsm (repeatable: --only unet --only fgsm is the same)")
     r.add_argument("--force", action="store_true", help="rerun stages even if up to date")
     r.add_argument("--seed", type=int, default=None, help="seed of every stage, replacing the profile's (a replicate: other "
                    "cases, initialisation and draws); default run folder runs/<profile>-seed<N>, for every N: --seed 0 "

@@ -778,3 +778,19 @@ def test_cli_done_line_after_only_has_no_doubled_period(monkeypatch, tmp_path, c
     assert pipeline.main(["reproduce", "--profile", "smoke", "--out", ".", "--only", "unet"]) == 0
     done = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("Done"))
     assert done.startswith("Done: 02_unet (run folder .). Not up to date for this request: 03_fgsm") and ".." not in done
+
+
+def test_repeated_only_and_set_accumulate(monkeypatch) -> None:
+    """A second ``--only`` replaced the first (``nargs="+"`` alone): ``--only data --only unet`` ran 02 only. Both
+    options now add up, in order (oracle: the argv written by hand)."""
+    seen: dict = {}
+
+    def fake(profile, out, **kw):
+        seen.update(kw)
+        return {"profile": "smoke", "stages": {}}
+
+    monkeypatch.setattr(pipeline, "reproduce", fake)
+    argv = ["reproduce", "--out", "r", "--only", "data", "--set", "unet.epochs=1", "--only", "unet", "fgsm", "--set",
+            "unet.lr=0.1"]
+    assert pipeline.main(argv) == 0
+    assert seen["only"] == ["data", "unet", "fgsm"] and seen["sets"] == ["unet.epochs=1", "unet.lr=0.1"]
