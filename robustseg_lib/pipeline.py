@@ -423,7 +423,8 @@ def data_dir_signature(path: str | os.PathLike[str]) -> str:
 def _data_signature(params: dict[str, Any], notebook_dir: Path) -> str | None:
     """``data_dir_signature`` of a stage's ``data_dir`` parameter; None when it has none or it is empty (synthetic data).
 
-    A relative ``data_dir`` (from ``--set`` or a profile) is read from the notebook folder, the notebooks' working folder.
+    A relative ``data_dir`` from a profile is read from the notebook folder, the notebooks' working folder (``reproduce``
+    makes one from ``--data-dir`` or ``--set`` absolute, from the caller's folder).
     """
     data_dir = params.get("data_dir")
     if not data_dir:
@@ -650,7 +651,8 @@ def reproduce(
             changed in it (``data_dir_signature``) rerun the chain.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``, passed to every notebook; one this machine lacks (``cuda``
             without a CUDA GPU) is refused before any stage runs (:func:`check_device`).
-        sets: ``NOTEBOOK.PARAM=VALUE`` overrides.
+        sets: ``NOTEBOOK.PARAM=VALUE`` overrides; a relative ``data.data_dir`` is read from the current folder, as
+            ``data_dir`` is (giving both is refused).
         only: run only these stages (others untouched).
         force: rerun stages even when their fingerprint matches.
         seed: the seed of every stage (a replicate of the whole experiment: other synthetic cases, split,
@@ -669,6 +671,13 @@ def reproduce(
         raise PipelineError(f"--out {str(out)!r}: empty; give a run folder, or leave the option out for runs/<profile>")
     prof = load_profile(profile)
     overrides = parse_overrides(sets, notebook_dir)
+    if "data_dir" in overrides.get("01_data", {}):
+        set_dir = overrides["01_data"]["data_dir"]
+        if data_dir is not None:  # one of the two would be dropped without a word
+            raise PipelineError(f"--data-dir {data_dir} and --set data.data_dir={set_dir}: give the data folder once, "
+                                "with --data-dir")
+        if set_dir and not Path(set_dir).is_absolute():  # as --data-dir: from the caller's folder, not notebooks/
+            overrides["01_data"]["data_dir"] = str(Path(set_dir).resolve())
     unseeded = copy.deepcopy(overrides)  # the same request without --seed
     if seed is not None:
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:

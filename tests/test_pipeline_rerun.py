@@ -221,7 +221,7 @@ def test_data_dir_signature(tmp_path) -> None:
 
 
 def test_a_missing_data_dir_set_by_hand_is_named(stubs, tmp_path) -> None:
-    with pytest.raises(PipelineError, match=r"data_dir 'no/such/folder': .*no/such/folder: data folder does not exist"):
+    with pytest.raises(PipelineError, match=r"data_dir '/.*/no/such/folder': .*no/such/folder: data folder does not exist"):
         _run(stubs, tmp_path / "run", sets=["data.data_dir=no/such/folder"])
 
 
@@ -463,14 +463,23 @@ def test_an_interrupted_stage_is_recorded_and_resumes_its_checkpoints(tmp_path, 
 
 def test_data_dir_is_resolved_and_a_relative_one_is_read_from_the_notebook_folder(tmp_path, monkeypatch) -> None:
     """--data-dir relative to the caller's folder reaches notebook 01 as an absolute path (the notebooks run in the
-    notebook folder); a relative ``data.data_dir`` from --set is signed where the notebooks will read it, the notebook
-    folder (oracle: data_dir_signature of that folder)."""
+    notebook folder), and so does a relative ``--set data.data_dir`` (it used to be read from the notebook folder);
+    giving both is refused (--data-dir silently won). A relative ``data_dir`` from a profile is signed where the
+    notebooks will read it, the notebook folder (oracle: data_dir_signature of that folder)."""
     nb_dir, run, calls, _ = _bookkeeping_chain(tmp_path, monkeypatch)
     (tmp_path / "here" / "brats").mkdir(parents=True)
     (tmp_path / "here" / "brats" / "c1_t1.nii.gz").write_bytes(b"t1")
     monkeypatch.chdir(tmp_path / "here")
     run(tmp_path / "run", data_dir="brats", only=["data"])
     assert dict(calls)["01_data"]["data_dir"] == str(tmp_path / "here" / "brats")
+    run(tmp_path / "run2", sets=["data.data_dir=brats"], only=["data"])
+    assert dict(calls)["01_data"]["data_dir"] == str(tmp_path / "here" / "brats")
+    (tmp_path / "link").symlink_to(tmp_path / "here" / "brats", target_is_directory=True)
+    run(tmp_path / "run3", sets=[f"data.data_dir={tmp_path / 'link'}"], only=["data"])
+    assert dict(calls)["01_data"]["data_dir"] == str(tmp_path / "link")  # an absolute one as it is (link kept)
+    with pytest.raises(PipelineError, match=r"--data-dir brats and --set data.data_dir=other: give the data folder once"):
+        run(tmp_path / "run4", data_dir="brats", sets=["data.data_dir=other"])
+    assert not (tmp_path / "run4").exists()
     (nb_dir / "cases").mkdir()
     (nb_dir / "cases" / "c2_t1.nii.gz").write_bytes(b"t1 of another case")
     sig = pipeline._data_signature({"data_dir": "cases"}, nb_dir)
