@@ -299,10 +299,13 @@ def parse_overrides(sets: Sequence[str], notebook_dir: Path = NOTEBOOK_DIR) -> d
             raise PipelineError(f"--set {item!r}: expected NOTEBOOK.PARAM=VALUE, e.g. unet.epochs=5")
         key, raw = item.split("=", 1)
         nb, param = key.split(".", 1)
-        stage = stage_name(nb)
+        stage = stage_name(nb, f"--set {item!r}")
         valid = [p for p in notebook_parameters(stage, notebook_dir) if p not in _RUNNER_KEYS]
         if param not in valid:
             raise PipelineError(f"--set {item!r}: {stage} has no parameter {param!r}; valid: {', '.join(valid)}")
+        typ = notebook_parameter_types(stage, notebook_dir).get(param)
+        if not raw.strip() and typ != "str":  # YAML reads nothing as null: `epochs = None` would hide the slip
+            raise PipelineError(f"--set {item!r}: empty value for {stage}.{param} ({param}: {typ} in the notebook)")
         try:
             value = load_yaml(raw)
         except yaml.YAMLError as exc:
@@ -698,7 +701,7 @@ def reproduce(
             f"is made for; it still runs into {default_run_dir(prof['name'], seed)} (every --seed N gets its own "
             f"folder); pass --out {default_run_dir(prof['name'])} instead to reuse a finished run there")
     run = RunPaths(Path(out) if out is not None else default_run_dir(prof["name"], seed))
-    selected = [stage_name(s) for s in only] if only else list(STAGES)
+    selected = [stage_name(s, f"--only {s}") for s in only] if only else list(STAGES)
     _check_run_folder(run.root, out, notebook_dir)
     made = _make_run_folder(run.root, out)
     with _run_lock(run.root):  # the manifest is read, updated and written by one call at a time
@@ -917,25 +920,49 @@ def _print_claims(run: RunPaths, log=print, profile: dict[str, Any] | None = Non
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="robustseg", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("reproduce", help="run the notebook chain with a profile")
-    r.add_argument("--profile", default="teaching", help="smoke | teaching | paper | path/to/profile.yaml (default: teaching)")
-    r.add_argument("--out", default=None, help="run folder (default: runs/<profile>, or runs/<profile>-seed<N> with --seed)")
-    r.add_argument("--data-dir", default=None, help="real BraTS 2018-21/2023 or MSD Task01 folder (default: synthetic data)")
-    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto (cuda if available)")
-    r.add_argument("--set", dest="sets", action="append", default=[], metavar="NOTEBOOK.PARAM=VALUE", help="override a notebook parameter (repeatable)")
+    """The ``robustseg`` command line: ``reproduce``, ``stages`` and ``compare``."""
+    p = argparse.ArgumentParser(
+        prog="robustseg",
+        description="Adversarial attacks on 3D brain-tumour segmentation, reproduced in notebooks. 'reproduce' runs the "
+                    "notebook chain headless into a run folder, 'stages' lists the notebooks and their parameters, "
+                    "'compare' sets finished runs side by side. 'robustseg COMMAND --help' describes each.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    r = sub.add_parser(
+        "reproduce", help="run the notebook chain with a profile",
+        description="Run the eight notebooks (stages 01_data to 08_statistics) in order with papermill, with the "
+                    "parameters of a profile and --set overrides, into a run folder (executed notebooks, data, models, "
+                    "tables, figures, report, manifest.json). A stage whose notebook, parameters, library code, data "
+                    "and earlier stages are unchanged since it finished is skipped, so a killed run resumes. Prints the "
+                    "claims of Liu et al. (2021) as re-measured by the run.")
+    r.add_argument("--profile", default="teaching", metavar="P", help="smoke | teaching | paper | path/to/profile.yaml (default: teaching)")
+    r.add_argument("--out", default=None, metavar="DIR", help="run folder (default: runs/<profile>, or runs/<profile>-seed<N> with --seed)")
+    r.add_argument("--data-dir", default=None, metavar="PATH", help="real BraTS 2018-21/2023 or MSD Task01 folder (default: synthetic data)")
+    r.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N",
+                   help="where the notebooks compute (default: auto, the first CUDA GPU if there is one, else the CPU); "
+                        "checked before anything runs")
+    r.add_argument("--set", dest="sets", action="append", default=[], metavar="NOTEBOOK.PARAM=VALUE",
+                   help="override a notebook parameter, replacing the profile's value (repeatable); NOTEBOOK is a stage, "
+                        "its number or its name (02_unet, 02 or unet); VALUE is read as YAML (5, 1e-3, [0, 0.5], true, "
+                        "text); 'robustseg stages' lists the parameters")
     r.add_argument("--only", nargs="+", action="extend", default=[], metavar="STAGE",
                    help="run only these stages, e.g. --only unet fgsm (repeatable: --only unet --only fgsm is the same)")
     r.add_argument("--force", action="store_true", help="rerun stages even if up to date")
-    r.add_argument("--seed", type=int, default=None, help="seed of every stage, replacing the profile's (a replicate: other "
+    r.add_argument("--seed", type=int, default=None, metavar="N", help="seed of every stage, replacing the profile's (a replicate: other "
                    "cases, initialisation and draws); default run folder runs/<profile>-seed<N>, for every N: --seed 0 "
                    "(the shipped profiles' own seed) repeats runs/<profile>'s run in runs/<profile>-seed0")
-    sub.add_parser("stages", help="list the stages and their parameters")
-    c = sub.add_parser("compare", help="the verdicts of finished runs side by side (e.g. seeds), pooled, and with the runs as units")
+    sub.add_parser(
+        "stages", help="list the stages and their parameters",
+        description="List the stages in chain order with the parameters each notebook declares: what "
+                    "'robustseg reproduce --set NOTEBOOK.PARAM=VALUE' and a profile's notebooks: section accept.")
+    c = sub.add_parser(
+        "compare", help="the verdicts of finished runs side by side (e.g. seeds), pooled, and with the runs as units",
+        description="Set the claims' verdicts of finished run folders (e.g. --seed replicates) side by side, judge "
+                    "the claims again on the runs' test cases pooled and with the runs as units, and write "
+                    "comparison.md and its tables to --out.")
     c.add_argument("runs", nargs="+", metavar="RUN", help="finished run folders (at least two)")
-    c.add_argument("--out", default="runs/comparison", help="where to write the tables and comparison.md (default: runs/comparison)")
-    c.add_argument("--labels", nargs="+", default=None, help="one name per run (default: the folder names)")
+    c.add_argument("--out", default="runs/comparison", metavar="DIR", help="where to write the tables and comparison.md (default: runs/comparison)")
+    c.add_argument("--labels", nargs="+", action="extend", default=None, metavar="NAME",
+                   help="one name per run, in the order of the runs (default: the folder names)")
     c.add_argument("--no-pooled", dest="pooled", action="store_false", help="skip the claims judged across runs (pooled cases, runs as units, case means over trainings)")
     return p
 

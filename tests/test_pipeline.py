@@ -343,3 +343,57 @@ def test_a_profile_given_as_a_file_name_suggests_the_profile_name(tmp_path, monk
         pipeline.load_profile("mine.yaml")
     (tmp_path / "mine.yaml").write_text("notebooks:\n  unet: {epochs: 1}\n")
     assert pipeline.load_profile("mine.yaml")["notebooks"] == {"02_unet": {"epochs": 1}}
+
+
+def test_an_unknown_stage_names_the_option_and_the_short_forms(tmp_path) -> None:
+    """``--set nosuch.epochs=1`` and ``--only nosuch`` both said "unknown stage 'nosuch'; known: ..." without the
+    option, nor that 02 or unet name 02_unet: both now say which option and mention the short forms."""
+    short = r"; known: 01_data, 02_unet, .*, 08_statistics \(or their number or name alone: 02 or unet for 02_unet\)$"
+    with pytest.raises(PipelineError, match=rf"^--set 'nosuch.epochs=1': unknown stage 'nosuch'{short}"):
+        pipeline.parse_overrides(["nosuch.epochs=1"])
+    with pytest.raises(PipelineError, match=rf"^--only nosuch: unknown stage 'nosuch'{short}"):
+        pipeline.reproduce("smoke", tmp_path / "run", device="cpu", only=["unet", "nosuch"], log=lambda _: None)
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_empty_set_value_is_named_not_read_as_none() -> None:
+    """``--set unet.epochs=`` said ``epochs = None: expected an integer``; it is an empty value. A text parameter may
+    be empty (``data.data_dir=`` is synthetic data), and an explicit YAML null is still read as null."""
+    for item in ("unet.epochs=", "unet.lr= ", "fgsm.eps_grid="):
+        stage_param = item.split("=")[0].replace("unet", "02_unet").replace("fgsm", "03_fgsm")
+        with pytest.raises(PipelineError, match=rf"^--set '{item}': empty value for {stage_param} \("):
+            pipeline.parse_overrides([item])
+    assert pipeline.parse_overrides(["data.data_dir="]) == {"01_data": {"data_dir": ""}}
+    with pytest.raises(PipelineError, match=r"epochs = None: expected an integer"):
+        pipeline.parse_overrides(["unet.epochs=null"])
+
+
+def test_help_describes_every_command_without_markup(capsys) -> None:
+    """``robustseg --help`` described reproduce alone, with RST backticks; the commands had no description; the --set
+    help did not say VALUE is YAML nor where the parameters are listed."""
+    texts = {}
+    for argv in (["--help"], ["reproduce", "--help"], ["stages", "--help"], ["compare", "--help"]):
+        with pytest.raises(SystemExit) as exit_:
+            pipeline.main(argv)
+        assert exit_.value.code == 0
+        texts[argv[0]] = " ".join(capsys.readouterr().out.split())
+    assert all("`" not in t for t in texts.values())
+    assert all(f"'{c}'" in texts["--help"] for c in ("reproduce", "stages", "compare"))
+    for command, words in (("reproduce", "Run the eight notebooks"), ("stages", "List the stages"),
+                           ("compare", "Set the claims' verdicts")):
+        assert words in texts[command], command
+    assert "VALUE is read as YAML" in texts["reproduce"] and "'robustseg stages' lists the parameters" in texts["reproduce"]
+    assert "--device auto|cpu|cuda|cuda:N" in texts["reproduce"]
+
+
+def test_device_cuda_n_passes_the_parser_and_check_device_judges_it(monkeypatch, capsys) -> None:
+    """argparse's choices refused ``--device cuda:1`` that check_device (and the notebooks) accept: the parser takes
+    any text and check_device, the first thing reproduce does, refuses what is not auto, cpu, cuda or cuda:N."""
+    seen: dict = {}
+    monkeypatch.setattr(pipeline, "reproduce", lambda profile, out, **kw: seen.update(kw) or {"profile": "smoke",
+                                                                                              "stages": {}})
+    monkeypatch.setattr(pipeline, "_print_claims", lambda *a, **k: None)
+    assert pipeline.main(["reproduce", "--device", "cuda:1"]) == 0 and seen["device"] == "cuda:1"
+    monkeypatch.undo()
+    assert pipeline.main(["reproduce", "--device", "mps"]) == 2
+    assert "robustseg: error: --device 'mps': expected auto, cpu, cuda or cuda:N" in capsys.readouterr().err

@@ -803,3 +803,5 @@ def test_repeated_only_and_set_accumulate(monkeypatch) -> None:
             "unet.lr=0.1"]
     assert pipeline.main(argv) == 0
     assert seen["only"] == ["data", "unet", "fgsm"] and seen["sets"] == ["unet.epochs=1", "unet.lr=0.1"]
+    args = pipeline.build_parser().parse_args(["compare", "r1", "r2", "r3", "--labels", "a", "b", "--labels", "c"])
+    assert args.labels == ["a", "b", "c"]  # compare's --labels likewise
