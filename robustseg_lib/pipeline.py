@@ -28,9 +28,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import math
+from collections.abc import Callable
+
+import numpy as np
 import yaml
 
 from .artefacts import RunPaths, atomic_write_json
+from .checks import check_float, check_int
 
 __all__ = [
     "STAGES",
@@ -197,9 +202,124 @@ PARAMETER_CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
 }
 
 
+#: A value rule: a function that raises ValueError or TypeError for a value its notebook would refuse, and what it
+#: expects, for the message.
+_Rule = tuple[Callable[[Any], object], str]
+
+
+def _count(minimum: int) -> _Rule:
+    """An int >= ``minimum`` (``checks.check_int``, as the library checks it)."""
+    return (lambda v: check_int(v, "value", minimum=minimum)), f"an integer >= {minimum}"
+
+
+def _number(low: float, *, above: bool = False, high: float | None = None, up_to: bool = False) -> _Rule:
+    """A finite number >= ``low`` (> with ``above``) and, where ``high`` is given, < ``high`` (<= with ``up_to``)."""
+
+    def check(v: Any) -> None:
+        x = check_float(v, "value", minimum=low, strict=above)
+        if high is not None and not (x <= high if up_to else x < high):
+            raise ValueError(v)
+
+    if high is None:
+        return check, f"a number {'>' if above else '>='} {low:g}"
+    return check, f"a number in {'(' if above else '['}{low:g}, {high:g}{']' if up_to else ')'}"
+
+
+def _sides(minimum: int) -> _Rule:
+    """3 ints >= ``minimum`` (``synthetic._check_shape`` for shapes, ``TrainConfig`` for the crop)."""
+
+    def check(v: Any) -> None:
+        if len(v) != 3:
+            raise ValueError(v)
+        for side in v:
+            check_int(side, "value", minimum=minimum)
+
+    return check, f"3 integers >= {minimum}, e.g. [{max(minimum, 48)}, {max(minimum, 48)}, {max(minimum, 48)}]"
+
+
+def _fractions(v: Any) -> None:
+    """``data._check_fractions``: 3 finite non-negative numbers summing to 1 (within 1e-6), train > 0."""
+    fr = np.asarray(v, dtype=np.float64)
+    if fr.shape != (3,) or not np.all(np.isfinite(fr)) or np.any(fr < 0) or not np.isclose(fr.sum(), 1.0, atol=1e-6) \
+            or fr[0] <= 0:
+        raise ValueError(v)
+
+
+def _eps_grid(v: Any) -> None:
+    """``evaluation.AttackSpec``: a non-empty list of values ``float()`` reads as finite numbers >= 0."""
+    grid = [float(e) for e in v]
+    if not grid or not all(math.isfinite(e) and e >= 0 for e in grid):
+        raise ValueError(v)
+
+
+def _each_above_zero(v: Any) -> None:
+    """Each item a finite number > 0 (notebook 06 trains with ``TrainConfig(temperature=T)`` for each)."""
+    for t in v:
+        check_float(t, "value", minimum=0, strict=True)
+
+
+def _eps_range(v: Any) -> None:
+    """``defenses._check_eps_range``: a pair (lo, hi) of finite numbers with 0 <= lo <= hi."""
+    if len(v) != 2:
+        raise ValueError(v)
+    lo, hi = (check_float(e, "value", minimum=0) for e in v)
+    if lo > hi:
+        raise ValueError(v)
+
+
+_EPS_GRID: _Rule = (_eps_grid, "a non-empty list of numbers >= 0, e.g. [0, 0.1, 0.3]")
+
+#: Value ranges of the notebooks' parameters, ``{(stage, name): rule}``, checked up front (:func:`check_parameter`) so
+#: that ``--set unet.epochs=-1`` fails at once instead of when notebook 02 runs, after hours of earlier stages. Each is
+#: the rule the library applies when the notebook runs (named in a comment or the rule's docstring), never stricter:
+#: tests/test_pipeline.py checks each boundary against the library. Literal for the reason PARAMETER_CHOICES is.
+PARAMETER_RULES: dict[tuple[str, str], _Rule] = {
+    **{(s, "seed"): _count(0) for s in STAGES},  # runtime.setup_run
+    ("01_data", "train_seed"): ((lambda v: check_int(v, "value", minimum=-1)), "-1 (the data seed) or a seed >= 0"),
+    ("01_data", "work_shape"): _sides(1),  # data.prepare_dataset, prepare_synthetic
+    ("01_data", "fractions"): (_fractions, "3 non-negative numbers (train > 0) summing to 1, e.g. [0.55, 0.15, 0.3]"),
+    ("01_data", "workers"): _count(1),  # data.prepare_dataset, prepare_synthetic
+    ("01_data", "threshold_cases"): _count(0),  # data.threshold_baseline(max_cases=threshold_cases or None)
+    ("02_unet", "width"): _count(1),  # models.model_spec
+    ("02_unet", "levels"): _count(2),
+    ("02_unet", "crop"): _sides(1),  # training.TrainConfig
+    ("02_unet", "sw_overlap"): _number(0, high=1),
+    **{(s, k): rule for s in ("02_unet", "06_distillation", "07_adversarial_training")  # training.TrainConfig
+       for k, rule in (("epochs", _count(1)), ("steps_per_epoch", _count(1)), ("lr", _number(0, above=True)))},
+    **{(s, "batch_size"): _count(1) for s in list(STAGES)[1:7]},  # TrainConfig (02), attacks.attack_sweep (03-07)
+    **{(s, "eps_grid"): _EPS_GRID for s in ("03_fgsm", "04_ifgsm", "05_tifgsm")},
+    **{(s, "steps"): _count(1) for s in ("04_ifgsm", "05_tifgsm")},  # evaluation.AttackSpec
+    **{(s, "alpha_frac"): _number(0, above=True) for s in ("04_ifgsm", "05_tifgsm")},
+    ("04_ifgsm", "curve_eps"): _number(0),  # attacks.ifgsm's budget
+    ("06_distillation", "temperature"): _number(0, above=True),  # TrainConfig, defenses.DistillationObjective
+    ("06_distillation", "compare_temperatures"): (_each_above_zero, "a list of numbers > 0, e.g. [1.0, 5.0]"),
+    ("06_distillation", "hard_weight"): _number(0),  # defenses.DistillationObjective
+    ("07_adversarial_training", "eps_range"): (_eps_range, "a pair [lo, hi] of numbers with 0 <= lo <= hi"),
+    ("07_adversarial_training", "mix"): _number(0, above=True, high=1, up_to=True),  # defenses.AdversarialAugmenter
+    ("07_adversarial_training", "adv_steps"): _count(1),
+    ("08_statistics", "alpha"): _number(0, above=True, high=1),  # stats.compare, claims, claim_rules_md
+    ("08_statistics", "n_resamples"): _count(1),  # stats.bootstrap_mean_ci
+}
+#: Rules of the parameters notebook 01 reads only to generate synthetic cases (``data_dir`` empty): with a data
+#: folder it never looks at them, so they are checked only without one (:func:`_check_together`).
+SYNTHETIC_DATA_RULES: dict[tuple[str, str], _Rule] = {
+    ("01_data", "n_cases"): _count(1),  # data.make_synthetic_dataset, prepare_synthetic
+    ("01_data", "shape"): _sides(16),  # synthetic.MIN_SIDE: the generator's smallest grid
+}
+
+
+def _check_rule(stage: str, name: str, value: Any, rule: _Rule, why: str = "") -> None:
+    """Apply a value rule; PipelineError naming ``stage.name`` and what it expects when the value breaks it."""
+    try:
+        rule[0](value)
+    except (TypeError, ValueError):
+        raise PipelineError(f"{stage}.{name} = {value!r}: expected {rule[1]}{why}") from None
+
+
 def check_parameter(stage: str, name: str, value: Any, raw: str | None = None, notebook_dir: Path = NOTEBOOK_DIR) -> Any:
-    """Check a parameter value against the type its notebook declares (``name: type = default``) and, for the
-    enumerated ones (:data:`PARAMETER_CHOICES`), against the values it allows.
+    """Check a parameter value against the type its notebook declares (``name: type = default``), for the
+    enumerated ones (:data:`PARAMETER_CHOICES`) against the values it allows, and against its range
+    (:data:`PARAMETER_RULES`; the synthetic-data ones are checked with the other parameters, in stage_parameters).
 
     Args:
         stage: stage name.
@@ -243,6 +363,9 @@ def check_parameter(stage: str, name: str, value: Any, raw: str | None = None, n
             raise PipelineError(f"{stage}.{name} = {value!r}: expected {what} {', '.join(choices)}")
         if len(set(items)) < len(items):
             raise PipelineError(f"{stage}.{name} = {value!r}: expected each item once")
+    rule = PARAMETER_RULES.get((stage_name(stage), name))
+    if rule is not None:
+        _check_rule(stage_name(stage), name, value, rule)
     return value
 
 
@@ -255,8 +378,13 @@ def _check_together(stage: str, params: dict[str, Any], declared: dict[str, Any]
         if value["policy"] in value["extra_policies"]:
             raise PipelineError(f"05_tifgsm.extra_policies = {value['extra_policies']!r} repeats the main policy "
                                 f"{value['policy']!r} (its rows would be written twice)")
-    if stage == "01_data" and params.get("train_seed", -1) < -1:  # notebook 01 refuses it too, when run by hand
-        raise PipelineError(f"01_data.train_seed = {params['train_seed']}: expected -1 (the data seed) or a seed >= 0")
+    if stage == "01_data":
+        import ast
+
+        data_dir = params["data_dir"] if "data_dir" in params else ast.literal_eval(declared.get("data_dir", "''"))
+        for (_, name), rule in SYNTHETIC_DATA_RULES.items():
+            if name in params and not data_dir:
+                _check_rule(stage, name, params[name], rule, " (with synthetic data: no data_dir)")
 
 
 def notebook_parameter_types(stage: str, notebook_dir: Path = NOTEBOOK_DIR) -> dict[str, str]:

@@ -198,15 +198,17 @@ def test_killed_run_resumes_and_gives_the_same_tables(smoke_run: Path, tmp_path:
 
 
 def test_failing_cell_is_named_and_partial_notebook_kept(tmp_path: Path, capfd) -> None:
+    (tmp_path / "empty").mkdir()
+    run = tmp_path / "run"
     with pytest.raises(PipelineError) as err:
-        # a value only the notebook can refuse (the CLI checks types and enumerations, not grid sizes)
-        pipeline.reproduce("smoke", tmp_path, device="cpu", sets=["data.shape=[8, 8, 8]"], only=["data"], log=lambda s: None)
+        # what only the notebook can refuse (the CLI checks types, choices and value ranges, not a folder's cases)
+        pipeline.reproduce("smoke", run, device="cpu", data_dir=str(tmp_path / "empty"), only=["data"], log=lambda s: None)
     # the chain's kernels start with pipeline.kernel_config(): no unencrypted-TCP warning from ipykernel
     assert "running over TCP without encryption" not in capfd.readouterr().err
     msg = str(err.value)
-    assert "01_data" in msg and "cell" in msg and "shape must be 3 integers >= 16" in msg
-    assert (tmp_path / "notebooks" / "01_data.ipynb").is_file()
-    assert json.loads((tmp_path / "manifest.json").read_text())["stages"]["01_data"]["status"] == "failed"
+    assert "01_data" in msg and "cell" in msg and f"{tmp_path / 'empty'}: no cases found" in msg
+    assert (run / "notebooks" / "01_data.ipynb").is_file()
+    assert json.loads((run / "manifest.json").read_text())["stages"]["01_data"]["status"] == "failed"
 
 
 def test_data_notebook_with_another_parameter_set(tmp_path: Path) -> None:

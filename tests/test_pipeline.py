@@ -397,3 +397,134 @@ def test_device_cuda_n_passes_the_parser_and_check_device_judges_it(monkeypatch,
     monkeypatch.undo()
     assert pipeline.main(["reproduce", "--device", "mps"]) == 2
     assert "robustseg: error: --device 'mps': expected auto, cpu, cuda or cuda:N" in capsys.readouterr().err
+
+
+def _range_cases(tmp_path):
+    """``(stage, param, values just outside, boundary values inside, the library's own check, word)``: ``check(value)``
+    runs what the notebook runs with that value (the oracle); it refuses a value when it raises ValueError or TypeError
+    naming ``word`` (any such error where ``word`` is None)."""
+    import numpy as np
+    import torch
+
+    from robustseg_lib import attacks, data, defenses, evaluation, models, stats, training
+
+    net = torch.nn.Conv3d(4, 4, 1)
+    x, y = torch.zeros(1, 4, 4, 4, 4), torch.zeros(1, 4, 4, 4, dtype=torch.long)
+    rng = np.random.default_rng(0)
+    images, classes = rng.normal(size=(2, 4, 6, 6, 6)).astype("float32"), rng.integers(0, 4, size=(2, 6, 6, 6))
+    seed_check = (lambda v: data.split_cases(["a", "b", "c"], (0.6, 0.2, 0.2), v), "seed")
+    cases = [(s, "seed", [-1], [0], *seed_check) for s in STAGES]
+    cases += [
+        ("01_data", "train_seed", [-2], [-1, 0], lambda v: data.synthetic_case_seeds(["a"], 0, train_seed=None if v == -1 else v), "train_seed"),
+        ("01_data", "n_cases", [0], [1], lambda v: data._check_case_args(v, (16, 16, 16), 0, "brats2021"), "n_cases"),
+        ("01_data", "shape", [[15, 16, 16], [16, 16]], [[16, 16, 16]], lambda v: data._check_case_args(1, v, 0, "msd"), "shape"),
+        ("01_data", "work_shape", [[0, 48, 48], [48, 48]], [[1, 1, 1]], lambda v: data._check_shape(v, 1, "work_shape"), "work_shape"),
+        ("01_data", "fractions", [[0.9, 0.9, 0.9], [0.0, 0.5, 0.5], [0.5, 0.5]], [[1.0, 0.0, 0.0], [0.5, 0.2, 0.3]],
+         data._check_fractions, "fractions"),
+        ("01_data", "workers", [0], [1], lambda v: _unlabelled_prepare(data, tmp_path, v), "workers"),
+        ("01_data", "threshold_cases", [-1], [0], lambda v: data.threshold_baseline(images, classes, classes >= 0,
+                                                                                     max_cases=v or None), "max_cases"),
+        ("02_unet", "width", [0], [1], lambda v: models.model_spec("unet", width=v), "width"),
+        ("02_unet", "levels", [1], [2], lambda v: models.model_spec("unet", levels=v), "levels"),
+        ("02_unet", "crop", [[32, 32], [0, 32, 32]], [[1, 1, 1]], lambda v: training.TrainConfig(crop=tuple(v)), "crop"),
+        ("02_unet", "sw_overlap", [1.0, -0.1], [0.0, 0.99], lambda v: training.TrainConfig(sw_overlap=v), "sw_overlap"),
+        ("04_ifgsm", "curve_eps", [-0.1, float("inf")], [0.0], lambda v: attacks.ifgsm(net, x, y, v, 0.4 * v, 1), "eps"),
+        ("06_distillation", "temperature", [0.0], [1e-9], lambda v: training.TrainConfig(temperature=v), "temperature"),
+        ("06_distillation", "compare_temperatures", [[0.0], [1.0, -1.0]], [[], [1e-9]],
+         lambda v: [training.TrainConfig(temperature=t) for t in v], "temperature"),
+        ("06_distillation", "hard_weight", [-0.1], [0.0], lambda v: defenses.DistillationObjective(net, 1.0, hard_weight=v),
+         "hard_weight"),
+        ("07_adversarial_training", "eps_range", [[0.5, 0.1], [-0.1, 0.2], [0.1]], [[0.0, 0.0], [0.2, 0.2]],
+         defenses._check_eps_range, "eps_range"),
+        ("07_adversarial_training", "mix", [0.0, 1.01], [1e-9, 1.0], lambda v: defenses.AdversarialAugmenter("fgsm", (0.1, 0.2), mix=v),
+         "mix"),
+        ("07_adversarial_training", "adv_steps", [0], [1], lambda v: defenses.AdversarialAugmenter("fgsm", (0.1, 0.2), steps=v),
+         "steps"),
+        ("08_statistics", "alpha", [0.0, 1.0, 5.0], [0.001, 0.999], stats.claim_rules_md, "alpha"),
+        ("08_statistics", "n_resamples", [0], [1], lambda v: stats.bootstrap_mean_ci([1.0, 2.0, 3.0], n_resamples=v), "n_resamples"),
+    ]
+    for s in ("02_unet", "06_distillation", "07_adversarial_training"):
+        cases += [(s, k, [out], [inside], lambda v, k=k: training.TrainConfig(**{k: v}), k)
+                  for k, out, inside in (("epochs", 0, 1), ("steps_per_epoch", 0, 1), ("lr", 0.0, 1e-9))]
+    cases.append(("02_unet", "batch_size", [0], [1], lambda v: training.TrainConfig(batch_size=v), "batch_size"))
+    for s in list(STAGES)[2:7]:
+        cases.append((s, "batch_size", [0], [1], lambda v: attacks.attack_sweep(
+            net, x, y, attack="fgsm", eps_grid=[0.0], batch_size=v, progress=False, hd95=False, with_percept=False), "batch_size"))
+    for s in ("03_fgsm", "04_ifgsm", "05_tifgsm"):
+        cases.append((s, "eps_grid", [[], [-0.1], ["a", "b"], [0.1, float("inf")]], [[0.0], [0]],
+                      lambda v: evaluation.AttackSpec("fgsm", tuple(v)), None))
+    for s in ("04_ifgsm", "05_tifgsm"):
+        cases += [(s, "steps", [0], [1], lambda v: evaluation.AttackSpec("ifgsm", (0.1,), steps=v), "steps"),
+                  (s, "alpha_frac", [0.0], [1e-9], lambda v: evaluation.AttackSpec("ifgsm", (0.1,), alpha_frac=v), "alpha_frac")]
+    return cases
+
+
+def _unlabelled_prepare(data, tmp_path, workers: int) -> None:
+    """prepare_dataset on one case without labels: it checks ``workers``, then says there is no labelled case."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "skipping 1 case(s) without labels"
+        data.prepare_dataset([data.Case("c", "brats2021", {})], tmp_path / "p.npz", (8, 8, 8), workers=workers,
+                             progress=False)
+
+
+def _refused_by(check, value, word) -> bool:
+    try:
+        check(value)
+    except (ValueError, TypeError) as exc:
+        return word is None or word in str(exc)
+    return False
+
+
+def test_value_ranges_are_checked_up_front_and_never_stricter_than_the_library(tmp_path) -> None:
+    """``--set unet.epochs=-1`` (or a profile's) failed only when notebook 02 ran, after the stages before it; every
+    parameter with a clear rule is now checked up front, from --set and a profile alike, naming ``stage.param``. For each
+    rule a value just outside is refused by the library (the oracle: what the notebook calls) and up front, and a
+    boundary value inside is accepted by both (so no value a notebook runs with is refused)."""
+    teaching = pipeline.load_profile("teaching")
+    cases = _range_cases(tmp_path)
+    assert {(s, p) for s, p, *_ in cases} == set(pipeline.PARAMETER_RULES) | set(pipeline.SYNTHETIC_DATA_RULES)
+    prof = tmp_path / "p.yaml"
+    for stage, param, outside, inside, check, word in cases:
+        for value in outside:
+            assert _refused_by(check, value, word), ("the library accepts", stage, param, value)
+            text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+            with pytest.raises(PipelineError, match=rf"^{stage}\.{param} = .*: expected "):
+                pipeline.stage_parameters(teaching, pipeline.parse_overrides([f"{stage}.{param}={text}"]))
+            prof.write_text(yaml.safe_dump({"notebooks": {stage: {param: value}}}))
+            with pytest.raises(PipelineError, match=rf"^{stage}\.{param} = .*: expected "):
+                pipeline.stage_parameters(pipeline.load_profile(str(prof)))
+        for value in inside:
+            assert not _refused_by(check, value, word), ("the library refuses", stage, param, value)
+            text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+            got = pipeline.stage_parameters(teaching, pipeline.parse_overrides([f"{stage}.{param}={text}"]))
+            assert got[stage][param] == value
+            prof.write_text(yaml.safe_dump({"notebooks": {stage: {param: value}}}))
+            assert pipeline.stage_parameters(pipeline.load_profile(str(prof)))[stage][param] == value
+
+
+def test_synthetic_data_rules_are_not_applied_with_a_data_folder(tmp_path, capsys) -> None:
+    """Notebook 01 reads n_cases and shape only to generate synthetic cases: with a data folder it runs whatever they
+    are, so they are not refused then; without one they are, before the run folder is made."""
+    teaching = pipeline.load_profile("teaching")
+    got = pipeline.stage_parameters(teaching, pipeline.parse_overrides(["data.n_cases=0", "data.shape=[8, 8, 8]",
+                                                                        "data.data_dir=/x/brats"]))
+    assert got["01_data"]["n_cases"] == 0 and got["01_data"]["shape"] == [8, 8, 8]
+    with pytest.raises(PipelineError, match=r"^01_data.shape = \[8, 8, 8\]: expected 3 integers >= 16, .*\(with "
+                                            r"synthetic data: no data_dir\)$"):
+        pipeline.stage_parameters(teaching, pipeline.parse_overrides(["data.shape=[8, 8, 8]"]))
+    out = tmp_path / "run"
+    assert pipeline.main(["reproduce", "--profile", "smoke", "--out", str(out), "--set", "unet.epochs=-1"]) == 2
+    assert "robustseg: error: 02_unet.epochs = -1: expected an integer >= 1" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_parameter_rules_name_real_parameters_and_allow_the_defaults() -> None:
+    """Every rule names a parameter its notebook declares, and every notebook default and shipped profile passes."""
+    for (stage, name), rule in {**pipeline.PARAMETER_RULES, **pipeline.SYNTHETIC_DATA_RULES}.items():
+        declared = pipeline.notebook_parameters(stage)
+        assert name in declared, (stage, name)
+        pipeline._check_rule(stage, name, ast.literal_eval(declared[name]), rule)
+    for profile in ("smoke", "teaching", "paper"):
+        pipeline.stage_parameters(pipeline.load_profile(profile))
