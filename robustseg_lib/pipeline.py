@@ -12,24 +12,23 @@ notebook and the cell; the partial notebook is kept.
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import copy
 import errno
 import functools
 import hashlib
 import json
+import math
 import os
 import re
 import stat
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-
-import math
-from collections.abc import Callable
 
 import numpy as np
 import yaml
@@ -164,7 +163,9 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     """A YAML error in one line: what is wrong and where (line and column, 1-based)."""
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else " ".join(str(exc).split())
+    if mark is None:
+        return " ".join(str(exc).split())
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
 
 
 class _Yaml12Loader(yaml.SafeLoader):
@@ -372,15 +373,11 @@ def check_parameter(stage: str, name: str, value: Any, raw: str | None = None, n
 def _check_together(stage: str, params: dict[str, Any], declared: dict[str, Any]) -> None:
     """Checks that involve two parameters of a stage (values not given fall back to the notebook's defaults)."""
     if stage == "05_tifgsm" and {"policy", "extra_policies"} <= set(params) | set(declared):
-        import ast
-
         value = {k: params[k] if k in params else ast.literal_eval(declared[k]) for k in ("policy", "extra_policies")}
         if value["policy"] in value["extra_policies"]:
             raise PipelineError(f"05_tifgsm.extra_policies = {value['extra_policies']!r} repeats the main policy "
                                 f"{value['policy']!r} (its rows would be written twice)")
     if stage == "01_data":
-        import ast
-
         data_dir = params["data_dir"] if "data_dir" in params else ast.literal_eval(declared.get("data_dir", "''"))
         for (_, name), rule in SYNTHETIC_DATA_RULES.items():
             if name in params and not data_dir:
@@ -698,13 +695,13 @@ def _make_run_folder(root: Path, out: str | Path | None) -> list[Path]:
         :func:`_remove_made_folders`.
     """
     what = f"--out {out}" if out is not None else f"run folder {root}"
-    if root.exists() and not root.is_dir():
-        raise PipelineError(f"{what}: not a folder; give a folder (it is created if missing)")
-    made, p = [], root
-    while not p.exists() and not p.is_symlink() and p != p.parent:
-        made.append(p)
-        p = p.parent
-    try:
+    try:  # exists() too may fail (a parent folder we may not enter)
+        if root.exists() and not root.is_dir():
+            raise PipelineError(f"{what}: not a folder; give a folder (it is created if missing)")
+        made, p = [], root
+        while not p.exists() and not p.is_symlink() and p != p.parent:
+            made.append(p)
+            p = p.parent
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise PipelineError(f"{what}: cannot create {exc.filename or root}: {exc.strerror or exc}") from None
@@ -1062,22 +1059,27 @@ def build_parser() -> argparse.ArgumentParser:
                     "tables, figures, report, manifest.json). A stage whose notebook, parameters, library code, data "
                     "and earlier stages are unchanged since it finished is skipped, so a killed run resumes. Prints the "
                     "claims of Liu et al. (2021) as re-measured by the run.")
-    r.add_argument("--profile", default="teaching", metavar="P", help="smoke | teaching | paper | path/to/profile.yaml (default: teaching)")
-    r.add_argument("--out", default=None, metavar="DIR", help="run folder (default: runs/<profile>, or runs/<profile>-seed<N> with --seed)")
-    r.add_argument("--data-dir", default=None, metavar="PATH", help="real BraTS 2018-21/2023 or MSD Task01 folder (default: synthetic data)")
+    r.add_argument("--profile", default="teaching", metavar="P",
+                   help="smoke | teaching | paper | path/to/profile.yaml (default: teaching)")
+    r.add_argument("--out", default=None, metavar="DIR",
+                   help="run folder (default: runs/<profile>, or runs/<profile>-seed<N> with --seed); not the notebooks "
+                        "folder nor one whose notebooks/ is it")
+    r.add_argument("--data-dir", default=None, metavar="PATH",
+                   help="real BraTS 2018-21/2023 or MSD Task01 folder (default: synthetic data)")
     r.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N",
                    help="where the notebooks compute (default: auto, the first CUDA GPU if there is one, else the CPU); "
                         "checked before anything runs")
     r.add_argument("--set", dest="sets", action="append", default=[], metavar="NOTEBOOK.PARAM=VALUE",
-                   help="override a notebook parameter, replacing the profile's value (repeatable); NOTEBOOK is a stage, "
-                        "its number or its name (02_unet, 02 or unet); VALUE is read as YAML (5, 1e-3, [0, 0.5], true, "
-                        "text); 'robustseg stages' lists the parameters")
+                   help="override a notebook parameter, replacing the profile's value (repeatable); NOTEBOOK is a "
+                        "stage, its number or its name (02_unet, 02 or unet); VALUE is read as YAML (5, 1e-3, [0, 0.5], "
+                        "true, text); 'robustseg stages' lists the parameters")
     r.add_argument("--only", nargs="+", action="extend", default=[], metavar="STAGE",
                    help="run only these stages, e.g. --only unet fgsm (repeatable: --only unet --only fgsm is the same)")
     r.add_argument("--force", action="store_true", help="rerun stages even if up to date")
-    r.add_argument("--seed", type=int, default=None, metavar="N", help="seed of every stage, replacing the profile's (a replicate: other "
-                   "cases, initialisation and draws); default run folder runs/<profile>-seed<N>, for every N: --seed 0 "
-                   "(the shipped profiles' own seed) repeats runs/<profile>'s run in runs/<profile>-seed0")
+    r.add_argument("--seed", type=int, default=None, metavar="N",
+                   help="seed of every stage, replacing the profile's (a replicate: other cases, initialisation and "
+                        "draws); default run folder runs/<profile>-seed<N>, for every N: --seed 0 (the shipped "
+                        "profiles' own seed) repeats runs/<profile>'s run in runs/<profile>-seed0")
     sub.add_parser(
         "stages", help="list the stages and their parameters",
         description="List the stages in chain order with the parameters each notebook declares: what "
@@ -1088,7 +1090,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "the claims again on the runs' test cases pooled and with the runs as units, and write "
                     "comparison.md and its tables to --out.")
     c.add_argument("runs", nargs="+", metavar="RUN", help="finished run folders (at least two)")
-    c.add_argument("--out", default="runs/comparison", metavar="DIR", help="where to write the tables and comparison.md (default: runs/comparison)")
+    c.add_argument("--out", default="runs/comparison", metavar="DIR",
+                   help="where to write the tables and comparison.md (default: runs/comparison)")
     c.add_argument("--labels", nargs="+", action="extend", default=None, metavar="NAME",
                    help="one name per run, in the order of the runs (default: the folder names)")
     c.add_argument("--no-pooled", dest="pooled", action="store_false", help="skip the claims judged across runs (pooled cases, runs as units, case means over trainings)")
