@@ -528,3 +528,20 @@ def test_parameter_rules_name_real_parameters_and_allow_the_defaults() -> None:
         pipeline._check_rule(stage, name, ast.literal_eval(declared[name]), rule)
     for profile in ("smoke", "teaching", "paper"):
         pipeline.stage_parameters(pipeline.load_profile(profile))
+
+
+def test_the_repository_itself_is_no_run_folder(tmp_path, monkeypatch) -> None:
+    """``cd <repo> && robustseg reproduce --out .``: its notebooks/ is NOTEBOOK_DIR, the committed notebooks. Checked on
+    the folder check alone (a regression must not run a stage into the checkout); test_pipeline_rerun.py runs the
+    whole refusal on stub notebooks."""
+    import re
+    from pathlib import Path
+
+    monkeypatch.chdir(pipeline.REPO_ROOT)
+    with pytest.raises(PipelineError, match=rf"--out \.: its notebooks/ folder is the source notebooks' folder "
+                                            rf"{re.escape(str(NOTEBOOK_DIR))}, which the run would overwrite"):
+        pipeline._check_run_folder(Path("."), ".", NOTEBOOK_DIR)
+    with pytest.raises(PipelineError, match=r"--out notebooks: the source notebooks' folder"):
+        pipeline._check_run_folder(Path("notebooks"), "notebooks", NOTEBOOK_DIR)
+    pipeline._check_run_folder(Path("runs/teaching"), None, NOTEBOOK_DIR)  # the default folder is fine
+    pipeline._check_run_folder(tmp_path / "run", str(tmp_path / "run"), NOTEBOOK_DIR)
