@@ -790,13 +790,28 @@ def _detect_brats_layout(folder: Path) -> str | None:
     return None
 
 
+def _seg_stand_in_refusal(name: str) -> str | None:
+    """Why a case folder's lone extra NIfTI file ``name`` may not stand in for its missing seg file, or None when it
+    may: its name must say it is a segmentation ("seg", any case: ``W39_1998.09.19_Segm.nii``, BraTS 2020 case 355)
+    and not that it is a prediction ("pred"). A brain mask, a registration output or a model's prediction saved in
+    the folder of an unlabelled case would otherwise become its ground truth."""
+    low = name.lower()
+    if "seg" not in low:
+        return "its name does not say it is a segmentation (no 'seg' in it)"
+    if "pred" in low:
+        return "its name says it is a prediction ('pred' in it), not the ground truth"
+    return None
+
+
 def _brats_case(folder: Path, layout: str) -> Case:
     """The case of one BraTS case folder, ``<case>/<case><suffix>.nii[.gz]``.
 
     A missing modality raises. When ``<case><seg suffix>`` is missing and the folder holds exactly
-    one other NIfTI file, that file is the seg, with a warning (BraTS 2020's ``BraTS20_Training_355``
-    ships its seg as ``W39_1998.09.19_Segm.nii``; ``load_case`` still checks its shape, affine and
-    values). With no other NIfTI file (validation data) the case has no label.
+    one other NIfTI file whose name says it is a segmentation (:func:`_seg_stand_in_refusal`), that file
+    is the seg, with a warning (BraTS 2020's ``BraTS20_Training_355`` ships its seg as
+    ``W39_1998.09.19_Segm.nii``; ``load_case`` still checks its shape, affine and values). Any other
+    lone file (a brain mask, a saved prediction) is not taken: the case has no label, with a warning
+    naming the file and why. With no other NIfTI file (validation data) the case has no label.
     """
     cid = folder.name
     files = _BRATS_FILES[layout]
@@ -814,15 +829,22 @@ def _brats_case(folder: Path, layout: str) -> Case:
         paths[key] = stems[stem]
     seg = f"{cid}{files['seg']}"
     others = [p for s, p in stems.items() if s not in mod_stems]
-    read = [seg] if seg in stems else [s for s in stems if s not in mod_stems] if len(others) == 1 else []
+    refusal = _seg_stand_in_refusal(others[0].name) if len(others) == 1 else None
+    stand_in = len(others) == 1 and refusal is None
+    read = [seg] if seg in stems else [s for s in stems if s not in mod_stems] if stand_in else []
     _refuse_twins(folder, [*mod_stems, *read], f"case {cid}")  # the files this case reads, each once
     if seg in stems:
         paths["seg"] = stems[seg]
     else:
-        if len(others) == 1:
+        if stand_in:
             warnings.warn(f"case {cid}: no {seg}{ext}; using {others[0].name}, the only other NIfTI file in {folder}, "
-                          "as its seg (its shape, affine and label values are checked when it is loaded)", stacklevel=2)
+                          "as its seg (its name says it is a segmentation; its shape, affine and label values are "
+                          "checked when it is loaded)", stacklevel=2)
             paths["seg"] = others[0]
+        elif len(others) == 1:
+            warnings.warn(f"case {cid}: no {seg}{ext}, and the only other NIfTI file in {folder}, {others[0].name}, is "
+                          f"not taken as its seg: {refusal}. The case is listed without a label (if that file is the "
+                          f"ground truth, rename it {seg}{ext})", stacklevel=2)
         elif others:
             warnings.warn(f"case {cid}: no {seg}{ext}, and {len(others)} other NIfTI files in {folder} "
                           f"({_few([p.name for p in others])}): the case is listed without a label", stacklevel=2)
@@ -1003,8 +1025,9 @@ def list_cases(root: str | Path) -> list[Case]:
     BraTS 2018/2019 training data hold them under ``HGG/`` and ``LGG/``, the BraTS 2024 GLI release
     under ``training_data*/``, the Kaggle BraTS 2020 copy under an outer folder. Warnings name the
     folders holding NIfTI files named like no modality (skipped), cases whose seg file is found
-    under another name, and ``brats2023``-layout cases that are not BraTS-GLI (their labels are
-    read as GLI labels, checked only for GLI).
+    under another name (or whose lone extra file is not taken as the seg: its name does not say
+    "seg"), and ``brats2023``-layout cases that are not BraTS-GLI (their labels are read as GLI
+    labels, checked only for GLI).
 
     Args:
         root: a BraTS 2018–21 or 2023/2024 folder (one sub-folder per case, possibly grouped one

@@ -1949,3 +1949,52 @@ def test_edema_and_non_enhancing_core_contrast_per_modality_follow_the_design_do
     net = np.stack([d["net"] for d in draws])
     for m, base in enumerate((0.55, 0.50, 0.85, 0.85)):
         assert base * 0.87 - 1e-6 <= net[:, m].min() and net[:, m].max() <= base * 1.13 + 1e-6, m
+
+
+# --------------------------------------------------------------------------- realistic folder variants (audit)
+TINY = (16, 16, 16)
+
+
+def _written(root: Path, layout: str, n: int = 1, seed: int = 0) -> list[str]:
+    """``n`` synthetic 16³ cases written into the new folder ``root`` in ``layout`` by the package's writer; their
+    ids."""
+    D.make_synthetic_dataset(root, n, shape=TINY, seed=seed, layout=layout, progress=False)
+    return D.case_ids_for(layout, n)
+
+
+@pytest.mark.parametrize("name, why", [("BraTS2021_00000_brainmask.nii.gz", "does not say it is a segmentation"),
+                                       ("BraTS2021_00000_pred.nii.gz", "does not say it is a segmentation"),
+                                       ("BraTS2021_00000_seg_pred.nii.gz", "says it is a prediction")])
+def test_a_lone_extra_file_not_named_a_segmentation_is_not_taken_as_the_seg(tmp_path, name, why) -> None:
+    """A case folder without its seg file and with one other NIfTI file (a brain mask, a saved prediction) had that file
+    taken as its ground truth with only a warning. Now the case is unlabelled, with a warning naming the file and why;
+    prepare_dataset skips it as any unlabelled case."""
+    root = tmp_path / "d"
+    cids = _written(root, "brats2021", 2)
+    seg = root / cids[0] / f"{cids[0]}_seg.nii.gz"
+    seg.rename(seg.with_name(name))
+    with pytest.warns(UserWarning, match=rf"case {cids[0]}: .*{re.escape(name)}, is not taken as its seg: .*{why}"):
+        cases = D.list_cases(root)
+    assert "seg" not in cases[0].paths and "seg" in cases[1].paths
+    assert D.load_case(cases[0])[1] is None
+    with pytest.warns(UserWarning, match=rf"skipping 1 case\(s\) without labels: {cids[0]}"):
+        D.prepare_dataset(cases, tmp_path / "p.npz", (8, 8, 8), progress=False)
+    assert D.load_prepared(tmp_path / "p.npz")["case_ids"].tolist() == [cids[1]]
+
+
+def test_case_355s_misnamed_seg_is_still_used(tmp_path) -> None:
+    """BraTS 2020 case 355 (all files .nii) ships its seg as W39_1998.09.19_Segm.nii: "Segm" says it is a
+    segmentation, so it stands in for the seg, with a warning, and loads as the seg did."""
+    root = tmp_path / "d"
+    (cid,) = _written(root, "brats2021")
+    for p in sorted((root / cid).iterdir()):  # as the archive has it: uncompressed, BraTS 2020 names
+        (root / cid / p.name.replace(cid, "BraTS20_Training_355")[:-3]).write_bytes(gzip.decompress(p.read_bytes()))
+        p.unlink()
+    folder = (root / cid).rename(root / "BraTS20_Training_355")
+    _, want, _ = D.load_case(D.list_cases(root)[0])
+    (folder / "BraTS20_Training_355_seg.nii").rename(folder / "W39_1998.09.19_Segm.nii")
+    with pytest.warns(UserWarning, match=r"case BraTS20_Training_355: no BraTS20_Training_355_seg\.nii; using "
+                                         r"W39_1998\.09\.19_Segm\.nii"):
+        (case,) = D.list_cases(root)
+    assert case.paths["seg"].name == "W39_1998.09.19_Segm.nii"
+    np.testing.assert_array_equal(D.load_case(case)[1], want)
