@@ -25,6 +25,7 @@ orientation. A volume already in RAS+ order (the synthetic writers' grids) is re
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import os
 import re
@@ -115,6 +116,14 @@ _LABEL_VALUES: dict[str, tuple[int, ...]] = {"brats2021": (0, 1, 2, 4), "brats20
 _GLI_PREFIX = "BraTS-GLI-"
 _RC_WARNING = ("BraTS 2024 GLI label 4 (resection cavity, RC) is read as background: RC lies outside WT, TC and ET "
                "in BraTS 2024's evaluation and the model has no RC class (data/README.md)")
+#: prepare_dataset refuses a set in which at least this many BraTS-GLI cases have label 4 and no case has label 3 (ET):
+#: BraTS 2018-21 labels under 2023/2024 names. Genuine BraTS 2024 post-treatment cases with a cavity and no ET exist,
+#: so a few such cases only get the per-case warning (_label_to_uint); this many, with not one enhancing case in the
+#: set, is taken for unconverted labels.
+_MIN_CASES_LABEL_4_ONLY = 10
+#: Set around :func:`load_case` by :func:`prepare_dataset`'s workers: ``_label_to_uint`` appends the label values
+#: present in the seg file it reads (its own convention), the only place where BraTS 2024's label 4 is still seen.
+_SEG_VALUES: contextvars.ContextVar[list[tuple[int, ...]] | None] = contextvars.ContextVar("_SEG_VALUES", default=None)
 _RAS = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)  # nibabel orientation of an array already in RAS+ order
 
 
@@ -328,6 +337,11 @@ def _check_ndim(path: Path, data: np.ndarray, ndim: int, what: str) -> None:
 def _label_to_uint(path: Path, data: np.ndarray, convention: str) -> np.ndarray:
     """Check the label values of a seg file against ``convention`` and convert them to BraTS 2018–21 values.
 
+    In the ``"brats2024"`` convention a file with label 4 and no label 3 gets a warning naming it: BraTS 2018–21
+    labels under BraTS 2023/2024 file names (renamed without converting) look so, and their ET (4) would be read as
+    the resection cavity, i.e. lost. The values present in the file are appended to ``_SEG_VALUES``'s list when it
+    holds one (:func:`prepare_dataset`'s check of a whole set).
+
     Args:
         path: the file (named in errors).
         data: its voxel values (float, as read).
@@ -354,8 +368,18 @@ def _label_to_uint(path: Path, data: np.ndarray, convention: str) -> np.ndarray:
             hint = (f" (4 is read as the BraTS 2024 resection cavity only in {_GLI_PREFIX}* cases; the labels of other "
                     "BraTS sub-challenges are not checked here)")
         raise ValueError(f"{path}: label values {bad} outside the {convention} convention {list(allowed)}{hint}")
+    values = tuple(int(v) for v in present)
+    record = _SEG_VALUES.get()
+    if record is not None:
+        record.append(values)
     if convention == "brats2024":
-        if 4 in present:
+        if 4 in values and 3 not in values:  # one text per file: shown for every case
+            warnings.warn(f"{path}: label 4 and no label 3 in a seg file named as in BraTS 2023/2024, so 4 is read "
+                          "as the BraTS 2024 resection cavity, i.e. background. If these are BraTS 2018-21 labels "
+                          "(4 = ET) under BraTS 2023/2024 file names, this case's ET is being lost: convert its seg "
+                          "file with brats_to_brats2023 (4 -> 3), or keep the BraTS 2018-21 file names "
+                          "(<case>_{t1,t1ce,t2,flair,seg}) (data/README.md)", stacklevel=3)
+        elif 4 in values:
             warnings.warn(_RC_WARNING, stacklevel=3)  # one fixed text: shown once per process, not once per case
         return brats2024_to_brats(a)
     if convention == "msd":
@@ -1339,8 +1363,13 @@ def split_cases(case_ids: Sequence[str], fractions: Sequence[float] = (0.6, 0.15
 def _load_and_preprocess(job: tuple[Case, tuple[int, int, int]]) -> dict[str, np.ndarray]:
     """One case of :func:`prepare_dataset` (top level so worker processes can run it)."""
     case, shape = job
-    img, lab, _ = load_case(case)
-    return preprocess_case(img, lab, shape)
+    values: list[tuple[int, ...]] = []
+    token = _SEG_VALUES.set(values)
+    try:
+        img, lab, _ = load_case(case)
+    finally:
+        _SEG_VALUES.reset(token)
+    return {**preprocess_case(img, lab, shape), "label_values": values[0] if values else ()}
 
 
 #: Separator of a bootstrap copy's number in its case id: ``BraTS2021_00007~2`` is the second copy of that case.
@@ -1431,7 +1460,9 @@ def prepare_dataset(
 
     Raises:
         ValueError: bad ``fractions``, ``seed``, ``train_seed``, ``workers`` or ``shape`` (named), or a case id
-            repeated in a ``Case`` list (named), all checked before any case is loaded; no labelled case.
+            repeated in a ``Case`` list (named), all checked before any case is loaded; no labelled case; after
+            loading, before writing: 10 or more BraTS-GLI cases with label 4 and no case with label 3 (BraTS
+            2018–21 labels under 2023/2024 file names, whose ET would be read as resection cavity; named).
     """
     fractions = tuple(_check_fractions(fractions))  # split_cases's rule, checked before hours of loading
     check_int(seed, "seed")
@@ -1464,12 +1495,28 @@ def prepare_dataset(
             rows_of.setdefault(j, []).append(i)
         labelled, ids, fill = [labelled[j] for j in rows_of], [cid for _, cid in rows], list(rows_of.values())
     outside: list[str] = []
+    with_rc: list[str] = []  # BraTS-GLI cases (2023/2024 names) with label 4, read as the resection cavity
+    n_gli, with_et = 0, 0  # BraTS-GLI cases, and those with label 3 (ET)
 
     def noted(results: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        nonlocal n_gli, with_et
         for case, out in zip(labelled, results):
             if out["label_outside_brain"]:
                 outside.append(f"{case.case_id} ({out['label_outside_brain']})")
+            if case.layout == "brats2023" and case.case_id.startswith(_GLI_PREFIX):
+                n_gli += 1
+                with_et += 3 in out["label_values"]
+                if 4 in out["label_values"]:
+                    with_rc.append(case.case_id)
             yield out
+        # the last case is in: refuse before anything is written
+        if len(with_rc) >= _MIN_CASES_LABEL_4_ONLY and not with_et:
+            raise ValueError(
+                f"prepare_dataset: {len(with_rc)} BraTS-GLI case(s) have label 4 and none of the {n_gli} BraTS-GLI "
+                f"cases has label 3 ({_few(with_rc)}): these are almost certainly BraTS 2018-21 labels "
+                "(4 = ET) under BraTS 2023/2024 file names, and reading 4 as the BraTS 2024 resection cavity would "
+                "drop every ET voxel. Convert the seg files with brats_to_brats2023 (4 -> 3), or keep the BraTS "
+                "2018-21 file names (<case>_{t1,t1ce,t2,flair,seg}); nothing was written (data/README.md)")
 
     outs = _map_cases(_load_and_preprocess, [(case, shape) for case in labelled], workers, "prepare", progress)
     path = _save_prepared(out_file, ids, noted(outs), shape, fractions, seed, parts, fill)

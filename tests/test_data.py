@@ -1953,6 +1953,7 @@ def test_edema_and_non_enhancing_core_contrast_per_modality_follow_the_design_do
 
 # --------------------------------------------------------------------------- realistic folder variants (audit)
 TINY = (16, 16, 16)
+_SFX_2021_TO_2023 = {"_t1": "-t1n", "_t1ce": "-t1c", "_t2": "-t2w", "_flair": "-t2f", "_seg": "-seg"}
 
 
 def _written(root: Path, layout: str, n: int = 1, seed: int = 0) -> list[str]:
@@ -1960,6 +1961,21 @@ def _written(root: Path, layout: str, n: int = 1, seed: int = 0) -> list[str]:
     ids."""
     D.make_synthetic_dataset(root, n, shape=TINY, seed=seed, layout=layout, progress=False)
     return D.case_ids_for(layout, n)
+
+
+def _renamed_to_2023(root: Path, cid: str, new: str) -> Path:
+    """Case folder ``root/cid`` (BraTS 2018-21 names) renamed to BraTS 2023/2024 names ``new``, labels untouched (what
+    the public renaming scripts do)."""
+    folder = root / cid
+    for p in sorted(folder.iterdir()):
+        m = re.fullmatch(re.escape(cid) + r"(_\w+?)(\.nii(?:\.gz)?)", p.name)
+        p.rename(folder / f"{new}{_SFX_2021_TO_2023[m.group(1)]}{m.group(2)}")
+    return folder.rename(root / new)
+
+
+def _seg_of(folder: Path) -> Path:
+    (seg,) = [p for p in folder.iterdir() if re.search(r"[-_]seg\.nii", p.name)]
+    return seg
 
 
 @pytest.mark.parametrize("name, why", [("BraTS2021_00000_brainmask.nii.gz", "does not say it is a segmentation"),
@@ -1998,3 +2014,43 @@ def test_case_355s_misnamed_seg_is_still_used(tmp_path) -> None:
         (case,) = D.list_cases(root)
     assert case.paths["seg"].name == "W39_1998.09.19_Segm.nii"
     np.testing.assert_array_equal(D.load_case(case)[1], want)
+
+
+def test_brats_2018_21_labels_under_2023_names_warn_per_case_and_are_refused_in_bulk(tmp_path) -> None:
+    """BraTS 2018-21 cases renamed to BraTS 2023/2024 names with their labels unconverted: label 4 (ET) was read as
+    the BraTS 2024 resection cavity, so ET vanished with one generic warning per process. Now every such case (label
+    4, no label 3) gets a warning naming it, and prepare_dataset refuses a set where 10 or more cases have label 4 and
+    none has label 3, writing nothing. Genuine BraTS 2024 labels (3 = ET beside 4 = RC) still prepare."""
+    root = tmp_path / "d"
+    cids = _written(root, "brats2021", 11)  # seeds 0..10: ten of them have ET (4); oracle printed by hand above
+    gli = [f"BraTS-GLI-{i:05d}-000" for i in range(11)]
+    for old, new in zip(cids, gli):
+        _renamed_to_2023(root, old, new)
+    cases = D.list_cases(root)
+    assert [c.case_id for c in cases] == gli and {c.layout for c in cases} == {"brats2023"}
+    with_4 = [c.case_id for c in cases if 4 in np.asarray(nib.load(str(c.paths["seg"])).dataobj)]
+    assert len(with_4) == 10
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # as a notebook shows them: once per text and location
+        for c in cases[:3]:
+            D.load_case(c)
+    named = [str(w.message) for w in caught if "ET is being lost" in str(w.message)]
+    assert len(named) == sum(c in with_4 for c in gli[:3]) >= 2, [str(w.message) for w in caught]
+    assert all(any(c in m for m in named) for c in with_4 if c in gli[:3])
+    out = tmp_path / "p.npz"
+    with pytest.raises(ValueError, match=r"10 BraTS-GLI case\(s\) have label 4 and none of the 11 BraTS-GLI cases has "
+                                         r"label 3.*BraTS 2018-21 labels"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        D.prepare_dataset(root, out, (8, 8, 8), progress=False)
+    assert not out.exists()
+    # one case with BraTS 2024 labels (its ET as 3, a cavity as 4): a genuine post-treatment set, prepared
+    seg = _seg_of(root / gli[0])
+    img = nib.load(str(seg))
+    lab = np.asarray(img.dataobj).copy()
+    lab[lab == 4] = 3
+    lab[0, 0, 0] = 4
+    D._save_nifti(seg, lab.astype(np.uint8), img.affine)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        D.prepare_dataset(root, out, (8, 8, 8), progress=False)
+    assert D.load_prepared(out)["case_ids"].tolist() == gli
