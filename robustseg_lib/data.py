@@ -957,40 +957,56 @@ def _msd_entry_path(meta_path: Path, key: str, value: Any, entry: Any) -> Path:
     return meta_path.parent / value
 
 
+def _msd_json_entries(meta_path: Path) -> tuple[tuple[int, ...] | None, list[tuple[Path, Path | None]]]:
+    """The channel order (None: not given) and the ``(image, label or None)`` entries of an MSD ``dataset.json``.
+
+    Raises:
+        ValueError naming the file: not JSON, or not the shape of MSD's dataset.json.
+    """
+    channels = None
+    entries: list[tuple[Path, Path | None]] = []
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{meta_path}: not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise ValueError(f"{meta_path}: expected a JSON object (MSD dataset.json), got a {type(meta).__name__}")
+    if "modality" in meta:
+        channels = _msd_channels(meta_path, meta["modality"])
+    if "labels" in meta:
+        _check_msd_labels(meta_path, meta["labels"])
+    for key in ("training", "test"):
+        if not isinstance(meta.get(key, []), list):
+            raise ValueError(f"{meta_path}: '{key}' must be a list, got {type(meta[key]).__name__}")
+    for e in meta.get("training", []):
+        if not isinstance(e, dict) or "image" not in e:
+            raise ValueError(f"{meta_path}: 'training' entries need an 'image' key, got {e!r}")
+        lab = _msd_entry_path(meta_path, "label", e["label"], e) if e.get("label") else None
+        entries.append((_msd_entry_path(meta_path, "image", e["image"], e), lab))
+    for e in meta.get("test", []):
+        if isinstance(e, dict) and "image" not in e:
+            raise ValueError(f"{meta_path}: 'test' entries are image paths or objects with an 'image' key, got {e!r}")
+        entries.append((_msd_entry_path(meta_path, "image", e["image"] if isinstance(e, dict) else e, e), None))
+    if not entries:
+        raise ValueError(f"{meta_path}: no 'training' or 'test' entries")
+    stems = Counter(_NII.match(img.name).group("stem") for img, _ in entries)  # type: ignore[union-attr]
+    repeated = sorted(c for c, k in stems.items() if k > 1)
+    if repeated:
+        raise ValueError(f"{meta_path}: case(s) listed more than once in 'training'/'test': {_few(repeated)}")
+    return channels, entries
+
+
 def _msd_cases(root: Path) -> list[Case]:
     meta_path = root / "dataset.json"
     channels = tuple(_MSD_CHANNELS.index(m) for m in MODALITIES)
     entries: list[tuple[Path, Path | None]] = []
     if meta_path.is_file():
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{meta_path}: not valid JSON ({exc})") from exc
-        if not isinstance(meta, dict):
-            raise ValueError(f"{meta_path}: expected a JSON object (MSD dataset.json), got a {type(meta).__name__}")
-        if "modality" in meta:
-            channels = _msd_channels(meta_path, meta["modality"])
-        if "labels" in meta:
-            _check_msd_labels(meta_path, meta["labels"])
-        for key in ("training", "test"):
-            if not isinstance(meta.get(key, []), list):
-                raise ValueError(f"{meta_path}: '{key}' must be a list, got {type(meta[key]).__name__}")
-        for e in meta.get("training", []):
-            if not isinstance(e, dict) or "image" not in e:
-                raise ValueError(f"{meta_path}: 'training' entries need an 'image' key, got {e!r}")
-            lab = _msd_entry_path(meta_path, "label", e["label"], e) if e.get("label") else None
-            entries.append((_msd_entry_path(meta_path, "image", e["image"], e), lab))
-        for e in meta.get("test", []):
-            if isinstance(e, dict) and "image" not in e:
-                raise ValueError(f"{meta_path}: 'test' entries are image paths or objects with an 'image' key, "
-                                 f"got {e!r}")
-            entries.append((_msd_entry_path(meta_path, "image", e["image"] if isinstance(e, dict) else e, e), None))
-        if not entries:
-            raise ValueError(f"{meta_path}: no 'training' or 'test' entries")
-        stems = Counter(_NII.match(img.name).group("stem") for img, _ in entries)  # type: ignore[union-attr]
-        repeated = sorted(c for c, k in stems.items() if k > 1)
-        if repeated:
-            raise ValueError(f"{meta_path}: case(s) listed more than once in 'training'/'test': {_few(repeated)}")
+            given, entries = _msd_json_entries(meta_path)
+        except ValueError as exc:  # e.g. a MONAI datalist (lists of image paths) named dataset.json
+            raise ValueError(f"{exc} (the folder is read as an MSD Task01 folder because it holds dataset.json; "
+                             "a dataset.json of another kind, e.g. a MONAI datalist, does not belong there)") from exc
+        channels = given or channels
     else:
         images = root / "imagesTr"
         labels = _nii_files(root / "labelsTr") if (root / "labelsTr").is_dir() else {}
@@ -1028,17 +1044,51 @@ def _msd_cases(root: Path) -> list[Case]:
     return cases
 
 
+def _visible_dirs(folder: Path) -> list[Path]:
+    """The sub-folders of ``folder`` not hidden (links to folders included), sorted."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def _scan_case_folders(folder: Path) -> tuple[list[Case], list[Path]]:
     """BraTS case folders directly under ``folder``, and the sub-folders that hold NIfTI files none of
     which is named like a modality (not recognised as cases)."""
     cases, unrecognised = [], []
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for sub in _visible_dirs(folder):
         layout = _detect_brats_layout(sub)
         if layout is not None:
             cases.append(_brats_case(sub, layout))
         elif _nii_files(sub):
             unrecognised.append(sub)
     return cases, unrecognised
+
+
+#: The sub-folders of an MSD Task01 folder (not searched for BraTS case folders beside it).
+_MSD_DIRS: tuple[str, ...] = ("imagesTr", "labelsTr", "imagesTs")
+
+
+def _msd_marker(root: Path) -> str:
+    """What made ``root`` an MSD folder for :func:`list_cases`: ``"dataset.json"`` and/or ``"imagesTr/"``."""
+    found = [n for n, ok in (("dataset.json", (root / "dataset.json").is_file()),
+                             ("imagesTr/", (root / "imagesTr").is_dir())) if ok]
+    return " and ".join(found)
+
+
+def _refuse_brats_beside_msd(root: Path) -> None:
+    """A ValueError naming both when an MSD folder (``dataset.json`` or ``imagesTr/``) also holds BraTS case folders,
+    directly or, when there are none there, one level down: only one of the two sets would be listed, and which one
+    was meant is unclear (as with BraTS 2018-21 and 2023 cases in one folder)."""
+    subs = [p for p in _visible_dirs(root) if p.name not in _MSD_DIRS]
+    brats = [p for p in subs if _detect_brats_layout(p) is not None]
+    if not brats:
+        brats = [q for p in subs for q in _visible_dirs(p) if _detect_brats_layout(q) is not None]
+    if brats:
+        marker = _msd_marker(root)
+        hint = (" (a dataset.json of another kind, e.g. a MONAI datalist, makes a BraTS folder look like MSD: move "
+                "it out)") if "dataset.json" in marker else ""
+        raise ValueError(
+            f"{root}: mixed layouts: an MSD Task01 folder ({marker}) and BraTS case folders "
+            f"({_few([os.path.relpath(p, root) for p in brats], 3)}); only one of the two would be read. Pass a folder "
+            f"holding one dataset{hint}")
 
 
 def list_cases(root: str | Path) -> list[Case]:
@@ -1065,8 +1115,10 @@ def list_cases(root: str | Path) -> list[Case]:
         TypeError: ``root`` is not a path.
         FileNotFoundError: missing folder or a missing modality file (named).
         ValueError: empty/unrecognised folder (naming the sub-folders searched), a case id found
-            twice (naming both folders), mixed layouts, or case folders both directly under ``root`` and one
-            level down (ambiguous: naming a few of each).
+            twice (naming both folders), mixed layouts (BraTS 2018-21 and 2023 case folders, or BraTS case
+            folders in an MSD folder: naming both), case folders both directly under ``root`` and one
+            level down (ambiguous: naming a few of each), or a dataset.json that is not MSD's (the error says
+            that the folder was read as MSD because of it).
     """
     if not isinstance(root, (str, os.PathLike)):
         raise TypeError(f"root must be a dataset folder (str or Path), got {type(root).__name__}")
@@ -1074,6 +1126,7 @@ def list_cases(root: str | Path) -> list[Case]:
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: dataset folder does not exist")
     if (root / "dataset.json").is_file() or (root / "imagesTr").is_dir():
+        _refuse_brats_beside_msd(root)
         return _msd_cases(root)
     cases, unrecognised = _scan_case_folders(root)
     if cases:  # case folders here and others one level down (HGG/ next to cases): which set was meant is unclear
@@ -1089,7 +1142,7 @@ def list_cases(root: str | Path) -> list[Case]:
                 "pass a folder whose cases are all at one level (move them, or pass the sub-folder meant)")
     searched: list[Path] = []
     if not cases:  # HGG/ + LGG/, training_data*/ or an outer folder: one level down, all sub-folders together
-        searched = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        searched = _visible_dirs(root)
         for sub in searched:
             found, unrec = _scan_case_folders(sub)
             cases += found

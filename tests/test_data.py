@@ -2054,3 +2054,45 @@ def test_brats_2018_21_labels_under_2023_names_warn_per_case_and_are_refused_in_
         warnings.simplefilter("ignore")
         D.prepare_dataset(root, out, (8, 8, 8), progress=False)
     assert D.load_prepared(out)["case_ids"].tolist() == gli
+
+
+def test_brats_case_folders_beside_an_msd_folder_are_a_mix_of_layouts(tmp_path) -> None:
+    """BraTS case folders in the root of an MSD folder (dataset.json or imagesTr/) were dropped silently: only the MSD
+    cases were listed. Now a mix of layouts, naming both."""
+    root = tmp_path / "d"
+    _written(root, "msd", 2)
+    image, label = D.make_synthetic_case(7, TINY)
+    D.write_case(root, "BraTS2021_00007", image, label, np.eye(4), "brats2021")
+    with pytest.raises(ValueError, match=r"mixed layouts: an MSD Task01 folder \(dataset\.json and imagesTr/\) and "
+                                         r"BraTS case folders \(BraTS2021_00007\)"):
+        D.list_cases(root)
+    (root / "dataset.json").unlink()
+    with pytest.raises(ValueError, match=r"MSD Task01 folder \(imagesTr/\) and BraTS case folders \(BraTS2021_00007\)"):
+        D.list_cases(root)
+    # one level down (BraTS 2018/19 HGG/) too; imagesTs/ (MSD's own) is no BraTS folder
+    (root / "HGG").mkdir()
+    (root / "BraTS2021_00007").rename(root / "HGG" / "BraTS2021_00007")
+    with pytest.raises(ValueError, match=r"BraTS case folders \(HGG/BraTS2021_00007\)"):
+        D.list_cases(root)
+    (root / "HGG" / "BraTS2021_00007").rename(tmp_path / "moved")
+    (root / "imagesTs").mkdir()
+    assert [c.case_id for c in D.list_cases(root)] == ["BRATS_001", "BRATS_002"]
+
+
+def test_a_monai_datalist_named_dataset_json_is_said_to_make_the_folder_msd(tmp_path) -> None:
+    """A MONAI-style datalist saved as dataset.json: beside BraTS case folders it is a mix of layouts that names
+    dataset.json; in a folder without them, the error on its entries says the folder was read as MSD because of it."""
+    root = tmp_path / "d"
+    cids = _written(root, "brats2021", 2)
+    datalist = {"training": [{"image": [f"{c}/{c}_{m}.nii.gz" for m in D.MODALITIES], "label": f"{c}/{c}_seg.nii.gz",
+                              "fold": 0} for c in cids]}
+    (root / "dataset.json").write_text(json.dumps(datalist))
+    with pytest.raises(ValueError, match=r"an MSD Task01 folder \(dataset\.json\) and BraTS case folders "
+                                         r"\(BraTS2021_00000, BraTS2021_00001\).*MONAI datalist"):
+        D.list_cases(root)
+    lone = tmp_path / "lists"
+    lone.mkdir()
+    (lone / "dataset.json").write_text(json.dumps(datalist))
+    with pytest.raises(ValueError, match=r"'image' must name a \.nii or \.nii\.gz file.*read as an MSD Task01 folder "
+                                         r"because it holds dataset\.json"):
+        D.list_cases(lone)
