@@ -996,6 +996,17 @@ def _msd_json_entries(meta_path: Path) -> tuple[tuple[int, ...] | None, list[tup
     return channels, entries
 
 
+def _msd_on_disk(path: Path) -> Path:
+    """A path named in dataset.json, or the same file with the other NIfTI extension when only that one is on disk
+    (``gunzip -r`` turns the ``.nii.gz`` files dataset.json names into ``.nii``; the BraTS layouts accept either)."""
+    path = Path(os.path.normpath(path))
+    if os.path.lexists(path):
+        return path
+    stem = _NII.match(path.name).group("stem")  # type: ignore[union-attr]
+    other = path.with_name(stem + (".nii" if path.name.endswith(".gz") else ".nii.gz"))
+    return other if os.path.lexists(other) else path
+
+
 def _msd_cases(root: Path) -> list[Case]:
     meta_path = root / "dataset.json"
     channels = tuple(_MSD_CHANNELS.index(m) for m in MODALITIES)
@@ -1021,7 +1032,7 @@ def _msd_cases(root: Path) -> list[Case]:
     cases = []
     absent: list[Path] = []  # unlabelled (test) images listed in dataset.json but not on disk
     for img, lab in entries:
-        img = Path(os.path.normpath(img))
+        img = _msd_on_disk(img)
         if not img.is_file():
             if lab is None:  # training needs none of them: users often keep imagesTr/labelsTr only
                 absent.append(img)
@@ -1029,7 +1040,7 @@ def _msd_cases(root: Path) -> list[Case]:
             raise FileNotFoundError(f"{img}: image file listed in {meta_path.name} does not exist")
         paths = {"image": img}
         if lab is not None:
-            lab = Path(os.path.normpath(lab))
+            lab = _msd_on_disk(lab)
             if not lab.is_file():
                 raise FileNotFoundError(f"{lab}: label file listed in {meta_path.name} does not exist")
             paths["label"] = lab
@@ -1101,7 +1112,8 @@ def list_cases(root: str | Path) -> list[Case]:
     folders holding NIfTI files named like no modality (skipped), cases whose seg file is found
     under another name (or whose lone extra file is not taken as the seg: its name does not say
     "seg"), and ``brats2023``-layout cases that are not BraTS-GLI (their labels are read as GLI
-    labels, checked only for GLI).
+    labels, checked only for GLI). MSD files that dataset.json names ``.nii.gz`` are read as ``.nii``
+    when only that is on disk (``gunzip -r``).
 
     Args:
         root: a BraTS 2018–21 or 2023/2024 folder (one sub-folder per case, possibly grouped one

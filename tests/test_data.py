@@ -2096,3 +2096,26 @@ def test_a_monai_datalist_named_dataset_json_is_said_to_make_the_folder_msd(tmp_
     with pytest.raises(ValueError, match=r"'image' must name a \.nii or \.nii\.gz file.*read as an MSD Task01 folder "
                                          r"because it holds dataset\.json"):
         D.list_cases(lone)
+
+
+def test_msd_after_gunzip_reads_the_nii_files_dataset_json_names_as_nii_gz(tmp_path) -> None:
+    """``gunzip -r`` on an MSD folder leaves .nii files while dataset.json names .nii.gz: that was a FileNotFoundError
+    although the file was there. The other extension is read when the named file is missing, as in the BraTS layouts;
+    the arrays are those of the .nii.gz files."""
+    root = tmp_path / "d"
+    _written(root, "msd", 2)
+    want = [D.load_case(c) for c in D.list_cases(root)]
+    for sub in ("imagesTr", "labelsTr"):
+        for p in sorted((root / sub).glob("*.nii.gz")):
+            p.with_name(p.name[:-3]).write_bytes(gzip.decompress(p.read_bytes()))
+            p.unlink()
+    cases = D.list_cases(root)
+    assert [c.paths["image"].name for c in cases] == ["BRATS_001.nii", "BRATS_002.nii"]
+    assert [c.paths["label"].name for c in cases] == ["BRATS_001.nii", "BRATS_002.nii"]
+    for c, (img, lab, aff) in zip(cases, want):
+        got = D.load_case(c)
+        np.testing.assert_array_equal(got[0], img)
+        np.testing.assert_array_equal(got[1], lab)
+    (root / "imagesTr" / "BRATS_002.nii").unlink()  # neither extension: still an error naming the listed file
+    with pytest.raises(FileNotFoundError, match=r"BRATS_002\.nii\.gz: image file listed in dataset\.json"):
+        D.list_cases(root)
