@@ -308,6 +308,7 @@ def _load_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
         an affine with no orientation (a zero or degenerate axis).
     """
     path = Path(path)
+    _refuse_broken_link(path, "file")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     try:
@@ -765,14 +766,34 @@ def _clear_synthetic_root(root: Path) -> None:
 _NII = re.compile(r"^(?P<stem>.+)\.nii(\.gz)?$")
 
 
+def _broken_link(path: Path) -> bool:
+    """Whether ``path`` is a symbolic link whose target is not there (dangling, or a loop of links)."""
+    return os.path.islink(path) and not os.path.exists(path)
+
+
+def _refuse_broken_link(path: Path, what: str) -> None:
+    """A FileNotFoundError naming ``path`` and its target when it is a broken symbolic link: ``is_file()`` and
+    ``is_dir()`` are False for it, so it would otherwise pass for an absent file (a case without a seg, an
+    unlabelled MSD set) or be dropped from the listing unnoticed."""
+    if _broken_link(path):
+        try:
+            target = os.readlink(path)
+        except OSError:
+            target = "?"
+        raise FileNotFoundError(f"{path}: {what} is a broken symbolic link (to {target}, which does not exist or is a "
+                                "loop of links): restore its target (an unmounted or moved disk?) or remove the link")
+
+
 def _nii_all(folder: Path) -> dict[str, list[Path]]:
     """Visible NIfTI files of a folder by stem, every file of a stem (``X.nii`` and ``X.nii.gz``) in name order
-    (macOS ``._*`` resource forks skipped)."""
+    (macOS ``._*`` resource forks skipped). A NIfTI-named broken symbolic link is refused, naming it."""
     out: dict[str, list[Path]] = {}
     for p in sorted(folder.iterdir()):
         m = _NII.match(p.name)
-        if m and not p.name.startswith(".") and p.is_file():
-            out.setdefault(m.group("stem"), []).append(p)
+        if m and not p.name.startswith("."):
+            _refuse_broken_link(p, f"NIfTI file of {folder.name}/")
+            if p.is_file():
+                out.setdefault(m.group("stem"), []).append(p)
     return out
 
 
@@ -1033,6 +1054,7 @@ def _msd_cases(root: Path) -> list[Case]:
     absent: list[Path] = []  # unlabelled (test) images listed in dataset.json but not on disk
     for img, lab in entries:
         img = _msd_on_disk(img)
+        _refuse_broken_link(img, f"image listed in {meta_path.name}")
         if not img.is_file():
             if lab is None:  # training needs none of them: users often keep imagesTr/labelsTr only
                 absent.append(img)
@@ -1041,6 +1063,7 @@ def _msd_cases(root: Path) -> list[Case]:
         paths = {"image": img}
         if lab is not None:
             lab = _msd_on_disk(lab)
+            _refuse_broken_link(lab, f"label listed in {meta_path.name}")
             if not lab.is_file():
                 raise FileNotFoundError(f"{lab}: label file listed in {meta_path.name} does not exist")
             paths["label"] = lab
@@ -1056,8 +1079,16 @@ def _msd_cases(root: Path) -> list[Case]:
 
 
 def _visible_dirs(folder: Path) -> list[Path]:
-    """The sub-folders of ``folder`` not hidden (links to folders included), sorted."""
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """The sub-folders of ``folder`` not hidden (links to folders included), sorted; a visible broken symbolic link
+    there (a case folder on a disk that is not mounted, say) is refused, naming it, rather than skipped."""
+    out = []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith("."):
+            continue
+        _refuse_broken_link(p, f"entry of the dataset folder {folder}")
+        if p.is_dir():
+            out.append(p)
+    return out
 
 
 def _scan_case_folders(folder: Path) -> tuple[list[Case], list[Path]]:
@@ -1125,7 +1156,9 @@ def list_cases(root: str | Path) -> list[Case]:
 
     Raises:
         TypeError: ``root`` is not a path.
-        FileNotFoundError: missing folder or a missing modality file (named).
+        FileNotFoundError: missing folder, a missing modality file (named), or a broken symbolic link where the
+            loader looks (a case folder, a case's NIfTI file, MSD's dataset.json/imagesTr/labelsTr or a file
+            dataset.json lists; named with its target).
         ValueError: empty/unrecognised folder (naming the sub-folders searched), a case id found
             twice (naming both folders), mixed layouts (BraTS 2018-21 and 2023 case folders, or BraTS case
             folders in an MSD folder: naming both), case folders both directly under ``root`` and one
@@ -1137,6 +1170,8 @@ def list_cases(root: str | Path) -> list[Case]:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: dataset folder does not exist")
+    for name in ("dataset.json", "imagesTr", "labelsTr"):
+        _refuse_broken_link(root / name, "MSD " + name)  # else read as a folder without it (no labels, say)
     if (root / "dataset.json").is_file() or (root / "imagesTr").is_dir():
         _refuse_brats_beside_msd(root)
         return _msd_cases(root)

@@ -2098,6 +2098,52 @@ def test_a_monai_datalist_named_dataset_json_is_said_to_make_the_folder_msd(tmp_
         D.list_cases(lone)
 
 
+def test_broken_symbolic_links_are_refused_naming_them(tmp_path) -> None:
+    """A dangling case-folder link was dropped from the listing, a dangling seg link made the case unlabelled, a
+    dangling modality link read as a missing file, a dangling MSD labelsTr/ made the set unlabelled, a dangling test
+    image listed in dataset.json was skipped: each is now an error naming the link. Links that resolve still work."""
+    root = tmp_path / "d"
+    cids = _written(root, "brats2021", 3)
+    store = tmp_path / "store"
+    store.mkdir()
+    (root / cids[2]).rename(store / cids[2])
+    (root / cids[2]).symlink_to(store / cids[2])  # resolves: listed
+    assert [c.case_id for c in D.list_cases(root)] == cids
+    (store / cids[2]).rename(tmp_path / "gone")  # the disk holding it is not mounted
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{root / cids[2]}: entry of the dataset folder") +
+                       r".*broken symbolic link"):
+        D.list_cases(root)
+    (root / cids[2]).unlink()
+    for key in ("seg", "t1ce"):
+        f = root / cids[0] / f"{cids[0]}_{key}.nii.gz"
+        f.rename(store / f.name)
+        f.symlink_to(store / f.name)
+        assert D.list_cases(root)[0].paths[key] == f  # resolves: read
+        (store / f.name).rename(tmp_path / "away.nii.gz")
+        with pytest.raises(FileNotFoundError, match=re.escape(str(f)) + r": NIfTI file .*broken symbolic link"):
+            D.list_cases(root)
+        f.unlink()
+        (tmp_path / "away.nii.gz").rename(f)
+    msd = tmp_path / "msd"
+    _written(msd, "msd", 2)
+    (msd / "labelsTr").rename(store / "labelsTr")
+    (msd / "labelsTr").symlink_to(store / "labelsTr")
+    (msd / "dataset.json").unlink()
+    assert all("label" in c.paths for c in D.list_cases(msd))
+    (store / "labelsTr").rename(tmp_path / "labels_gone")
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{msd / 'labelsTr'}: MSD labelsTr is a broken symbolic")):
+        D.list_cases(msd)
+    (tmp_path / "labels_gone").rename(store / "labelsTr")
+    D.write_msd_dataset_json(msd, ["BRATS_001"])
+    meta = json.loads((msd / "dataset.json").read_text())
+    meta["test"] = ["./imagesTs/BRATS_002.nii.gz"]
+    (msd / "dataset.json").write_text(json.dumps(meta))
+    (msd / "imagesTs").mkdir()
+    (msd / "imagesTs" / "BRATS_002.nii.gz").symlink_to(tmp_path / "nowhere.nii.gz")
+    with pytest.raises(FileNotFoundError, match=r"BRATS_002\.nii\.gz: image listed in dataset\.json is a broken"):
+        D.list_cases(msd)
+
+
 def test_msd_after_gunzip_reads_the_nii_files_dataset_json_names_as_nii_gz(tmp_path) -> None:
     """``gunzip -r`` on an MSD folder leaves .nii files while dataset.json names .nii.gz: that was a FileNotFoundError
     although the file was there. The other extension is read when the named file is missing, as in the BraTS layouts;
