@@ -498,7 +498,8 @@ def data_dir_signature(path: str | os.PathLike[str]) -> str:
 
     Symbolic links are followed, to files and to folders, as the loaders (``robustseg_lib.data``) follow them: a folder
     of links into a shared dataset is signed by the files it points to; a folder reached twice (a link cycle) is walked
-    once; a broken link is skipped, as the loaders skip it. Hidden entries (names starting with ``.``: ``.DS_Store``,
+    once; a broken link is skipped here (the loaders refuse one where they look for cases, naming it, so a run on such
+    a folder stops in notebook 01). Hidden entries (names starting with ``.``: ``.DS_Store``,
     ``.git/``, macOS ``._*`` forks) are skipped at every level, as the loaders skip them.
 
     Args:
@@ -536,7 +537,7 @@ def data_dir_signature(path: str | os.PathLike[str]) -> str:
             file = Path(dirpath, name)
             try:
                 st = file.stat()
-            except OSError as exc:  # a broken or self-referential link: the loaders' is_file() skips it too
+            except OSError as exc:  # a broken or self-referential link: notebook 01's loaders refuse it where it matters
                 if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
                     continue
                 raise
