@@ -32,6 +32,8 @@ __all__ = [
     "atomic_torch_save",
     "atomic_savefig",
     "read_json",
+    "read_json_object",
+    "json_kind",
 ]
 
 
@@ -139,14 +141,36 @@ def atomic_write_json(target: str | Path, obj: Any) -> Path:
 
 
 def read_json(path: str | Path) -> Any:
-    """Read a JSON file; raises FileNotFoundError, or ValueError for text that is not JSON, naming the path."""
+    """Read a JSON file; raises FileNotFoundError, or ValueError for text that is not UTF-8 JSON, naming the path."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def json_kind(value: Any) -> str:
+    """A JSON value in words (``an array``, ``the number 3``...), for errors on a malformed file."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"the boolean {json.dumps(value)}"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return f"the string {value[:40]!r}" + ("…" if len(value) > 40 else "")
+    return "an array" if isinstance(value, list) else "an object"
+
+
+def read_json_object(path: str | Path, what: str = "a JSON object") -> dict[str, Any]:
+    """Read a JSON file that must hold an object; as :func:`read_json`, and ValueError naming the path when it holds
+    another JSON value (``what`` says what was expected, e.g. ``"a JSON object (MSD dataset.json)"``)."""
+    blob = read_json(path)
+    if not isinstance(blob, dict):
+        raise ValueError(f"{path}: expected {what}, got {json_kind(blob)}")
+    return blob
 
 
 def atomic_save_npz(target: str | Path, compressed: bool = False, **arrays: np.ndarray) -> Path:

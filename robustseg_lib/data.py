@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import json
 import os
 import re
 import shutil
@@ -44,7 +43,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm  # text bars: no ipywidgets needed, and papermill keeps them readable
 
-from .artefacts import atomic_path, atomic_save_npz, atomic_write_json
+from .artefacts import atomic_path, atomic_save_npz, atomic_write_json, read_json_object
 from .checks import check_int
 from .runtime import cpu_budget
 from .synthetic import _check_shape, generate_case, make_synthetic_case, voxel_size_for_shape
@@ -986,12 +985,7 @@ def _msd_json_entries(meta_path: Path) -> tuple[tuple[int, ...] | None, list[tup
     """
     channels = None
     entries: list[tuple[Path, Path | None]] = []
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{meta_path}: not valid JSON ({exc})") from exc
-    if not isinstance(meta, dict):
-        raise ValueError(f"{meta_path}: expected a JSON object (MSD dataset.json), got a {type(meta).__name__}")
+    meta = read_json_object(meta_path, "a JSON object (MSD dataset.json)")
     if "modality" in meta:
         channels = _msd_channels(meta_path, meta["modality"])
     if "labels" in meta:

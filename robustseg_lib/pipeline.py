@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from .artefacts import RunPaths, atomic_write_json
+from .artefacts import RunPaths, atomic_write_json, read_json_object
 from .checks import check_float, check_int
 
 __all__ = [
@@ -844,12 +844,11 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise PipelineError(f"{path}: not valid JSON ({exc}); restore it or pass another --out") from None
-    if not isinstance(manifest, dict):
-        raise PipelineError(f"{path}: expected a JSON object, got {type(manifest).__name__}; restore it or pass another --out")
-    return manifest
+        return read_json_object(path)
+    except ValueError as exc:
+        raise PipelineError(f"{exc}; restore it or pass another --out") from None
+    except OSError as exc:
+        raise PipelineError(f"{path}: cannot be read ({exc}); restore it or pass another --out") from None
 
 
 #: Environment variable naming the run folder (and process) holding its lock; inherited by the notebooks' kernels.

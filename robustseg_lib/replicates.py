@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .artefacts import atomic_to_csv, atomic_write_text
+from .artefacts import atomic_to_csv, atomic_write_text, json_kind, read_json_object
 from .checks import check_int
 from .stats import is_diagnostic_attack
 
@@ -186,32 +186,16 @@ def _run_level_reach(n_runs: int, comparisons: pd.DataFrame, alpha: float) -> st
                   f"there says that the runs are too few; every family can from {need} runs on.")  # fmt: skip
 
 
-def _json_kind(value: Any) -> str:
-    """A JSON value in words, for the errors on a malformed file."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"the boolean {json.dumps(value)}"
-    if isinstance(value, (int, float)):
-        return f"the number {value!r}"
-    if isinstance(value, str):
-        return f"the string {value[:40]!r}" + ("…" if len(value) > 40 else "")
-    return "an array" if isinstance(value, list) else "an object"
-
-
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _read_json_object(path: Path, hint: str) -> dict[str, Any]:
-    """The JSON object in ``path``; ValueError naming the file when it is not UTF-8 JSON or not an object."""
+    """The JSON object in ``path`` (:func:`artefacts.read_json_object`), with ``hint`` added to its errors."""
     try:
-        blob = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc}); {hint}") from None
-    if not isinstance(blob, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {_json_kind(blob)}; {hint}")
-    return blob
+        return read_json_object(path)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; {hint}") from None
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
@@ -223,7 +207,7 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     man = _read_json_object(path, hint)
 
     def bad(key: str, want: str, value: Any) -> ValueError:
-        return ValueError(f"{path}: {key!r} must be {want}, got {_json_kind(value)}; {hint}")
+        return ValueError(f"{path}: {key!r} must be {want}, got {json_kind(value)}; {hint}")
 
     stages = man.get("stages", {})
     if not isinstance(stages, dict):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 import zipfile
 from pathlib import Path
@@ -149,6 +150,27 @@ def test_read_json_names_the_file_it_cannot_parse(tmp_path) -> None:
     path.write_text('{"attack": ', encoding="utf-8")
     with pytest.raises(ValueError, match="fgsm.json: not valid JSON"):
         read_json(path)
+
+
+def test_read_json_object_refuses_other_values_and_text_that_is_not_utf8(tmp_path) -> None:
+    """read_json_object (shared by the MSD loader, compare and the manifest reader) returns an object and names the
+    file, and what it holds in words, for any other JSON value; bytes that are not UTF-8 are 'not valid JSON' like
+    other unreadable text, not a bare UnicodeDecodeError (oracle: hand-written files)."""
+    from robustseg_lib.artefacts import read_json_object
+
+    f = tmp_path / "m.json"
+    f.write_text('{"a": [1]}', encoding="utf-8")
+    assert read_json_object(f) == {"a": [1]}
+    for text, kind in (("[1]", "an array"), ("3", "the number 3"), ("null", "null"), ("true", "the boolean true"),
+                       ('"x"', "the string 'x'")):
+        f.write_text(text, encoding="utf-8")
+        with pytest.raises(ValueError, match=f"m.json: expected a JSON object \\(x\\), got {re.escape(kind)}$"):
+            read_json_object(f, "a JSON object (x)")
+    f.write_bytes(b"\xff\xfe{")
+    with pytest.raises(ValueError, match="m.json: not valid JSON"):
+        read_json_object(f)
+    with pytest.raises(FileNotFoundError, match="nope.json: no such file"):
+        read_json_object(tmp_path / "nope.json")
 
 
 # ----------------------------------------------------------------------------- session 21: durability (fsync)

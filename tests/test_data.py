@@ -1341,7 +1341,7 @@ def _malformed_msd_jsons() -> list[tuple[str, object, str]]:
          r"'modality' must be an object"),
         ("non-integer keys", {**good, "modality": {"a": "FLAIR", "b": "T1w", "c": "t1gd", "d": "T2w"}},
          r"'modality' keys must be channel indices 0\.\.3, got 'a'"),
-        ("a list as the root", [good], r"expected a JSON object \(MSD dataset\.json\), got a list"),
+        ("a list as the root", [good], r"expected a JSON object \(MSD dataset\.json\), got an array"),
         ("a test entry without image", {**good, "test": [{"file": "./imagesTs/BRATS_485.nii.gz"}]},
          r"'test' entries are image paths or objects with an 'image' key"),
         ("a training entry twice", {**good, "training": good["training"] * 2},

@@ -75,6 +75,23 @@ def test_notebooks_are_committed_clean_and_up_to_date() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def test_notebook_builder_refuses_a_default_that_differs_from_the_teaching_profile(monkeypatch) -> None:
+    """The builder's parameter lines are read as the defaults too: one that differs from profiles/teaching.yaml
+    (22 did, e.g. 30 epochs for the profile's 15) is refused, naming both; one that equals it, and one the profile
+    does not set, pass (oracle: the committed teaching profile)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_notebooks", NOTEBOOK_DIR.parent / "tools" / "build_notebooks.py")
+    bn = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bn)
+    prof = yaml.safe_load((NOTEBOOK_DIR / "profiles" / "teaching.yaml").read_text())
+    epochs = prof["notebooks"]["02_unet"]["epochs"]
+    with pytest.raises(ValueError, match=rf"02_unet: epochs = {epochs + 1} here but {epochs} in profiles/teaching.yaml"):
+        bn.params("02_unet", f"epochs: int = {epochs + 1}  # training epochs\n")
+    cell = bn.params("02_unet", f"epochs: int = {epochs}  # training epochs\nnot_in_profile: int = 7  # x\n")[1]
+    assert cell.source == f"epochs: int = {epochs}  # training epochs\nnot_in_profile: int = 7  # x"
+
+
 def test_notebook_08_shows_and_reports_the_claim_rules_at_its_alpha() -> None:
     """Notebook 08 states the decision rules at the alpha it judged the claims at, in the notebook and in the report
     (``stats.claim_rules_md`` itself is tested in test_stats.py)."""
